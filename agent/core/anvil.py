@@ -1,0 +1,176 @@
+"""Start and stop a real ``anvil`` on loopback.
+
+Each anvil runs in its own process group (``start_new_session``) so that stopping it kills
+everything it started, and nothing is left behind by tests, the simulator or the devnet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from agent.core.errors import DevnetError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TOOLCHAIN_BIN = PROJECT_ROOT / "toolchain" / "node_modules" / "@foundry-rs"
+
+
+def find_tool(name: str) -> str:
+    """Locate a Foundry binary: ``$HEDGE_AGENT_<NAME>``, the project's toolchain, then ``PATH``.
+
+    The native binary is used, never the npm launcher (it sets ``TARGET_TOOL``, which breaks a
+    ``cast`` started from inside ``forge``).
+    """
+    env = os.environ.get(f"HEDGE_AGENT_{name.upper()}")
+    if env:
+        return env
+    local = TOOLCHAIN_BIN / f"{name}-linux-amd64" / "bin" / name
+    if local.is_file():
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise DevnetError(f"{name} not found: run `make toolchain` or set HEDGE_AGENT_{name.upper()}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rpc_call_sync(url: str, method: str, params: Sequence[object] = (), timeout: float = 5.0) -> object:
+    """Minimal blocking JSON-RPC call, used only for process lifecycle checks."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        payload = json.loads(resp.read())
+    if "error" in payload:
+        raise DevnetError(f"{url}: {method} failed: {payload['error']}")
+    return payload.get("result")
+
+
+class AnvilProcess:
+    """A managed anvil. Use as a context manager or call ``start``/``stop``."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        fork_url: str | None = None,
+        fork_block_number: int | None = None,
+        chain_id: int | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: Path | None = None,
+        detach: bool = False,
+    ) -> None:
+        self.port = port or free_port()
+        self.fork_url = fork_url
+        self.fork_block_number = fork_block_number
+        self.chain_id = chain_id
+        self.extra_args = list(extra_args)
+        self.log_path = log_path
+        self.detach = detach
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        cmd = [find_tool("anvil"), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        if self.fork_url:
+            cmd += ["--fork-url", self.fork_url]
+            if self.fork_block_number is not None:
+                cmd += ["--fork-block-number", str(self.fork_block_number)]
+        if self.chain_id is not None:
+            cmd += ["--chain-id", str(self.chain_id)]
+        return cmd + self.extra_args
+
+    def start(self, timeout: float = 30.0) -> str:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if self.log_path and not isinstance(log, int):
+                log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DevnetError(
+                    f"anvil exited with code {self.proc.returncode} on port {self.port}"
+                    + (f" (see {self.log_path})" if self.log_path else "")
+                )
+            try:
+                rpc_call_sync(self.url, "eth_chainId", timeout=1.0)
+                return self.url
+            except (OSError, urllib.error.URLError, DevnetError):
+                time.sleep(0.05)
+        self.stop()
+        raise DevnetError(f"anvil did not answer on {self.url} within {timeout:.0f}s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        kill_process_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def __enter__(self) -> AnvilProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def kill_process_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace``."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        # Reap if it is our child, so it does not linger as a zombie.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

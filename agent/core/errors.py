@@ -1,0 +1,95 @@
+"""The agent's exception tree. Library errors (aiohttp, eth_abi, sqlite3, pydantic) are translated
+into these in one place per boundary, so callers catch ours and messages name the source.
+
+    AgentError                  base; ``str(e)`` is a one-line message fit for an operator
+    ├── ConfigError             a config file or value is wrong (names the file/key)
+    ├── SourceError             a data source failed or answered nonsense (``source`` names it)
+    │   ├── TransportError      connection refused, DNS, timeout
+    │   │   └── RateLimited     HTTP 429 / JSON-RPC capacity errors (``retry_after`` seconds)
+    │   ├── MalformedResponse   unparseable, wrong shape, NaN/negative where impossible
+    │   ├── StaleData           an oracle answer older than its heartbeat
+    │   └── WrongChain          the RPC's chain id differs from configuration
+    ├── RpcError                a JSON-RPC error object (``code``, ``data``)
+    │   └── ExecutionReverted   eth_call / transaction reverted (``reason`` decoded when possible)
+    ├── StoreError              the observation store failed
+    ├── PlanningError           a decision cannot be turned into transactions
+    ├── SimulationError         the fork could not be started or driven
+    ├── DevnetError             the local devnet is not up / could not be deployed
+    └── Halt                    stop the daemon on purpose (error budget spent, unsafe state)
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    pass
+
+
+class SourceError(AgentError):
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.message = message
+
+
+class TransportError(SourceError):
+    pass
+
+
+class RateLimited(TransportError):
+    def __init__(self, source: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(source, message)
+        self.retry_after = retry_after
+
+
+class MalformedResponse(SourceError):
+    pass
+
+
+class StaleData(SourceError):
+    pass
+
+
+class WrongChain(SourceError):
+    pass
+
+
+class RpcError(AgentError):
+    def __init__(self, source: str, code: int, message: str, data: object = None) -> None:
+        super().__init__(f"{source}: JSON-RPC error {code}: {message}")
+        self.source = source
+        self.code = code
+        self.rpc_message = message
+        self.data = data
+
+
+class ExecutionReverted(RpcError):
+    def __init__(
+        self, source: str, code: int, message: str, data: object = None, reason: str | None = None
+    ) -> None:
+        super().__init__(source, code, message, data)
+        self.reason = reason
+
+
+class StoreError(AgentError):
+    pass
+
+
+class PlanningError(AgentError):
+    pass
+
+
+class SimulationError(AgentError):
+    pass
+
+
+class DevnetError(AgentError):
+    pass
+
+
+class Halt(AgentError):
+    """Raised to stop the daemon on purpose; the runner still runs shutdown."""
