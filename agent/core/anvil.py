@@ -50,9 +50,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rpc_call_sync(url: str, method: str, params: Sequence[object] = (), timeout: float = 5.0) -> object:
+def rpc_call_sync(
+    url: str, method: str, params: Sequence[object] = (), timeout: float = 5.0
+) -> object:
     """Minimal blocking JSON-RPC call, used only for process lifecycle checks."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    ).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         payload = json.loads(resp.read())

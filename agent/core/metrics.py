@@ -27,7 +27,13 @@ class Metrics:
         self.sources: dict[str, SourceStats] = {}
 
     def record(
-        self, source: str, method: str, latency_s: float, *, error: bool = False, retry: bool = False
+        self,
+        source: str,
+        method: str,
+        latency_s: float,
+        *,
+        error: bool = False,
+        retry: bool = False,
     ) -> None:
         st = self.sources.setdefault(source, SourceStats())
         st.requests += 1

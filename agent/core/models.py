@@ -24,7 +24,9 @@ class Observation:
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, float) or math.isnan(self.value) or math.isinf(self.value):
-            raise ValueError(f"{self.source}: {self.key} value is not a finite float: {self.value!r}")
+            raise ValueError(
+                f"{self.source}: {self.key} value is not a finite float: {self.value!r}"
+            )
 
     @property
     def available_at(self) -> int:

@@ -1,0 +1,227 @@
+"""Async JSON-RPC client with middleware layers.
+
+The shape follows web3.py's middleware: a request passes through a stack of small layers, each
+wrapping the next ``send`` callable (metrics, retries, then the transport). Library errors
+(aiohttp, JSON) are translated into ``agent.core.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from agent.core.errors import (
+    ExecutionReverted,
+    MalformedResponse,
+    RateLimited,
+    RpcError,
+    TransportError,
+    WrongChain,
+)
+from agent.core.metrics import METRICS
+
+Send = Callable[[str, Sequence[Any]], Awaitable[Any]]
+Layer = Callable[[Send], Send]
+
+# JSON-RPC error codes providers use for capacity limits (see samples: 429 / -32005 / 403).
+_RATE_LIMIT_CODES = {-32005, 429}
+
+
+def redact_url(url: str) -> str:
+    """Hide API keys embedded in provider URLs (``.../v2/<key>``, ``?apikey=``) from messages."""
+    base, _, query = url.partition("?")
+    parts = base.split("/")
+    if len(parts) > 3 and len(parts[-1]) >= 16:
+        parts[-1] = "***"
+    return "/".join(parts) + ("?***" if query else "")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    base_delay_s: float = 0.25
+    max_delay_s: float = 5.0
+
+
+def metrics_layer(source: str) -> Layer:
+    def wrap(send: Send) -> Send:
+        async def layer(method: str, params: Sequence[Any]) -> Any:
+            t0 = time.perf_counter()
+            try:
+                result = await send(method, params)
+            except Exception:
+                METRICS.record(source, method, time.perf_counter() - t0, error=True)
+                raise
+            METRICS.record(source, method, time.perf_counter() - t0)
+            return result
+
+        return layer
+
+    return wrap
+
+
+def retry_layer(policy: RetryPolicy) -> Layer:
+    """Retry transport failures and rate limits with exponential backoff and full jitter.
+
+    JSON-RPC errors (reverts, bad params) are answers, not failures, and are never retried.
+    """
+
+    def wrap(send: Send) -> Send:
+        async def layer(method: str, params: Sequence[Any]) -> Any:
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    return await send(method, params)
+                except TransportError as exc:
+                    if attempt == policy.attempts:
+                        raise
+                    delay = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+                    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                        delay = min(policy.max_delay_s, exc.retry_after)
+                    await asyncio.sleep(random.uniform(0, delay))
+            raise AssertionError("unreachable")
+
+        return layer
+
+    return wrap
+
+
+class RpcClient:
+    """One endpoint. ``source`` names it in errors and metrics (e.g. ``rpc:devnet``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        source: str = "rpc",
+        session: aiohttp.ClientSession | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        layers: Sequence[Layer] = (),
+    ) -> None:
+        self.url = url
+        self.source = source
+        self._own_session = session is None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._ids = itertools.count(1)
+        send: Send = self._transport
+        # Innermost first: retry sits inside metrics so each attempt is counted.
+        for layer in (retry_layer(retry or RetryPolicy()), metrics_layer(source), *layers):
+            send = layer(send)
+        self._send = send
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        return await self._send(method, params)
+
+    async def _transport(self, method: str, params: Sequence[Any]) -> Any:
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        where = f"{self.source} ({redact_url(self.url)})"
+        try:
+            async with self._get_session().post(self.url, json=body, timeout=self._timeout) as resp:
+                text = await resp.text()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except TimeoutError as exc:
+            raise TransportError(where, f"{method} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                where, f"{method}: cannot connect ({exc.__class__.__name__})"
+            ) from exc
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if status == 429 or (isinstance(payload, dict) and _is_rate_limit(payload)):
+            raise RateLimited(
+                where, f"{method}: rate limited (HTTP {status})", _parse_retry_after(retry_after)
+            )
+        if not isinstance(payload, dict):
+            raise MalformedResponse(
+                where, f"{method}: HTTP {status}, not a JSON-RPC object: {text[:120]!r}"
+            )
+        if "error" in payload and payload["error"] is not None:
+            err = payload["error"]
+            if not isinstance(err, dict):
+                raise MalformedResponse(where, f"{method}: error is not an object: {err!r}")
+            code = int(err.get("code", 0))
+            msg = str(err.get("message", ""))
+            data = err.get("data")
+            if "revert" in msg.lower():
+                raise ExecutionReverted(where, code, msg, data)
+            raise RpcError(where, code, msg, data)
+        if status >= 400:
+            raise TransportError(where, f"{method}: HTTP {status}")
+        if "result" not in payload:
+            raise MalformedResponse(where, f"{method}: response has neither result nor error")
+        return payload["result"]
+
+    # Convenience wrappers ---------------------------------------------------------------
+
+    async def chain_id(self) -> int:
+        return int(await self.request("eth_chainId"), 16)
+
+    async def block_number(self) -> int:
+        return int(await self.request("eth_blockNumber"), 16)
+
+    async def get_block(self, number: int | str = "latest") -> dict[str, Any]:
+        tag = hex(number) if isinstance(number, int) else number
+        block = await self.request("eth_getBlockByNumber", [tag, False])
+        if not isinstance(block, dict):
+            raise MalformedResponse(self.source, f"block {number} not found")
+        return block
+
+    async def eth_call(self, to: str, data: str, block: int | str = "latest") -> bytes:
+        tag = hex(block) if isinstance(block, int) else block
+        result = await self.request("eth_call", [{"to": to, "data": data}, tag])
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise MalformedResponse(self.source, f"eth_call returned {result!r}")
+        return bytes.fromhex(result[2:])
+
+    async def ensure_chain(self, expected: int) -> None:
+        actual = await self.chain_id()
+        if actual != expected:
+            raise WrongChain(
+                self.source,
+                f"RPC {redact_url(self.url)} is on chain {actual}, configuration expects {expected}",
+            )
+
+
+def _is_rate_limit(payload: dict[str, Any]) -> bool:
+    err = payload.get("error")
+    if not isinstance(err, dict):
+        return False
+    msg = str(err.get("message", "")).lower()
+    return err.get("code") in _RATE_LIMIT_CODES or "rate limit" in msg or "capacity" in msg
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

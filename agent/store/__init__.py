@@ -1,0 +1,5 @@
+"""Observation store (SQLite, WAL) and session-spend ledger."""
+
+from agent.store.sqlite import SCHEMA_VERSION, Store
+
+__all__ = ["SCHEMA_VERSION", "Store"]

@@ -1,0 +1,303 @@
+"""SQLite observation store and session-spend ledger.
+
+Durability choices:
+
+* WAL journal: readers (signals, CLI) never block the writer, and a commit is one append.
+* ``synchronous=FULL`` by default: the spend ledger guards the per-session budget cap, so a
+  recorded spend must survive a power loss, not only a process crash (NORMAL in WAL mode can lose
+  the last commits on OS crash). Writes are a few batched transactions per tick, so the extra
+  fsync is cheap. Pass ``synchronous="NORMAL"`` for bulk backfills where that trade-off is fine.
+
+Identity and revisions (no look-ahead):
+
+* An observation's identity is ``(key, ts, source, available_at)`` where
+  ``available_at = known_at if known_at is not None else ts``. Upserting the same observation twice
+  is one row; the same identity with a different value overwrites the value (a correction of a
+  live point, e.g. a re-fetched candle).
+* A macro revision (same key/ts/source, later ``known_at``) is a *new row*: every vintage is kept.
+* ``series(key, known_by=T)`` returns, per ``ts``, the value from the row with the greatest
+  ``available_at <= T`` (the latest vintage known at T; ties → the row ingested last). Without
+  ``known_by`` the latest vintage overall is used. So a backtest evaluating at T never sees a print
+  or a revision published after T.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import pandas as pd
+
+from agent.core.errors import StoreError
+from agent.core.models import Observation
+
+# Ordered migrations; index i migrates user_version i -> i+1. Never edit a shipped entry, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE observations (
+        id           INTEGER PRIMARY KEY,
+        key          TEXT    NOT NULL,
+        ts           INTEGER NOT NULL,
+        source       TEXT    NOT NULL,
+        available_at INTEGER NOT NULL,   -- known_at if given, else ts (NULLs can't be unique)
+        known_at     INTEGER,            -- as given, to round-trip None
+        value        REAL    NOT NULL,
+        unit         TEXT    NOT NULL,
+        ingested_at  INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX observations_identity ON observations (key, ts, source, available_at);
+    CREATE TABLE spends (
+        idempotency_key TEXT PRIMARY KEY,
+        session_id      TEXT    NOT NULL,
+        amount_usd      TEXT    NOT NULL,  -- Decimal as text: exact, no float rounding
+        at              INTEGER NOT NULL
+    );
+    CREATE INDEX spends_session ON spends (session_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_UPSERT = """
+INSERT INTO observations (key, ts, source, available_at, known_at, value, unit, ingested_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key, ts, source, available_at) DO UPDATE
+SET value = excluded.value, unit = excluded.unit, ingested_at = excluded.ingested_at
+WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit
+"""
+
+
+class Store:
+    """Thread-safe (one connection behind a lock); calls are short, so the async runner may call
+    them directly or through ``asyncio.to_thread``."""
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so each batch is one transaction.
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"{self.path}: cannot open store: {e}") from e
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
+    def schema_version(self) -> int:
+        with self._read() as c:
+            return int(c.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this agent ({SCHEMA_VERSION})"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            # executescript commits implicitly, so wrap the DDL and the version bump explicitly.
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+            )
+
+    def integrity_check(self) -> str:
+        with self._read() as c:
+            return str(c.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- observations ----------------------------------------------------------------------
+
+    def upsert(self, observations: Iterable[Observation]) -> int:
+        """Insert observations in one transaction; returns rows inserted or changed."""
+        now = int(time.time())
+        rows = []
+        for o in observations:
+            if not isinstance(o, Observation):
+                raise StoreError(f"{self.path}: not an Observation: {o!r}")
+            rows.append(
+                (o.key, o.ts, o.source, o.available_at, o.known_at, o.value, o.unit, now)
+            )
+        if not rows:
+            return 0
+        with self._tx() as c:
+            before = c.total_changes
+            c.executemany(_UPSERT, rows)
+            return c.total_changes - before
+
+    def _where(
+        self,
+        key: str,
+        since: int | None,
+        until: int | None,
+        known_by: int | None,
+        source: str | None,
+    ) -> tuple[str, list[object]]:
+        clauses = ["key = ?"]
+        args: list[object] = [key]
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(int(since))
+        if until is not None:
+            clauses.append("ts <= ?")
+            args.append(int(until))
+        if known_by is not None:
+            clauses.append("available_at <= ?")
+            args.append(int(known_by))
+        if source is not None:
+            # Prefix match ("csv:" or "hyperliquid:"); substr avoids LIKE wildcard escaping.
+            clauses.append("substr(source, 1, ?) = ?")
+            args += [len(source), source]
+        return " AND ".join(clauses), args
+
+    def series(
+        self,
+        key: str,
+        since: int | None = None,
+        until: int | None = None,
+        known_by: int | None = None,
+        *,
+        source: str | None = None,
+    ) -> pd.Series:
+        """One value per ts (latest vintage with ``available_at <= known_by``), sorted, UTC index."""
+        where, args = self._where(key, since, until, known_by, source)
+        sql = f"""
+            SELECT ts, value FROM (
+                SELECT ts, value, ROW_NUMBER() OVER (
+                    PARTITION BY ts ORDER BY available_at DESC, ingested_at DESC, id DESC
+                ) AS rn
+                FROM observations WHERE {where}
+            ) WHERE rn = 1 ORDER BY ts
+        """
+        with self._read() as c:
+            rows = c.execute(sql, args).fetchall()
+        index = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows], unit="s", utc=True))
+        return pd.Series([float(r[1]) for r in rows], index=index, name=key, dtype="float64")
+
+    def observations(
+        self,
+        key: str,
+        since: int | None = None,
+        until: int | None = None,
+        known_by: int | None = None,
+        *,
+        source: str | None = None,
+    ) -> list[Observation]:
+        """Every stored row (all sources and vintages), ordered by ts then availability."""
+        where, args = self._where(key, since, until, known_by, source)
+        sql = (
+            "SELECT key, ts, value, unit, source, known_at FROM observations "
+            f"WHERE {where} ORDER BY ts, available_at, id"
+        )
+        with self._read() as c:
+            rows = c.execute(sql, args).fetchall()
+        return [_row_to_obs(r) for r in rows]
+
+    def latest(self, key: str, known_by: int | None = None) -> Observation | None:
+        where, args = self._where(key, None, None, known_by, None)
+        sql = (
+            "SELECT key, ts, value, unit, source, known_at FROM observations "
+            f"WHERE {where} ORDER BY ts DESC, available_at DESC, ingested_at DESC, id DESC LIMIT 1"
+        )
+        with self._read() as c:
+            row = c.execute(sql, args).fetchone()
+        return None if row is None else _row_to_obs(row)
+
+    def keys(self) -> list[str]:
+        with self._read() as c:
+            return [r[0] for r in c.execute("SELECT DISTINCT key FROM observations ORDER BY key")]
+
+    def count(self, key: str | None = None) -> int:
+        with self._read() as c:
+            if key is None:
+                return int(c.execute("SELECT COUNT(*) FROM observations").fetchone()[0])
+            return int(
+                c.execute("SELECT COUNT(*) FROM observations WHERE key = ?", (key,)).fetchone()[0]
+            )
+
+    # -- session spend ledger ----------------------------------------------------------------
+
+    def record_spend(
+        self, session_id: str, idempotency_key: str, amount_usd: Decimal, at: int
+    ) -> bool:
+        """Record a proposed spend once. Returns False if ``idempotency_key`` was already recorded
+        (the first amount stands), so replaying a proposal after a restart never double-counts."""
+        try:
+            amount = Decimal(amount_usd)
+        except (InvalidOperation, TypeError, ValueError) as e:
+            raise StoreError(f"{self.path}: bad spend amount {amount_usd!r}") from e
+        if not amount.is_finite() or amount < 0:
+            raise StoreError(f"{self.path}: spend amount must be finite and >= 0, got {amount}")
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO spends (idempotency_key, session_id, amount_usd, at) "
+                "VALUES (?, ?, ?, ?)",
+                (idempotency_key, session_id, str(amount), int(at)),
+            )
+            return cur.rowcount == 1
+
+    def session_spent_usd(self, session_id: str) -> Decimal:
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT amount_usd FROM spends WHERE session_id = ?", (session_id,)
+            ).fetchall()
+        # Summed in Python as Decimal: SQLite's SUM would go through float.
+        return sum((Decimal(r[0]) for r in rows), Decimal(0))
+
+
+def _row_to_obs(row: tuple[str, int, float, str, str, int | None]) -> Observation:
+    key, ts, value, unit, source, known_at = row
+    v = float(value)
+    if not math.isfinite(v):  # pragma: no cover - upsert only accepts finite Observations
+        raise StoreError(f"{key}@{ts}: non-finite value in store")
+    return Observation(key=key, ts=int(ts), value=v, unit=unit, source=source, known_at=known_at)
