@@ -131,6 +131,7 @@ class AccountState:
     ltv_bps: int
     health_factor_wad: int
     wallet_balances: dict[str, int]  # symbol -> raw token units
+    pool_allowances: dict[str, int]  # symbol -> allowance granted to the Pool
 
 
 @dataclass(frozen=True)
@@ -247,10 +248,11 @@ def snapshot_calls(layout: MarketLayout) -> list[Call]:
         ]
     for acct in layout.accounts:
         calls.append(Call(f"acct:{acct}", layout.pool, pool_abi, "getUserAccountData", (acct,)))
-        calls += [
-            Call(f"bal:{acct}:{r.symbol}", r.asset, erc20, "balanceOf", (acct,))
-            for r in layout.reserves
-        ]
+        for r in layout.reserves:
+            calls.append(Call(f"bal:{acct}:{r.symbol}", r.asset, erc20, "balanceOf", (acct,)))
+            calls.append(
+                Call(f"allow:{acct}:{r.symbol}", r.asset, erc20, "allowance", (acct, layout.pool))
+            )
     calls += [
         Call(f"feed:{n}", f.address, feed_abi, "latestRoundData") for n, f in layout.feeds.items()
     ]
@@ -299,6 +301,11 @@ async def read_snapshot(
                 r.symbol: int(out[f"bal:{acct}:{r.symbol}"][0])
                 for r in layout.reserves
                 if f"bal:{acct}:{r.symbol}" in out
+            },
+            pool_allowances={
+                r.symbol: int(out[f"allow:{acct}:{r.symbol}"][0])
+                for r in layout.reserves
+                if f"allow:{acct}:{r.symbol}" in out
             },
         )
     feeds: dict[str, FeedRound] = {}

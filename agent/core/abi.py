@@ -5,6 +5,7 @@ events and revert reasons."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,7 +21,9 @@ from eth_utils.address import to_checksum_address
 
 from agent.core.errors import ConfigError
 
-ABI_DIR = Path(__file__).resolve().parents[2] / "contracts_abi"
+ABI_DIR = Path(
+    os.environ.get("HEDGE_AGENT_ABI_DIR") or Path(__file__).resolve().parents[2] / "contracts_abi"
+)
 
 _PANIC_CODES = {
     0x01: "assertion failed",

@@ -1,0 +1,60 @@
+# Everything installs into the project: .venv/ (Python, from the hashed lock) and
+# toolchain/node_modules/ (Foundry 1.7.1 native binaries, solc, protocol artifacts, pinned).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NM := toolchain/node_modules
+FOUNDRY_BINS := $(CURDIR)/$(NM)/@foundry-rs/anvil-linux-amd64/bin:$(CURDIR)/$(NM)/@foundry-rs/cast-linux-amd64/bin:$(CURDIR)/$(NM)/@foundry-rs/forge-linux-amd64/bin
+# Native binaries first on PATH: the npm launchers set TARGET_TOOL and break cast-inside-forge.
+export PATH := $(FOUNDRY_BINS):$(CURDIR)/$(BIN):$(PATH)
+DEVNET_CONFIG ?= config/devnet.toml
+SCENARIO ?= stress
+
+.PHONY: install toolchain contracts lint test demo abis clean
+
+install: $(VENV)/.installed toolchain contracts
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+toolchain: $(NM)/.installed
+
+$(NM)/.installed: toolchain/package.json toolchain/package-lock.json
+	cd toolchain && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+contracts: out/forge/.built
+
+out/forge/.built: $(NM)/.installed $(wildcard contracts/*.sol) foundry.toml scripts/solc-wrapper
+	forge build --offline
+	touch $@
+
+# Regenerate contracts_abi/ from the pinned packages and our build (outputs are committed).
+abis: install
+	$(BIN)/python scripts/sync_abis.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check agent tests scripts
+	$(BIN)/ruff format --check agent tests scripts
+	$(BIN)/mypy --strict agent
+	$(BIN)/hadolint Dockerfile
+
+test: install lint
+	$(BIN)/pytest -q
+
+demo: install
+	@set -e; trap '$(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true' EXIT; \
+	rm -rf var/demo; \
+	$(BIN)/hedge-agent devnet up; \
+	$(BIN)/hedge-agent devnet play $(SCENARIO); \
+	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(DEVNET_CONFIG) --once; \
+	echo; echo "==== proposals ===="; \
+	$(BIN)/hedge-agent proposals list --config $(DEVNET_CONFIG); \
+	$(BIN)/hedge-agent proposals show --config $(DEVNET_CONFIG) --all
+
+clean:
+	rm -rf out var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""``hedge-agent`` command line. Each area registers its own subcommands; every handler
+returns an exit code, and any ``AgentError`` ends as one line on stderr (exit 2), never a
+traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from agent.core.errors import AgentError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import load_settings
+    from agent.runner import run
+    from agent.sinks.logging import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(settings.agent.log_format, settings.agent.log_level)
+    return asyncio.run(run(settings, once=args.once))
+
+
+def _cmd_proposals(args: argparse.Namespace) -> int:
+    from agent.config import load_settings
+    from agent.sinks.journal import ProposalJournal
+    from agent.sinks.render import render_proposal
+
+    settings = load_settings(args.config) if args.config else None
+    path = args.journal or (settings.agent.journal_path if settings else "var/proposals.jsonl")
+    journal = ProposalJournal(path)
+    rows = journal.read()
+    if args.action == "list":
+        if not rows:
+            print(f"no proposals in {path}")
+        for r in rows:
+            sim = r.get("simulation") or {}
+            hf = ""
+            if sim.get("health_factor_before") is not None:
+                after = sim.get("health_factor_after")
+                hf = f"HF {sim['health_factor_before']:.3f} -> {after:.3f}" if after is not None else "HF n/a"
+            spend = (r.get("sizing") or {}).get("spend_usd")
+            print(
+                f"{r['id']}  {r['created_at']}  {r['status']:<18} {r['action']:<18} "
+                + (f"${spend:,.2f}  " if spend is not None else "")
+                + hf
+            )
+        return 0
+    if args.all:
+        chosen = rows
+    else:
+        if not args.id:
+            raise AgentError("proposals show: give a proposal ID or --all")
+        found = journal.get(args.id)
+        if found is None:
+            raise AgentError(f"no proposal {args.id!r} in {path}")
+        chosen = [found]
+    for r in chosen:
+        print(json.dumps(r, indent=2) if args.json else render_proposal(r))
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hedge-agent", description="On-chain DeFi hedging agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon (dry-run by default)")
+    p.add_argument("--config", required=True, help="TOML configuration file")
+    p.add_argument("--once", action="store_true", help="run a single tick and exit")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("proposals", help="read the proposals journal")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true", help="show every proposal")
+    p.add_argument("--json", action="store_true", help="print the raw journal record")
+    p.add_argument("--config", help="TOML configuration (for the journal path)")
+    p.add_argument("--journal", help="journal file (overrides the configuration)")
+    p.set_defaults(handler=_cmd_proposals)
+
+    from agent.devnet.command import register as register_devnet
+
+    register_devnet(sub)
+    for module in ("agent.store.command", "agent.backtest.command"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError:
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

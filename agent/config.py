@@ -1,0 +1,170 @@
+"""Configuration: one TOML file plus ``HEDGE_AGENT_*`` environment variables (env wins;
+nested keys use ``__``, e.g. ``HEDGE_AGENT_CHAIN__RPC_URL``). Unknown keys are errors, so a
+typo is reported instead of silently ignored. A devnet deployment file fills chain addresses.
+
+This module is the composition root's view of configuration: it may import the config
+models of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.collectors.onchain import ChainConfig, FeedConfig
+from agent.core.errors import ConfigError, DevnetError
+from agent.policy.config import PolicyConfig
+from agent.signals.config import SignalsConfig
+
+
+class AgentSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tick_interval_s: float = Field(15.0, gt=0)
+    store_path: str = "var/agent.sqlite"
+    journal_path: str = "var/proposals.jsonl"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    error_budget: int = Field(5, ge=1)  # consecutive failed ticks before the daemon halts
+    backfill_hours: float = Field(60.0, ge=0)  # on-chain history read at start-up (archive/anvil)
+    backfill_step_s: int = Field(3600, gt=0)
+
+
+class PositionConfig(BaseModel):
+    """The account whose position the agent protects."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    account: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    kind: Literal["safe", "eoa"] = "safe"
+    multisend_call_only: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    topup_asset: str = "WETH"
+
+
+class SimulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    block_lag: int = Field(0, ge=0)  # fork this many blocks behind the tip
+
+
+class ScenarioConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    feed: str | None = None  # scenario feed written by `hedge-agent devnet play`
+
+
+class LiveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    signer_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEDGE_AGENT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+    agent: AgentSection = AgentSection()
+    chain: ChainConfig = ChainConfig()
+    position: PositionConfig = PositionConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    scenario: ScenarioConfig = ScenarioConfig()
+    signals: SignalsConfig = SignalsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    live: LiveConfig = LiveConfig()
+    # Where the values came from, for messages ("config/devnet.toml").
+    origin: str = "defaults"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def _format_validation(origin: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return f"{origin}: invalid configuration: " + "; ".join(parts) + more
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        settings = Settings(**data, origin=origin)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(origin, exc)) from None
+    if settings.chain.deployment:
+        settings = apply_deployment(settings, Path(settings.chain.deployment))
+    return settings
+
+
+def apply_deployment(settings: Settings, path: Path) -> Settings:
+    """Fill chain and position addresses from a devnet deployment file; explicit values win."""
+    try:
+        dep = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DevnetError(
+            f"devnet is not up: no deployment file at {path} (run `hedge-agent devnet up`)"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: deployment file is not valid JSON: {exc}") from None
+    try:
+        c = settings.chain
+        feeds = dict(c.feeds) or {
+            name: FeedConfig(address=addr, heartbeat_s=3600, asset=name.split("/")[0].lower())
+            for name, addr in dep["chainlink"].items()
+        }
+        chain = c.model_copy(
+            update={
+                "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else SecretStr(dep["rpc_url"]),
+                "chain_id": int(dep["chain_id"]),
+                "pool_addresses_provider": c.pool_addresses_provider
+                or dep["aave"]["pool_addresses_provider"],
+                "reserves": c.reserves or tuple(t["address"] for t in dep["tokens"].values()),
+                "accounts": c.accounts or (dep["safe"]["address"],),
+                "feeds": feeds,
+                "perps": dict(c.perps) or dict(dep["perps"]),
+                "multicall3": dep.get("multicall3", c.multicall3),
+            }
+        )
+        pos = settings.position
+        position = pos.model_copy(
+            update={
+                "account": pos.account or dep["safe"]["address"],
+                "multisend_call_only": pos.multisend_call_only
+                or dep["safe"]["multisend_call_only"],
+            }
+        )
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: deployment file lacks {exc}") from None
+    # Re-validate so the filled values are checked like hand-written ones.
+    try:
+        return Settings(
+            **{
+                **settings.model_dump(exclude={"chain", "position"}),
+                "chain": chain.model_dump() | {"rpc_url": chain.rpc_url},
+                "position": position.model_dump(),
+            }
+        )
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(str(path), exc)) from None

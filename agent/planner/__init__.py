@@ -1,0 +1,1 @@
+"""Planner: turns policy decisions into ordered transactions against the real protocol ABIs."""

@@ -1,0 +1,267 @@
+"""A managed Anvil fork of the chain, reused across proposals.
+
+One fork per chain, forked ``block_lag`` blocks behind the tip. Each proposal runs between an
+``evm_snapshot`` and an ``evm_revert`` (a snapshot is consumed by the revert, so a fresh one is
+taken every time). When the chain moves on, the fork follows with ``anvil_reset``; if the
+process died, it is restarted.
+
+A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
+``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
+approving the Safe transaction hash on chain (``approveHash``), so the signatures are Safe's
+"approved hash" kind (``r = owner, s = 0, v = 1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.abi import ContractAbi, DecodedCall, decode_revert, load_abi, revert_data_from_rpc
+from agent.core.anvil import AnvilProcess
+from agent.core.errors import ExecutionReverted, RpcError, SimulationError
+from agent.core.rpc import RetryPolicy, RpcClient
+from agent.planner.safe import SafeTx
+from agent.planner.tx import PlannedTx
+
+GAS_FUNDING_WEI = 10 * 10**18
+
+
+@dataclass(frozen=True)
+class AccountView:
+    total_collateral_base: int
+    total_debt_base: int
+    health_factor_wad: int
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    description: str
+    success: bool
+    gas_used: int | None
+    tx_hash: str | None
+    events: tuple[DecodedCall, ...] = ()
+    revert_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    success: bool
+    fork_block: int
+    before: AccountView | None
+    after: AccountView | None
+    transactions: tuple[TxOutcome, ...]
+    error: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ForkSimulator:
+    def __init__(
+        self, upstream_url: str, *, pool: str, block_lag: int = 0, chain_id: int | None = None
+    ) -> None:
+        self.upstream_url = upstream_url
+        self.pool = pool
+        self.block_lag = block_lag
+        self.chain_id = chain_id
+        self._anvil: AnvilProcess | None = None
+        self._rpc: RpcClient | None = None
+        self._fork_block: int | None = None
+        self._abis = [
+            load_abi(n)
+            for n in ("ERC20", "Pool", "Safe", "AToken", "VariableDebtToken", "MultiSendCallOnly")
+        ]
+
+    @property
+    def url(self) -> str | None:
+        return self._anvil.url if self._anvil else None
+
+    async def ensure(self, head_block: int) -> RpcClient:
+        """Have a live fork at ``head_block - block_lag``."""
+        target = max(0, head_block - self.block_lag)
+        if self._anvil is None or not self._anvil.alive():
+            await self.stop()
+            self._anvil = AnvilProcess(
+                fork_url=self.upstream_url, fork_block_number=target, chain_id=self.chain_id
+            )
+            await asyncio.to_thread(self._anvil.start)
+            # The fork is local: retries would only hide a dead process.
+            self._rpc = RpcClient(
+                self._anvil.url, source="fork", retry=RetryPolicy(attempts=1), timeout_s=60
+            )
+            self._fork_block = target
+        elif self._fork_block != target:
+            assert self._rpc is not None
+            await self._rpc.request(
+                "anvil_reset",
+                [{"forking": {"jsonRpcUrl": self.upstream_url, "blockNumber": target}}],
+            )
+            self._fork_block = target
+        assert self._rpc is not None
+        return self._rpc
+
+    async def stop(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
+        if self._anvil is not None:
+            await asyncio.to_thread(self._anvil.stop)
+            self._anvil = None
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def account_view(self, rpc: RpcClient, account: str) -> AccountView:
+        pool = load_abi("Pool")
+        raw = await rpc.eth_call(self.pool, pool.encode_hex("getUserAccountData", account))
+        out = pool.decode_output("getUserAccountData", raw)
+        return AccountView(int(out[0]), int(out[1]), int(out[5]))
+
+    async def _call(
+        self, rpc: RpcClient, abi: ContractAbi, to: str, fn: str, *args: Any
+    ) -> tuple[Any, ...]:
+        return abi.decode_output(fn, await rpc.eth_call(to, abi.encode_hex(fn, *args)))
+
+    # -- execution ---------------------------------------------------------------------
+
+    async def _send(
+        self, rpc: RpcClient, sender: str, to: str, data: str, value: int, label: str
+    ) -> TxOutcome:
+        tx = {"from": sender, "to": to, "data": data, "value": hex(value)}
+        try:
+            gas = int(await rpc.request("eth_estimateGas", [tx]), 16)
+        except RpcError as exc:
+            raw = revert_data_from_rpc(exc.data)
+            reason = decode_revert(raw, self._abis) if raw is not None else exc.rpc_message
+            return TxOutcome(label, False, None, None, revert_reason=reason)
+        tx["gas"] = hex(gas + gas // 5)
+        tx_hash = await rpc.request("eth_sendTransaction", [tx])
+        receipt = await rpc.request("eth_getTransactionReceipt", [tx_hash])
+        if not isinstance(receipt, dict):
+            raise SimulationError(f"fork did not mine {tx_hash}")
+        ok = receipt.get("status") == "0x1"
+        return TxOutcome(
+            label,
+            ok,
+            int(receipt["gasUsed"], 16),
+            str(tx_hash),
+            self._decode_logs(receipt.get("logs", [])),
+            None if ok else "reverted on execution",
+        )
+
+    def _decode_logs(self, logs: Sequence[dict[str, Any]]) -> tuple[DecodedCall, ...]:
+        out = []
+        for log in logs:
+            topics = [bytes.fromhex(t[2:]) for t in log.get("topics", [])]
+            data = bytes.fromhex(str(log.get("data", "0x"))[2:])
+            for abi in self._abis:
+                ev = abi.decode_event(topics, data)
+                if ev is not None:
+                    out.append(ev)
+                    break
+        return tuple(out)
+
+    async def _impersonate(self, rpc: RpcClient, who: str) -> None:
+        await rpc.request("anvil_impersonateAccount", [who])
+        await rpc.request("anvil_setBalance", [who, hex(GAS_FUNDING_WEI)])
+
+    async def simulate_safe(
+        self, head_block: int, safe_tx: SafeTx, account: str, label: str
+    ) -> SimulationResult:
+        rpc = await self.ensure(head_block)
+        snap = await rpc.request("evm_snapshot")
+        try:
+            return await self._simulate_safe(rpc, safe_tx, account, label)
+        except (RpcError, SimulationError) as exc:
+            return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
+        finally:
+            await rpc.request("evm_revert", [snap])
+
+    async def _simulate_safe(
+        self, rpc: RpcClient, st: SafeTx, account: str, label: str
+    ) -> SimulationResult:
+        safe = load_abi("Safe")
+        before = await self.account_view(rpc, account)
+        (nonce,) = await self._call(rpc, safe, st.safe, "nonce")
+        (owners,) = await self._call(rpc, safe, st.safe, "getOwners")
+        (threshold,) = await self._call(rpc, safe, st.safe, "getThreshold")
+        data = bytes.fromhex(st.data[2:])
+        tx_fields = (
+            st.to,
+            st.value,
+            data,
+            st.operation,
+            st.safe_tx_gas,
+            st.base_gas,
+            st.gas_price,
+            st.gas_token,
+            st.refund_receiver,
+        )
+        (tx_hash,) = await self._call(rpc, safe, st.safe, "getTransactionHash", *tx_fields, nonce)
+        # Safe requires signatures sorted by owner address.
+        signers = sorted((str(o) for o in owners), key=lambda a: int(a, 16))[: int(threshold)]
+        outcomes: list[TxOutcome] = []
+        for owner in signers:
+            await self._impersonate(rpc, owner)
+            res = await self._send(
+                rpc,
+                owner,
+                st.safe,
+                safe.encode_hex("approveHash", tx_hash),
+                0,
+                f"approveHash by owner {owner}",
+            )
+            if not res.success:
+                return SimulationResult(
+                    False, self._fork_block or 0, before, None, (res,), error=res.revert_reason
+                )
+        sigs = b"".join(int(o, 16).to_bytes(32, "big") + b"\x00" * 32 + b"\x01" for o in signers)
+        exec_data = safe.encode_hex("execTransaction", *tx_fields, sigs)
+        res = await self._send(rpc, signers[0], st.safe, exec_data, 0, label)
+        outcomes.append(res)
+        if res.success and any(e.method == "ExecutionFailure" for e in res.events):
+            res = TxOutcome(
+                res.description,
+                False,
+                res.gas_used,
+                res.tx_hash,
+                res.events,
+                "Safe reported ExecutionFailure",
+            )
+            outcomes[-1] = res
+        after = await self.account_view(rpc, account) if res.success else None
+        return SimulationResult(
+            res.success,
+            self._fork_block or 0,
+            before,
+            after,
+            tuple(outcomes),
+            error=res.revert_reason,
+        )
+
+    async def simulate_eoa(
+        self, head_block: int, sender: str, txs: Sequence[PlannedTx], account: str
+    ) -> SimulationResult:
+        rpc = await self.ensure(head_block)
+        snap = await rpc.request("evm_snapshot")
+        try:
+            before = await self.account_view(rpc, account)
+            await self._impersonate(rpc, sender)
+            outcomes: list[TxOutcome] = []
+            for tx in txs:
+                res = await self._send(rpc, sender, tx.to, tx.data, tx.value, tx.human)
+                outcomes.append(res)
+                if not res.success:
+                    return SimulationResult(
+                        False,
+                        self._fork_block or 0,
+                        before,
+                        None,
+                        tuple(outcomes),
+                        error=res.revert_reason,
+                    )
+            after = await self.account_view(rpc, account)
+            return SimulationResult(True, self._fork_block or 0, before, after, tuple(outcomes))
+        except (ExecutionReverted, RpcError, SimulationError) as exc:
+            return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
+        finally:
+            await rpc.request("evm_revert", [snap])

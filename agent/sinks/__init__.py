@@ -1,0 +1,1 @@
+"""Sinks: where proposals go (structured log, append-only journal, readable rendering)."""

@@ -1,0 +1,65 @@
+"""Readable rendering of a proposal record, for a terminal and for `hedge-agent proposals show`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _hf(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.4f}"
+
+
+def render_proposal(p: dict[str, Any]) -> str:
+    sim = p.get("simulation") or {}
+    sizing = p.get("sizing") or {}
+    lines = [
+        f"Proposal {p['id']}  [{p['status']}]  {p['action']}",
+        f"  chain {p['chain']} (id {p['chain_id']}), account {p['account']}, created {p['created_at']}",
+        f"  idempotency key {p['idempotency_key']}",
+        "  why:",
+    ]
+    lines += [f"    {line}" for line in p.get("explanation", [])]
+    lines.append(
+        f"  sizing: spend ${sizing.get('spend_usd', 0):,.2f}; session spent before ${sizing.get('session_spent_before_usd', 0):,.2f}, "
+        f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
+        + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
+    )
+    lines.append("  transactions (as signed):")
+    for i, tx in enumerate(p.get("transactions", []), 1):
+        call = tx["call"]
+        args = ", ".join(f"{k}={v}" for k, v in call["args"].items())
+        lines += [
+            f"    {i}. {tx['human']}",
+            f"       to {tx['to']}  value {tx['value']}",
+            f"       {call['contract']}.{call['method']}({args})",
+            f"       data {tx['data'][:74]}{'…' if len(tx['data']) > 74 else ''}",
+        ]
+    if p.get("safe_tx"):
+        st = p["safe_tx"]
+        lines.append(
+            f"  Safe transaction: to {st['to']} operation {st['operation']} ({'MultiSendCallOnly batch' if st['operation'] == 1 else 'call'})"
+        )
+    if sim:
+        lines.append(
+            f"  simulation on fork at block {sim.get('fork_block')}: {'OK' if sim.get('success') else 'FAILED'}"
+            + (f" — {sim['error']}" if sim.get("error") else "")
+        )
+        lines.append(
+            f"    health factor {_hf(sim.get('health_factor_before'))} -> {_hf(sim.get('health_factor_after'))}"
+            f" (target {_hf(sim.get('target_health_factor'))})"
+        )
+        if sim.get("collateral_usd_before") is not None:
+            lines.append(
+                f"    collateral ${sim['collateral_usd_before']:,.2f} -> "
+                + (f"${sim['collateral_usd_after']:,.2f}" if sim.get("collateral_usd_after") is not None else "n/a")
+                + f", debt ${sim['debt_usd_before']:,.2f}"
+            )
+        for t in sim.get("transactions", []):
+            lines.append(
+                f"    - {t['description']}: {'ok' if t['success'] else 'REVERTED'}"
+                + (f", gas {t['gas_used']}" if t.get("gas_used") else "")
+                + (f", reason {t['revert_reason']}" if t.get("revert_reason") else "")
+            )
+            for ev in t.get("events", [])[:8]:
+                lines.append(f"        event {ev}")
+    return "\n".join(lines)
