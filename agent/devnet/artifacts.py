@@ -1,0 +1,182 @@
+"""Compiled contracts the devnet deploys.
+
+Two kinds of input, both produced at build time:
+
+* protocol artifacts shipped by the pinned npm packages (Hardhat format: ``abi``, ``bytecode``,
+  ``linkReferences``) under ``toolchain/node_modules`` — Aave V3 core and Safe 1.4.1;
+* forge output under ``out/forge/<File>.sol/<Contract>.json`` for our own contracts and for
+  Chainlink's ``MockV3Aggregator`` (which its package ships only as source).
+
+``HEDGE_AGENT_NODE_MODULES`` and ``HEDGE_AGENT_FORGE_OUT`` relocate them (e.g. in a container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from agent.core.anvil import PROJECT_ROOT, TOOLCHAIN_BIN, find_tool
+from agent.core.errors import DevnetError
+
+AAVE = "@aave/core-v3/artifacts/contracts"
+SAFE = "@safe-global/safe-contracts/build/artifacts/contracts"
+
+# Every npm artifact the devnet deploy reads, by short name (relative to node_modules).
+NPM_ARTIFACTS: dict[str, str] = {
+    "PoolAddressesProvider": f"{AAVE}/protocol/configuration/PoolAddressesProvider.sol/PoolAddressesProvider.json",
+    "ACLManager": f"{AAVE}/protocol/configuration/ACLManager.sol/ACLManager.json",
+    "Pool": f"{AAVE}/protocol/pool/Pool.sol/Pool.json",
+    "PoolConfigurator": f"{AAVE}/protocol/pool/PoolConfigurator.sol/PoolConfigurator.json",
+    "DefaultReserveInterestRateStrategy": f"{AAVE}/protocol/pool/DefaultReserveInterestRateStrategy.sol/DefaultReserveInterestRateStrategy.json",
+    "AaveOracle": f"{AAVE}/misc/AaveOracle.sol/AaveOracle.json",
+    "AaveProtocolDataProvider": f"{AAVE}/misc/AaveProtocolDataProvider.sol/AaveProtocolDataProvider.json",
+    "AToken": f"{AAVE}/protocol/tokenization/AToken.sol/AToken.json",
+    "StableDebtToken": f"{AAVE}/protocol/tokenization/StableDebtToken.sol/StableDebtToken.json",
+    "VariableDebtToken": f"{AAVE}/protocol/tokenization/VariableDebtToken.sol/VariableDebtToken.json",
+    "MintableERC20": f"{AAVE}/mocks/tokens/MintableERC20.sol/MintableERC20.json",
+    "BorrowLogic": f"{AAVE}/protocol/libraries/logic/BorrowLogic.sol/BorrowLogic.json",
+    "BridgeLogic": f"{AAVE}/protocol/libraries/logic/BridgeLogic.sol/BridgeLogic.json",
+    "EModeLogic": f"{AAVE}/protocol/libraries/logic/EModeLogic.sol/EModeLogic.json",
+    "FlashLoanLogic": f"{AAVE}/protocol/libraries/logic/FlashLoanLogic.sol/FlashLoanLogic.json",
+    "LiquidationLogic": f"{AAVE}/protocol/libraries/logic/LiquidationLogic.sol/LiquidationLogic.json",
+    "PoolLogic": f"{AAVE}/protocol/libraries/logic/PoolLogic.sol/PoolLogic.json",
+    "SupplyLogic": f"{AAVE}/protocol/libraries/logic/SupplyLogic.sol/SupplyLogic.json",
+    "ConfiguratorLogic": f"{AAVE}/protocol/libraries/logic/ConfiguratorLogic.sol/ConfiguratorLogic.json",
+    "Safe": f"{SAFE}/Safe.sol/Safe.json",
+    "SafeProxyFactory": f"{SAFE}/proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
+    "MultiSendCallOnly": f"{SAFE}/libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json",
+    "CompatibilityFallbackHandler": f"{SAFE}/handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
+}
+
+# Forge output the deploy reads: (file, contract).
+FORGE_ARTIFACTS: dict[str, tuple[str, str]] = {
+    "Multicall3": ("Multicall3.sol", "Multicall3"),
+    "PerpMarket": ("PerpMarket.sol", "PerpMarket"),
+    "MockV3Aggregator": ("MockV3Aggregator.sol", "MockV3Aggregator"),
+}
+
+
+def node_modules() -> Path:
+    return Path(os.environ.get("HEDGE_AGENT_NODE_MODULES", PROJECT_ROOT / "toolchain" / "node_modules"))
+
+
+def forge_out() -> Path:
+    return Path(os.environ.get("HEDGE_AGENT_FORGE_OUT", PROJECT_ROOT / "out" / "forge"))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str  # creation code, hex without 0x; may hold library placeholders
+    deployed_bytecode: str  # runtime code, hex without 0x
+    link_references: dict[str, dict[str, list[dict[str, int]]]]
+    path: Path
+
+    def linked(self, libraries: dict[str, str]) -> str:
+        """Creation code with every library placeholder replaced, ``0x``-prefixed.
+
+        A link reference is a byte offset into the code without ``0x``; the address (20 bytes)
+        overwrites hex characters ``2*start .. 2*start+40``.
+        """
+        code = self.bytecode
+        for _source, libs in self.link_references.items():
+            for lib, refs in libs.items():
+                if lib not in libraries:
+                    raise DevnetError(f"{self.name}: library {lib} is not deployed yet")
+                addr = libraries[lib].lower().removeprefix("0x")
+                for ref in refs:
+                    start, length = 2 * ref["start"], 2 * ref["length"]
+                    code = code[:start] + addr + code[start + length :]
+        if "__$" in code:
+            raise DevnetError(f"{self.name}: unlinked library placeholder left in bytecode")
+        return "0x" + code
+
+
+def _strip(code: object) -> str:
+    if isinstance(code, dict):  # forge: {"object": "0x..", "linkReferences": ...}
+        code = code.get("object", "")
+    return str(code).removeprefix("0x")
+
+
+@cache
+def npm_artifact(name: str) -> Artifact:
+    path = node_modules() / NPM_ARTIFACTS[name]
+    raw = _read_json(path, "run `make toolchain` (npm ci in toolchain/)")
+    return Artifact(
+        name=name,
+        abi=raw["abi"],
+        bytecode=_strip(raw["bytecode"]),
+        deployed_bytecode=_strip(raw.get("deployedBytecode", "")),
+        link_references=raw.get("linkReferences") or {},
+        path=path,
+    )
+
+
+@cache
+def forge_artifact(name: str) -> Artifact:
+    file, contract = FORGE_ARTIFACTS[name]
+    path = forge_out() / file / f"{contract}.json"
+    raw = _read_json(path, "run `make build` (forge build)")
+    return Artifact(
+        name=name,
+        abi=raw["abi"],
+        bytecode=_strip(raw["bytecode"]),
+        deployed_bytecode=_strip(raw["deployedBytecode"]),
+        link_references=raw["bytecode"].get("linkReferences") or {},
+        path=path,
+    )
+
+
+def _read_json(path: Path, hint: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DevnetError(f"compiled artifact missing: {path} ({hint})") from None
+    except ValueError as exc:
+        raise DevnetError(f"compiled artifact {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or "abi" not in raw or "bytecode" not in raw:
+        raise DevnetError(f"compiled artifact {path} has no abi/bytecode")
+    return raw
+
+
+def tool_env() -> dict[str, str]:
+    """Environment with the native Foundry binaries first on PATH (not the npm launchers,
+    which set TARGET_TOOL and break a cast started from inside forge)."""
+    env = dict(os.environ)
+    dirs = [str(TOOLCHAIN_BIN / f"{t}-linux-amd64" / "bin") for t in ("forge", "cast", "anvil")]
+    env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
+    env.pop("TARGET_TOOL", None)
+    return env
+
+
+def forge_build(root: Path = PROJECT_ROOT, timeout: float = 300.0) -> None:
+    """``forge build`` offline with solcjs through ``scripts/solc-wrapper``."""
+    try:
+        proc = subprocess.run(
+            [find_tool("forge"), "build", "--root", str(root)],
+            cwd=root,
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DevnetError(f"forge build did not finish within {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise DevnetError("forge build failed: " + " | ".join(tail))
+
+
+def ensure_forge_artifacts() -> None:
+    """Build our contracts when their forge output is missing (e.g. a fresh checkout)."""
+    missing = [n for n, (f, c) in FORGE_ARTIFACTS.items() if not (forge_out() / f / f"{c}.json").is_file()]
+    if missing:
+        forge_build()
+        forge_artifact.cache_clear()
