@@ -18,21 +18,31 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.collectors import HttpCollector, ParseResult, month_start, need, obs, parse_rows, release_fallback
+from agent.collectors import (
+    HttpCollector,
+    ParseResult,
+    month_start,
+    need,
+    obs,
+    parse_rows,
+    release_fallback,
+)
 from agent.collectors.config import BlsConfig
 from agent.core.errors import ConfigError, SourceError
-from agent.core.http import HttpClient, expect_dict, expect_list, num
+from agent.core.http import HttpClient, expect_dict, expect_list, num, redact
 from agent.core.models import Observation
 
 SOURCE = "bls"
 _PERIOD = re.compile(r"^M(0[1-9]|1[0-2])$")
 
 
-def parse_timeseries(body: Any, series_keys: dict[str, str], unit: str = "index") -> ParseResult:
+def parse_timeseries(
+    body: Any, series_keys: dict[str, str], unit: str = "index", secrets: tuple[str, ...] = ()
+) -> ParseResult:
     d = expect_dict(SOURCE, body, "timeseries/data")
     status = d.get("status")
     messages = d.get("message")
-    msg_list = [str(m)[:300] for m in messages] if isinstance(messages, list) else []
+    msg_list = [redact(str(m)[:300], secrets) for m in messages] if isinstance(messages, list) else []
     if status != "REQUEST_SUCCEEDED":
         raise SourceError(SOURCE, f"{str(status)[:60]}: {' | '.join(msg_list) or 'no message'}")
     results = expect_dict(SOURCE, d.get("Results"), "timeseries/data Results")
@@ -100,7 +110,7 @@ class BlsCollector(HttpCollector):
         answer = await http.post_json(
             SOURCE, f"{c.base_url.rstrip('/')}/timeseries/data/", body, label="timeseries/data", secrets=secrets
         )
-        result = parse_timeseries(answer, dict(c.series))
+        result = parse_timeseries(answer, dict(c.series), secrets=secrets)
         if since is not None:
             result.observations = [o for o in result.observations if o.ts >= since]
         return self.take(result, "timeseries/data")

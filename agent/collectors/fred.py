@@ -20,7 +20,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.collectors import HttpCollector, ParseResult, month_start, need, next_month, obs, parse_date, parse_rows
+from agent.collectors import (
+    HttpCollector,
+    ParseResult,
+    month_start,
+    need,
+    next_month,
+    obs,
+    parse_date,
+    parse_rows,
+)
 from agent.collectors.config import FredConfig, FredSeriesConfig
 from agent.core.errors import ConfigError, MalformedResponse, SourceError
 from agent.core.http import HttpClient, HttpStatusError, expect_dict, expect_list, num

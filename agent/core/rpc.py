@@ -113,8 +113,8 @@ class RpcClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._ids = itertools.count(1)
         send: Send = self._transport
-        # Innermost first: retry sits inside metrics so each attempt is counted.
-        for layer in (retry_layer(retry or RetryPolicy()), metrics_layer(source), *layers):
+        # Innermost first: metrics wraps the transport, so every attempt a retry makes is counted.
+        for layer in (metrics_layer(source), retry_layer(retry or RetryPolicy()), *layers):
             send = layer(send)
         self._send = send
 

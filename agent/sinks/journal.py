@@ -16,8 +16,17 @@ class ProposalJournal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._terminate_torn_line()
         self._keys = {r["idempotency_key"] for r in self.read() if "idempotency_key" in r}
         self.skipped_lines = 0
+
+    def _terminate_torn_line(self) -> None:
+        # After a crash mid-write, start the next record on a fresh line so it stays readable.
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb+") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

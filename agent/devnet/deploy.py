@@ -1,0 +1,391 @@
+"""Deploy the devnet market onto a running anvil.
+
+Real protocol code from the pinned npm packages: Aave V3 core (``@aave/core-v3``), Safe 1.4.1
+(``@safe-global/safe-contracts``) and Chainlink's ``MockV3Aggregator`` (compiled by forge), plus
+our own Multicall3 (placed at its canonical address) and an ``ETH-PERP`` funding market.
+
+Accounts (anvil's unlocked default accounts, ``eth_accounts`` order):
+
+* ``[0]`` deployer: Aave ACL admin / pool admin, feed and perp owner;
+* ``[1]``, ``[2]`` Safe owners (threshold 1: either owner can execute alone);
+* ``[3..8]`` whales that supply and borrow so the market has ~$100M TVL and USDC ~70% utilised;
+* ``[9]`` liquidator (used by the stress scenario and tests).
+
+Three impersonated "leveraged" borrowers (``RISKY_BORROWERS``) sit at health factors 1.15-1.30 so
+a 25% ETH drawdown liquidates them, giving the scenario real ``LiquidationCall`` events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from agent.core.anvil import PROJECT_ROOT
+from agent.core.errors import DevnetError
+from agent.core.units import MAX_UINT256, RAY, WAD
+from agent.devnet.artifacts import ensure_forge_artifacts, forge_artifact, npm_artifact
+from agent.devnet.chain import Chain
+from agent.devnet.safe import Call, encode, exec_batch
+
+MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
+DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"
+FEED_DECIMALS = 8
+SAFE_HF_TARGET = Decimal("1.9")
+ZERO = "0x0000000000000000000000000000000000000000"
+
+RISKY_BORROWERS = [
+    to_checksum_address("0x00000000000000000000000000000000000b0001"),
+    to_checksum_address("0x00000000000000000000000000000000000b0002"),
+    to_checksum_address("0x00000000000000000000000000000000000b0003"),
+]
+
+
+def deployment_path(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("HEDGE_AGENT_DEVNET_DEPLOYMENT", DEFAULT_DEPLOYMENT_PATH))
+
+
+def _pct_ray(pct: str) -> int:
+    return int(Decimal(pct) * RAY / 100)
+
+
+@dataclass(frozen=True)
+class RateSpec:
+    optimal: str  # percentages
+    base: str
+    slope1: str
+    slope2: str
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    symbol: str
+    name: str
+    decimals: int
+    feed: str
+    price: Decimal  # USD
+    ltv: int  # bps
+    lt: int  # bps
+    bonus: int  # bps, 10500 = 5%
+    reserve_factor: int  # bps
+    rate: RateSpec
+
+
+ASSETS = [
+    AssetSpec("WETH", "Wrapped Ether", 18, "ETH/USD", Decimal(3000), 8000, 8250, 10500, 1500,
+              RateSpec("80", "0", "3.3", "80")),
+    AssetSpec("WBTC", "Wrapped BTC", 8, "BTC/USD", Decimal(62000), 7300, 7800, 10500, 2000,
+              RateSpec("45", "0", "4", "300")),
+    AssetSpec("USDC", "USD Coin", 6, "USDC/USD", Decimal(1), 7700, 8000, 10450, 1000,
+              RateSpec("90", "0", "4", "60")),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WhaleSpec:
+    supply: dict[str, int]  # whole tokens
+    borrow: dict[str, int]
+
+
+# Suppliers first, so the liquidity the borrowers take exists. ~ $99M supplied, USDC ~73% used.
+WHALES = [
+    WhaleSpec({"WETH": 3000, "USDC": 12_000_000}, {}),
+    WhaleSpec({"WBTC": 250, "USDC": 10_000_000}, {}),
+    WhaleSpec({"USDC": 8_000_000}, {"WETH": 1500}),
+    WhaleSpec({"WETH": 5000}, {"USDC": 7_000_000}),
+    WhaleSpec({"WBTC": 200}, {"USDC": 5_500_000}),
+    WhaleSpec({"WETH": 3000, "WBTC": 100}, {"USDC": 7_000_000}),
+]
+RISKY = [(100, Decimal("1.15")), (150, Decimal("1.22")), (200, Decimal("1.30"))]  # WETH, HF
+SAFE_COLLATERAL_WETH = 400
+SAFE_SPARE_WETH = 160  # 40% of collateral: room for a later top-up
+SAFE_SPARE_USDC = 50_000
+PERP_SKEW_SCALE = 100_000 * WAD  # ETH of net skew at which funding is maximal
+PERP_MAX_FUNDING_PER_DAY = 5 * WAD // 1000  # 0.5%/day ≈ 182% APR
+PERP_INITIAL_SKEW = 2_000 * WAD  # 0.01%/day ≈ 3.65% APR
+
+
+def _bytes32(text: str) -> bytes:
+    return text.encode().ljust(32, b"\0")
+
+
+class Deployer:
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        accts = chain.accounts()
+        if len(accts) < 10:
+            raise DevnetError(f"devnet needs 10 unlocked accounts, anvil has {len(accts)}")
+        self.deployer = accts[0]
+        self.owners = accts[1:3]
+        self.whales = accts[3:9]
+        self.liquidator = accts[9]
+        self.tokens: dict[str, Contract] = {}
+        self.feeds: dict[str, Contract] = {}
+        self.reserves: dict[str, dict[str, str]] = {}
+
+    def send(self, c: Contract, fn: str, *args: Any, sender: str | None = None) -> None:
+        self.chain.send(c, fn, *args, sender=sender or self.deployer)
+
+    def deploy_contract(self, artifact_name: str, *args: Any, **libs: str) -> Contract:
+        return self.chain.deploy(
+            npm_artifact(artifact_name), *args, sender=self.deployer, libraries=libs
+        )
+
+    # -- Aave -----------------------------------------------------------------------------
+
+    def aave(self) -> dict[str, str]:
+        d = self.deployer
+        provider = self.deploy_contract("PoolAddressesProvider", "Devnet Aave V3 Market", d)
+        self.send(provider, "setACLAdmin", d)  # ACLManager's constructor requires it
+        acl = self.deploy_contract("ACLManager", provider.address)
+        self.send(provider, "setACLManager", acl.address)
+        self.send(acl, "addPoolAdmin", d)
+
+        libs: dict[str, str] = {}
+        for name in ("BorrowLogic", "BridgeLogic", "EModeLogic", "LiquidationLogic", "PoolLogic",
+                     "SupplyLogic", "ConfiguratorLogic"):  # fmt: skip
+            libs[name] = self.deploy_contract(name).address
+        # FlashLoanLogic itself links BorrowLogic.
+        libs["FlashLoanLogic"] = self.deploy_contract(
+            "FlashLoanLogic", BorrowLogic=libs["BorrowLogic"]
+        ).address
+        pool_libs = {k: v for k, v in libs.items() if k != "ConfiguratorLogic"}
+        pool_impl = self.deploy_contract("Pool", provider.address, **pool_libs)
+        self.send(provider, "setPoolImpl", pool_impl.address)  # creates + initialises the proxy
+        pool = self.chain.call(provider, "getPool")
+        cfg_impl = self.deploy_contract("PoolConfigurator", ConfiguratorLogic=libs["ConfiguratorLogic"])
+        self.send(provider, "setPoolConfiguratorImpl", cfg_impl.address)
+        configurator = self.chain.at(self.chain.call(provider, "getPoolConfigurator"),
+                                     npm_artifact("PoolConfigurator"))  # fmt: skip
+
+        for spec in ASSETS:
+            self.tokens[spec.symbol] = self.deploy_contract(
+                "MintableERC20", spec.name, spec.symbol, spec.decimals
+            )
+            self.feeds[spec.feed] = self.chain.deploy(
+                forge_artifact("MockV3Aggregator"),
+                FEED_DECIMALS,
+                int(spec.price * 10**FEED_DECIMALS),
+                sender=d,
+            )
+        oracle = self.deploy_contract(
+            "AaveOracle",
+            provider.address,
+            [self.tokens[s.symbol].address for s in ASSETS],
+            [self.feeds[s.feed].address for s in ASSETS],  # the same feeds the scenario moves
+            ZERO,
+            ZERO,
+            10**FEED_DECIMALS,
+        )
+        self.send(provider, "setPriceOracle", oracle.address)
+        dp = self.deploy_contract("AaveProtocolDataProvider", provider.address)
+        self.send(provider, "setPoolDataProvider", dp.address)
+
+        a_impl = self.deploy_contract("AToken", pool)
+        s_impl = self.deploy_contract("StableDebtToken", pool)
+        v_impl = self.deploy_contract("VariableDebtToken", pool)
+        inputs = []
+        for spec in ASSETS:
+            r = spec.rate
+            strategy = self.deploy_contract(
+                "DefaultReserveInterestRateStrategy",
+                provider.address,
+                _pct_ray(r.optimal),
+                _pct_ray(r.base),
+                _pct_ray(r.slope1),
+                _pct_ray(r.slope2),
+                0, 0, 0, 0,  # stable-rate params: stable borrowing stays disabled
+                _pct_ray("20"),
+            )  # fmt: skip
+            s = spec.symbol
+            inputs.append((
+                a_impl.address, s_impl.address, v_impl.address, spec.decimals, strategy.address,
+                self.tokens[s].address, d, ZERO,
+                f"Aave Devnet {s}", f"aDev{s}", f"Aave Devnet Variable Debt {s}", f"variableDebtDev{s}",
+                f"Aave Devnet Stable Debt {s}", f"stableDebtDev{s}", b"",
+            ))  # fmt: skip
+        self.send(configurator, "initReserves", inputs)
+        pool_c = self.chain.at(pool, npm_artifact("Pool"))
+        for spec in ASSETS:
+            asset = self.tokens[spec.symbol].address
+            self.send(configurator, "configureReserveAsCollateral", asset, spec.ltv, spec.lt, spec.bonus)
+            self.send(configurator, "setReserveBorrowing", asset, True)
+            self.send(configurator, "setReserveFactor", asset, spec.reserve_factor)
+            rd = self.chain.call(pool_c, "getReserveData", asset)
+            # ReserveData (v3.0): aToken at index 8, stable debt 9, variable debt 10.
+            self.reserves[spec.symbol] = {"a_token": rd[8], "variable_debt_token": rd[10]}
+        return {
+            "pool_addresses_provider": provider.address,
+            "pool": to_checksum_address(pool),
+            "pool_configurator": configurator.address,
+            "oracle": oracle.address,
+            "data_provider": dp.address,
+            "acl_manager": acl.address,
+        }
+
+    # -- Multicall3, perp, Safe -----------------------------------------------------------
+
+    def multicall3(self) -> str:
+        self.chain.set_code(MULTICALL3_ADDRESS, "0x" + forge_artifact("Multicall3").deployed_bytecode)
+        return MULTICALL3_ADDRESS
+
+    def perp(self) -> str:
+        market = self.chain.deploy(
+            forge_artifact("PerpMarket"),
+            _bytes32("ETH-PERP"),
+            _bytes32("ETH"),
+            PERP_SKEW_SCALE,
+            PERP_MAX_FUNDING_PER_DAY,
+            sender=self.deployer,
+        )
+        self.send(market, "setSkew", PERP_INITIAL_SKEW)
+        return market.address
+
+    def safe(self) -> dict[str, Any]:
+        singleton = self.deploy_contract("Safe")
+        factory = self.deploy_contract("SafeProxyFactory")
+        multisend = self.deploy_contract("MultiSendCallOnly")
+        handler = self.deploy_contract("CompatibilityFallbackHandler")
+        initializer = encode(
+            singleton, "setup", self.owners, 1, ZERO, b"", handler.address, ZERO, 0, ZERO
+        )
+        receipt = self.chain.send(
+            factory, "createProxyWithNonce", singleton.address, initializer, 0, sender=self.deployer
+        )
+        events = factory.events.ProxyCreation().process_receipt(receipt, errors=DISCARD)
+        if not events:
+            raise DevnetError("SafeProxyFactory emitted no ProxyCreation")
+        return {
+            "address": to_checksum_address(events[0]["args"]["proxy"]),
+            "owners": list(self.owners),
+            "threshold": 1,
+            "singleton": singleton.address,
+            "proxy_factory": factory.address,
+            "multisend_call_only": multisend.address,
+            "fallback_handler": handler.address,
+        }
+
+    # -- positions ------------------------------------------------------------------------
+
+    def units(self, symbol: str, amount: int | Decimal) -> int:
+        spec = next(s for s in ASSETS if s.symbol == symbol)
+        return int(Decimal(amount) * 10**spec.decimals)
+
+    def supply(self, pool: Contract, who: str, symbol: str, amount: int) -> None:
+        token = self.tokens[symbol]
+        self.send(token, "mint", who, amount, sender=who)
+        self.send(token, "approve", pool.address, MAX_UINT256, sender=who)
+        self.send(pool, "supply", token.address, amount, who, 0, sender=who)
+
+    def seed(self, pool: Contract) -> None:
+        for whale, spec in zip(self.whales, WHALES, strict=True):
+            for sym, amt in spec.supply.items():
+                self.supply(pool, whale, sym, self.units(sym, amt))
+        for whale, spec in zip(self.whales, WHALES, strict=True):
+            for sym, amt in spec.borrow.items():
+                self.send(pool, "borrow", self.tokens[sym].address, self.units(sym, amt), 2, 0, whale,
+                          sender=whale)  # fmt: skip
+        weth_price = ASSETS[0].price
+        for who, (weth, hf) in zip(RISKY_BORROWERS, RISKY, strict=True):
+            self.chain.impersonate(who)
+            self.chain.set_balance(who, 10 * WAD)
+            self.supply(pool, who, "WETH", self.units("WETH", weth))
+            debt = Decimal(weth) * weth_price * Decimal(ASSETS[0].lt) / 10_000 / hf
+            self.send(pool, "borrow", self.tokens["USDC"].address, self.units("USDC", debt.quantize(Decimal(1))),
+                      2, 0, who, sender=who)  # fmt: skip
+        # The liquidator holds USDC to repay debt with.
+        self.send(self.tokens["USDC"], "mint", self.liquidator, self.units("USDC", 5_000_000),
+                  sender=self.liquidator)  # fmt: skip
+
+    def safe_position(self, pool: Contract, safe: dict[str, Any]) -> None:
+        """Safe supplies WETH and borrows USDC to HF ≈ 1.9, in one MultiSendCallOnly batch."""
+        addr, owner = safe["address"], safe["owners"][0]
+        weth, usdc = self.tokens["WETH"], self.tokens["USDC"]
+        collateral = self.units("WETH", SAFE_COLLATERAL_WETH)
+        self.send(weth, "mint", addr, collateral + self.units("WETH", SAFE_SPARE_WETH))
+        weth_spec = ASSETS[0]
+        debt_usd = SAFE_COLLATERAL_WETH * weth_spec.price * Decimal(weth_spec.lt) / 10_000 / SAFE_HF_TARGET
+        debt = self.units("USDC", debt_usd.quantize(Decimal("0.000001"), rounding="ROUND_DOWN"))
+        spare_usdc = self.units("USDC", SAFE_SPARE_USDC)
+        calls = [
+            Call(weth.address, encode(weth, "approve", pool.address, collateral)),
+            Call(pool.address, encode(pool, "supply", weth.address, collateral, addr, 0)),
+            Call(pool.address, encode(pool, "borrow", usdc.address, debt, 2, 0, addr)),
+            # The borrowed USDC was deployed elsewhere by the treasury; keep a small float.
+            Call(usdc.address, encode(usdc, "transfer", self.deployer, debt - spare_usdc)),
+        ]
+        exec_batch(self.chain, addr, owner, safe["multisend_call_only"], calls)
+
+
+def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
+    """Deploy everything onto the anvil at ``url`` and return the deployment record."""
+    ensure_forge_artifacts()
+    chain = Chain(url)
+    chain_id = chain.chain_id()
+    dep = Deployer(chain)
+    aave = dep.aave()
+    multicall = dep.multicall3()
+    perp = dep.perp()
+    safe = dep.safe()
+    pool = chain.at(aave["pool"], npm_artifact("Pool"))
+    dep.seed(pool)
+    dep.safe_position(pool, safe)
+    block = chain.block_number()
+    return {
+        "version": 1,
+        "chain_id": chain_id,
+        "rpc_url": url,
+        "anvil_pid": anvil_pid,
+        "deployed_block": block,
+        "deployed_at": chain.timestamp(block),
+        "aave": aave,
+        "tokens": {
+            s.symbol: {
+                "address": dep.tokens[s.symbol].address,
+                "decimals": s.decimals,
+                "a_token": to_checksum_address(dep.reserves[s.symbol]["a_token"]),
+                "variable_debt_token": to_checksum_address(dep.reserves[s.symbol]["variable_debt_token"]),
+                "feed": dep.feeds[s.feed].address,
+            }
+            for s in ASSETS
+        },
+        "chainlink": {feed: c.address for feed, c in dep.feeds.items()},
+        "multicall3": multicall,
+        "perps": {"ETH-PERP": perp},
+        "safe": safe,
+        "accounts": {"deployer": dep.deployer, "whales": list(dep.whales)},
+    }
+
+
+def health_factor(chain: Chain, deployment: dict[str, Any], user: str) -> Decimal:
+    pool = chain.at(deployment["aave"]["pool"], npm_artifact("Pool"))
+    data = chain.call(pool, "getUserAccountData", user)
+    return Decimal(int(data[5])) / WAD
+
+
+def write_deployment(deployment: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(deployment, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def read_deployment(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DevnetError(f"devnet is not up: no deployment file at {path}") from None
+    except ValueError as exc:
+        raise DevnetError(f"deployment file {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("version") != 1 or "rpc_url" not in raw:
+        raise DevnetError(f"deployment file {path} is not a version-1 devnet deployment")
+    return raw

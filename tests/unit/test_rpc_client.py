@@ -1,0 +1,130 @@
+"""The JSON-RPC client against a real local HTTP server (aiohttp), shaped like provider errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent.core.anvil import free_port
+from agent.core.errors import (
+    ExecutionReverted,
+    MalformedResponse,
+    RateLimited,
+    RpcError,
+    TransportError,
+    WrongChain,
+)
+from agent.core.metrics import METRICS
+from agent.core.rpc import RetryPolicy, RpcClient, redact_url
+
+Handler = Callable[[web.Request], web.StreamResponse]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[list[web.Response]], str]]:
+    servers: list[TestServer] = []
+
+    async def start(responses: list[Callable[[], web.Response]]) -> str:
+        # Factories: an aiohttp Response object can be sent only once.
+        queue = list(responses)
+
+        async def handler(request: web.Request) -> web.Response:
+            await request.read()
+            make = queue.pop(0) if len(queue) > 1 else queue[0]
+            return make()
+
+        app = web.Application()
+        app.router.add_post("/", handler)
+        srv = TestServer(app, host="127.0.0.1")
+        await srv.start_server()
+        servers.append(srv)
+        return str(srv.make_url("/"))
+
+    yield start  # type: ignore[misc]
+    for s in servers:
+        await s.close()
+
+
+def ok(result: object) -> Callable[[], web.Response]:
+    return lambda: web.json_response({"jsonrpc": "2.0", "id": 1, "result": result})
+
+
+FAST = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.01)
+
+
+async def test_chain_id_and_wrong_chain(serve: Callable[..., object]) -> None:
+    url = await serve([ok("0x1")])  # type: ignore[misc]
+    async with RpcClient(url, source="rpc:test", retry=FAST) as rpc:
+        assert await rpc.chain_id() == 1
+        with pytest.raises(WrongChain, match="chain 1, configuration expects 31337"):
+            await rpc.ensure_chain(31337)
+
+
+async def test_revert_is_translated_with_data(serve: Callable[..., object]) -> None:
+    # Shape of a real provider answer (samples: eth_call execution reverted with Error(string)).
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": 3, "message": "execution reverted: nope", "data": "0x08c379a0"},
+    }
+    url = await serve([lambda: web.json_response(body)])  # type: ignore[misc]
+    async with RpcClient(url, retry=FAST) as rpc:
+        with pytest.raises(ExecutionReverted) as exc:
+            await rpc.request("eth_call", [{}, "latest"])
+    assert exc.value.data == "0x08c379a0"
+
+
+async def test_plain_rpc_error_not_retried(serve: Callable[..., object]) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "method not found"}}
+    url = await serve([lambda: web.json_response(body)])  # type: ignore[misc]
+    METRICS.reset()
+    async with RpcClient(url, source="rpc:x", retry=FAST) as rpc:
+        with pytest.raises(RpcError, match="-32601"):
+            await rpc.request("foo_bar")
+    assert METRICS.sources["rpc:x"].requests == 1
+
+
+async def test_429_is_retried_then_succeeds(serve: Callable[..., object]) -> None:
+    limited = lambda: web.json_response(  # noqa: E731
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": 429, "message": "Your app has exceeded its compute units per second capacity"}},
+        status=429,
+        headers={"Retry-After": "0"},
+    )
+    url = await serve([limited, ok("0x10")])  # type: ignore[misc]
+    METRICS.reset()
+    async with RpcClient(url, source="rpc:y", retry=FAST) as rpc:
+        assert await rpc.block_number() == 16
+    assert METRICS.sources["rpc:y"].requests == 2
+    assert METRICS.sources["rpc:y"].errors == 1
+
+
+async def test_429_exhausts_retries(serve: Callable[..., object]) -> None:
+    limited = lambda: web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "0"})  # noqa: E731
+    url = await serve([limited])  # type: ignore[misc]
+    async with RpcClient(url, retry=FAST) as rpc:
+        with pytest.raises(RateLimited):
+            await rpc.block_number()
+
+
+async def test_html_error_page_is_malformed(serve: Callable[..., object]) -> None:
+    url = await serve([lambda: web.Response(status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html")])  # type: ignore[misc]
+    async with RpcClient(url, retry=FAST) as rpc:
+        with pytest.raises(MalformedResponse, match="not a JSON-RPC object"):
+            await rpc.block_number()
+
+
+async def test_connection_refused_names_the_source() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with RpcClient(url, source="rpc:devnet", retry=FAST) as rpc:
+        with pytest.raises(TransportError, match=r"rpc:devnet .*cannot connect"):
+            await rpc.chain_id()
+
+
+def test_redact_url_hides_keys() -> None:
+    assert "abcdef0123456789abcdef" not in redact_url("https://eth.example/v2/abcdef0123456789abcdef")
+    assert redact_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+    assert "k=1" not in redact_url("https://x.example/rpc?k=1")
+

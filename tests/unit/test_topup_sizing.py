@@ -1,0 +1,46 @@
+"""Top-up sizing against hand-computed values (Aave units: base 1e8 USD, bps, wad)."""
+
+from agent.collectors.onchain import AccountState
+from agent.core.units import WAD
+from agent.planner.topup import (
+    base_to_token_amount,
+    expected_health_factor,
+    required_collateral_base,
+)
+
+
+def account(c_usd: int, d_usd: int, lt_bps: int) -> AccountState:
+    c, d = c_usd * 10**8, d_usd * 10**8
+    return AccountState(c, d, 0, lt_bps, 8000, c * lt_bps * WAD // (d * 10_000), {}, {})
+
+
+def test_design_formula_single_collateral() -> None:
+    # C = 20000, D = 10000, LT = 82.5%: HF = 1.65. Target 1.9 → add D*H*/LT - C = 10000*1.9/0.825 - 20000
+    acct = account(20_000, 10_000, 8250)
+    needed = required_collateral_base(acct, 8250, 19 * WAD // 10)
+    hand = 10_000 * 1.9 / 0.825 - 20_000  # = 3030.30...
+    assert abs(needed / 1e8 - hand) < 1e-7
+    # and it actually reaches the target after adding it
+    assert expected_health_factor(acct, 8250, needed) >= 19 * WAD // 10
+
+
+def test_no_topup_needed_above_target() -> None:
+    acct = account(20_000, 10_000, 8250)  # HF 1.65
+    assert required_collateral_base(acct, 8250, 16 * WAD // 10) == 0
+
+
+def test_mixed_threshold_uses_asset_threshold() -> None:
+    # Weighted LT of the position is 80%, the added asset's is 70%: more value is needed.
+    acct = account(10_000, 5_000, 8000)  # HF 1.6
+    target = 2 * WAD
+    needed = required_collateral_base(acct, 7000, target)
+    # (2*5000 - 10000*0.8)/0.7 = 2857.142857...
+    assert abs(needed / 1e8 - 2000 / 0.7) < 1e-7
+    assert expected_health_factor(acct, 7000, needed) >= target
+    assert expected_health_factor(acct, 7000, needed - 1) < target
+
+
+def test_base_to_token_amount_rounds_up() -> None:
+    # $3000.00000001 of WETH at $2000 → 1.500000000005 WETH, rounded up to the wei
+    assert base_to_token_amount(300_000_000_001, 200_000_000_000, 18) == 1_500_000_000_005_000_000
+    assert base_to_token_amount(1, 3 * 10**8, 6) == 1  # never rounds a positive need down to zero
