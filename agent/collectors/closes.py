@@ -92,4 +92,4 @@ class ClosesCollector(HttpCollector):
         out: list[Observation] = []
         for p in self.config.products:
             out += await self.product(http, p, start)
-        return list({(o.key, o.ts, o.source): o for o in out}.values())
+        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))

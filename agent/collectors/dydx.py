@@ -8,7 +8,7 @@ Rows come newest first; pages walk backwards with ``effectiveBeforeOrAt`` = olde
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -79,11 +79,10 @@ class DydxCollector(HttpCollector):
         out: list[Observation] = []
         for ticker in self.config.markets:
             out += await self.history(http, ticker, start)
-        return list({(o.key, o.ts, o.source): o for o in out}.values())
+        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))
 
 
 def _iso_ms(ts: float) -> str:
-    from datetime import UTC, datetime
-
+    """The indexer's own format: ``2025-12-08T16:00:00.219Z`` (ms, Z)."""
     dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=round(ts * 1000))
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

@@ -142,4 +142,4 @@ class HyperliquidCollector(HttpCollector):
         if self.config.include_current:
             out += await self.current(http)
         # Pages overlap by at most a row; keep one per (key, ts, source).
-        return list({(o.key, o.ts, o.source): o for o in out}.values())
+        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))

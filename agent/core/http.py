@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -414,7 +414,8 @@ def recording_layer(path: Path, *, max_body_chars: int = 1_000_000) -> Layer:
                 raise
             entry["status"] = resp.status
             entry["body"] = redact(resp.body.decode("utf-8", "replace")[:max_body_chars], req.secrets)
-            with contextlib.suppress(OSError):  # recording must never break collection
+            # A short synchronous append: recording is a debugging aid, and must never break collection.
+            with contextlib.suppress(OSError):
                 write(entry)
             return resp
 
@@ -580,7 +581,3 @@ class HttpClient:
                 idempotent=idempotent,
             )
         )
-
-
-def utc_iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -305,6 +305,7 @@ class Deployer:
         # The liquidator holds USDC to repay debt with.
         self.send(self.tokens["USDC"], "mint", self.liquidator, self.units("USDC", 5_000_000),
                   sender=self.liquidator)  # fmt: skip
+        self.send(self.tokens["USDC"], "approve", pool.address, MAX_UINT256, sender=self.liquidator)
 
     def safe_position(self, pool: Contract, safe: dict[str, Any]) -> None:
         """Safe supplies WETH and borrows USDC to HF ≈ 1.9, in one MultiSendCallOnly batch."""

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,9 +25,9 @@ def obs(key: str, ts: int, value: float, source: str = "t", known_at: int | None
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "db" / "agent.sqlite")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
