@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.core.errors import MalformedResponse
 from agent.core.http import HttpClient
 from agent.core.models import Observation
+
+if TYPE_CHECKING:
+    from agent.collectors.config import CollectorsConfig
 
 log = structlog.get_logger(__name__)
 
@@ -137,3 +140,32 @@ class HttpCollector:
 
 def malformed(source: str, message: str) -> MalformedResponse:
     return MalformedResponse(source, message)
+
+
+def build_http_collectors(config: CollectorsConfig) -> list[HttpCollector]:
+    """Every enabled HTTP collector. Scheduling (each section's ``interval_s``) is the runner's."""
+    # Local imports: the collector modules import this package for the base class.
+    from agent.collectors.bls import BlsCollector
+    from agent.collectors.closes import ClosesCollector
+    from agent.collectors.defillama import DefiLlamaCollector
+    from agent.collectors.dydx import DydxCollector
+    from agent.collectors.fred import FredCollector
+    from agent.collectors.hyperliquid import HyperliquidCollector
+    from agent.collectors.subgraph import SubgraphCollector
+
+    out: list[HttpCollector] = []
+    if config.defillama.enabled:
+        out.append(DefiLlamaCollector(config.defillama))
+    if config.hyperliquid.enabled:
+        out.append(HyperliquidCollector(config.hyperliquid))
+    if config.dydx.enabled:
+        out.append(DydxCollector(config.dydx))
+    if config.fred.enabled:
+        out.append(FredCollector(config.fred))
+    if config.bls.enabled:
+        out.append(BlsCollector(config.bls))
+    if config.subgraph.enabled:
+        out.append(SubgraphCollector(config.subgraph))
+    if config.closes.enabled:
+        out.append(ClosesCollector(config.closes))
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.collectors.multicall import MULTICALL3_ADDRESS, Call, CallFailure, multicall
@@ -181,7 +182,7 @@ async def discover(rpc: RpcClient, cfg: ChainConfig) -> MarketLayout:
     )
     if failures:
         raise MalformedResponse(rpc.source, "; ".join(f.reason for f in failures))
-    pool, oracle, dp = (str(first[k][0]) for k in ("pool", "oracle", "dp"))
+    pool, oracle, dp = (to_checksum_address(first[k][0]) for k in ("pool", "oracle", "dp"))
     calls: list[Call] = []
     for asset in cfg.reserves:
         calls += [
@@ -207,8 +208,8 @@ async def discover(rpc: RpcClient, cfg: ChainConfig) -> MarketLayout:
                 asset=asset,
                 symbol=str(out[f"sym:{asset}"][0]),
                 decimals=int(out[f"dec:{asset}"][0]),
-                a_token=str(rd[8]),
-                variable_debt_token=str(rd[10]),
+                a_token=to_checksum_address(rd[8]),
+                variable_debt_token=to_checksum_address(rd[10]),
                 ltv_bps=int(conf[1]),
                 liquidation_threshold_bps=int(conf[2]),
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.core.errors import MalformedResponse, SourceError
 from agent.core.models import Observation
@@ -19,7 +19,9 @@ def load_scenario_feed(path: str | Path) -> list[Observation]:
     try:
         raw = json.loads(p.read_text())
     except FileNotFoundError:
-        raise SourceError(where, "file not found (run `hedge-agent devnet play SCENARIO`)") from None
+        raise SourceError(
+            where, "file not found (run `hedge-agent devnet play SCENARIO`)"
+        ) from None
     except OSError as exc:
         raise SourceError(where, f"cannot read: {exc}") from None
     except ValueError as exc:
@@ -48,14 +50,24 @@ def _observation(row: Any, i: int, source: str, where: str) -> Observation:
     if not _is_int(ts):
         raise MalformedResponse(where, f"observation #{i} ({key}): 'ts' must be unix seconds")
     if known_at is not None and not _is_int(known_at):
-        raise MalformedResponse(where, f"observation #{i} ({key}): 'known_at' must be unix seconds or null")
+        raise MalformedResponse(
+            where, f"observation #{i} ({key}): 'known_at' must be unix seconds or null"
+        )
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise MalformedResponse(where, f"observation #{i} ({key}): 'value' must be a finite number")
     if not isinstance(unit, str) or not unit:
-        raise MalformedResponse(where, f"observation #{i} ({key}): 'unit' must be a non-empty string")
-    return Observation(key=key, ts=int(ts), value=float(value), unit=unit, source=source,
-                       known_at=None if known_at is None else int(known_at))  # fmt: skip
+        raise MalformedResponse(
+            where, f"observation #{i} ({key}): 'unit' must be a non-empty string"
+        )
+    return Observation(
+        key=key,
+        ts=ts,
+        value=float(value),
+        unit=unit,
+        source=source,
+        known_at=known_at,
+    )
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0

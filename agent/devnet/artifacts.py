@@ -62,7 +62,9 @@ FORGE_ARTIFACTS: dict[str, tuple[str, str]] = {
 
 
 def node_modules() -> Path:
-    return Path(os.environ.get("HEDGE_AGENT_NODE_MODULES", PROJECT_ROOT / "toolchain" / "node_modules"))
+    return Path(
+        os.environ.get("HEDGE_AGENT_NODE_MODULES", PROJECT_ROOT / "toolchain" / "node_modules")
+    )
 
 
 def forge_out() -> Path:
@@ -176,7 +178,22 @@ def forge_build(root: Path = PROJECT_ROOT, timeout: float = 300.0) -> None:
 
 def ensure_forge_artifacts() -> None:
     """Build our contracts when their forge output is missing (e.g. a fresh checkout)."""
-    missing = [n for n, (f, c) in FORGE_ARTIFACTS.items() if not (forge_out() / f / f"{c}.json").is_file()]
+    missing = [
+        n for n, (f, c) in FORGE_ARTIFACTS.items() if not (forge_out() / f / f"{c}.json").is_file()
+    ]
     if missing:
         forge_build()
         forge_artifact.cache_clear()
+
+
+def runtime_files() -> list[Path]:
+    """Every compiled file ``deploy`` reads (for packaging the devnet without node_modules)."""
+    return [node_modules() / rel for rel in NPM_ARTIFACTS.values()] + [
+        forge_out() / f / f"{c}.json" for f, c in FORGE_ARTIFACTS.values()
+    ]
+
+
+if __name__ == "__main__":
+    # `python -m agent.devnet.artifacts`: list the files a container needs for `devnet up`.
+    for p in runtime_files():
+        print(p.relative_to(PROJECT_ROOT) if p.is_relative_to(PROJECT_ROOT) else p)

@@ -111,7 +111,9 @@ class Chain:
         try:
             # Gas estimation surfaces revert reasons before anything is mined.
             tx_hash = self.w3.eth.send_transaction(tx)
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.01)
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=30, poll_latency=0.01
+            )
         except (ContractLogicError, ContractCustomError) as exc:
             raise DevnetError(f"{what} reverted: {exc}") from None
         except (OSError, Web3Exception) as exc:

@@ -37,8 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pl.add_argument("scenario", metavar="SCENARIO", help="scenario name or .toml path")
     pl.add_argument("--deployment")
     pl.add_argument("--feed", help=f"feed file to write (default {_rel(DEFAULT_FEED_PATH)})")
-    pl.add_argument("--pace", type=float, default=0.0,
-                    help="real seconds to wait per simulated hour (default 0)")  # fmt: skip
+    pl.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="real seconds to wait per simulated hour (default 0)",
+    )
     pl.set_defaults(handler=cmd_play)
 
 
@@ -69,7 +73,9 @@ def _connect(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Chain]:
     path = deployment_path(args.deployment)
     dep = read_deployment(path)
     if not _answers(dep["rpc_url"]):
-        raise DevnetError(f"devnet at {dep['rpc_url']} does not answer (run `hedge-agent devnet up`)")
+        raise DevnetError(
+            f"devnet at {dep['rpc_url']} does not answer (run `hedge-agent devnet up`)"
+        )
     return path, dep, Chain(dep["rpc_url"])
 
 
@@ -141,7 +147,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     path, dep, chain = _connect(args)
     state = market_state(chain, dep)
-    print(f"devnet up at {dep['rpc_url']} (chain {dep['chain_id']}, anvil pid {dep.get('anvil_pid')})")
+    print(
+        f"devnet up at {dep['rpc_url']} (chain {dep['chain_id']}, anvil pid {dep.get('anvil_pid')})"
+    )
     print(f"  deployment: {_rel(path)}, deployed at block {dep['deployed_block']}")
     print(_summary(state))
     return 0
@@ -153,15 +161,23 @@ def cmd_play(args: argparse.Namespace) -> int:
     feed = Path(args.feed) if args.feed else DEFAULT_FEED_PATH
     result = play(dep, scenario, feed, pace=args.pace)
     b, a = result.before, result.after
-    print(f"played scenario {result.scenario!r} (scenario data, not market data): "
-          f"{scenario.duration_hours} h, blocks {result.first_block}..{result.last_block}")  # fmt: skip
+    print(
+        f"played scenario {result.scenario!r} (scenario data, not market data): "
+        f"{scenario.duration_hours} h, blocks {result.first_block}..{result.last_block}"
+    )
     for sym in a.prices:
-        print(f"  {sym}: ${b.prices[sym]:,.2f} -> ${a.prices[sym]:,.2f} ({a.prices[sym] / b.prices[sym] - 1:+.1%})")
+        print(
+            f"  {sym}: ${b.prices[sym]:,.2f} -> ${a.prices[sym]:,.2f} ({a.prices[sym] / b.prices[sym] - 1:+.1%})"
+        )
     print(f"  Aave TVL: ${b.tvl_usd:,.0f} -> ${a.tvl_usd:,.0f} ({a.tvl_usd / b.tvl_usd - 1:+.1%})")
-    print(f"  USDC utilisation {b.utilisation['USDC']:.1%} -> {a.utilisation['USDC']:.1%}, "
-          f"borrow APR {b.borrow_apr['USDC']:.2%} -> {a.borrow_apr['USDC']:.2%}")  # fmt: skip
+    print(
+        f"  USDC utilisation {b.utilisation['USDC']:.1%} -> {a.utilisation['USDC']:.1%}, "
+        f"borrow APR {b.borrow_apr['USDC']:.2%} -> {a.borrow_apr['USDC']:.2%}"
+    )
     for name in a.funding_per_day:
-        print(f"  {name} funding: {b.funding_per_day[name] * 365:+.1%} -> {a.funding_per_day[name] * 365:+.1%} APR")
+        print(
+            f"  {name} funding: {b.funding_per_day[name] * 365:+.1%} -> {a.funding_per_day[name] * 365:+.1%} APR"
+        )
     print(f"  liquidations: {len(result.liquidations)}")
     print(f"  Safe health factor: {b.safe_health_factor:.4f} -> {a.safe_health_factor:.4f}")
     print(f"  feed file: {_rel(feed)}")

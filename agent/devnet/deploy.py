@@ -151,8 +151,15 @@ class Deployer:
         self.send(acl, "addPoolAdmin", d)
 
         libs: dict[str, str] = {}
-        for name in ("BorrowLogic", "BridgeLogic", "EModeLogic", "LiquidationLogic", "PoolLogic",
-                     "SupplyLogic", "ConfiguratorLogic"):  # fmt: skip
+        for name in (
+            "BorrowLogic",
+            "BridgeLogic",
+            "EModeLogic",
+            "LiquidationLogic",
+            "PoolLogic",
+            "SupplyLogic",
+            "ConfiguratorLogic",
+        ):
             libs[name] = self.deploy_contract(name).address
         # FlashLoanLogic itself links BorrowLogic.
         libs["FlashLoanLogic"] = self.deploy_contract(
@@ -162,10 +169,13 @@ class Deployer:
         pool_impl = self.deploy_contract("Pool", provider.address, **pool_libs)
         self.send(provider, "setPoolImpl", pool_impl.address)  # creates + initialises the proxy
         pool = self.chain.call(provider, "getPool")
-        cfg_impl = self.deploy_contract("PoolConfigurator", ConfiguratorLogic=libs["ConfiguratorLogic"])
+        cfg_impl = self.deploy_contract(
+            "PoolConfigurator", ConfiguratorLogic=libs["ConfiguratorLogic"]
+        )
         self.send(provider, "setPoolConfiguratorImpl", cfg_impl.address)
-        configurator = self.chain.at(self.chain.call(provider, "getPoolConfigurator"),
-                                     npm_artifact("PoolConfigurator"))  # fmt: skip
+        configurator = self.chain.at(
+            self.chain.call(provider, "getPoolConfigurator"), npm_artifact("PoolConfigurator")
+        )
 
         for spec in ASSETS:
             self.tokens[spec.symbol] = self.deploy_contract(
@@ -217,7 +227,9 @@ class Deployer:
         pool_c = self.chain.at(pool, npm_artifact("Pool"))
         for spec in ASSETS:
             asset = self.tokens[spec.symbol].address
-            self.send(configurator, "configureReserveAsCollateral", asset, spec.ltv, spec.lt, spec.bonus)
+            self.send(
+                configurator, "configureReserveAsCollateral", asset, spec.ltv, spec.lt, spec.bonus
+            )
             self.send(configurator, "setReserveBorrowing", asset, True)
             self.send(configurator, "setReserveFactor", asset, spec.reserve_factor)
             rd = self.chain.call(pool_c, "getReserveData", asset)
@@ -235,7 +247,9 @@ class Deployer:
     # -- Multicall3, perp, Safe -----------------------------------------------------------
 
     def multicall3(self) -> str:
-        self.chain.set_code(MULTICALL3_ADDRESS, "0x" + forge_artifact("Multicall3").deployed_bytecode)
+        self.chain.set_code(
+            MULTICALL3_ADDRESS, "0x" + forge_artifact("Multicall3").deployed_bytecode
+        )
         return MULTICALL3_ADDRESS
 
     def perp(self) -> str:
@@ -292,19 +306,40 @@ class Deployer:
                 self.supply(pool, whale, sym, self.units(sym, amt))
         for whale, spec in zip(self.whales, WHALES, strict=True):
             for sym, amt in spec.borrow.items():
-                self.send(pool, "borrow", self.tokens[sym].address, self.units(sym, amt), 2, 0, whale,
-                          sender=whale)  # fmt: skip
+                self.send(
+                    pool,
+                    "borrow",
+                    self.tokens[sym].address,
+                    self.units(sym, amt),
+                    2,
+                    0,
+                    whale,
+                    sender=whale,
+                )
         weth_price = ASSETS[0].price
         for who, (weth, hf) in zip(RISKY_BORROWERS, RISKY, strict=True):
             self.chain.impersonate(who)
             self.chain.set_balance(who, 10 * WAD)
             self.supply(pool, who, "WETH", self.units("WETH", weth))
             debt = Decimal(weth) * weth_price * Decimal(ASSETS[0].lt) / 10_000 / hf
-            self.send(pool, "borrow", self.tokens["USDC"].address, self.units("USDC", debt.quantize(Decimal(1))),
-                      2, 0, who, sender=who)  # fmt: skip
+            self.send(
+                pool,
+                "borrow",
+                self.tokens["USDC"].address,
+                self.units("USDC", debt.quantize(Decimal(1))),
+                2,
+                0,
+                who,
+                sender=who,
+            )
         # The liquidator holds USDC to repay debt with.
-        self.send(self.tokens["USDC"], "mint", self.liquidator, self.units("USDC", 5_000_000),
-                  sender=self.liquidator)  # fmt: skip
+        self.send(
+            self.tokens["USDC"],
+            "mint",
+            self.liquidator,
+            self.units("USDC", 5_000_000),
+            sender=self.liquidator,
+        )
         self.send(self.tokens["USDC"], "approve", pool.address, MAX_UINT256, sender=self.liquidator)
 
     def safe_position(self, pool: Contract, safe: dict[str, Any]) -> None:
@@ -314,7 +349,9 @@ class Deployer:
         collateral = self.units("WETH", SAFE_COLLATERAL_WETH)
         self.send(weth, "mint", addr, collateral + self.units("WETH", SAFE_SPARE_WETH))
         weth_spec = ASSETS[0]
-        debt_usd = SAFE_COLLATERAL_WETH * weth_spec.price * Decimal(weth_spec.lt) / 10_000 / SAFE_HF_TARGET
+        debt_usd = (
+            SAFE_COLLATERAL_WETH * weth_spec.price * Decimal(weth_spec.lt) / 10_000 / SAFE_HF_TARGET
+        )
         debt = self.units("USDC", debt_usd.quantize(Decimal("0.000001"), rounding="ROUND_DOWN"))
         spare_usdc = self.units("USDC", SAFE_SPARE_USDC)
         calls = [
@@ -354,7 +391,9 @@ def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
                 "address": dep.tokens[s.symbol].address,
                 "decimals": s.decimals,
                 "a_token": to_checksum_address(dep.reserves[s.symbol]["a_token"]),
-                "variable_debt_token": to_checksum_address(dep.reserves[s.symbol]["variable_debt_token"]),
+                "variable_debt_token": to_checksum_address(
+                    dep.reserves[s.symbol]["variable_debt_token"]
+                ),
                 "feed": dep.feeds[s.feed].address,
             }
             for s in ASSETS

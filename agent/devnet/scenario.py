@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
     prices: dict[str, list[tuple[float, float]]] = {}
     for feed, pts in raw.get("prices", {}).items():
         parsed = [(float(h), float(p)) for h, p in pts]
-        if not parsed or any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:], strict=False)):
+        if not parsed or any(b[0] <= a[0] for a, b in pairwise(parsed)):
             raise bad(f"prices.{feed}: hours must be strictly increasing")
         if any(p <= 0 for _, p in parsed):
             raise bad(f"prices.{feed}: prices must be positive")
@@ -122,7 +123,9 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
             raise bad(f"event at hour {hour} is outside 0..{duration}")
         events.append(Event(hour, action, params))
     macro = raw.get("macro", {})
-    closes = {k: [float(v) for v in raw.get("closes", {}).get(k, [])] for k in ("btc", "eth", "spx")}
+    closes = {
+        k: [float(v) for v in raw.get("closes", {}).get(k, [])] for k in ("btc", "eth", "spx")
+    }
     return Scenario(
         name=str(raw.get("name", path.stem)),
         path=path,
@@ -131,8 +134,14 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
         prices=prices,
         events=sorted(events, key=lambda e: e.hour),
         liquidate=bool(raw.get("keeper", {}).get("liquidate", False)),
-        cpi=[MacroPrint(float(p["value"]), float(p["released_hours_before_start"])) for p in macro.get("cpi", [])],
-        ppi=[MacroPrint(float(p["value"]), float(p["released_hours_before_start"])) for p in macro.get("ppi", [])],
+        cpi=[
+            MacroPrint(float(p["value"]), float(p["released_hours_before_start"]))
+            for p in macro.get("cpi", [])
+        ],
+        ppi=[
+            MacroPrint(float(p["value"]), float(p["released_hours_before_start"]))
+            for p in macro.get("ppi", [])
+        ],
         closes=closes,
     )
 
@@ -162,8 +171,15 @@ def _macro_observations(key: str, prints: list[MacroPrint], start: int) -> list[
         if limit is not None and ym >= limit:
             ym = _prev_month(*limit)
         limit = ym
-        out.append({"key": key, "ts": _month_start(*ym), "value": p.value, "unit": "index",
-                    "known_at": released})  # fmt: skip
+        out.append(
+            {
+                "key": key,
+                "ts": _month_start(*ym),
+                "value": p.value,
+                "unit": "index",
+                "known_at": released,
+            }
+        )
     return out[::-1]
 
 
@@ -180,8 +196,15 @@ def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
             if asset == "spx" and datetime.fromtimestamp(ts, tz=UTC).weekday() >= 5:
                 continue  # no S&P 500 session on weekends
             # A daily close is known once its day has ended.
-            obs.append({"key": f"close.{asset}", "ts": ts, "value": v, "unit": units[asset],
-                        "known_at": ts + DAY})  # fmt: skip
+            obs.append(
+                {
+                    "key": f"close.{asset}",
+                    "ts": ts,
+                    "value": v,
+                    "unit": units[asset],
+                    "known_at": ts + DAY,
+                }
+            )
     # Crypto closes for days that end during the scenario, from the scenario's own price paths,
     # so daily series continue through the episode (known only when each day ends).
     for asset, feed in (("btc", "BTC/USD"), ("eth", "ETH/USD")):
@@ -190,8 +213,15 @@ def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
         boundary = day0 + DAY
         while boundary <= start + scenario.duration_hours * HOUR:
             price = scenario.price_at(feed, (boundary - start) / HOUR)
-            obs.append({"key": f"close.{asset}", "ts": boundary - DAY, "value": round(price, 2),
-                        "unit": "usd", "known_at": boundary})  # fmt: skip
+            obs.append(
+                {
+                    "key": f"close.{asset}",
+                    "ts": boundary - DAY,
+                    "value": round(price, 2),
+                    "unit": "usd",
+                    "known_at": boundary,
+                }
+            )
             boundary += DAY
     obs.sort(key=lambda o: (o["key"], o["ts"]))
     return {
@@ -234,7 +264,9 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
     prices, tvl_tokens, util, apr = {}, {}, {}, {}
     tvl = 0.0
     for sym, t in dep["tokens"].items():
-        price = int(chain.call(oracle, "getAssetPrice", t["address"], block=blk)) / 10**FEED_DECIMALS
+        price = (
+            int(chain.call(oracle, "getAssetPrice", t["address"], block=blk)) / 10**FEED_DECIMALS
+        )
         supply = int(chain.call(chain.at(t["a_token"], erc20), "totalSupply", block=blk))
         rd = chain.call(dp, "getReserveData", t["address"], block=blk)
         total_a, debt = int(rd[2]), int(rd[3]) + int(rd[4])
@@ -244,7 +276,12 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
         util[sym] = debt / total_a if total_a else 0.0
         apr[sym] = int(rd[6]) / RAY
     funding = {
-        name: int(chain.call(chain.at(addr, forge_artifact("PerpMarket")), "currentFundingRate", block=blk)) / WAD
+        name: int(
+            chain.call(
+                chain.at(addr, forge_artifact("PerpMarket")), "currentFundingRate", block=blk
+            )
+        )
+        / WAD
         for name, addr in dep["perps"].items()
     }
     acct = chain.call(pool, "getUserAccountData", dep["safe"]["address"], block=blk)
@@ -285,7 +322,10 @@ class Player:
         self.pool = chain.at(dep["aave"]["pool"], npm_artifact("Pool"))
         self.dp = chain.at(dep["aave"]["data_provider"], npm_artifact("AaveProtocolDataProvider"))
         self.oracle = chain.at(dep["aave"]["oracle"], npm_artifact("AaveOracle"))
-        self.feeds = {n: chain.at(a, forge_artifact("MockV3Aggregator")) for n, a in dep["chainlink"].items()}
+        self.erc20 = npm_artifact("MintableERC20")
+        self.feeds = {
+            n: chain.at(a, forge_artifact("MockV3Aggregator")) for n, a in dep["chainlink"].items()
+        }
         self.perps = {n: chain.at(a, forge_artifact("PerpMarket")) for n, a in dep["perps"].items()}
         accounts = chain.accounts()
         self.liquidator = accounts[9] if len(accounts) > 9 else self.deployer
@@ -324,10 +364,34 @@ class Player:
         p = ev.params
         if ev.action == "withdraw":
             t, who = self.token(str(p["asset"])), self.whale(int(p["whale"]))
-            amount = int(Decimal(str(p["amount"])) * 10 ** t["decimals"])
+            want = int(Decimal(str(p["amount"])) * 10 ** t["decimals"])
+            # Capped by the whale's deposit and the reserve's free liquidity, so replaying a
+            # scenario on an already stressed market does not abort half-way.
+            balance = int(
+                self.chain.call(self.chain.at(t["a_token"], self.erc20), "balanceOf", who)
+            )
+            rd = self.chain.call(self.dp, "getReserveData", t["address"])
+            free = int(rd[2]) - int(rd[3]) - int(rd[4])
+            amount = min(want, balance, max(free, 0))
+            if amount <= 0:
+                log.info(
+                    "devnet.scenario.withdraw_skipped",
+                    hour=ev.hour,
+                    whale=who,
+                    asset=p["asset"],
+                    data_origin="scenario",
+                )
+                return 0
             self.chain.send(self.pool, "withdraw", t["address"], amount, who, sender=who)
-            log.info("devnet.scenario.withdraw", hour=ev.hour, whale=who, asset=p["asset"],
-                     amount=p["amount"], data_origin="scenario")  # fmt: skip
+            log.info(
+                "devnet.scenario.withdraw",
+                hour=ev.hour,
+                whale=who,
+                asset=p["asset"],
+                amount=amount / 10 ** t["decimals"],
+                capped=amount < want,
+                data_origin="scenario",
+            )
             return 1
         if ev.action == "set_skew":
             market = self.perps.get(str(p["market"]))
@@ -335,8 +399,13 @@ class Player:
                 raise DevnetError(f"scenario {self.sc.name}: unknown perp market {p['market']!r}")
             skew = int(Decimal(str(p["skew"])) * WAD)
             self.chain.send(market, "setSkew", skew, sender=self.deployer)
-            log.info("devnet.scenario.set_skew", hour=ev.hour, market=p["market"], skew=p["skew"],
-                     data_origin="scenario")  # fmt: skip
+            log.info(
+                "devnet.scenario.set_skew",
+                hour=ev.hour,
+                market=p["market"],
+                skew=p["skew"],
+                data_origin="scenario",
+            )
             return 1
         # borrow_to_utilisation: borrow X so that (debt + X) / aToken supply = target.
         t, who = self.token(str(p["asset"])), self.whale(int(p["whale"]))
@@ -350,13 +419,24 @@ class Player:
         cap = avail_base * 10 ** t["decimals"] * 99 // (price * 100)
         amount = min(want, cap, supply - debt)
         if amount <= 0:
-            log.info("devnet.scenario.borrow_skipped", hour=ev.hour, asset=p["asset"],
-                     utilisation=debt / supply if supply else 0.0, data_origin="scenario")  # fmt: skip
+            log.info(
+                "devnet.scenario.borrow_skipped",
+                hour=ev.hour,
+                asset=p["asset"],
+                utilisation=debt / supply if supply else 0.0,
+                data_origin="scenario",
+            )
             return 0
         self.chain.send(self.pool, "borrow", t["address"], amount, 2, 0, who, sender=who)
-        log.info("devnet.scenario.borrow", hour=ev.hour, whale=who, asset=p["asset"],
-                 amount=amount / 10 ** t["decimals"], target_utilisation=float(target),
-                 data_origin="scenario")  # fmt: skip
+        log.info(
+            "devnet.scenario.borrow",
+            hour=ev.hour,
+            whale=who,
+            asset=p["asset"],
+            amount=amount / 10 ** t["decimals"],
+            target_utilisation=float(target),
+            data_origin="scenario",
+        )
         return 1
 
     def keeper(self, h: int) -> int:
@@ -367,12 +447,31 @@ class Player:
             debt, hf = int(acct[1]), int(acct[5])
             if debt == 0 or hf >= WAD:
                 continue
-            receipt = self.chain.send(self.pool, "liquidationCall", weth, usdc, user, MAX_UINT256, False,
-                                      sender=self.liquidator)  # fmt: skip
-            self.liquidations.append({"hour": h, "user": user, "health_factor": hf / WAD,
-                                      "tx": receipt["transactionHash"].to_0x_hex()})  # fmt: skip
-            log.info("devnet.scenario.liquidation", hour=h, user=user, health_factor=hf / WAD,
-                     data_origin="scenario")  # fmt: skip
+            receipt = self.chain.send(
+                self.pool,
+                "liquidationCall",
+                weth,
+                usdc,
+                user,
+                MAX_UINT256,
+                False,
+                sender=self.liquidator,
+            )
+            self.liquidations.append(
+                {
+                    "hour": h,
+                    "user": user,
+                    "health_factor": hf / WAD,
+                    "tx": receipt["transactionHash"].to_0x_hex(),
+                }
+            )
+            log.info(
+                "devnet.scenario.liquidation",
+                hour=h,
+                user=user,
+                health_factor=hf / WAD,
+                data_origin="scenario",
+            )
             sent += 1
         return sent
 
@@ -397,8 +496,15 @@ def play(
     start = before.timestamp
     feed = build_feed(scenario, start)
     write_feed(feed, feed_path)
-    log.info("devnet.scenario.start", scenario=scenario.name, started_at=start, block=before.block,
-             observations=len(feed["observations"]), feed=str(feed_path), data_origin="scenario")  # fmt: skip
+    log.info(
+        "devnet.scenario.start",
+        scenario=scenario.name,
+        started_at=start,
+        block=before.block,
+        observations=len(feed["observations"]),
+        feed=str(feed_path),
+        data_origin="scenario",
+    )
     for h in range(scenario.duration_hours + 1):
         if h > 0:
             chain.rpc("evm_increaseTime", [HOUR])
@@ -409,10 +515,16 @@ def play(
         if pace > 0:
             time.sleep(pace)
     after = market_state(chain, dep)
-    log.info("devnet.scenario.end", scenario=scenario.name, block=after.block,
-             eth_usd=after.prices.get("WETH"), tvl_usd=after.tvl_usd,
-             usdc_utilisation=after.utilisation.get("USDC"), liquidations=len(player.liquidations),
-             data_origin="scenario")  # fmt: skip
+    log.info(
+        "devnet.scenario.end",
+        scenario=scenario.name,
+        block=after.block,
+        eth_usd=after.prices.get("WETH"),
+        tvl_usd=after.tvl_usd,
+        usdc_utilisation=after.utilisation.get("USDC"),
+        liquidations=len(player.liquidations),
+        data_origin="scenario",
+    )
     return PlayResult(
         scenario=scenario.name,
         started_at=start,

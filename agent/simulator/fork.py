@@ -135,9 +135,7 @@ class ForkSimulator:
             return TxOutcome(label, False, None, None, revert_reason=reason)
         tx["gas"] = hex(gas + gas // 5)
         tx_hash = await rpc.request("eth_sendTransaction", [tx])
-        receipt = await rpc.request("eth_getTransactionReceipt", [tx_hash])
-        if not isinstance(receipt, dict):
-            raise SimulationError(f"fork did not mine {tx_hash}")
+        receipt = await self._receipt(rpc, str(tx_hash))
         ok = receipt.get("status") == "0x1"
         return TxOutcome(
             label,
@@ -147,6 +145,18 @@ class ForkSimulator:
             self._decode_logs(receipt.get("logs", [])),
             None if ok else "reverted on execution",
         )
+
+    async def _receipt(self, rpc: RpcClient, tx_hash: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        # Anvil mines on submission, but the receipt can lag the hash by a moment.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            receipt = await rpc.request("eth_getTransactionReceipt", [tx_hash])
+            if isinstance(receipt, dict):
+                return receipt
+            if loop.time() > deadline:
+                raise SimulationError(f"fork did not mine {tx_hash} within {timeout_s:.0f}s")
+            await asyncio.sleep(0.02)
 
     def _decode_logs(self, logs: Sequence[dict[str, Any]]) -> tuple[DecodedCall, ...]:
         out = []

@@ -94,7 +94,12 @@ class Store:
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except (sqlite3.Error, OSError) as e:
+        except (sqlite3.Error, OSError, StoreError) as e:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"{self.path}: cannot open store: {e}") from e
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from eth_abi.abi import decode
+from eth_typing import ChecksumAddress, HexAddress, HexStr
 from eth_utils.address import is_checksum_address
 from web3.logs import DISCARD
 
@@ -39,22 +40,52 @@ def _addresses(obj: Any) -> list[str]:
 
 def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None:
     assert set(devnet) == {
-        "version", "chain_id", "rpc_url", "anvil_pid", "deployed_block", "deployed_at", "aave",
-        "tokens", "chainlink", "multicall3", "perps", "safe", "accounts",
-    }  # fmt: skip
+        "version",
+        "chain_id",
+        "rpc_url",
+        "anvil_pid",
+        "deployed_block",
+        "deployed_at",
+        "aave",
+        "tokens",
+        "chainlink",
+        "multicall3",
+        "perps",
+        "safe",
+        "accounts",
+    }
     assert devnet["version"] == 1 and devnet["chain_id"] == 31337
-    assert set(devnet["aave"]) == {"pool_addresses_provider", "pool", "pool_configurator", "oracle",
-                                   "data_provider", "acl_manager"}  # fmt: skip
+    assert set(devnet["aave"]) == {
+        "pool_addresses_provider",
+        "pool",
+        "pool_configurator",
+        "oracle",
+        "data_provider",
+        "acl_manager",
+    }
     assert set(devnet["tokens"]) == {"WETH", "WBTC", "USDC"}
-    assert {s: t["decimals"] for s, t in devnet["tokens"].items()} == {"WETH": 18, "WBTC": 8, "USDC": 6}
+    assert {s: t["decimals"] for s, t in devnet["tokens"].items()} == {
+        "WETH": 18,
+        "WBTC": 8,
+        "USDC": 6,
+    }
     for t in devnet["tokens"].values():
         assert set(t) == {"address", "decimals", "a_token", "variable_debt_token", "feed"}
     assert set(devnet["chainlink"]) == {"ETH/USD", "BTC/USD", "USDC/USD"}
     assert devnet["tokens"]["WETH"]["feed"] == devnet["chainlink"]["ETH/USD"]
     assert devnet["multicall3"] == MULTICALL3_ADDRESS
-    assert set(devnet["safe"]) == {"address", "owners", "threshold", "singleton", "proxy_factory",
-                                   "multisend_call_only", "fallback_handler"}  # fmt: skip
-    assert set(devnet["accounts"]) == {"deployer", "whales"} and len(devnet["accounts"]["whales"]) >= 3
+    assert set(devnet["safe"]) == {
+        "address",
+        "owners",
+        "threshold",
+        "singleton",
+        "proxy_factory",
+        "multisend_call_only",
+        "fallback_handler",
+    }
+    assert (
+        set(devnet["accounts"]) == {"deployer", "whales"} and len(devnet["accounts"]["whales"]) >= 3
+    )
     addrs = _addresses(devnet)
     assert len(addrs) > 25 and all(is_checksum_address(a) for a in addrs)
     path = tmp_path / "deployment.json"
@@ -64,7 +95,9 @@ def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None
 
 def test_wiring_matches_provider_and_oracle(devnet: dict[str, Any], devnet_chain: Chain) -> None:
     c = devnet_chain
-    provider = c.at(devnet["aave"]["pool_addresses_provider"], npm_artifact("PoolAddressesProvider"))
+    provider = c.at(
+        devnet["aave"]["pool_addresses_provider"], npm_artifact("PoolAddressesProvider")
+    )
     assert c.call(provider, "getPool") == devnet["aave"]["pool"]
     assert c.call(provider, "getPriceOracle") == devnet["aave"]["oracle"]
     assert c.call(provider, "getPoolDataProvider") == devnet["aave"]["data_provider"]
@@ -114,8 +147,16 @@ def test_feed_drop_allows_liquidation(devnet: dict[str, Any], devnet_chain: Chai
     debt_before = c.call(pool, "getUserAccountData", safe)[1]
     liquidator = c.accounts()[9]
     t = devnet["tokens"]
-    receipt = c.send(pool, "liquidationCall", t["WETH"]["address"], t["USDC"]["address"], safe,
-                     MAX_UINT256, False, sender=liquidator)  # fmt: skip
+    receipt = c.send(
+        pool,
+        "liquidationCall",
+        t["WETH"]["address"],
+        t["USDC"]["address"],
+        safe,
+        MAX_UINT256,
+        False,
+        sender=liquidator,
+    )
     events = pool.events.LiquidationCall().process_receipt(receipt, errors=DISCARD)
     assert len(events) == 1 and events[0]["args"]["user"] == safe
     debt_after = c.call(pool, "getUserAccountData", safe)[1]
@@ -124,13 +165,17 @@ def test_feed_drop_allows_liquidation(devnet: dict[str, Any], devnet_chain: Chai
 
 def test_multicall3_at_canonical_address(devnet: dict[str, Any], devnet_chain: Chain) -> None:
     c = devnet_chain
-    assert len(c.w3.eth.get_code(MULTICALL3_ADDRESS)) > 100
+    assert len(c.w3.eth.get_code(ChecksumAddress(HexAddress(HexStr(MULTICALL3_ADDRESS))))) > 100
     mc = c.at(MULTICALL3_ADDRESS, forge_artifact("Multicall3"))
     pool = _pool(c, devnet)
     safe = devnet["safe"]["address"]
     calls = [
         (MULTICALL3_ADDRESS, False, mc.encode_abi("getBlockNumber", args=[])),
-        (MULTICALL3_ADDRESS, False, mc.encode_abi("getEthBalance", args=[devnet["accounts"]["deployer"]])),
+        (
+            MULTICALL3_ADDRESS,
+            False,
+            mc.encode_abi("getEthBalance", args=[devnet["accounts"]["deployer"]]),
+        ),
         (pool.address, False, pool.encode_abi("getUserAccountData", args=[safe])),
         (safe, True, b"\xde\xad\xbe\xef"),  # fails, allowed
     ]
@@ -140,7 +185,9 @@ def test_multicall3_at_canonical_address(devnet: dict[str, Any], devnet_chain: C
     assert decode(["uint256"], results[1][1])[0] > 0
     hf = decode(["uint256"] * 6, results[2][1])[5]
     assert 1.85 * WAD <= hf <= 1.95 * WAD
-    block, data = mc.functions.aggregate([(MULTICALL3_ADDRESS, mc.encode_abi("getCurrentBlockTimestamp", args=[]))]).call()
+    block, data = mc.functions.aggregate(
+        [(MULTICALL3_ADDRESS, mc.encode_abi("getCurrentBlockTimestamp", args=[]))]
+    ).call()
     assert block == c.block_number() and decode(["uint256"], data[0])[0] > 0
 
 
@@ -205,7 +252,10 @@ def test_stress_scenario(devnet: dict[str, Any], devnet_chain: Chain, tmp_path: 
 
 def test_forge_build_with_solcjs_wrapper() -> None:
     forge_build()
-    for f, contract in (("Multicall3.sol", "Multicall3"), ("PerpMarket.sol", "PerpMarket"),
-                        ("MockV3Aggregator.sol", "MockV3Aggregator")):  # fmt: skip
+    for f, contract in (
+        ("Multicall3.sol", "Multicall3"),
+        ("PerpMarket.sol", "PerpMarket"),
+        ("MockV3Aggregator.sol", "MockV3Aggregator"),
+    ):
         art = json.loads((forge_out() / f / f"{contract}.json").read_text())
         assert art["abi"] and len(art["deployedBytecode"]["object"]) > 100

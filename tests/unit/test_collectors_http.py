@@ -452,3 +452,10 @@ def test_config_forbids_unknown_keys_and_hides_secrets() -> None:
     assert "TOPSECRET" not in repr(cfg) and "TOPSECRET" not in json.dumps(cfg.model_dump(mode="json"))
     assert cfg.fred.api_key is not None and cfg.fred.api_key.get_secret_value() == "TOPSECRET"
     assert [s.key for s in cfg.fred.series] == ["macro.cpi", "macro.ppi", "close.spx"]
+
+
+def test_build_http_collectors() -> None:
+    from agent.collectors import build_http_collectors
+
+    names = [c.name for c in build_http_collectors(CollectorsConfig())]
+    assert names == ["defillama", "hyperliquid", "dydx", "fred", "closes"]  # bls, subgraph off by default

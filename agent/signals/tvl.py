@@ -1,0 +1,73 @@
+"""S1 — TVL drawdown: ``tvl_t / max(tvl over [t - 48h, t]) - 1``; fires at ``<= -8%``.
+
+``tvl_t`` is the latest point at or before ``at``; the max runs over every point in the window
+(including ``tvl_t``), so the value is always ``<= 0``. On daily data evaluated at the end of UTC
+day D (``at = D 23:59:59``) the window ``[D-2 23:59:59, D 23:59:59]`` holds the points stamped
+D-1 and D: today vs the max of the last two days including today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from agent.signals.base import (
+    FIRING,
+    INSUFFICIENT,
+    QUIET,
+    SignalResult,
+    fmt_pct,
+    ref,
+    result,
+    series_key,
+    upto,
+)
+from agent.signals.config import S1Config
+
+NAME = "TVL drawdown"
+
+
+def s1_tvl_drawdown_one(
+    tvl_usd: pd.Series, at: pd.Timestamp, cfg: S1Config, subject: str | None = None
+) -> SignalResult:
+    """S1 for one protocol's TVL series (USD)."""
+    subject = subject or series_key(tvl_usd, "tvl")
+    window = pd.Timedelta(hours=cfg.window_hours)
+    w = upto(tvl_usd, at, at - window)
+    thr = -cfg.drawdown_fraction
+    if len(w) < cfg.min_points:
+        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
+                      f"{len(w)} TVL point(s) in the {cfg.window_hours:g}h window, need {cfg.min_points}")
+    first, last = w.index[0], w.index[-1]
+    if (at - first) < window * cfg.min_coverage_fraction:
+        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
+                      f"window not covered: first point {first.isoformat()} is less than "
+                      f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before {at.isoformat()}")
+    if (at - last) > pd.Timedelta(hours=cfg.max_staleness_hours):
+        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
+                      f"latest TVL point {last.isoformat()} is older than {cfg.max_staleness_hours:g}h")
+    vals = w.to_numpy(dtype="float64")
+    imax = int(vals.argmax())
+    peak, now = float(vals[imax]), float(vals[-1])
+    if peak <= 0:
+        return result("S1", NAME, subject, INSUFFICIENT, None, thr, f"window max TVL is {peak:g} (not positive)")
+    dd = now / peak - 1.0
+    status = FIRING if dd <= thr else QUIET
+    inputs = (ref(w, len(w) - 1), ref(w, imax)) if imax != len(w) - 1 else (ref(w, len(w) - 1),)
+    return result(
+        "S1", NAME, subject, status, dd, thr,
+        f"TVL ${now:,.0f} vs {cfg.window_hours:g}h max ${peak:,.0f}: {fmt_pct(dd)} "
+        f"({'<=' if status == FIRING else '>'} {fmt_pct(thr)})",
+        inputs, {"tvl_usd": now, "window_max_usd": peak, "points": float(len(w))},
+    )
+
+
+def s1_tvl_drawdown(
+    tvl_by_protocol: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S1Config
+) -> list[SignalResult]:
+    """S1 for every watched protocol (subject = mapping key). An empty mapping gives one
+    insufficient_data result, so "no protocol watched" is visible, not a silent quiet."""
+    if not tvl_by_protocol:
+        return [result("S1", NAME, "none", INSUFFICIENT, None, -cfg.drawdown_fraction, "no TVL series given")]
+    return [s1_tvl_drawdown_one(s, at, cfg, subject) for subject, s in tvl_by_protocol.items()]

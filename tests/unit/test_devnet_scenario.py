@@ -1,0 +1,130 @@
+"""Scenario files and the feed file they produce (no chain needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.collectors.scenario import load_scenario_feed
+from agent.core.errors import DevnetError, MalformedResponse, SourceError
+from agent.devnet.scenario import build_feed, load_scenario, write_feed
+
+START = int(datetime(2025, 3, 1, 0, 30, tzinfo=UTC).timestamp())  # a month-start edge case
+
+
+def test_stress_scenario_file_parses() -> None:
+    sc = load_scenario("stress")
+    assert sc.name == "stress" and sc.duration_hours >= 40
+    eth = sc.price_at("ETH/USD", 36) / sc.price_at("ETH/USD", 0)
+    assert 0.73 <= eth <= 0.77
+    assert sc.price_at("ETH/USD", 3) == pytest.approx(2977.5)  # linear between points
+    assert sc.price_at("ETH/USD", 1000) == sc.prices["ETH/USD"][-1][1]
+    actions = {e.action for e in sc.events}
+    assert actions == {"withdraw", "set_skew", "borrow_to_utilisation"}
+    assert len(sc.cpi) == len(sc.ppi) == 14
+    assert all(len(v) >= 120 for v in sc.closes.values())
+
+
+@pytest.mark.parametrize(
+    "start", [START, START + 17 * 86400, int(datetime(2026, 12, 31, 23, tzinfo=UTC).timestamp())]
+)
+def test_feed_shape_and_no_look_ahead(start: int) -> None:
+    feed = build_feed(load_scenario("stress"), start)
+    assert feed["scenario"] == "stress" and feed["source"] == "scenario:stress"
+    assert feed["started_at"] == start
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for o in feed["observations"]:
+        by_key.setdefault(str(o["key"]), []).append(o)
+    assert set(by_key) == {"macro.cpi", "macro.ppi", "close.btc", "close.eth", "close.spx"}
+    for key in ("macro.cpi", "macro.ppi"):
+        rows = by_key[key]
+        months = [datetime.fromtimestamp(int(r["ts"]), tz=UTC) for r in rows]
+        assert all(m.day == 1 and m.hour == 0 for m in months)
+        assert all(b > a for a, b in pairwise(months))  # distinct, ordered
+        for r, m in zip(rows, months, strict=True):
+            assert r["unit"] == "index"
+            nxt = datetime(m.year + (m.month == 12), m.month % 12 + 1, 1, tzinfo=UTC).timestamp()
+            assert r["known_at"] >= nxt  # released after its month
+            assert int(r["known_at"]) < start
+    cpi = [float(r["value"]) for r in by_key["macro.cpi"]]
+    assert cpi[-1] / cpi[-13] > cpi[-2] / cpi[-14]  # latest YoY above previous
+    for r in by_key["close.spx"]:
+        assert datetime.fromtimestamp(int(r["ts"]), tz=UTC).weekday() < 5
+    day0 = start - start % 86400
+    hist = [r for r in by_key["close.btc"] if int(r["ts"]) < day0]
+    assert len(hist) >= 120 and max(int(r["ts"]) for r in hist) == day0 - 86400
+    for rows in by_key.values():
+        for r in rows:
+            if r["key"].startswith("close"):
+                assert r["ts"] % 86400 == 0
+            assert int(r["known_at"]) >= int(r["ts"])
+
+
+def test_load_scenario_feed_roundtrip(tmp_path: Path) -> None:
+    path = tmp_path / "feed.json"
+    write_feed(build_feed(load_scenario("stress"), START), path)
+    obs = load_scenario_feed(path)
+    assert obs and all(o.source == "scenario:stress" for o in obs)
+    assert {o.unit for o in obs if o.key == "close.spx"} == {"index"}
+    assert {o.unit for o in obs if o.key == "close.eth"} == {"usd"}
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("not json", MalformedResponse),
+        ("[]", MalformedResponse),
+        ('{"scenario": "x", "observations": {}}', MalformedResponse),
+        ('{"scenario": "x", "source": "fred", "observations": []}', MalformedResponse),
+        (
+            '{"scenario": "x", "observations": [{"key": "a", "ts": 1, "value": "1", "unit": "u"}]}',
+            MalformedResponse,
+        ),
+        (
+            '{"scenario": "x", "observations": [{"key": "a", "ts": 1.5, "value": 1, "unit": "u"}]}',
+            MalformedResponse,
+        ),
+        (
+            '{"scenario": "x", "observations": [{"key": "a", "ts": 1, "value": 1, "unit": "u", "known_at": "x"}]}',
+            MalformedResponse,
+        ),
+    ],
+)
+def test_malformed_feed_names_the_file(
+    tmp_path: Path, content: str, error: type[Exception]
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(error, match=str(path)):
+        load_scenario_feed(path)
+
+
+def test_missing_feed(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="file not found"):
+        load_scenario_feed(tmp_path / "none.json")
+
+
+def test_bad_scenario_files(tmp_path: Path) -> None:
+    with pytest.raises(DevnetError, match="no scenario file"):
+        load_scenario(str(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('duration_hours = 10\n[[events]]\nhour = 1\naction = "explode"\n')
+    with pytest.raises(DevnetError, match="unknown action 'explode'"):
+        load_scenario(str(bad))
+    bad.write_text("duration_hours = \n")
+    with pytest.raises(DevnetError, match="not valid TOML"):
+        load_scenario(str(bad))
+    bad.write_text('duration_hours = 10\n[prices]\n"ETH/USD" = [[0, 1], [0, 2]]\n')
+    with pytest.raises(DevnetError, match="strictly increasing"):
+        load_scenario(str(bad))
+
+
+def test_feed_file_is_json(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    write_feed({"scenario": "s", "source": "scenario:s", "started_at": 1, "observations": []}, path)
+    assert json.loads(path.read_text())["observations"] == []
