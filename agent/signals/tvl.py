@@ -59,7 +59,7 @@ def s1_tvl_drawdown_one(
         "S1", NAME, subject, status, dd, thr,
         f"TVL ${now:,.0f} vs {cfg.window_hours:g}h max ${peak:,.0f}: {fmt_pct(dd)} "
         f"({'<=' if status == FIRING else '>'} {fmt_pct(thr)})",
-        inputs, {"tvl_usd": now, "window_max_usd": peak, "points": float(len(w))},
+        inputs, {"tvl_usd": now, "window_max_usd": peak, "points": float(len(w)), "severity": dd / thr},
     )
 
 

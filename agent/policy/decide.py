@@ -1,0 +1,257 @@
+"""The DeFi layer rule, consensus gate, beta priority and sizing (DESIGN.md section 2).
+
+``decide(signals, position, session, cfg, at, memory) -> Decision`` is pure: same inputs, same
+decision; time is the ``at`` argument; hysteresis state comes in as ``memory`` and goes out as
+``Decision.memory``.
+
+1. **Layer trigger**: S1 fires on any watched protocol **and** S2 holds (path ``S1+S2``), or S3
+   and S4 fire together (path ``S3+S4``). A signal id fires when any of its subjects fires.
+2. **Consensus gate**: families on-chain {S1, S4, S5}, market {S3, S6, S7}, macro {S2}; the
+   trigger acts only if ``gate_min_families`` (2) families have a firing member (or the gate is
+   disabled, ``cfg.consensus_gate=False``, which the backtest uses for the ungated rule).
+3. **Beta priority**: S8 rising for BTC or ETH -> ``defi_first``, size 1; otherwise
+   ``sp500_first`` at ``non_defi_first_fraction`` with the note "hedge the S&P 500 side first"
+   (S8 insufficient counts as not rising, and says so).
+4. **Sizing** (``Decimal`` USD, cents): session cap = B x 25%; layer = min(remaining, cap x size);
+   options get ``option_spend_fraction`` of the layer split by horizon weight (each horizon at most
+   once per session), the top-up gets up to the rest, sized ``D * H* / LT - C`` in base units.
+5. **Hysteresis**: an action key proposed before is proposed again only in a new session and
+   only if its trigger severity rose by ``hysteresis_step`` or ``cooldown_hours`` passed.
+   Severity = how far past threshold the triggering signal is, in threshold units (S1 at -12%
+   vs -8% is 1.5; S3 is max(|rate|/50%, z/3)). Memory does not reset when a trigger clears, so a
+   flapping trigger cannot bypass the cooldown.
+6. **Idempotency**: every action carries ``sha256(action|target|session|horizon)[:32]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import pandas as pd
+
+from agent.core.units import BPS, WAD
+from agent.policy.config import PolicyConfig
+from agent.policy.models import (
+    Action,
+    Decision,
+    MemoryEntry,
+    OptionAction,
+    PolicyMemory,
+    PositionSnapshot,
+    Priority,
+    SessionState,
+    Suppressed,
+    TopUpAction,
+    idempotency_key,
+    session_id_for,
+)
+from agent.signals.base import SIGNAL_IDS, SignalResult, aggregate_status, to_utc, unix
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "onchain": ("S1", "S4", "S5"),
+    "market": ("S3", "S6", "S7"),
+    "macro": ("S2",),
+}
+CENT = Decimal("0.01")
+SP500_FIRST_NOTE = "hedge the S&P 500 side first"
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def health_factor_wad(collateral_base: int, debt_base: int, lt_bps: int) -> int:
+    """``HF = C * LT / D`` in wad (max uint when there is no debt)."""
+    if debt_base == 0:
+        return 2**256 - 1
+    return collateral_base * lt_bps * WAD // (debt_base * BPS)
+
+
+def required_topup_base(position: PositionSnapshot, target_hf_wad: int) -> int:
+    """``D * H* / LT - C`` in base units, rounded up (0 when HF >= H* or there is no debt).
+    Exact integer math: ``ceil((ceil(H* * D * BPS / WAD) - C * LT) / LT)``."""
+    d, c, lt = position.debt_base, position.collateral_base, position.liquidation_threshold_bps
+    if d <= 0:
+        return 0
+    if lt <= 0:
+        raise ValueError(f"{position.account}: liquidation threshold {lt} bps is not positive")
+    needed_weighted = _ceil_div(target_hf_wad * d * BPS, WAD)
+    have_weighted = c * lt
+    if have_weighted >= needed_weighted:
+        return 0
+    return _ceil_div(needed_weighted - have_weighted, lt)
+
+
+def _cents_down(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_FLOOR)
+
+
+def _cents_up(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_CEILING)
+
+
+def _severity(r: SignalResult) -> float:
+    s = r.metric("severity")
+    return 1.0 if s is None else float(s)
+
+
+def _by_id(signals: Sequence[SignalResult]) -> dict[str, list[SignalResult]]:
+    out: dict[str, list[SignalResult]] = {sid: [] for sid in SIGNAL_IDS}
+    for r in signals:
+        out.setdefault(r.id, []).append(r)
+    return out
+
+
+def decide(
+    signals: Sequence[SignalResult],
+    position: PositionSnapshot | None,
+    session: SessionState,
+    cfg: PolicyConfig,
+    at: pd.Timestamp,
+    memory: PolicyMemory | None = None,
+) -> Decision:
+    at = to_utc(at)
+    at_unix = unix(at)
+    memory = memory or PolicyMemory()
+    notes: list[str] = []
+    if session.session_id != session_id_for(at_unix):
+        notes.append(f"session id {session.session_id} is not the UTC day of the evaluation ({session_id_for(at_unix)})")
+
+    groups = _by_id(signals)
+    status = {sid: aggregate_status(rs) for sid, rs in groups.items()}
+    firing = {sid for sid, st in status.items() if st == "firing"}
+
+    # 1. layer trigger
+    paths: list[str] = []
+    severity: float | None = None
+    if "S1" in firing and "S2" in firing:
+        paths.append("S1+S2")
+        severity = max(_severity(r) for r in groups["S1"] if r.firing)
+    if "S3" in firing and "S4" in firing:
+        paths.append("S3+S4")
+        sev_b = max(_severity(r) for r in groups["S3"] if r.firing)
+        severity = sev_b if severity is None else max(severity, sev_b)
+    trigger = bool(paths)
+
+    # 2. consensus gate
+    fams = tuple(f for f, members in FAMILIES.items() if any(m in firing for m in members))
+    gate_passed = len(fams) >= cfg.gate_min_families
+    acted = trigger and (gate_passed or not cfg.consensus_gate)
+    if trigger and not gate_passed:
+        notes.append(
+            f"consensus gate: {len(fams)} of 3 families firing ({', '.join(fams) or 'none'}), "
+            f"need {cfg.gate_min_families}" + ("; gate disabled, acting anyway" if not cfg.consensus_gate else "; no action")
+        )
+
+    # 3. beta priority
+    s8 = groups.get("S8", [])
+    rising = [r.subject for r in s8 if r.firing]
+    priority: Priority
+    if rising:
+        priority, size = "defi_first", Decimal(1)
+        if acted:
+            notes.append(f"S8 beta rising for {', '.join(rising)}: DeFi protection first, full size")
+    else:
+        priority, size = "sp500_first", cfg.non_defi_first_fraction
+        if acted:
+            why = "S8 insufficient data, treated as not rising" if status.get("S8") == "insufficient_data" else "S8 beta not rising"
+            notes.append(f"{why}: {SP500_FIRST_NOTE}; sized at {size * 100:g}%")
+    if not acted:
+        priority, size = "none", Decimal(0)
+
+    # 4. sizing
+    cap = cfg.session_cap_usd
+    spent_before = session.spent_usd
+    remaining = max(Decimal(0), cap - spent_before)
+    layer = _cents_down(min(remaining, cap * size)) if acted else Decimal(0)
+    if acted and remaining <= 0:
+        notes.append(f"session cap ${cap} reached (spent ${spent_before}); nothing proposed")
+    option_budget = _cents_down(layer * cfg.option_spend_fraction)
+    topup_budget = layer - option_budget
+
+    actions: list[Action] = []
+    suppressed: list[Suppressed] = []
+    new_entries: dict[str, MemoryEntry] = {}
+    sev = severity if severity is not None else 0.0
+
+    def allowed(action_key: str) -> str | None:
+        """None if the action may be proposed now, else the reason it may not."""
+        e = memory.get(action_key)
+        if e is None:
+            return None
+        if e.session_id == session.session_id:
+            return f"already proposed in session {e.session_id} (key {e.idempotency_key})"
+        elapsed_h = (at_unix - e.at) / 3600
+        if elapsed_h >= cfg.cooldown_hours:
+            return None
+        if sev >= e.severity + cfg.hysteresis_step:
+            return None
+        return (
+            f"hysteresis: severity {sev:.3f} < last {e.severity:.3f} + step {cfg.hysteresis_step:g}, "
+            f"cooldown {cfg.cooldown_hours:g}h not passed ({elapsed_h:.1f}h since last)"
+        )
+
+    if acted and layer > 0:
+        # top-up
+        if position is not None:
+            target_wad = int(cfg.target_health_factor * WAD)
+            req_base = required_topup_base(position, target_wad)
+            akey = f"topup:{position.account.lower()}"
+            if req_base == 0:
+                notes.append(
+                    f"{position.account}: health factor {position.health_factor_wad / WAD:.4f} >= target "
+                    f"{cfg.target_health_factor}; no top-up"
+                )
+            elif (why := allowed(akey)) is not None:
+                suppressed.append(Suppressed(akey, why))
+            else:
+                req_usd = _cents_up(Decimal(req_base) / Decimal(position.base_unit))
+                spend = min(req_usd, topup_budget)
+                if spend < cfg.min_action_usd or spend <= 0:
+                    suppressed.append(Suppressed(akey, f"top-up budget ${spend} below minimum ${cfg.min_action_usd}"))
+                else:
+                    ikey = idempotency_key("collateral_top_up", position.account, session.session_id)
+                    actions.append(TopUpAction(position.account, target_wad, spend, req_base, req_usd, ikey, akey))
+                    new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
+        # option ladder
+        for h in cfg.horizons:
+            akey = f"option:{cfg.option_underlying.lower()}:{h.name}"
+            if h.name in session.horizons_bought:
+                suppressed.append(Suppressed(akey, f"horizon {h.name} already bought in session {session.session_id}"))
+                continue
+            if (why := allowed(akey)) is not None:
+                suppressed.append(Suppressed(akey, why))
+                continue
+            spend = _cents_down(option_budget * h.weight)
+            if spend < cfg.min_action_usd or spend <= 0:
+                suppressed.append(Suppressed(akey, f"premium budget ${spend} below minimum ${cfg.min_action_usd}"))
+                continue
+            ikey = idempotency_key("option_put", cfg.option_underlying, session.session_id, h.name)
+            actions.append(OptionAction(h.name, cfg.option_underlying, h.dte_min, h.dte_max, h.otm_fraction, spend, ikey, akey))
+            new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
+
+    proposed = sum((a.spend_usd for a in actions), Decimal(0))
+    return Decision(
+        at=at_unix,
+        session_id=session.session_id,
+        trigger=trigger,
+        trigger_paths=tuple(paths),
+        gate_enabled=cfg.consensus_gate,
+        gate_passed=gate_passed,
+        families_firing=fams,
+        acted=acted,
+        priority=priority,
+        size_fraction=size,
+        severity=severity,
+        session_cap_usd=cap,
+        session_spent_before_usd=spent_before,
+        session_spent_after_usd=spent_before + proposed,
+        layer_usd=layer,
+        actions=tuple(actions),
+        suppressed=tuple(suppressed),
+        notes=tuple(notes),
+        signals=tuple(signals),
+        signal_status=status,
+        memory=memory.updated(new_entries),
+    )
