@@ -40,7 +40,11 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
             hf = ""
             if sim.get("health_factor_before") is not None:
                 after = sim.get("health_factor_after")
-                hf = f"HF {sim['health_factor_before']:.3f} -> {after:.3f}" if after is not None else "HF n/a"
+                hf = (
+                    f"HF {sim['health_factor_before']:.3f} -> {after:.3f}"
+                    if after is not None
+                    else "HF n/a"
+                )
             spend = (r.get("sizing") or {}).get("spend_usd")
             print(
                 f"{r['id']}  {r['created_at']}  {r['status']:<18} {r['action']:<18} "

@@ -34,6 +34,14 @@ class AgentSection(BaseModel):
     backfill_step_s: int = Field(3600, gt=0)
 
 
+class WatchConfig(BaseModel):
+    """What the signals watch beyond the configured chain's own market."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    protocols: tuple[str, ...] = ("aave-v3",)  # DefiLlama slugs with a tvl.<slug>.total series
+    stablecoins: tuple[str, ...] = ("USDC", "USDT", "DAI")  # reserves S4 watches
+
+
 class PositionConfig(BaseModel):
     """The account whose position the agent protects."""
 
@@ -68,6 +76,7 @@ class Settings(BaseSettings):
     agent: AgentSection = AgentSection()
     chain: ChainConfig = ChainConfig()
     position: PositionConfig = PositionConfig()
+    watch: WatchConfig = WatchConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()

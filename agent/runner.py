@@ -62,7 +62,9 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         chain = settings.chain
-        self.rpc = RpcClient(chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s)
+        self.rpc = RpcClient(
+            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
+        )
         Path(settings.agent.store_path).parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.agent.store_path)
         self.journal = ProposalJournal(settings.agent.journal_path)
@@ -82,8 +84,14 @@ class Agent:
                 block_lag=self.settings.simulator.block_lag,
                 chain_id=chain.chain_id,
             )
-        log.info("agent.ready", chain=chain.name, chain_id=chain.chain_id, pool=self.layout.pool,
-                 reserves=[r.symbol for r in self.layout.reserves], accounts=list(self.layout.accounts))
+        log.info(
+            "agent.ready",
+            chain=chain.name,
+            chain_id=chain.chain_id,
+            pool=self.layout.pool,
+            reserves=[r.symbol for r in self.layout.reserves],
+            accounts=list(self.layout.accounts),
+        )
         return self.layout
 
     async def backfill(self) -> int:
@@ -95,12 +103,17 @@ class Agent:
         head = await self.rpc.block_number()
         head_ts = int((await self.rpc.get_block(head))["timestamp"], 16)
         snaps = await backfill_snapshots(
-            self.rpc, self.layout, since_ts=head_ts - int(hours * 3600),
-            until_block=head, step_s=self.settings.agent.backfill_step_s,
+            self.rpc,
+            self.layout,
+            since_ts=head_ts - int(hours * 3600),
+            until_block=head,
+            step_s=self.settings.agent.backfill_step_s,
         )
         stored = 0
         for snap in snaps:
-            obs, _ = snapshot_observations(snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt)
+            obs, _ = snapshot_observations(
+                snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
+            )
             stored += self.store.upsert(obs)
         log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours)
         return stored
@@ -117,34 +130,49 @@ class Agent:
         METRICS.reset()
         snap = await read_snapshot(self.rpc, self.layout)
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
-        obs, problems = snapshot_observations(snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt)
+        obs, problems = snapshot_observations(
+            snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
+        )
         stored = self.store.upsert(obs)
         for p in problems:
             log.warning("collect.problem", problem=p)
         if self.settings.scenario.feed:
             feed = load_scenario_feed(self.settings.scenario.feed)
             stored += self.store.upsert(feed)
-            log.info("scenario.loaded", data_origin="scenario", observations=len(feed), feed=self.settings.scenario.feed)
+            log.info(
+                "scenario.loaded",
+                data_origin="scenario",
+                observations=len(feed),
+                feed=self.settings.scenario.feed,
+            )
         report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
-        report.decision = evaluation = evaluate(self.store, self.settings, self.layout, snap, self.journal)
+        report.decision = evaluation = evaluate(
+            self.store, self.settings, self.layout, snap, self.journal.read()
+        )
         for line in evaluation.log_lines():
             log.info("signal", **line)
-        decision = evaluation.decision
         log.info("decision", **evaluation.summary())
         for action in evaluation.topups():
             record = await self.propose_topup(snap, evaluation, action)
             if record is not None:
                 report.proposals.append(record)
-        log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored)
-        del decision
+        log.info(
+            "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
+        )
         return report
 
-    async def propose_topup(self, snap: ChainSnapshot, evaluation: Any, action: Any) -> dict[str, Any] | None:
+    async def propose_topup(
+        self, snap: ChainSnapshot, evaluation: Any, action: Any
+    ) -> dict[str, Any] | None:
         assert self.layout is not None
         s = self.settings
         key = action.idempotency_key
         if self.journal.has(key):
-            log.info("proposal.duplicate", idempotency_key=key, note="already in the journal; not proposed again")
+            log.info(
+                "proposal.duplicate",
+                idempotency_key=key,
+                note="already in the journal; not proposed again",
+            )
             return None
         account_addr = s.position.account or self.layout.accounts[0]
         account = snap.accounts[account_addr]
@@ -164,11 +192,17 @@ class Agent:
             "action": "collateral_top_up",
             "explanation": evaluation.explain(),
             "evidence": evaluation.evidence(),
+            "policy": evaluation.policy_entry(action.action_key),
         }
         try:
             plan = plan_topup(
-                layout=self.layout, account_addr=account_addr, account=account, asset=asset,
-                reserve=reserve, target_hf_wad=target_hf_wad, max_spend_base=max_spend_base,
+                layout=self.layout,
+                account_addr=account_addr,
+                account=account,
+                asset=asset,
+                reserve=reserve,
+                target_hf_wad=target_hf_wad,
+                max_spend_base=max_spend_base,
                 allowance=account.pool_allowances.get(asset.symbol, 0),
             )
         except PlanningError as exc:
@@ -178,19 +212,39 @@ class Agent:
             return record
         record["transactions"] = [t.as_dict() for t in plan.transactions]
         record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD) | {
-            "amount": str(plan.amount), "asset": asset.symbol, "capped_by": plan.capped_by,
+            "amount": str(plan.amount),
+            "asset": asset.symbol,
+            "capped_by": plan.capped_by,
             "needed_value_usd": plan.needed_value_base / AAVE_BASE_UNIT_USD,
         }
         sim = await self.simulate(snap, plan)
         record["simulation"] = simulation_record(sim, plan, target_hf_wad) if sim else None
         if sim is not None and s.position.kind == "safe" and s.position.multisend_call_only:
             st = build_safe_tx(account_addr, s.position.multisend_call_only, plan.transactions)
-            record["safe_tx"] = {"safe": st.safe, "to": st.to, "value": str(st.value), "data": st.data, "operation": st.operation}
-        record["status"] = "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
+            record["safe_tx"] = {
+                "safe": st.safe,
+                "to": st.to,
+                "value": str(st.value),
+                "data": st.data,
+                "operation": st.operation,
+            }
+        record["status"] = (
+            "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
+        )
         if self.journal.append(record):
-            self.store.record_spend(evaluation.session_id, key, Decimal(plan.value_base) / AAVE_BASE_UNIT_USD, snap.timestamp)
-        log.info("proposal", **{k: record[k] for k in ("id", "status", "action", "account", "idempotency_key")},
-                 transactions=record["transactions"], simulation=record["simulation"], explanation=record["explanation"])
+            self.store.record_spend(
+                evaluation.session_id,
+                key,
+                Decimal(plan.value_base) / AAVE_BASE_UNIT_USD,
+                snap.timestamp,
+            )
+        log.info(
+            "proposal",
+            **{k: record[k] for k in ("id", "status", "action", "account", "idempotency_key")},
+            transactions=record["transactions"],
+            simulation=record["simulation"],
+            explanation=record["explanation"],
+        )
         if s.agent.log_format == "console":
             print(render_proposal(record), flush=True)
         return record
@@ -203,8 +257,12 @@ class Agent:
             if not s.position.multisend_call_only:
                 raise AgentError(f"{s.origin}: position.multisend_call_only is required for a Safe")
             st = build_safe_tx(plan.account, s.position.multisend_call_only, plan.transactions)
-            return await self.simulator.simulate_safe(snap.block_number, st, plan.account, "Safe.execTransaction (top-up batch)")
-        return await self.simulator.simulate_eoa(snap.block_number, plan.account, plan.transactions, plan.account)
+            return await self.simulator.simulate_safe(
+                snap.block_number, st, plan.account, "Safe.execTransaction (top-up batch)"
+            )
+        return await self.simulator.simulate_eoa(
+            snap.block_number, plan.account, plan.transactions, plan.account
+        )
 
 
 def simulation_record(sim: SimulationResult, plan: TopUpPlan, target_hf_wad: int) -> dict[str, Any]:
@@ -219,13 +277,23 @@ def simulation_record(sim: SimulationResult, plan: TopUpPlan, target_hf_wad: int
         "expected_health_factor": hf(plan.hf_expected_wad),
         "health_factor_before": hf(sim.before.health_factor_wad) if sim.before else None,
         "health_factor_after": hf(sim.after.health_factor_wad) if sim.after else None,
-        "collateral_usd_before": sim.before.total_collateral_base / AAVE_BASE_UNIT_USD if sim.before else None,
-        "collateral_usd_after": sim.after.total_collateral_base / AAVE_BASE_UNIT_USD if sim.after else None,
+        "collateral_usd_before": sim.before.total_collateral_base / AAVE_BASE_UNIT_USD
+        if sim.before
+        else None,
+        "collateral_usd_after": sim.after.total_collateral_base / AAVE_BASE_UNIT_USD
+        if sim.after
+        else None,
         "debt_usd_before": sim.before.total_debt_base / AAVE_BASE_UNIT_USD if sim.before else None,
         "debt_usd_after": sim.after.total_debt_base / AAVE_BASE_UNIT_USD if sim.after else None,
         "transactions": [
-            {"description": t.description, "success": t.success, "gas_used": t.gas_used, "tx_hash": t.tx_hash,
-             "revert_reason": t.revert_reason, "events": [e.signature() for e in t.events]}
+            {
+                "description": t.description,
+                "success": t.success,
+                "gas_used": t.gas_used,
+                "tx_hash": t.tx_hash,
+                "revert_reason": t.revert_reason,
+                "events": [e.signature() for e in t.events],
+            }
             for t in sim.transactions
         ],
     }
@@ -252,9 +320,16 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                 raise
             except AgentError as exc:
                 failures += 1
-                log.error("tick.failed", error=str(exc), failures=failures, budget=settings.agent.error_budget)
+                log.error(
+                    "tick.failed",
+                    error=str(exc),
+                    failures=failures,
+                    budget=settings.agent.error_budget,
+                )
                 if failures >= settings.agent.error_budget:
-                    raise Halt(f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}") from exc
+                    raise Halt(
+                        f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"
+                    ) from exc
             finally:
                 structlog.contextvars.unbind_contextvars("tick_id", "block_number")
             if once:

@@ -8,16 +8,14 @@ The same call at a past block number backfills history (``backfill_snapshots``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.collectors.multicall import MULTICALL3_ADDRESS, Call, CallFailure, multicall
 from agent.core.abi import load_abi
-from agent.core.errors import ConfigError, MalformedResponse
+from agent.core.errors import ConfigError, MalformedResponse, RpcError
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
 from agent.core.units import (
@@ -459,9 +457,12 @@ async def backfill_snapshots(
         if not blocks or b != blocks[-1]:
             blocks.append(b)
         t += step_s
-    snaps = []
-    for b in blocks:
-        if b >= until_block:
+    # Newest first, stopping at the first block the node cannot serve (a pruned node, or a
+    # block before the market or Multicall3 existed): history beyond it is unavailable.
+    snaps: list[ChainSnapshot] = []
+    for b in reversed([b for b in blocks if b < until_block]):
+        try:
+            snaps.append(await read_snapshot(rpc, layout, block=b))
+        except (MalformedResponse, RpcError):
             break
-        snaps.append(await read_snapshot(rpc, layout, block=b))
-    return snaps
+    return snaps[::-1]

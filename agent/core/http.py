@@ -163,7 +163,8 @@ def check_status(req: Request, resp: Response) -> Response:
         ra = parse_retry_after(resp.headers.get("retry-after"))
         raise RateLimited(
             req.source,
-            f"HTTP 429 from {req.safe_path}" + (f" (Retry-After {ra:g}s)" if ra is not None else ""),
+            f"HTTP 429 from {req.safe_path}"
+            + (f" (Retry-After {ra:g}s)" if ra is not None else ""),
             retry_after=ra,
         )
     raise HttpStatusError(
@@ -187,7 +188,11 @@ def decode_json(req: Request, resp: Response) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        kind = "an HTML page" if resp.content_type == "text/html" or text.lstrip()[:1] == "<" else "invalid JSON"
+        kind = (
+            "an HTML page"
+            if resp.content_type == "text/html" or text.lstrip()[:1] == "<"
+            else "invalid JSON"
+        )
         raise MalformedResponse(
             req.source,
             f"{req.safe_path} returned {kind} (HTTP {resp.status}, {len(resp.body)} bytes): "
@@ -311,7 +316,9 @@ def metrics_layer(clock: Callable[[], float] = time.perf_counter) -> Layer:
             try:
                 resp = await send(req)
             except BaseException:
-                METRICS.record(req.source, req.metric_name, clock() - t0, error=True, retry=req.attempt > 0)
+                METRICS.record(
+                    req.source, req.metric_name, clock() - t0, error=True, retry=req.attempt > 0
+                )
                 raise
             METRICS.record(req.source, req.metric_name, clock() - t0, retry=req.attempt > 0)
             return resp
@@ -371,7 +378,15 @@ def rate_limit_layer(
     return wrap
 
 
-_SECRET_KEY_NAMES = {"api_key", "apikey", "registrationkey", "token", "access_token", "authorization", "key"}
+_SECRET_KEY_NAMES = {
+    "api_key",
+    "apikey",
+    "registrationkey",
+    "token",
+    "access_token",
+    "authorization",
+    "key",
+}
 
 
 def _redact_obj(v: Any, secrets: Sequence[str]) -> Any:
@@ -413,7 +428,9 @@ def recording_layer(path: Path, *, max_body_chars: int = 1_000_000) -> Layer:
                     write(entry)
                 raise
             entry["status"] = resp.status
-            entry["body"] = redact(resp.body.decode("utf-8", "replace")[:max_body_chars], req.secrets)
+            entry["body"] = redact(
+                resp.body.decode("utf-8", "replace")[:max_body_chars], req.secrets
+            )
             # A short synchronous append: recording is a debugging aid, and must never break collection.
             with contextlib.suppress(OSError):
                 write(entry)
@@ -500,7 +517,8 @@ class HttpClient:
                     size += len(chunk)
                     if size > self.max_body_bytes:
                         raise MalformedResponse(
-                            req.source, f"{req.safe_path}: body larger than {self.max_body_bytes} bytes"
+                            req.source,
+                            f"{req.safe_path}: body larger than {self.max_body_bytes} bytes",
                         )
                     chunks.append(chunk)
                 resp = Response(

@@ -203,8 +203,8 @@ def decide(
                     f"{position.account}: health factor {position.health_factor_wad / WAD:.4f} >= target "
                     f"{cfg.target_health_factor}; no top-up"
                 )
-            elif (why := allowed(akey)) is not None:
-                suppressed.append(Suppressed(akey, why))
+            elif (blocked := allowed(akey)) is not None:
+                suppressed.append(Suppressed(akey, blocked))
             else:
                 req_usd = _cents_up(Decimal(req_base) / Decimal(position.base_unit))
                 spend = min(req_usd, topup_budget)
@@ -220,8 +220,8 @@ def decide(
             if h.name in session.horizons_bought:
                 suppressed.append(Suppressed(akey, f"horizon {h.name} already bought in session {session.session_id}"))
                 continue
-            if (why := allowed(akey)) is not None:
-                suppressed.append(Suppressed(akey, why))
+            if (blocked_opt := allowed(akey)) is not None:
+                suppressed.append(Suppressed(akey, blocked_opt))
                 continue
             spend = _cents_down(option_budget * h.weight)
             if spend < cfg.min_action_usd or spend <= 0:

@@ -16,7 +16,17 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from agent.signals.base import FIRING, INSUFFICIENT, QUIET, SignalResult, fmt_pct, ref, result, series_key, upto
+from agent.signals.base import (
+    FIRING,
+    INSUFFICIENT,
+    QUIET,
+    SignalResult,
+    fmt_pct,
+    ref,
+    result,
+    series_key,
+    upto,
+)
 from agent.signals.config import S3Config
 
 NAME = "funding spike"

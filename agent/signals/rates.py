@@ -21,7 +21,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from agent.signals.base import FIRING, INSUFFICIENT, QUIET, InputRef, SignalResult, fmt_pct, ref, result, upto
+from agent.signals.base import (
+    FIRING,
+    INSUFFICIENT,
+    QUIET,
+    InputRef,
+    SignalResult,
+    fmt_pct,
+    ref,
+    result,
+    upto,
+)
 from agent.signals.config import S4Config
 from agent.signals.funding import trailing_z
 

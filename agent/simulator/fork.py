@@ -146,7 +146,9 @@ class ForkSimulator:
             None if ok else "reverted on execution",
         )
 
-    async def _receipt(self, rpc: RpcClient, tx_hash: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    async def _receipt(
+        self, rpc: RpcClient, tx_hash: str, timeout_s: float = 30.0
+    ) -> dict[str, Any]:
         # Anvil mines on submission, but the receipt can lag the hash by a moment.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s

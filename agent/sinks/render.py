@@ -51,7 +51,11 @@ def render_proposal(p: dict[str, Any]) -> str:
         if sim.get("collateral_usd_before") is not None:
             lines.append(
                 f"    collateral ${sim['collateral_usd_before']:,.2f} -> "
-                + (f"${sim['collateral_usd_after']:,.2f}" if sim.get("collateral_usd_after") is not None else "n/a")
+                + (
+                    f"${sim['collateral_usd_after']:,.2f}"
+                    if sim.get("collateral_usd_after") is not None
+                    else "n/a"
+                )
                 + f", debt ${sim['debt_usd_before']:,.2f}"
             )
         for t in sim.get("transactions", []):

@@ -1,0 +1,125 @@
+"""Signals S1..S8: pure functions of pandas series (see :mod:`agent.signals.base` for the
+conventions). :func:`evaluate_signals` runs every signal over one :class:`SignalInputs` bundle;
+the live runner and the backtest both call it, so they share the exact same code path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from agent.signals.base import (
+    INSUFFICIENT,
+    SIGNAL_IDS,
+    InputRef,
+    SignalResult,
+    Status,
+    aggregate_status,
+    result,
+    to_utc,
+)
+from agent.signals.beta import paired_log_returns, s8_beta, s8_beta_one
+from agent.signals.config import (
+    S1Config,
+    S2Config,
+    S3Config,
+    S4Config,
+    S5Config,
+    S6Config,
+    S7Config,
+    S8Config,
+    SignalsConfig,
+)
+from agent.signals.funding import s3_funding_one, s3_funding_spike
+from agent.signals.liquidations import s5_liquidations, s5_liquidations_one
+from agent.signals.macro import (
+    macro_prints,
+    macro_prints_from_observations,
+    s2_index,
+    s2_macro_rising,
+)
+from agent.signals.rates import ReserveRates, s4_rate_differential, s4_reserve
+from agent.signals.technical import macd_histogram, rsi_wilder, s7_technical, s7_technical_one
+from agent.signals.tvl import s1_tvl_drawdown, s1_tvl_drawdown_one
+from agent.signals.volatility import s6_collateral_volatility, s6_volatility_one
+
+
+def _empty() -> dict[str, pd.Series]:
+    return {}
+
+
+@dataclass(frozen=True)
+class SignalInputs:
+    """Every series the signals read, keyed by subject. Missing inputs make the corresponding
+    signal insufficient_data (never quiet)."""
+
+    tvl_usd: Mapping[str, pd.Series] = field(default_factory=_empty)  # S1, per protocol
+    macro_prints: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # S2, "cpi"/"ppi"
+    funding_apr: Mapping[str, pd.Series] = field(default_factory=_empty)  # S3, per market
+    reserve_rates: Mapping[str, ReserveRates] = field(default_factory=dict)  # S4, per reserve
+    liquidations_usd_per_hour: Mapping[str, pd.Series] = field(default_factory=_empty)  # S5
+    hourly_prices: Mapping[str, pd.Series] = field(default_factory=_empty)  # S6, per asset
+    daily_closes: Mapping[str, pd.Series] = field(default_factory=_empty)  # S7, per asset
+    beta_assets: Mapping[str, pd.Series] = field(default_factory=_empty)  # S8 crypto closes ("btc", "eth")
+    spx_closes: pd.Series | None = None  # S8 S&P 500 closes
+
+
+def evaluate_signals(inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig) -> list[SignalResult]:
+    """All eight signals at ``at``, in id order (one result per subject)."""
+    at = to_utc(at)
+    out: list[SignalResult] = []
+    out += s1_tvl_drawdown(inputs.tvl_usd, at, cfg.s1)
+    out += s2_macro_rising(inputs.macro_prints, at, cfg.s2)
+    out += s3_funding_spike(inputs.funding_apr, at, cfg.s3)
+    out += s4_rate_differential(inputs.reserve_rates, at, cfg.s4)
+    out += s5_liquidations(inputs.liquidations_usd_per_hour, at, cfg.s5)
+    out += s6_collateral_volatility(inputs.hourly_prices, at, cfg.s6)
+    out += s7_technical(inputs.daily_closes, at, cfg.s7)
+    if inputs.spx_closes is None:
+        out.append(result("S8", "cross-domain beta", "none", INSUFFICIENT, None, None, "no S&P 500 series given"))
+    else:
+        out += s8_beta(inputs.beta_assets, inputs.spx_closes, at, cfg.s8)
+    return out
+
+
+__all__ = [
+    "SIGNAL_IDS",
+    "InputRef",
+    "ReserveRates",
+    "S1Config",
+    "S2Config",
+    "S3Config",
+    "S4Config",
+    "S5Config",
+    "S6Config",
+    "S7Config",
+    "S8Config",
+    "SignalInputs",
+    "SignalResult",
+    "SignalsConfig",
+    "Status",
+    "aggregate_status",
+    "evaluate_signals",
+    "macd_histogram",
+    "macro_prints",
+    "macro_prints_from_observations",
+    "paired_log_returns",
+    "rsi_wilder",
+    "s1_tvl_drawdown",
+    "s1_tvl_drawdown_one",
+    "s2_index",
+    "s2_macro_rising",
+    "s3_funding_one",
+    "s3_funding_spike",
+    "s4_rate_differential",
+    "s4_reserve",
+    "s5_liquidations",
+    "s5_liquidations_one",
+    "s6_collateral_volatility",
+    "s6_volatility_one",
+    "s7_technical",
+    "s7_technical_one",
+    "s8_beta",
+    "s8_beta_one",
+]
