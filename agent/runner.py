@@ -238,16 +238,17 @@ class Agent:
                 Decimal(plan.value_base) / AAVE_BASE_UNIT_USD,
                 snap.timestamp,
             )
-        log.info(
-            "proposal",
-            **{k: record[k] for k in ("id", "status", "action", "account", "idempotency_key")},
-            transactions=record["transactions"],
-            simulation=record["simulation"],
-            explanation=record["explanation"],
-        )
-        if s.agent.log_format == "console":
-            print(render_proposal(record), flush=True)
+        self._log_proposal(record)
         return record
+
+    def _log_proposal(self, record: dict[str, Any]) -> None:
+        head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
+        if self.settings.agent.log_format == "console":
+            # A terminal gets the readable block instead of one very long line.
+            log.info("proposal", **head)
+            print(render_proposal(record), flush=True)
+            return
+        log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})
 
     async def simulate(self, snap: ChainSnapshot, plan: TopUpPlan) -> SimulationResult | None:
         if self.simulator is None:

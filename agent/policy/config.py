@@ -6,6 +6,7 @@ fractions are ``Decimal`` too so sizing never goes through float.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,6 +61,13 @@ class PolicyConfig(BaseModel):
     non_defi_first_fraction: Decimal = Field(Decimal("0.5"), ge=0, le=1)
     consensus_gate: bool = True
     gate_min_families: int = Field(2, ge=1, le=3)
+    # "design": DESIGN.md literally (>= gate_min_families of the 3 families have a firing member).
+    # Note both trigger paths already span two families (S1 on-chain + S2 macro; S3 market + S4
+    # on-chain), so in this mode the gate never blocks a trigger. "independent": the gate needs
+    # >= gate_min_independent_families families with a firing member *other than* the trigger's own
+    # signals (an independent confirmation of the breakdown).
+    gate_mode: Literal["design", "independent"] = "design"
+    gate_min_independent_families: int = Field(1, ge=1, le=3)
     # Hysteresis: re-propose an action while its trigger persists only when the trigger's severity
     # (distance past threshold, in threshold units: S1 -12% vs -8% = 1.5) rose by this step ...
     hysteresis_step: float = Field(0.25, ge=0)

@@ -136,12 +136,23 @@ def decide(
 
     # 2. consensus gate
     fams = tuple(f for f, members in FAMILIES.items() if any(m in firing for m in members))
-    gate_passed = len(fams) >= cfg.gate_min_families
+    own = {m for p in paths for m in p.split("+")}
+    confirming = tuple(sorted(m for members in FAMILIES.values() for m in members if m in firing and m not in own))
+    if cfg.gate_mode == "design":
+        gate_passed = len(fams) >= cfg.gate_min_families
+        gate_why = f"{len(fams)} of 3 families firing ({', '.join(fams) or 'none'}), need {cfg.gate_min_families}"
+    else:
+        conf_fams = tuple(f for f, members in FAMILIES.items() if any(m in confirming for m in members))
+        gate_passed = len(conf_fams) >= cfg.gate_min_independent_families
+        gate_why = (
+            f"{len(conf_fams)} families with a firing signal outside the trigger "
+            f"({', '.join(confirming) or 'none'}), need {cfg.gate_min_independent_families}"
+        )
     acted = trigger and (gate_passed or not cfg.consensus_gate)
-    if trigger and not gate_passed:
+    if trigger:
         notes.append(
-            f"consensus gate: {len(fams)} of 3 families firing ({', '.join(fams) or 'none'}), "
-            f"need {cfg.gate_min_families}" + ("; gate disabled, acting anyway" if not cfg.consensus_gate else "; no action")
+            f"consensus gate ({cfg.gate_mode}): {gate_why}: "
+            + ("passed" if gate_passed else "not passed" + ("; gate disabled, acting anyway" if not cfg.consensus_gate else "; no action"))
         )
 
     # 3. beta priority
@@ -240,6 +251,7 @@ def decide(
         gate_enabled=cfg.consensus_gate,
         gate_passed=gate_passed,
         families_firing=fams,
+        confirming_signals=confirming,
         acted=acted,
         priority=priority,
         size_fraction=size,

@@ -182,6 +182,7 @@ class Decision:
     gate_enabled: bool
     gate_passed: bool
     families_firing: tuple[str, ...]  # of "onchain", "market", "macro"
+    confirming_signals: tuple[str, ...]  # firing family members that are not the trigger's own
     acted: bool  # trigger and (gate passed or gate disabled)
     priority: Priority
     size_fraction: Decimal
@@ -224,6 +225,7 @@ class Decision:
             "gate_enabled": self.gate_enabled,
             "gate_passed": self.gate_passed,
             "families_firing": list(self.families_firing),
+            "confirming_signals": list(self.confirming_signals),
             "acted": self.acted,
             "priority": self.priority,
             "size_fraction": str(self.size_fraction),
