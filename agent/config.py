@@ -40,6 +40,7 @@ class WatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     protocols: tuple[str, ...] = ("aave-v3",)  # DefiLlama slugs with a tvl.<slug>.total series
     stablecoins: tuple[str, ...] = ("USDC", "USDT", "DAI")  # reserves S4 watches
+    collateral_assets: tuple[str, ...] = ("eth", "btc")  # S6 prices, S7 closes, S8 betas
 
 
 class PositionConfig(BaseModel):

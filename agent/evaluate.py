@@ -30,10 +30,14 @@ from agent.policy import (
 )
 from agent.policy.explain import explain_lines
 from agent.signals.base import SignalResult
+from agent.signals.beta import s8_beta
 from agent.signals.funding import s3_funding_spike
+from agent.signals.liquidations import s5_liquidations
 from agent.signals.macro import macro_prints_from_observations, s2_macro_rising
 from agent.signals.rates import ReserveRates, s4_rate_differential
+from agent.signals.technical import s7_technical
 from agent.signals.tvl import s1_tvl_drawdown
+from agent.signals.volatility import s6_collateral_volatility
 from agent.store.sqlite import Store
 
 # Longest trailing window any signal reads (S3/S4 z-scores over 30 days, S8 over 90 returns).
@@ -63,9 +67,7 @@ def gather_signals(
     results: list[SignalResult] = []
 
     tvl_keys = {f"{layout.protocol}.{layout.chain}": f"tvl.{layout.protocol}.{layout.chain}"}
-    tvl_keys |= {
-        f"{p}": f"tvl.{p}.total" for p in watch.protocols if f"tvl.{p}.total" in store.keys()
-    }
+    tvl_keys |= {f"{p}": f"tvl.{p}.total" for p in watch.protocols if f"tvl.{p}.total" in stored}
     results += s1_tvl_drawdown(
         {subj: _series(store, k, at, since) for subj, k in tvl_keys.items()}, ts, cfg.s1
     )
@@ -99,6 +101,19 @@ def gather_signals(
     results += s4_rate_differential(
         {k.removeprefix("rate."): v for k, v in reserves.items()}, ts, cfg.s4
     )
+
+    liquidations = {
+        k.removeprefix("liquidations."): _series(store, k, at, since)
+        for k in _keys(stored, "liquidations.")
+    }
+    results += s5_liquidations(liquidations, ts, cfg.s5)
+
+    assets = [a.lower() for a in watch.collateral_assets]
+    prices = {a: _series(store, f"price.{a}.usd", at, since) for a in assets}
+    results += s6_collateral_volatility(prices, ts, cfg.s6)
+    closes = {a: _series(store, f"close.{a}", at, since) for a in assets}
+    results += s7_technical(closes, ts, cfg.s7)
+    results += s8_beta(closes, _series(store, "close.spx", at, since), ts, cfg.s8)
     return results
 
 

@@ -327,6 +327,8 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                     failures=failures,
                     budget=settings.agent.error_budget,
                 )
+                if once:
+                    raise
                 if failures >= settings.agent.error_budget:
                     raise Halt(
                         f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"

@@ -42,7 +42,9 @@ def parse_timeseries(
     d = expect_dict(SOURCE, body, "timeseries/data")
     status = d.get("status")
     messages = d.get("message")
-    msg_list = [redact(str(m)[:300], secrets) for m in messages] if isinstance(messages, list) else []
+    msg_list = (
+        [redact(str(m)[:300], secrets) for m in messages] if isinstance(messages, list) else []
+    )
     if status != "REQUEST_SUCCEEDED":
         raise SourceError(SOURCE, f"{str(status)[:60]}: {' | '.join(msg_list) or 'no message'}")
     results = expect_dict(SOURCE, d.get("Results"), "timeseries/data Results")
@@ -71,7 +73,9 @@ def parse_timeseries(
                 raise ValueError(f"bad year {year_raw!r}")
             month = int(period[1:])
             v = num(need(r, "value"))
-            return [obs(key, month_start(year, month), v, unit, source, release_fallback(year, month))]
+            return [
+                obs(key, month_start(year, month), v, unit, source, release_fallback(year, month))
+            ]
 
         data = s.get("data")
         if not isinstance(data, list):
@@ -95,7 +99,9 @@ class BlsCollector(HttpCollector):
             raise ConfigError("bls.series is empty")
         end_year = datetime.fromtimestamp(self.now(), UTC).year
         start_year = (
-            datetime.fromtimestamp(since, UTC).year if since is not None else end_year - c.lookback_years + 1
+            datetime.fromtimestamp(since, UTC).year
+            if since is not None
+            else end_year - c.lookback_years + 1
         )
         start_year = max(start_year, end_year - 19)  # v2 answers at most 20 years per query
         body: dict[str, Any] = {
@@ -108,7 +114,11 @@ class BlsCollector(HttpCollector):
             body["registrationkey"] = c.api_key.get_secret_value()
             secrets = (c.api_key.get_secret_value(),)
         answer = await http.post_json(
-            SOURCE, f"{c.base_url.rstrip('/')}/timeseries/data/", body, label="timeseries/data", secrets=secrets
+            SOURCE,
+            f"{c.base_url.rstrip('/')}/timeseries/data/",
+            body,
+            label="timeseries/data",
+            secrets=secrets,
         )
         result = parse_timeseries(answer, dict(c.series), secrets=secrets)
         if since is not None:

@@ -38,7 +38,9 @@ def parse_candles(
 
     def row(c: Any) -> list[Observation]:
         if not isinstance(c, list) or len(c) <= max(time_index, close_index):
-            raise ValueError(f"candle is not an array of at least {max(time_index, close_index) + 1} items")
+            raise ValueError(
+                f"candle is not an array of at least {max(time_index, close_index) + 1} items"
+            )
         ts = unix_s(c[time_index]) // DAY * DAY
         if since is not None and ts < since:
             return []
@@ -75,11 +77,19 @@ class ClosesCollector(HttpCollector):
             body = await http.get_json(
                 SOURCE,
                 url,
-                params={"granularity": str(c.granularity_s), "start": _iso(start), "end": _iso(end)},
+                params={
+                    "granularity": str(c.granularity_s),
+                    "start": _iso(start),
+                    "end": _iso(end),
+                },
                 label="candles",
             )
             page = parse_candles(
-                body, p, time_index=c.time_index, close_index=c.close_index, since=since,
+                body,
+                p,
+                time_index=c.time_index,
+                close_index=c.close_index,
+                since=since,
                 complete_before=now if c.drop_incomplete else None,
             )
             out += self.take(page, p.product)
@@ -92,4 +102,6 @@ class ClosesCollector(HttpCollector):
         out: list[Observation] = []
         for p in self.config.products:
             out += await self.product(http, p, start)
-        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))
+        return sorted(
+            {(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts)
+        )

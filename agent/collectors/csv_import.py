@@ -108,14 +108,21 @@ def _drop_last(result: ParseResult, why: str) -> ParseResult:
     if result.observations:
         last = max(result.observations, key=lambda o: o.ts)
         result.observations = [o for o in result.observations if o is not last]
-        result.skipped.append(f"last row {datetime.fromtimestamp(last.ts, UTC).date()} dropped: {why}")
+        result.skipped.append(
+            f"last row {datetime.fromtimestamp(last.ts, UTC).date()} dropped: {why}"
+        )
     return result
 
 
 def yahoo(key: str, unit: str, drop_last: bool) -> Importer:
     def run(path: Path) -> ParseResult:
         src = f"csv:{path.name}"
-        res = _each(path, lambda r: [obs(key, _ts(_need(r, "Date")) // DAY * DAY, num(_need(r, "Close")), unit, src)])
+        res = _each(
+            path,
+            lambda r: [
+                obs(key, _ts(_need(r, "Date")) // DAY * DAY, num(_need(r, "Close")), unit, src)
+            ],
+        )
         return _drop_last(res, "intraday partial bar") if drop_last else res
 
     return run
@@ -129,7 +136,9 @@ def as_of(key: str, unit: str, drop_last: bool = False) -> Importer:
             status = _need(r, "status")
             if status != "ok":
                 raise ValueError(f"status {status!r}")
-            return [obs(key, _ts(_need(r, "as_of")) // DAY * DAY, num(_need(r, "value")), unit, src)]
+            return [
+                obs(key, _ts(_need(r, "as_of")) // DAY * DAY, num(_need(r, "value")), unit, src)
+            ]
 
         res = _each(path, row)
         return _drop_last(res, "may be an intraday value") if drop_last else res
@@ -147,8 +156,14 @@ def fred_monthly(key: str) -> Importer:
             if not value or value == ".":
                 raise ValueError(f"{date.date()}: no value")
             return [
-                obs(key, month_start(date.year, date.month), num(value), "index", src,
-                    release_fallback(date.year, date.month))
+                obs(
+                    key,
+                    month_start(date.year, date.month),
+                    num(value),
+                    "index",
+                    src,
+                    release_fallback(date.year, date.month),
+                )
             ]
 
         return _each(path, row)
@@ -156,7 +171,9 @@ def fred_monthly(key: str) -> Importer:
     return run
 
 
-def funding_8h(key: str, time_col: str, rate_col: str, *, utc8: bool = False, percent: bool = False) -> Importer:
+def funding_8h(
+    key: str, time_col: str, rate_col: str, *, utc8: bool = False, percent: bool = False
+) -> Importer:
     def run(path: Path) -> ParseResult:
         src = f"csv:{path.name}"
 
@@ -197,7 +214,9 @@ def coinalyze(path: Path) -> ParseResult:
                 seen[key] = seen.get(key, 0) + 1
                 if seen[key] > 1:
                     key = f"{key}-{seen[key]}"
-                keys.append((key, HOURS_PER_YEAR if venue in HOURLY_VENUES else EIGHT_HOURS_PER_YEAR))
+                keys.append(
+                    (key, HOURS_PER_YEAR if venue in HOURLY_VENUES else EIGHT_HOURS_PER_YEAR)
+                )
             for i, row in enumerate(reader, start=2):
                 out.rows += 1
                 try:
@@ -209,7 +228,9 @@ def coinalyze(path: Path) -> ParseResult:
                     if spec is None or not cell.strip():
                         continue  # venue not listed yet that day
                     try:
-                        out.observations.append(obs(spec[0], ts, num(cell) / 100 * spec[1], "apr", src))
+                        out.observations.append(
+                            obs(spec[0], ts, num(cell) / 100 * spec[1], "apr", src)
+                        )
                     except ValueError as e:
                         out.skipped.append(f"{path.name}:{i} {spec[0]}: {e}")
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -222,7 +243,10 @@ def aave_rate(asset: str, rate_col: str = "Lending Rate") -> Importer:
     def run(path: Path) -> ParseResult:
         src = f"csv:{path.name}"
         key = f"rate.aave-v2.ethereum.{asset}.supply_apy"
-        return _each(path, lambda r: [obs(key, _ts(_need(r, "Day")), num(_need(r, rate_col)) / 100, "apy", src)])
+        return _each(
+            path,
+            lambda r: [obs(key, _ts(_need(r, "Day")), num(_need(r, rate_col)) / 100, "apy", src)],
+        )
 
     return run
 
@@ -253,7 +277,9 @@ IMPORTERS: dict[str, Importer] = {
     "cpi_cpiaucsl_monthly_fred.csv": fred_monthly("macro.cpi"),
     "ppi_ppifis_final_demand_monthly_fred.csv": fred_monthly("macro.ppi"),
     "ppi_ppiaco_all_commodities_monthly_fred.csv": fred_monthly("macro.ppiaco"),
-    "binance_btcusdt_funding_8h_utc.csv": funding_8h("funding.binance.BTCUSDT", "time_utc", "funding_rate"),
+    "binance_btcusdt_funding_8h_utc.csv": funding_8h(
+        "funding.binance.BTCUSDT", "time_utc", "funding_rate"
+    ),
     "binance_btcusdt_funding_8h_original_utc8.csv": funding_8h(
         "funding.binance.BTCUSDT", "Time", "Funding Rate", utc8=True, percent=True
     ),

@@ -26,8 +26,18 @@ from agent.core.models import Observation
 SOURCE = "defillama"
 # chainTvls keys that are not chains, alone or as a "<Chain>-<suffix>" suffix.
 NON_CHAIN_KEYS = frozenset(
-    {"borrowed", "staking", "pool2", "vesting", "offers", "treasury", "doublecounted",
-     "liquidstaking", "dcandlsoverlap", "owntokens"}
+    {
+        "borrowed",
+        "staking",
+        "pool2",
+        "vesting",
+        "offers",
+        "treasury",
+        "doublecounted",
+        "liquidstaking",
+        "dcandlsoverlap",
+        "owntokens",
+    }
 )
 
 
@@ -63,7 +73,9 @@ def parse_protocol(
     source = f"defillama:/protocol/{slug}"
     out = ParseResult()
     if "tvl" in d:
-        out.extend(_tvl_points(d["tvl"], f"tvl.{slug}.total", source, since, "totalLiquidityUSD", "tvl"))
+        out.extend(
+            _tvl_points(d["tvl"], f"tvl.{slug}.total", source, since, "totalLiquidityUSD", "tvl")
+        )
     chain_tvls = d.get("chainTvls")
     if chain_tvls is not None:
         ct = expect_dict(SOURCE, chain_tvls, f"/protocol/{slug} chainTvls")
@@ -76,12 +88,18 @@ def parse_protocol(
                 continue
             out.extend(
                 _tvl_points(
-                    entry["tvl"], f"tvl.{slug}.{chain}", source, since, "totalLiquidityUSD",
+                    entry["tvl"],
+                    f"tvl.{slug}.{chain}",
+                    source,
+                    since,
+                    "totalLiquidityUSD",
                     f"chainTvls[{chain!r}].tvl",
                 )
             )
     if "tvl" not in d and chain_tvls is None:
-        raise MalformedResponse(SOURCE, f"/protocol/{slug}: neither 'tvl' nor 'chainTvls' in the answer")
+        raise MalformedResponse(
+            SOURCE, f"/protocol/{slug}: neither 'tvl' nor 'chainTvls' in the answer"
+        )
     return out
 
 
@@ -108,11 +126,14 @@ class DefiLlamaCollector(HttpCollector):
         for slug in c.protocols:
             body = await http.get_json(SOURCE, f"{base}/protocol/{quote(slug)}", label="/protocol")
             out += self.take(
-                parse_protocol(body, slug, chains=c.protocol_chains, since=start), f"/protocol/{slug}"
+                parse_protocol(body, slug, chains=c.protocol_chains, since=start),
+                f"/protocol/{slug}",
             )
         for chain in c.chains:
             body = await http.get_json(
-                SOURCE, f"{base}/v2/historicalChainTvl/{quote(chain)}", label="/v2/historicalChainTvl"
+                SOURCE,
+                f"{base}/v2/historicalChainTvl/{quote(chain)}",
+                label="/v2/historicalChainTvl",
             )
             out += self.take(parse_chain_tvl(body, chain, since=start), chain)
         if c.all_chains_total:

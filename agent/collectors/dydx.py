@@ -39,7 +39,15 @@ def parse_historical_funding(
         if since is not None and ts < since:
             return []
         rate = num(need(r, "rate"))
-        return [obs(f"funding.dydx.{ticker}", ts, rate * HOURS_PER_YEAR, "apr", "dydx:historicalFunding:1h")]
+        return [
+            obs(
+                f"funding.dydx.{ticker}",
+                ts,
+                rate * HOURS_PER_YEAR,
+                "apr",
+                "dydx:historicalFunding:1h",
+            )
+        ]
 
     result = parse_rows(rows, f"historicalFunding/{ticker}", row)
     return result, (min(oldest) if oldest else None)
@@ -68,7 +76,9 @@ class DydxCollector(HttpCollector):
                 return out
             nxt = oldest - 0.001
             if before is not None and nxt >= before:
-                raise MalformedResponse(SOURCE, f"historicalFunding/{ticker}: pagination did not move back")
+                raise MalformedResponse(
+                    SOURCE, f"historicalFunding/{ticker}: pagination did not move back"
+                )
             before = nxt
         self.skipped.append(f"historicalFunding/{ticker}: stopped after {c.max_pages} pages")
         return out
@@ -79,7 +89,9 @@ class DydxCollector(HttpCollector):
         out: list[Observation] = []
         for ticker in self.config.markets:
             out += await self.history(http, ticker, start)
-        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))
+        return sorted(
+            {(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts)
+        )
 
 
 def _iso_ms(ts: float) -> str:

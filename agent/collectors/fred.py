@@ -85,7 +85,9 @@ class FredCollector(HttpCollector):
     async def series(self, http: HttpClient, s: FredSeriesConfig, since: int) -> list[Observation]:
         c = self.config
         if c.api_key is None or not c.api_key.get_secret_value():
-            raise ConfigError("fred.api_key is not set (https://fred.stlouisfed.org/docs/api/api_key.html)")
+            raise ConfigError(
+                "fred.api_key is not set (https://fred.stlouisfed.org/docs/api/api_key.html)"
+            )
         key = c.api_key.get_secret_value()
         params = {
             "series_id": s.series_id,
@@ -102,7 +104,10 @@ class FredCollector(HttpCollector):
         for _ in range(c.max_pages):
             try:
                 body = await http.get_json(
-                    SOURCE, url, params={**params, "offset": str(offset)}, label=f"series/observations:{s.series_id}",
+                    SOURCE,
+                    url,
+                    params={**params, "offset": str(offset)},
+                    label=f"series/observations:{s.series_id}",
                     secrets=(key,),
                 )
             except HttpStatusError as e:

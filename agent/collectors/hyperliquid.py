@@ -35,7 +35,9 @@ def annualise(rate: float, ts: int) -> tuple[float, str]:
     return rate * EIGHT_HOURS_PER_YEAR, "8h"
 
 
-def parse_funding_history(body: Any, coin: str, *, since: int | None = None) -> tuple[ParseResult, int | None]:
+def parse_funding_history(
+    body: Any, coin: str, *, since: int | None = None
+) -> tuple[ParseResult, int | None]:
     """Returns the observations and the last row's raw ``time`` in ms (for paging), if any."""
     rows = expect_list(SOURCE, body, f"fundingHistory {coin}")
     last_ms: list[int] = []
@@ -49,7 +51,15 @@ def parse_funding_history(body: Any, coin: str, *, since: int | None = None) -> 
         if since is not None and ts < since:
             return []
         apr, interval = annualise(num(need(r, "fundingRate")), ts)
-        return [obs(f"funding.hyperliquid.{coin}", ts, apr, "apr", f"hyperliquid:fundingHistory:{interval}")]
+        return [
+            obs(
+                f"funding.hyperliquid.{coin}",
+                ts,
+                apr,
+                "apr",
+                f"hyperliquid:fundingHistory:{interval}",
+            )
+        ]
 
     result = parse_rows(rows, f"fundingHistory {coin}", row)
     return result, (max(last_ms) if last_ms else None)
@@ -58,7 +68,9 @@ def parse_funding_history(body: Any, coin: str, *, since: int | None = None) -> 
 def parse_meta_and_asset_ctxs(body: Any, ts: int, markets: list[str] | None = None) -> ParseResult:
     pair = expect_list(SOURCE, body, "metaAndAssetCtxs")
     if len(pair) != 2:
-        raise MalformedResponse(SOURCE, f"metaAndAssetCtxs: expected [meta, ctxs], got {len(pair)} items")
+        raise MalformedResponse(
+            SOURCE, f"metaAndAssetCtxs: expected [meta, ctxs], got {len(pair)} items"
+        )
     meta = expect_dict(SOURCE, pair[0], "metaAndAssetCtxs meta")
     universe = expect_list(SOURCE, meta.get("universe"), "metaAndAssetCtxs universe")
     ctxs = expect_list(SOURCE, pair[1], "metaAndAssetCtxs ctxs")
@@ -122,16 +134,21 @@ class HyperliquidCollector(HttpCollector):
                 return out
             if last_ms < start_ms:
                 raise MalformedResponse(
-                    SOURCE, f"fundingHistory {coin}: page ends at {last_ms} before startTime {start_ms}"
+                    SOURCE,
+                    f"fundingHistory {coin}: page ends at {last_ms} before startTime {start_ms}",
                 )
             start_ms = last_ms + 1
         self.skipped.append(f"fundingHistory {coin}: stopped after {c.max_pages} pages")
         return out
 
     async def current(self, http: HttpClient) -> list[Observation]:
-        body = await http.post_json(SOURCE, self.url, {"type": "metaAndAssetCtxs"}, label="metaAndAssetCtxs")
+        body = await http.post_json(
+            SOURCE, self.url, {"type": "metaAndAssetCtxs"}, label="metaAndAssetCtxs"
+        )
         ts = self.now() // 60 * 60
-        return self.take(parse_meta_and_asset_ctxs(body, ts, self.config.markets or None), "metaAndAssetCtxs")
+        return self.take(
+            parse_meta_and_asset_ctxs(body, ts, self.config.markets or None), "metaAndAssetCtxs"
+        )
 
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         self.reset()
@@ -142,4 +159,6 @@ class HyperliquidCollector(HttpCollector):
         if self.config.include_current:
             out += await self.current(http)
         # Pages overlap by at most a row; keep one per (key, ts, source).
-        return sorted({(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts))
+        return sorted(
+            {(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts)
+        )

@@ -142,13 +142,20 @@ def parse_reserves(
                 amount -= _int(need(r, "totalCurrentVariableDebt"), "totalCurrentVariableDebt")
             price = need(r, "price")
             price_raw = _dec(need(price, "priceInEth"), "priceInEth")
-            tvl += Decimal(max(amount, 0)) / Decimal(10) ** decimals * price_raw / Decimal(10) ** price_decimals
+            tvl += (
+                Decimal(max(amount, 0))
+                / Decimal(10) ** decimals
+                * price_raw
+                / Decimal(10) ** price_decimals
+            )
             priced += 1
         except (ValueError, TypeError, OverflowError, InvalidOperation) as e:
             out.skipped.append(f"reserves[{i}] tvl: {str(e)[:160]}")
     if priced:
         try:
-            out.observations.append(obs(f"tvl.{venue}-subgraph.{chain}", ts, float(tvl), "usd", source))
+            out.observations.append(
+                obs(f"tvl.{venue}-subgraph.{chain}", ts, float(tvl), "usd", source)
+            )
         except (ValueError, OverflowError) as e:
             out.skipped.append(f"tvl: {e}")
     return out
@@ -177,13 +184,22 @@ class SubgraphCollector(HttpCollector):
         elif "{api_key}" in url:
             raise ConfigError("subgraph.url needs {api_key} but subgraph.api_key is not set")
         body = await http.post_json(
-            SOURCE, url, {"query": QUERY, "variables": {"first": c.first}},
-            headers=headers, label="graphql:reserves", secrets=(secret,) if secret else (),
+            SOURCE,
+            url,
+            {"query": QUERY, "variables": {"first": c.first}},
+            headers=headers,
+            label="graphql:reserves",
+            secrets=(secret,) if secret else (),
         )
         try:
             result = parse_reserves(
-                body, venue=c.venue, chain=c.chain, ts=self.now(), assets=c.assets or None,
-                price_decimals=c.price_decimals, tvl_mode=c.tvl_mode,
+                body,
+                venue=c.venue,
+                chain=c.chain,
+                ts=self.now(),
+                assets=c.assets or None,
+                price_decimals=c.price_decimals,
+                tvl_mode=c.tvl_mode,
             )
         except SourceError as e:
             if secret:
@@ -192,4 +208,3 @@ class SubgraphCollector(HttpCollector):
         if since is not None:
             result.observations = [o for o in result.observations if o.ts >= since]
         return self.take(result, "reserves")
-

@@ -79,8 +79,15 @@ def plan_topup(
     target_hf_wad: int,
     max_spend_base: int | None,
     allowance: int = 0,
+    margin_bps: int = 10,
 ) -> TopUpPlan:
+    """``margin_bps`` aims slightly above the target: debt accrues interest between the read and
+    execution, and Aave rounds its percentage math, so an exact amount can land a hair short."""
     needed = required_collateral_base(account, asset.liquidation_threshold_bps, target_hf_wad)
+    if needed:
+        needed = required_collateral_base(
+            account, asset.liquidation_threshold_bps, target_hf_wad * (BPS + margin_bps) // BPS
+        )
     if needed == 0:
         raise PlanningError(
             f"{account_addr} already at health factor {account.health_factor_wad / WAD:.3f} >= target"

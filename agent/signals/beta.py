@@ -34,16 +34,25 @@ from agent.signals.config import S8Config
 NAME = "cross-domain beta"
 
 
+def _by_day(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC day number, value) keeping the last positive value of each day."""
+    v = s.to_numpy(dtype="float64")
+    d = pd.DatetimeIndex(s.index).asi8 // 86_400_000_000_000
+    keep = v > 0
+    d, v = d[keep], v[keep]
+    last = np.r_[d[1:] != d[:-1], True] if len(d) else np.zeros(0, dtype=bool)
+    return d[last], v[last]
+
+
 def paired_log_returns(crypto: pd.Series, spx: pd.Series) -> pd.DataFrame:
     """Columns ``crypto``, ``spx`` of log returns on consecutive paired S&P trading days, indexed
     by the UTC date (midnight) of the later day."""
-    c = crypto[crypto > 0]
-    s = spx[spx > 0]
-    c = c.groupby(pd.DatetimeIndex(c.index).normalize()).last()
-    s = s.groupby(pd.DatetimeIndex(s.index).normalize()).last()
-    both = pd.concat({"crypto": c, "spx": s}, axis=1, join="inner").sort_index()
-    logs = pd.DataFrame(np.log(both.to_numpy(dtype="float64")), index=both.index, columns=both.columns)
-    return logs.diff().iloc[1:]
+    cd, cv = _by_day(crypto)
+    sd, sv = _by_day(spx)
+    days, ci, si = np.intersect1d(cd, sd, assume_unique=True, return_indices=True)
+    lc, ls = np.log(cv[ci]), np.log(sv[si])
+    idx = pd.DatetimeIndex(pd.to_datetime(days[1:] * 86_400, unit="s", utc=True))
+    return pd.DataFrame({"crypto": np.diff(lc), "spx": np.diff(ls)}, index=idx)
 
 
 def beta(x: np.ndarray, y: np.ndarray) -> float:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from agent.core.models import Observation
@@ -101,44 +102,69 @@ def fallback_release(ref_period: pd.Series, day: int) -> pd.Series:
     return nxt + pd.Timedelta(days=day - 1)
 
 
+def _view_arrays(
+    prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(month index, value, release ns, original row) of the rows released by ``at``, one per
+    reference month (latest released vintage), sorted by month. numpy: the replay calls this
+    once per day per index."""
+    months = pd.DatetimeIndex(prints["ref_period"]).tz_convert(None).to_numpy().astype("datetime64[M]")
+    rel = pd.DatetimeIndex(prints["released_at"]).tz_convert(None).to_numpy().astype("datetime64[ns]")
+    fallback = (months + 1).astype("datetime64[ns]") + np.timedelta64(cfg.fallback_release_day - 1, "D")
+    rel = np.where(np.isnat(rel), fallback, rel)
+    at_ns = np.datetime64(at.tz_convert(None).to_datetime64(), "ns")
+    rows = np.flatnonzero(rel <= at_ns)
+    m = months[rows].astype("int64")
+    r = rel[rows]
+    order = np.lexsort((r.astype("int64"), m))
+    rows, m, r = rows[order], m[order], r[order]
+    last = np.r_[m[1:] != m[:-1], True] if len(m) else np.zeros(0, dtype=bool)
+    rows, m, r = rows[last], m[last], r[last]
+    vals = prints["value"].to_numpy(dtype="float64")[rows]
+    return m, vals, r, rows
+
+
 def released_view(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config) -> pd.DataFrame:
     """Rows released at or before ``at``, latest vintage per month, sorted by reference month,
     with the effective release time in ``released_at``."""
-    rel = prints["released_at"].fillna(fallback_release(prints["ref_period"], cfg.fallback_release_day))
-    df = prints.assign(released_at=rel)
-    df = df[df["released_at"] <= at]
-    df = df.sort_values(["ref_period", "released_at"], kind="stable")
-    return df.drop_duplicates("ref_period", keep="last").reset_index(drop=True)
+    _, _, rel, rows = _view_arrays(prints, to_utc(at), cfg)
+    out = prints.iloc[rows].reset_index(drop=True)
+    out["released_at"] = pd.DatetimeIndex(rel).tz_localize("UTC")
+    return out
+
+
+def _month_str(m: int) -> str:
+    return f"{m // 12 + 1970:04d}-{m % 12 + 1:02d}"
 
 
 def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str) -> SignalResult:
     """S2 for one index (subject "cpi" or "ppi")."""
     at = to_utc(at)
     thr = cfg.min_yoy_change
-    df = released_view(prints, at, cfg)
-    if len(df) < 2:
-        return result("S2", NAME, subject, INSUFFICIENT, None, thr, f"{len(df)} {subject.upper()} print(s) released by {at.date()}")
-    by_month = {pd.Timestamp(m): i for i, m in enumerate(df["ref_period"])}
-    li, pi = len(df) - 1, len(df) - 2
-    latest_rel = pd.Timestamp(df["released_at"].iloc[li])
+    months, vals, rel, rows = _view_arrays(prints, at, cfg)
+    n = len(months)
+    if n < 2:
+        return result("S2", NAME, subject, INSUFFICIENT, None, thr, f"{n} {subject.upper()} print(s) released by {at.date()}")
+    li, pi = n - 1, n - 2
+    latest_rel = pd.Timestamp(rel[li]).tz_localize("UTC")
+    prev_rel = pd.Timestamp(rel[pi]).tz_localize("UTC")
     if at - latest_rel > pd.Timedelta(days=cfg.max_print_age_days):
         return result("S2", NAME, subject, INSUFFICIENT, None, thr,
                       f"latest {subject.upper()} print released {latest_rel.date()}, older than {cfg.max_print_age_days:g} days")
+    sources = prints["source"].to_numpy()
 
     def row_ref(i: int) -> InputRef:
-        r = df.iloc[i]
-        return InputRef(f"macro.{subject}", str(r["source"]), unix(pd.Timestamp(r["ref_period"])), float(r["value"]))
+        ts = unix(pd.Timestamp(np.datetime64(int(months[i]), "M").astype("datetime64[ns]")).tz_localize("UTC"))
+        return InputRef(f"macro.{subject}", str(sources[rows[i]]), ts, float(vals[i]))
 
     def yoy(i: int) -> tuple[float, int] | None:
-        base = pd.Timestamp(df["ref_period"].iloc[i]) - pd.DateOffset(years=1)
-        j = by_month.get(pd.Timestamp(base))
-        if j is None:
+        j = int(np.searchsorted(months, months[i] - 12))
+        if j >= n or months[j] != months[i] - 12:
             return None
-        return float(df["value"].iloc[i]) / float(df["value"].iloc[j]) - 1.0, j
+        return float(vals[i]) / float(vals[j]) - 1.0, j
 
     yl, yp = yoy(li), yoy(pi)
-    lm = pd.Timestamp(df["ref_period"].iloc[li]).strftime("%Y-%m")
-    pm = pd.Timestamp(df["ref_period"].iloc[pi]).strftime("%Y-%m")
+    lm, pm = _month_str(int(months[li])), _month_str(int(months[pi]))
     if yl is None or yp is None:
         missing = lm if yl is None else pm
         return result("S2", NAME, subject, INSUFFICIENT, None, thr,
@@ -146,7 +172,6 @@ def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str
     change = yl[0] - yp[0]
     status = FIRING if change > thr else QUIET
     inputs = (row_ref(li), row_ref(yl[1]), row_ref(pi), row_ref(yp[1]))
-    prev_rel = pd.Timestamp(df["released_at"].iloc[pi])
     return result(
         "S2", NAME, subject, status, change, thr,
         f"{subject.upper()} YoY {lm} {fmt_pct(yl[0])} (released {latest_rel.date()}) vs "

@@ -35,7 +35,9 @@ def parse_when(text: str) -> int:
     try:
         dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"not a date: {text!r} (use YYYY-MM-DD, ISO-8601 or unix seconds)") from None
+        raise ConfigError(
+            f"not a date: {text!r} (use YYYY-MM-DD, ISO-8601 or unix seconds)"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
@@ -62,7 +64,9 @@ def _cmd_import_csv(args: argparse.Namespace) -> int:
             )
             for reason in res.skipped[: args.show_skipped]:
                 print(f"  skipped: {reason}")
-    print(f"{total_rows} rows from {len(results)} files, {total_changed} new or changed, into {args.db}")
+    print(
+        f"{total_rows} rows from {len(results)} files, {total_changed} new or changed, into {args.db}"
+    )
     return 0
 
 
@@ -70,7 +74,9 @@ def _cmd_series(args: argparse.Namespace) -> int:
     from agent.store.sqlite import Store
 
     if not Path(args.db).exists():
-        raise StoreError(f"{args.db}: no such store (run `hedge-agent import-csv` or the daemon first)")
+        raise StoreError(
+            f"{args.db}: no such store (run `hedge-agent import-csv` or the daemon first)"
+        )
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
     known_by = parse_when(args.known_by) if args.known_by else None
@@ -118,14 +124,20 @@ def _iso(ts: int) -> str:
 
 def _unknown_key(keys: list[str], key: str, db: str) -> str:
     near = [k for k in keys if k.split(".")[0] == key.split(".")[0]][:8] or keys[:8]
-    return f"{db}: no series {key!r}" + (f"; e.g. {', '.join(near)}" if near else "; the store is empty")
+    return f"{db}: no series {key!r}" + (
+        f"; e.g. {', '.join(near)}" if near else "; the store is empty"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import-csv", help="load the real history CSVs into the store")
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder of CSVs (default: %(default)s)")
+    p.add_argument(
+        "--data-dir", default=str(DEFAULT_DATA_DIR), help="folder of CSVs (default: %(default)s)"
+    )
     p.add_argument("--db", default=default_db(), help="SQLite store (default: %(default)s)")
-    p.add_argument("--show-skipped", type=int, default=3, metavar="N", help="skip reasons shown per file")
+    p.add_argument(
+        "--show-skipped", type=int, default=3, metavar="N", help="skip reasons shown per file"
+    )
     p.set_defaults(handler=_cmd_import_csv)
 
     p = sub.add_parser("series", help="print one stored series")
@@ -133,9 +145,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--since", help="first time (YYYY-MM-DD, ISO-8601 or unix seconds)")
     p.add_argument("--until", help="last time")
     p.add_argument("--known-by", help="only values known by this time (no look-ahead)")
-    p.add_argument("--sources", action="store_true", help="every stored row with source and known_at")
+    p.add_argument(
+        "--sources", action="store_true", help="every stored row with source and known_at"
+    )
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--db", default=default_db(), help="SQLite store (default: %(default)s)")
     p.set_defaults(handler=_cmd_series)
-
-

@@ -62,6 +62,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX spends_session ON spends (session_id);
     """,
+    # 1 -> 2: backfill checkpoints, one row per source task (``fred:CPIAUCSL``, ``hyperliquid:ETH``).
+    """
+    CREATE TABLE checkpoints (
+        name       TEXT    PRIMARY KEY,
+        since      INTEGER NOT NULL,          -- the backfill's start; another start resets the task
+        cursor     TEXT,                      -- JSON: where the next step starts (None = from since)
+        done       INTEGER NOT NULL DEFAULT 0,
+        steps      INTEGER NOT NULL DEFAULT 0,
+        rows       INTEGER NOT NULL DEFAULT 0,  -- observations written by this task so far
+        updated_at INTEGER NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -170,9 +182,7 @@ class Store:
         for o in observations:
             if not isinstance(o, Observation):
                 raise StoreError(f"{self.path}: not an Observation: {o!r}")
-            rows.append(
-                (o.key, o.ts, o.source, o.available_at, o.known_at, o.value, o.unit, now)
-            )
+            rows.append((o.key, o.ts, o.source, o.available_at, o.known_at, o.value, o.unit, now))
         if not rows:
             return 0
         with self._tx() as c:

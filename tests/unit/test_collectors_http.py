@@ -81,7 +81,12 @@ class FakeApis:
             rows = self.dydx_rows
             if before:
                 cut = datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp()
-                rows = [r for r in rows if datetime.fromisoformat(r["effectiveAt"].replace("Z", "+00:00")).timestamp() <= cut]
+                rows = [
+                    r
+                    for r in rows
+                    if datetime.fromisoformat(r["effectiveAt"].replace("Z", "+00:00")).timestamp()
+                    <= cut
+                ]
             return web.json_response({"historicalFunding": rows[:limit]})
         if p == "/fred/series/observations":
             if self.fred_pages is not None:
@@ -93,7 +98,9 @@ class FakeApis:
         if p == "/graph":
             return web.json_response(self.graphql_body)
         if p.startswith("/cb/products/"):
-            start = datetime.fromisoformat(request.query["start"].replace("Z", "+00:00")).timestamp()
+            start = datetime.fromisoformat(
+                request.query["start"].replace("Z", "+00:00")
+            ).timestamp()
             end = datetime.fromisoformat(request.query["end"].replace("Z", "+00:00")).timestamp()
             rows = [c for c in self.candles if start <= c[0] <= end]
             return web.json_response(sorted(rows, key=lambda c: -c[0])[:300])
@@ -104,18 +111,56 @@ META_AND_CTXS = [
     {
         "universe": [
             {"szDecimals": 5, "name": "BTC", "maxLeverage": 40, "marginTableId": 56},
-            {"szDecimals": 1, "name": "MATIC", "maxLeverage": 20, "marginTableId": 20, "isDelisted": True},
+            {
+                "szDecimals": 1,
+                "name": "MATIC",
+                "maxLeverage": 20,
+                "marginTableId": 20,
+                "isDelisted": True,
+            },
             {"szDecimals": 4, "name": "ETH", "maxLeverage": 25, "marginTableId": 55},
         ],
-        "marginTables": [[56, {"description": "", "marginTiers": [{"lowerBound": "0.0", "maxLeverage": 40}]}]],
+        "marginTables": [
+            [56, {"description": "", "marginTiers": [{"lowerBound": "0.0", "maxLeverage": 40}]}]
+        ],
     },
     [
-        {"funding": "0.0000125", "openInterest": "1.0", "prevDayPx": "1", "dayNtlVlm": "1", "premium": "0.0",
-         "oraclePx": "1", "markPx": "1", "midPx": "1", "impactPxs": ["1", "1"], "dayBaseVlm": "1"},
-        {"funding": "0.0", "openInterest": "0.0", "prevDayPx": "0.3", "dayNtlVlm": "0.0", "premium": None,
-         "oraclePx": "0.3", "markPx": "0.3", "midPx": None, "impactPxs": None, "dayBaseVlm": "0.0"},
-        {"funding": "-0.00005", "openInterest": "1.0", "prevDayPx": "1", "dayNtlVlm": "1", "premium": None,
-         "oraclePx": "1", "markPx": "1", "midPx": None, "impactPxs": None, "dayBaseVlm": "1"},
+        {
+            "funding": "0.0000125",
+            "openInterest": "1.0",
+            "prevDayPx": "1",
+            "dayNtlVlm": "1",
+            "premium": "0.0",
+            "oraclePx": "1",
+            "markPx": "1",
+            "midPx": "1",
+            "impactPxs": ["1", "1"],
+            "dayBaseVlm": "1",
+        },
+        {
+            "funding": "0.0",
+            "openInterest": "0.0",
+            "prevDayPx": "0.3",
+            "dayNtlVlm": "0.0",
+            "premium": None,
+            "oraclePx": "0.3",
+            "markPx": "0.3",
+            "midPx": None,
+            "impactPxs": None,
+            "dayBaseVlm": "0.0",
+        },
+        {
+            "funding": "-0.00005",
+            "openInterest": "1.0",
+            "prevDayPx": "1",
+            "dayNtlVlm": "1",
+            "premium": None,
+            "oraclePx": "1",
+            "markPx": "1",
+            "midPx": None,
+            "impactPxs": None,
+            "dayBaseVlm": "1",
+        },
     ],
 ]
 
@@ -147,11 +192,14 @@ def by_key(rows: list[Observation]) -> dict[str, list[Observation]]:
 # -- DefiLlama ----------------------------------------------------------------------------------
 
 
-async def test_defillama_protocol_and_chain_tvl(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_defillama_protocol_and_chain_tvl(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     pts = lambda vals: [{"date": T0 + i * DAY, "totalLiquidityUSD": v} for i, v in enumerate(vals)]  # noqa: E731
     apis.protocol_body = {
-        "id": "1599", "name": "Aave V3",
+        "id": "1599",
+        "name": "Aave V3",
         "tvl": [*pts([100.0, 90.0]), {"date": T0 + DAY + 5000, "totalLiquidityUSD": 95.5}],
         "chainTvls": {
             "Ethereum": {"tvl": pts([60.0, 55.0]), "tokensInUsd": [], "tokens": []},
@@ -166,7 +214,13 @@ async def test_defillama_protocol_and_chain_tvl(fake: tuple[FakeApis, str], http
     cfg = DefiLlamaConfig(base_url=f"{base}/llama", protocol_chains=None, chains=["Ethereum"])
     col = DefiLlamaCollector(cfg, clock=lambda: T0 + 2 * DAY)
     got = by_key(await col.collect(http, since=T0))
-    assert set(got) == {"tvl.aave-v3.total", "tvl.aave-v3.Ethereum", "tvl.aave-v3.Polygon", "tvl.chain.Ethereum", "tvl.chain.total"}
+    assert set(got) == {
+        "tvl.aave-v3.total",
+        "tvl.aave-v3.Ethereum",
+        "tvl.aave-v3.Polygon",
+        "tvl.chain.Ethereum",
+        "tvl.chain.total",
+    }
     assert [o.value for o in got["tvl.aave-v3.total"]] == [100.0, 90.0, 95.5]
     assert got["tvl.aave-v3.total"][-1].ts == T0 + DAY + 5000  # the live point is kept as is
     assert got["tvl.aave-v3.Ethereum"][0].source == "defillama:/protocol/aave-v3"
@@ -189,16 +243,31 @@ async def test_defillama_html_error_page() -> None:
     await server.start_server()
     try:
         async with HttpClient() as http:
-            col = DefiLlamaCollector(DefiLlamaConfig(base_url=str(server.make_url("/llama")), chains=[], all_chains_total=False))
-            with pytest.raises(MalformedResponse, match=r"^defillama: .*/llama/protocol/aave-v3 returned an HTML page"):
+            col = DefiLlamaCollector(
+                DefiLlamaConfig(
+                    base_url=str(server.make_url("/llama")), chains=[], all_chains_total=False
+                )
+            )
+            with pytest.raises(
+                MalformedResponse,
+                match=r"^defillama: .*/llama/protocol/aave-v3 returned an HTML page",
+            ):
                 await col.collect(http)
     finally:
         await server.close()
 
 
-async def test_defillama_bad_row_skipped_with_reason(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_defillama_bad_row_skipped_with_reason(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
-    apis.chain_body = [{"date": T0, "tvl": 5}, {"date": "yesterday", "tvl": 1}, {"tvl": 3}, "junk", {"date": T0 + DAY, "tvl": -1}]
+    apis.chain_body = [
+        {"date": T0, "tvl": 5},
+        {"date": "yesterday", "tvl": 1},
+        {"tvl": 3},
+        "junk",
+        {"date": T0 + DAY, "tvl": -1},
+    ]
     col = DefiLlamaCollector(DefiLlamaConfig(base_url=f"{base}/llama", protocols=[], chains=[]))
     rows = await col.collect(http, since=0)
     assert [(o.key, o.value) for o in rows] == [("tvl.chain.total", 5.0)]
@@ -208,17 +277,28 @@ async def test_defillama_bad_row_skipped_with_reason(fake: tuple[FakeApis, str],
 # -- Hyperliquid --------------------------------------------------------------------------------
 
 
-async def test_hyperliquid_paginates_500_row_pages(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_hyperliquid_paginates_500_row_pages(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     # 1200 hourly settlements with a few ms of jitter, like the real API.
     apis.hl_rows = [
-        {"coin": "BTC", "fundingRate": "0.0000125", "premium": "0.0001", "time": (T0 + i * H) * 1000 + (i % 7) * 11}
+        {
+            "coin": "BTC",
+            "fundingRate": "0.0000125",
+            "premium": "0.0001",
+            "time": (T0 + i * H) * 1000 + (i % 7) * 11,
+        }
         for i in range(1200)
     ]
     cfg = HyperliquidConfig(base_url=f"{base}/hl", markets=["BTC"], include_current=False)
     rows = await HyperliquidCollector(cfg).collect(http, since=T0)
     calls = [b for (_, p, _, b) in apis.log if p == "/hl/info"]
-    assert [len([r for r in apis.hl_rows if r["time"] >= c["startTime"]][:500]) for c in calls] == [500, 500, 200]
+    assert [len([r for r in apis.hl_rows if r["time"] >= c["startTime"]][:500]) for c in calls] == [
+        500,
+        500,
+        200,
+    ]
     assert calls[1]["startTime"] == apis.hl_rows[499]["time"] + 1
     assert len(rows) == 1200 and len({o.ts for o in rows}) == 1200
     o = rows[0]
@@ -230,7 +310,9 @@ async def test_hyperliquid_paginates_500_row_pages(fake: tuple[FakeApis, str], h
 async def test_hyperliquid_8h_era_and_current(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
     old = ts(2023, 5, 12)
-    apis.hl_rows = [{"coin": "ETH", "fundingRate": "0.0001", "premium": "0", "time": old * 1000 + 48}]
+    apis.hl_rows = [
+        {"coin": "ETH", "fundingRate": "0.0001", "premium": "0", "time": old * 1000 + 48}
+    ]
     cfg = HyperliquidConfig(base_url=f"{base}/hl", markets=["ETH", "MATIC"])
     col = HyperliquidCollector(cfg, clock=lambda: T0 + 1234)
     got = by_key(await col.collect(http, since=old))
@@ -247,15 +329,23 @@ async def test_hyperliquid_8h_era_and_current(fake: tuple[FakeApis, str], http: 
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{round(t * 1000) % 1000:03d}Z"
+    return (
+        datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{round(t * 1000) % 1000:03d}Z"
+    )
 
 
 async def test_dydx_walks_back_newest_first(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
     n = 250
     apis.dydx_rows = [
-        {"ticker": "BTC-USD", "rate": "0.000002375", "price": "89993.8", "effectiveAtHeight": str(1000 + i),
-         "effectiveAt": iso(T0 + i * H + 0.219)}
+        {
+            "ticker": "BTC-USD",
+            "rate": "0.000002375",
+            "price": "89993.8",
+            "effectiveAtHeight": str(1000 + i),
+            "effectiveAt": iso(T0 + i * H + 0.219),
+        }
         for i in reversed(range(n))
     ]
     cfg = DydxConfig(base_url=f"{base}/dydx", markets=["BTC-USD"], page_limit=100)
@@ -274,23 +364,60 @@ async def test_dydx_walks_back_newest_first(fake: tuple[FakeApis, str], http: Ht
 
 def fred_envelope(observations: list[dict[str, str]], **kw: Any) -> dict[str, Any]:
     return {
-        "realtime_start": "1776-07-04", "realtime_end": "9999-12-31", "observation_start": "2024-01-01",
-        "observation_end": "9999-12-31", "units": "lin", "output_type": 1, "file_type": "json",
-        "order_by": "observation_date", "sort_order": "asc", "count": len(observations), "offset": 0,
-        "limit": 100000, "observations": observations, **kw,
+        "realtime_start": "1776-07-04",
+        "realtime_end": "9999-12-31",
+        "observation_start": "2024-01-01",
+        "observation_end": "9999-12-31",
+        "units": "lin",
+        "output_type": 1,
+        "file_type": "json",
+        "order_by": "observation_date",
+        "sort_order": "asc",
+        "count": len(observations),
+        "offset": 0,
+        "limit": 100000,
+        "observations": observations,
+        **kw,
     }
 
 
-async def test_fred_vintages_missing_dot_and_key_redaction(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_fred_vintages_missing_dot_and_key_redaction(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
-    apis.fred_body = fred_envelope([
-        {"realtime_start": "2024-02-13", "realtime_end": "2025-02-11", "date": "2024-01-01", "value": "308.417"},
-        {"realtime_start": "2025-02-12", "realtime_end": "9999-12-31", "date": "2024-01-01", "value": "309.685"},
-        {"realtime_start": "2024-03-12", "realtime_end": "9999-12-31", "date": "2024-02-01", "value": "."},
-        {"realtime_start": "1776-07-04", "realtime_end": "9999-12-31", "date": "2024-03-01", "value": "310.0"},
-    ])
-    cfg = FredConfig(base_url=f"{base}/fred", api_key=SecretStr("abcdef0123456789"),
-                     series=[FredSeriesConfig(series_id="CPIAUCSL", key="macro.cpi")])
+    apis.fred_body = fred_envelope(
+        [
+            {
+                "realtime_start": "2024-02-13",
+                "realtime_end": "2025-02-11",
+                "date": "2024-01-01",
+                "value": "308.417",
+            },
+            {
+                "realtime_start": "2025-02-12",
+                "realtime_end": "9999-12-31",
+                "date": "2024-01-01",
+                "value": "309.685",
+            },
+            {
+                "realtime_start": "2024-03-12",
+                "realtime_end": "9999-12-31",
+                "date": "2024-02-01",
+                "value": ".",
+            },
+            {
+                "realtime_start": "1776-07-04",
+                "realtime_end": "9999-12-31",
+                "date": "2024-03-01",
+                "value": "310.0",
+            },
+        ]
+    )
+    cfg = FredConfig(
+        base_url=f"{base}/fred",
+        api_key=SecretStr("abcdef0123456789"),
+        series=[FredSeriesConfig(series_id="CPIAUCSL", key="macro.cpi")],
+    )
     col = FredCollector(cfg)
     rows = await col.collect(http, since=ts(2024, 1, 1))
     assert [(o.ts, o.value, o.known_at) for o in rows] == [
@@ -301,14 +428,32 @@ async def test_fred_vintages_missing_dot_and_key_redaction(fake: tuple[FakeApis,
     assert all(o.unit == "index" and o.source == "fred:CPIAUCSL" for o in rows)
     assert any("missing ('.')" in s for s in col.skipped)
     q = apis.log[-1][2]
-    assert q["realtime_start"] == "1776-07-04" and q["series_id"] == "CPIAUCSL" and q["observation_start"] == "2024-01-01"
+    assert (
+        q["realtime_start"] == "1776-07-04"
+        and q["series_id"] == "CPIAUCSL"
+        and q["observation_start"] == "2024-01-01"
+    )
 
 
 async def test_fred_daily_no_vintages(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
-    apis.fred_body = fred_envelope([{"realtime_start": "2025-01-15", "realtime_end": "2025-01-15", "date": "2025-01-14", "value": "5842.91"}])
-    cfg = FredConfig(base_url=f"{base}/fred", api_key=SecretStr("k" * 32),
-                     series=[FredSeriesConfig(series_id="SP500", key="close.spx", vintages=False, monthly=False)])
+    apis.fred_body = fred_envelope(
+        [
+            {
+                "realtime_start": "2025-01-15",
+                "realtime_end": "2025-01-15",
+                "date": "2025-01-14",
+                "value": "5842.91",
+            }
+        ]
+    )
+    cfg = FredConfig(
+        base_url=f"{base}/fred",
+        api_key=SecretStr("k" * 32),
+        series=[
+            FredSeriesConfig(series_id="SP500", key="close.spx", vintages=False, monthly=False)
+        ],
+    )
     rows = await FredCollector(cfg).collect(http, since=0)
     assert rows == [Observation("close.spx", ts(2025, 1, 14), 5842.91, "index", "fred:SP500", None)]
     assert "realtime_start" not in apis.log[-1][2]
@@ -316,24 +461,41 @@ async def test_fred_daily_no_vintages(fake: tuple[FakeApis, str], http: HttpClie
 
 async def test_fred_pagination(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
-    o = lambda d, v: {"realtime_start": "2025-01-15", "realtime_end": "2025-01-15", "date": d, "value": v}  # noqa: E731
+
+    def o(d: str, v: str) -> dict[str, str]:
+        return {"realtime_start": "2025-01-15", "realtime_end": "2025-01-15", "date": d, "value": v}
+
     apis.fred_pages = [
         fred_envelope([o("2024-01-01", "1"), o("2024-01-02", "2")], count=3, limit=2),
         fred_envelope([o("2024-01-03", "3")], count=3, offset=2, limit=2),
     ]
-    cfg = FredConfig(base_url=f"{base}/fred", api_key=SecretStr("k"), page_limit=2,
-                     series=[FredSeriesConfig(series_id="SP500", key="close.spx", vintages=False, monthly=False)])
+    cfg = FredConfig(
+        base_url=f"{base}/fred",
+        api_key=SecretStr("k"),
+        page_limit=2,
+        series=[
+            FredSeriesConfig(series_id="SP500", key="close.spx", vintages=False, monthly=False)
+        ],
+    )
     rows = await FredCollector(cfg).collect(http, since=0)
     assert [r.value for r in rows] == [1.0, 2.0, 3.0]
     assert [q.get("offset") for (_, p, q, _) in apis.log if p.startswith("/fred")] == ["0", "2"]
 
 
-async def test_fred_error_names_series_and_hides_key(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_fred_error_names_series_and_hides_key(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     apis.fred_status = 400
-    apis.fred_body = {"error_code": 400, "error_message": "Bad Request.  The series does not exist."}
-    cfg = FredConfig(base_url=f"{base}/fred", api_key=SecretStr("SUPERSECRETKEY"),
-                     series=[FredSeriesConfig(series_id="NOPE", key="macro.x")])
+    apis.fred_body = {
+        "error_code": 400,
+        "error_message": "Bad Request.  The series does not exist.",
+    }
+    cfg = FredConfig(
+        base_url=f"{base}/fred",
+        api_key=SecretStr("SUPERSECRETKEY"),
+        series=[FredSeriesConfig(series_id="NOPE", key="macro.x")],
+    )
     with pytest.raises(SourceError) as ei:
         await FredCollector(cfg).collect(http)
     assert str(ei.value) == "fred: NOPE: HTTP 400: Bad Request.  The series does not exist."
@@ -351,32 +513,76 @@ async def test_fred_without_key_is_config_error(http: HttpClient) -> None:
 async def test_bls_request_not_processed(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
     apis.bls_body = {
-        "status": "REQUEST_NOT_PROCESSED", "responseTime": 0,
-        "message": ["Request could not be serviced, as the daily threshold for total number of requests "
-                    "allocated to the user with registration key  has been reached."],
+        "status": "REQUEST_NOT_PROCESSED",
+        "responseTime": 0,
+        "message": [
+            "Request could not be serviced, as the daily threshold for total number of requests "
+            "allocated to the user with registration key  has been reached."
+        ],
         "Results": {},
     }
     cfg = BlsConfig(enabled=True, base_url=f"{base}/bls", api_key=SecretStr("BLSKEY"))
-    with pytest.raises(SourceError, match=r"^bls: REQUEST_NOT_PROCESSED: Request could not be serviced"):
+    with pytest.raises(
+        SourceError, match=r"^bls: REQUEST_NOT_PROCESSED: Request could not be serviced"
+    ):
         await BlsCollector(cfg, clock=lambda: ts(2025, 6, 1)).collect(http)
     sent = apis.log[-1][3]
-    assert sent["registrationkey"] == "BLSKEY" and sent["startyear"] == "2023" and sent["endyear"] == "2025"
+    assert (
+        sent["registrationkey"] == "BLSKEY"
+        and sent["startyear"] == "2023"
+        and sent["endyear"] == "2025"
+    )
 
 
-async def test_bls_success_skips_m13_and_sets_known_at(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_bls_success_skips_m13_and_sets_known_at(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     apis.bls_body = {
-        "status": "REQUEST_SUCCEEDED", "responseTime": 50,
+        "status": "REQUEST_SUCCEEDED",
+        "responseTime": 50,
         "message": ["No Data Available for Series WPUFD4 Year: 2025"],
-        "Results": {"series": [{"seriesID": "CUSR0000SA0", "data": [
-            {"year": "2024", "period": "M13", "periodName": "Annual", "value": "313.689", "footnotes": [{}]},
-            {"year": "2024", "period": "M12", "periodName": "December", "latest": "true", "value": "317.603", "footnotes": [{}]},
-            {"year": "2024", "period": "M11", "periodName": "November", "value": "-", "footnotes": [{}]},
-        ]}]},
+        "Results": {
+            "series": [
+                {
+                    "seriesID": "CUSR0000SA0",
+                    "data": [
+                        {
+                            "year": "2024",
+                            "period": "M13",
+                            "periodName": "Annual",
+                            "value": "313.689",
+                            "footnotes": [{}],
+                        },
+                        {
+                            "year": "2024",
+                            "period": "M12",
+                            "periodName": "December",
+                            "latest": "true",
+                            "value": "317.603",
+                            "footnotes": [{}],
+                        },
+                        {
+                            "year": "2024",
+                            "period": "M11",
+                            "periodName": "November",
+                            "value": "-",
+                            "footnotes": [{}],
+                        },
+                    ],
+                }
+            ]
+        },
     }
-    col = BlsCollector(BlsConfig(enabled=True, base_url=f"{base}/bls"), clock=lambda: ts(2025, 6, 1))
+    col = BlsCollector(
+        BlsConfig(enabled=True, base_url=f"{base}/bls"), clock=lambda: ts(2025, 6, 1)
+    )
     rows = await col.collect(http)
-    assert rows == [Observation("macro.cpi", ts(2024, 12, 1), 317.603, "index", "bls:CUSR0000SA0", ts(2025, 1, 15))]
+    assert rows == [
+        Observation(
+            "macro.cpi", ts(2024, 12, 1), 317.603, "index", "bls:CUSR0000SA0", ts(2025, 1, 15)
+        )
+    ]
     assert any("No Data Available" in s for s in col.skipped)
     assert any("M11" not in s and "'-'" in s for s in col.skipped)
     assert "registrationkey" not in apis.log[-1][3]
@@ -388,34 +594,67 @@ async def test_bls_success_skips_m13_and_sets_known_at(fake: tuple[FakeApis, str
 async def test_subgraph_reserves(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
     ray_5pct = str(5 * 10**25)
-    apis.graphql_body = {"data": {
-        "reserves": [
-            {"symbol": "USDC", "name": "USD Coin", "decimals": 6, "underlyingAsset": "0xa0b8",
-             "totalATokenSupply": str(1_000_000 * 10**6), "totalCurrentVariableDebt": str(400_000 * 10**6),
-             "availableLiquidity": str(600_000 * 10**6), "liquidityRate": ray_5pct,
-             "variableBorrowRate": str(8 * 10**25), "utilizationRate": "0.4", "price": {"priceInEth": "100000000"}},
-            {"symbol": "WETH", "name": "Wrapped Ether", "decimals": 18, "totalATokenSupply": str(10 * 10**18),
-             "totalCurrentVariableDebt": "0", "liquidityRate": "0", "variableBorrowRate": "0",
-             "utilizationRate": "-0.00003772", "price": {"priceInEth": "200000000000"}},
-            {"symbol": "BAD", "decimals": 6, "totalATokenSupply": "x", "liquidityRate": "1e5"},
-        ],
-        "_meta": {"block": {"number": 1, "timestamp": T0 + 77}},
-    }}
-    cfg = SubgraphConfig(enabled=True, url=f"{base}/graph", api_key=SecretStr("GRAPHKEY"), assets=["USDC"])
+    apis.graphql_body = {
+        "data": {
+            "reserves": [
+                {
+                    "symbol": "USDC",
+                    "name": "USD Coin",
+                    "decimals": 6,
+                    "underlyingAsset": "0xa0b8",
+                    "totalATokenSupply": str(1_000_000 * 10**6),
+                    "totalCurrentVariableDebt": str(400_000 * 10**6),
+                    "availableLiquidity": str(600_000 * 10**6),
+                    "liquidityRate": ray_5pct,
+                    "variableBorrowRate": str(8 * 10**25),
+                    "utilizationRate": "0.4",
+                    "price": {"priceInEth": "100000000"},
+                },
+                {
+                    "symbol": "WETH",
+                    "name": "Wrapped Ether",
+                    "decimals": 18,
+                    "totalATokenSupply": str(10 * 10**18),
+                    "totalCurrentVariableDebt": "0",
+                    "liquidityRate": "0",
+                    "variableBorrowRate": "0",
+                    "utilizationRate": "-0.00003772",
+                    "price": {"priceInEth": "200000000000"},
+                },
+                {"symbol": "BAD", "decimals": 6, "totalATokenSupply": "x", "liquidityRate": "1e5"},
+            ],
+            "_meta": {"block": {"number": 1, "timestamp": T0 + 77}},
+        }
+    }
+    cfg = SubgraphConfig(
+        enabled=True, url=f"{base}/graph", api_key=SecretStr("GRAPHKEY"), assets=["USDC"]
+    )
     col = SubgraphCollector(cfg)
     got = {o.key: o for o in await col.collect(http)}
     assert got["tvl.aave-v3-subgraph.Ethereum"].value == pytest.approx(600_000 + 20_000)
     sup = got["rate.aave-v3.ethereum.usdc.supply_apy"]
-    assert sup.value == pytest.approx(math.exp(0.05) - 1, rel=1e-6) and sup.unit == "apy" and sup.ts == T0 + 77
-    assert got["rate.aave-v3.ethereum.usdc.borrow_apy"].value == pytest.approx(math.exp(0.08) - 1, rel=1e-6)
+    assert (
+        sup.value == pytest.approx(math.exp(0.05) - 1, rel=1e-6)
+        and sup.unit == "apy"
+        and sup.ts == T0 + 77
+    )
+    assert got["rate.aave-v3.ethereum.usdc.borrow_apy"].value == pytest.approx(
+        math.exp(0.08) - 1, rel=1e-6
+    )
     assert got["rate.aave-v3.ethereum.usdc.utilization"].value == 0.4
     assert "rate.aave-v3.ethereum.weth.supply_apy" not in got
     assert any("reserves[2] tvl" in s for s in col.skipped)
     method, _, _, body = apis.log[-1]
-    assert method == "POST" and "reserves(first: $first)" in body["query"] and body["variables"] == {"first": 200}
+    assert (
+        method == "POST"
+        and "reserves(first: $first)" in body["query"]
+        and body["variables"] == {"first": 200}
+    )
 
 
-async def test_subgraph_graphql_error_and_config(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_subgraph_graphql_error_and_config(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     apis.graphql_body = {"errors": [{"message": "auth error: invalid key GRAPHKEY"}]}
     cfg = SubgraphConfig(enabled=True, url=f"{base}/graph", api_key=SecretStr("GRAPHKEY"))
@@ -429,7 +668,9 @@ async def test_subgraph_graphql_error_and_config(fake: tuple[FakeApis, str], htt
 # -- closes ---------------------------------------------------------------------------------------
 
 
-async def test_closes_candles_paginate_and_drop_today(fake: tuple[FakeApis, str], http: HttpClient) -> None:
+async def test_closes_candles_paginate_and_drop_today(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
     apis, base = fake
     days = 400
     apis.candles = [[T0 + i * DAY, 1.0, 3.0, 2.0, 100.0 + i, 5.0] for i in range(days + 1)]
@@ -449,7 +690,9 @@ def test_config_forbids_unknown_keys_and_hides_secrets() -> None:
     with pytest.raises(ValidationError):
         CollectorsConfig.model_validate({"fred": {"apikey": "x"}})
     cfg = CollectorsConfig.model_validate({"fred": {"api_key": "TOPSECRET"}})
-    assert "TOPSECRET" not in repr(cfg) and "TOPSECRET" not in json.dumps(cfg.model_dump(mode="json"))
+    assert "TOPSECRET" not in repr(cfg) and "TOPSECRET" not in json.dumps(
+        cfg.model_dump(mode="json")
+    )
     assert cfg.fred.api_key is not None and cfg.fred.api_key.get_secret_value() == "TOPSECRET"
     assert [s.key for s in cfg.fred.series] == ["macro.cpi", "macro.ppi", "close.spx"]
 
@@ -458,4 +701,10 @@ def test_build_http_collectors() -> None:
     from agent.collectors import build_http_collectors
 
     names = [c.name for c in build_http_collectors(CollectorsConfig())]
-    assert names == ["defillama", "hyperliquid", "dydx", "fred", "closes"]  # bls, subgraph off by default
+    assert names == [
+        "defillama",
+        "hyperliquid",
+        "dydx",
+        "fred",
+        "closes",
+    ]  # bls, subgraph off by default

@@ -34,9 +34,20 @@ def test_import_dir_keys_units_and_values() -> None:
     for r in res.values():
         for o in r.observations:
             by_key.setdefault(o.key, []).append(o)
-    for key in ["close.btc", "close.eth", "close.spx", "tvl.chain.total", "macro.cpi", "macro.ppi",
-                "funding.binance.BTCUSDT", "funding.bybit.BTCUSDT", "rate.aave-v2.ethereum.usdc.supply_apy",
-                "rate.aave-v2.ethereum.usdt.supply_apy", "funding.dydx-daily.BTCUSD", "supply.stablecoins.total"]:
+    for key in [
+        "close.btc",
+        "close.eth",
+        "close.spx",
+        "tvl.chain.total",
+        "macro.cpi",
+        "macro.ppi",
+        "funding.binance.BTCUSDT",
+        "funding.bybit.BTCUSDT",
+        "rate.aave-v2.ethereum.usdc.supply_apy",
+        "rate.aave-v2.ethereum.usdt.supply_apy",
+        "funding.dydx-daily.BTCUSD",
+        "supply.stablecoins.total",
+    ]:
         assert key in by_key, key
     # units
     assert {o.unit for o in by_key["close.btc"]} == {"usd"}
@@ -54,12 +65,16 @@ def test_import_dir_keys_units_and_values() -> None:
     cpi = {o.ts: o for o in res["cpi_cpiaucsl_monthly_fred.csv"].observations}
     jan = cpi[ts("2024-01-01")]
     assert jan.known_at == ts("2024-02-15")
-    assert ts("2025-10-01") not in cpi and any("2025-10-01" in s for s in res["cpi_cpiaucsl_monthly_fred.csv"].skipped)
+    assert ts("2025-10-01") not in cpi and any(
+        "2025-10-01" in s for s in res["cpi_cpiaucsl_monthly_fred.csv"].skipped
+    )
     dec = cpi[ts("2024-12-01")]
     assert dec.known_at == ts("2025-01-15")
     # Yahoo: the partial last bar is dropped; closes are at UTC day start
     btc = res["btc_usd_daily_yahoo.csv"].observations
-    assert max(o.ts for o in btc) == ts("2025-08-02") - 86400  # 08-02 is the known gap, 08-03 dropped
+    assert (
+        max(o.ts for o in btc) == ts("2025-08-02") - 86400
+    )  # 08-02 is the known gap, 08-03 dropped
     assert all(o.ts % 86400 == 0 for o in btc)
     # Aave rate: percent -> fraction
     usdc = res["aave_usdc_lending_rate_daily_dune.csv"].observations
@@ -90,13 +105,52 @@ def test_cli_import_and_series(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "cpi_cpiaucsl_monthly_fred.csv: 808 rows" in out
     assert run("import-csv", "--data-dir", str(DATA), "--db", str(db)) == 0
     assert " 0 new or changed, into" in capsys.readouterr().out  # idempotent
-    assert run("series", "macro.cpi", "--since", "2024-11-01", "--known-by", "2025-01-14", "--db", str(db)) == 0
+    assert (
+        run(
+            "series",
+            "macro.cpi",
+            "--since",
+            "2024-11-01",
+            "--known-by",
+            "2025-01-14",
+            "--db",
+            str(db),
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "time,ts,value" and len(lines) == 2  # Dec 2024 not known before Jan 15
-    assert run("series", "close.btc", "--since", "2025-07-30", "--until", "2025-07-31", "--format", "json", "--db", str(db)) == 0
+    assert (
+        run(
+            "series",
+            "close.btc",
+            "--since",
+            "2025-07-30",
+            "--until",
+            "2025-07-31",
+            "--format",
+            "json",
+            "--db",
+            str(db),
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["time"] for r in rows] == ["2025-07-30T00:00:00Z", "2025-07-31T00:00:00Z"]
-    assert run("series", "close.btc", "--since", "2025-07-31", "--until", "2025-07-31", "--sources", "--db", str(db)) == 0
+    assert (
+        run(
+            "series",
+            "close.btc",
+            "--since",
+            "2025-07-31",
+            "--until",
+            "2025-07-31",
+            "--sources",
+            "--db",
+            str(db),
+        )
+        == 0
+    )
     srcs = capsys.readouterr().out
     assert "csv:btc_usd_daily_yahoo.csv" in srcs and "csv:btc_usd_daily_coinbase_close.csv" in srcs
     with pytest.raises(StoreError, match=r"no series 'close\.bt'"):
@@ -121,9 +175,13 @@ def test_missing_dir_and_unknown_file(tmp_path: Path) -> None:
 
 def test_bad_rows_are_skipped_with_reasons(tmp_path: Path) -> None:
     p = tmp_path / "btc_usd_daily_coinbase_close.csv"
-    p.write_text("as_of,value,status\n2020-01-01,7200.5,ok\n2020-01-02,,ok\n2020-01-03,nan,ok\n2020-01-04,7300,stale\nbad-date,1,ok\n2020-01-05,7400,ok\n")
+    p.write_text(
+        "as_of,value,status\n2020-01-01,7200.5,ok\n2020-01-02,,ok\n2020-01-03,nan,ok\n2020-01-04,7300,stale\nbad-date,1,ok\n2020-01-05,7400,ok\n"
+    )
     res = import_file(p)
-    assert [(o.ts, o.value) for o in res.observations] == [(ts("2020-01-01"), 7200.5)]  # last row dropped
+    assert [(o.ts, o.value) for o in res.observations] == [
+        (ts("2020-01-01"), 7200.5)
+    ]  # last row dropped
     assert len(res.skipped) == 5
     p2 = tmp_path / "binance_btcusdt_funding_8h_utc.csv"
     p2.write_bytes(b"\xff\xfe\x00garbage")
@@ -134,7 +192,7 @@ def test_bad_rows_are_skipped_with_reasons(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     name=st.sampled_from(sorted(IMPORTERS)),
-    text=st.text(alphabet=st.sampled_from(list("0123456789-:., %\"\nabTUCok")), max_size=300),
+    text=st.text(alphabet=st.sampled_from(list('0123456789-:., %"\nabTUCok')), max_size=300),
 )
 def test_arbitrary_csv_content_never_crashes(name: str, text: str) -> None:
     with tempfile.TemporaryDirectory() as d:

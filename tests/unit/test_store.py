@@ -20,7 +20,9 @@ from agent.store import SCHEMA_VERSION, Store
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def obs(key: str, ts: int, value: float, source: str = "t", known_at: int | None = None) -> Observation:
+def obs(
+    key: str, ts: int, value: float, source: str = "t", known_at: int | None = None
+) -> Observation:
     return Observation(key=key, ts=ts, value=value, unit="usd", source=source, known_at=known_at)
 
 
@@ -83,7 +85,9 @@ def test_revisions_no_look_ahead(store: Store) -> None:
 
 
 def test_known_at_none_roundtrip_and_source_filter(store: Store) -> None:
-    store.upsert([obs("close.btc", 86400, 10.0, "csv:a.csv"), obs("close.btc", 86400, 11.0, "http:x")])
+    store.upsert(
+        [obs("close.btc", 86400, 10.0, "csv:a.csv"), obs("close.btc", 86400, 11.0, "http:x")]
+    )
     rows = store.observations("close.btc")
     assert {o.known_at for o in rows} == {None}
     assert store.series("close.btc", source="csv:").tolist() == [10.0]

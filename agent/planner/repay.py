@@ -1,0 +1,268 @@
+"""Debt repayment on Aave V3: ``approve`` (when the allowance is short) + ``repay(asset, amount,
+2, onBehalfOf)``, the alternative to a collateral top-up, and the choice between the two.
+
+Sizing is exact integer math on Aave's own units. ``HF = C * LT_avg / D`` (``LT_avg`` is the
+collateral-weighted threshold ``getUserAccountData`` returns), so repaying debt worth ``y``
+(base currency) gives ``HF' = C * LT_avg / (D - y)``; solving ``HF' = H*``:
+``y = D - C * LT_avg / H*``.
+
+Rounding so the target is met on chain: Aave computes ``HF = percentMul(C, LT_avg) wadDiv D``
+with half-up rounding, which is never below ``floor(floor(C * LT_avg / BPS) * WAD / D)``. We keep
+the remaining debt at ``R = floor(floor(C * LT_avg / BPS) * WAD / H*)``, so ``y = D - R`` and the
+token amount is rounded up; Aave's per-reserve debt value is floored, which only helps.
+
+Variable debt grows between the snapshot and execution. ``accrual_margin_s`` projects the debt
+forward at the debt asset's current variable borrow rate (rounded up) so the repay still reaches
+the target when it lands that many seconds later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
+from agent.core.errors import PlanningError
+from agent.core.units import AAVE_BASE_UNIT_USD, BPS, MAX_UINT256, RAY, SECONDS_PER_YEAR, WAD
+from agent.core.units import token_to_float
+from agent.planner.topup import TopUpPlan, base_to_token_amount
+from agent.planner.tx import PlannedTx, call_tx
+
+VARIABLE_RATE_MODE = 2  # stable (1) is deprecated since Aave v3.2.0
+DEFAULT_ACCRUAL_MARGIN_S = 600
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def projected_debt_base(debt_base: int, variable_borrow_rate_ray: int, seconds: int) -> int:
+    """Debt after ``seconds`` of linear accrual at ``variable_borrow_rate_ray`` (APR, ray),
+    rounded up. Over minutes, compounding adds far less than one base unit per million."""
+    if seconds <= 0 or debt_base == 0:
+        return debt_base
+    growth = _ceil_div(debt_base * variable_borrow_rate_ray * seconds, RAY * SECONDS_PER_YEAR)
+    # +1 absorbs the compounding term and Aave's rayMul rounding.
+    return debt_base + growth + (1 if growth else 0)
+
+
+def max_debt_for_target(account: AccountState, target_hf_wad: int) -> int:
+    """The largest debt (base units) at which Aave's health factor is still >= target."""
+    if target_hf_wad <= 0:
+        raise PlanningError(f"target health factor {target_hf_wad} (wad) is not positive")
+    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
+    return weighted * WAD // target_hf_wad
+
+
+def required_repay_base(account: AccountState, target_hf_wad: int, debt_base: int | None = None) -> int:
+    """Debt value (oracle base units) to repay so HF reaches ``target_hf_wad``; 0 if it is
+    already there. ``debt_base`` overrides the account's debt (e.g. projected for accrual)."""
+    d = account.total_debt_base if debt_base is None else debt_base
+    if d == 0:
+        return 0
+    return max(0, d - max_debt_for_target(account, target_hf_wad))
+
+
+def expected_health_factor_after_repay(account: AccountState, repaid_base: int) -> int:
+    remaining = account.total_debt_base - repaid_base
+    if remaining <= 0:
+        return MAX_UINT256
+    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
+    return weighted * WAD // remaining
+
+
+@dataclass(frozen=True)
+class RepayPlan:
+    account: str
+    asset: ReserveMeta  # the debt asset repaid
+    amount: int  # token units
+    value_base: int  # oracle base units (1e8 = 1 USD)
+    needed_value_base: int
+    capped_by: str | None  # "wallet" | "session_cap" | "debt" | None
+    hf_before_wad: int
+    hf_expected_wad: int
+    target_hf_wad: int
+    transactions: tuple[PlannedTx, ...]
+
+    @property
+    def value_usd(self) -> float:
+        return self.value_base / AAVE_BASE_UNIT_USD
+
+    @property
+    def reaches_target(self) -> bool:
+        return self.capped_by is None and self.hf_expected_wad >= self.target_hf_wad
+
+
+def plan_repay(
+    *,
+    layout: MarketLayout,
+    account_addr: str,
+    account: AccountState,
+    asset: ReserveMeta,
+    reserve: ReserveState,
+    target_hf_wad: int,
+    max_spend_base: int | None = None,
+    allowance: int | None = None,
+    debt_balance: int | None = None,
+    accrual_margin_s: int = DEFAULT_ACCRUAL_MARGIN_S,
+) -> RepayPlan:
+    """Plan ``approve`` + ``repay`` of ``asset`` (the debt asset) for ``account_addr``.
+
+    Inputs are the same as ``plan_topup``'s; ``reserve`` is the debt asset's state (price and
+    variable borrow rate). ``allowance`` defaults to ``account.pool_allowances[asset.symbol]``.
+    ``debt_balance`` (token units of this asset's variable debt, when known) caps the amount:
+    Aave never pulls more than the debt, so repaying past it cannot raise HF further.
+    """
+    if account.total_debt_base == 0:
+        raise PlanningError(f"{account_addr} has no debt to repay")
+    debt_now = projected_debt_base(
+        account.total_debt_base, reserve.variable_borrow_rate_ray, accrual_margin_s
+    )
+    needed = required_repay_base(account, target_hf_wad, debt_now)
+    if needed == 0:
+        raise PlanningError(
+            f"{account_addr} already at health factor {account.health_factor_wad / WAD:.3f} >= target"
+        )
+    amount = base_to_token_amount(needed, reserve.price_base, asset.decimals)
+    capped_by = None
+    wallet = account.wallet_balances.get(asset.symbol, 0)
+    if debt_balance is not None and amount > debt_balance:
+        amount, capped_by = debt_balance, "debt"
+    if max_spend_base is not None:
+        cap_amount = max_spend_base * 10**asset.decimals // reserve.price_base
+        if amount > cap_amount:
+            amount, capped_by = cap_amount, "session_cap"
+    if amount > wallet:
+        amount, capped_by = wallet, "wallet"
+    if amount <= 0:
+        raise PlanningError(
+            f"{account_addr} holds no {asset.symbol} to repay with (wallet balance 0)"
+            if wallet == 0
+            else f"no spend left under the session cap for a {asset.symbol} repayment"
+        )
+    value_base = amount * reserve.price_base // 10**asset.decimals
+    human_amt = f"{token_to_float(amount, asset.decimals):.6f} {asset.symbol}"
+    allowance = account.pool_allowances.get(asset.symbol, 0) if allowance is None else allowance
+    txs: list[PlannedTx] = []
+    if allowance < amount:
+        txs.append(
+            call_tx(
+                "ERC20",
+                asset.asset,
+                "approve",
+                layout.pool,
+                amount,
+                human=f"approve Aave V3 Pool to pull {human_amt}",
+            )
+        )
+    txs.append(
+        call_tx(
+            "Pool",
+            layout.pool,
+            "repay",
+            asset.asset,
+            amount,
+            VARIABLE_RATE_MODE,
+            account_addr,
+            human=f"repay {human_amt} (~${value_base / AAVE_BASE_UNIT_USD:,.2f}) of variable debt for {account_addr}",
+        )
+    )
+    return RepayPlan(
+        account=account_addr,
+        asset=asset,
+        amount=amount,
+        value_base=value_base,
+        needed_value_base=needed,
+        capped_by=capped_by,
+        hf_before_wad=account.health_factor_wad,
+        hf_expected_wad=expected_health_factor_after_repay(account, value_base),
+        target_hf_wad=target_hf_wad,
+        transactions=tuple(txs),
+    )
+
+
+# -- choosing between a top-up and a repayment ------------------------------------------------
+
+ProtectionPlan = TopUpPlan | RepayPlan
+
+
+def _action(plan: ProtectionPlan) -> str:
+    return "repay_debt" if isinstance(plan, RepayPlan) else "collateral_top_up"
+
+
+def _reaches(plan: ProtectionPlan, target_hf_wad: int | None) -> bool:
+    if plan.capped_by is not None:
+        return False
+    return target_hf_wad is None or plan.hf_expected_wad >= target_hf_wad
+
+
+def _hf(v: int) -> float | None:
+    return None if v >= 2**255 else v / WAD
+
+
+def choose_protection(
+    topup: TopUpPlan | None,
+    repay: RepayPlan | None,
+    *,
+    target_hf_wad: int | None = None,
+) -> tuple[ProtectionPlan | None, dict[str, Any]]:
+    """Pick the cheaper plan (capital committed, USD) among those that reach the target.
+
+    A plan reaches the target when it is not capped (wallet, session cap, debt) and its expected
+    health factor is at least ``target_hf_wad`` (defaults to the repay plan's target). A plan
+    that misses the target always loses to one that reaches it; when neither reaches it, the
+    one that ends at the higher health factor wins (cheaper on a tie). Ties on cost go to the
+    top-up (it keeps the debt asset liquid). Returns ``(chosen, comparison)``; ``comparison``
+    is JSON-ready for the proposal record.
+    """
+    if target_hf_wad is None and repay is not None:
+        target_hf_wad = repay.target_hf_wad
+    options = [p for p in (topup, repay) if p is not None]
+    rows = [
+        {
+            "action": _action(p),
+            "asset": p.asset.symbol,
+            "amount": str(p.amount),
+            "cost_usd": p.value_base / AAVE_BASE_UNIT_USD,
+            "needed_usd": p.needed_value_base / AAVE_BASE_UNIT_USD,
+            "health_factor_expected": _hf(p.hf_expected_wad),
+            "reaches_target": _reaches(p, target_hf_wad),
+            "capped_by": p.capped_by,
+        }
+        for p in options
+    ]
+    comparison: dict[str, Any] = {
+        "target_health_factor": None if target_hf_wad is None else target_hf_wad / WAD,
+        "options": rows,
+        "chosen": None,
+        "reason": "",
+    }
+    if not options:
+        comparison["reason"] = "no plan: neither a top-up nor a repayment could be planned"
+        return None, comparison
+    reaching = [p for p in options if _reaches(p, target_hf_wad)]
+    if reaching:
+        chosen = min(reaching, key=lambda p: p.value_base)  # stable: top-up first on a tie
+        if len(reaching) == 2:
+            other = reaching[1] if chosen is reaching[0] else reaching[0]
+            reason = (
+                f"{_action(chosen)} reaches the target for ${chosen.value_base / AAVE_BASE_UNIT_USD:,.2f}"
+                f" vs ${other.value_base / AAVE_BASE_UNIT_USD:,.2f} for {_action(other)}"
+            )
+        elif len(options) == 2:
+            other = options[1] if chosen is options[0] else options[0]
+            reason = (
+                f"{_action(chosen)} reaches the target; {_action(other)} does not"
+                f" (capped by {other.capped_by or 'nothing'})"
+            )
+        else:
+            reason = f"{_action(chosen)} is the only plan and reaches the target"
+    else:
+        chosen = max(options, key=lambda p: (p.hf_expected_wad, -p.value_base))
+        reason = (
+            f"no plan reaches the target; {_action(chosen)} ends at the higher health factor"
+            f" ({(_hf(chosen.hf_expected_wad) or float('inf')):.4f})"
+        )
+    comparison["chosen"] = _action(chosen)
+    comparison["reason"] = reason
+    return chosen, comparison
