@@ -307,8 +307,10 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         loop.add_signal_handler(sig, stop.set)
     agent = Agent(settings)
     reports: list[TickReport] = []
+    started = False
     try:
         await agent.setup()
+        started = True
         await agent.backfill()
         failures = 0
         tick_id = 0
@@ -343,5 +345,6 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await agent.close()
-        log.info("agent.stopped", ticks=len(reports))
+        if started:  # a failed start-up ends with the one-line error alone
+            log.info("agent.stopped", ticks=len(reports))
     return 0

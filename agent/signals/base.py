@@ -147,7 +147,7 @@ def upto(s: pd.Series, at: pd.Timestamp, since: pd.Timestamp | None = None) -> p
     hi = int(idx.searchsorted(at, side="right"))
     lo = 0 if since is None else int(idx.searchsorted(since, side="left"))
     out = s.iloc[lo:hi]
-    if out.isna().to_numpy().any():
+    if np.isnan(out.to_numpy(dtype="float64")).any():
         out = out.dropna()
     return out
 

@@ -44,15 +44,20 @@ def _by_day(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return d[last], v[last]
 
 
-def paired_log_returns(crypto: pd.Series, spx: pd.Series) -> pd.DataFrame:
-    """Columns ``crypto``, ``spx`` of log returns on consecutive paired S&P trading days, indexed
-    by the UTC date (midnight) of the later day."""
+def _paired(crypto: pd.Series, spx: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTC day number of the later day, crypto log return, S&P log return)."""
     cd, cv = _by_day(crypto)
     sd, sv = _by_day(spx)
     days, ci, si = np.intersect1d(cd, sd, assume_unique=True, return_indices=True)
-    lc, ls = np.log(cv[ci]), np.log(sv[si])
-    idx = pd.DatetimeIndex(pd.to_datetime(days[1:] * 86_400, unit="s", utc=True))
-    return pd.DataFrame({"crypto": np.diff(lc), "spx": np.diff(ls)}, index=idx)
+    return days[1:], np.diff(np.log(cv[ci])), np.diff(np.log(sv[si]))
+
+
+def paired_log_returns(crypto: pd.Series, spx: pd.Series) -> pd.DataFrame:
+    """Columns ``crypto``, ``spx`` of log returns on consecutive paired S&P trading days, indexed
+    by the UTC date (midnight) of the later day."""
+    days, rc, rs = _paired(crypto, spx)
+    idx = pd.DatetimeIndex(pd.to_datetime(days * 86_400, unit="s", utc=True))
+    return pd.DataFrame({"crypto": rc, "spx": rs}, index=idx)
 
 
 def beta(x: np.ndarray, y: np.ndarray) -> float:
@@ -69,13 +74,12 @@ def s8_beta_one(crypto: pd.Series, spx: pd.Series, at: pd.Timestamp, cfg: S8Conf
     # enough history for long_window paired returns: ~1.6 calendar days per trading day, plus slack
     since = at - pd.Timedelta(days=int(cfg.long_window * 1.6) + 30)
     c, s = upto(crypto, at, since), upto(spx, at, since)
-    lr = paired_log_returns(c, s)
-    if len(lr) < cfg.long_window:
-        return result("S8", NAME, subject, INSUFFICIENT, None, None, f"{len(lr)} paired daily returns, need {cfg.long_window}")
-    last = lr.index[-1]
+    days, y, x = _paired(c, s)
+    if len(days) < cfg.long_window:
+        return result("S8", NAME, subject, INSUFFICIENT, None, None, f"{len(days)} paired daily returns, need {cfg.long_window}")
+    last = pd.Timestamp(int(days[-1]) * 86_400, unit="s", tz="UTC")
     if at - last > pd.Timedelta(days=cfg.max_staleness_days):
         return result("S8", NAME, subject, INSUFFICIENT, None, None, f"latest paired day {last.date()} is stale")
-    x, y = lr["spx"].to_numpy(), lr["crypto"].to_numpy()
     b_s = beta(x[-cfg.short_window:], y[-cfg.short_window:])
     b_l = beta(x[-cfg.long_window:], y[-cfg.long_window:])
     if not (np.isfinite(b_s) and np.isfinite(b_l)):

@@ -5,7 +5,7 @@ before).
 * RSI is Wilder's: the first average gain/loss is the simple mean of the first 14 changes, then
   ``avg = (avg * 13 + x) / 14``; ``RSI = 100 - 100 / (1 + avg_gain / avg_loss)`` (100 when there
   is no loss).
-* MACD = EMA12 - EMA26 of closes (``ewm(span, adjust=False)``, seeded with the first close);
+* MACD = EMA12 - EMA26 of closes (as ``ewm(span, adjust=False)``, seeded with the first close);
   signal = EMA9 of MACD; histogram = MACD - signal.
 * Only the last ``lookback_days`` closes before ``at`` are used, so the result depends on a
   fixed window (and the replay stays fast); at least ``min_closes`` are needed.
@@ -50,11 +50,22 @@ def rsi_wilder(closes: np.ndarray, period: int) -> float:
     return 100.0 - 100.0 / (1.0 + ag / al)
 
 
-def macd_histogram(closes: pd.Series, fast: int, slow: int, signal: int) -> pd.Series:
-    ema_f = closes.ewm(span=fast, adjust=False).mean()
-    ema_s = closes.ewm(span=slow, adjust=False).mean()
-    macd = ema_f - ema_s
-    return macd - macd.ewm(span=signal, adjust=False).mean()
+def ema(x: np.ndarray, span: int) -> np.ndarray:
+    """``ewm(span, adjust=False).mean()``: ``e_0 = x_0``, ``e_t = a x_t + (1 - a) e_{t-1}``, ``a = 2/(span+1)``."""
+    a = 2.0 / (span + 1.0)
+    out = np.empty(len(x), dtype="float64")
+    e = float(x[0]) if len(x) else 0.0
+    for i, v in enumerate(x.tolist()):
+        e = a * v + (1.0 - a) * e if i else e
+        out[i] = e
+    return out
+
+
+def macd_histogram(closes: np.ndarray, fast: int, slow: int, signal: int) -> np.ndarray:
+    """MACD histogram for each close: ``(EMA_fast - EMA_slow) - EMA_signal(EMA_fast - EMA_slow)``."""
+    x = np.asarray(closes, dtype="float64")
+    macd = ema(x, fast) - ema(x, slow)
+    return macd - ema(macd, signal)
 
 
 def s7_technical_one(closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject: str | None = None) -> SignalResult:
@@ -66,8 +77,8 @@ def s7_technical_one(closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject
     if at - c.index[-1] > pd.Timedelta(days=cfg.max_staleness_days):
         return result("S7", NAME, subject, INSUFFICIENT, None, cfg.rsi_threshold, f"latest close {c.index[-1].date()} is stale")
     rsi = rsi_wilder(c.to_numpy(dtype="float64"), cfg.rsi_period)
-    hist = macd_histogram(c, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)
-    h_now, h_prev = float(hist.iloc[-1]), float(hist.iloc[-2])
+    hist = macd_histogram(c.to_numpy(dtype="float64"), cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)
+    h_now, h_prev = float(hist[-1]), float(hist[-2])
     rsi_fire = rsi <= cfg.rsi_threshold
     turn = h_now < 0 <= h_prev
     status = FIRING if rsi_fire or turn else QUIET

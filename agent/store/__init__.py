@@ -1,5 +1,5 @@
 """Observation store (SQLite, WAL) and session-spend ledger."""
 
-from agent.store.sqlite import SCHEMA_VERSION, Store
+from agent.store.sqlite import SCHEMA_VERSION, Checkpoint, Store
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "Checkpoint", "Store"]

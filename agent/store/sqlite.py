@@ -23,16 +23,18 @@ Identity and revisions (no look-ahead):
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -78,6 +80,21 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a backfill task stopped. ``cursor`` is the task's own JSON value (a page offset, a
+    timestamp, a block); ``None`` means "start at ``since``"."""
+
+    name: str
+    since: int
+    cursor: Any
+    done: bool
+    steps: int
+    rows: int
+    updated_at: int
+
 
 _UPSERT = """
 INSERT INTO observations (key, ts, source, available_at, known_at, value, unit, ingested_at)
@@ -177,18 +194,19 @@ class Store:
 
     def upsert(self, observations: Iterable[Observation]) -> int:
         """Insert observations in one transaction; returns rows inserted or changed."""
-        now = int(time.time())
-        rows = []
-        for o in observations:
-            if not isinstance(o, Observation):
-                raise StoreError(f"{self.path}: not an Observation: {o!r}")
-            rows.append((o.key, o.ts, o.source, o.available_at, o.known_at, o.value, o.unit, now))
+        rows = [self._row(o) for o in observations]
         if not rows:
             return 0
         with self._tx() as c:
             before = c.total_changes
             c.executemany(_UPSERT, rows)
             return c.total_changes - before
+
+    def _row(self, o: Observation) -> tuple[object, ...]:
+        if not isinstance(o, Observation):
+            raise StoreError(f"{self.path}: not an Observation: {o!r}")
+        now = int(time.time())
+        return (o.key, o.ts, o.source, o.available_at, o.known_at, o.value, o.unit, now)
 
     def _where(
         self,
@@ -280,6 +298,70 @@ class Store:
                 c.execute("SELECT COUNT(*) FROM observations WHERE key = ?", (key,)).fetchone()[0]
             )
 
+    # -- backfill checkpoints -----------------------------------------------------------------
+
+    def checkpoint(self, name: str) -> Checkpoint | None:
+        with self._read() as c:
+            row = c.execute(
+                "SELECT name, since, cursor, done, steps, rows, updated_at FROM checkpoints "
+                "WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return None if row is None else _row_to_checkpoint(row)
+
+    def checkpoints(self, prefix: str = "") -> list[Checkpoint]:
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT name, since, cursor, done, steps, rows, updated_at FROM checkpoints "
+                "WHERE substr(name, 1, ?) = ? ORDER BY name",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [_row_to_checkpoint(r) for r in rows]
+
+    def advance(
+        self,
+        name: str,
+        *,
+        since: int,
+        cursor: Any,
+        done: bool,
+        observations: Iterable[Observation] = (),
+    ) -> int:
+        """Store one backfill step: its observations *and* the task's new checkpoint in one
+        transaction, so an interruption keeps both or neither. Returns rows inserted or
+        changed. ``cursor`` must be JSON-serialisable."""
+        try:
+            cursor_json = json.dumps(cursor, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{self.path}: checkpoint {name}: cursor is not JSON: {e}") from e
+        rows = [self._row(o) for o in observations]
+        now = int(time.time())
+        with self._tx() as c:
+            before = c.total_changes
+            if rows:
+                c.executemany(_UPSERT, rows)
+            changed = c.total_changes - before
+            c.execute(
+                """
+                INSERT INTO checkpoints (name, since, cursor, done, steps, rows, updated_at)
+                VALUES (?, ?, ?, ?, 1, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET
+                    cursor = excluded.cursor, done = excluded.done, since = excluded.since,
+                    steps = checkpoints.steps + 1, rows = checkpoints.rows + excluded.rows,
+                    updated_at = excluded.updated_at
+                """,
+                (name, int(since), cursor_json, int(done), len(rows), now),
+            )
+            return changed
+
+    def reset_checkpoints(self, prefix: str = "") -> int:
+        """Forget checkpoints whose name starts with ``prefix`` (all by default)."""
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM checkpoints WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+            )
+            return int(cur.rowcount)
+
     # -- session spend ledger ----------------------------------------------------------------
 
     def record_spend(
@@ -316,3 +398,16 @@ def _row_to_obs(row: tuple[str, int, float, str, str, int | None]) -> Observatio
     if not math.isfinite(v):  # pragma: no cover - upsert only accepts finite Observations
         raise StoreError(f"{key}@{ts}: non-finite value in store")
     return Observation(key=key, ts=int(ts), value=v, unit=unit, source=source, known_at=known_at)
+
+
+def _row_to_checkpoint(row: tuple[str, int, str | None, int, int, int, int]) -> Checkpoint:
+    name, since, cursor, done, steps, rows, updated_at = row
+    return Checkpoint(
+        name=name,
+        since=int(since),
+        cursor=None if cursor is None else json.loads(cursor),
+        done=bool(done),
+        steps=int(steps),
+        rows=int(rows),
+        updated_at=int(updated_at),
+    )
