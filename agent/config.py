@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.collectors.config import CollectorsConfig
 from agent.collectors.onchain import ChainConfig, FeedConfig
 from agent.core.errors import ConfigError, DevnetError
 from agent.policy.config import PolicyConfig
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
     live: LiveConfig = LiveConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
     # Where the values came from, for messages ("config/devnet.toml").
     origin: str = "defaults"
 

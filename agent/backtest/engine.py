@@ -81,13 +81,15 @@ def build_inputs(data: HistoricalData) -> SignalInputs:
     """The signal inputs from history (full series; each signal truncates at ``at``)."""
 
     def opt(key: str) -> pd.Series | None:
-        return data.series(key) if data.has(key) else None
+        # A loaded key stays a subject even while it has no rows yet (insufficient_data), so the
+        # set of subjects never depends on how far the data reaches.
+        return data.series(key) if key in data.observations_by_key else None
 
     tvl = {"defi-total": data.series("tvl.chain.total")}
     macro = {
         name: macro_prints_from_observations(data.observations(key))
         for name, key in (("cpi", "macro.cpi"), ("ppi", "macro.ppi"))
-        if data.has(key)
+        if key in data.observations_by_key
     }
     funding = {
         m: s for m, key in (("binance:BTCUSDT", "funding.binance.BTCUSDT"), ("bybit:BTCUSDT", "funding.bybit.BTCUSDT"))

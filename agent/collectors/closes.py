@@ -65,35 +65,39 @@ class ClosesCollector(HttpCollector):
         super().__init__(**kw)
         self.config = config
 
-    async def product(self, http: HttpClient, p: ClosesProduct, since: int) -> list[Observation]:
+    async def window(
+        self, http: HttpClient, p: ClosesProduct, since: int, start: int, now: int
+    ) -> tuple[list[Observation], int | None]:
+        """One request of up to ``max_candles_per_request`` candles from ``start``: its
+        observations and the next window's start (None once ``now`` is reached)."""
         c = self.config
-        now = self.now()
         url = c.base_url.rstrip("/") + c.path.format(product=p.product)
         window = c.granularity_s * c.max_candles_per_request
-        start = since // DAY * DAY
+        end = min(start + window - c.granularity_s, now)
+        body = await http.get_json(
+            SOURCE,
+            url,
+            params={"granularity": str(c.granularity_s), "start": _iso(start), "end": _iso(end)},
+            label="candles",
+        )
+        page = parse_candles(
+            body,
+            p,
+            time_index=c.time_index,
+            close_index=c.close_index,
+            since=since,
+            complete_before=now if c.drop_incomplete else None,
+        )
+        nxt = end + c.granularity_s
+        return self.take(page, p.product), (nxt if nxt < now else None)
+
+    async def product(self, http: HttpClient, p: ClosesProduct, since: int) -> list[Observation]:
+        now = self.now()
+        start: int | None = since // DAY * DAY
         out: list[Observation] = []
-        while start < now:
-            end = min(start + window - c.granularity_s, now)
-            body = await http.get_json(
-                SOURCE,
-                url,
-                params={
-                    "granularity": str(c.granularity_s),
-                    "start": _iso(start),
-                    "end": _iso(end),
-                },
-                label="candles",
-            )
-            page = parse_candles(
-                body,
-                p,
-                time_index=c.time_index,
-                close_index=c.close_index,
-                since=since,
-                complete_before=now if c.drop_incomplete else None,
-            )
-            out += self.take(page, p.product)
-            start = end + c.granularity_s
+        while start is not None and start < now:
+            page, start = await self.window(http, p, since, start, now)
+            out += page
         return out
 
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:

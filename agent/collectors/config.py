@@ -110,7 +110,7 @@ class FredSeriesConfig(_Model):
 
 
 class FredConfig(_Model):
-    enabled: bool = True
+    enabled: bool = False  # needs a (free) API key: enable it together with ``api_key``
     base_url: str = "https://api.stlouisfed.org/fred"
     api_key: SecretStr | None = None
     series: list[FredSeriesConfig] = [
@@ -175,6 +175,38 @@ class ClosesConfig(_Model):
     lookback_s: int = Field(200 * DAY, gt=0)
 
 
+_ADDR = r"^0x[0-9a-fA-F]{40}$"
+
+
+class LiquidationsConfig(_Model):
+    """Aave V3 ``LiquidationCall`` volume from ``eth_getLogs`` on the configured chain
+    (``liquidations.<protocol>.<chain>``, USD per hour). Needs the chain's RPC; the pool comes
+    from market discovery."""
+
+    enabled: bool = True
+    # How far back each collection scans (rounded back to the start of that block's hour).
+    # 7200 blocks ~ 1 day on Ethereum: every complete hour is rewritten from a full scan.
+    lookback_blocks: int = Field(7200, gt=0)
+    # Blocks per eth_getLogs request; halved automatically on a provider "range too large" error.
+    chunk_blocks: int = Field(2000, gt=0)
+    confirmations: int = Field(0, ge=0)  # stay this many blocks behind the head (reorgs)
+    backfill_segment_hours: int = Field(24, gt=0)  # hours per resumable backfill step
+
+
+class CometMarket(_Model):
+    address: str = Field(pattern=_ADDR)  # the Comet proxy, e.g. cUSDCv3 0xc3d6...cdc3 on mainnet
+    asset: str = Field(min_length=1)  # base asset for the series key, e.g. "usdc"
+
+
+class CometConfig(_Model):
+    """Compound III (Comet) base-asset rates on the configured chain:
+    ``rate.compound-v3.<chain>.<asset>.supply_apy|borrow_apy|utilization``."""
+
+    enabled: bool = True  # no markets configured = nothing to read
+    markets: list[CometMarket] = []
+    protocol: str = "compound-v3"
+
+
 class CollectorsConfig(_Model):
     http: HttpConfig = HttpConfig()
     defillama: DefiLlamaConfig = DefiLlamaConfig()
@@ -184,3 +216,5 @@ class CollectorsConfig(_Model):
     bls: BlsConfig = BlsConfig()
     subgraph: SubgraphConfig = SubgraphConfig()
     closes: ClosesConfig = ClosesConfig()
+    liquidations: LiquidationsConfig = LiquidationsConfig()
+    comet: CometConfig = CometConfig()

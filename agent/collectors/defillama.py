@@ -117,28 +117,31 @@ class DefiLlamaCollector(HttpCollector):
         super().__init__(**kw)
         self.config = config
 
+    async def protocol(self, http: HttpClient, slug: str, since: int) -> list[Observation]:
+        """``/protocol/{slug}``: the whole history in one answer."""
+        base = self.config.base_url.rstrip("/")
+        body = await http.get_json(SOURCE, f"{base}/protocol/{quote(slug)}", label="/protocol")
+        return self.take(
+            parse_protocol(body, slug, chains=self.config.protocol_chains, since=since),
+            f"/protocol/{slug}",
+        )
+
+    async def chain_tvl(self, http: HttpClient, chain: str | None, since: int) -> list[Observation]:
+        """``/v2/historicalChainTvl/{chain}``, or all chains for ``chain=None``."""
+        base = self.config.base_url.rstrip("/")
+        url = f"{base}/v2/historicalChainTvl" + (f"/{quote(chain)}" if chain else "")
+        body = await http.get_json(SOURCE, url, label="/v2/historicalChainTvl")
+        return self.take(parse_chain_tvl(body, chain, since=since), chain or "all chains")
+
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         self.reset()
         c = self.config
         start = self.start(since, c.lookback_s)
-        base = c.base_url.rstrip("/")
         out: list[Observation] = []
         for slug in c.protocols:
-            body = await http.get_json(SOURCE, f"{base}/protocol/{quote(slug)}", label="/protocol")
-            out += self.take(
-                parse_protocol(body, slug, chains=c.protocol_chains, since=start),
-                f"/protocol/{slug}",
-            )
+            out += await self.protocol(http, slug, start)
         for chain in c.chains:
-            body = await http.get_json(
-                SOURCE,
-                f"{base}/v2/historicalChainTvl/{quote(chain)}",
-                label="/v2/historicalChainTvl",
-            )
-            out += self.take(parse_chain_tvl(body, chain, since=start), chain)
+            out += await self.chain_tvl(http, chain, start)
         if c.all_chains_total:
-            body = await http.get_json(
-                SOURCE, f"{base}/v2/historicalChainTvl", label="/v2/historicalChainTvl"
-            )
-            out += self.take(parse_chain_tvl(body, None, since=start), "all chains")
+            out += await self.chain_tvl(http, None, start)
         return out

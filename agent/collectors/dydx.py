@@ -60,27 +60,39 @@ class DydxCollector(HttpCollector):
         super().__init__(**kw)
         self.config = config
 
-    async def history(self, http: HttpClient, ticker: str, since: int) -> list[Observation]:
+    async def history_page(
+        self, http: HttpClient, ticker: str, since: int, before: float | None
+    ) -> tuple[list[Observation], float | None]:
+        """One page, newest first, at or before ``before`` (None = the newest): its observations
+        and the next page's ``before`` (None when done). Backfill checkpoints that cursor."""
         c = self.config
         url = f"{c.base_url.rstrip('/')}/historicalFunding/{quote(ticker)}"
+        params = {"limit": str(c.page_limit)}
+        if before is not None:
+            params["effectiveBeforeOrAt"] = _iso_ms(before)
+        body = await http.get_json(SOURCE, url, params=params, label="historicalFunding")
+        page, oldest = parse_historical_funding(body, ticker, since=since)
+        out = self.take(page, f"historicalFunding/{ticker}")
+        if page.rows < c.page_limit or oldest is None or oldest < since:
+            return out, None
+        nxt = oldest - 0.001
+        if before is not None and nxt >= before:
+            raise MalformedResponse(
+                SOURCE, f"historicalFunding/{ticker}: pagination did not move back"
+            )
+        return out, nxt
+
+    async def history(self, http: HttpClient, ticker: str, since: int) -> list[Observation]:
         before: float | None = None
         out: list[Observation] = []
-        for _ in range(c.max_pages):
-            params = {"limit": str(c.page_limit)}
-            if before is not None:
-                params["effectiveBeforeOrAt"] = _iso_ms(before)
-            body = await http.get_json(SOURCE, url, params=params, label="historicalFunding")
-            page, oldest = parse_historical_funding(body, ticker, since=since)
-            out += self.take(page, f"historicalFunding/{ticker}")
-            if page.rows < c.page_limit or oldest is None or oldest < since:
+        for _ in range(self.config.max_pages):
+            page, before = await self.history_page(http, ticker, since, before)
+            out += page
+            if before is None:
                 return out
-            nxt = oldest - 0.001
-            if before is not None and nxt >= before:
-                raise MalformedResponse(
-                    SOURCE, f"historicalFunding/{ticker}: pagination did not move back"
-                )
-            before = nxt
-        self.skipped.append(f"historicalFunding/{ticker}: stopped after {c.max_pages} pages")
+        self.skipped.append(
+            f"historicalFunding/{ticker}: stopped after {self.config.max_pages} pages"
+        )
         return out
 
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:

@@ -82,7 +82,11 @@ class FredCollector(HttpCollector):
         super().__init__(**kw)
         self.config = config
 
-    async def series(self, http: HttpClient, s: FredSeriesConfig, since: int) -> list[Observation]:
+    async def series_page(
+        self, http: HttpClient, s: FredSeriesConfig, since: int, offset: int
+    ) -> tuple[list[Observation], int | None]:
+        """One page of ``series/observations`` at ``offset``: its observations and the next
+        offset (None when the series is complete). Backfill checkpoints that cursor."""
         c = self.config
         if c.api_key is None or not c.api_key.get_secret_value():
             raise ConfigError(
@@ -99,27 +103,35 @@ class FredCollector(HttpCollector):
         if s.vintages:
             params |= {"realtime_start": EARLIEST_REALTIME, "realtime_end": "9999-12-31"}
         url = f"{c.base_url.rstrip('/')}/series/observations"
+        try:
+            body = await http.get_json(
+                SOURCE,
+                url,
+                params={**params, "offset": str(offset)},
+                label=f"series/observations:{s.series_id}",
+                secrets=(key,),
+            )
+        except HttpStatusError as e:
+            raise SourceError(SOURCE, f"{s.series_id}: {_error_text(e)}") from e
+        except MalformedResponse as e:
+            raise MalformedResponse(SOURCE, f"{s.series_id}: {e.message}") from e
+        page, count = parse_observations(body, s)
+        out = self.take(page, s.series_id)
+        offset += page.rows
+        if count is None or page.rows == 0 or offset >= count:
+            return out, None
+        return out, offset
+
+    async def series(self, http: HttpClient, s: FredSeriesConfig, since: int) -> list[Observation]:
         out: list[Observation] = []
-        offset = 0
-        for _ in range(c.max_pages):
-            try:
-                body = await http.get_json(
-                    SOURCE,
-                    url,
-                    params={**params, "offset": str(offset)},
-                    label=f"series/observations:{s.series_id}",
-                    secrets=(key,),
-                )
-            except HttpStatusError as e:
-                raise SourceError(SOURCE, f"{s.series_id}: {_error_text(e)}") from e
-            except MalformedResponse as e:
-                raise MalformedResponse(SOURCE, f"{s.series_id}: {e.message}") from e
-            page, count = parse_observations(body, s)
-            out += self.take(page, s.series_id)
-            offset += page.rows
-            if count is None or page.rows == 0 or offset >= count:
+        offset: int | None = 0
+        for _ in range(self.config.max_pages):
+            assert offset is not None
+            page, offset = await self.series_page(http, s, since, offset)
+            out += page
+            if offset is None:
                 return out
-        self.skipped.append(f"{s.series_id}: stopped after {c.max_pages} pages")
+        self.skipped.append(f"{s.series_id}: stopped after {self.config.max_pages} pages")
         return out
 
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:

@@ -117,27 +117,38 @@ class HyperliquidCollector(HttpCollector):
     def url(self) -> str:
         return self.config.base_url.rstrip("/") + "/info"
 
+    async def history_page(
+        self, http: HttpClient, coin: str, since: int, start_ms: int
+    ) -> tuple[list[Observation], int | None]:
+        """One ``fundingHistory`` page from ``start_ms``: its observations and the next page's
+        ``startTime`` (None after a short page). Backfill checkpoints that cursor."""
+        body = await http.post_json(
+            SOURCE,
+            self.url,
+            {"type": "fundingHistory", "coin": coin, "startTime": start_ms},
+            label="fundingHistory",
+        )
+        page, last_ms = parse_funding_history(body, coin, since=since)
+        out = self.take(page, f"fundingHistory {coin}")
+        if page.rows < self.config.page_limit or last_ms is None:
+            return out, None
+        if last_ms < start_ms:
+            raise MalformedResponse(
+                SOURCE,
+                f"fundingHistory {coin}: page ends at {last_ms} before startTime {start_ms}",
+            )
+        return out, last_ms + 1
+
     async def history(self, http: HttpClient, coin: str, since: int) -> list[Observation]:
         c = self.config
-        start_ms = since * 1000
+        start_ms: int | None = since * 1000
         out: list[Observation] = []
         for _ in range(c.max_pages):
-            body = await http.post_json(
-                SOURCE,
-                self.url,
-                {"type": "fundingHistory", "coin": coin, "startTime": start_ms},
-                label="fundingHistory",
-            )
-            page, last_ms = parse_funding_history(body, coin, since=since)
-            out += self.take(page, f"fundingHistory {coin}")
-            if page.rows < c.page_limit or last_ms is None:
+            assert start_ms is not None
+            page, start_ms = await self.history_page(http, coin, since, start_ms)
+            out += page
+            if start_ms is None:
                 return out
-            if last_ms < start_ms:
-                raise MalformedResponse(
-                    SOURCE,
-                    f"fundingHistory {coin}: page ends at {last_ms} before startTime {start_ms}",
-                )
-            start_ms = last_ms + 1
         self.skipped.append(f"fundingHistory {coin}: stopped after {c.max_pages} pages")
         return out
 

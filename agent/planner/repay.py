@@ -23,8 +23,15 @@ from typing import Any
 
 from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
-from agent.core.units import AAVE_BASE_UNIT_USD, BPS, MAX_UINT256, RAY, SECONDS_PER_YEAR, WAD
-from agent.core.units import token_to_float
+from agent.core.units import (
+    AAVE_BASE_UNIT_USD,
+    BPS,
+    MAX_UINT256,
+    RAY,
+    SECONDS_PER_YEAR,
+    WAD,
+    token_to_float,
+)
 from agent.planner.topup import TopUpPlan, base_to_token_amount
 from agent.planner.tx import PlannedTx, call_tx
 
@@ -54,7 +61,9 @@ def max_debt_for_target(account: AccountState, target_hf_wad: int) -> int:
     return weighted * WAD // target_hf_wad
 
 
-def required_repay_base(account: AccountState, target_hf_wad: int, debt_base: int | None = None) -> int:
+def required_repay_base(
+    account: AccountState, target_hf_wad: int, debt_base: int | None = None
+) -> int:
     """Debt value (oracle base units) to repay so HF reaches ``target_hf_wad``; 0 if it is
     already there. ``debt_base`` overrides the account's debt (e.g. projected for accrual)."""
     d = account.total_debt_base if debt_base is None else debt_base

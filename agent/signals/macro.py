@@ -112,7 +112,7 @@ def _view_arrays(
     rel = pd.DatetimeIndex(prints["released_at"]).tz_convert(None).to_numpy().astype("datetime64[ns]")
     fallback = (months + 1).astype("datetime64[ns]") + np.timedelta64(cfg.fallback_release_day - 1, "D")
     rel = np.where(np.isnat(rel), fallback, rel)
-    at_ns = np.datetime64(at.tz_convert(None).to_datetime64(), "ns")
+    at_ns = at.tz_convert(None).to_datetime64().astype("datetime64[ns]")
     rows = np.flatnonzero(rel <= at_ns)
     m = months[rows].astype("int64")
     r = rel[rows]

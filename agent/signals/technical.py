@@ -64,8 +64,9 @@ def ema(x: np.ndarray, span: int) -> np.ndarray:
 def macd_histogram(closes: np.ndarray, fast: int, slow: int, signal: int) -> np.ndarray:
     """MACD histogram for each close: ``(EMA_fast - EMA_slow) - EMA_signal(EMA_fast - EMA_slow)``."""
     x = np.asarray(closes, dtype="float64")
-    macd = ema(x, fast) - ema(x, slow)
-    return macd - ema(macd, signal)
+    macd: np.ndarray = ema(x, fast) - ema(x, slow)
+    hist: np.ndarray = macd - ema(macd, signal)
+    return hist
 
 
 def s7_technical_one(closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject: str | None = None) -> SignalResult:

@@ -53,7 +53,8 @@ def s1_tvl_drawdown_one(
     if peak <= 0:
         return result("S1", NAME, subject, INSUFFICIENT, None, thr, f"window max TVL is {peak:g} (not positive)")
     dd = now / peak - 1.0
-    status = FIRING if dd <= thr else QUIET
+    # compared multiplicatively so an exact -8% fires despite float rounding of now/peak - 1
+    status = FIRING if now <= peak * (1.0 + thr) else QUIET
     inputs = (ref(w, len(w) - 1), ref(w, imax)) if imax != len(w) - 1 else (ref(w, len(w) - 1),)
     return result(
         "S1", NAME, subject, status, dd, thr,

@@ -39,6 +39,27 @@ def render_proposal(p: dict[str, Any]) -> str:
         lines.append(
             f"  Safe transaction: to {st['to']} operation {st['operation']} ({'MultiSendCallOnly batch' if st['operation'] == 1 else 'call'})"
         )
+    cmp = p.get("comparison")
+    if cmp:
+        lines.append(f"  options (chosen: {cmp.get('chosen')}; {cmp.get('reason', '')}):")
+        for o in cmp.get("options", []):
+            lines.append(
+                f"    - {o['action']}: {o['asset']} cost ${o['cost_usd']:,.2f}, expected HF {_hf(o.get('health_factor_expected'))}"
+                + (", reaches target" if o.get("reaches_target") else ", misses target")
+                + (f" (capped by {o['capped_by']})" if o.get("capped_by") else "")
+            )
+    if p.get("safe_tx_builder_file"):
+        lines.append(f"  Safe Transaction Builder file: {p['safe_tx_builder_file']}")
+    if p.get("safe_service"):
+        ss = p["safe_service"]
+        lines.append(
+            f"  Safe Transaction Service: {'error: ' + ss['error'] if ss.get('error') else 'proposed safeTxHash ' + str(ss.get('safe_tx_hash'))}"
+        )
+    if p.get("live"):
+        lv = p["live"]
+        lines.append(
+            f"  LIVE: sent {lv.get('tx_hash')} from {lv.get('from')} (nonce {lv.get('nonce')})"
+        )
     if sim:
         lines.append(
             f"  simulation on fork at block {sim.get('fork_block')}: {'OK' if sim.get('success') else 'FAILED'}"

@@ -701,10 +701,7 @@ def test_build_http_collectors() -> None:
     from agent.collectors import build_http_collectors
 
     names = [c.name for c in build_http_collectors(CollectorsConfig())]
-    assert names == [
-        "defillama",
-        "hyperliquid",
-        "dydx",
-        "fred",
-        "closes",
-    ]  # bls, subgraph off by default
+    # fred needs an API key, bls and subgraph are fallbacks/keyed: off by default
+    assert names == ["defillama", "hyperliquid", "dydx", "closes"]
+    keyed = CollectorsConfig.model_validate({"fred": {"enabled": True, "api_key": "k"}})
+    assert "fred" in [c.name for c in build_http_collectors(keyed)]

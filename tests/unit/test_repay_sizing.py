@@ -14,9 +14,9 @@ from agent.core.abi import load_abi
 from agent.core.errors import PlanningError
 from agent.core.units import RAY, WAD
 from agent.planner.repay import (
+    RepayPlan,
     choose_protection,
     expected_health_factor_after_repay,
-    RepayPlan,
     plan_repay,
     projected_debt_base,
     required_repay_base,
@@ -52,7 +52,9 @@ def account(c_usd: int, d_usd: int, lt_bps: int, *, usdc: int = 0, weth: int = 0
             usdc_allow: int = 0) -> AccountState:  # fmt: skip
     c, d = c_usd * 10**8, d_usd * 10**8
     hf = c * lt_bps * WAD // (d * 10_000) if d else 2**256 - 1
-    return AccountState(c, d, 0, lt_bps, 8000, hf, {"USDC": usdc, "WETH": weth}, {"USDC": usdc_allow})
+    return AccountState(
+        c, d, 0, lt_bps, 8000, hf, {"USDC": usdc, "WETH": weth}, {"USDC": usdc_allow}
+    )
 
 
 def repay(acct: AccountState, target: int, **kw: Any) -> RepayPlan:
@@ -85,7 +87,12 @@ def test_plan_repay_amount_calldata_and_approve() -> None:
     assert (approve.to, approve.decoded.method) == (USDC.asset, "approve")
     assert list(approve.decoded.args.values()) == [POOL, 833_333_334]
     assert rep.to == POOL and rep.decoded.method == "repay"
-    assert list(rep.decoded.args.values()) == [USDC.asset, 833_333_334, 2, to_checksum_address(SAFE)]
+    assert list(rep.decoded.args.values()) == [
+        USDC.asset,
+        833_333_334,
+        2,
+        to_checksum_address(SAFE),
+    ]
     # the calldata is the real IPool.repay selector
     assert rep.data[:10] == "0x" + load_abi("Pool").selector("repay").hex() == "0x573ade81"
 

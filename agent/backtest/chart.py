@@ -1,0 +1,96 @@
+"""One PNG: TVL, its 48h drawdown (S1), the macro state (S2), beta30/beta90 (S8) and trigger days."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from agent.backtest.engine import BacktestResult
+from agent.core.errors import ConfigError
+
+
+def _series(result: BacktestResult, sid: str, subject: str, metric: str | None = None) -> pd.Series:
+    idx, vals = [], []
+    for r in result.days:
+        for s in r.signals:
+            if s.id == sid and s.subject == subject:
+                v = s.value if metric is None else s.metric(metric)
+                idx.append(pd.Timestamp(r.day))
+                vals.append(float("nan") if v is None else v)
+    return pd.Series(vals, index=pd.DatetimeIndex(idx), dtype="float64")
+
+
+def write_chart(result: BacktestResult, tvl: pd.Series, path: str | Path, ungated: BacktestResult | None = None) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError(f"--chart needs matplotlib ({e}); install it with `pip install matplotlib`") from None
+
+    days = pd.DatetimeIndex([pd.Timestamp(r.day) for r in result.days])
+    lo, hi = days[0], days[-1]
+    t = tvl[(tvl.index >= lo.tz_localize("UTC")) & (tvl.index <= hi.tz_localize("UTC") + pd.Timedelta(days=1))]
+    t.index = pd.DatetimeIndex(t.index).tz_localize(None)
+    acted = [pd.Timestamp(d) for d in result.acted_days()]
+    trig = [pd.Timestamp(d) for d in (ungated or result).trigger_days()]
+
+    fig, axes = plt.subplots(4, 1, figsize=(14, 12), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2, 2]})
+    ax = axes[0]
+    ax.plot(t.index, t.to_numpy() / 1e9, color="tab:blue", lw=1, label="total DeFi TVL ($bn, DefiLlama)")
+    ax.set_yscale("log")
+    ymin, ymax = ax.get_ylim()
+    for i, d in enumerate(trig):
+        ax.axvline(d, color="tab:orange", alpha=0.35, lw=1, label="layer trigger (ungated)" if i == 0 else None)
+    for i, d in enumerate(acted):
+        ax.axvline(d, color="tab:red", alpha=0.8, lw=1.2, ls="--",
+                   label=f"acted ({'gated' if result.gate else 'ungated'}, {result.policy.gate_mode})" if i == 0 else None)
+    ax.set_ylabel("TVL $bn (log)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"DeFi layer rule backtest {result.start} .. {result.end} (evaluated at the end of each UTC day)")
+
+    ax = axes[1]
+    dd = _series(result, "S1", "defi-total")
+    ax.plot(dd.index, dd.to_numpy() * 100, color="tab:blue", lw=0.8, label="S1: TVL vs 48h max (%)")
+    ax.axhline(-result_threshold(result) * 100, color="tab:red", lw=1, ls=":", label="S1 threshold")
+    ax.set_ylim(max(-40.0, float(dd.min() * 100) - 2) if len(dd.dropna()) else -40.0, 5)
+    ax.set_ylabel("drawdown %")
+    ax.legend(loc="lower left", fontsize=8)
+
+    ax = axes[2]
+    for subj, color in (("cpi", "tab:purple"), ("ppi", "tab:brown")):
+        y = _series(result, "S2", subj, "yoy_latest")
+        ax.plot(y.index, y.to_numpy() * 100, color=color, lw=1, label=f"{subj.upper()} YoY of latest released print (%)")
+    s2 = pd.Series([any(s.id == "S2" and s.firing for s in r.signals) for r in result.days], index=days)
+    ymin, ymax = ax.get_ylim()
+    ax.fill_between(s2.index, ymin, ymax, where=s2.to_numpy(), color="tab:green", alpha=0.15, step="mid", label="S2 rising")
+    ax.set_ylim(ymin, ymax)
+    ax.set_ylabel("YoY %")
+    ax.legend(loc="upper left", fontsize=8)
+
+    ax = axes[3]
+    for subj, color in (("btc", "tab:orange"), ("eth", "tab:gray")):
+        b30 = _series(result, "S8", subj, "beta_short")
+        b90 = _series(result, "S8", subj, "beta_long")
+        ax.plot(b30.index, b30.to_numpy(), color=color, lw=1, label=f"{subj.upper()} beta30")
+        ax.plot(b90.index, b90.to_numpy(), color=color, lw=1, ls="--", label=f"{subj.upper()} beta90")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("beta vs S&P 500")
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def result_threshold(result: BacktestResult) -> float:
+    for r in result.days:
+        for s in r.signals:
+            if s.id == "S1" and s.threshold is not None:
+                return -s.threshold
+    return 0.08

@@ -1,0 +1,301 @@
+"""Run every configured collector once and store what they return.
+
+Sources (each named in the report; one failing never stops the others):
+
+* ``onchain``      the chain snapshot: one Multicall3 ``eth_call`` (``discover`` once, then
+                   ``read_snapshot`` / ``snapshot_observations``)
+* ``liquidations`` Aave ``LiquidationCall`` volume per complete hour over the last
+                   ``collectors.liquidations.lookback_blocks`` blocks
+* ``comet``        Compound III rates of ``collectors.comet.markets`` (one ``eth_call``)
+* ``scenario``     the devnet scenario feed, when ``scenario.feed`` is set
+* every enabled HTTP collector of ``collectors`` (``defillama``, ``hyperliquid``, ``dydx``,
+  ``fred``, ``bls``, ``subgraph``, ``closes``)
+
+On-chain sources need ``chain.rpc_url`` (or an ``rpc`` argument); without one they are listed
+as skipped, not failed. The observations of each source are stored as soon as it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent.collectors import HttpCollector, build_http_collectors
+from agent.collectors.comet import comet_calls, comet_observations
+from agent.collectors.liquidations import collect_liquidations
+from agent.collectors.multicall import Call, multicall
+from agent.collectors.onchain import (
+    MarketLayout,
+    discover,
+    read_snapshot,
+    snapshot_observations,
+)
+from agent.collectors.scenario import load_scenario_feed
+from agent.config import Settings
+from agent.core.abi import load_abi
+from agent.core.errors import AgentError, ConfigError, MalformedResponse
+from agent.core.http import HttpClient
+from agent.core.models import Observation
+from agent.core.rpc import RpcClient
+from agent.store.sqlite import Store
+
+log = structlog.get_logger(__name__)
+
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class SourceReport:
+    source: str
+    observations: list[Observation] = field(default_factory=list)
+    stored: int = 0  # rows inserted or changed
+    errors: list[str] = field(default_factory=list)  # the source failed (message names it)
+    problems: list[str] = field(default_factory=list)  # partial: skipped rows, failed calls
+    elapsed_s: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.observations)
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted({o.key for o in self.observations})
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class CollectReport:
+    sources: dict[str, SourceReport] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # source -> why it did not run
+    elapsed_s: float = 0.0
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for r in self.sources.values() for e in r.errors]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: r.count for name, r in self.sources.items()}
+
+    @property
+    def stored(self) -> int:
+        return sum(r.stored for r in self.sources.values())
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted({k for r in self.sources.values() for k in r.keys})
+
+    @property
+    def observations(self) -> list[Observation]:
+        return [o for r in self.sources.values() for o in r.observations]
+
+
+Produce = Callable[[], Awaitable[tuple[list[Observation], list[str]]]]
+
+
+def _message(source: str, exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+    return text if text.startswith(f"{source}:") else f"{source}: {text}"
+
+
+async def _run(report: CollectReport, store: Store, source: str, produce: Produce) -> None:
+    """Run one source, store its observations, record the outcome; never raises (except
+    cancellation)."""
+    r = report.sources.setdefault(source, SourceReport(source))
+    t0 = time.perf_counter()
+    try:
+        observations, problems = await produce()
+        r.observations = observations
+        r.problems = problems[:MAX_PROBLEMS]
+        r.stored = await asyncio.to_thread(store.upsert, observations)
+    except Exception as exc:  # one source must never stop the others
+        r.errors.append(_message(source, exc))
+        log.warning("collect.source_failed", source=source, error=r.errors[-1])
+    finally:
+        r.elapsed_s = time.perf_counter() - t0
+    for p in r.problems:
+        log.warning("collect.problem", source=source, problem=p)
+    log.info("collect.source", source=source, observations=r.count, stored=r.stored, ok=r.ok)
+
+
+async def comet_collect(
+    rpc: RpcClient, settings: Settings, *, block: int | str = "latest"
+) -> tuple[list[Observation], list[str]]:
+    """Every configured Comet market in one Multicall3 ``eth_call``. A market whose reads fail
+    is a problem naming it; if none could be read, the source fails."""
+    chain = settings.chain
+    cfg = settings.collectors.comet
+    mc = load_abi("Multicall3")
+    calls = [
+        Call("block", chain.multicall3, mc, "getBlockNumber"),
+        Call("time", chain.multicall3, mc, "getCurrentBlockTimestamp"),
+    ]
+    for i, m in enumerate(cfg.markets):
+        calls += comet_calls(m.address, f"comet{i}")
+    out, failures = await multicall(rpc, calls, block=block, address=chain.multicall3)
+    if "block" not in out or "time" not in out:
+        raise MalformedResponse(rpc.source, f"Multicall3 at {chain.multicall3} gave no block/time")
+    block_number, ts = int(out["block"][0]), int(out["time"][0])
+    source = f"onchain:{chain.name}:block={block_number}"
+    reasons: dict[str, list[str]] = {}
+    for f in failures:
+        reasons.setdefault(f.tag.split(":")[0], []).append(f.reason)
+    obs: list[Observation] = []
+    problems: list[str] = []
+    for i, m in enumerate(cfg.markets):
+        try:
+            obs += comet_observations(
+                out,
+                f"comet{i}",
+                chain=chain.name,
+                asset=m.asset,
+                ts=ts,
+                source=source,
+                protocol=cfg.protocol,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            why = "; ".join(reasons.get(f"comet{i}", [])[:2]) or f"{type(exc).__name__}: {exc}"
+            problems.append(f"Comet {m.asset} at {m.address}: {why}")
+    if cfg.markets and not obs:
+        raise MalformedResponse(f"comet ({chain.name})", "; ".join(problems))
+    return obs, problems
+
+
+async def collect_once(
+    settings: Settings,
+    store: Store,
+    *,
+    http: HttpClient | None = None,
+    rpc: RpcClient | None = None,
+) -> CollectReport:
+    """Run every configured collector once, store the observations, report per source."""
+    t0 = time.perf_counter()
+    report = CollectReport()
+    chain = settings.chain
+    cfg = settings.collectors
+    own_rpc = rpc is None and bool(chain.rpc_url.get_secret_value())
+    if own_rpc:
+        rpc = RpcClient(
+            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
+        )
+    http_collectors = build_http_collectors(cfg)
+    own_http = http is None and bool(http_collectors)
+    if own_http:
+        http = cfg.http.client()
+    try:
+        jobs: list[Awaitable[None]] = []
+        if rpc is not None:
+            jobs.append(_chain_sources(report, store, settings, rpc))
+        else:
+            why = "chain.rpc_url is not set"
+            report.skipped["onchain"] = why
+            if cfg.liquidations.enabled:
+                report.skipped["liquidations"] = why
+            if cfg.comet.enabled and cfg.comet.markets:
+                report.skipped["comet"] = why
+        if settings.scenario.feed:
+            feed = settings.scenario.feed
+
+            async def scenario() -> tuple[list[Observation], list[str]]:
+                return await asyncio.to_thread(load_scenario_feed, feed), []
+
+            jobs.append(_run(report, store, "scenario", scenario))
+        for collector in http_collectors:
+            assert http is not None
+            jobs.append(_run(report, store, collector.name, _http_source(collector, http)))
+        await asyncio.gather(*jobs)
+    finally:
+        if own_http and http is not None:
+            await http.close()
+        if own_rpc and rpc is not None:
+            await rpc.close()
+    report.elapsed_s = time.perf_counter() - t0
+    log.info(
+        "collect.done",
+        sources=report.counts,
+        stored=report.stored,
+        errors=len(report.errors),
+        skipped=sorted(report.skipped),
+        elapsed_s=round(report.elapsed_s, 3),
+    )
+    return report
+
+
+def _http_source(collector: HttpCollector, http: HttpClient) -> Produce:
+    async def produce() -> tuple[list[Observation], list[str]]:
+        observations = await collector.collect(http)
+        return observations, list(collector.skipped)
+
+    return produce
+
+
+async def _chain_sources(
+    report: CollectReport, store: Store, settings: Settings, rpc: RpcClient
+) -> None:
+    chain = settings.chain
+    cfg = settings.collectors
+    layout: MarketLayout | None = None
+    layout_error: str | None = None
+
+    async def onchain() -> tuple[list[Observation], list[str]]:
+        nonlocal layout, layout_error
+        try:
+            await rpc.ensure_chain(chain.chain_id)
+            layout = await discover(rpc, chain)
+        except Exception as exc:
+            layout_error = str(exc)
+            raise
+        snap = await read_snapshot(rpc, layout)
+        return snapshot_observations(snap, layout, net_of_debt=chain.tvl_net_of_debt)
+
+    market_configured = chain.pool_addresses_provider is not None
+    if market_configured:
+        await _run(report, store, "onchain", onchain)
+    else:
+        report.skipped["onchain"] = "chain.pool_addresses_provider is not set"
+
+    jobs: list[Awaitable[None]] = []
+    if cfg.liquidations.enabled:
+        if layout is not None:
+            found = layout
+
+            async def liquidations() -> tuple[list[Observation], list[str]]:
+                lc = cfg.liquidations
+                scan = await collect_liquidations(
+                    rpc,
+                    found,
+                    lookback_blocks=lc.lookback_blocks,
+                    chunk_blocks=lc.chunk_blocks,
+                    confirmations=lc.confirmations,
+                )
+                return scan.observations, scan.problems
+
+            jobs.append(_run(report, store, "liquidations", liquidations))
+        elif market_configured:
+
+            async def no_layout() -> tuple[list[Observation], list[str]]:
+                raise ConfigError(f"needs the {chain.protocol} market layout: {layout_error}")
+
+            jobs.append(_run(report, store, "liquidations", no_layout))
+        else:
+            report.skipped["liquidations"] = "chain.pool_addresses_provider is not set"
+    if cfg.comet.enabled and cfg.comet.markets:
+
+        async def comet() -> tuple[list[Observation], list[str]]:
+            if layout is None:  # the chain id was not checked by discovery
+                await rpc.ensure_chain(chain.chain_id)
+            return await comet_collect(rpc, settings)
+
+        jobs.append(_run(report, store, "comet", comet))
+    await asyncio.gather(*jobs)

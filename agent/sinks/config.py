@@ -1,0 +1,47 @@
+"""Configuration of the sinks: Transaction Builder files, the optional Safe Transaction Service
+proposal and live submission. Secrets are ``SecretStr`` and are never echoed in messages."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+DEFAULT_SAFE_SERVICE_URL = "https://api.safe.global/tx-service/eth"
+
+
+class SafeServiceConfig(BaseModel):
+    """Propose each simulated Safe transaction to the Safe Transaction Service from a delegate
+    (or owner) key. Off unless configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    base_url: str = Field(DEFAULT_SAFE_SERVICE_URL, pattern=r"^https?://")
+    api_key: SecretStr | None = None  # developer.safe.global key, sent as a Bearer token
+    delegate_key: SecretStr | None = None  # 0x-hex private key of an owner or delegate
+    timeout_s: float = Field(20.0, gt=0)
+    origin: str = "hedge-agent"
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> SafeServiceConfig:
+        if self.enabled and (self.delegate_key is None or not self.delegate_key.get_secret_value()):
+            raise ValueError("safe_service.enabled requires safe_service.delegate_key")
+        return self
+
+
+class LiveConfig(BaseModel):
+    """Live submission: off by default. ``check_live_allowed`` refuses unless it is enabled,
+    a signer is configured, the RPC is on the configured chain and the tick's simulation passed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    signer_key: SecretStr | None = None  # 0x-hex private key of the sending EOA (a Safe owner)
+    private_rpc_url: SecretStr | None = None  # e.g. https://rpc.flashbots.net (may embed a key)
+    min_priority_fee_wei: int = Field(10**9, ge=1)  # Protect drops 0-priority-fee transactions
+    gas_limit_multiplier_bps: int = Field(12_000, ge=10_000)  # on top of eth_estimateGas
+    receipt_timeout_s: float = Field(300.0, gt=0)
+
+
+class SinksConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    safe_tx_builder_dir: str | None = "var/safe-tx-builder"  # None: do not write batch files
+    safe_service: SafeServiceConfig = SafeServiceConfig()
+    live: LiveConfig = LiveConfig()

@@ -1,0 +1,248 @@
+"""Live submission: the guard that refuses unless every precondition holds, and a sender that
+signs locally and sends with ``eth_sendRawTransaction`` to a private RPC (Flashbots Protect
+style: ``https://rpc.flashbots.net``), never to the public mempool.
+
+Keys are ``SecretStr``; neither the key nor its hex ever reaches a message or a log event.
+State (nonce, gas, fees) is read from the agent's normal RPC when one is given, the raw
+transaction goes to the private RPC only. For a Safe, the EOA's transaction is an
+``execTransaction``; with threshold 1 and an owner as sender, the pre-validated signature
+(``r = owner, s = 0, v = 1``) authorises it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_canonical_address, to_checksum_address
+from pydantic import SecretStr
+
+from agent.core.abi import load_abi
+from agent.core.errors import ConfigError, Halt, MalformedResponse, SourceError
+from agent.core.rpc import RetryPolicy, RpcClient
+from agent.planner.safe import SafeTx
+from agent.sinks.config import LiveConfig
+from agent.sinks.safe_service import account_from_key
+
+log = structlog.get_logger(__name__)
+
+
+class LiveRefused(Halt):
+    """Live submission refused for an unsafe runtime state (wrong chain, failed simulation)."""
+
+
+def check_live_allowed(
+    live_cfg: LiveConfig,
+    chain_id_from_rpc: int,
+    expected_chain_id: int,
+    simulation_ok_this_tick: bool | Sequence[bool],
+    signer_present: bool,
+) -> None:
+    """Return only when live submission is allowed; otherwise raise with a one-line reason.
+
+    ``ConfigError``: live is not enabled, no signer, no private RPC URL.
+    ``LiveRefused`` (a ``Halt``): the RPC is on another chain than configured, or a transaction
+    of this tick was not simulated or failed its simulation (one bool per transaction, or one
+    for the whole batch).
+    """
+    if not live_cfg.enabled:
+        raise ConfigError(
+            "live submission refused: sinks.live.enabled is false (proposals are written for review only)"
+        )
+    key_configured = live_cfg.signer_key is not None and bool(
+        live_cfg.signer_key.get_secret_value()
+    )
+    if not (signer_present and key_configured):
+        raise ConfigError("live submission refused: no signer configured (sinks.live.signer_key)")
+    if live_cfg.private_rpc_url is None or not live_cfg.private_rpc_url.get_secret_value():
+        raise ConfigError(
+            "live submission refused: no private RPC configured (sinks.live.private_rpc_url); "
+            "the agent does not send to the public mempool"
+        )
+    if chain_id_from_rpc != expected_chain_id:
+        raise LiveRefused(
+            f"live submission refused: RPC reports chain id {chain_id_from_rpc}, configuration expects {expected_chain_id}"
+        )
+    results = (
+        [simulation_ok_this_tick]
+        if isinstance(simulation_ok_this_tick, bool)
+        else list(simulation_ok_this_tick)
+    )
+    if not results:
+        raise LiveRefused("live submission refused: no transaction was simulated this tick")
+    failed = [i for i, ok in enumerate(results, 1) if not ok]
+    if failed:
+        raise LiveRefused(
+            f"live submission refused: simulation failed this tick for transaction(s) "
+            f"{', '.join(map(str, failed))} of {len(results)}"
+        )
+
+
+def prevalidated_signature(owner: str) -> bytes:
+    """Safe's ``v = 1`` signature: valid when ``msg.sender == owner``."""
+    return bytes(12) + to_canonical_address(owner) + bytes(32) + b"\x01"
+
+
+def exec_transaction_calldata(st: SafeTx, signatures: bytes) -> str:
+    """``Safe.execTransaction`` calldata for ``st`` with ``signatures`` (sorted by signer)."""
+    return load_abi("Safe").encode_hex(
+        "execTransaction",
+        st.to,
+        st.value,
+        bytes.fromhex(st.data[2:]),
+        st.operation,
+        st.safe_tx_gas,
+        st.base_gas,
+        st.gas_price,
+        st.gas_token,
+        st.refund_receiver,
+        signatures,
+    )
+
+
+@dataclass(frozen=True)
+class SentTx:
+    tx_hash: str
+    sender: str
+    to: str
+    nonce: int
+    gas: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    chain_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tx_hash": self.tx_hash,
+            "from": self.sender,
+            "to": self.to,
+            "nonce": self.nonce,
+            "gas": self.gas,
+            "max_fee_per_gas": str(self.max_fee_per_gas),
+            "max_priority_fee_per_gas": str(self.max_priority_fee_per_gas),
+            "chain_id": self.chain_id,
+        }
+
+
+class LiveSender:
+    """Signs EIP-1559 transactions with the configured key and sends them raw to the private
+    RPC. Create it only after ``check_live_allowed`` passed."""
+
+    SOURCE = "private-rpc"
+
+    def __init__(
+        self, cfg: LiveConfig, *, chain_id: int, read_rpc: RpcClient | None = None
+    ) -> None:
+        if cfg.signer_key is None or not cfg.signer_key.get_secret_value():
+            raise ConfigError("sinks.live.signer_key is not set")
+        if cfg.private_rpc_url is None or not cfg.private_rpc_url.get_secret_value():
+            raise ConfigError("sinks.live.private_rpc_url is not set")
+        self._account: LocalAccount = account_from_key(cfg.signer_key, "sinks.live.signer_key")
+        self._url: SecretStr = cfg.private_rpc_url
+        # Not retried: a timeout after the node accepted the transaction must not look like a
+        # failure that is sent again with a new nonce; the caller re-reads state instead.
+        self.private = RpcClient(cfg.private_rpc_url.get_secret_value(), source=self.SOURCE,
+                                 retry=RetryPolicy(attempts=1))  # fmt: skip
+        self.read = read_rpc or self.private
+        self.chain_id = chain_id
+        self.cfg = cfg
+        self._chain_checked = False
+
+    @property
+    def address(self) -> str:
+        return str(self._account.address)
+
+    async def close(self) -> None:
+        await self.private.close()
+
+    async def __aenter__(self) -> LiveSender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _fees(self) -> tuple[int, int]:
+        block = await self.read.get_block("latest")
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
+        try:
+            tip = int(await self.read.request("eth_maxPriorityFeePerGas"), 16)
+        except SourceError:
+            tip = 0
+        tip = max(tip, self.cfg.min_priority_fee_wei)
+        return 2 * base + tip, tip
+
+    async def send(self, to: str, data: str, *, value: int = 0, gas: int | None = None) -> SentTx:
+        """Sign and send one transaction; returns once the private RPC accepted it."""
+        if not self._chain_checked:
+            actual = await self.private.chain_id()
+            if actual != self.chain_id:
+                raise LiveRefused(
+                    f"live submission refused: private RPC reports chain id {actual}, configuration expects {self.chain_id}"
+                )
+            self._chain_checked = True
+        sender, to = self.address, to_checksum_address(to)
+        nonce = int(await self.read.request("eth_getTransactionCount", [sender, "pending"]), 16)
+        if gas is None:
+            est = int(
+                await self.read.request(
+                    "eth_estimateGas",
+                    [{"from": sender, "to": to, "data": data, "value": hex(value)}],
+                ),
+                16,
+            )
+            gas = est * self.cfg.gas_limit_multiplier_bps // 10_000
+        max_fee, tip = await self._fees()
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "to": to,
+            "value": value,
+            "data": data,
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+        signed = self._account.sign_transaction(tx)
+        raw = "0x" + bytes(signed.raw_transaction).hex()
+        expected = "0x" + bytes(signed.hash).hex()
+        got = await self.private.request("eth_sendRawTransaction", [raw])
+        if not isinstance(got, str) or got.lower() != expected:
+            raise MalformedResponse(
+                self.SOURCE,
+                f"eth_sendRawTransaction answered {str(got)[:80]!r}, expected {expected}",
+            )
+        sent = SentTx(expected, sender, to, nonce, gas, max_fee, tip, self.chain_id)
+        log.info("live.sent", **sent.as_dict())
+        return sent
+
+    async def send_safe_exec(self, st: SafeTx) -> SentTx:
+        """``execTransaction`` of ``st`` by the signer as a Safe owner (threshold 1)."""
+        return await self.send(
+            st.safe, exec_transaction_calldata(st, prevalidated_signature(self.address))
+        )
+
+    async def wait_receipt(self, tx_hash: str, *, poll_s: float = 1.0) -> dict[str, Any]:
+        """Poll the read RPC for the receipt (a private transaction is invisible until mined).
+        Raises ``SourceError`` on timeout, ``LiveRefused`` when it reverted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.receipt_timeout_s
+        while True:
+            receipt = await self.read.request("eth_getTransactionReceipt", [tx_hash])
+            if isinstance(receipt, dict):
+                if int(receipt.get("status", "0x0"), 16) != 1:
+                    raise LiveRefused(f"live transaction {tx_hash} reverted on chain")
+                log.info("live.mined", tx_hash=tx_hash, block_number=int(receipt["blockNumber"], 16),
+                         gas_used=int(receipt["gasUsed"], 16))  # fmt: skip
+                return receipt
+            if loop.time() >= deadline:
+                raise SourceError(
+                    self.SOURCE,
+                    f"transaction {tx_hash} not mined within {self.cfg.receipt_timeout_s:g}s "
+                    "(a private RPC drops it after ~25 blocks)",
+                )
+            await asyncio.sleep(poll_s)
