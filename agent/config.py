@@ -21,6 +21,7 @@ from agent.collectors.onchain import ChainConfig, FeedConfig
 from agent.core.errors import ConfigError, DevnetError
 from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
+from agent.sinks.config import SinksConfig
 
 
 class AgentSection(BaseModel):
@@ -52,6 +53,7 @@ class PositionConfig(BaseModel):
     kind: Literal["safe", "eoa"] = "safe"
     multisend_call_only: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
     topup_asset: str = "WETH"
+    repay_asset: str | None = "USDC"  # debt asset for the repay alternative; None: top-ups only
 
 
 class SimulatorConfig(BaseModel):
@@ -63,12 +65,6 @@ class SimulatorConfig(BaseModel):
 class ScenarioConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     feed: str | None = None  # scenario feed written by `hedge-agent devnet play`
-
-
-class LiveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    enabled: bool = False
-    signer_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -83,7 +79,7 @@ class Settings(BaseSettings):
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
-    live: LiveConfig = LiveConfig()
+    sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     # Where the values came from, for messages ("config/devnet.toml").
     origin: str = "defaults"

@@ -11,17 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from agent.collectors.onchain import (
-    ChainSnapshot,
     MarketLayout,
     backfill_snapshots,
     discover,
@@ -30,16 +26,13 @@ from agent.collectors.onchain import (
 )
 from agent.collectors.scenario import load_scenario_feed
 from agent.config import Settings
-from agent.core.errors import AgentError, Halt, PlanningError
+from agent.core.errors import AgentError, Halt
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
-from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.evaluate import evaluate
-from agent.planner.safe import build_safe_tx
-from agent.planner.topup import TopUpPlan, plan_topup
-from agent.simulator.fork import ForkSimulator, SimulationResult
+from agent.propose import Proposer
+from agent.simulator.fork import ForkSimulator
 from agent.sinks.journal import ProposalJournal
-from agent.sinks.render import render_proposal
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent")
@@ -70,6 +63,7 @@ class Agent:
         self.journal = ProposalJournal(settings.agent.journal_path)
         self.layout: MarketLayout | None = None
         self.simulator: ForkSimulator | None = None
+        self.proposer: Proposer | None = None
 
     async def setup(self) -> MarketLayout:
         chain = self.settings.chain
@@ -84,6 +78,14 @@ class Agent:
                 block_lag=self.settings.simulator.block_lag,
                 chain_id=chain.chain_id,
             )
+        self.proposer = Proposer(
+            self.settings,
+            self.layout,
+            rpc=self.rpc,
+            store=self.store,
+            journal=self.journal,
+            simulator=self.simulator,
+        )
         log.info(
             "agent.ready",
             chain=chain.name,
@@ -119,6 +121,8 @@ class Agent:
         return stored
 
     async def close(self) -> None:
+        if self.proposer is not None:
+            await self.proposer.close()
         if self.simulator is not None:
             await self.simulator.stop()
         await self.rpc.close()
@@ -152,152 +156,12 @@ class Agent:
         for line in evaluation.log_lines():
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
-        for action in evaluation.topups():
-            record = await self.propose_topup(snap, evaluation, action)
-            if record is not None:
-                report.proposals.append(record)
+        assert self.proposer is not None
+        report.proposals = await self.proposer.propose(snap, evaluation)
         log.info(
             "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
         )
         return report
-
-    async def propose_topup(
-        self, snap: ChainSnapshot, evaluation: Any, action: Any
-    ) -> dict[str, Any] | None:
-        assert self.layout is not None
-        s = self.settings
-        key = action.idempotency_key
-        if self.journal.has(key):
-            log.info(
-                "proposal.duplicate",
-                idempotency_key=key,
-                note="already in the journal; not proposed again",
-            )
-            return None
-        account_addr = s.position.account or self.layout.accounts[0]
-        account = snap.accounts[account_addr]
-        asset = self.layout.reserve(s.position.topup_asset)
-        reserve = snap.reserves[asset.symbol]
-        target_hf_wad = int(action.target_health_factor_wad)
-        max_spend_base = int(Decimal(action.max_spend_usd) * AAVE_BASE_UNIT_USD)
-        now = datetime.fromtimestamp(snap.timestamp, UTC)
-        record: dict[str, Any] = {
-            "id": uuid.uuid4().hex[:12],
-            "idempotency_key": key,
-            "created_at": now.isoformat(),
-            "chain": s.chain.name,
-            "chain_id": s.chain.chain_id,
-            "block_number": snap.block_number,
-            "account": account_addr,
-            "action": "collateral_top_up",
-            "explanation": evaluation.explain(),
-            "evidence": evaluation.evidence(),
-            "policy": evaluation.policy_entry(action.action_key),
-        }
-        try:
-            plan = plan_topup(
-                layout=self.layout,
-                account_addr=account_addr,
-                account=account,
-                asset=asset,
-                reserve=reserve,
-                target_hf_wad=target_hf_wad,
-                max_spend_base=max_spend_base,
-                allowance=account.pool_allowances.get(asset.symbol, 0),
-            )
-        except PlanningError as exc:
-            record |= {"status": "planning_failed", "error": str(exc), "transactions": []}
-            log.warning("proposal.not_planned", idempotency_key=key, reason=str(exc))
-            self.journal.append(record)
-            return record
-        record["transactions"] = [t.as_dict() for t in plan.transactions]
-        record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD) | {
-            "amount": str(plan.amount),
-            "asset": asset.symbol,
-            "capped_by": plan.capped_by,
-            "needed_value_usd": plan.needed_value_base / AAVE_BASE_UNIT_USD,
-        }
-        sim = await self.simulate(snap, plan)
-        record["simulation"] = simulation_record(sim, plan, target_hf_wad) if sim else None
-        if sim is not None and s.position.kind == "safe" and s.position.multisend_call_only:
-            st = build_safe_tx(account_addr, s.position.multisend_call_only, plan.transactions)
-            record["safe_tx"] = {
-                "safe": st.safe,
-                "to": st.to,
-                "value": str(st.value),
-                "data": st.data,
-                "operation": st.operation,
-            }
-        record["status"] = (
-            "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
-        )
-        if self.journal.append(record):
-            self.store.record_spend(
-                evaluation.session_id,
-                key,
-                Decimal(plan.value_base) / AAVE_BASE_UNIT_USD,
-                snap.timestamp,
-            )
-        self._log_proposal(record)
-        return record
-
-    def _log_proposal(self, record: dict[str, Any]) -> None:
-        head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
-        if self.settings.agent.log_format == "console":
-            # A terminal gets the readable block instead of one very long line.
-            log.info("proposal", **head)
-            print(render_proposal(record), flush=True)
-            return
-        log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})
-
-    async def simulate(self, snap: ChainSnapshot, plan: TopUpPlan) -> SimulationResult | None:
-        if self.simulator is None:
-            return None
-        s = self.settings
-        if s.position.kind == "safe":
-            if not s.position.multisend_call_only:
-                raise AgentError(f"{s.origin}: position.multisend_call_only is required for a Safe")
-            st = build_safe_tx(plan.account, s.position.multisend_call_only, plan.transactions)
-            return await self.simulator.simulate_safe(
-                snap.block_number, st, plan.account, "Safe.execTransaction (top-up batch)"
-            )
-        return await self.simulator.simulate_eoa(
-            snap.block_number, plan.account, plan.transactions, plan.account
-        )
-
-
-def simulation_record(sim: SimulationResult, plan: TopUpPlan, target_hf_wad: int) -> dict[str, Any]:
-    def hf(v: int | None) -> float | None:
-        return None if v is None or v >= 2**255 else v / WAD
-
-    return {
-        "success": sim.success,
-        "fork_block": sim.fork_block,
-        "error": sim.error,
-        "target_health_factor": target_hf_wad / WAD,
-        "expected_health_factor": hf(plan.hf_expected_wad),
-        "health_factor_before": hf(sim.before.health_factor_wad) if sim.before else None,
-        "health_factor_after": hf(sim.after.health_factor_wad) if sim.after else None,
-        "collateral_usd_before": sim.before.total_collateral_base / AAVE_BASE_UNIT_USD
-        if sim.before
-        else None,
-        "collateral_usd_after": sim.after.total_collateral_base / AAVE_BASE_UNIT_USD
-        if sim.after
-        else None,
-        "debt_usd_before": sim.before.total_debt_base / AAVE_BASE_UNIT_USD if sim.before else None,
-        "debt_usd_after": sim.after.total_debt_base / AAVE_BASE_UNIT_USD if sim.after else None,
-        "transactions": [
-            {
-                "description": t.description,
-                "success": t.success,
-                "gas_used": t.gas_used,
-                "tx_hash": t.tx_hash,
-                "revert_reason": t.revert_reason,
-                "events": [e.signature() for e in t.events],
-            }
-            for t in sim.transactions
-        ],
-    }
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:

@@ -58,6 +58,10 @@ FORGE_ARTIFACTS: dict[str, tuple[str, str]] = {
     "Multicall3": ("Multicall3.sol", "Multicall3"),
     "PerpMarket": ("PerpMarket.sol", "PerpMarket"),
     "MockV3Aggregator": ("MockV3Aggregator.sol", "MockV3Aggregator"),
+    "PremiaLikePutPool": ("PremiaLikePutPool.sol", "PremiaLikePutPool"),
+    "PremiaLikePoolFactory": ("PremiaLikePoolFactory.sol", "PremiaLikePoolFactory"),
+    "PremiaLikeOracleAdapter": ("PremiaLikePoolFactory.sol", "PremiaLikeOracleAdapter"),
+    "PremiaLikeERC20Router": ("PremiaLikePoolFactory.sol", "PremiaLikeERC20Router"),
 }
 
 

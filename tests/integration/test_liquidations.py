@@ -4,6 +4,7 @@ hourly USD volume against the event, valued by hand."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -188,6 +189,6 @@ async def test_range_error_halves_the_chunk_and_loses_nothing(
     assert [r[2] for r in proxy.ranges[:4]] == [False, False, False, True]
     served = sorted((lo, hi) for lo, hi, ok in proxy.ranges if ok)
     assert served[0][0] == scan.from_block and served[-1][1] == scan.to_block
-    assert all(b[0] == a[1] + 1 for a, b in zip(served, served[1:], strict=False))  # no gap
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(served))  # no gap
     hour = c.timestamp(event["block"]) // HOUR * HOUR
     assert {o.ts: o.value for o in scan.observations}[hour] == float(usd_by_hand(c, devnet, event))

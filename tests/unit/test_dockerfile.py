@@ -50,4 +50,4 @@ def test_entrypoint_and_default_config_exist() -> None:
     from agent.config import load_settings
 
     settings = load_settings(ROOT / config)
-    assert settings.chain.chain_id == 1 and not settings.live.enabled
+    assert settings.chain.chain_id == 1 and not settings.sinks.live.enabled

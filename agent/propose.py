@@ -1,0 +1,349 @@
+"""planner → simulator → sinks for one decision.
+
+For each action the policy sized: plan the transactions against the real ABIs, execute them on
+the fork exactly as they will be signed, and hand the result to the sinks (structured log,
+append-only journal, Safe Transaction Builder file, optionally the Safe Transaction Service and,
+only when explicitly enabled, live submission). A proposal whose planning or simulation fails is
+still recorded, with the reason. The journal never holds an idempotency key twice, and the spend
+ledger counts only proposals that could be executed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from agent.collectors.onchain import ChainSnapshot, MarketLayout
+from agent.config import Settings
+from agent.core.errors import AgentError, PlanningError, SourceError
+from agent.core.http import HttpClient
+from agent.core.rpc import RpcClient
+from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+from agent.evaluate import Evaluation
+from agent.planner.repay import RepayPlan, choose_protection, plan_repay
+from agent.planner.safe import SafeTx, build_safe_tx
+from agent.planner.topup import TopUpPlan, plan_topup
+from agent.planner.tx import PlannedTx
+from agent.policy import TopUpAction
+from agent.simulator.fork import ForkSimulator, SimulationResult
+from agent.sinks.journal import ProposalJournal
+from agent.sinks.live import LiveSender, check_live_allowed
+from agent.sinks.render import render_proposal
+from agent.sinks.safe_service import propose as propose_to_service
+from agent.sinks.safe_service import read_safe_nonce, safe_tx_from_record
+from agent.sinks.safe_tx_builder import write_batch_file
+from agent.store.sqlite import Store
+
+log = structlog.get_logger("agent.propose")
+
+
+def _hf(v: int | None) -> float | None:
+    return None if v is None or v >= 2**255 else v / WAD
+
+
+def simulation_record(sim: SimulationResult, target_hf_wad: int | None = None) -> dict[str, Any]:
+    return {
+        "success": sim.success,
+        "fork_block": sim.fork_block,
+        "error": sim.error,
+        "target_health_factor": _hf(target_hf_wad),
+        "health_factor_before": _hf(sim.before.health_factor_wad) if sim.before else None,
+        "health_factor_after": _hf(sim.after.health_factor_wad) if sim.after else None,
+        "collateral_usd_before": sim.before.total_collateral_base / AAVE_BASE_UNIT_USD
+        if sim.before
+        else None,
+        "collateral_usd_after": sim.after.total_collateral_base / AAVE_BASE_UNIT_USD
+        if sim.after
+        else None,
+        "debt_usd_before": sim.before.total_debt_base / AAVE_BASE_UNIT_USD if sim.before else None,
+        "debt_usd_after": sim.after.total_debt_base / AAVE_BASE_UNIT_USD if sim.after else None,
+        "transactions": [
+            {
+                "description": t.description,
+                "success": t.success,
+                "gas_used": t.gas_used,
+                "tx_hash": t.tx_hash,
+                "revert_reason": t.revert_reason,
+                "events": [e.signature() for e in t.events],
+            }
+            for t in sim.transactions
+        ],
+    }
+
+
+class Proposer:
+    def __init__(
+        self,
+        settings: Settings,
+        layout: MarketLayout,
+        *,
+        rpc: RpcClient,
+        store: Store,
+        journal: ProposalJournal,
+        simulator: ForkSimulator | None,
+        http: HttpClient | None = None,
+    ) -> None:
+        self.s = settings
+        self.layout = layout
+        self.rpc = rpc
+        self.store = store
+        self.journal = journal
+        self.simulator = simulator
+        self.http = http
+        self._live: LiveSender | None = None
+
+    @property
+    def account(self) -> str:
+        return self.s.position.account or self.layout.accounts[0]
+
+    async def close(self) -> None:
+        if self._live is not None:
+            await self._live.close()
+
+    async def propose(self, snap: ChainSnapshot, evaluation: Evaluation) -> list[dict[str, Any]]:
+        out = []
+        for action in evaluation.topups():
+            record = await self.protect(snap, evaluation, action)
+            if record is not None:
+                out.append(record)
+        return out
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _new_record(
+        self,
+        snap: ChainSnapshot,
+        evaluation: Evaluation,
+        key: str,
+        action: str,
+        policy: dict[str, Any],
+    ) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex[:12],
+            "idempotency_key": key,
+            "created_at": datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
+            "chain": self.s.chain.name,
+            "chain_id": self.s.chain.chain_id,
+            "block_number": snap.block_number,
+            "account": self.account,
+            "action": action,
+            "explanation": evaluation.explain(),
+            "evidence": evaluation.evidence(),
+            "policy": policy,
+        }
+
+    def _duplicate(self, key: str) -> bool:
+        if self.journal.has(key):
+            log.info("proposal.duplicate", idempotency_key=key, note="already in the journal")
+            return True
+        return False
+
+    # -- protection: top-up or repay -------------------------------------------------------
+
+    async def protect(
+        self, snap: ChainSnapshot, evaluation: Evaluation, action: TopUpAction
+    ) -> dict[str, Any] | None:
+        key = action.idempotency_key
+        if self._duplicate(key):
+            return None
+        record = self._new_record(
+            snap, evaluation, key, "collateral_top_up", evaluation.policy_entry(action.action_key)
+        )
+        account = snap.accounts.get(self.account)
+        if account is None:
+            return self._failed(record, f"no account data for {self.account} in this tick")
+        target = int(action.target_health_factor_wad)
+        max_spend_base = int(Decimal(action.max_spend_usd) * AAVE_BASE_UNIT_USD)
+        errors: list[str] = []
+        topup: TopUpPlan | None = None
+        repay: RepayPlan | None = None
+        try:
+            asset = self.layout.reserve(self.s.position.topup_asset)
+            topup = plan_topup(
+                layout=self.layout,
+                account_addr=self.account,
+                account=account,
+                asset=asset,
+                reserve=snap.reserves[asset.symbol],
+                target_hf_wad=target,
+                max_spend_base=max_spend_base,
+                allowance=account.pool_allowances.get(asset.symbol, 0),
+            )
+        except (PlanningError, KeyError) as exc:
+            errors.append(f"top-up: {exc}")
+        if self.s.position.repay_asset:
+            try:
+                debt = self.layout.reserve(self.s.position.repay_asset)
+                repay = plan_repay(
+                    layout=self.layout,
+                    account_addr=self.account,
+                    account=account,
+                    asset=debt,
+                    reserve=snap.reserves[debt.symbol],
+                    target_hf_wad=target,
+                    max_spend_base=max_spend_base,
+                )
+            except (PlanningError, KeyError) as exc:
+                errors.append(f"repay: {exc}")
+        plan, comparison = choose_protection(topup, repay, target_hf_wad=target)
+        record["comparison"] = comparison
+        if plan is None:
+            return self._failed(record, "; ".join(errors) or "no protection plan")
+        record["action"] = comparison["chosen"]
+        record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD) | {
+            "amount": str(plan.amount),
+            "asset": plan.asset.symbol,
+            "capped_by": plan.capped_by,
+            "needed_value_usd": plan.needed_value_base / AAVE_BASE_UNIT_USD,
+            "expected_health_factor": _hf(plan.hf_expected_wad),
+        }
+        label = f"{comparison['chosen']} {plan.asset.symbol}"
+        return await self._finish(
+            record,
+            snap,
+            evaluation,
+            plan.transactions,
+            label,
+            spend_usd=Decimal(plan.value_base) / AAVE_BASE_UNIT_USD,
+            target_hf_wad=target,
+        )
+
+    # -- common tail: simulate, sinks ------------------------------------------------------
+
+    def _failed(self, record: dict[str, Any], reason: str) -> dict[str, Any] | None:
+        record |= {"status": "planning_failed", "error": reason, "transactions": []}
+        log.warning(
+            "proposal.not_planned", idempotency_key=record["idempotency_key"], reason=reason
+        )
+        if not self.journal.append(record):
+            return None
+        self._log(record)
+        return record
+
+    def _safe_tx(self, txs: Sequence[PlannedTx]) -> SafeTx | None:
+        if self.s.position.kind != "safe":
+            return None
+        if not self.s.position.multisend_call_only:
+            raise AgentError(
+                f"{self.s.origin}: position.multisend_call_only is required for a Safe"
+            )
+        return build_safe_tx(self.account, self.s.position.multisend_call_only, txs)
+
+    async def _simulate(
+        self, snap: ChainSnapshot, txs: Sequence[PlannedTx], st: SafeTx | None, label: str
+    ) -> SimulationResult | None:
+        if self.simulator is None:
+            return None
+        if st is not None:
+            return await self.simulator.simulate_safe(
+                snap.block_number, st, self.account, f"Safe.execTransaction ({label})"
+            )
+        return await self.simulator.simulate_eoa(snap.block_number, self.account, txs, self.account)
+
+    async def _finish(
+        self,
+        record: dict[str, Any],
+        snap: ChainSnapshot,
+        evaluation: Evaluation,
+        txs: Sequence[PlannedTx],
+        label: str,
+        *,
+        spend_usd: Decimal,
+        target_hf_wad: int | None = None,
+        extra_sim: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        record["transactions"] = [t.as_dict() for t in txs]
+        st = self._safe_tx(txs)
+        if st is not None:
+            record["safe_tx"] = {
+                "safe": st.safe,
+                "to": st.to,
+                "value": str(st.value),
+                "data": st.data,
+                "operation": st.operation,
+            }
+        sim = await self._simulate(snap, txs, st, label)
+        record["simulation"] = (
+            (simulation_record(sim, target_hf_wad) | (extra_sim or {})) if sim else None
+        )
+        record["status"] = (
+            "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
+        )
+        if st is not None and self.s.sinks.safe_tx_builder_dir:
+            record["safe_tx_builder_file"] = str(
+                write_batch_file(record, self.s.sinks.safe_tx_builder_dir)
+            )
+        if sim is not None and sim.success:
+            await self._to_service(record)
+            await self._live_send(record, sim, st, txs)
+        if not self.journal.append(record):
+            return None
+        if record["status"] != "simulation_failed":
+            self.store.record_spend(
+                evaluation.session_id, record["idempotency_key"], spend_usd, snap.timestamp
+            )
+        self._log(record)
+        return record
+
+    async def _to_service(self, record: dict[str, Any]) -> None:
+        cfg = self.s.sinks.safe_service
+        if not cfg.enabled or "safe_tx" not in record:
+            return
+        if self.http is None:
+            self.http = HttpClient()
+        try:
+            nonce = await read_safe_nonce(self.rpc, self.account)
+            sent = await propose_to_service(
+                self.http,
+                cfg,
+                safe_tx_from_record(record),
+                chain_id=self.s.chain.chain_id,
+                nonce=nonce,
+            )
+            record["safe_service"] = sent.as_dict()
+        except SourceError as exc:
+            # The proposal stands without the service; the reviewer sees why it is not queued.
+            record["safe_service"] = {"error": str(exc)}
+            log.warning("safe_service.failed", error=str(exc))
+
+    async def _live_send(
+        self,
+        record: dict[str, Any],
+        sim: SimulationResult,
+        st: SafeTx | None,
+        txs: Sequence[PlannedTx],
+    ) -> None:
+        live = self.s.sinks.live
+        if not live.enabled:
+            return
+        check_live_allowed(
+            live,
+            await self.rpc.chain_id(),
+            self.s.chain.chain_id,
+            [t.success for t in sim.transactions],
+            live.signer_key is not None,
+        )
+        if self._live is None:
+            self._live = LiveSender(live, chain_id=self.s.chain.chain_id, read_rpc=self.rpc)
+        sent = (
+            [await self._live.send_safe_exec(st)]
+            if st is not None
+            else [await self._live.send(t.to, t.data, value=t.value) for t in txs]
+        )
+        for tx in sent:
+            await self._live.wait_receipt(tx.tx_hash)
+        record["live"] = [tx.as_dict() for tx in sent]
+
+    def _log(self, record: dict[str, Any]) -> None:
+        head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
+        if self.s.agent.log_format == "console":
+            # A terminal gets the readable block instead of one very long line.
+            log.info("proposal", **head)
+            print(render_proposal(record), flush=True)
+            return
+        log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})
