@@ -54,7 +54,7 @@ demo: install
 	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(DEVNET_CONFIG) --once; \
 	echo; echo "==== proposals ===="; \
 	$(BIN)/hedge-agent proposals list --config $(DEVNET_CONFIG); \
-	$(BIN)/hedge-agent proposals show --config $(DEVNET_CONFIG) --all
+	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true
 
 clean:
 	rm -rf out var .pytest_cache .mypy_cache .ruff_cache

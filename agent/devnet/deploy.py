@@ -2,7 +2,10 @@
 
 Real protocol code from the pinned npm packages: Aave V3 core (``@aave/core-v3``), Safe 1.4.1
 (``@safe-global/safe-contracts``) and Chainlink's ``MockV3Aggregator`` (compiled by forge), plus
-our own Multicall3 (placed at its canonical address) and an ``ETH-PERP`` funding market.
+our own Multicall3 (placed at its canonical address), an ``ETH-PERP`` funding market, and a
+Premia-v3-like put venue (``PremiaLikePoolFactory``: WETH/USDC put pools speaking Premia v3's
+``IPool``/``IPoolFactory`` ABI, priced by Black-Scholes off the ETH/USD feed; the factory is the
+underwriter, holding ``PREMIA_UNDERWRITER_USDC``; takers approve its ERC20Router).
 
 Accounts (anvil's unlocked default accounts, ``eth_accounts`` order):
 
@@ -34,6 +37,7 @@ from agent.core.units import MAX_UINT256, RAY, WAD
 from agent.devnet.artifacts import ensure_forge_artifacts, forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.safe import Call, encode, exec_batch
+from agent.planner.options import PremiaV3Venue, devnet_pool_keys
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"
@@ -112,6 +116,13 @@ SAFE_SPARE_USDC = 50_000
 PERP_SKEW_SCALE = 100_000 * WAD  # ETH of net skew at which funding is maximal
 PERP_MAX_FUNDING_PER_DAY = 5 * WAD // 1000  # 0.5%/day ≈ 182% APR
 PERP_INITIAL_SKEW = 2_000 * WAD  # 0.01%/day ≈ 3.65% APR
+PREMIA_VOLATILITY = 8 * WAD // 10  # 80% implied volatility
+PREMIA_UNDERWRITER_USDC = 100_000_000  # collateral the factory can lock for puts it sells
+# Pools listed up front: every valid maturity within 365 days x every grid strike between these
+# fractions of the deploy-time ETH spot (2,000 pools would be too many; 50%-100% covers a 10-20%
+# OTM ladder through a ~40% drawdown). More can be added with the permissionless `deployPool`.
+PREMIA_STRIKE_RANGE = (Decimal("0.5"), Decimal("1.0"))
+PREMIA_DEPLOY_BATCH = 60
 
 
 def _bytes32(text: str) -> bytes:
@@ -264,6 +275,39 @@ class Deployer:
         self.send(market, "setSkew", PERP_INITIAL_SKEW)
         return market.address
 
+    def premia(self) -> dict[str, Any]:
+        d = self.deployer
+        weth, usdc = self.tokens["WETH"], self.tokens["USDC"]
+        impl = self.chain.deploy(forge_artifact("PremiaLikePutPool"), sender=d)
+        factory = self.chain.deploy(
+            forge_artifact("PremiaLikePoolFactory"), impl.address, PREMIA_VOLATILITY, sender=d
+        )
+        adapter = self.chain.deploy(forge_artifact("PremiaLikeOracleAdapter"), sender=d)
+        for spec in ASSETS:
+            self.send(adapter, "setFeed", self.tokens[spec.symbol].address, self.feeds[spec.feed].address)
+        router = self.chain.call(factory, "router")
+        self.send(usdc, "mint", factory.address, self.units("USDC", PREMIA_UNDERWRITER_USDC))
+        venue = PremiaV3Venue(
+            pool_factory=factory.address,
+            oracle_adapter=adapter.address,
+            base=weth.address,
+            quote=usdc.address,
+            erc20_router=to_checksum_address(router),
+        )
+        spot = Decimal(self.chain.call(adapter, "getPrice", weth.address, usdc.address)) / WAD
+        keys = devnet_pool_keys(venue, self.chain.timestamp(), spot, *PREMIA_STRIKE_RANGE)
+        for i in range(0, len(keys), PREMIA_DEPLOY_BATCH):
+            self.send(factory, "deployPools", list(keys[i : i + PREMIA_DEPLOY_BATCH]))
+        return {
+            "pool_factory": factory.address,
+            "oracle_adapter": adapter.address,
+            "erc20_router": venue.erc20_router,
+            "pool_implementation": impl.address,
+            "base": weth.address,
+            "quote": usdc.address,
+            "pools_listed": len(keys),
+        }
+
     def safe(self) -> dict[str, Any]:
         singleton = self.deploy_contract("Safe")
         factory = self.deploy_contract("SafeProxyFactory")
@@ -374,6 +418,7 @@ def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
     multicall = dep.multicall3()
     perp = dep.perp()
     safe = dep.safe()
+    premia = dep.premia()
     pool = chain.at(aave["pool"], npm_artifact("Pool"))
     dep.seed(pool)
     dep.safe_position(pool, safe)
@@ -401,6 +446,7 @@ def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
         "chainlink": {feed: c.address for feed, c in dep.feeds.items()},
         "multicall3": multicall,
         "perps": {"ETH-PERP": perp},
+        "premia": premia,
         "safe": safe,
         "accounts": {"deployer": dep.deployer, "whales": list(dep.whales)},
     }

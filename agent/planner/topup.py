@@ -83,7 +83,8 @@ def plan_topup(
 ) -> TopUpPlan:
     """``margin_bps`` aims slightly above the target: debt accrues interest between the read and
     execution, and Aave rounds its percentage math, so an exact amount can land a hair short."""
-    needed = required_collateral_base(account, asset.liquidation_threshold_bps, target_hf_wad)
+    exact = required_collateral_base(account, asset.liquidation_threshold_bps, target_hf_wad)
+    needed = exact
     if needed:
         needed = required_collateral_base(
             account, asset.liquidation_threshold_bps, target_hf_wad * (BPS + margin_bps) // BPS
@@ -95,7 +96,9 @@ def plan_topup(
     amount = base_to_token_amount(needed, reserve.price_base, asset.decimals)
     capped_by = None
     wallet = account.wallet_balances.get(asset.symbol, 0)
-    if max_spend_base is not None:
+    # A cap that covers the exact need (within the margin) is the policy granting the whole
+    # top-up: the margin rides on it rather than turning into a capped, short plan.
+    if max_spend_base is not None and max_spend_base * (BPS + margin_bps) // BPS < exact:
         cap_amount = max_spend_base * 10**asset.decimals // reserve.price_base
         if amount > cap_amount:
             amount, capped_by = cap_amount, "session_cap"

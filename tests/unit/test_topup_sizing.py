@@ -44,3 +44,34 @@ def test_base_to_token_amount_rounds_up() -> None:
     # $3000.00000001 of WETH at $2000 → 1.500000000005 WETH, rounded up to the wei
     assert base_to_token_amount(300_000_000_001, 200_000_000_000, 18) == 1_500_000_000_005_000_000
     assert base_to_token_amount(1, 3 * 10**8, 6) == 1  # never rounds a positive need down to zero
+
+
+def _plan(max_spend_base: int | None, wallet: int = 10**24):
+    from agent.collectors.onchain import MarketLayout, ReserveMeta, ReserveState
+    from agent.planner.topup import plan_topup
+
+    weth = ReserveMeta("0x" + "11" * 20, "WETH", 18, "0x" + "22" * 20, "0x" + "33" * 20, 8250, 8000)
+    layout = MarketLayout("t", "aave-v3", "0x" + "44" * 20, "0x" + "55" * 20, "0x" + "66" * 20, (weth,), (), {}, {}, {})
+    acct = account(20_000, 10_000, 8250)
+    acct = AccountState(**{**acct.__dict__, "wallet_balances": {"WETH": wallet}})
+    return plan_topup(
+        layout=layout, account_addr="0x" + "77" * 20, account=acct, asset=weth,
+        reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8), target_hf_wad=19 * WAD // 10,
+        max_spend_base=max_spend_base,
+    )
+
+
+def test_cap_equal_to_the_exact_need_is_not_a_cap() -> None:
+    exact = required_collateral_base(account(20_000, 10_000, 8250), 8250, 19 * WAD // 10)
+    plan = _plan(exact)
+    assert plan.capped_by is None
+    assert plan.hf_expected_wad >= 19 * WAD // 10 * 10_010 // 10_000 - 10**9  # aims 10 bps above
+    assert [t.decoded.method for t in plan.transactions] == ["approve", "supply"]
+
+
+def test_smaller_cap_and_wallet_cap_the_amount() -> None:
+    plan = _plan(100_000 * 10**8 // 100)  # $1,000 cap vs ~$3,030 needed
+    assert plan.capped_by == "session_cap" and plan.value_base <= 1_000 * 10**8
+    assert plan.hf_expected_wad < 19 * WAD // 10
+    plan = _plan(None, wallet=10**17)  # 0.1 WETH in the wallet
+    assert plan.capped_by == "wallet" and plan.amount == 10**17

@@ -1,0 +1,246 @@
+"""``collect_once`` and ``hedge-agent collect``: every HTTP collector against the local API
+server (``market_apis`` in tests/conftest.py), values and units checked against hand-computed
+numbers; one source failing never stops the others."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.collect import collect_once
+from agent.collectors import build_http_collectors
+from agent.collectors.command import register
+from agent.config import Settings
+from agent.core.units import ray_apr_to_apy
+from agent.store.sqlite import Store
+
+DAY = 86_400
+H = 3_600
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def month_start(y: int, m: int) -> int:
+    from datetime import UTC, datetime
+
+    return int(datetime(y, m, 1, tzinfo=UTC).timestamp())
+
+
+def expected_http(apis: Any) -> dict[str, tuple[int, float, str]]:
+    """key -> (rows, value of the latest row, unit), computed by hand from the served data."""
+    return {
+        "tvl.aave-v3.total": (2, 1.2e9, "usd"),
+        "tvl.aave-v3.Ethereum": (2, 0.8e9, "usd"),  # "-borrowed"/"borrowed" keys excluded
+        "tvl.chain.Ethereum": (2, 4.5e10, "usd"),
+        "tvl.chain.total": (2, 9.0e10, "usd"),
+        # 3 settled hours + the live rate; hourly rate x 8760; latest = live metaAndAssetCtxs
+        "funding.hyperliquid.BTC": (4, 0.00002 * 8760, "apr"),
+        "funding.hyperliquid.ETH": (4, 0.00001 * 8760, "apr"),
+        "funding.dydx.BTC-USD": (2, 0.00001 * 8760, "apr"),
+        "funding.dydx.ETH-USD": (2, 0.00001 * 8760, "apr"),
+        # FRED (3 months back) and BLS (2 months back) prints of the same series
+        "macro.cpi": (2, 311.0, "index"),
+        "macro.ppi": (2, 149.5, "index"),
+        "close.spx": (1, 5000.25, "index"),  # the "." row is skipped
+        # subgraph: net TVL = (2.0M - 1.5M USDC) x $1.00 (price 1e8)
+        "tvl.aave-v3-subgraph.Ethereum": (1, 500_000.0, "usd"),
+        "rate.aave-v3.ethereum.usdc.supply_apy": (1, ray_apr_to_apy(3 * 10**25), "apy"),
+        "rate.aave-v3.ethereum.usdc.borrow_apy": (1, ray_apr_to_apy(5 * 10**25), "apy"),
+        "rate.aave-v3.ethereum.usdc.utilization": (1, 0.75, "ratio"),
+        "close.btc": (2, 60001.5, "usd"),
+        "close.eth": (2, 3001.25, "usd"),
+    }
+
+
+def stored_summary(path: Path) -> dict[str, tuple[int, float, str]]:
+    with sqlite3.connect(path) as c:
+        rows = c.execute(
+            "SELECT key, COUNT(*), unit FROM observations GROUP BY key, unit ORDER BY key"
+        ).fetchall()
+        out = {}
+        for key, n, unit in rows:
+            last = c.execute(
+                "SELECT value FROM observations WHERE key = ? ORDER BY ts DESC, available_at DESC LIMIT 1",
+                (key,),
+            ).fetchone()[0]
+            out[key] = (n, last, unit)
+    return out
+
+
+def check_against(
+    expected: dict[str, tuple[int, float, str]], got: dict[str, tuple[int, float, str]]
+) -> None:
+    for key, (n, value, unit) in expected.items():
+        assert key in got, key
+        assert got[key][0] == n and got[key][2] == unit, (key, got[key])
+        assert got[key][1] == pytest.approx(value, rel=1e-12), (key, got[key])
+
+
+async def test_collect_once_stores_every_http_series(market_apis: Any, tmp_path: Path) -> None:
+    settings = Settings(collectors=market_apis.collectors_config())
+    path = tmp_path / "c.sqlite"
+    with Store(path) as store:
+        report = await collect_once(settings, store)
+    assert report.ok, report.errors
+    assert set(report.sources) == {
+        "defillama",
+        "hyperliquid",
+        "dydx",
+        "fred",
+        "bls",
+        "subgraph",
+        "closes",
+    }
+    assert report.skipped == {
+        "onchain": "chain.rpc_url is not set",
+        "liquidations": "chain.rpc_url is not set",
+    }
+    expected = expected_http(market_apis)
+    assert set(report.keys) == set(expected)
+    summary = stored_summary(path)
+    assert set(summary) == set(expected)
+    check_against(expected, summary)
+    assert report.stored == sum(n for n, _, _ in expected.values())
+    assert report.counts["hyperliquid"] == 8 and report.counts["fred"] == 3
+    assert any("missing ('.')" in p for p in report.sources["fred"].problems)
+    # FRED's vintage: known from its realtime_start (the 12th of the month after)
+    cpi = [o for o in report.observations if o.key == "macro.cpi" and o.source == "fred:CPIAUCSL"]
+    y, m = market_apis.month(3)
+    ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+    assert [(o.ts, o.known_at) for o in cpi] == [
+        (month_start(y, m), month_start(ny, nm) + 11 * DAY)
+    ]
+    # A second run rewrites nothing (identical observations), except the live funding minute.
+    with Store(path) as store:
+        again = await collect_once(settings, store)
+    assert again.ok and again.stored <= 2
+
+
+async def test_one_failing_source_does_not_stop_the_others(
+    market_apis: Any, tmp_path: Path
+) -> None:
+    market_apis.fail = {"/dydx", "/fred"}
+    cfg = market_apis.collectors_config()
+    settings = Settings(collectors=cfg)
+    with Store(tmp_path / "c.sqlite") as store:
+        report = await collect_once(settings, store)
+        keys = set(store.keys())
+    assert not report.ok
+    assert sorted(e.split(":")[0] for e in report.errors) == ["dydx", "fred"]
+    assert all("HTTP 500" in e for e in report.errors)
+    assert "fred-test-key" not in " ".join(report.errors)
+    assert report.sources["hyperliquid"].ok and report.sources["closes"].ok
+    assert "funding.hyperliquid.BTC" in keys and "close.btc" in keys
+    assert not any(k.startswith("funding.dydx") for k in keys)
+
+
+async def test_fred_without_key_fails_alone(market_apis: Any, tmp_path: Path) -> None:
+    cfg = market_apis.collectors_config()
+    cfg["fred"] = {"enabled": True, "base_url": f"{market_apis.base}/fred"}
+    with Store(tmp_path / "c.sqlite") as store:
+        report = await collect_once(Settings(collectors=cfg), store)
+    assert report.errors == [
+        "fred: fred.api_key is not set (https://fred.stlouisfed.org/docs/api/api_key.html)"
+    ]
+    assert len(report.sources) == 7 and report.sources["closes"].count == 4
+
+
+async def test_scenario_feed_is_a_source(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.json"
+    feed.write_text(
+        json.dumps(
+            {
+                "scenario": "stress",
+                "source": "scenario:stress",
+                "started_at": 1_700_000_000,
+                "observations": [
+                    {
+                        "key": "macro.cpi",
+                        "ts": 1_690_000_000,
+                        "value": 300.0,
+                        "unit": "index",
+                        "known_at": 1_695_000_000,
+                    },
+                ],
+            }
+        )
+    )
+    off = {k: {"enabled": False} for k in ("defillama", "hyperliquid", "dydx", "closes")}
+    settings = Settings(collectors=off, scenario={"feed": str(feed)})
+    with Store(tmp_path / "c.sqlite") as store:
+        report = await collect_once(settings, store)
+        assert report.ok and report.counts == {"scenario": 1}
+        assert store.latest("macro.cpi") is not None
+        missing = Settings(collectors=off, scenario={"feed": str(tmp_path / "nope.json")})
+        bad = await collect_once(missing, store)
+    assert len(bad.errors) == 1 and bad.errors[0].startswith("scenario: scenario feed")
+
+
+def test_devnet_config_enables_no_http_collector() -> None:
+    data = tomllib.loads((ROOT / "config" / "devnet.toml").read_text())
+    data["chain"].pop("deployment")
+    settings = Settings(**data)
+    assert build_http_collectors(settings.collectors) == []
+    assert not settings.collectors.fred.enabled and settings.collectors.liquidations.enabled
+    assert build_http_collectors(Settings().collectors)  # defaults keep the keyless APIs on
+    assert not Settings().collectors.fred.enabled
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hedge-agent")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+def write_config(tmp_path: Path, collectors: dict[str, Any], store: Path) -> Path:
+    lines = [f'[agent]\nstore_path = "{store}"\n']
+
+    def section(prefix: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                section(f"{prefix}.{k}", v)
+
+    section("collectors", collectors)
+    path = tmp_path / "agent.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_cli_collect_once_prints_what_it_stored(
+    market_apis: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "cli.sqlite"
+    config = write_config(tmp_path, market_apis.collectors_config(), db)
+    code = await asyncio.to_thread(run_cli, ["collect", "--config", str(config), "--once"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"into {db}" in out and "skipped: chain.rpc_url is not set" in out
+    table = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line[:1].isalpha() and "  " in line
+    }
+    for key, (n, value, unit) in expected_http(market_apis).items():
+        row = table[key]
+        assert int(row[1]) == n and row[4] == unit, row
+        assert float(row[3]) == pytest.approx(value, rel=1e-9), row
+    assert table["close.btc"][5] == "closes:BTC-USD"
+    assert table["funding.dydx.BTC-USD"][5] == "dydx:historicalFunding:1h"
+    check_against(expected_http(market_apis), stored_summary(db))
+
+    market_apis.fail = {"/llama"}
+    code = await asyncio.to_thread(run_cli, ["collect", "--config", str(config), "--once"])
+    captured = capsys.readouterr()
+    assert code == 1 and "error: defillama: HTTP 500" in captured.err
+    assert "defillama                 0       0  FAILED" in captured.out
