@@ -334,7 +334,7 @@ async def run_tasks(
     async def run(task: Task) -> None:
         r = report.tasks[task.name] = TaskReport(task.name)
         if restart:
-            await asyncio.to_thread(store.reset_checkpoints, task.name)
+            await asyncio.to_thread(store.drop_checkpoint, task.name)
         cp = await asyncio.to_thread(store.checkpoint, task.name)
         cursor: Any = None
         if cp is not None and cp.since == since:

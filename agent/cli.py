@@ -28,7 +28,8 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     from agent.sinks.journal import ProposalJournal
     from agent.sinks.render import render_proposal
 
-    settings = load_settings(args.config) if args.config else None
+    # Reading the journal needs only its path, not a live devnet.
+    settings = load_settings(args.config, resolve_deployment=False) if args.config else None
     path = args.journal or (settings.agent.journal_path if settings else "var/proposals.jsonl")
     journal = ProposalJournal(path)
     rows = journal.read()
@@ -85,15 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", help="journal file (overrides the configuration)")
     p.set_defaults(handler=_cmd_proposals)
 
-    from agent.devnet.command import register as register_devnet
+    from agent.backtest import command as backtest_command
+    from agent.collectors import command as collectors_command
+    from agent.devnet import command as devnet_command
+    from agent.store import command as store_command
 
-    register_devnet(sub)
-    for module in ("agent.store.command", "agent.backtest.command"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
-        mod.register(sub)
+    for module in (devnet_command, collectors_command, store_command, backtest_command):
+        module.register(sub)
     return parser
 
 

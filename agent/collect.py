@@ -168,7 +168,7 @@ async def comet_collect(
             why = "; ".join(reasons.get(f"comet{i}", [])[:2]) or f"{type(exc).__name__}: {exc}"
             problems.append(f"Comet {m.asset} at {m.address}: {why}")
     if cfg.markets and not obs:
-        raise MalformedResponse(f"comet ({chain.name})", "; ".join(problems))
+        raise MalformedResponse("comet", f"{chain.name}: " + "; ".join(problems))
     return obs, problems
 
 

@@ -23,6 +23,8 @@ from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
 
+_ADDR = r"^0x[0-9a-fA-F]{40}$"
+
 
 class AgentSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,6 +58,33 @@ class PositionConfig(BaseModel):
     repay_asset: str | None = "USDC"  # debt asset for the repay alternative; None: top-ups only
 
 
+class OptionsConfig(BaseModel):
+    """The options venue for deeper out-of-the-money puts (Premia v3 pool interface). The devnet
+    deployment fills the addresses; on a chain without a venue leave it disabled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    venue: Literal["premia-v3"] = "premia-v3"
+    pool_factory: str | None = Field(None, pattern=_ADDR)
+    oracle_adapter: str | None = Field(None, pattern=_ADDR)
+    erc20_router: str | None = Field(None, pattern=_ADDR)
+    base: str | None = Field(None, pattern=_ADDR)
+    quote: str | None = Field(None, pattern=_ADDR)
+    quote_decimals: int = Field(6, ge=0, le=36)
+    slippage_bps: int = Field(100, ge=0, le=5_000)  # premiumLimit = quote x (1 + bps/1e4)
+    lot_wad: int = Field(10**16, gt=0)  # contract sizes round down to this (18 decimals)
+
+    @property
+    def configured(self) -> bool:
+        return None not in (
+            self.pool_factory,
+            self.oracle_adapter,
+            self.erc20_router,
+            self.base,
+            self.quote,
+        )
+
+
 class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
@@ -76,6 +105,7 @@ class Settings(BaseSettings):
     position: PositionConfig = PositionConfig()
     watch: WatchConfig = WatchConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    options: OptionsConfig = OptionsConfig()
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -105,7 +135,7 @@ def _format_validation(origin: str, exc: ValidationError) -> str:
     return f"{origin}: invalid configuration: " + "; ".join(parts) + more
 
 
-def load_settings(path: str | Path | None) -> Settings:
+def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -> Settings:
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
@@ -121,7 +151,7 @@ def load_settings(path: str | Path | None) -> Settings:
         settings = Settings(**data, origin=origin)
     except ValidationError as exc:
         raise ConfigError(_format_validation(origin, exc)) from None
-    if settings.chain.deployment:
+    if settings.chain.deployment and resolve_deployment:
         settings = apply_deployment(settings, Path(settings.chain.deployment))
     return settings
 
@@ -163,13 +193,23 @@ def apply_deployment(settings: Settings, path: Path) -> Settings:
                 or dep["safe"]["multisend_call_only"],
             }
         )
+        opt = settings.options
+        premia = dep.get("premia")
+        if premia and not opt.configured:
+            opt = opt.model_copy(
+                update={
+                    k: premia[k]
+                    for k in ("pool_factory", "oracle_adapter", "erc20_router", "base", "quote")
+                }
+            )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: deployment file lacks {exc}") from None
     # Re-validate so the filled values are checked like hand-written ones.
     try:
         return Settings(
             **{
-                **settings.model_dump(exclude={"chain", "position"}),
+                **settings.model_dump(exclude={"chain", "position", "options"}),
+                "options": opt.model_dump(),
                 "chain": chain.model_dump() | {"rpc_url": chain.rpc_url},
                 "position": position.model_dump(),
             }

@@ -10,26 +10,30 @@ ledger counts only proposals that could be executed.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
+from agent.collectors.multicall import Call
 from agent.collectors.onchain import ChainSnapshot, MarketLayout
 from agent.config import Settings
+from agent.core.abi import load_abi
 from agent.core.errors import AgentError, PlanningError, SourceError
 from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.evaluate import Evaluation
+from agent.planner.options import OptionsPlannerConfig, PremiaV3Venue, plan_option_action
 from agent.planner.repay import RepayPlan, choose_protection, plan_repay
 from agent.planner.safe import SafeTx, build_safe_tx
 from agent.planner.topup import TopUpPlan, plan_topup
 from agent.planner.tx import PlannedTx
-from agent.policy import TopUpAction
+from agent.policy import OptionAction, TopUpAction
 from agent.simulator.fork import ForkSimulator, SimulationResult
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed
@@ -40,6 +44,25 @@ from agent.sinks.safe_tx_builder import write_batch_file
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent.propose")
+
+
+def _option_outcome(
+    sim: SimulationResult, planned_size: int, quote_decimals: int
+) -> dict[str, Any]:
+    """What the put purchase did on the fork: the position held and the premium actually paid,
+    from the pool's own ``Trade`` event (Premia reports amounts as 18-decimal UD60x18; they are
+    converted to quote-token units, rounded up, to compare with the premium limit)."""
+    trades = [e for t in sim.transactions for e in t.events if e.method == "Trade"]
+    paid_wad = sum(int(e.args["premium"]) + int(e.args["takerFee"]) for e in trades)
+    unit = 10 ** (18 - quote_decimals)
+    paid = -(-paid_wad // unit)
+    long_after = int(sim.reads["long"][0]) if "long" in sim.reads else None
+    return {
+        "option_long_after": str(long_after) if long_after is not None else None,
+        "option_size_planned": str(planned_size),
+        "premium_paid": str(paid),
+        "premium_paid_usd": float(Decimal(paid) / Decimal(10) ** quote_decimals),
+    }
 
 
 def _hf(v: int | None) -> float | None:
@@ -96,6 +119,7 @@ class Proposer:
         self.simulator = simulator
         self.http = http
         self._live: LiveSender | None = None
+        self._reader = rpc  # where planners read: the fork while a sequence runs
 
     @property
     def account(self) -> str:
@@ -106,9 +130,33 @@ class Proposer:
             await self._live.close()
 
     async def propose(self, snap: ChainSnapshot, evaluation: Evaluation) -> list[dict[str, Any]]:
+        """Plan and simulate the decision's actions in order on one fork state, so each sees
+        the ones before it (the put planner reads wallet balances through the fork)."""
+        if self.simulator is None:
+            self._reader = self.rpc
+            return await self._propose_all(snap, evaluation)
+        async with self.simulator.sequence(snap.block_number) as fork_rpc:
+            self._reader = fork_rpc
+            try:
+                return await self._propose_all(snap, evaluation)
+            finally:
+                self._reader = self.rpc
+
+    def _remaining_usd(self, evaluation: Evaluation) -> Decimal:
+        """What the session cap still allows, from the persisted spend ledger."""
+        spent = self.store.session_spent_usd(evaluation.session_id)
+        return max(Decimal(0), self.s.policy.session_cap_usd - spent)
+
+    async def _propose_all(
+        self, snap: ChainSnapshot, evaluation: Evaluation
+    ) -> list[dict[str, Any]]:
         out = []
         for action in evaluation.topups():
             record = await self.protect(snap, evaluation, action)
+            if record is not None:
+                out.append(record)
+        for option in evaluation.options():
+            record = await self.buy_put(snap, evaluation, option)
             if record is not None:
                 out.append(record)
         return out
@@ -158,7 +206,9 @@ class Proposer:
         if account is None:
             return self._failed(record, f"no account data for {self.account} in this tick")
         target = int(action.target_health_factor_wad)
-        max_spend_base = int(Decimal(action.max_spend_usd) * AAVE_BASE_UNIT_USD)
+        # The hard cap: never past what the session still allows, whatever the action says.
+        spend_cap_usd = min(Decimal(action.max_spend_usd), self._remaining_usd(evaluation))
+        max_spend_base = int(spend_cap_usd * AAVE_BASE_UNIT_USD)
         errors: list[str] = []
         topup: TopUpPlan | None = None
         repay: RepayPlan | None = None
@@ -190,6 +240,11 @@ class Proposer:
                 )
             except (PlanningError, KeyError) as exc:
                 errors.append(f"repay: {exc}")
+        if topup is not None and Decimal(
+            topup.value_base
+        ) / AAVE_BASE_UNIT_USD > self._remaining_usd(evaluation):
+            topup = None  # its safety margin would cross the session cap
+            errors.append("top-up: would exceed the session cap")
         plan, comparison = choose_protection(topup, repay, target_hf_wad=target)
         record["comparison"] = comparison
         if plan is None:
@@ -213,6 +268,91 @@ class Proposer:
             target_hf_wad=target,
         )
 
+    # -- deeper out-of-the-money puts ------------------------------------------------------
+
+    def _venue(self) -> PremiaV3Venue | None:
+        o = self.s.options
+        if not (o.enabled and o.configured):
+            return None
+        assert o.pool_factory and o.oracle_adapter and o.base and o.quote and o.erc20_router
+        return PremiaV3Venue(
+            pool_factory=o.pool_factory,
+            oracle_adapter=o.oracle_adapter,
+            base=o.base,
+            quote=o.quote,
+            erc20_router=o.erc20_router,
+            quote_decimals=o.quote_decimals,
+        )
+
+    async def buy_put(
+        self, snap: ChainSnapshot, evaluation: Evaluation, action: OptionAction
+    ) -> dict[str, Any] | None:
+        key = action.idempotency_key
+        if self._duplicate(key):
+            return None
+        record = self._new_record(
+            snap,
+            evaluation,
+            key,
+            "option_put",
+            evaluation.policy_entry(action.action_key, horizon=action.horizon),
+        )
+        venue = self._venue()
+        if venue is None:
+            return self._failed(record, "no options venue configured ([options] in the config)")
+        o = self.s.options
+        remaining = self._remaining_usd(evaluation)
+        if remaining < action.spend_usd:
+            action = dataclasses.replace(action, spend_usd=remaining.quantize(Decimal("0.01")))
+        try:
+            plan = await plan_option_action(
+                self._reader,
+                venue,
+                action,
+                account=self.account,
+                now=snap.timestamp,
+                config=OptionsPlannerConfig(slippage_bps=o.slippage_bps, lot=o.lot_wad),
+                max_size=self._exposure_contracts(snap),
+            )
+        except PlanningError as exc:
+            return self._failed(record, f"put {action.horizon}: {exc}")
+        scale = Decimal(10) ** o.quote_decimals
+        option = {k: v for k, v in plan.as_dict().items() if k != "transactions"}
+        record["option"] = option
+        premium_usd = Decimal(plan.premium_quote + plan.taker_fee) / scale
+        record["sizing"] = evaluation.sizing(float(premium_usd)) | {
+            "horizon": action.horizon,
+            "budget_usd": str(action.spend_usd),
+            "premium_limit_usd": str(Decimal(plan.premium_limit) / scale),
+        }
+        reads = [
+            Call("long", plan.pool.address, load_abi("PremiaPool"), "balanceOf", (self.account, 1)),
+            Call("quote_balance", venue.quote, load_abi("ERC20"), "balanceOf", (self.account,)),
+        ]
+        return await self._finish(
+            record,
+            snap,
+            evaluation,
+            plan.transactions,
+            f"put {action.horizon}",
+            spend_usd=premium_usd,
+            reads=reads,
+            outcome=lambda sim: _option_outcome(sim, plan.size, o.quote_decimals),
+        )
+
+    def _exposure_contracts(self, snap: ChainSnapshot) -> int | None:
+        """The position's collateral in units of the put's underlying (18 decimals): puts beyond
+        it would be speculation, not protection."""
+        acct = snap.accounts.get(self.account)
+        try:
+            under = self.layout.reserve(self.s.policy.option_underlying)
+        except AgentError:
+            return None
+        price = snap.reserves.get(under.symbol)
+        if acct is None or price is None or price.price_base <= 0:
+            return None
+        return acct.total_collateral_base * WAD // price.price_base
+
     # -- common tail: simulate, sinks ------------------------------------------------------
 
     def _failed(self, record: dict[str, Any], reason: str) -> dict[str, Any] | None:
@@ -235,15 +375,27 @@ class Proposer:
         return build_safe_tx(self.account, self.s.position.multisend_call_only, txs)
 
     async def _simulate(
-        self, snap: ChainSnapshot, txs: Sequence[PlannedTx], st: SafeTx | None, label: str
+        self,
+        snap: ChainSnapshot,
+        txs: Sequence[PlannedTx],
+        st: SafeTx | None,
+        label: str,
+        reads: Sequence[Call],
     ) -> SimulationResult | None:
         if self.simulator is None:
             return None
         if st is not None:
             return await self.simulator.simulate_safe(
-                snap.block_number, st, self.account, f"Safe.execTransaction ({label})"
+                snap.block_number,
+                st,
+                self.account,
+                f"Safe.execTransaction ({label})",
+                inner=txs,
+                reads=reads,
             )
-        return await self.simulator.simulate_eoa(snap.block_number, self.account, txs, self.account)
+        return await self.simulator.simulate_eoa(
+            snap.block_number, self.account, txs, self.account, reads=reads
+        )
 
     async def _finish(
         self,
@@ -255,7 +407,8 @@ class Proposer:
         *,
         spend_usd: Decimal,
         target_hf_wad: int | None = None,
-        extra_sim: dict[str, Any] | None = None,
+        reads: Sequence[Call] = (),
+        outcome: Callable[[SimulationResult], dict[str, Any]] | None = None,
     ) -> dict[str, Any] | None:
         record["transactions"] = [t.as_dict() for t in txs]
         st = self._safe_tx(txs)
@@ -267,10 +420,13 @@ class Proposer:
                 "data": st.data,
                 "operation": st.operation,
             }
-        sim = await self._simulate(snap, txs, st, label)
-        record["simulation"] = (
-            (simulation_record(sim, target_hf_wad) | (extra_sim or {})) if sim else None
-        )
+        sim = await self._simulate(snap, txs, st, label, reads)
+        if sim is not None:
+            record["simulation"] = simulation_record(sim, target_hf_wad) | (
+                outcome(sim) if outcome and sim.success else {}
+            )
+        else:
+            record["simulation"] = None
         record["status"] = (
             "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
         )

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from agent.collectors import build_http_collectors
+from agent.collectors.liquidations import collect_liquidations
 from agent.collectors.onchain import (
+    ChainSnapshot,
     MarketLayout,
     backfill_snapshots,
     discover,
@@ -27,6 +32,7 @@ from agent.collectors.onchain import (
 from agent.collectors.scenario import load_scenario_feed
 from agent.config import Settings
 from agent.core.errors import AgentError, Halt
+from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.evaluate import evaluate
@@ -64,6 +70,9 @@ class Agent:
         self.layout: MarketLayout | None = None
         self.simulator: ForkSimulator | None = None
         self.proposer: Proposer | None = None
+        self.http: HttpClient | None = None
+        self.http_collectors = build_http_collectors(settings.collectors)
+        self._last_run: dict[str, float] = {}
 
     async def setup(self) -> MarketLayout:
         chain = self.settings.chain
@@ -125,8 +134,58 @@ class Agent:
             await self.proposer.close()
         if self.simulator is not None:
             await self.simulator.stop()
+        if self.http is not None:
+            await self.http.close()
         await self.rpc.close()
         self.store.close()
+
+    async def collect_side(self, snap: ChainSnapshot) -> int:
+        """Everything besides the one-call snapshot: liquidation logs, HTTP sources when their
+        interval has passed, the scenario feed. A failing source is logged and skipped; the
+        tick goes on with what the store already holds."""
+        assert self.layout is not None
+        stored = 0
+        lc = self.settings.collectors.liquidations
+        if lc.enabled:
+            try:
+                scan = await collect_liquidations(
+                    self.rpc,
+                    self.layout,
+                    lookback_blocks=lc.lookback_blocks,
+                    chunk_blocks=lc.chunk_blocks,
+                    confirmations=lc.confirmations,
+                    head=snap.block_number,
+                )
+                stored += self.store.upsert(scan.observations)
+                for p in scan.problems:
+                    log.warning("collect.problem", source="liquidations", problem=p)
+            except AgentError as exc:
+                log.warning("collect.failed", source="liquidations", error=str(exc))
+        now = time.monotonic()
+        for c in self.http_collectors:
+            if now - self._last_run.get(c.name, -math.inf) < c.interval_s:
+                continue
+            self._last_run[c.name] = now
+            try:
+                if self.http is None:
+                    self.http = self.settings.collectors.http.client()
+                obs = await c.collect(self.http)
+                stored += self.store.upsert(obs)
+                log.info("collect.done", source=c.name, observations=len(obs))
+            except AgentError as exc:
+                log.warning("collect.failed", source=c.name, error=str(exc))
+            finally:
+                c.reset()
+        if self.settings.scenario.feed:
+            feed = load_scenario_feed(self.settings.scenario.feed)
+            stored += self.store.upsert(feed)
+            log.info(
+                "scenario.loaded",
+                data_origin="scenario",
+                observations=len(feed),
+                feed=self.settings.scenario.feed,
+            )
+        return stored
 
     async def tick(self, tick_id: int) -> TickReport:
         assert self.layout is not None
@@ -140,15 +199,7 @@ class Agent:
         stored = self.store.upsert(obs)
         for p in problems:
             log.warning("collect.problem", problem=p)
-        if self.settings.scenario.feed:
-            feed = load_scenario_feed(self.settings.scenario.feed)
-            stored += self.store.upsert(feed)
-            log.info(
-                "scenario.loaded",
-                data_origin="scenario",
-                observations=len(feed),
-                feed=self.settings.scenario.feed,
-            )
+        stored += await self.collect_side(snap)
         report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
         report.decision = evaluation = evaluate(
             self.store, self.settings, self.layout, snap, self.journal.read()

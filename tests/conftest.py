@@ -5,14 +5,17 @@ candles), with small data sets whose normalised values are easy to compute by ha
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+from agent.core.units import ray_apr_to_apy
 
 DAY = 86_400
 H = 3_600
@@ -211,6 +214,31 @@ class MarketApis:
         close = {"BTC-USD": 60000.5, "ETH-USD": 3000.25}[product]
         return [[self.d2, 1, 2, 1, close + 1, 10], [self.d1, 1, 2, 1, close, 10]]
 
+    def expected(self) -> dict[str, tuple[int, float, str]]:
+        """key -> (rows, value of the latest row, unit), computed by hand from the data above."""
+        return {
+            "tvl.aave-v3.total": (2, 1.2e9, "usd"),
+            "tvl.aave-v3.Ethereum": (2, 0.8e9, "usd"),  # "-borrowed"/"borrowed" keys excluded
+            "tvl.chain.Ethereum": (2, 4.5e10, "usd"),
+            "tvl.chain.total": (2, 9.0e10, "usd"),
+            # 3 settled hours + the live rate; hourly rate x 8760; latest = live metaAndAssetCtxs
+            "funding.hyperliquid.BTC": (4, 0.00002 * 8760, "apr"),
+            "funding.hyperliquid.ETH": (4, 0.00001 * 8760, "apr"),
+            "funding.dydx.BTC-USD": (2, 0.00001 * 8760, "apr"),
+            "funding.dydx.ETH-USD": (2, 0.00001 * 8760, "apr"),
+            # FRED (3 months back) and BLS (2 months back) prints of the same series
+            "macro.cpi": (2, 311.0, "index"),
+            "macro.ppi": (2, 149.5, "index"),
+            "close.spx": (1, 5000.25, "index"),  # the "." row is skipped
+            # subgraph: net TVL = (2.0M - 1.5M USDC) x $1.00 (price 1e8)
+            "tvl.aave-v3-subgraph.Ethereum": (1, 500_000.0, "usd"),
+            "rate.aave-v3.ethereum.usdc.supply_apy": (1, ray_apr_to_apy(3 * 10**25), "apy"),
+            "rate.aave-v3.ethereum.usdc.borrow_apy": (1, ray_apr_to_apy(5 * 10**25), "apy"),
+            "rate.aave-v3.ethereum.usdc.utilization": (1, 0.75, "ratio"),
+            "close.btc": (2, 60001.5, "usd"),
+            "close.eth": (2, 3001.25, "usd"),
+        }
+
     # -- routes -------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         p = request.path
@@ -267,3 +295,12 @@ async def market_apis() -> AsyncIterator[MarketApis]:
     apis.base = str(server.make_url("")).rstrip("/")
     yield apis
     await server.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """CLI handlers configure structlog to print to the *current* ``sys.stderr`` (pytest's
+    capture file, closed after the test): put the previous configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

@@ -21,35 +21,62 @@ def _series(result: BacktestResult, sid: str, subject: str, metric: str | None =
     return pd.Series(vals, index=pd.DatetimeIndex(idx), dtype="float64")
 
 
-def write_chart(result: BacktestResult, tvl: pd.Series, path: str | Path, ungated: BacktestResult | None = None) -> Path:
+def write_chart(
+    result: BacktestResult, tvl: pd.Series, path: str | Path, ungated: BacktestResult | None = None
+) -> Path:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ConfigError(f"--chart needs matplotlib ({e}); install it with `pip install matplotlib`") from None
+        raise ConfigError(
+            f"--chart needs matplotlib ({e}); install it with `pip install matplotlib`"
+        ) from None
 
     days = pd.DatetimeIndex([pd.Timestamp(r.day) for r in result.days])
     lo, hi = days[0], days[-1]
-    t = tvl[(tvl.index >= lo.tz_localize("UTC")) & (tvl.index <= hi.tz_localize("UTC") + pd.Timedelta(days=1))]
+    t = tvl[
+        (tvl.index >= lo.tz_localize("UTC"))
+        & (tvl.index <= hi.tz_localize("UTC") + pd.Timedelta(days=1))
+    ]
     t.index = pd.DatetimeIndex(t.index).tz_localize(None)
     acted = [pd.Timestamp(d) for d in result.acted_days()]
     trig = [pd.Timestamp(d) for d in (ungated or result).trigger_days()]
 
-    fig, axes = plt.subplots(4, 1, figsize=(14, 12), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2, 2]})
+    fig, axes = plt.subplots(
+        4, 1, figsize=(14, 12), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2, 2]}
+    )
     ax = axes[0]
-    ax.plot(t.index, t.to_numpy() / 1e9, color="tab:blue", lw=1, label="total DeFi TVL ($bn, DefiLlama)")
+    ax.plot(
+        t.index, t.to_numpy() / 1e9, color="tab:blue", lw=1, label="total DeFi TVL ($bn, DefiLlama)"
+    )
     ax.set_yscale("log")
     ymin, ymax = ax.get_ylim()
     for i, d in enumerate(trig):
-        ax.axvline(d, color="tab:orange", alpha=0.35, lw=1, label="layer trigger (ungated)" if i == 0 else None)
+        ax.axvline(
+            d,
+            color="tab:orange",
+            alpha=0.35,
+            lw=1,
+            label="layer trigger (ungated)" if i == 0 else None,
+        )
     for i, d in enumerate(acted):
-        ax.axvline(d, color="tab:red", alpha=0.8, lw=1.2, ls="--",
-                   label=f"acted ({'gated' if result.gate else 'ungated'}, {result.policy.gate_mode})" if i == 0 else None)
+        ax.axvline(
+            d,
+            color="tab:red",
+            alpha=0.8,
+            lw=1.2,
+            ls="--",
+            label=f"acted ({'gated' if result.gate else 'ungated'}, {result.policy.gate_mode})"
+            if i == 0
+            else None,
+        )
     ax.set_ylabel("TVL $bn (log)")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"DeFi layer rule backtest {result.start} .. {result.end} (evaluated at the end of each UTC day)")
+    ax.set_title(
+        f"DeFi layer rule backtest {result.start} .. {result.end} (evaluated at the end of each UTC day)"
+    )
 
     ax = axes[1]
     dd = _series(result, "S1", "defi-total")
@@ -62,10 +89,27 @@ def write_chart(result: BacktestResult, tvl: pd.Series, path: str | Path, ungate
     ax = axes[2]
     for subj, color in (("cpi", "tab:purple"), ("ppi", "tab:brown")):
         y = _series(result, "S2", subj, "yoy_latest")
-        ax.plot(y.index, y.to_numpy() * 100, color=color, lw=1, label=f"{subj.upper()} YoY of latest released print (%)")
-    s2 = pd.Series([any(s.id == "S2" and s.firing for s in r.signals) for r in result.days], index=days)
+        ax.plot(
+            y.index,
+            y.to_numpy() * 100,
+            color=color,
+            lw=1,
+            label=f"{subj.upper()} YoY of latest released print (%)",
+        )
+    s2 = pd.Series(
+        [any(s.id == "S2" and s.firing for s in r.signals) for r in result.days], index=days
+    )
     ymin, ymax = ax.get_ylim()
-    ax.fill_between(s2.index, ymin, ymax, where=s2.to_numpy(), color="tab:green", alpha=0.15, step="mid", label="S2 rising")
+    ax.fill_between(
+        s2.index,
+        ymin,
+        ymax,
+        where=s2.to_numpy(),
+        color="tab:green",
+        alpha=0.15,
+        step="mid",
+        label="S2 rising",
+    )
     ax.set_ylim(ymin, ymax)
     ax.set_ylabel("YoY %")
     ax.legend(loc="upper left", fontsize=8)
@@ -75,7 +119,9 @@ def write_chart(result: BacktestResult, tvl: pd.Series, path: str | Path, ungate
         b30 = _series(result, "S8", subj, "beta_short")
         b90 = _series(result, "S8", subj, "beta_long")
         ax.plot(b30.index, b30.to_numpy(), color=color, lw=1, label=f"{subj.upper()} beta30")
-        ax.plot(b90.index, b90.to_numpy(), color=color, lw=1, ls="--", label=f"{subj.upper()} beta90")
+        ax.plot(
+            b90.index, b90.to_numpy(), color=color, lw=1, ls="--", label=f"{subj.upper()} beta90"
+        )
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("beta vs S&P 500")
     ax.legend(loc="upper left", fontsize=8, ncol=2)

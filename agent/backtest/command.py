@@ -64,7 +64,11 @@ def summary_table(res: BacktestResult) -> list[str]:
     lines = [head, "-" * len(head)]
     for e in res.episodes:
         first = e.proposals[0] if e.proposals else "-"
-        more = f" (+{len(e.proposals) - 1} more day(s), total ${e.proposed_spend_usd:,})" if len(e.proposals) > 1 else ""
+        more = (
+            f" (+{len(e.proposals) - 1} more day(s), total ${e.proposed_spend_usd:,})"
+            if len(e.proposals) > 1
+            else ""
+        )
         lines.append(
             f"{e.start.isoformat():<10}  {e.end.isoformat():<10}  {_pct(e.max_drawdown_48h):>7}  {_pct(e.tvl_peak_to_trough):>7}  "
             f"{','.join(e.signals_fired):<22}  {len(e.trigger_days):>4}  {len(e.acted_days):>5}  {first}{more}"
@@ -80,7 +84,10 @@ def summary_table(res: BacktestResult) -> list[str]:
         y = by_year.setdefault(r.day.year, [0, 0])
         y[0] += int(r.decision.trigger)
         y[1] += int(r.decision.acted)
-    lines.append("per year (trigger/acted days): " + ", ".join(f"{y} {t}/{a}" for y, (t, a) in sorted(by_year.items())))
+    lines.append(
+        "per year (trigger/acted days): "
+        + ", ".join(f"{y} {t}/{a}" for y, (t, a) in sorted(by_year.items()))
+    )
     return lines
 
 
@@ -89,10 +96,22 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.to} is before --from {args.from_}")
     data = load_history(args.data_dir, prices=args.prices)
     policy = PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode)
-    position = BacktestPosition(debt_usd=args.debt_usd, health_factor=args.health_factor, liquidation_threshold_bps=args.lt_bps)
+    position = BacktestPosition(
+        debt_usd=args.debt_usd,
+        health_factor=args.health_factor,
+        liquidation_threshold_bps=args.lt_bps,
+    )
     inputs = build_inputs(data)
-    res = run_backtest(data, args.from_, args.to, gate=args.gate, signals_cfg=SignalsConfig(), policy_cfg=policy,
-                       position=position, inputs=inputs)
+    res = run_backtest(
+        data,
+        args.from_,
+        args.to,
+        gate=args.gate,
+        signals_cfg=SignalsConfig(),
+        policy_cfg=policy,
+        position=position,
+        inputs=inputs,
+    )
     for line in summary_table(res):
         print(line)
     if args.json:
@@ -101,22 +120,39 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if args.chart:
         from agent.backtest.chart import write_chart
 
-        ungated = res if not args.gate else run_backtest(
-            data, args.from_, args.to, gate=False, policy_cfg=policy, position=position, inputs=inputs)
+        ungated = (
+            res
+            if not args.gate
+            else run_backtest(
+                data,
+                args.from_,
+                args.to,
+                gate=False,
+                policy_cfg=policy,
+                position=position,
+                inputs=inputs,
+            )
+        )
         out = write_chart(res, inputs.tvl_usd["defi-total"], args.chart, ungated=ungated)
         print(f"wrote {out}")
     return 0
 
 
-def beta_records(data_dir: str | Path | None, start: date | None, end: date | None, prices: str = "yahoo") -> list[dict[str, Any]]:
+def beta_records(
+    data_dir: str | Path | None, start: date | None, end: date | None, prices: str = "yahoo"
+) -> list[dict[str, Any]]:
     data = load_history(data_dir, prices="crosscheck" if prices == "crosscheck" else "yahoo")
     if not data.has("close.spx"):
         raise ConfigError("beta: no S&P 500 closes in the data directory")
     spx = data.series("close.spx")
     assets = {a: data.series(f"close.{a}") for a in ("btc", "eth") if data.has(f"close.{a}")}
     cfg = SignalsConfig().s8
-    d0 = pd.Timestamp(start or max(spx.index[0], *(s.index[0] for s in assets.values())).date(), tz="UTC")
-    d1 = pd.Timestamp(end or min(spx.index[-1], *(s.index[-1] for s in assets.values())).date(), tz="UTC")
+    d0 = pd.Timestamp(
+        start or max(spx.index[0], *(s.index[0] for s in assets.values())).date(), tz="UTC"
+    )
+    d1 = pd.Timestamp(
+        end or min(spx.index[-1], *(s.index[-1] for s in assets.values())).date(), tz="UTC"
+    )
     out: list[dict[str, Any]] = []
     for day in pd.date_range(d0, d1, freq="D"):
         at = to_utc(day + pd.Timedelta(days=1) - pd.Timedelta(seconds=1))
@@ -135,35 +171,82 @@ def _cmd_beta(args: argparse.Namespace) -> int:
     if args.from_ and args.to and args.to < args.from_:
         raise ConfigError(f"--to {args.to} is before --from {args.from_}")
     recs = beta_records(args.data_dir, args.from_, args.to, args.prices)
-    _write_json(args.json, {"window_short": 30, "window_long": 90,
-                            "method": "daily log returns on S&P 500 trading days (crypto close of the same UTC date); "
-                                      "beta = cov/var over the last 30 and 90 paired returns",
-                            "days": recs})
+    _write_json(
+        args.json,
+        {
+            "window_short": 30,
+            "window_long": 90,
+            "method": "daily log returns on S&P 500 trading days (crypto close of the same UTC date); "
+            "beta = cov/var over the last 30 and 90 paired returns",
+            "days": recs,
+        },
+    )
     last = next((r for r in reversed(recs) if r.get("btc_beta30") is not None), None)
     if last:
-        print(f"{len(recs)} days; last {last['date']}: " + ", ".join(
-            f"{a.upper()} beta30 {last[f'{a}_beta30']:.3f} beta90 {last[f'{a}_beta90']:.3f}"
-            for a in ("btc", "eth") if last.get(f"{a}_beta30") is not None))
+        print(
+            f"{len(recs)} days; last {last['date']}: "
+            + ", ".join(
+                f"{a.upper()} beta30 {last[f'{a}_beta30']:.3f} beta90 {last[f'{a}_beta90']:.3f}"
+                for a in ("btc", "eth")
+                if last.get(f"{a}_beta30") is not None
+            )
+        )
     print(f"wrote {args.json}", file=sys.stdout)
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=str(default_data_dir()), help="directory of the history CSVs (default: ../shared/data)")
-    p.add_argument("--prices", choices=["yahoo", "crosscheck"], default="yahoo", help="price set (default yahoo)")
+    p.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help="directory of the history CSVs (default: ../shared/data)",
+    )
+    p.add_argument(
+        "--prices",
+        choices=["yahoo", "crosscheck"],
+        default="yahoo",
+        help="price set (default yahoo)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("backtest", help="replay the signals and the DeFi layer rule over real history")
+    p = sub.add_parser(
+        "backtest", help="replay the signals and the DeFi layer rule over real history"
+    )
     _common(p)
-    p.add_argument("--from", dest="from_", metavar="DATE", type=_date, required=True, help="first day (YYYY-MM-DD, UTC)")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="DATE",
+        type=_date,
+        required=True,
+        help="first day (YYYY-MM-DD, UTC)",
+    )
     p.add_argument("--to", metavar="DATE", type=_date, required=True, help="last day (inclusive)")
-    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=True, help="apply the consensus gate (default on)")
-    p.add_argument("--gate-mode", choices=["design", "independent"], default="design",
-                   help="design: 2 of 3 families (DESIGN.md); independent: confirmation outside the trigger's signals")
-    p.add_argument("--budget-usd", type=_decimal, default=Decimal("1000000"), help="defined-risk capital B")
-    p.add_argument("--debt-usd", type=_decimal, default=Decimal("1000000"), help="hypothetical position debt")
-    p.add_argument("--health-factor", type=_decimal, default=Decimal("1.45"), help="hypothetical position health factor")
+    p.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="apply the consensus gate (default on)",
+    )
+    p.add_argument(
+        "--gate-mode",
+        choices=["design", "independent"],
+        default="design",
+        help="design: 2 of 3 families (DESIGN.md); independent: confirmation outside the trigger's signals",
+    )
+    p.add_argument(
+        "--budget-usd", type=_decimal, default=Decimal("1000000"), help="defined-risk capital B"
+    )
+    p.add_argument(
+        "--debt-usd", type=_decimal, default=Decimal("1000000"), help="hypothetical position debt"
+    )
+    p.add_argument(
+        "--health-factor",
+        type=_decimal,
+        default=Decimal("1.45"),
+        help="hypothetical position health factor",
+    )
     p.add_argument("--lt-bps", type=int, default=8250, help="liquidation threshold (bps)")
     p.add_argument("--json", help="write one record per day and the episodes to this file")
     p.add_argument("--chart", help="write a PNG chart to this file")

@@ -62,7 +62,9 @@ class HistoricalData:
     observations_by_key: Mapping[str, tuple[Observation, ...]]
     data_dir: Path | None = None
     skipped: tuple[str, ...] = ()
-    _cache: dict[tuple[str, int | None], pd.Series] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[tuple[str, int | None], pd.Series] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def keys(self) -> list[str]:
         return sorted(self.observations_by_key)
@@ -95,7 +97,10 @@ class HistoricalData:
         """Only what was known by ``until_unix`` (``available_at <= until``): the data as it stood
         on that day. Used to prove the replay has no look-ahead."""
         return HistoricalData(
-            {k: tuple(o for o in v if o.available_at <= until_unix) for k, v in self.observations_by_key.items()},
+            {
+                k: tuple(o for o in v if o.available_at <= until_unix)
+                for k, v in self.observations_by_key.items()
+            },
             self.data_dir,
             self.skipped,
         )

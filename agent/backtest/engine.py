@@ -70,9 +70,18 @@ class BacktestPosition(BaseModel):
 
     def snapshot(self) -> PositionSnapshot:
         debt = int(self.debt_usd * AAVE_BASE_UNIT_USD)
-        coll = int(self.health_factor * self.debt_usd * AAVE_BASE_UNIT_USD * BPS / self.liquidation_threshold_bps)
+        coll = int(
+            self.health_factor
+            * self.debt_usd
+            * AAVE_BASE_UNIT_USD
+            * BPS
+            / self.liquidation_threshold_bps
+        )
         return PositionSnapshot(
-            self.account, coll, debt, self.liquidation_threshold_bps,
+            self.account,
+            coll,
+            debt,
+            self.liquidation_threshold_bps,
             health_factor_wad(coll, debt, self.liquidation_threshold_bps),
         )
 
@@ -92,7 +101,11 @@ def build_inputs(data: HistoricalData) -> SignalInputs:
         if key in data.observations_by_key
     }
     funding = {
-        m: s for m, key in (("binance:BTCUSDT", "funding.binance.BTCUSDT"), ("bybit:BTCUSDT", "funding.bybit.BTCUSDT"))
+        m: s
+        for m, key in (
+            ("binance:BTCUSDT", "funding.binance.BTCUSDT"),
+            ("bybit:BTCUSDT", "funding.bybit.BTCUSDT"),
+        )
         if (s := opt(key)) is not None
     }
     reserves = {
@@ -124,13 +137,18 @@ class DayRecord:
         for sid in SIGNAL_IDS:
             rs = [r for r in self.signals if r.id == sid]
             st = aggregate_status(rs)
-            lead = next((r for r in rs if r.firing), None) or next((r for r in rs if r.value is not None), None)
+            lead = next((r for r in rs if r.firing), None) or next(
+                (r for r in rs if r.value is not None), None
+            )
             out[sid] = {
                 "status": st,
                 "firing": st == "firing",
                 "value": None if lead is None else lead.value,
                 "threshold": None if lead is None else lead.threshold,
-                "subjects": {r.subject: {"status": r.status, "value": r.value, "threshold": r.threshold} for r in rs},
+                "subjects": {
+                    r.subject: {"status": r.status, "value": r.value, "threshold": r.threshold}
+                    for r in rs
+                },
             }
         return out
 
@@ -230,11 +248,17 @@ def _describe(d: Decision) -> str:
     if opts:
         total = sum((o.spend_usd for o in opts), Decimal(0))
         parts.append(f"puts {'/'.join(o.horizon[:5] for o in opts)} ${total:,}")
-    return f"{d.session_id} {d.priority} {'+'.join(d.trigger_paths)}: " + (", ".join(parts) or "nothing (suppressed)")
+    return f"{d.session_id} {d.priority} {'+'.join(d.trigger_paths)}: " + (
+        ", ".join(parts) or "nothing (suppressed)"
+    )
 
 
-def find_episodes(days: Sequence[DayRecord], tvl: pd.Series, merge_gap_days: int = 3) -> list[Episode]:
-    flagged = [r for r in days if r.decision.trigger or any(s.id == "S1" and s.firing for s in r.signals)]
+def find_episodes(
+    days: Sequence[DayRecord], tvl: pd.Series, merge_gap_days: int = 3
+) -> list[Episode]:
+    flagged = [
+        r for r in days if r.decision.trigger or any(s.id == "S1" and s.firing for s in r.signals)
+    ]
     groups: list[list[DayRecord]] = []
     for r in flagged:
         if groups and (r.day - groups[-1][-1].day).days <= merge_gap_days:
@@ -259,7 +283,11 @@ def find_episodes(days: Sequence[DayRecord], tvl: pd.Series, merge_gap_days: int
         acted = [r for r in span if r.decision.acted]
         out.append(
             Episode(
-                start, end, min(s1) if s1 else None, ptt, tuple(fired),
+                start,
+                end,
+                min(s1) if s1 else None,
+                ptt,
+                tuple(fired),
                 tuple(r.day for r in span if r.decision.trigger),
                 tuple(r.day for r in acted),
                 sum((r.decision.proposed_spend_usd for r in acted), Decimal(0)),
@@ -305,4 +333,6 @@ def run_backtest(
         memory = dec.memory
         days.append(DayRecord(day.date(), at, tuple(sig), dec))
     tvl = inp.tvl_usd.get("defi-total", pd.Series(dtype="float64"))
-    return BacktestResult(d0, d1, gate, tuple(days), tuple(find_episodes(days, tvl)), pcfg, data.skipped)
+    return BacktestResult(
+        d0, d1, gate, tuple(days), tuple(find_episodes(days, tvl)), pcfg, data.skipped
+    )

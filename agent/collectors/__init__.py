@@ -114,6 +114,11 @@ class HttpCollector:
     def now(self) -> int:
         return int(self.clock())
 
+    @property
+    def interval_s(self) -> int:
+        """How often the daemon runs this collector (its config section's ``interval_s``)."""
+        return int(getattr(getattr(self, "config", None), "interval_s", 3600))
+
     def start(self, since: int | None, lookback_s: int) -> int:
         return int(since) if since is not None else self.now() - lookback_s
 

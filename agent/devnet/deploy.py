@@ -112,7 +112,7 @@ WHALES = [
 RISKY = [(100, Decimal("1.15")), (150, Decimal("1.22")), (200, Decimal("1.30"))]  # WETH, HF
 SAFE_COLLATERAL_WETH = 400
 SAFE_SPARE_WETH = 160  # 40% of collateral: room for a later top-up
-SAFE_SPARE_USDC = 50_000
+SAFE_SPARE_USDC = 150_000  # the treasury keeps stablecoins for premiums and repays
 PERP_SKEW_SCALE = 100_000 * WAD  # ETH of net skew at which funding is maximal
 PERP_MAX_FUNDING_PER_DAY = 5 * WAD // 1000  # 0.5%/day ≈ 182% APR
 PERP_INITIAL_SKEW = 2_000 * WAD  # 0.01%/day ≈ 3.65% APR
@@ -284,7 +284,9 @@ class Deployer:
         )
         adapter = self.chain.deploy(forge_artifact("PremiaLikeOracleAdapter"), sender=d)
         for spec in ASSETS:
-            self.send(adapter, "setFeed", self.tokens[spec.symbol].address, self.feeds[spec.feed].address)
+            self.send(
+                adapter, "setFeed", self.tokens[spec.symbol].address, self.feeds[spec.feed].address
+            )
         router = self.chain.call(factory, "router")
         self.send(usdc, "mint", factory.address, self.units("USDC", PREMIA_UNDERWRITER_USDC))
         venue = PremiaV3Venue(

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
+from eth_utils.address import to_checksum_address
+
 from agent.core.abi import load_abi
 from agent.core.errors import PlanningError
 from agent.core.rpc import RpcClient
@@ -130,7 +132,7 @@ def strike_interval(strike_wad: int) -> int:
         raise PlanningError(f"strike {strike_wad} (wad) is below Premia's minimum")
     exponent = len(str(strike_wad)) - 1
     multiplier = 5 if strike_wad >= 5 * 10**exponent else 1
-    return multiplier * 10 ** (exponent - 1)
+    return int(multiplier * 10 ** (exponent - 1))
 
 
 def is_valid_strike(strike_wad: int) -> bool:
@@ -198,10 +200,14 @@ class VenueQuote:
 class OptionsVenue(Protocol):
     """What the put planner needs from a venue. Reads go through the ``RpcClient`` given."""
 
-    name: str
-    quote_token: str
-    quote_decimals: int
-    spender: str  # the address the taker approves
+    @property
+    def name(self) -> str: ...
+    @property
+    def quote_token(self) -> str: ...
+    @property
+    def quote_decimals(self) -> int: ...
+    @property
+    def spender(self) -> str: ...  # the address the taker approves
 
     def maturities(self, now: int, dte_min: float, dte_max: float) -> list[int]: ...
 
@@ -273,7 +279,7 @@ class PremiaV3Venue:
             "getPoolAddress",
             self.pool_key(strike_wad, maturity),
         )
-        return PoolRef(str(pool), bool(deployed), strike_wad, maturity)
+        return PoolRef(to_checksum_address(pool), bool(deployed), strike_wad, maturity)
 
     async def quote_buy(self, rpc: RpcClient, pool: PoolRef, taker: str, size: int) -> VenueQuote:
         premium_net, fee = await self._call(
@@ -359,7 +365,7 @@ class PutPlan:
 
     @property
     def premium_usd(self) -> Decimal:
-        return Decimal(self.premium_quote) / 10**self.quote_decimals
+        return Decimal(self.premium_quote) / Decimal(10**self.quote_decimals)
 
     @property
     def contracts(self) -> Decimal:
@@ -405,8 +411,12 @@ async def plan_put(
     now: int,
     spot: Decimal | None = None,
     config: OptionsPlannerConfig | None = None,
+    max_size: int | None = None,
 ) -> PutPlan:
-    """Plan ``approve`` (when short) + ``trade`` buying puts for ``account`` worth about
+    """``max_size`` (contracts, 18 decimals) caps the hedge at the exposure it protects, so a
+    cheap near-expiry put never turns into a position larger than the collateral.
+
+    Plan ``approve`` (when short) + ``trade`` buying puts for ``account`` worth about
     ``spend_usd`` of premium (fee included, never above it), at the strike ``spot * (1 -
     otm_fraction)`` floored to the grid and the preferred valid maturity in ``[dte_min,
     dte_max]`` days whose pool is deployed. ``now`` is the chain time the trade is planned for;
@@ -428,7 +438,9 @@ async def plan_put(
         if ref.deployed:
             pool = ref
             break
-        skipped.append(f"strike {Decimal(strike) / WAD} maturity {m}: pool {ref.address} not deployed")
+        skipped.append(
+            f"strike {Decimal(strike) / WAD} maturity {m}: pool {ref.address} not deployed"
+        )
     if pool is None:
         raise PlanningError(
             f"{horizon}: no deployed {venue.name} put pool at strike {Decimal(strike) / WAD} "
@@ -436,7 +448,9 @@ async def plan_put(
         )
 
     scale = 10**venue.quote_decimals
+    # The premium *limit* (quote + slippage) is what the spend may reach, so it stays in budget.
     budget = int((spend_usd * scale).to_integral_value(rounding=ROUND_FLOOR))
+    budget = budget * 10_000 // (10_000 + cfg.slippage_bps)
     wallet = await venue.balance(rpc, account)
     capped_by = None
     wallet_budget = wallet * 10_000 // (10_000 + cfg.slippage_bps)  # the limit must be payable
@@ -447,6 +461,8 @@ async def plan_put(
     if unit.premium_net <= 0:
         raise PlanningError(f"{horizon}: {venue.name} quotes no premium for pool {pool.address}")
     size = budget * WAD // unit.premium_net // cfg.lot * cfg.lot
+    if max_size is not None and size > max_size // cfg.lot * cfg.lot:
+        size, capped_by = max_size // cfg.lot * cfg.lot, "exposure"
     quote = unit
     for _ in range(cfg.requote_rounds):
         if size <= 0:
@@ -457,7 +473,9 @@ async def plan_put(
         # Price impact: shrink proportionally (and by one lot) and ask again.
         size = (size * budget // quote.premium_net) // cfg.lot * cfg.lot - cfg.lot
     else:
-        raise PlanningError(f"{horizon}: quote still above budget after {cfg.requote_rounds} rounds")
+        raise PlanningError(
+            f"{horizon}: quote still above budget after {cfg.requote_rounds} rounds"
+        )
     if size <= 0:
         one = Decimal(unit.premium_net * cfg.lot) / WAD / scale
         raise PlanningError(
@@ -516,6 +534,7 @@ async def plan_option_action(
     now: int,
     spot: Decimal | None = None,
     config: OptionsPlannerConfig | None = None,
+    max_size: int | None = None,
 ) -> PutPlan:
     """``plan_put`` for one policy ``OptionAction``."""
     return await plan_put(
@@ -530,6 +549,7 @@ async def plan_option_action(
         now=now,
         spot=spot,
         config=config,
+        max_size=max_size,
     )
 
 

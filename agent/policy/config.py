@@ -25,15 +25,31 @@ class HorizonConfig(BaseModel):
     @model_validator(mode="after")
     def _range(self) -> HorizonConfig:
         if self.dte_max < self.dte_min:
-            raise ValueError(f"horizon {self.name}: dte_max {self.dte_max} < dte_min {self.dte_min}")
+            raise ValueError(
+                f"horizon {self.name}: dte_max {self.dte_max} < dte_min {self.dte_min}"
+            )
         return self
 
 
 DEFAULT_HORIZONS: tuple[HorizonConfig, ...] = (
-    HorizonConfig(name="short", dte_min=0, dte_max=7, weight=Decimal("0.40"), otm_fraction=Decimal("0.10")),
-    HorizonConfig(name="intermediate", dte_min=15, dte_max=45, weight=Decimal("0.35"), otm_fraction=Decimal("0.15")),
+    HorizonConfig(
+        name="short", dte_min=0, dte_max=7, weight=Decimal("0.40"), otm_fraction=Decimal("0.10")
+    ),
+    HorizonConfig(
+        name="intermediate",
+        dte_min=15,
+        dte_max=45,
+        weight=Decimal("0.35"),
+        otm_fraction=Decimal("0.15"),
+    ),
     # "60+ DTE": bounded at 180 so a venue lookup has a finite range; raise it in config if wanted.
-    HorizonConfig(name="structural", dte_min=60, dte_max=180, weight=Decimal("0.25"), otm_fraction=Decimal("0.20")),
+    HorizonConfig(
+        name="structural",
+        dte_min=60,
+        dte_max=180,
+        weight=Decimal("0.25"),
+        otm_fraction=Decimal("0.20"),
+    ),
 )
 
 

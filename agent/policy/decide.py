@@ -116,7 +116,9 @@ def decide(
     memory = memory or PolicyMemory()
     notes: list[str] = []
     if session.session_id != session_id_for(at_unix):
-        notes.append(f"session id {session.session_id} is not the UTC day of the evaluation ({session_id_for(at_unix)})")
+        notes.append(
+            f"session id {session.session_id} is not the UTC day of the evaluation ({session_id_for(at_unix)})"
+        )
 
     groups = _by_id(signals)
     status = {sid: aggregate_status(rs) for sid, rs in groups.items()}
@@ -137,12 +139,16 @@ def decide(
     # 2. consensus gate
     fams = tuple(f for f, members in FAMILIES.items() if any(m in firing for m in members))
     own = {m for p in paths for m in p.split("+")}
-    confirming = tuple(sorted(m for members in FAMILIES.values() for m in members if m in firing and m not in own))
+    confirming = tuple(
+        sorted(m for members in FAMILIES.values() for m in members if m in firing and m not in own)
+    )
     if cfg.gate_mode == "design":
         gate_passed = len(fams) >= cfg.gate_min_families
         gate_why = f"{len(fams)} of 3 families firing ({', '.join(fams) or 'none'}), need {cfg.gate_min_families}"
     else:
-        conf_fams = tuple(f for f, members in FAMILIES.items() if any(m in confirming for m in members))
+        conf_fams = tuple(
+            f for f, members in FAMILIES.items() if any(m in confirming for m in members)
+        )
         gate_passed = len(conf_fams) >= cfg.gate_min_independent_families
         gate_why = (
             f"{len(conf_fams)} families with a firing signal outside the trigger "
@@ -152,7 +158,12 @@ def decide(
     if trigger:
         notes.append(
             f"consensus gate ({cfg.gate_mode}): {gate_why}: "
-            + ("passed" if gate_passed else "not passed" + ("; gate disabled, acting anyway" if not cfg.consensus_gate else "; no action"))
+            + (
+                "passed"
+                if gate_passed
+                else "not passed"
+                + ("; gate disabled, acting anyway" if not cfg.consensus_gate else "; no action")
+            )
         )
 
     # 3. beta priority
@@ -162,11 +173,17 @@ def decide(
     if rising:
         priority, size = "defi_first", Decimal(1)
         if acted:
-            notes.append(f"S8 beta rising for {', '.join(rising)}: DeFi protection first, full size")
+            notes.append(
+                f"S8 beta rising for {', '.join(rising)}: DeFi protection first, full size"
+            )
     else:
         priority, size = "sp500_first", cfg.non_defi_first_fraction
         if acted:
-            why = "S8 insufficient data, treated as not rising" if status.get("S8") == "insufficient_data" else "S8 beta not rising"
+            why = (
+                "S8 insufficient data, treated as not rising"
+                if status.get("S8") == "insufficient_data"
+                else "S8 beta not rising"
+            )
             notes.append(f"{why}: {SP500_FIRST_NOTE}; sized at {size * 100:g}%")
     if not acted:
         priority, size = "none", Decimal(0)
@@ -220,26 +237,53 @@ def decide(
                 req_usd = _cents_up(Decimal(req_base) / Decimal(position.base_unit))
                 spend = min(req_usd, topup_budget)
                 if spend < cfg.min_action_usd or spend <= 0:
-                    suppressed.append(Suppressed(akey, f"top-up budget ${spend} below minimum ${cfg.min_action_usd}"))
+                    suppressed.append(
+                        Suppressed(
+                            akey, f"top-up budget ${spend} below minimum ${cfg.min_action_usd}"
+                        )
+                    )
                 else:
-                    ikey = idempotency_key("collateral_top_up", position.account, session.session_id)
-                    actions.append(TopUpAction(position.account, target_wad, spend, req_base, req_usd, ikey, akey))
+                    ikey = idempotency_key(
+                        "collateral_top_up", position.account, session.session_id
+                    )
+                    actions.append(
+                        TopUpAction(
+                            position.account, target_wad, spend, req_base, req_usd, ikey, akey
+                        )
+                    )
                     new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
         # option ladder
         for h in cfg.horizons:
             akey = f"option:{cfg.option_underlying.lower()}:{h.name}"
             if h.name in session.horizons_bought:
-                suppressed.append(Suppressed(akey, f"horizon {h.name} already bought in session {session.session_id}"))
+                suppressed.append(
+                    Suppressed(
+                        akey, f"horizon {h.name} already bought in session {session.session_id}"
+                    )
+                )
                 continue
             if (blocked_opt := allowed(akey)) is not None:
                 suppressed.append(Suppressed(akey, blocked_opt))
                 continue
             spend = _cents_down(option_budget * h.weight)
             if spend < cfg.min_action_usd or spend <= 0:
-                suppressed.append(Suppressed(akey, f"premium budget ${spend} below minimum ${cfg.min_action_usd}"))
+                suppressed.append(
+                    Suppressed(akey, f"premium budget ${spend} below minimum ${cfg.min_action_usd}")
+                )
                 continue
             ikey = idempotency_key("option_put", cfg.option_underlying, session.session_id, h.name)
-            actions.append(OptionAction(h.name, cfg.option_underlying, h.dte_min, h.dte_max, h.otm_fraction, spend, ikey, akey))
+            actions.append(
+                OptionAction(
+                    h.name,
+                    cfg.option_underlying,
+                    h.dte_min,
+                    h.dte_max,
+                    h.otm_fraction,
+                    spend,
+                    ikey,
+                    akey,
+                )
+            )
             new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
 
     proposed = sum((a.spend_usd for a in actions), Decimal(0))

@@ -27,9 +27,13 @@ def signal_line(r: SignalResult) -> str:
 def explain_lines(d: Decision) -> list[str]:
     lines = [f"evaluation at {_iso(d.at)}, session {d.session_id}"]
     lines += [signal_line(r) for r in d.signals]
-    lines.append("signal status: " + ", ".join(f"{k}={v}" for k, v in sorted(d.signal_status.items())))
+    lines.append(
+        "signal status: " + ", ".join(f"{k}={v}" for k, v in sorted(d.signal_status.items()))
+    )
     if d.trigger:
-        lines.append(f"layer trigger: yes via {' and '.join(d.trigger_paths)} (severity {_num(d.severity)})")
+        lines.append(
+            f"layer trigger: yes via {' and '.join(d.trigger_paths)} (severity {_num(d.severity)})"
+        )
     else:
         lines.append("layer trigger: no (needs S1 and S2, or S3 and S4, firing)")
     gate = "passed" if d.gate_passed else "not passed"

@@ -79,16 +79,30 @@ class PolicyMemory:
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {
-            k: {"severity": e.severity, "at": e.at, "session_id": e.session_id, "idempotency_key": e.idempotency_key}
+            k: {
+                "severity": e.severity,
+                "at": e.at,
+                "session_id": e.session_id,
+                "idempotency_key": e.idempotency_key,
+            }
             for k, e in sorted(self.entries.items())
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Mapping[str, Any]]) -> PolicyMemory:
-        return cls(MappingProxyType({
-            k: MemoryEntry(float(v["severity"]), int(v["at"]), str(v["session_id"]), str(v["idempotency_key"]))
-            for k, v in d.items()
-        }))
+        return cls(
+            MappingProxyType(
+                {
+                    k: MemoryEntry(
+                        float(v["severity"]),
+                        int(v["at"]),
+                        str(v["session_id"]),
+                        str(v["idempotency_key"]),
+                    )
+                    for k, v in d.items()
+                }
+            )
+        )
 
 
 def idempotency_key(action: str, target: str, session_id: str, horizon: str | None = None) -> str:
@@ -178,7 +192,9 @@ class Decision:
     at: int
     session_id: str
     trigger: bool
-    trigger_paths: tuple[str, ...]  # "S1+S2" (TVL drawdown with macro rising), "S3+S4" (on-chain stress)
+    trigger_paths: tuple[
+        str, ...
+    ]  # "S1+S2" (TVL drawdown with macro rising), "S3+S4" (on-chain stress)
     gate_enabled: bool
     gate_passed: bool
     families_firing: tuple[str, ...]  # of "onchain", "market", "macro"
@@ -237,7 +253,9 @@ class Decision:
             "layer_usd": str(self.layer_usd),
             "proposed_spend_usd": str(self.proposed_spend_usd),
             "actions": [a.as_dict() for a in self.actions],
-            "suppressed": [{"action_key": s.action_key, "reason": s.reason} for s in self.suppressed],
+            "suppressed": [
+                {"action_key": s.action_key, "reason": s.reason} for s in self.suppressed
+            ],
             "notes": list(self.notes),
             "signal_status": dict(self.signal_status),
         }

@@ -61,11 +61,15 @@ class SignalInputs:
     liquidations_usd_per_hour: Mapping[str, pd.Series] = field(default_factory=_empty)  # S5
     hourly_prices: Mapping[str, pd.Series] = field(default_factory=_empty)  # S6, per asset
     daily_closes: Mapping[str, pd.Series] = field(default_factory=_empty)  # S7, per asset
-    beta_assets: Mapping[str, pd.Series] = field(default_factory=_empty)  # S8 crypto closes ("btc", "eth")
+    beta_assets: Mapping[str, pd.Series] = field(
+        default_factory=_empty
+    )  # S8 crypto closes ("btc", "eth")
     spx_closes: pd.Series | None = None  # S8 S&P 500 closes
 
 
-def evaluate_signals(inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig) -> list[SignalResult]:
+def evaluate_signals(
+    inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig
+) -> list[SignalResult]:
     """All eight signals at ``at``, in id order (one result per subject)."""
     at = to_utc(at)
     out: list[SignalResult] = []
@@ -77,7 +81,17 @@ def evaluate_signals(inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig)
     out += s6_collateral_volatility(inputs.hourly_prices, at, cfg.s6)
     out += s7_technical(inputs.daily_closes, at, cfg.s7)
     if inputs.spx_closes is None:
-        out.append(result("S8", "cross-domain beta", "none", INSUFFICIENT, None, None, "no S&P 500 series given"))
+        out.append(
+            result(
+                "S8",
+                "cross-domain beta",
+                "none",
+                INSUFFICIENT,
+                None,
+                None,
+                "no S&P 500 series given",
+            )
+        )
     else:
         out += s8_beta(inputs.beta_assets, inputs.spx_closes, at, cfg.s8)
     return out

@@ -37,7 +37,13 @@ NAME = "cross-domain beta"
 def _by_day(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(UTC day number, value) keeping the last positive value of each day."""
     v = s.to_numpy(dtype="float64")
-    d = pd.DatetimeIndex(s.index).tz_convert(None).to_numpy().astype("datetime64[D]").astype("int64")
+    d = (
+        pd.DatetimeIndex(s.index)
+        .tz_convert(None)
+        .to_numpy()
+        .astype("datetime64[D]")
+        .astype("int64")
+    )
     keep = v > 0
     d, v = d[keep], v[keep]
     last = np.r_[d[1:] != d[:-1], True] if len(d) else np.zeros(0, dtype=bool)
@@ -69,36 +75,70 @@ def beta(x: np.ndarray, y: np.ndarray) -> float:
     return float((xm * (y - y.mean())).sum()) / var
 
 
-def s8_beta_one(crypto: pd.Series, spx: pd.Series, at: pd.Timestamp, cfg: S8Config, subject: str | None = None) -> SignalResult:
+def s8_beta_one(
+    crypto: pd.Series, spx: pd.Series, at: pd.Timestamp, cfg: S8Config, subject: str | None = None
+) -> SignalResult:
     subject = subject or series_key(crypto, "crypto")
     # enough history for long_window paired returns: ~1.6 calendar days per trading day, plus slack
     since = at - pd.Timedelta(days=int(cfg.long_window * 1.6) + 30)
     c, s = upto(crypto, at, since), upto(spx, at, since)
     days, y, x = _paired(c, s)
     if len(days) < cfg.long_window:
-        return result("S8", NAME, subject, INSUFFICIENT, None, None, f"{len(days)} paired daily returns, need {cfg.long_window}")
+        return result(
+            "S8",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            None,
+            f"{len(days)} paired daily returns, need {cfg.long_window}",
+        )
     last = pd.Timestamp(int(days[-1]) * 86_400, unit="s", tz="UTC")
     if at - last > pd.Timedelta(days=cfg.max_staleness_days):
-        return result("S8", NAME, subject, INSUFFICIENT, None, None, f"latest paired day {last.date()} is stale")
-    b_s = beta(x[-cfg.short_window:], y[-cfg.short_window:])
-    b_l = beta(x[-cfg.long_window:], y[-cfg.long_window:])
+        return result(
+            "S8",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            None,
+            f"latest paired day {last.date()} is stale",
+        )
+    b_s = beta(x[-cfg.short_window :], y[-cfg.short_window :])
+    b_l = beta(x[-cfg.long_window :], y[-cfg.long_window :])
     if not (np.isfinite(b_s) and np.isfinite(b_l)):
-        return result("S8", NAME, subject, INSUFFICIENT, None, None, "S&P returns have zero variance")
+        return result(
+            "S8", NAME, subject, INSUFFICIENT, None, None, "S&P returns have zero variance"
+        )
     status = FIRING if b_s > b_l else QUIET
     nxt = last + pd.Timedelta(days=1)
     ci = int(c.index.searchsorted(nxt, side="left")) - 1
     si = int(s.index.searchsorted(nxt, side="left")) - 1
     return result(
-        "S8", NAME, subject, status, b_s, b_l,
+        "S8",
+        NAME,
+        subject,
+        status,
+        b_s,
+        b_l,
         f"beta{cfg.short_window} {b_s:.3f} {'>' if status == FIRING else '<='} beta{cfg.long_window} {b_l:.3f} "
         f"(daily log returns on S&P trading days, last {last.date()})",
         (ref(c, ci), ref(s, si)),
-        {f"beta{cfg.short_window}": b_s, f"beta{cfg.long_window}": b_l, "beta_short": b_s, "beta_long": b_l,
-         "severity": (b_s / b_l) if b_l > 0 else None},
+        {
+            f"beta{cfg.short_window}": b_s,
+            f"beta{cfg.long_window}": b_l,
+            "beta_short": b_s,
+            "beta_long": b_l,
+            "severity": (b_s / b_l) if b_l > 0 else None,
+        },
     )
 
 
-def s8_beta(crypto_by_asset: Mapping[str, pd.Series], spx: pd.Series, at: pd.Timestamp, cfg: S8Config) -> list[SignalResult]:
+def s8_beta(
+    crypto_by_asset: Mapping[str, pd.Series], spx: pd.Series, at: pd.Timestamp, cfg: S8Config
+) -> list[SignalResult]:
     if not crypto_by_asset:
-        return [result("S8", NAME, "none", INSUFFICIENT, None, None, "no crypto close series given")]
+        return [
+            result("S8", NAME, "none", INSUFFICIENT, None, None, "no crypto close series given")
+        ]
     return [s8_beta_one(s, spx, at, cfg, a) for a, s in crypto_by_asset.items()]

@@ -33,7 +33,12 @@ NAME = "funding spike"
 
 
 def trailing_z(
-    window: pd.Series, x: float, min_points: int, span: pd.Timedelta, min_cov: float, min_std: float,
+    window: pd.Series,
+    x: float,
+    min_points: int,
+    span: pd.Timedelta,
+    min_cov: float,
+    min_std: float,
     at: pd.Timestamp,
 ) -> tuple[float | None, str]:
     """z-score of ``x`` vs ``window`` (mean, std ddof=1 floored at ``min_std``), or None + why."""
@@ -49,20 +54,33 @@ def trailing_z(
     return (x - mean) / std, f"mean {mean:.4g}, std {std:.4g}"
 
 
-def s3_funding_one(funding_apr: pd.Series, at: pd.Timestamp, cfg: S3Config, subject: str | None = None) -> SignalResult:
+def s3_funding_one(
+    funding_apr: pd.Series, at: pd.Timestamp, cfg: S3Config, subject: str | None = None
+) -> SignalResult:
     subject = subject or series_key(funding_apr, "funding")
     span = pd.Timedelta(days=cfg.z_window_days)
     s = upto(funding_apr, at, at - span - pd.Timedelta(hours=cfg.max_staleness_hours))
     if len(s) == 0:
-        return result("S3", NAME, subject, INSUFFICIENT, None, cfg.abs_apr, "no funding point in the window")
+        return result(
+            "S3", NAME, subject, INSUFFICIENT, None, cfg.abs_apr, "no funding point in the window"
+        )
     last_t = s.index[-1]
     if at - last_t > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result("S3", NAME, subject, INSUFFICIENT, None, cfg.abs_apr,
-                      f"latest funding {last_t.isoformat()} older than {cfg.max_staleness_hours:g}h")
+        return result(
+            "S3",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.abs_apr,
+            f"latest funding {last_t.isoformat()} older than {cfg.max_staleness_hours:g}h",
+        )
     rate = float(s.iloc[-1])
     trail = s.iloc[:-1]
     trail = trail[trail.index >= last_t - span]
-    z, zwhy = trailing_z(trail, rate, cfg.z_min_points, span, cfg.z_min_coverage_fraction, cfg.z_min_std_apr, last_t)
+    z, zwhy = trailing_z(
+        trail, rate, cfg.z_min_points, span, cfg.z_min_coverage_fraction, cfg.z_min_std_apr, last_t
+    )
     level = abs(rate) >= cfg.abs_apr
     zfire = z is not None and z >= cfg.z_threshold
     sev = max(abs(rate) / cfg.abs_apr, (z / cfg.z_threshold) if z is not None else 0.0)
@@ -74,7 +92,12 @@ def s3_funding_one(funding_apr: pd.Series, at: pd.Timestamp, cfg: S3Config, subj
         status = QUIET
     ztxt = "n/a" if z is None else f"{z:.2f}"
     return result(
-        "S3", NAME, subject, status, rate, cfg.abs_apr,
+        "S3",
+        NAME,
+        subject,
+        status,
+        rate,
+        cfg.abs_apr,
         f"funding {fmt_pct(rate)} APR (|.| threshold {fmt_pct(cfg.abs_apr, 0)}), z {ztxt} vs "
         f"{cfg.z_window_days:g}d (threshold {cfg.z_threshold:g}; {zwhy})",
         (ref(s, len(s) - 1),),
@@ -82,7 +105,11 @@ def s3_funding_one(funding_apr: pd.Series, at: pd.Timestamp, cfg: S3Config, subj
     )
 
 
-def s3_funding_spike(funding_by_market: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S3Config) -> list[SignalResult]:
+def s3_funding_spike(
+    funding_by_market: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S3Config
+) -> list[SignalResult]:
     if not funding_by_market:
-        return [result("S3", NAME, "none", INSUFFICIENT, None, cfg.abs_apr, "no funding series given")]
+        return [
+            result("S3", NAME, "none", INSUFFICIENT, None, cfg.abs_apr, "no funding series given")
+        ]
     return [s3_funding_one(s, at, cfg, m) for m, s in funding_by_market.items()]

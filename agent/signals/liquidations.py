@@ -27,17 +27,34 @@ from agent.signals.config import S5Config
 NAME = "liquidations"
 
 
-def s5_liquidations_one(volume_usd_per_hour: pd.Series, at: pd.Timestamp, cfg: S5Config, subject: str | None = None) -> SignalResult:
+def s5_liquidations_one(
+    volume_usd_per_hour: pd.Series, at: pd.Timestamp, cfg: S5Config, subject: str | None = None
+) -> SignalResult:
     subject = subject or series_key(volume_usd_per_hour, "liquidations")
     win = pd.Timedelta(hours=cfg.window_hours)
     base = pd.Timedelta(days=cfg.baseline_days)
     s = upto(volume_usd_per_hour, at, at - win - base + pd.Timedelta(microseconds=1))
     expected = (win + base) / pd.Timedelta(hours=1)
     if len(s) == 0 or len(s) < expected * cfg.min_coverage_fraction:
-        return result("S5", NAME, subject, INSUFFICIENT, None, cfg.ratio,
-                      f"{len(s)} hourly points in {cfg.baseline_days}d+{cfg.window_hours:g}h, need {expected * cfg.min_coverage_fraction:.0f}")
+        return result(
+            "S5",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.ratio,
+            f"{len(s)} hourly points in {cfg.baseline_days}d+{cfg.window_hours:g}h, need {expected * cfg.min_coverage_fraction:.0f}",
+        )
     if at - s.index[-1] > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result("S5", NAME, subject, INSUFFICIENT, None, cfg.ratio, f"latest point {s.index[-1].isoformat()} is stale")
+        return result(
+            "S5",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.ratio,
+            f"latest point {s.index[-1].isoformat()} is stale",
+        )
     recent = s[s.index > at - win]
     before = s[s.index <= at - win]
     vol24 = float(recent.sum())
@@ -46,13 +63,27 @@ def s5_liquidations_one(volume_usd_per_hour: pd.Series, at: pd.Timestamp, cfg: S
     ratio = vol24 / denom if denom > 0 else float("inf") if vol24 > 0 else 0.0
     status = FIRING if ratio >= cfg.ratio else QUIET
     return result(
-        "S5", NAME, subject, status, ratio, cfg.ratio,
+        "S5",
+        NAME,
+        subject,
+        status,
+        ratio,
+        cfg.ratio,
         f"${vol24:,.0f} liquidated in {cfg.window_hours:g}h vs ${mean_daily:,.0f}/day over the prior {cfg.baseline_days}d: {ratio:.2f}x",
-        (ref(s, len(s) - 1),), {"volume_window_usd": vol24, "baseline_daily_usd": mean_daily, "severity": ratio / cfg.ratio},
+        (ref(s, len(s) - 1),),
+        {
+            "volume_window_usd": vol24,
+            "baseline_daily_usd": mean_daily,
+            "severity": ratio / cfg.ratio,
+        },
     )
 
 
-def s5_liquidations(volume_by_protocol: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S5Config) -> list[SignalResult]:
+def s5_liquidations(
+    volume_by_protocol: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S5Config
+) -> list[SignalResult]:
     if not volume_by_protocol:
-        return [result("S5", NAME, "none", INSUFFICIENT, None, cfg.ratio, "no liquidation series given")]
+        return [
+            result("S5", NAME, "none", INSUFFICIENT, None, cfg.ratio, "no liquidation series given")
+        ]
     return [s5_liquidations_one(s, at, cfg, p) for p, s in volume_by_protocol.items()]

@@ -54,7 +54,8 @@ COLUMNS = ("ref_period", "value", "released_at", "source")
 def _month_starts(ts: pd.DatetimeIndex | pd.Series) -> pd.DatetimeIndex:
     idx = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
     return pd.DatetimeIndex(
-        [pd.Timestamp(year=t.year, month=t.month, day=1, tz="UTC") for t in idx], dtype="datetime64[ns, UTC]"
+        [pd.Timestamp(year=t.year, month=t.month, day=1, tz="UTC") for t in idx],
+        dtype="datetime64[ns, UTC]",
     )
 
 
@@ -68,10 +69,17 @@ def macro_prints(
     ref = _month_starts(pd.DatetimeIndex(values.index))
     rel = pd.Series(pd.NaT, index=ref, dtype="datetime64[ns, UTC]")
     if released_at is not None:
-        known = dict(zip(_month_starts(pd.DatetimeIndex(released_at.index)),
-                         pd.to_datetime(released_at, utc=True), strict=True))
+        known = dict(
+            zip(
+                _month_starts(pd.DatetimeIndex(released_at.index)),
+                pd.to_datetime(released_at, utc=True),
+                strict=True,
+            )
+        )
         rel = pd.Series([known.get(m, pd.NaT) for m in ref], index=ref, dtype="datetime64[ns, UTC]")
-    src = source or str(values.attrs.get("source", values.name if values.name is not None else "unknown"))
+    src = source or str(
+        values.attrs.get("source", values.name if values.name is not None else "unknown")
+    )
     return pd.DataFrame(
         {
             "ref_period": pd.Series(ref),
@@ -108,9 +116,15 @@ def _view_arrays(
     """(month index, value, release ns, original row) of the rows released by ``at``, one per
     reference month (latest released vintage), sorted by month. numpy: the replay calls this
     once per day per index."""
-    months = pd.DatetimeIndex(prints["ref_period"]).tz_convert(None).to_numpy().astype("datetime64[M]")
-    rel = pd.DatetimeIndex(prints["released_at"]).tz_convert(None).to_numpy().astype("datetime64[ns]")
-    fallback = (months + 1).astype("datetime64[ns]") + np.timedelta64(cfg.fallback_release_day - 1, "D")
+    months = (
+        pd.DatetimeIndex(prints["ref_period"]).tz_convert(None).to_numpy().astype("datetime64[M]")
+    )
+    rel = (
+        pd.DatetimeIndex(prints["released_at"]).tz_convert(None).to_numpy().astype("datetime64[ns]")
+    )
+    fallback = (months + 1).astype("datetime64[ns]") + np.timedelta64(
+        cfg.fallback_release_day - 1, "D"
+    )
     rel = np.where(np.isnat(rel), fallback, rel)
     at_ns = at.tz_convert(None).to_datetime64().astype("datetime64[ns]")
     rows = np.flatnonzero(rel <= at_ns)
@@ -144,17 +158,36 @@ def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str
     months, vals, rel, rows = _view_arrays(prints, at, cfg)
     n = len(months)
     if n < 2:
-        return result("S2", NAME, subject, INSUFFICIENT, None, thr, f"{n} {subject.upper()} print(s) released by {at.date()}")
+        return result(
+            "S2",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"{n} {subject.upper()} print(s) released by {at.date()}",
+        )
     li, pi = n - 1, n - 2
     latest_rel = pd.Timestamp(rel[li]).tz_localize("UTC")
     prev_rel = pd.Timestamp(rel[pi]).tz_localize("UTC")
     if at - latest_rel > pd.Timedelta(days=cfg.max_print_age_days):
-        return result("S2", NAME, subject, INSUFFICIENT, None, thr,
-                      f"latest {subject.upper()} print released {latest_rel.date()}, older than {cfg.max_print_age_days:g} days")
+        return result(
+            "S2",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"latest {subject.upper()} print released {latest_rel.date()}, older than {cfg.max_print_age_days:g} days",
+        )
     sources = prints["source"].to_numpy()
 
     def row_ref(i: int) -> InputRef:
-        ts = unix(pd.Timestamp(np.datetime64(int(months[i]), "M").astype("datetime64[ns]")).tz_localize("UTC"))
+        ts = unix(
+            pd.Timestamp(np.datetime64(int(months[i]), "M").astype("datetime64[ns]")).tz_localize(
+                "UTC"
+            )
+        )
         return InputRef(f"macro.{subject}", str(sources[rows[i]]), ts, float(vals[i]))
 
     def yoy(i: int) -> tuple[float, int] | None:
@@ -167,16 +200,29 @@ def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str
     lm, pm = _month_str(int(months[li])), _month_str(int(months[pi]))
     if yl is None or yp is None:
         missing = lm if yl is None else pm
-        return result("S2", NAME, subject, INSUFFICIENT, None, thr,
-                      f"{subject.upper()} {missing}: no print 12 months earlier for YoY")
+        return result(
+            "S2",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"{subject.upper()} {missing}: no print 12 months earlier for YoY",
+        )
     change = yl[0] - yp[0]
     status = FIRING if change > thr else QUIET
     inputs = (row_ref(li), row_ref(yl[1]), row_ref(pi), row_ref(yp[1]))
     return result(
-        "S2", NAME, subject, status, change, thr,
+        "S2",
+        NAME,
+        subject,
+        status,
+        change,
+        thr,
         f"{subject.upper()} YoY {lm} {fmt_pct(yl[0])} (released {latest_rel.date()}) vs "
         f"{pm} {fmt_pct(yp[0])} (released {prev_rel.date()}): {change * 100:+.2f}pp",
-        inputs, {"yoy_latest": yl[0], "yoy_previous": yp[0]},
+        inputs,
+        {"yoy_latest": yl[0], "yoy_previous": yp[0]},
     )
 
 
@@ -185,5 +231,15 @@ def s2_macro_rising(
 ) -> list[SignalResult]:
     """S2 for each index (keys such as "cpi", "ppi"); the signal holds when any result fires."""
     if not prints_by_index:
-        return [result("S2", NAME, "none", INSUFFICIENT, None, cfg.min_yoy_change, "no CPI/PPI prints given")]
+        return [
+            result(
+                "S2",
+                NAME,
+                "none",
+                INSUFFICIENT,
+                None,
+                cfg.min_yoy_change,
+                "no CPI/PPI prints given",
+            )
+        ]
     return [s2_index(p, at, cfg, subject) for subject, p in prints_by_index.items()]

@@ -47,7 +47,9 @@ class ReserveRates:
     utilisation: pd.Series | None = None
 
 
-def _latest(s: pd.Series | None, at: pd.Timestamp, stale: pd.Timedelta) -> tuple[float, InputRef] | None:
+def _latest(
+    s: pd.Series | None, at: pd.Timestamp, stale: pd.Timedelta
+) -> tuple[float, InputRef] | None:
     if s is None:
         return None
     w = upto(s, at, at - stale)
@@ -58,7 +60,11 @@ def _latest(s: pd.Series | None, at: pd.Timestamp, stale: pd.Timedelta) -> tuple
 
 def s4_reserve(r: ReserveRates, at: pd.Timestamp, cfg: S4Config, subject: str) -> SignalResult:
     stale = pd.Timedelta(hours=cfg.max_staleness_hours)
-    sup, bor, util = _latest(r.supply_apy, at, stale), _latest(r.borrow_apy, at, stale), _latest(r.utilisation, at, stale)
+    sup, bor, util = (
+        _latest(r.supply_apy, at, stale),
+        _latest(r.borrow_apy, at, stale),
+        _latest(r.utilisation, at, stale),
+    )
     fired: list[str] = []
     missing: list[str] = []
     parts: list[str] = []
@@ -66,16 +72,32 @@ def s4_reserve(r: ReserveRates, at: pd.Timestamp, cfg: S4Config, subject: str) -
     sev = 0.0
     z: float | None = None
     # spread z-score
-    if r.supply_apy is not None and r.borrow_apy is not None and sup is not None and bor is not None:
+    if (
+        r.supply_apy is not None
+        and r.borrow_apy is not None
+        and sup is not None
+        and bor is not None
+    ):
         span = pd.Timedelta(days=cfg.z_window_days)
-        spread = (upto(r.borrow_apy, at, at - span - stale) - upto(r.supply_apy, at, at - span - stale)).dropna()
+        spread = (
+            upto(r.borrow_apy, at, at - span - stale) - upto(r.supply_apy, at, at - span - stale)
+        ).dropna()
         if len(spread) >= 2:
             last_t = spread.index[-1]
             trail = spread.iloc[:-1]
             trail = trail[trail.index >= last_t - span]
-            z, why = trailing_z(trail, float(spread.iloc[-1]), cfg.z_min_points, span,
-                                cfg.z_min_coverage_fraction, cfg.z_min_std, last_t)
-            parts.append(f"spread {fmt_pct(float(spread.iloc[-1]))} z {'n/a' if z is None else f'{z:.2f}'} ({why})")
+            z, why = trailing_z(
+                trail,
+                float(spread.iloc[-1]),
+                cfg.z_min_points,
+                span,
+                cfg.z_min_coverage_fraction,
+                cfg.z_min_std,
+                last_t,
+            )
+            parts.append(
+                f"spread {fmt_pct(float(spread.iloc[-1]))} z {'n/a' if z is None else f'{z:.2f}'} ({why})"
+            )
             if z is None:
                 missing.append("spread history")
             else:
@@ -116,11 +138,24 @@ def s4_reserve(r: ReserveRates, at: pd.Timestamp, cfg: S4Config, subject: str) -
     detail = "; ".join(parts) + (f" -> fired: {', '.join(fired)}" if fired else "")
     if missing and not fired:
         detail += f" -> missing: {', '.join(missing)}"
-    return result("S4", NAME, subject, status, value, cfg.borrow_apy, detail, inputs,
-                  {"spread_z": z, "severity": sev})
+    return result(
+        "S4",
+        NAME,
+        subject,
+        status,
+        value,
+        cfg.borrow_apy,
+        detail,
+        inputs,
+        {"spread_z": z, "severity": sev},
+    )
 
 
-def s4_rate_differential(reserves: Mapping[str, ReserveRates], at: pd.Timestamp, cfg: S4Config) -> list[SignalResult]:
+def s4_rate_differential(
+    reserves: Mapping[str, ReserveRates], at: pd.Timestamp, cfg: S4Config
+) -> list[SignalResult]:
     if not reserves:
-        return [result("S4", NAME, "none", INSUFFICIENT, None, cfg.borrow_apy, "no reserve rates given")]
+        return [
+            result("S4", NAME, "none", INSUFFICIENT, None, cfg.borrow_apy, "no reserve rates given")
+        ]
     return [s4_reserve(r, at, cfg, subject) for subject, r in reserves.items()]

@@ -69,16 +69,36 @@ def macd_histogram(closes: np.ndarray, fast: int, slow: int, signal: int) -> np.
     return hist
 
 
-def s7_technical_one(closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject: str | None = None) -> SignalResult:
+def s7_technical_one(
+    closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject: str | None = None
+) -> SignalResult:
     subject = subject or series_key(closes, "close")
     c = upto(closes, at)
-    c = c.iloc[-cfg.lookback_days:]
+    c = c.iloc[-cfg.lookback_days :]
     if len(c) < cfg.min_closes:
-        return result("S7", NAME, subject, INSUFFICIENT, None, cfg.rsi_threshold, f"{len(c)} daily closes, need {cfg.min_closes}")
+        return result(
+            "S7",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.rsi_threshold,
+            f"{len(c)} daily closes, need {cfg.min_closes}",
+        )
     if at - c.index[-1] > pd.Timedelta(days=cfg.max_staleness_days):
-        return result("S7", NAME, subject, INSUFFICIENT, None, cfg.rsi_threshold, f"latest close {c.index[-1].date()} is stale")
+        return result(
+            "S7",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.rsi_threshold,
+            f"latest close {c.index[-1].date()} is stale",
+        )
     rsi = rsi_wilder(c.to_numpy(dtype="float64"), cfg.rsi_period)
-    hist = macd_histogram(c.to_numpy(dtype="float64"), cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)
+    hist = macd_histogram(
+        c.to_numpy(dtype="float64"), cfg.macd_fast, cfg.macd_slow, cfg.macd_signal
+    )
     h_now, h_prev = float(hist[-1]), float(hist[-2])
     rsi_fire = rsi <= cfg.rsi_threshold
     turn = h_now < 0 <= h_prev
@@ -86,14 +106,26 @@ def s7_technical_one(closes: pd.Series, at: pd.Timestamp, cfg: S7Config, subject
     why = [w for w, on in (("RSI", rsi_fire), ("MACD histogram turned negative", turn)) if on]
     sev = max(cfg.rsi_threshold / rsi if rsi > 0 else float("inf"), 1.0 if turn else 0.0)
     return result(
-        "S7", NAME, subject, status, rsi, cfg.rsi_threshold,
+        "S7",
+        NAME,
+        subject,
+        status,
+        rsi,
+        cfg.rsi_threshold,
         f"RSI{cfg.rsi_period} {rsi:.1f} (<= {cfg.rsi_threshold:g} fires), MACD hist {h_prev:.4g} -> {h_now:.4g}"
         + (f" -> fired: {', '.join(why)}" if why else ""),
-        (ref(c, len(c) - 1), ref(c, len(c) - 2)), {"macd_hist": h_now, "macd_hist_prev": h_prev, "severity": sev},
+        (ref(c, len(c) - 1), ref(c, len(c) - 2)),
+        {"macd_hist": h_now, "macd_hist_prev": h_prev, "severity": sev},
     )
 
 
-def s7_technical(closes_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S7Config) -> list[SignalResult]:
+def s7_technical(
+    closes_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S7Config
+) -> list[SignalResult]:
     if not closes_by_asset:
-        return [result("S7", NAME, "none", INSUFFICIENT, None, cfg.rsi_threshold, "no close series given")]
+        return [
+            result(
+                "S7", NAME, "none", INSUFFICIENT, None, cfg.rsi_threshold, "no close series given"
+            )
+        ]
     return [s7_technical_one(s, at, cfg, a) for a, s in closes_by_asset.items()]

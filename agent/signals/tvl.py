@@ -37,30 +37,65 @@ def s1_tvl_drawdown_one(
     w = upto(tvl_usd, at, at - window)
     thr = -cfg.drawdown_fraction
     if len(w) < cfg.min_points:
-        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
-                      f"{len(w)} TVL point(s) in the {cfg.window_hours:g}h window, need {cfg.min_points}")
+        return result(
+            "S1",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"{len(w)} TVL point(s) in the {cfg.window_hours:g}h window, need {cfg.min_points}",
+        )
     first, last = w.index[0], w.index[-1]
     if (at - first) < window * cfg.min_coverage_fraction:
-        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
-                      f"window not covered: first point {first.isoformat()} is less than "
-                      f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before {at.isoformat()}")
+        return result(
+            "S1",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"window not covered: first point {first.isoformat()} is less than "
+            f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before {at.isoformat()}",
+        )
     if (at - last) > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result("S1", NAME, subject, INSUFFICIENT, None, thr,
-                      f"latest TVL point {last.isoformat()} is older than {cfg.max_staleness_hours:g}h")
+        return result(
+            "S1",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"latest TVL point {last.isoformat()} is older than {cfg.max_staleness_hours:g}h",
+        )
     vals = w.to_numpy(dtype="float64")
     imax = int(vals.argmax())
     peak, now = float(vals[imax]), float(vals[-1])
     if peak <= 0:
-        return result("S1", NAME, subject, INSUFFICIENT, None, thr, f"window max TVL is {peak:g} (not positive)")
+        return result(
+            "S1",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"window max TVL is {peak:g} (not positive)",
+        )
     dd = now / peak - 1.0
     # compared multiplicatively so an exact -8% fires despite float rounding of now/peak - 1
     status = FIRING if now <= peak * (1.0 + thr) else QUIET
     inputs = (ref(w, len(w) - 1), ref(w, imax)) if imax != len(w) - 1 else (ref(w, len(w) - 1),)
     return result(
-        "S1", NAME, subject, status, dd, thr,
+        "S1",
+        NAME,
+        subject,
+        status,
+        dd,
+        thr,
         f"TVL ${now:,.0f} vs {cfg.window_hours:g}h max ${peak:,.0f}: {fmt_pct(dd)} "
         f"({'<=' if status == FIRING else '>'} {fmt_pct(thr)})",
-        inputs, {"tvl_usd": now, "window_max_usd": peak, "points": float(len(w)), "severity": dd / thr},
+        inputs,
+        {"tvl_usd": now, "window_max_usd": peak, "points": float(len(w)), "severity": dd / thr},
     )
 
 
@@ -70,5 +105,15 @@ def s1_tvl_drawdown(
     """S1 for every watched protocol (subject = mapping key). An empty mapping gives one
     insufficient_data result, so "no protocol watched" is visible, not a silent quiet."""
     if not tvl_by_protocol:
-        return [result("S1", NAME, "none", INSUFFICIENT, None, -cfg.drawdown_fraction, "no TVL series given")]
+        return [
+            result(
+                "S1",
+                NAME,
+                "none",
+                INSUFFICIENT,
+                None,
+                -cfg.drawdown_fraction,
+                "no TVL series given",
+            )
+        ]
     return [s1_tvl_drawdown_one(s, at, cfg, subject) for subject, s in tvl_by_protocol.items()]

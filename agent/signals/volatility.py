@@ -27,7 +27,9 @@ from agent.signals.config import S6Config
 NAME = "collateral volatility"
 
 
-def s6_volatility_one(prices: pd.Series, at: pd.Timestamp, cfg: S6Config, subject: str | None = None) -> SignalResult:
+def s6_volatility_one(
+    prices: pd.Series, at: pd.Timestamp, cfg: S6Config, subject: str | None = None
+) -> SignalResult:
     subject = subject or series_key(prices, "price")
     win = pd.Timedelta(hours=cfg.window_hours)
     base = pd.Timedelta(days=cfg.baseline_days)
@@ -36,26 +38,51 @@ def s6_volatility_one(prices: pd.Series, at: pd.Timestamp, cfg: S6Config, subjec
     if len(p) < 3:
         return result("S6", NAME, subject, INSUFFICIENT, None, cfg.ratio, f"{len(p)} price points")
     if at - p.index[-1] > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result("S6", NAME, subject, INSUFFICIENT, None, cfg.ratio, f"latest price {p.index[-1].isoformat()} is stale")
+        return result(
+            "S6",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.ratio,
+            f"latest price {p.index[-1].isoformat()} is stale",
+        )
     r = pd.Series(np.diff(np.log(p.to_numpy(dtype="float64"))), index=p.index[1:])
     recent = r[r.index > at - win]
     before = r[(r.index <= at - win) & (r.index > at - win - base)]
     need_base = base / pd.Timedelta(hours=1) * cfg.min_coverage_fraction
     if len(recent) < cfg.min_window_returns or len(before) < need_base:
-        return result("S6", NAME, subject, INSUFFICIENT, None, cfg.ratio,
-                      f"{len(recent)} returns in {cfg.window_hours:g}h (need {cfg.min_window_returns}), "
-                      f"{len(before)} in the {cfg.baseline_days:g}d baseline (need {need_base:.0f}); hourly prices required")
+        return result(
+            "S6",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            cfg.ratio,
+            f"{len(recent)} returns in {cfg.window_hours:g}h (need {cfg.min_window_returns}), "
+            f"{len(before)} in the {cfg.baseline_days:g}d baseline (need {need_base:.0f}); hourly prices required",
+        )
     k = float(np.sqrt(cfg.periods_per_year))
     vol_now = float(recent.std(ddof=1)) * k
     vol_base = float(before.std(ddof=1)) * k
     ratio = vol_now / vol_base if vol_base > 0 else float("inf")
     status = FIRING if ratio >= cfg.ratio else QUIET
-    return result("S6", NAME, subject, status, ratio, cfg.ratio,
-                  f"realised vol {vol_now:.1%} ({cfg.window_hours:g}h) vs {vol_base:.1%} ({cfg.baseline_days:g}d): {ratio:.2f}x",
-                  (ref(p, len(p) - 1),), {"vol_window": vol_now, "vol_baseline": vol_base, "severity": ratio / cfg.ratio})
+    return result(
+        "S6",
+        NAME,
+        subject,
+        status,
+        ratio,
+        cfg.ratio,
+        f"realised vol {vol_now:.1%} ({cfg.window_hours:g}h) vs {vol_base:.1%} ({cfg.baseline_days:g}d): {ratio:.2f}x",
+        (ref(p, len(p) - 1),),
+        {"vol_window": vol_now, "vol_baseline": vol_base, "severity": ratio / cfg.ratio},
+    )
 
 
-def s6_collateral_volatility(prices_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S6Config) -> list[SignalResult]:
+def s6_collateral_volatility(
+    prices_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S6Config
+) -> list[SignalResult]:
     if not prices_by_asset:
         return [result("S6", NAME, "none", INSUFFICIENT, None, cfg.ratio, "no price series given")]
     return [s6_volatility_one(s, at, cfg, a) for a, s in prices_by_asset.items()]

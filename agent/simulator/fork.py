@@ -14,10 +14,12 @@ approving the Safe transaction hash on chain (``approveHash``), so the signature
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from agent.collectors.multicall import Call
 from agent.core.abi import ContractAbi, DecodedCall, decode_revert, load_abi, revert_data_from_rpc
 from agent.core.anvil import AnvilProcess
 from agent.core.errors import ExecutionReverted, RpcError, SimulationError
@@ -54,6 +56,8 @@ class SimulationResult:
     transactions: tuple[TxOutcome, ...]
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Post-execution reads (tag -> decoded outputs), taken on the fork before it is reverted.
+    reads: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 class ForkSimulator:
@@ -67,9 +71,19 @@ class ForkSimulator:
         self._anvil: AnvilProcess | None = None
         self._rpc: RpcClient | None = None
         self._fork_block: int | None = None
+        self._in_sequence = False
         self._abis = [
             load_abi(n)
-            for n in ("ERC20", "Pool", "Safe", "AToken", "VariableDebtToken", "MultiSendCallOnly")
+            for n in (
+                "ERC20",
+                "Pool",
+                "Safe",
+                "AToken",
+                "VariableDebtToken",
+                "MultiSendCallOnly",
+                "PremiaPool",
+                "PremiaPoolFactory",
+            )
         ]
 
     @property
@@ -99,6 +113,21 @@ class ForkSimulator:
             self._fork_block = target
         assert self._rpc is not None
         return self._rpc
+
+    @contextlib.asynccontextmanager
+    async def sequence(self, head_block: int) -> AsyncIterator[RpcClient]:
+        """Simulate several proposals in order on one fork state: each successful one stays
+        applied, so the next sees its effects (as the signers will when they execute them in
+        order); failed ones are rolled back. The fork is reverted when the block ends. Yields
+        the fork's RPC so planners can read the state the next proposal will meet."""
+        rpc = await self.ensure(head_block)
+        snap = await rpc.request("evm_snapshot")
+        self._in_sequence = True
+        try:
+            yield rpc
+        finally:
+            self._in_sequence = False
+            await rpc.request("evm_revert", [snap])
 
     async def stop(self) -> None:
         if self._rpc is not None:
@@ -177,16 +206,38 @@ class ForkSimulator:
         await rpc.request("anvil_setBalance", [who, hex(GAS_FUNDING_WEI)])
 
     async def simulate_safe(
-        self, head_block: int, safe_tx: SafeTx, account: str, label: str
+        self,
+        head_block: int,
+        safe_tx: SafeTx,
+        account: str,
+        label: str,
+        *,
+        inner: Sequence[PlannedTx] = (),
+        reads: Sequence[Call] = (),
     ) -> SimulationResult:
+        """Execute ``safe_tx`` as the owners will. ``inner`` (the batched calls) lets a failed
+        batch be replayed call by call from the Safe to name the call that reverts and why
+        (the Safe itself only reports GS013); ``reads`` run on the fork after success."""
         rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
+        keep = False
         try:
-            return await self._simulate_safe(rpc, safe_tx, account, label)
+            res = await self._simulate_safe(rpc, safe_tx, account, label)
+            if not res.success and inner:
+                await rpc.request("evm_revert", [snap])
+                snap = await rpc.request("evm_snapshot")
+                why = await self._diagnose(rpc, safe_tx.safe, inner)
+                if why:
+                    res = replace(res, error=f"{res.error}; {why}")
+            elif res.success and reads:
+                res = replace(res, reads=await self._reads(rpc, reads))
+            keep = res.success and self._in_sequence
+            return res
         except (RpcError, SimulationError) as exc:
             return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
         finally:
-            await rpc.request("evm_revert", [snap])
+            if not keep:
+                await rpc.request("evm_revert", [snap])
 
     async def _simulate_safe(
         self, rpc: RpcClient, st: SafeTx, account: str, label: str
@@ -250,11 +301,35 @@ class ForkSimulator:
             error=res.revert_reason,
         )
 
+    async def _diagnose(self, rpc: RpcClient, safe: str, inner: Sequence[PlannedTx]) -> str | None:
+        """Replay the batch's calls one by one as the Safe (impersonated) to find the failing one."""
+        await self._impersonate(rpc, safe)
+        for i, tx in enumerate(inner, 1):
+            res = await self._send(rpc, safe, tx.to, tx.data, tx.value, tx.human)
+            if not res.success:
+                return f"call {i} ({tx.human}) reverts: {res.revert_reason}"
+        return None
+
+    async def _reads(self, rpc: RpcClient, reads: Sequence[Call]) -> dict[str, tuple[Any, ...]]:
+        out = {}
+        for c in reads:
+            out[c.tag] = c.abi.decode_output(
+                c.fn, await rpc.eth_call(c.target, c.abi.encode_hex(c.fn, *c.args))
+            )
+        return out
+
     async def simulate_eoa(
-        self, head_block: int, sender: str, txs: Sequence[PlannedTx], account: str
+        self,
+        head_block: int,
+        sender: str,
+        txs: Sequence[PlannedTx],
+        account: str,
+        *,
+        reads: Sequence[Call] = (),
     ) -> SimulationResult:
         rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
+        keep = False
         try:
             before = await self.account_view(rpc, account)
             await self._impersonate(rpc, sender)
@@ -272,8 +347,17 @@ class ForkSimulator:
                         error=res.revert_reason,
                     )
             after = await self.account_view(rpc, account)
-            return SimulationResult(True, self._fork_block or 0, before, after, tuple(outcomes))
+            keep = self._in_sequence
+            return SimulationResult(
+                True,
+                self._fork_block or 0,
+                before,
+                after,
+                tuple(outcomes),
+                reads=await self._reads(rpc, reads),
+            )
         except (ExecutionReverted, RpcError, SimulationError) as exc:
             return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
         finally:
-            await rpc.request("evm_revert", [snap])
+            if not keep:
+                await rpc.request("evm_revert", [snap])

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+
+def _iso(ts: Any) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _hf(v: Any) -> str:
@@ -55,19 +60,41 @@ def render_proposal(p: dict[str, Any]) -> str:
         lines.append(
             f"  Safe Transaction Service: {'error: ' + ss['error'] if ss.get('error') else 'proposed safeTxHash ' + str(ss.get('safe_tx_hash'))}"
         )
-    if p.get("live"):
-        lv = p["live"]
+    for lv in (
+        p["live"] if isinstance(p.get("live"), list) else [p["live"]] if p.get("live") else []
+    ):
         lines.append(
             f"  LIVE: sent {lv.get('tx_hash')} from {lv.get('from')} (nonce {lv.get('nonce')})"
+        )
+    if p.get("option"):
+        o = p["option"]
+        lines.append(
+            f"  put ({o['horizon']} horizon, {o['venue']}): pool {o['pool']} strike {int(o['strike']) / 1e18:,.2f}"
+            f" maturity {_iso(o['maturity'])}, spot {float(o['spot']):,.2f}"
+        )
+        lines.append(
+            f"    size {int(o['size']) / 1e18:,.4f} contracts; premium quote {int(o['premium_quote']) / 1e6:,.2f}"
+            f" + fee {int(o['taker_fee']) / 1e6:,.2f} USDC, limit {int(o['premium_limit']) / 1e6:,.2f}"
+            f" (budget ${o['spend_usd']})"
+            + (f", capped by {o['capped_by']}" if o.get("capped_by") else "")
         )
     if sim:
         lines.append(
             f"  simulation on fork at block {sim.get('fork_block')}: {'OK' if sim.get('success') else 'FAILED'}"
             + (f" — {sim['error']}" if sim.get("error") else "")
         )
+        if sim.get("premium_paid") is not None:
+            lines.append(
+                f"    bought {int(sim['option_long_after'] or 0) / 1e18:,.4f} long puts for "
+                f"{sim['premium_paid_usd']:,.2f} USDC (premium + fee, from the pool's Trade event)"
+            )
         lines.append(
             f"    health factor {_hf(sim.get('health_factor_before'))} -> {_hf(sim.get('health_factor_after'))}"
-            f" (target {_hf(sim.get('target_health_factor'))})"
+            + (
+                f" (target {_hf(sim.get('target_health_factor'))})"
+                if sim.get("target_health_factor") is not None
+                else ""
+            )
         )
         if sim.get("collateral_usd_before") is not None:
             lines.append(

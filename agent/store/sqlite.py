@@ -354,6 +354,11 @@ class Store:
             )
             return changed
 
+    def drop_checkpoint(self, name: str) -> bool:
+        """Forget one task's checkpoint (its next backfill starts from ``since``)."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM checkpoints WHERE name = ?", (name,)).rowcount == 1
+
     def reset_checkpoints(self, prefix: str = "") -> int:
         """Forget checkpoints whose name starts with ``prefix`` (all by default)."""
         with self._tx() as c:

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", *args],
         cwd=ROOT,
@@ -27,7 +29,9 @@ def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> su
         timeout=300,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"hedge-agent {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"hedge-agent {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -46,17 +50,30 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
             .replace("out/devnet/scenario_feed.json", str(feed))
             .replace("var/demo/", f"{tmp}/")
         )
-        yield {"tmp": tmp, "config": config, "deployment": deployment, "journal": tmp / "proposals.jsonl"}
+        yield {
+            "tmp": tmp,
+            "config": config,
+            "deployment": deployment,
+            "journal": tmp / "proposals.jsonl",
+        }
     finally:
         cli("devnet", "down", "--deployment", str(deployment), check=False)
 
 
-def test_stress_scenario_yields_a_simulated_top_up_reaching_the_target(devnet: dict[str, Path]) -> None:
-    run = cli("run", "--config", str(devnet["config"]), "--once", env={"HEDGE_AGENT_AGENT__LOG_FORMAT": "json"})
+def test_stress_scenario_yields_a_simulated_top_up_reaching_the_target(
+    devnet: dict[str, Path],
+) -> None:
+    run = cli(
+        "run",
+        "--config",
+        str(devnet["config"]),
+        "--once",
+        env={"HEDGE_AGENT_AGENT__LOG_FORMAT": "json"},
+    )
     rows = [json.loads(line) for line in devnet["journal"].read_text().splitlines() if line.strip()]
-    topups = [r for r in rows if r["action"] == "collateral_top_up"]
-    assert topups, f"no top-up proposed; agent log:\n{run.stderr[-3000:]}"
-    p = topups[0]
+    protect = [r for r in rows if r["action"] in ("collateral_top_up", "repay_debt")]
+    assert protect, f"no top-up or repay proposed; agent log:\n{run.stderr[-3000:]}"
+    p = protect[0]
     assert p["status"] == "simulated", p.get("simulation")
     sim = p["simulation"]
     assert sim["success"] is True
@@ -64,12 +81,37 @@ def test_stress_scenario_yields_a_simulated_top_up_reaching_the_target(devnet: d
     assert sim["health_factor_after"] > sim["health_factor_before"]
     # the transactions are the real Aave V3 calls, decoded from the calldata
     methods = [t["call"]["method"] for t in p["transactions"]]
-    assert methods[-1] == "supply" and set(methods) <= {"approve", "supply"}
+    final = "supply" if p["action"] == "collateral_top_up" else "repay"
+    assert methods[-1] == final and set(methods) <= {"approve", final}
     assert p["transactions"][-1]["call"]["args"]["onBehalfOf"] == p["account"]
+    # both options were costed and the cheaper one that reaches the target was chosen
+    costs = {o["action"]: o for o in p["comparison"]["options"]}
+    assert p["comparison"]["chosen"] == p["action"] and costs[p["action"]]["reaches_target"]
     # the structured log carries the proposal and the trigger evidence
     events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "proposal" for e in events)
     assert any(e.get("data_origin") == "scenario" for e in events)
+
+
+def test_puts_in_two_horizons_within_the_session_cap(devnet: dict[str, Path]) -> None:
+    from agent.sinks.safe_tx_builder import validate_checksum
+
+    rows = [json.loads(line) for line in devnet["journal"].read_text().splitlines() if line.strip()]
+    puts = [r for r in rows if r["action"] == "option_put" and r["status"] == "simulated"]
+    assert len({r["option"]["horizon"] for r in puts}) >= 2, [r.get("error") for r in rows]
+    for r in puts:
+        sim = r["simulation"]
+        assert int(sim["option_long_after"]) == int(r["option"]["size"]) > 0
+        assert int(sim["premium_paid"]) <= int(r["option"]["premium_limit"])
+        assert r["transactions"][-1]["call"]["method"] == "trade"
+    # every executable proposal has a Safe Transaction Builder file with a valid checksum
+    for r in rows:
+        if r["status"] == "simulated":
+            batch = json.loads(Path(r["safe_tx_builder_file"]).read_text())
+            assert validate_checksum(batch) and len(batch["transactions"]) == len(r["transactions"])
+    # the session's proposed spend stays within 25% of the budget (1,000,000 in devnet.toml)
+    spent = sum(r["sizing"]["spend_usd"] for r in rows if r["status"] == "simulated")
+    assert 0 < spent <= 250_000
 
 
 def test_second_run_does_not_duplicate_the_proposal(devnet: dict[str, Path]) -> None:

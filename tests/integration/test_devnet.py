@@ -51,9 +51,15 @@ def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None
         "chainlink",
         "multicall3",
         "perps",
+        "premia",
         "safe",
         "accounts",
     }
+    assert {"pool_factory", "oracle_adapter", "erc20_router", "base", "quote"} <= set(
+        devnet["premia"]
+    )
+    assert devnet["premia"]["base"] == devnet["tokens"]["WETH"]["address"]
+    assert devnet["premia"]["quote"] == devnet["tokens"]["USDC"]["address"]
     assert devnet["version"] == 1 and devnet["chain_id"] == 31337
     assert set(devnet["aave"]) == {
         "pool_addresses_provider",

@@ -37,7 +37,10 @@ def chain_config(dep: dict[str, Any], **extra: Any) -> ChainConfig:
         pool_addresses_provider=dep["aave"]["pool_addresses_provider"],
         reserves=tuple(t["address"] for t in dep["tokens"].values()),
         accounts=(dep["safe"]["address"],),
-        feeds={k: FeedConfig(address=v, asset=k.split("/")[0].lower()) for k, v in dep["chainlink"].items()},
+        feeds={
+            k: FeedConfig(address=v, asset=k.split("/")[0].lower())
+            for k, v in dep["chainlink"].items()
+        },
         perps=dep["perps"],
         **extra,
     )
@@ -54,7 +57,9 @@ def call(url: str, to: str, abi_name: str, fn: str, *args: Any) -> tuple[Any, ..
     return abi.decode_output(fn, bytes.fromhex(raw[2:]))
 
 
-async def test_one_tick_is_one_eth_call_and_matches_direct_reads(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_one_tick_is_one_eth_call_and_matches_direct_reads(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
     async with RpcClient(devnet_url, source="rpc:t") as rpc:
         layout = await layout_for(rpc, devnet)
         METRICS.reset()
@@ -69,7 +74,9 @@ async def test_one_tick_is_one_eth_call_and_matches_direct_reads(devnet: dict[st
     for sym, tok in devnet["tokens"].items():
         supply = call(devnet_url, tok["a_token"], "ERC20", "totalSupply")[0]
         price = call(devnet_url, layout.oracle, "AaveOracle", "getAssetPrice", tok["address"])[0]
-        by_hand += Decimal(supply) * Decimal(price) / Decimal(10**8) / Decimal(10 ** tok["decimals"])
+        by_hand += (
+            Decimal(supply) * Decimal(price) / Decimal(10**8) / Decimal(10 ** tok["decimals"])
+        )
         assert snap.reserves[sym].a_token_supply == supply
     obs, problems = snapshot_observations(snap, layout)
     assert problems == []
@@ -80,17 +87,23 @@ async def test_one_tick_is_one_eth_call_and_matches_direct_reads(devnet: dict[st
     assert hf.value == pytest.approx(direct[5] / WAD)
 
 
-async def test_batch_size_does_not_change_the_call_count(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_batch_size_does_not_change_the_call_count(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
     async with RpcClient(devnet_url, source="rpc:n") as rpc:
         layout = await layout_for(rpc, devnet)
-        many = MarketLayout(**{**layout.__dict__, "accounts": tuple(devnet["accounts"]["whales"]) + layout.accounts})
+        many = MarketLayout(
+            **{**layout.__dict__, "accounts": tuple(devnet["accounts"]["whales"]) + layout.accounts}
+        )
         METRICS.reset()
         snap = await read_snapshot(rpc, many)
         assert METRICS.sources["rpc:n"].requests == 1
         assert len(snap.accounts) == len(many.accounts)
 
 
-async def test_stale_feed_is_a_problem_not_a_price(devnet: dict[str, Any], devnet_url: str, devnet_chain: Chain) -> None:
+async def test_stale_feed_is_a_problem_not_a_price(
+    devnet: dict[str, Any], devnet_url: str, devnet_chain: Chain
+) -> None:
     devnet_chain.mine(seconds=2 * 3600)  # past the 1h heartbeat without a new round
     async with RpcClient(devnet_url) as rpc:
         layout = await layout_for(rpc, devnet)
@@ -99,25 +112,37 @@ async def test_stale_feed_is_a_problem_not_a_price(devnet: dict[str, Any], devne
     assert any("ETH/USD" in p and "stale" in p for p in problems)
 
 
-async def test_one_failing_call_does_not_sink_the_batch(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_one_failing_call_does_not_sink_the_batch(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
     async with RpcClient(devnet_url) as rpc:
         layout = await layout_for(rpc, devnet)
-        broken = MarketLayout(**{**layout.__dict__, "perps": {"BAD": devnet["safe"]["address"], **layout.perps}})
+        broken = MarketLayout(
+            **{**layout.__dict__, "perps": {"BAD": devnet["safe"]["address"], **layout.perps}}
+        )
         snap = await read_snapshot(rpc, broken)
     assert "BAD" not in snap.funding_per_day_wad and "ETH-PERP" in snap.funding_per_day_wad
     assert any(f.tag == "perp:BAD" for f in snap.failures)
     assert snap.accounts  # the rest decoded
 
 
-async def test_safe_top_up_simulated_on_a_fork_reaches_target(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_safe_top_up_simulated_on_a_fork_reaches_target(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
     safe = devnet["safe"]["address"]
     target = 21 * WAD // 10
     async with RpcClient(devnet_url) as rpc:
         layout = await layout_for(rpc, devnet)
         snap = await read_snapshot(rpc, layout)
     plan = plan_topup(
-        layout=layout, account_addr=safe, account=snap.accounts[safe], asset=layout.reserve("WETH"),
-        reserve=snap.reserves["WETH"], target_hf_wad=target, max_spend_base=None, allowance=0,
+        layout=layout,
+        account_addr=safe,
+        account=snap.accounts[safe],
+        asset=layout.reserve("WETH"),
+        reserve=snap.reserves["WETH"],
+        target_hf_wad=target,
+        max_spend_base=None,
+        allowance=0,
     )
     assert [t.decoded.method for t in plan.transactions] == ["approve", "supply"]
     sim = ForkSimulator(devnet_url, pool=layout.pool)
@@ -136,10 +161,15 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(devnet: dict[str, 
     finally:
         await sim.stop()
     # and the devnet itself is untouched
-    assert call(devnet_url, layout.pool, "Pool", "getUserAccountData", safe)[5] == snap.accounts[safe].health_factor_wad
+    assert (
+        call(devnet_url, layout.pool, "Pool", "getUserAccountData", safe)[5]
+        == snap.accounts[safe].health_factor_wad
+    )
 
 
-async def test_reverting_batch_reports_the_decoded_reason(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_reverting_batch_reports_the_decoded_reason(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
     safe = devnet["safe"]["address"]
     async with RpcClient(devnet_url) as rpc:
         layout = await layout_for(rpc, devnet)
@@ -148,8 +178,14 @@ async def test_reverting_batch_reports_the_decoded_reason(devnet: dict[str, Any]
     # Pretend the wallet holds far more WETH than it does: supply must fail inside the batch.
     rich = type(acct)(**{**acct.__dict__, "wallet_balances": {"WETH": 10**30}})
     plan = plan_topup(
-        layout=layout, account_addr=safe, account=rich, asset=layout.reserve("WETH"),
-        reserve=snap.reserves["WETH"], target_hf_wad=50 * WAD, max_spend_base=None, allowance=0,
+        layout=layout,
+        account_addr=safe,
+        account=rich,
+        asset=layout.reserve("WETH"),
+        reserve=snap.reserves["WETH"],
+        target_hf_wad=50 * WAD,
+        max_spend_base=None,
+        allowance=0,
     )
     sim = ForkSimulator(devnet_url, pool=layout.pool)
     try:

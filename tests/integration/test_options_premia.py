@@ -121,9 +121,7 @@ async def test_plan_and_buy_put_through_the_safe(
 
     pool_abi = load_abi("PremiaPool")
     events = [
-        pool_abi.decode_event(
-            [bytes(t) for t in log["topics"]], bytes(log["data"])
-        )
+        pool_abi.decode_event([bytes(t) for t in log["topics"]], bytes(log["data"]))
         for log in receipt["logs"]
         if log["address"] == plan.pool.address
     ]
@@ -227,7 +225,9 @@ async def test_factory_validates_maturity_and_strike_like_premia(
         day0 + d * DAY + 8 * 3600 for d in range(10, 20) if (day0 // DAY + d) % 7 != 1
     )
     cases = {
-        "PoolFactory__OptionMaturityNot8UTC": venue.pool_key(2700 * WAD, day0 + 10 * DAY + 9 * 3600),
+        "PoolFactory__OptionMaturityNot8UTC": venue.pool_key(
+            2700 * WAD, day0 + 10 * DAY + 9 * 3600
+        ),
         "PoolFactory__OptionMaturityNotFriday": venue.pool_key(2700 * WAD, not_friday),
         "PoolFactory__OptionStrikeInvalid": venue.pool_key(2750 * WAD, not_friday),
         "PoolFactory__OptionExpired": venue.pool_key(2700 * WAD, day0 - DAY + 8 * 3600),
@@ -238,7 +238,10 @@ async def test_factory_validates_maturity_and_strike_like_premia(
             with pytest.raises(RpcError) as info:
                 await rpc.request(
                     "eth_call",
-                    [{"to": venue.pool_factory, "data": fac.encode_hex("deployPool", key)}, "latest"],
+                    [
+                        {"to": venue.pool_factory, "data": fac.encode_hex("deployPool", key)},
+                        "latest",
+                    ],
                 )
             raw = revert_data_from_rpc(info.value.data)
             assert raw is not None

@@ -17,7 +17,9 @@ from agent.core.errors import AgentError, ConfigError
 from agent.core.models import Observation
 
 DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real history not present at {DATA} (shared/data)")
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"real history not present at {DATA} (shared/data)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_no_look_ahead_truncation(data: HistoricalData) -> None:
     decision on or before D."""
     for cut in ("2020-03-13", "2022-05-12", "2022-11-10"):
         d = date.fromisoformat(cut)
-        until = int((pd.Timestamp(d, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)).timestamp())
+        until = int(
+            (pd.Timestamp(d, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)).timestamp()
+        )
         start = (pd.Timestamp(d) - pd.Timedelta(days=45)).date()
         full = run_backtest(data, start, "2022-12-31" if d.year == 2022 else "2020-06-30")
         part = run_backtest(data.truncated(until), start, d)
@@ -98,12 +102,19 @@ def test_named_episodes_default_thresholds(data: HistoricalData) -> None:
 def test_position_and_budget_are_configurable(data: HistoricalData) -> None:
     from agent.policy import PolicyConfig
 
-    res = run_backtest(data, "2020-03-12", "2020-03-12", policy_cfg=PolicyConfig(budget_usd=Decimal(40_000)),
-                       position=BacktestPosition(debt_usd=Decimal(10_000), health_factor=Decimal("1.5")))
+    res = run_backtest(
+        data,
+        "2020-03-12",
+        "2020-03-12",
+        policy_cfg=PolicyConfig(budget_usd=Decimal(40_000)),
+        position=BacktestPosition(debt_usd=Decimal(10_000), health_factor=Decimal("1.5")),
+    )
     d = res.days[0].decision
     assert d.session_cap_usd == Decimal("10000.00")
     top = d.topups()[0]
-    assert top.max_spend_usd == Decimal("1212.13")  # 10000 * (1.6 - 1.5) / 0.825 = 1212.12..., rounded up
+    assert top.max_spend_usd == Decimal(
+        "1212.13"
+    )  # 10000 * (1.6 - 1.5) / 0.825 = 1212.12..., rounded up
 
 
 @needs_data
@@ -111,8 +122,20 @@ def test_cli_backtest_and_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str
     from agent.cli import build_parser
 
     out = tmp_path / "bt.json"
-    args = build_parser().parse_args(["backtest", "--data-dir", str(DATA), "--from", "2022-05-01", "--to", "2022-05-31",
-                                      "--no-gate", "--json", str(out)])
+    args = build_parser().parse_args(
+        [
+            "backtest",
+            "--data-dir",
+            str(DATA),
+            "--from",
+            "2022-05-01",
+            "--to",
+            "2022-05-31",
+            "--no-gate",
+            "--json",
+            str(out),
+        ]
+    )
     assert args.handler(args) == 0
     text = capsys.readouterr().out
     assert "2022-05-10" in text and "layer trigger on" in text
@@ -124,12 +147,34 @@ def test_cli_backtest_and_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert payload["episodes"][0]["start"] == "2022-05-10"
 
     bout = tmp_path / "beta.json"
-    args = build_parser().parse_args(["beta", "--data-dir", str(DATA), "--from", "2024-01-01", "--to", "2024-01-31", "--json", str(bout)])
+    args = build_parser().parse_args(
+        [
+            "beta",
+            "--data-dir",
+            str(DATA),
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-31",
+            "--json",
+            str(bout),
+        ]
+    )
     assert args.handler(args) == 0
     days = json.loads(bout.read_text())["days"]
     assert len(days) == 31 and days[0]["btc_beta30"] is not None and "eth_beta90" in days[0]
 
-    bad = build_parser().parse_args(["backtest", "--data-dir", str(tmp_path / "x"), "--from", "2022-05-01", "--to", "2022-05-02"])
+    bad = build_parser().parse_args(
+        [
+            "backtest",
+            "--data-dir",
+            str(tmp_path / "x"),
+            "--from",
+            "2022-05-01",
+            "--to",
+            "2022-05-02",
+        ]
+    )
     with pytest.raises(AgentError):
         bad.handler(bad)
 

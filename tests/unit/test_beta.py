@@ -22,7 +22,9 @@ def lstsq_beta(x: np.ndarray, y: np.ndarray) -> float:
 def synthetic(n_days: int = 220, seed: int = 7) -> tuple[pd.Series, pd.Series]:
     rng = np.random.default_rng(seed)
     days = pd.date_range("2023-01-02", periods=n_days, freq="D", tz="UTC")
-    crypto = pd.Series(30000 * np.exp(np.cumsum(rng.normal(0, 0.03, n_days))), index=days, name="close.btc")
+    crypto = pd.Series(
+        30000 * np.exp(np.cumsum(rng.normal(0, 0.03, n_days))), index=days, name="close.btc"
+    )
     trading = days[days.dayofweek < 5]
     spx_r = rng.normal(0, 0.01, len(trading))
     spx = pd.Series(4000 * np.exp(np.cumsum(spx_r)), index=trading, name="close.spx")
@@ -75,9 +77,14 @@ def test_calendar_year_beta_matches_provenance_sanity_check() -> None:
 
     data = load_history(DATA)
     spx = data.series("close.spx")
-    expected = {"btc": {2020: 0.99, 2021: 1.58, 2022: 1.52, 2023: 0.56}, "eth": {2020: 1.39, 2021: 1.63, 2022: 2.01, 2023: 0.57}}
+    expected = {
+        "btc": {2020: 0.99, 2021: 1.58, 2022: 1.52, 2023: 0.56},
+        "eth": {2020: 1.39, 2021: 1.63, 2022: 2.01, 2023: 0.57},
+    }
     for asset, years in expected.items():
         lr = paired_log_returns(data.series(f"close.{asset}"), spx)
         for year, beta in years.items():
             sub = lr[lr.index.year == year]
-            assert lstsq_beta(sub["spx"].to_numpy(), sub["crypto"].to_numpy()) == pytest.approx(beta, abs=0.011), (asset, year)
+            assert lstsq_beta(sub["spx"].to_numpy(), sub["crypto"].to_numpy()) == pytest.approx(
+                beta, abs=0.011
+            ), (asset, year)

@@ -18,7 +18,6 @@ from agent.collect import collect_once
 from agent.collectors import build_http_collectors
 from agent.collectors.command import register
 from agent.config import Settings
-from agent.core.units import ray_apr_to_apy
 from agent.store.sqlite import Store
 
 DAY = 86_400
@@ -33,29 +32,7 @@ def month_start(y: int, m: int) -> int:
 
 
 def expected_http(apis: Any) -> dict[str, tuple[int, float, str]]:
-    """key -> (rows, value of the latest row, unit), computed by hand from the served data."""
-    return {
-        "tvl.aave-v3.total": (2, 1.2e9, "usd"),
-        "tvl.aave-v3.Ethereum": (2, 0.8e9, "usd"),  # "-borrowed"/"borrowed" keys excluded
-        "tvl.chain.Ethereum": (2, 4.5e10, "usd"),
-        "tvl.chain.total": (2, 9.0e10, "usd"),
-        # 3 settled hours + the live rate; hourly rate x 8760; latest = live metaAndAssetCtxs
-        "funding.hyperliquid.BTC": (4, 0.00002 * 8760, "apr"),
-        "funding.hyperliquid.ETH": (4, 0.00001 * 8760, "apr"),
-        "funding.dydx.BTC-USD": (2, 0.00001 * 8760, "apr"),
-        "funding.dydx.ETH-USD": (2, 0.00001 * 8760, "apr"),
-        # FRED (3 months back) and BLS (2 months back) prints of the same series
-        "macro.cpi": (2, 311.0, "index"),
-        "macro.ppi": (2, 149.5, "index"),
-        "close.spx": (1, 5000.25, "index"),  # the "." row is skipped
-        # subgraph: net TVL = (2.0M - 1.5M USDC) x $1.00 (price 1e8)
-        "tvl.aave-v3-subgraph.Ethereum": (1, 500_000.0, "usd"),
-        "rate.aave-v3.ethereum.usdc.supply_apy": (1, ray_apr_to_apy(3 * 10**25), "apy"),
-        "rate.aave-v3.ethereum.usdc.borrow_apy": (1, ray_apr_to_apy(5 * 10**25), "apy"),
-        "rate.aave-v3.ethereum.usdc.utilization": (1, 0.75, "ratio"),
-        "close.btc": (2, 60001.5, "usd"),
-        "close.eth": (2, 3001.25, "usd"),
-    }
+    return apis.expected()
 
 
 def stored_summary(path: Path) -> dict[str, tuple[int, float, str]]:
@@ -218,7 +195,7 @@ def write_config(tmp_path: Path, collectors: dict[str, Any], store: Path) -> Pat
 
 
 async def test_cli_collect_once_prints_what_it_stored(
-    market_apis: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    market_apis: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     db = tmp_path / "cli.sqlite"
     config = write_config(tmp_path, market_apis.collectors_config(), db)

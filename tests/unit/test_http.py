@@ -36,7 +36,9 @@ class Scripted:
     """Per-path scripted replies, consumed in order (the last one repeats)."""
 
     def __init__(self) -> None:
-        self.replies: dict[str, list[Reply | Callable[[web.Request], Awaitable[web.StreamResponse]]]] = {}
+        self.replies: dict[
+            str, list[Reply | Callable[[web.Request], Awaitable[web.StreamResponse]]]
+        ] = {}
         self.hits: dict[str, int] = {}
         self.requests: list[web.Request] = []
 
@@ -84,7 +86,10 @@ class Sleeps:
 
 def client(sleeps: Sleeps | None = None, **kw: Any) -> HttpClient:
     return HttpClient(
-        retry=kw.pop("retry", RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=30)),
+        retry=kw.pop(
+            "retry",
+            RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=30),
+        ),
         sleep=sleeps or Sleeps(),
         rng=random.Random(1),
         **kw,
@@ -116,7 +121,14 @@ async def test_500_then_success_is_retried(api: tuple[Scripted, str]) -> None:
 
 async def test_backoff_grows_and_gives_up(api: tuple[Scripted, str]) -> None:
     s, base = api
-    s.on("/x", (503, "<html><body>\n<h1>503</h1>  Service\nUnavailable</body></html>", {"Content-Type": "text/html"}))
+    s.on(
+        "/x",
+        (
+            503,
+            "<html><body>\n<h1>503</h1>  Service\nUnavailable</body></html>",
+            {"Content-Type": "text/html"},
+        ),
+    )
     sleeps = Sleeps()
     policy = RetryPolicy(attempts=4, base_delay_s=1.0, max_delay_s=3.0)
     async with client(sleeps, retry=policy) as http:
@@ -171,7 +183,14 @@ async def test_truncated_json_is_malformed_not_retried(api: tuple[Scripted, str]
 
 async def test_html_page_with_200_is_malformed(api: tuple[Scripted, str]) -> None:
     s, base = api
-    s.on("/p", (200, "<!DOCTYPE html><html><title>Just a moment...</title></html>", {"Content-Type": "text/html"}))
+    s.on(
+        "/p",
+        (
+            200,
+            "<!DOCTYPE html><html><title>Just a moment...</title></html>",
+            {"Content-Type": "text/html"},
+        ),
+    )
     async with client() as http:
         with pytest.raises(MalformedResponse, match=r"defillama: .*/p returned an HTML page"):
             await http.get_json("defillama", f"{base}/p")
@@ -185,13 +204,20 @@ async def test_nan_in_json_is_malformed(api: tuple[Scripted, str]) -> None:
             await http.get_json("defillama", f"{base}/p")
 
 
-async def test_404_not_retried_and_secret_redacted(api: tuple[Scripted, str], tmp_path: Path) -> None:
+async def test_404_not_retried_and_secret_redacted(
+    api: tuple[Scripted, str], tmp_path: Path
+) -> None:
     s, base = api
-    s.on("/obs", (400, '{"error_code":400,"error_message":"Bad Request.  api_key=SECRETKEY is bad"}', {}))
+    s.on(
+        "/obs",
+        (400, '{"error_code":400,"error_message":"Bad Request.  api_key=SECRETKEY is bad"}', {}),
+    )
     rec = tmp_path / "rec.jsonl"
     async with client(record_path=rec) as http:
         with pytest.raises(HttpStatusError) as ei:
-            await http.get_json("fred", f"{base}/obs", params={"api_key": "SECRETKEY"}, secrets=("SECRETKEY",))
+            await http.get_json(
+                "fred", f"{base}/obs", params={"api_key": "SECRETKEY"}, secrets=("SECRETKEY",)
+            )
     assert ei.value.status == 400 and s.hits["/obs"] == 1
     assert "SECRETKEY" not in str(ei.value) and "SECRETKEY" not in ei.value.body
     text = rec.read_text()
@@ -207,7 +233,9 @@ async def test_post_json_and_recording(api: tuple[Scripted, str], tmp_path: Path
     s.on("/info", echo)
     rec = tmp_path / "rec.jsonl"
     async with client(record_path=rec) as http:
-        out = await http.post_json("bls", f"{base}/info", {"seriesid": ["X"], "registrationkey": "K123"}, secrets=("K123",))
+        out = await http.post_json(
+            "bls", f"{base}/info", {"seriesid": ["X"], "registrationkey": "K123"}, secrets=("K123",)
+        )
     assert out == {"got": {"seriesid": ["X"], "registrationkey": "K123"}}
     entry = json.loads(rec.read_text().splitlines()[0])
     assert entry["json"]["registrationkey"] == "***"
@@ -261,7 +289,9 @@ async def test_rate_limit_layer_token_bucket() -> None:
     async def send(req: Request) -> Response:
         return Response(200, {}, b"{}", req.url)
 
-    layer = rate_limit_layer({"a": RateLimit(rate_per_s=2.0, burst=2)}, clock=lambda: now[0], sleep=fake_sleep)(send)
+    layer = rate_limit_layer(
+        {"a": RateLimit(rate_per_s=2.0, burst=2)}, clock=lambda: now[0], sleep=fake_sleep
+    )(send)
     req = Request(source="a", method="GET", url="http://x")
     for _ in range(4):
         await layer(req)

@@ -30,9 +30,25 @@ E8 = 10**8
 AT = pd.Timestamp("2024-08-05 12:00", tz="UTC")
 
 
-def sig(sid: str, status: str = "firing", subject: str = "x", value: float | None = -0.1, severity: float | None = None) -> SignalResult:
+def sig(
+    sid: str,
+    status: str = "firing",
+    subject: str = "x",
+    value: float | None = -0.1,
+    severity: float | None = None,
+) -> SignalResult:
     metrics = () if severity is None else (("severity", severity),)
-    return SignalResult(sid, sid, subject, status, value, -0.08, f"{sid} test", (InputRef(f"k.{sid}", "test", 1, 1.0),), metrics)  # type: ignore[arg-type]
+    return SignalResult(
+        sid,
+        sid,
+        subject,
+        status,
+        value,
+        -0.08,
+        f"{sid} test",
+        (InputRef(f"k.{sid}", "test", 1, 1.0),),
+        metrics,
+    )  # type: ignore[arg-type]
 
 
 def quiet(*ids: str) -> list[SignalResult]:
@@ -40,16 +56,35 @@ def quiet(*ids: str) -> list[SignalResult]:
 
 
 def position(c_usd: int = 20_000, d_usd: int = 12_000, lt: int = 8250) -> PositionSnapshot:
-    return PositionSnapshot("0xAbC0000000000000000000000000000000000001", c_usd * E8, d_usd * E8, lt, health_factor_wad(c_usd * E8, d_usd * E8, lt))
+    return PositionSnapshot(
+        "0xAbC0000000000000000000000000000000000001",
+        c_usd * E8,
+        d_usd * E8,
+        lt,
+        health_factor_wad(c_usd * E8, d_usd * E8, lt),
+    )
 
 
 def session(at: pd.Timestamp = AT, spent: str = "0") -> SessionState:
     return SessionState(session_id_for(int(at.timestamp())), Decimal(spent))
 
 
-def run(signals: list[SignalResult], cfg: PolicyConfig | None = None, at: pd.Timestamp = AT,
-        memory: PolicyMemory | None = None, spent: str = "0", pos: PositionSnapshot | None = None) -> Decision:
-    return decide(signals, pos or position(), session(at, spent), cfg or PolicyConfig(budget_usd=Decimal(100_000)), at, memory)
+def run(
+    signals: list[SignalResult],
+    cfg: PolicyConfig | None = None,
+    at: pd.Timestamp = AT,
+    memory: PolicyMemory | None = None,
+    spent: str = "0",
+    pos: PositionSnapshot | None = None,
+) -> Decision:
+    return decide(
+        signals,
+        pos or position(),
+        session(at, spent),
+        cfg or PolicyConfig(budget_usd=Decimal(100_000)),
+        at,
+        memory,
+    )
 
 
 def test_topup_sizing_by_hand() -> None:
@@ -70,7 +105,9 @@ def test_gate_blocks_a_lone_tvl_drop() -> None:
     assert not d.trigger and not d.acted and d.actions == ()
     assert d.families_firing == ("onchain",) and not d.gate_passed
     # even with the gate off a lone TVL drop is no layer trigger (S2 must hold)
-    d2 = run([sig("S1"), *quiet("S2")], PolicyConfig(budget_usd=Decimal(100_000), consensus_gate=False))
+    d2 = run(
+        [sig("S1"), *quiet("S2")], PolicyConfig(budget_usd=Decimal(100_000), consensus_gate=False)
+    )
     assert not d2.acted
 
 
@@ -78,11 +115,17 @@ def test_trigger_paths_and_gate_modes() -> None:
     a = run([sig("S1"), sig("S2"), *quiet("S8")])
     assert a.trigger_paths == ("S1+S2",) and a.gate_passed and a.acted
     b = run([sig("S3"), sig("S4")])
-    assert b.trigger_paths == ("S3+S4",) and b.acted and set(b.families_firing) == {"onchain", "market"}
+    assert (
+        b.trigger_paths == ("S3+S4",)
+        and b.acted
+        and set(b.families_firing) == {"onchain", "market"}
+    )
     # "independent" gate: the trigger's own signals don't count as confirmation
     ind = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="independent")
     blocked = run([sig("S1"), sig("S2")], ind)
-    assert blocked.trigger and not blocked.gate_passed and not blocked.acted and blocked.actions == ()
+    assert (
+        blocked.trigger and not blocked.gate_passed and not blocked.acted and blocked.actions == ()
+    )
     assert any("consensus gate (independent)" in n for n in blocked.notes)
     confirmed = run([sig("S1"), sig("S2"), sig("S7")], ind)
     assert confirmed.acted and confirmed.confirming_signals == ("S7",)
@@ -97,19 +140,39 @@ def test_insufficient_never_counts_as_firing() -> None:
 
 def test_beta_priority_and_sizing() -> None:
     cfg = PolicyConfig(budget_usd=Decimal(100_000))  # cap 25,000
-    full = run([sig("S1"), sig("S2"), sig("S8", subject="eth"), sig("S8", "quiet", subject="btc")], cfg)
-    assert full.priority == "defi_first" and full.size_fraction == 1 and full.layer_usd == Decimal("25000.00")
+    full = run(
+        [sig("S1"), sig("S2"), sig("S8", subject="eth"), sig("S8", "quiet", subject="btc")], cfg
+    )
+    assert (
+        full.priority == "defi_first"
+        and full.size_fraction == 1
+        and full.layer_usd == Decimal("25000.00")
+    )
     half = run([sig("S1"), sig("S2"), *quiet("S8")], cfg)
     assert half.priority == "sp500_first" and half.layer_usd == Decimal("12500.00")
     assert any("hedge the S&P 500 side first" in n for n in half.notes)
     # layer 12,500: options 40% = 5,000 split 40/35/25; top-up gets up to 7,500, needs 3,272.73
     top = half.topups()[0]
-    assert top.required_collateral_base == 327_272_727_273 and top.max_spend_usd == Decimal("3272.73")
+    assert top.required_collateral_base == 327_272_727_273 and top.max_spend_usd == Decimal(
+        "3272.73"
+    )
     assert top.target_health_factor_wad == 16 * WAD // 10
     opts = {o.horizon: o for o in half.options()}
-    assert {k: o.spend_usd for k, o in opts.items()} == {"short": Decimal("2000.00"), "intermediate": Decimal("1750.00"), "structural": Decimal("1250.00")}
-    assert (opts["short"].dte_min, opts["short"].dte_max, opts["short"].otm_fraction) == (0, 7, Decimal("0.10"))
-    assert (opts["intermediate"].dte_min, opts["intermediate"].dte_max, opts["intermediate"].otm_fraction) == (15, 45, Decimal("0.15"))
+    assert {k: o.spend_usd for k, o in opts.items()} == {
+        "short": Decimal("2000.00"),
+        "intermediate": Decimal("1750.00"),
+        "structural": Decimal("1250.00"),
+    }
+    assert (opts["short"].dte_min, opts["short"].dte_max, opts["short"].otm_fraction) == (
+        0,
+        7,
+        Decimal("0.10"),
+    )
+    assert (
+        opts["intermediate"].dte_min,
+        opts["intermediate"].dte_max,
+        opts["intermediate"].otm_fraction,
+    ) == (15, 45, Decimal("0.15"))
     assert opts["structural"].dte_min == 60 and opts["structural"].otm_fraction == Decimal("0.20")
     assert half.proposed_spend_usd == Decimal("8272.73") == half.session_spent_after_usd
     # a big shortfall is capped by the top-up share of the layer
@@ -127,7 +190,14 @@ def test_session_cap_holds_across_triggers_in_one_day() -> None:
     for i in range(6):
         at = AT + pd.Timedelta(hours=i)
         # fresh memory each time (as if different positions/keys) so only the cap limits
-        d = decide([sig("S1"), sig("S2"), sig("S8")], position(20_000, 19_000), SessionState(session_id_for(int(at.timestamp())), spent), cfg, at, None)
+        d = decide(
+            [sig("S1"), sig("S2"), sig("S8")],
+            position(20_000, 19_000),
+            SessionState(session_id_for(int(at.timestamp())), spent),
+            cfg,
+            at,
+            None,
+        )
         assert d.session_spent_before_usd == spent
         assert d.proposed_spend_usd <= d.session_cap_usd - spent
         spent = d.session_spent_after_usd
@@ -144,12 +214,18 @@ def test_hysteresis_and_cooldown() -> None:
     assert len(first.actions) == 4
     mem = first.memory
     # same session again: every key already proposed (idempotent)
-    again = run([sig("S1", severity=3.0), sig("S2")], cfg, at=day1 + pd.Timedelta(minutes=30), memory=mem)
+    again = run(
+        [sig("S1", severity=3.0), sig("S2")], cfg, at=day1 + pd.Timedelta(minutes=30), memory=mem
+    )
     assert again.actions == () and all("already proposed" in s.reason for s in again.suppressed)
     # next session 2h later, trigger persists at the same severity: hysteresis holds
     day2 = day1 + pd.Timedelta(hours=2)
     held = run([sig("S1", severity=1.6), sig("S2")], cfg, at=day2, memory=mem)
-    assert held.trigger and held.actions == () and all("hysteresis" in s.reason for s in held.suppressed)
+    assert (
+        held.trigger
+        and held.actions == ()
+        and all("hysteresis" in s.reason for s in held.suppressed)
+    )
     assert held.memory == mem
     # worse by at least the step: re-proposed
     worse = run([sig("S1", severity=1.75), sig("S2")], cfg, at=day2, memory=mem)
@@ -165,7 +241,9 @@ def test_hysteresis_and_cooldown() -> None:
 
 def test_horizon_once_per_session() -> None:
     s = SessionState(session_id_for(int(AT.timestamp())), Decimal(0), frozenset({"short"}))
-    d = decide([sig("S1"), sig("S2")], position(), s, PolicyConfig(budget_usd=Decimal(100_000)), AT, None)
+    d = decide(
+        [sig("S1"), sig("S2")], position(), s, PolicyConfig(budget_usd=Decimal(100_000)), AT, None
+    )
     assert {o.horizon for o in d.options()} == {"intermediate", "structural"}
     assert any("already bought" in x.reason for x in d.suppressed)
 
@@ -177,21 +255,35 @@ def test_idempotency_keys_stable() -> None:
     assert len({x.idempotency_key for x in a.actions}) == 4
     top = a.topups()[0]
     assert top.idempotency_key == idempotency_key("collateral_top_up", top.account, "2024-08-05")
-    assert top.idempotency_key == idempotency_key("collateral_top_up", top.account.lower(), "2024-08-05")
+    assert top.idempotency_key == idempotency_key(
+        "collateral_top_up", top.account.lower(), "2024-08-05"
+    )
     other_day = run([sig("S1"), sig("S2")], at=AT + pd.Timedelta(days=1))
-    assert {x.idempotency_key for x in other_day.actions}.isdisjoint({x.idempotency_key for x in a.actions})
-    assert idempotency_key("option_put", "WETH", "2024-08-05", "short") != idempotency_key("option_put", "WETH", "2024-08-05", "structural")
+    assert {x.idempotency_key for x in other_day.actions}.isdisjoint(
+        {x.idempotency_key for x in a.actions}
+    )
+    assert idempotency_key("option_put", "WETH", "2024-08-05", "short") != idempotency_key(
+        "option_put", "WETH", "2024-08-05", "structural"
+    )
 
 
 def test_explain_and_dict_carry_the_evidence() -> None:
     d = run([sig("S1"), sig("S2"), *quiet("S8")])
     lines = d.explain()
-    assert any(line.startswith("S1 S1 [x] firing: value=-0.1 threshold=-0.08") and "k.S1@" in line for line in lines)
+    assert any(
+        line.startswith("S1 S1 [x] firing: value=-0.1 threshold=-0.08") and "k.S1@" in line
+        for line in lines
+    )
     assert any("layer trigger: yes via S1+S2" in line for line in lines)
     assert any("hedge the S&P 500 side first" in line for line in lines)
     out = d.as_dict()
     assert out["proposed_spend_usd"] == str(d.proposed_spend_usd)
-    assert out["signals"][0]["inputs"][0] == {"key": "k.S1", "source": "test", "ts": 1, "value": 1.0}
+    assert out["signals"][0]["inputs"][0] == {
+        "key": "k.S1",
+        "source": "test",
+        "ts": 1,
+        "value": 1.0,
+    }
     assert isinstance(d.actions[0], TopUpAction) and isinstance(d.actions[1], OptionAction)
 
 
@@ -202,4 +294,8 @@ def test_config_is_strict() -> None:
         PolicyConfig(target_health_factor=Decimal("0.9"))
     c = PolicyConfig()
     assert c.session_cap_usd == Decimal("250000.00") and c.target_health_factor == Decimal("1.6")
-    assert [(h.weight, h.otm_fraction) for h in c.horizons] == [(Decimal("0.40"), Decimal("0.10")), (Decimal("0.35"), Decimal("0.15")), (Decimal("0.25"), Decimal("0.20"))]
+    assert [(h.weight, h.otm_fraction) for h in c.horizons] == [
+        (Decimal("0.40"), Decimal("0.10")),
+        (Decimal("0.35"), Decimal("0.15")),
+        (Decimal("0.25"), Decimal("0.20")),
+    ]

@@ -89,7 +89,14 @@ async def test_plain_rpc_error_not_retried(serve: Callable[..., object]) -> None
 
 async def test_429_is_retried_then_succeeds(serve: Callable[..., object]) -> None:
     limited = lambda: web.json_response(  # noqa: E731
-        {"jsonrpc": "2.0", "id": 1, "error": {"code": 429, "message": "Your app has exceeded its compute units per second capacity"}},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {
+                "code": 429,
+                "message": "Your app has exceeded its compute units per second capacity",
+            },
+        },
         status=429,
         headers={"Retry-After": "0"},
     )
@@ -102,7 +109,9 @@ async def test_429_is_retried_then_succeeds(serve: Callable[..., object]) -> Non
 
 
 async def test_429_exhausts_retries(serve: Callable[..., object]) -> None:
-    limited = lambda: web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "0"})  # noqa: E731
+    limited = lambda: web.Response(
+        status=429, text="Too Many Requests", headers={"Retry-After": "0"}
+    )
     url = await serve([limited])  # type: ignore[misc]
     async with RpcClient(url, retry=FAST) as rpc:
         with pytest.raises(RateLimited):
@@ -110,7 +119,13 @@ async def test_429_exhausts_retries(serve: Callable[..., object]) -> None:
 
 
 async def test_html_error_page_is_malformed(serve: Callable[..., object]) -> None:
-    url = await serve([lambda: web.Response(status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html")])  # type: ignore[misc]
+    url = await serve(
+        [
+            lambda: web.Response(
+                status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
+            )
+        ]
+    )  # type: ignore[misc]
     async with RpcClient(url, retry=FAST) as rpc:
         with pytest.raises(MalformedResponse, match="not a JSON-RPC object"):
             await rpc.block_number()
@@ -124,7 +139,8 @@ async def test_connection_refused_names_the_source() -> None:
 
 
 def test_redact_url_hides_keys() -> None:
-    assert "abcdef0123456789abcdef" not in redact_url("https://eth.example/v2/abcdef0123456789abcdef")
+    assert "abcdef0123456789abcdef" not in redact_url(
+        "https://eth.example/v2/abcdef0123456789abcdef"
+    )
     assert redact_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
     assert "k=1" not in redact_url("https://x.example/rpc?k=1")
-

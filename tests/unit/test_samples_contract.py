@@ -34,7 +34,9 @@ def load(name: str) -> Any:
 
 
 def test_defillama_protocol_saved_response() -> None:
-    res = parse_protocol(load("defillama_protocol_abc-pool_saved_response.json"), "abc-pool", chains=None)
+    res = parse_protocol(
+        load("defillama_protocol_abc-pool_saved_response.json"), "abc-pool", chains=None
+    )
     keys = {o.key for o in res.observations}
     assert keys == {"tvl.abc-pool.total", "tvl.abc-pool.Conflux"}
     total = [o for o in res.observations if o.key == "tvl.abc-pool.total"]
@@ -55,16 +57,23 @@ def test_defillama_parent_aave_key_filter() -> None:
 
 
 def test_defillama_historical_chain_tvl() -> None:
-    res = parse_chain_tvl(load("defillama_historicalChainTvl_Ethereum_recorded_excerpt.json"), "Ethereum")
+    res = parse_chain_tvl(
+        load("defillama_historicalChainTvl_Ethereum_recorded_excerpt.json"), "Ethereum"
+    )
     assert [(o.ts, o.value) for o in res.observations] == [
-        (1506470400, 0.0), (1506556800, 0.0), (1786060800, 41655886906.0)
+        (1506470400, 0.0),
+        (1506556800, 0.0),
+        (1786060800, 41655886906.0),
     ]
     assert res.observations[0].key == "tvl.chain.Ethereum"
 
 
 @pytest.mark.parametrize(
     ("name", "rows"),
-    [("hyperliquid_fundingHistory_BTC_start_end.json", 34), ("hyperliquid_fundingHistory_BTC_start_only.json", 1038)],
+    [
+        ("hyperliquid_fundingHistory_BTC_start_end.json", 34),
+        ("hyperliquid_fundingHistory_BTC_start_only.json", 1038),
+    ],
 )
 def test_hyperliquid_funding_history(name: str, rows: int) -> None:
     body = load(name)
@@ -82,7 +91,10 @@ def test_hyperliquid_funding_history(name: str, rows: int) -> None:
 
 @pytest.mark.parametrize(
     ("name", "assets"),
-    [("hyperliquid_metaAndAssetCtxs_2025-08-22.json", 203), ("hyperliquid_metaAndAssetCtxs_dex-empty_2026-02-06.json", 228)],
+    [
+        ("hyperliquid_metaAndAssetCtxs_2025-08-22.json", 203),
+        ("hyperliquid_metaAndAssetCtxs_dex-empty_2026-02-06.json", 228),
+    ],
 )
 def test_hyperliquid_meta_and_asset_ctxs(name: str, assets: int) -> None:
     body = load(name)
@@ -101,7 +113,9 @@ def test_hyperliquid_meta_alone_is_malformed() -> None:
 
 
 def test_dydx_ccxt_and_nautilus() -> None:
-    res, _ = parse_historical_funding(load("dydx_v4_historicalFunding_BTC-USD_ccxt.json"), "BTC-USD")
+    res, _ = parse_historical_funding(
+        load("dydx_v4_historicalFunding_BTC-USD_ccxt.json"), "BTC-USD"
+    )
     (o,) = res.observations
     assert o.ts == 1753765201 and o.value == pytest.approx(0.000176 * 8760)
     wrapped = load("dydx_v4_historicalFunding_BTC-USD_nautilus_wrapped.json")
@@ -128,9 +142,13 @@ def test_fred_observations() -> None:
     assert count == 315 and len(res.observations) == 311 and len(res.skipped) == 4
     assert all("missing ('.')" in s for s in res.skipped)
     g = FredSeriesConfig(series_id="GNPCA", key="x", vintages=False, monthly=False)
-    res, count = parse_observations(load("fred_series_observations_GNPCA_limit10_pagination_httptest.json"), g)
+    res, count = parse_observations(
+        load("fred_series_observations_GNPCA_limit10_pagination_httptest.json"), g
+    )
     assert count == 91 and res.rows == 10 and res.observations[0].known_at is None
-    res, count = parse_observations(load("fred_series_observations_empty_future_start_httptest.json"), g)
+    res, count = parse_observations(
+        load("fred_series_observations_empty_future_start_httptest.json"), g
+    )
     assert count == 0 and res.observations == []
 
 
@@ -149,12 +167,22 @@ def test_fred_error_bodies(name: str, text: str) -> None:
 
 
 def test_bls_bodies() -> None:
-    res = parse_timeseries(load("bls_v2_timeseries_success_APU0000701111.json"), {"APU0000701111": "price.flour"})
+    res = parse_timeseries(
+        load("bls_v2_timeseries_success_APU0000701111.json"), {"APU0000701111": "price.flour"}
+    )
     assert len(res.observations) == 12 and not res.skipped
     dec = max(res.observations, key=lambda o: o.ts)
-    assert (dec.ts, dec.value, dec.known_at) == (1669852800, 0.522, 1673740800)  # 2022-12 -> known 2023-01-15
-    with pytest.raises(SourceError, match=r"^bls: REQUEST_NOT_PROCESSED: Request could not be serviced"):
-        parse_timeseries(load("bls_v2_timeseries_failure_REQUEST_NOT_PROCESSED_daily_threshold.json"), {})
+    assert (dec.ts, dec.value, dec.known_at) == (
+        1669852800,
+        0.522,
+        1673740800,
+    )  # 2022-12 -> known 2023-01-15
+    with pytest.raises(
+        SourceError, match=r"^bls: REQUEST_NOT_PROCESSED: Request could not be serviced"
+    ):
+        parse_timeseries(
+            load("bls_v2_timeseries_failure_REQUEST_NOT_PROCESSED_daily_threshold.json"), {}
+        )
 
 
 def test_aave_v2_subgraph_reserves() -> None:
@@ -165,7 +193,9 @@ def test_aave_v2_subgraph_reserves() -> None:
     assert len(rates) == 3 * n  # supply, borrow, utilization per reserve (keyed by name slug)
     wmatic = {o.key: o.value for o in rates if ".wrapped-matic." in o.key}
     ray = int(body["data"]["reserves"][0]["liquidityRate"]) / 1e27
-    assert wmatic["rate.aave-v2.polygon.wrapped-matic.supply_apy"] == pytest.approx((1 + ray / 31536000) ** 31536000 - 1)
+    assert wmatic["rate.aave-v2.polygon.wrapped-matic.supply_apy"] == pytest.approx(
+        (1 + ray / 31536000) ** 31536000 - 1
+    )
     assert wmatic["rate.aave-v2.polygon.wrapped-matic.utilization"] == pytest.approx(0.13393932)
     # the README query had no decimals/price: TVL can't be priced, and says why
     assert not any(o.key.startswith("tvl.") for o in res.observations)

@@ -41,13 +41,25 @@ UTC = "UTC"
 
 
 def daily(values: list[float], start: str = "2024-01-01", name: str = "k") -> pd.Series:
-    s = pd.Series(values, index=pd.date_range(start, periods=len(values), freq="D", tz=UTC), name=name, dtype="float64")
+    s = pd.Series(
+        values,
+        index=pd.date_range(start, periods=len(values), freq="D", tz=UTC),
+        name=name,
+        dtype="float64",
+    )
     s.attrs["source"] = "test"
     return s
 
 
-def hourly(values: list[float] | np.ndarray, start: str = "2024-01-01", name: str = "k") -> pd.Series:
-    return pd.Series(values, index=pd.date_range(start, periods=len(values), freq="h", tz=UTC), name=name, dtype="float64")
+def hourly(
+    values: list[float] | np.ndarray, start: str = "2024-01-01", name: str = "k"
+) -> pd.Series:
+    return pd.Series(
+        values,
+        index=pd.date_range(start, periods=len(values), freq="h", tz=UTC),
+        name=name,
+        dtype="float64",
+    )
 
 
 def eod(day: str) -> pd.Timestamp:
@@ -63,8 +75,10 @@ def test_s1_daily_today_vs_max_of_two_days() -> None:
     # window at Jan 4 23:59:59 holds Jan 3 (110) and Jan 4 (100); Jan 1's 200 is out of it
     assert r.firing and r.value == pytest.approx(100 / 110 - 1)  # -9.09%
     assert r.threshold == -0.08
-    assert [(i.ts, i.value) for i in r.inputs] == [(int(pd.Timestamp("2024-01-04", tz=UTC).timestamp()), 100.0),
-                                                   (int(pd.Timestamp("2024-01-03", tz=UTC).timestamp()), 110.0)]
+    assert [(i.ts, i.value) for i in r.inputs] == [
+        (int(pd.Timestamp("2024-01-04", tz=UTC).timestamp()), 100.0),
+        (int(pd.Timestamp("2024-01-03", tz=UTC).timestamp()), 110.0),
+    ]
     assert r.inputs[0].key == "tvl.x" and r.inputs[0].source == "test"
     quiet = s1_tvl_drawdown_one(daily([100.0, 95.0]), eod("2024-01-02"), S1Config(), "x")
     assert quiet.status == "quiet" and quiet.value == pytest.approx(-0.05)
@@ -97,7 +111,9 @@ def test_s1_ignores_points_after_at() -> None:
 
 
 def monthly(values: list[float], start: str = "2022-01-01") -> pd.Series:
-    return pd.Series(values, index=pd.date_range(start, periods=len(values), freq="MS", tz=UTC), name="macro.cpi")
+    return pd.Series(
+        values, index=pd.date_range(start, periods=len(values), freq="MS", tz=UTC), name="macro.cpi"
+    )
 
 
 def test_s2_yoy_change_by_hand() -> None:
@@ -116,17 +132,28 @@ def test_s2_yoy_change_by_hand() -> None:
 
 def test_s2_falling_is_quiet_and_release_times_are_used() -> None:
     v = [100.0] * 13 + [106.0, 105.0]  # 2021-12 .. 2023-02
-    rel = pd.Series([pd.Timestamp("2023-02-10", tz=UTC), pd.Timestamp("2023-03-10", tz=UTC)],
-                    index=pd.DatetimeIndex([pd.Timestamp("2023-01-01", tz=UTC), pd.Timestamp("2023-02-01", tz=UTC)]))
+    rel = pd.Series(
+        [pd.Timestamp("2023-02-10", tz=UTC), pd.Timestamp("2023-03-10", tz=UTC)],
+        index=pd.DatetimeIndex(
+            [pd.Timestamp("2023-01-01", tz=UTC), pd.Timestamp("2023-02-01", tz=UTC)]
+        ),
+    )
     p = macro_prints(monthly(v, "2021-12-01"), rel)
-    assert s2_index(p, pd.Timestamp("2023-03-09", tz=UTC), S2Config(), "cpi").value == pytest.approx(0.06 - 0.0)
+    assert s2_index(
+        p, pd.Timestamp("2023-03-09", tz=UTC), S2Config(), "cpi"
+    ).value == pytest.approx(0.06 - 0.0)
     r = s2_index(p, pd.Timestamp("2023-03-10", tz=UTC), S2Config(), "cpi")
     assert r.status == "quiet" and r.value == pytest.approx(0.05 - 0.06)
 
 
 def test_s2_vintages_and_missing_month() -> None:
     base = pd.Timestamp("2021-12-01", tz=UTC)
-    obs = [Observation("macro.cpi", int((base + pd.DateOffset(months=i)).timestamp()), 100.0, "index", "fred") for i in range(13)]
+    obs = [
+        Observation(
+            "macro.cpi", int((base + pd.DateOffset(months=i)).timestamp()), 100.0, "index", "fred"
+        )
+        for i in range(13)
+    ]
     jan23 = int(pd.Timestamp("2023-01-01", tz=UTC).timestamp())
     mar23 = int(pd.Timestamp("2023-03-01", tz=UTC).timestamp())
     first = int(pd.Timestamp("2023-02-10", tz=UTC).timestamp())
@@ -135,7 +162,14 @@ def test_s2_vintages_and_missing_month() -> None:
         Observation("macro.cpi", jan23, 104.0, "index", "bls", first),
         Observation("macro.cpi", jan23, 103.0, "index", "bls", revised),  # revision, later vintage
         # Feb 2023 never published; March released Apr 12
-        Observation("macro.cpi", mar23, 104.5, "index", "bls", int(pd.Timestamp("2023-04-12", tz=UTC).timestamp())),
+        Observation(
+            "macro.cpi",
+            mar23,
+            104.5,
+            "index",
+            "bls",
+            int(pd.Timestamp("2023-04-12", tz=UTC).timestamp()),
+        ),
     ]
     p = macro_prints_from_observations(obs)
     # Apr 13: latest = Mar 2023 (+4.5%), previous print = Jan 2023 (Feb missing) in its revised vintage (+3%)
@@ -153,14 +187,21 @@ def test_s2_insufficient() -> None:
     old = macro_prints(monthly([100.0] * 12 + [101.0, 102.0]))
     r2 = s2_index(old, pd.Timestamp("2024-01-01", tz=UTC), S2Config(), "cpi")
     assert r2.status == "insufficient_data" and "older than" in r2.detail
-    assert s2_index(old, pd.Timestamp("2020-01-01", tz=UTC), S2Config(), "cpi").status == "insufficient_data"
+    assert (
+        s2_index(old, pd.Timestamp("2020-01-01", tz=UTC), S2Config(), "cpi").status
+        == "insufficient_data"
+    )
 
 
 # -- S3 ---------------------------------------------------------------------------------------
 
 
 def funding(values: list[float]) -> pd.Series:
-    s = pd.Series(values, index=pd.date_range("2024-01-01", periods=len(values), freq="8h", tz=UTC), name="funding.x")
+    s = pd.Series(
+        values,
+        index=pd.date_range("2024-01-01", periods=len(values), freq="8h", tz=UTC),
+        name="funding.x",
+    )
     return s
 
 
@@ -172,9 +213,13 @@ def test_s3_level_and_z() -> None:
     assert quiet.status == "quiet" and quiet.metric("z") == pytest.approx((0.12 - mean) / std)
     zfire = s3_funding_one(funding([*base, 0.20]), at, S3Config(), "m")
     assert zfire.firing and zfire.metric("z") == pytest.approx((0.20 - mean) / std)  # ~8.96 >= 3
-    level = s3_funding_one(funding([0.11] * 3 + [-0.6]), funding([0.0] * 4).index[-1], S3Config(), "m")
+    level = s3_funding_one(
+        funding([0.11] * 3 + [-0.6]), funding([0.0] * 4).index[-1], S3Config(), "m"
+    )
     assert level.firing and level.value == -0.6  # |rate| >= 50% even without z history
-    short = s3_funding_one(funding([0.11] * 3 + [0.2]), funding([0.0] * 4).index[-1], S3Config(), "m")
+    short = s3_funding_one(
+        funding([0.11] * 3 + [0.2]), funding([0.0] * 4).index[-1], S3Config(), "m"
+    )
     assert short.status == "insufficient_data"  # not at level, z not computable
     stale = s3_funding_one(funding([*base, 0.12]), at + pd.Timedelta(hours=13), S3Config(), "m")
     assert stale.status == "insufficient_data"
@@ -190,12 +235,25 @@ def test_s4_conditions() -> None:
     assert s4_reserve(ReserveRates(supply_apy=sup), at, cfg, "usdc").status == "insufficient_data"
     high = s4_reserve(ReserveRates(supply_apy=daily([0.03] * 39 + [0.16])), at, cfg, "usdc")
     assert high.firing and "via supply" in high.detail
-    full = ReserveRates(supply_apy=sup, borrow_apy=daily([0.05, 0.051] * 20), utilisation=daily([0.80] * 40))
+    full = ReserveRates(
+        supply_apy=sup, borrow_apy=daily([0.05, 0.051] * 20), utilisation=daily([0.80] * 40)
+    )
     q = s4_reserve(full, at, cfg, "usdc")
     assert q.status == "quiet" and q.value == pytest.approx(0.051)
-    util = s4_reserve(ReserveRates(supply_apy=sup, borrow_apy=daily([0.05] * 40), utilisation=daily([0.80] * 39 + [0.93])), at, cfg, "u")
+    util = s4_reserve(
+        ReserveRates(
+            supply_apy=sup, borrow_apy=daily([0.05] * 40), utilisation=daily([0.80] * 39 + [0.93])
+        ),
+        at,
+        cfg,
+        "u",
+    )
     assert util.firing and "utilisation" in util.detail
-    spread = ReserveRates(supply_apy=sup, borrow_apy=daily([0.05, 0.051] * 19 + [0.05, 0.09]), utilisation=daily([0.8] * 40))
+    spread = ReserveRates(
+        supply_apy=sup,
+        borrow_apy=daily([0.05, 0.051] * 19 + [0.05, 0.09]),
+        utilisation=daily([0.8] * 40),
+    )
     s = s4_reserve(spread, at, cfg, "u")
     trail = (np.array([0.05, 0.051] * 19 + [0.05]) - 0.03)[-30:]
     z = (0.06 - trail.mean()) / trail.std(ddof=1)
@@ -214,7 +272,9 @@ def test_s5_ratio() -> None:
     assert calm.status == "quiet" and calm.value == pytest.approx(1.0)
     spike = s5_liquidations_one(hourly(base + [3000.0] * 24), at_ix, S5Config(), "aave")
     assert spike.firing and spike.value == pytest.approx(3.0)
-    short = s5_liquidations_one(hourly([1000.0] * 48), hourly([0.0] * 48).index[-1], S5Config(), "aave")
+    short = s5_liquidations_one(
+        hourly([1000.0] * 48), hourly([0.0] * 48).index[-1], S5Config(), "aave"
+    )
     assert short.status == "insufficient_data"
 
 
@@ -238,7 +298,9 @@ def test_s6_vol_ratio() -> None:
 
 
 def test_rsi_by_hand() -> None:
-    closes = np.array([100.0 + x for x in [0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1, 0]])  # 7 up, 7 down
+    closes = np.array(
+        [100.0 + x for x in [0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1, 0]]
+    )  # 7 up, 7 down
     assert rsi_wilder(closes, 14) == pytest.approx(50.0)
     closes2 = np.append(closes, 102.0)  # +2: ag=(0.5*13+2)/14, al=0.5*13/14
     ag, al = (0.5 * 13 + 2) / 14, 0.5 * 13 / 14
@@ -267,8 +329,13 @@ def test_s7_rsi_and_macd_turn() -> None:
     at = eod(str(s.index[turn_ix].date()))
     t = s7_technical_one(s, at, cfg, "eth")
     assert t.firing and "MACD histogram turned negative" in t.detail
-    assert t.metric("macd_hist_prev") == pytest.approx(hist[turn_ix - 1]) and t.metric("macd_hist") == pytest.approx(hist[turn_ix])
-    assert s7_technical_one(daily([100.0] * 10), eod("2024-01-10"), cfg, "eth").status == "insufficient_data"
+    assert t.metric("macd_hist_prev") == pytest.approx(hist[turn_ix - 1]) and t.metric(
+        "macd_hist"
+    ) == pytest.approx(hist[turn_ix])
+    assert (
+        s7_technical_one(daily([100.0] * 10), eod("2024-01-10"), cfg, "eth").status
+        == "insufficient_data"
+    )
 
 
 # -- shared behaviour ---------------------------------------------------------------------------
@@ -276,7 +343,9 @@ def test_s7_rsi_and_macd_turn() -> None:
 
 def test_aggregate_status_and_config_typos() -> None:
     r = s1_tvl_drawdown_one(daily([100.0]), eod("2024-01-01"), S1Config(), "x")
-    assert aggregate_status([r]) == "insufficient_data" and aggregate_status([]) == "insufficient_data"
+    assert (
+        aggregate_status([r]) == "insufficient_data" and aggregate_status([]) == "insufficient_data"
+    )
     with pytest.raises(ValidationError):
         SignalsConfig.model_validate({"s1": {"drawdown_fraktion": 0.1}})
     with pytest.raises(ValidationError):
@@ -290,14 +359,25 @@ def test_missing_inputs_are_insufficient_not_quiet() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=5, max_size=40), st.integers(min_value=0, max_value=39))
+@given(
+    st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=5, max_size=40),
+    st.integers(min_value=0, max_value=39),
+)
 def test_no_look_ahead_truncation(values: list[float], cut: int) -> None:
     """Evaluating at day D with the series cut after D equals evaluating with the full series."""
     cut = min(cut, len(values) - 1)
     s = daily(values)
     at = eod(str(s.index[cut].date()))
     cfg = SignalsConfig()
-    full = evaluate_signals(SignalInputs(tvl_usd={"p": s}, daily_closes={"eth": s}, funding_apr={"m": s / 1e6}), at, cfg)
+    full = evaluate_signals(
+        SignalInputs(tvl_usd={"p": s}, daily_closes={"eth": s}, funding_apr={"m": s / 1e6}), at, cfg
+    )
     cut_s = s.iloc[: cut + 1]
-    part = evaluate_signals(SignalInputs(tvl_usd={"p": cut_s}, daily_closes={"eth": cut_s}, funding_apr={"m": cut_s / 1e6}), at, cfg)
+    part = evaluate_signals(
+        SignalInputs(
+            tvl_usd={"p": cut_s}, daily_closes={"eth": cut_s}, funding_apr={"m": cut_s / 1e6}
+        ),
+        at,
+        cfg,
+    )
     assert full == part

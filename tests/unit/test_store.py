@@ -183,3 +183,30 @@ def test_kill_9_mid_write_keeps_committed_rows(tmp_path: Path) -> None:
         assert n >= (committed + 1) * 100
         assert n % 100 == 0
         assert s.session_spent_usd("sess") >= committed + 1
+
+
+def test_checkpoints_advance_with_rows_in_one_transaction(tmp_path: Path) -> None:
+    with Store(tmp_path / "cp.sqlite") as store:
+        assert store.checkpoint("fred:CPIAUCSL") is None
+        obs = [Observation("macro.cpi", 1, 300.0, "index", "fred:CPIAUCSL", 5)]
+        assert store.advance("fred:CPIAUCSL", since=0, cursor=40, done=False, observations=obs) == 1
+        store.advance("fred:CPIAUCSL", since=0, cursor=None, done=True, observations=obs)
+        cp = store.checkpoint("fred:CPIAUCSL")
+        assert cp is not None and (cp.cursor, cp.done, cp.steps, cp.rows) == (None, True, 2, 2)
+        assert store.count("macro.cpi") == 1  # the same observation twice is one row
+        store.advance("hyperliquid:BTC", since=0, cursor={"t": 1}, done=False)
+        store.advance("hyperliquid:BTCX", since=0, cursor=[1, 2], done=False)
+        assert [c.name for c in store.checkpoints("hyperliquid:")] == [
+            "hyperliquid:BTC",
+            "hyperliquid:BTCX",
+        ]
+        assert store.checkpoint("hyperliquid:BTC").cursor == {"t": 1}  # type: ignore[union-attr]
+        with pytest.raises(StoreError, match="not JSON"):
+            store.advance("x", since=0, cursor=object(), done=False)
+        with pytest.raises(StoreError, match="not an Observation"):
+            store.advance("x", since=0, cursor=1, done=False, observations=["nope"])  # type: ignore[list-item]
+        assert store.checkpoint("x") is None  # nothing half-written
+        assert store.drop_checkpoint("hyperliquid:BTC") and not store.drop_checkpoint(
+            "hyperliquid:BTC"
+        )
+        assert store.reset_checkpoints() == 2 and store.checkpoints() == []

@@ -51,12 +51,27 @@ def _plan(max_spend_base: int | None, wallet: int = 10**24):
     from agent.planner.topup import plan_topup
 
     weth = ReserveMeta("0x" + "11" * 20, "WETH", 18, "0x" + "22" * 20, "0x" + "33" * 20, 8250, 8000)
-    layout = MarketLayout("t", "aave-v3", "0x" + "44" * 20, "0x" + "55" * 20, "0x" + "66" * 20, (weth,), (), {}, {}, {})
+    layout = MarketLayout(
+        "t",
+        "aave-v3",
+        "0x" + "44" * 20,
+        "0x" + "55" * 20,
+        "0x" + "66" * 20,
+        (weth,),
+        (),
+        {},
+        {},
+        {},
+    )
     acct = account(20_000, 10_000, 8250)
     acct = AccountState(**{**acct.__dict__, "wallet_balances": {"WETH": wallet}})
     return plan_topup(
-        layout=layout, account_addr="0x" + "77" * 20, account=acct, asset=weth,
-        reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8), target_hf_wad=19 * WAD // 10,
+        layout=layout,
+        account_addr="0x" + "77" * 20,
+        account=acct,
+        asset=weth,
+        reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8),
+        target_hf_wad=19 * WAD // 10,
         max_spend_base=max_spend_base,
     )
 

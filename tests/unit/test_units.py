@@ -28,5 +28,7 @@ def test_comet_per_second_rate_to_apr() -> None:
 
 
 def test_token_to_float_keeps_precision_for_large_amounts() -> None:
-    assert token_to_float(123_456_789_012_345_678_901_234_567, 18) == pytest.approx(123456789.01234567)
+    assert token_to_float(123_456_789_012_345_678_901_234_567, 18) == pytest.approx(
+        123456789.01234567
+    )
     assert token_to_float(1, 6) == 1e-6

@@ -1,0 +1,85 @@
+"""On-chain backfill on the devnet (snapshots via ``backfill_snapshots`` and hourly liquidation
+volume): resumable, and an interrupted run ends with exactly the rows of an uninterrupted one."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_liquidations import HOUR, liquidate_safe, usd_by_hand
+
+from agent.backfill import backfill
+from agent.config import Settings, apply_deployment
+from agent.devnet.chain import Chain
+from agent.devnet.deploy import write_deployment
+from agent.store.sqlite import Store
+
+pytestmark = pytest.mark.integration
+
+
+def rows(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as c:
+        return c.execute(
+            "SELECT key, ts, source, available_at, known_at, value, unit FROM observations "
+            "ORDER BY key, ts, source, available_at"
+        ).fetchall()
+
+
+class Killed(Exception):
+    pass
+
+
+async def test_onchain_backfill_resumes_to_identical_rows(
+    devnet: dict[str, Any], devnet_chain: Chain, tmp_path: Path
+) -> None:
+    c = devnet_chain
+    since = c.timestamp() // HOUR * HOUR
+    for _ in range(3):  # three hours of history, one block every 20 minutes
+        for _ in range(3):
+            c.mine(1200)
+    event = liquidate_safe(c, devnet)
+    for _ in range(3):
+        c.mine(1200)
+    dep = tmp_path / "deployment.json"
+    write_deployment(devnet, dep)
+    off = {k: {"enabled": False} for k in ("defillama", "hyperliquid", "dydx", "closes")}
+    base = Settings(
+        agent={"backfill_step_s": 1800},
+        chain={"name": "devnet", "deployment": str(dep)},
+        collectors=off | {"liquidations": {"backfill_segment_hours": 1}},
+    )
+    settings = apply_deployment(base, dep)
+
+    ref = tmp_path / "ref.sqlite"
+    with Store(ref) as store:
+        report = await backfill(settings, store, since=since, segment_steps=2)
+    assert report.errors == []
+    assert report.tasks["onchain:devnet"].done and report.tasks["liquidations:devnet"].done
+    assert report.tasks["onchain:devnet"].steps >= 4  # 2 steps of 30 min per segment
+    reference = rows(ref)
+    liq = [r for r in reference if r[0] == "liquidations.aave-v3.devnet"]
+    hour = c.timestamp(event["block"]) // HOUR * HOUR
+    assert [r[1] for r in liq] == list(range(since, liq[-1][1] + HOUR, HOUR))
+    assert {r[1]: r[5] for r in liq}[hour] == float(usd_by_hand(c, devnet, event))
+    tvl = [r for r in reference if r[0] == "tvl.aave-v3.devnet"]
+    assert len(tvl) >= 8 and all(r[6] == "usd" for r in tvl)
+
+    for kill_after in (1, 3):
+        path = tmp_path / f"killed{kill_after}.sqlite"
+        steps = 0
+
+        def hook(task: str, step: int, n: int = kill_after) -> None:
+            nonlocal steps
+            steps += 1
+            if steps == n:
+                raise Killed(task)
+
+        with Store(path) as store:
+            with pytest.raises(Killed):
+                await backfill(settings, store, since=since, segment_steps=2, on_step=hook)
+            assert rows(path) != reference
+            resumed = await backfill(settings, store, since=since, segment_steps=2)
+        assert resumed.errors == []
+        assert rows(path) == reference
