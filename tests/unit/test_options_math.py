@@ -321,8 +321,10 @@ async def _plan(venue: FakeVenue, spend: str = "1000", **kw: Any) -> Any:
 
 
 async def test_plan_sizes_to_the_spend_in_lots() -> None:
-    plan = await _plan(FakeVenue(), "1000.005")
+    # The premium *limit* (quote + 1% slippage) must fit the spend: 1010.005 buys 100 contracts.
+    plan = await _plan(FakeVenue(), "1010.005")
     assert plan.size == 100 * WAD  # 1000 USDC / 10 USDC per contract
+    assert plan.premium_limit <= 1_010_005_000
     assert plan.premium_quote == 1_000_000_000 and plan.premium_limit == 1_010_000_000
     approve, trade = plan.transactions
     assert approve.decoded.method == "approve" and approve.to == "0x" + "11" * 20

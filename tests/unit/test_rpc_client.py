@@ -109,9 +109,9 @@ async def test_429_is_retried_then_succeeds(serve: Callable[..., object]) -> Non
 
 
 async def test_429_exhausts_retries(serve: Callable[..., object]) -> None:
-    limited = lambda: web.Response(
-        status=429, text="Too Many Requests", headers={"Retry-After": "0"}
-    )
+    def limited():
+        return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "0"})
+
     url = await serve([limited])  # type: ignore[misc]
     async with RpcClient(url, retry=FAST) as rpc:
         with pytest.raises(RateLimited):
