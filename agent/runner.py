@@ -31,7 +31,7 @@ from agent.collectors.onchain import (
 )
 from agent.collectors.scenario import load_scenario_feed
 from agent.config import Settings
-from agent.core.errors import AgentError, Halt
+from agent.core.errors import AgentError, ConfigError, Halt
 from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
@@ -39,6 +39,7 @@ from agent.evaluate import evaluate
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks.journal import ProposalJournal
+from agent.sinks.live import check_live_allowed
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent")
@@ -79,6 +80,17 @@ class Agent:
         if not chain.rpc_url.get_secret_value():
             raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
         await self.rpc.ensure_chain(chain.chain_id)
+        live = self.settings.sinks.live
+        if live.enabled:
+            # Refuse to start rather than discover at the first proposal that live cannot work.
+            if not self.settings.simulator.enabled:
+                raise ConfigError(
+                    f"{self.settings.origin}: live submission needs the simulator (simulator.enabled)"
+                )
+            check_live_allowed(
+                live, await self.rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
+            )
+            log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
         self.layout = await discover(self.rpc, chain)
         if self.settings.simulator.enabled:
             self.simulator = ForkSimulator(

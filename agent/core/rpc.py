@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ Layer = Callable[[Send], Send]
 
 # JSON-RPC error codes providers use for capacity limits (see samples: 429 / -32005 / 403).
 _RATE_LIMIT_CODES = {-32005, 429}
+_TOO_MANY_RESULTS = re.compile(r"more than \d+ results|block range")
 
 
 def redact_url(url: str) -> str:
@@ -215,6 +217,10 @@ def _is_rate_limit(payload: dict[str, Any]) -> bool:
     if not isinstance(err, dict):
         return False
     msg = str(err.get("message", "")).lower()
+    if _TOO_MANY_RESULTS.search(msg):
+        # Infura reuses -32005 for "query returned more than 10000 results": an answer about
+        # the request (narrow the range), not a capacity problem to wait out.
+        return False
     return err.get("code") in _RATE_LIMIT_CODES or "rate limit" in msg or "capacity" in msg
 
 

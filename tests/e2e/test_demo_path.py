@@ -157,3 +157,36 @@ def test_malformed_config_is_a_one_line_error(tmp_path: Path) -> None:
     config.write_text("[agent\n")
     proc = cli("run", "--config", str(config), "--once", check=False)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+def test_live_mode_refuses_to_start_without_a_signer(devnet: dict[str, Path]) -> None:
+    proc = cli(
+        "run",
+        "--config",
+        str(devnet["config"]),
+        "--once",
+        env={"HEDGE_AGENT_SINKS__LIVE__ENABLED": "true"},
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no signer configured" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+def test_live_mode_refuses_a_wrong_chain_id(devnet: dict[str, Path]) -> None:
+    key = "0x" + "ab" * 32
+    proc = cli(
+        "run",
+        "--config",
+        str(devnet["config"]),
+        "--once",
+        env={
+            "HEDGE_AGENT_SINKS__LIVE__ENABLED": "true",
+            "HEDGE_AGENT_SINKS__LIVE__SIGNER_KEY": key,
+            "HEDGE_AGENT_SINKS__LIVE__PRIVATE_RPC_URL": "http://127.0.0.1:9",
+            "HEDGE_AGENT_CHAIN__CHAIN_ID": "1",
+        },
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "chain 31337, configuration expects 1" in proc.stderr
+    assert key not in proc.stderr and key[2:] not in proc.stderr

@@ -144,3 +144,21 @@ def test_redact_url_hides_keys() -> None:
     )
     assert redact_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
     assert "k=1" not in redact_url("https://x.example/rpc?k=1")
+
+
+async def test_too_many_results_is_an_rpc_error_not_a_rate_limit(
+    serve: Callable[..., object],
+) -> None:
+    # Infura's answer to an oversized eth_getLogs shares -32005 with its rate limit.
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": -32005, "message": "query returned more than 10000 results"},
+    }
+    url = await serve([lambda: web.json_response(body)])  # type: ignore[misc]
+    METRICS.reset()
+    async with RpcClient(url, source="rpc:z", retry=FAST) as rpc:
+        with pytest.raises(RpcError, match="more than 10000 results") as exc:
+            await rpc.request("eth_getLogs", [{}])
+    assert not isinstance(exc.value, RateLimited)
+    assert METRICS.sources["rpc:z"].requests == 1  # not retried
