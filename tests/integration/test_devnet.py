@@ -16,7 +16,7 @@ from web3.logs import DISCARD
 
 from agent.collectors.scenario import load_scenario_feed
 from agent.core.units import MAX_UINT256, WAD
-from agent.devnet.artifacts import forge_artifact, forge_build, forge_out, npm_artifact
+from agent.devnet.artifacts import forge_artifact, forge_build, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import MULTICALL3_ADDRESS, health_factor, read_deployment, write_deployment
 from agent.devnet.scenario import load_scenario, market_state, play
@@ -256,12 +256,26 @@ def test_stress_scenario(devnet: dict[str, Any], devnet_chain: Chain, tmp_path: 
     assert yoy[1] > yoy[0]
 
 
-def test_forge_build_with_solcjs_wrapper() -> None:
-    forge_build()
+def test_forge_build_with_solcjs_wrapper(tmp_path: Path) -> None:
+    """A clean build (fresh out/ and cache) of every contract: large outputs once came back
+    truncated through the solcjs CLI, which an incremental build did not show."""
+    import subprocess
+
+    from agent.core.anvil import find_tool
+    from agent.devnet.artifacts import PROJECT_ROOT, tool_env
+
+    proc = subprocess.run(
+        [find_tool("forge"), "build", "--root", str(PROJECT_ROOT), "--out", str(tmp_path / "out"),
+         "--cache-path", str(tmp_path / "cache")],
+        cwd=PROJECT_ROOT, env=tool_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
     for f, contract in (
         ("Multicall3.sol", "Multicall3"),
         ("PerpMarket.sol", "PerpMarket"),
         ("MockV3Aggregator.sol", "MockV3Aggregator"),
+        ("PremiaLikePutPool.sol", "PremiaLikePutPool"),
     ):
-        art = json.loads((forge_out() / f / f"{contract}.json").read_text())
+        art = json.loads((tmp_path / "out" / f / f"{contract}.json").read_text())
         assert art["abi"] and len(art["deployedBytecode"]["object"]) > 100
+    forge_build()  # and the project's own build stays usable
