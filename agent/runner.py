@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from agent.collectors import build_http_collectors
+from agent.collectors.comet import comet_calls, comet_observations
 from agent.collectors.liquidations import collect_liquidations
 from agent.collectors.onchain import (
     ChainSnapshot,
@@ -203,11 +204,27 @@ class Agent:
         assert self.layout is not None
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        snap = await read_snapshot(self.rpc, self.layout)
+        comets = self.settings.collectors.comet
+        markets = comets.markets if comets.enabled else ()
+        extra = [c for i, m in enumerate(markets) for c in comet_calls(m.address, f"comet{i}")]
+        snap = await read_snapshot(self.rpc, self.layout, extra=extra)
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         obs, problems = snapshot_observations(
             snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
         )
+        for i, m in enumerate(markets):
+            try:
+                obs += comet_observations(
+                    snap.extra,
+                    f"comet{i}",
+                    chain=self.layout.chain,
+                    asset=m.asset,
+                    ts=snap.timestamp,
+                    source=f"onchain:{self.layout.chain}:block={snap.block_number}",
+                    protocol=comets.protocol,
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                problems.append(f"Comet {m.asset} at {m.address}: unreadable ({exc})")
         stored = self.store.upsert(obs)
         for p in problems:
             log.warning("collect.problem", problem=p)

@@ -8,7 +8,9 @@ The same call at a past block number backfills history (``backfill_snapshots``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -155,6 +157,7 @@ class ChainSnapshot:
     feeds: dict[str, FeedRound]
     funding_per_day_wad: dict[str, int]
     failures: tuple[CallFailure, ...] = field(default_factory=tuple)
+    extra: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # outputs of extra calls
 
 
 async def discover(rpc: RpcClient, cfg: ChainConfig) -> MarketLayout:
@@ -260,11 +263,15 @@ def snapshot_calls(layout: MarketLayout) -> list[Call]:
 
 
 async def read_snapshot(
-    rpc: RpcClient, layout: MarketLayout, block: int | str = "latest"
+    rpc: RpcClient,
+    layout: MarketLayout,
+    block: int | str = "latest",
+    extra: Sequence[Call] = (),
 ) -> ChainSnapshot:
-    """All of one tick's reads in a single ``eth_call``."""
+    """All of one tick's reads in a single ``eth_call``. ``extra`` calls (e.g. Comet markets)
+    ride in the same batch; their decoded outputs come back in ``ChainSnapshot.extra``."""
     out, failures = await multicall(
-        rpc, snapshot_calls(layout), block=block, address=layout.multicall3
+        rpc, [*snapshot_calls(layout), *extra], block=block, address=layout.multicall3
     )
     failures = list(failures)
     if "block" not in out or "time" not in out:
@@ -322,6 +329,7 @@ async def read_snapshot(
         feeds=feeds,
         funding_per_day_wad=funding,
         failures=tuple(failures),
+        extra={c.tag: out[c.tag] for c in extra if c.tag in out},
     )
 
 

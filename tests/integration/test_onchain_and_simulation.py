@@ -195,3 +195,18 @@ async def test_reverting_batch_reports_the_decoded_reason(
         await sim.stop()
     assert not res.success
     assert res.error is not None and "GS013" in res.error  # Safe: inner call failed
+
+
+async def test_extra_calls_ride_in_the_same_eth_call(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
+    from agent.collectors.multicall import Call
+
+    async with RpcClient(devnet_url, source="rpc:x") as rpc:
+        layout = await layout_for(rpc, devnet)
+        usdc = devnet["tokens"]["USDC"]["address"]
+        extra = [Call("usdc_supply", usdc, load_abi("ERC20"), "totalSupply")]
+        METRICS.reset()
+        snap = await read_snapshot(rpc, layout, extra=extra)
+        assert METRICS.sources["rpc:x"].methods == {"eth_call": 1}
+    assert snap.extra["usdc_supply"][0] == call(devnet_url, usdc, "ERC20", "totalSupply")[0]
