@@ -210,3 +210,65 @@ async def test_extra_calls_ride_in_the_same_eth_call(
         snap = await read_snapshot(rpc, layout, extra=extra)
         assert METRICS.sources["rpc:x"].methods == {"eth_call": 1}
     assert snap.extra["usdc_supply"][0] == call(devnet_url, usdc, "ERC20", "totalSupply")[0]
+
+
+async def _simulate_inner(devnet: dict[str, Any], devnet_url: str, txs: list[Any]) -> Any:
+    safe = devnet["safe"]["address"]
+    async with RpcClient(devnet_url) as rpc:
+        layout = await layout_for(rpc, devnet)
+        head = await rpc.block_number()
+    sim = ForkSimulator(devnet_url, pool=layout.pool)
+    try:
+        st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], txs)
+        return await sim.simulate_safe(head, st, safe, "batch", inner=txs)
+    finally:
+        await sim.stop()
+
+
+async def test_missing_allowance_is_reported_with_the_reverting_call(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
+    from agent.planner.tx import call_tx
+
+    weth = devnet["tokens"]["WETH"]["address"]
+    safe = devnet["safe"]["address"]
+    pool = devnet["aave"]["pool"]
+    # supply without the approve in front of it
+    supply = call_tx("Pool", pool, "supply", weth, 10**18, safe, 0, human="supply 1 WETH")
+    noop = call_tx("ERC20", weth, "balanceOf", safe, human="read balance")
+    res = await _simulate_inner(devnet, devnet_url, [noop, supply])
+    assert not res.success
+    assert "GS013" in res.error  # what the Safe says
+    assert "call 2 (supply 1 WETH) reverts" in res.error  # and which call, and why
+    assert "allowance" in res.error.lower()
+
+
+async def test_paused_reserve_is_reported_with_aave_error_code(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
+    from eth_abi.abi import encode
+    from eth_utils.crypto import keccak
+
+    from agent.planner.tx import call_tx
+
+    weth = devnet["tokens"]["WETH"]["address"]
+    safe = devnet["safe"]["address"]
+    # Pause WETH with the pool admin (the deployer), as an emergency admin would.
+    data = keccak(text="setReservePause(address,bool)")[:4] + encode(
+        ["address", "bool"], [weth, True]
+    )
+    tx = {
+        "from": devnet["accounts"]["deployer"],
+        "to": devnet["aave"]["pool_configurator"],
+        "data": "0x" + data.hex(),
+    }
+    rpc_call_sync(devnet_url, "eth_sendTransaction", [tx])
+    rpc_call_sync(devnet_url, "evm_mine")
+    txs = [
+        call_tx("ERC20", weth, "approve", devnet["aave"]["pool"], 10**18, human="approve"),
+        call_tx("Pool", devnet["aave"]["pool"], "supply", weth, 10**18, safe, 0, human="supply"),
+    ]
+    res = await _simulate_inner(devnet, devnet_url, txs)
+    assert not res.success
+    # Aave v3.0 Errors.RESERVE_PAUSED = '29'
+    assert "call 2 (supply) reverts: Error('29')" in res.error
