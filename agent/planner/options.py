@@ -38,7 +38,7 @@ from agent.core.abi import load_abi
 from agent.core.errors import PlanningError
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
-from agent.planner.tx import PlannedTx, call_tx
+from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 
 DAY = 86_400
 EIGHT_HOURS = 8 * 3_600
@@ -298,19 +298,11 @@ class PremiaV3Venue:
     def build_buy(
         self, pool: PoolRef, size: int, premium_limit: int, allowance: int, human: str
     ) -> tuple[PlannedTx, ...]:
-        txs: list[PlannedTx] = []
         limit_h = _fmt_units(premium_limit, self.quote_decimals)
-        if allowance < premium_limit:
-            txs.append(
-                call_tx(
-                    "ERC20",
-                    self.quote,
-                    "approve",
-                    self.spender,
-                    premium_limit,
-                    human=f"approve Premia ERC20Router to pull up to {limit_h} USDC of premium",
-                )
-            )
+        txs = approve_if_short(
+            self.quote, self.spender, premium_limit, allowance,
+            human=f"approve Premia ERC20Router to pull up to {limit_h} USDC of premium",
+        )  # fmt: skip
         txs.append(
             call_tx("PremiaPool", pool.address, "trade", size, True, premium_limit, ZERO_ADDRESS,
                     human=human)

@@ -33,7 +33,7 @@ from agent.core.units import (
     token_to_float,
 )
 from agent.planner.topup import TopUpPlan, base_to_token_amount
-from agent.planner.tx import PlannedTx, call_tx
+from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 
 VARIABLE_RATE_MODE = 2  # stable (1) is deprecated since Aave v3.2.0
 DEFAULT_ACCRUAL_MARGIN_S = 600
@@ -152,18 +152,13 @@ def plan_repay(
     value_base = amount * reserve.price_base // 10**asset.decimals
     human_amt = f"{token_to_float(amount, asset.decimals):.6f} {asset.symbol}"
     allowance = account.pool_allowances.get(asset.symbol, 0) if allowance is None else allowance
-    txs: list[PlannedTx] = []
-    if allowance < amount:
-        txs.append(
-            call_tx(
-                "ERC20",
-                asset.asset,
-                "approve",
-                layout.pool,
-                amount,
-                human=f"approve Aave V3 Pool to pull {human_amt}",
-            )
-        )
+    txs = approve_if_short(
+        asset.asset,
+        layout.pool,
+        amount,
+        allowance,
+        human=f"approve Aave V3 Pool to pull {human_amt}",
+    )
     txs.append(
         call_tx(
             "Pool",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS, WAD, token_to_float
-from agent.planner.tx import PlannedTx, call_tx
+from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -112,18 +112,13 @@ def plan_topup(
         )
     value_base = amount * reserve.price_base // 10**asset.decimals
     human_amt = f"{token_to_float(amount, asset.decimals):.6f} {asset.symbol}"
-    txs: list[PlannedTx] = []
-    if allowance < amount:
-        txs.append(
-            call_tx(
-                "ERC20",
-                asset.asset,
-                "approve",
-                layout.pool,
-                amount,
-                human=f"approve Aave V3 Pool to pull {human_amt}",
-            )
-        )
+    txs = approve_if_short(
+        asset.asset,
+        layout.pool,
+        amount,
+        allowance,
+        human=f"approve Aave V3 Pool to pull {human_amt}",
+    )
     txs.append(
         call_tx(
             "Pool",

@@ -40,6 +40,15 @@ def call_tx(contract: str, to: str, fn: str, *args: Any, human: str, value: int 
     return PlannedTx(to=to, value=value, data="0x" + data.hex(), decoded=decoded, human=human)
 
 
+def approve_if_short(
+    token: str, spender: str, amount: int, allowance: int, *, human: str
+) -> list[PlannedTx]:
+    """An ERC-20 ``approve(spender, amount)`` only when the current allowance is short."""
+    if allowance >= amount:
+        return []
+    return [call_tx("ERC20", token, "approve", spender, amount, human=human)]
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
