@@ -1,0 +1,141 @@
+"""The daemon as an operator runs it: several ticks, a clean stop on SIGTERM (the fork anvil
+goes with it), and a deliberate halt when the chain goes away and the error budget runs out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def devnet_config(tmp_path: Path) -> Iterator[tuple[Path, dict[str, object]]]:
+    dep = tmp_path / "deployment.json"
+    _cli("devnet", "up", "--deployment", str(dep))
+    try:
+        _cli(
+            "devnet",
+            "play",
+            "stress",
+            "--deployment",
+            str(dep),
+            "--feed",
+            str(tmp_path / "feed.json"),
+        )
+        config = tmp_path / "agent.toml"
+        config.write_text(
+            (ROOT / "config" / "devnet.toml")
+            .read_text()
+            .replace("out/devnet/deployment.json", str(dep))
+            .replace("out/devnet/scenario_feed.json", str(tmp_path / "feed.json"))
+            .replace("var/demo/", f"{tmp_path}/")
+            .replace("tick_interval_s = 5", "tick_interval_s = 0.5\nerror_budget = 3")
+        )
+        yield config, json.loads(dep.read_text())
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "agent.cli", "devnet", "down", "--deployment", str(dep)],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _start(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, "HEDGE_AGENT_AGENT__LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _events_until(
+    proc: subprocess.Popen[str], done: str, count: int, timeout: float
+) -> list[dict[str, object]]:
+    assert proc.stderr is not None
+    events: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if line.startswith("{"):
+            events.append(json.loads(line))
+            if sum(e.get("event") == done for e in events) >= count:
+                return events
+    raise AssertionError(
+        f"no {count}x {done!r} within {timeout}s: {[e.get('event') for e in events][-20:]}"
+    )
+
+
+def _anvil_children(pid: int) -> list[str]:
+    out = subprocess.run(["pgrep", "-a", "anvil"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(pid) in line or "--fork-url" in line]
+
+
+def test_sigterm_stops_the_daemon_and_its_fork(
+    devnet_config: tuple[Path, dict[str, object]],
+) -> None:
+    config, dep = devnet_config
+    proc = _start(config)
+    try:
+        events = _events_until(proc, "tick.done", 3, timeout=120)
+        ticks = [e for e in events if e.get("event") == "tick.done"]
+        assert [e["tick_id"] for e in ticks] == [1, 2, 3]
+        # later ticks propose nothing new: same session, same idempotency keys
+        assert ticks[0]["proposals"] >= 1 and ticks[1]["proposals"] == 0 == ticks[2]["proposals"]
+        forks = [line for line in _anvil_children(proc.pid) if str(dep["rpc_url"]) in line]
+        assert forks, "the simulator's fork anvil should be running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    rest = proc.stderr.read() if proc.stderr else ""
+    assert '"event": "agent.stopped"' in rest
+    time.sleep(0.5)
+    assert not [line for line in _anvil_children(proc.pid) if str(dep["rpc_url"]) in line]
+
+
+def test_chain_gone_spends_the_error_budget_then_halts(
+    devnet_config: tuple[Path, dict[str, object]],
+) -> None:
+    config, dep = devnet_config
+    proc = _start(config)
+    try:
+        _events_until(proc, "tick.done", 1, timeout=120)
+        os.killpg(os.getpgid(int(str(dep["anvil_pid"]))), signal.SIGKILL)  # the chain disappears
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 2
+    failed = [json.loads(x) for x in err.splitlines() if x.startswith("{") and '"tick.failed"' in x]
+    assert [e["failures"] for e in failed] == [1, 2, 3]
+    assert err.strip().splitlines()[-1].startswith("error: 3 consecutive failed ticks")
