@@ -49,7 +49,8 @@ def parse_candles(
         close = num(c[close_index])
         if close <= 0:
             raise ValueError(f"non-positive close {close}")
-        return [obs(product.key, ts, close, product.unit, source)]
+        # Final only once its day has ended (the in-progress day is dropped above).
+        return [obs(product.key, ts, close, product.unit, source, ts + 86_399)]
 
     return parse_rows(rows, f"candles {product.product}", row)
 

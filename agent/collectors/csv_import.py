@@ -114,13 +114,19 @@ def _drop_last(result: ParseResult, why: str) -> ParseResult:
     return result
 
 
+def _close(key: str, day: int, value: float, unit: str, src: str) -> Observation:
+    """A daily close is final only when its UTC day has ended: known_at = the last second of that day, so
+    an evaluation during the day never sees it (the files close at 23:59:59 UTC)."""
+    return obs(key, day, value, unit, src, day + DAY - 1)
+
+
 def yahoo(key: str, unit: str, drop_last: bool) -> Importer:
     def run(path: Path) -> ParseResult:
         src = f"csv:{path.name}"
         res = _each(
             path,
             lambda r: [
-                obs(key, _ts(_need(r, "Date")) // DAY * DAY, num(_need(r, "Close")), unit, src)
+                _close(key, _ts(_need(r, "Date")) // DAY * DAY, num(_need(r, "Close")), unit, src)
             ],
         )
         return _drop_last(res, "intraday partial bar") if drop_last else res
@@ -137,7 +143,9 @@ def as_of(key: str, unit: str, drop_last: bool = False) -> Importer:
             if status != "ok":
                 raise ValueError(f"status {status!r}")
             return [
-                obs(key, _ts(_need(r, "as_of")) // DAY * DAY, num(_need(r, "value")), unit, src)
+                (_close if key.startswith("close.") else obs)(
+                    key, _ts(_need(r, "as_of")) // DAY * DAY, num(_need(r, "value")), unit, src
+                )
             ]
 
         res = _each(path, row)

@@ -678,7 +678,10 @@ async def test_closes_candles_paginate_and_drop_today(
     cfg = ClosesConfig(base_url=f"{base}/cb", products=ClosesConfig().products[:1])
     rows = await ClosesCollector(cfg, clock=lambda: now).collect(http, since=T0)
     assert [o.ts for o in rows] == [T0 + i * DAY for i in range(days)]
-    assert rows[5] == Observation("close.btc", T0 + 5 * DAY, 105.0, "usd", "closes:BTC-USD")
+    # a close is known only when its day ends
+    assert rows[5] == Observation(
+        "close.btc", T0 + 5 * DAY, 105.0, "usd", "closes:BTC-USD", T0 + 6 * DAY - 1
+    )
     reqs = [q for (_, p, q, _) in apis.log if p.startswith("/cb")]
     assert len(reqs) == 2 and reqs[0]["granularity"] == "86400"
 

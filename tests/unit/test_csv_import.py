@@ -207,3 +207,21 @@ def test_arbitrary_csv_content_never_crashes(name: str, text: str) -> None:
             assert isinstance(e, SourceError) and e.source == f"csv:{name}"
             return
         assert all(isinstance(o.value, float) for o in res.observations)
+
+
+def test_a_daily_close_is_not_known_before_its_day_ends(tmp_path: Path) -> None:
+    from agent.collectors.csv_import import import_file
+    from agent.store.sqlite import Store
+
+    f = tmp_path / "btc_usd_daily_yahoo.csv"
+    f.write_text(
+        "Date,Close,High,Low,Open,Volume\n"
+        "2024-03-01,61000,1,1,1,1\n2024-03-02,62000,1,1,1,1\n2024-03-03,63000,1,1,1,1\n"
+    )
+    res = import_file(f)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.upsert(res.observations)
+        noon_0302 = 1709337600 + 12 * 3600  # 2024-03-02 12:00 UTC
+        seen = store.series("close.btc", known_by=noon_0302)
+        assert list(seen.values) == [61000.0]  # 03-02's close is not final at noon
+        assert len(store.series("close.btc", known_by=1709337600 + 86_399)) == 2
