@@ -69,6 +69,8 @@ def parse_observations(body: Any, series: FredSeriesConfig) -> tuple[ParseResult
             known_at = int(parse_date(need(r, "realtime_start")).timestamp())
             if series.monthly:
                 known_at = max(known_at, month_start(*next_month(date.year, date.month)))
+        elif series.key.startswith("close."):
+            known_at = ts + 86_399  # a daily close is final only when its day has ended
         return [obs(series.key, ts, v, series.unit, source, known_at)]
 
     result = parse_rows(rows, f"{sid} observations", row)

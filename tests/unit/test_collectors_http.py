@@ -455,7 +455,8 @@ async def test_fred_daily_no_vintages(fake: tuple[FakeApis, str], http: HttpClie
         ],
     )
     rows = await FredCollector(cfg).collect(http, since=0)
-    assert rows == [Observation("close.spx", ts(2025, 1, 14), 5842.91, "index", "fred:SP500", None)]
+    day = ts(2025, 1, 14)  # known only once that day has ended
+    assert rows == [Observation("close.spx", day, 5842.91, "index", "fred:SP500", day + 86_399)]
     assert "realtime_start" not in apis.log[-1][2]
 
 
