@@ -37,6 +37,7 @@ from agent.policy import OptionAction, TopUpAction
 from agent.simulator.fork import ForkSimulator, SimulationResult
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed
+from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
 from agent.sinks.safe_service import propose as propose_to_service
 from agent.sinks.safe_service import read_safe_nonce, safe_tx_from_record
@@ -360,6 +361,7 @@ class Proposer:
         log.warning(
             "proposal.not_planned", idempotency_key=record["idempotency_key"], reason=reason
         )
+        record = Proposal.model_validate(record).record()
         if not self.journal.append(record):
             return None
         self._log(record)
@@ -437,6 +439,7 @@ class Proposer:
         if sim is not None and sim.success:
             await self._to_service(record)
             await self._live_send(record, sim, st, txs)
+        record = Proposal.model_validate(record).record()
         if not self.journal.append(record):
             return None
         if record["status"] != "simulation_failed":
