@@ -1,7 +1,8 @@
 """The daemon: one tick = collect → store → signals → policy → plan → simulate → sinks.
 
 Shape borrowed from silverback's runner: OS signals only set an event; the loop checks it
-between ticks; shutdown always runs (both anvils are stopped); consecutive failed ticks spend
+between ticks; shutdown always runs (the simulator's fork anvil is stopped; the devnet's own
+anvil belongs to `hedge-agent devnet`); consecutive failed ticks spend
 an error budget, and ``Halt`` stops the daemon on purpose. ``once=True`` runs a single tick
 (arq's burst mode), which is what tests drive.
 """
@@ -36,7 +37,7 @@ from agent.core.errors import AgentError, ConfigError, Halt
 from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
-from agent.evaluate import evaluate
+from agent.evaluate import Evaluation, evaluate
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks.journal import ProposalJournal
@@ -53,7 +54,7 @@ class TickReport:
     timestamp: int
     stored: int
     problems: list[str]
-    decision: Any = None
+    evaluation: Evaluation | None = None
     proposals: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -190,14 +191,20 @@ class Agent:
             finally:
                 c.reset()
         if self.settings.scenario.feed:
-            feed = load_scenario_feed(self.settings.scenario.feed)
-            stored += self.store.upsert(feed)
-            log.info(
-                "scenario.loaded",
-                data_origin="scenario",
-                observations=len(feed),
-                feed=self.settings.scenario.feed,
-            )
+            try:
+                feed = load_scenario_feed(self.settings.scenario.feed)
+            except AgentError as exc:
+                log.warning(
+                    "collect.failed", source="scenario", data_origin="scenario", error=str(exc)
+                )
+            else:
+                stored += self.store.upsert(feed)
+                log.info(
+                    "scenario.loaded",
+                    data_origin="scenario",
+                    observations=len(feed),
+                    feed=self.settings.scenario.feed,
+                )
         return stored
 
     async def tick(self, tick_id: int) -> TickReport:
@@ -230,8 +237,8 @@ class Agent:
             log.warning("collect.problem", problem=p)
         stored += await self.collect_side(snap)
         report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
-        report.decision = evaluation = evaluate(
-            self.store, self.settings, self.layout, snap, self.journal.read()
+        report.evaluation = evaluation = evaluate(
+            self.store, self.settings, self.layout, snap, self.journal.records()
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)

@@ -17,8 +17,9 @@ class ProposalJournal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._terminate_torn_line()
-        self._keys = {r["idempotency_key"] for r in self.read() if "idempotency_key" in r}
-        self.skipped_lines = 0
+        # Read once; this process is the journal's only writer, so the cache stays current.
+        self._records = self.read()
+        self._keys = {r["idempotency_key"] for r in self._records if "idempotency_key" in r}
 
     def _terminate_torn_line(self) -> None:
         # After a crash mid-write, start the next record on a fresh line so it stays readable.
@@ -60,7 +61,12 @@ class ProposalJournal:
         except OSError as exc:
             raise StoreError(f"cannot append to proposals journal {self.path}: {exc}") from exc
         self._keys.add(key)
+        self._records.append(record)
         return True
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record, from memory (what was on disk at start plus what this process wrote)."""
+        return list(self._records)
 
     def get(self, proposal_id: str) -> dict[str, Any] | None:
         for r in self.read():
