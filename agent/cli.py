@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_proposals)
 
     from agent.backtest import command as backtest_command
-    from agent.collectors import command as collectors_command
+    from agent.commands import collect as collectors_command
     from agent.devnet import command as devnet_command
     from agent.store import command as store_command
 

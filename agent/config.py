@@ -156,6 +156,28 @@ def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -
     return settings
 
 
+def chain_config_from_deployment(dep: dict[str, Any], **overrides: Any) -> ChainConfig:
+    """The chain section a devnet deployment file describes (every reserve, the Safe, every
+    feed with a 1h heartbeat, every perp)."""
+    return ChainConfig(
+        **{
+            "name": "devnet",
+            "chain_id": int(dep["chain_id"]),
+            "rpc_url": SecretStr(dep["rpc_url"]),
+            "pool_addresses_provider": dep["aave"]["pool_addresses_provider"],
+            "reserves": tuple(t["address"] for t in dep["tokens"].values()),
+            "accounts": (dep["safe"]["address"],),
+            "feeds": {
+                name: FeedConfig(address=addr, heartbeat_s=3600, asset=name.split("/")[0].lower())
+                for name, addr in dep["chainlink"].items()
+            },
+            "perps": dict(dep["perps"]),
+            "multicall3": dep.get("multicall3", ChainConfig().multicall3),
+            **overrides,
+        }
+    )
+
+
 def apply_deployment(settings: Settings, path: Path) -> Settings:
     """Fill chain and position addresses from a devnet deployment file; explicit values win."""
     try:
@@ -168,21 +190,17 @@ def apply_deployment(settings: Settings, path: Path) -> Settings:
         raise ConfigError(f"{path}: deployment file is not valid JSON: {exc}") from None
     try:
         c = settings.chain
-        feeds = dict(c.feeds) or {
-            name: FeedConfig(address=addr, heartbeat_s=3600, asset=name.split("/")[0].lower())
-            for name, addr in dep["chainlink"].items()
-        }
+        d = chain_config_from_deployment(dep, name=c.name, protocol=c.protocol)
         chain = c.model_copy(
             update={
-                "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else SecretStr(dep["rpc_url"]),
-                "chain_id": int(dep["chain_id"]),
-                "pool_addresses_provider": c.pool_addresses_provider
-                or dep["aave"]["pool_addresses_provider"],
-                "reserves": c.reserves or tuple(t["address"] for t in dep["tokens"].values()),
-                "accounts": c.accounts or (dep["safe"]["address"],),
-                "feeds": feeds,
-                "perps": dict(c.perps) or dict(dep["perps"]),
-                "multicall3": dep.get("multicall3", c.multicall3),
+                "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else d.rpc_url,
+                "chain_id": d.chain_id,
+                "pool_addresses_provider": c.pool_addresses_provider or d.pool_addresses_provider,
+                "reserves": c.reserves or d.reserves,
+                "accounts": c.accounts or d.accounts,
+                "feeds": dict(c.feeds) or d.feeds,
+                "perps": dict(c.perps) or d.perps,
+                "multicall3": d.multicall3,
             }
         )
         pos = settings.position

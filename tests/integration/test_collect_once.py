@@ -16,7 +16,7 @@ import pytest
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.collect import collect_once
-from agent.collectors.command import register
+from agent.commands.collect import register
 from agent.config import load_settings
 from agent.core.abi import load_abi
 from agent.core.anvil import rpc_call_sync

@@ -20,7 +20,8 @@ from agent.collectors.liquidations import (
     collect_liquidations,
     liquidation_volume,
 )
-from agent.collectors.onchain import ChainConfig, FeedConfig, MarketLayout, discover
+from agent.collectors.onchain import MarketLayout, discover
+from agent.config import chain_config_from_deployment
 from agent.core.rpc import RpcClient
 from agent.core.units import MAX_UINT256
 from agent.devnet.artifacts import forge_artifact, npm_artifact
@@ -30,20 +31,7 @@ from agent.devnet.deploy import health_factor
 pytestmark = pytest.mark.integration
 
 
-def chain_config(dep: dict[str, Any]) -> ChainConfig:
-    return ChainConfig(
-        name="devnet",
-        chain_id=dep["chain_id"],
-        rpc_url=dep["rpc_url"],
-        pool_addresses_provider=dep["aave"]["pool_addresses_provider"],
-        reserves=tuple(t["address"] for t in dep["tokens"].values()),
-        accounts=(dep["safe"]["address"],),
-        feeds={
-            k: FeedConfig(address=v, asset=k.split("/")[0].lower())
-            for k, v in dep["chainlink"].items()
-        },
-        perps=dep["perps"],
-    )
+chain_config = chain_config_from_deployment
 
 
 def liquidate_safe(c: Chain, dep: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from eth_account import Account
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from agent.collectors.onchain import ChainConfig, discover, read_snapshot
+from agent.collectors.onchain import discover, read_snapshot
+from agent.config import chain_config_from_deployment
 from agent.core.errors import ConfigError, Halt
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
@@ -40,15 +41,7 @@ def owner_key(owner: str) -> str:
     pytest.skip(f"devnet owner {owner} is not one of anvil's default accounts")
 
 
-def chain_config(dep: dict[str, Any]) -> ChainConfig:
-    return ChainConfig(
-        rpc_url=dep["rpc_url"],
-        chain_id=int(dep["chain_id"]),
-        pool_addresses_provider=dep["aave"]["pool_addresses_provider"],
-        reserves=tuple(t["address"] for t in dep["tokens"].values()),
-        accounts=(dep["safe"]["address"],),
-        multicall3=dep["multicall3"],
-    )
+chain_config = chain_config_from_deployment
 
 
 async def test_guard_and_send_repay_via_private_rpc(

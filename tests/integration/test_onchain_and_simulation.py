@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 
 from agent.collectors.onchain import (
-    ChainConfig,
-    FeedConfig,
     MarketLayout,
     discover,
     read_snapshot,
     snapshot_observations,
 )
+from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
 from agent.core.anvil import rpc_call_sync
 from agent.core.metrics import METRICS
@@ -29,21 +28,7 @@ from agent.simulator.fork import ForkSimulator
 pytestmark = pytest.mark.integration
 
 
-def chain_config(dep: dict[str, Any], **extra: Any) -> ChainConfig:
-    return ChainConfig(
-        name="devnet",
-        chain_id=dep["chain_id"],
-        rpc_url=dep["rpc_url"],
-        pool_addresses_provider=dep["aave"]["pool_addresses_provider"],
-        reserves=tuple(t["address"] for t in dep["tokens"].values()),
-        accounts=(dep["safe"]["address"],),
-        feeds={
-            k: FeedConfig(address=v, asset=k.split("/")[0].lower())
-            for k, v in dep["chainlink"].items()
-        },
-        perps=dep["perps"],
-        **extra,
-    )
+chain_config = chain_config_from_deployment
 
 
 async def layout_for(rpc: RpcClient, dep: dict[str, Any]) -> MarketLayout:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.collectors.onchain import ChainConfig, discover, read_snapshot
+from agent.collectors.onchain import discover, read_snapshot
+from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
@@ -22,15 +23,7 @@ from agent.planner.topup import plan_topup
 pytestmark = pytest.mark.integration
 
 
-def chain_config(dep: dict[str, Any]) -> ChainConfig:
-    return ChainConfig(
-        rpc_url=dep["rpc_url"],
-        chain_id=int(dep["chain_id"]),
-        pool_addresses_provider=dep["aave"]["pool_addresses_provider"],
-        reserves=tuple(t["address"] for t in dep["tokens"].values()),
-        accounts=(dep["safe"]["address"],),
-        multicall3=dep["multicall3"],
-    )
+chain_config = chain_config_from_deployment
 
 
 async def test_repay_through_safe_reaches_target(

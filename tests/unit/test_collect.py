@@ -16,7 +16,7 @@ import pytest
 
 from agent.collect import collect_once
 from agent.collectors import build_http_collectors
-from agent.collectors.command import register
+from agent.commands.collect import register
 from agent.config import Settings
 from agent.store.sqlite import Store
 
