@@ -11,7 +11,8 @@ import asyncio
 import statistics
 import time
 
-from agent.collectors.onchain import ChainConfig, FeedConfig, MarketLayout, discover, read_snapshot
+from agent.collectors.onchain import MarketLayout, discover, read_snapshot, snapshot_calls
+from agent.config import chain_config_from_deployment
 from agent.core.anvil import AnvilProcess
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
@@ -20,19 +21,7 @@ from agent.devnet.deploy import deploy
 
 async def bench(url: str, dep: dict[str, object], ticks: int) -> None:
     d: dict[str, dict[str, object]] = dep  # type: ignore[assignment]
-    cfg = ChainConfig(
-        name="devnet",
-        chain_id=int(str(dep["chain_id"])),
-        rpc_url=url,
-        pool_addresses_provider=str(d["aave"]["pool_addresses_provider"]),
-        reserves=tuple(str(t["address"]) for t in d["tokens"].values()),  # type: ignore[index]
-        accounts=(str(d["safe"]["address"]),),
-        feeds={
-            k: FeedConfig(address=str(v), asset=k.split("/")[0].lower())
-            for k, v in d["chainlink"].items()
-        },
-        perps={k: str(v) for k, v in d["perps"].items()},
-    )
+    cfg = chain_config_from_deployment(dep)
     whales = [str(w) for w in d["accounts"]["whales"]]  # type: ignore[union-attr]
     async with RpcClient(url, source="rpc:bench") as rpc:
         base = await discover(rpc, cfg)
@@ -50,8 +39,6 @@ async def bench(url: str, dep: dict[str, object], ticks: int) -> None:
                 await read_snapshot(rpc, layout)
                 times.append((time.perf_counter() - t0) * 1000)
             req = METRICS.sources["rpc:bench"].requests / ticks
-            from agent.collectors.onchain import snapshot_calls
-
             p95 = statistics.quantiles(times, n=20)[-1]
             print(
                 f"{n:>8} {len(snapshot_calls(layout)):>10} {req:>13.1f} {statistics.median(times):>9.2f} {p95:>7.2f}"
