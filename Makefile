@@ -48,7 +48,7 @@ test: install lint
 
 demo: install
 	@set -e; trap '$(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true' EXIT; \
-	rm -rf var/demo; \
+	rm -rf var/demo; $(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true; \
 	$(BIN)/hedge-agent devnet up; \
 	$(BIN)/hedge-agent devnet play $(SCENARIO); \
 	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(DEVNET_CONFIG) --once; \
