@@ -39,7 +39,13 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
         for r in rows:
             sim = r.get("simulation") or {}
             hf = ""
-            if sim.get("health_factor_before") is not None:
+            if r.get("option") and sim.get("option_long_after") is not None:
+                o = r["option"]
+                hf = (
+                    f"{int(sim['option_long_after']) / 1e18:,.2f} puts {o['horizon']} "
+                    f"strike {float(o['strike']):,.0f}"
+                )
+            elif sim.get("health_factor_before") is not None:
                 after = sim.get("health_factor_after")
                 hf = (
                     f"HF {sim['health_factor_before']:.3f} -> {after:.3f}"

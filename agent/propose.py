@@ -320,7 +320,7 @@ class Proposer:
         scale = Decimal(10) ** o.quote_decimals
         option = {k: v for k, v in plan.as_dict().items() if k != "transactions"}
         record["option"] = option
-        premium_usd = Decimal(plan.premium_quote + plan.taker_fee) / scale
+        premium_usd = Decimal(plan.premium_quote) / scale  # premiumNet already includes the fee
         record["sizing"] = evaluation.sizing(float(premium_usd)) | {
             "horizon": action.horizon,
             "budget_usd": str(action.spend_usd),

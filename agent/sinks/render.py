@@ -69,12 +69,12 @@ def render_proposal(p: dict[str, Any]) -> str:
     if p.get("option"):
         o = p["option"]
         lines.append(
-            f"  put ({o['horizon']} horizon, {o['venue']}): pool {o['pool']} strike {int(o['strike']) / 1e18:,.2f}"
+            f"  put ({o['horizon']} horizon, {o['venue']}): pool {o['pool']} strike {float(o['strike']):,.2f}"
             f" maturity {_iso(o['maturity'])}, spot {float(o['spot']):,.2f}"
         )
         lines.append(
             f"    size {int(o['size']) / 1e18:,.4f} contracts; premium quote {int(o['premium_quote']) / 1e6:,.2f}"
-            f" + fee {int(o['taker_fee']) / 1e6:,.2f} USDC, limit {int(o['premium_limit']) / 1e6:,.2f}"
+            f" USDC (fee {int(o['taker_fee']) / 1e6:,.2f} included), limit {int(o['premium_limit']) / 1e6:,.2f}"
             f" (budget ${o['spend_usd']})"
             + (f", capped by {o['capped_by']}" if o.get("capped_by") else "")
         )

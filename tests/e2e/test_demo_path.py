@@ -103,6 +103,10 @@ def test_puts_in_two_horizons_within_the_session_cap(devnet: dict[str, Path]) ->
         sim = r["simulation"]
         assert int(sim["option_long_after"]) == int(r["option"]["size"]) > 0
         assert int(sim["premium_paid"]) <= int(r["option"]["premium_limit"])
+        # the session ledger counts what the pool actually charged (premium incl. fee)
+        assert r["sizing"]["spend_usd"] == pytest.approx(
+            sim["premium_paid_usd"], rel=0.01, abs=0.01
+        )
         assert r["transactions"][-1]["call"]["method"] == "trade"
     # every executable proposal has a Safe Transaction Builder file with a valid checksum
     for r in rows:
