@@ -183,9 +183,11 @@ class Evaluation:
             "horizon": horizon,
         }
 
-    def sizing(self, spend_usd: float) -> dict[str, Any]:
+    def sizing(self, spend_usd: float, spent_before_usd: Decimal) -> dict[str, Any]:
+        """``spent_before_usd`` is the ledger at this proposal (earlier proposals of the same
+        tick included), not the decision's start-of-tick figure."""
         d = self.decision
-        before = float(d.session_spent_before_usd)
+        before = float(spent_before_usd)
         return {
             "spend_usd": spend_usd,
             "session_id": self.session_id,

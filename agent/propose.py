@@ -251,7 +251,8 @@ class Proposer:
         if plan is None:
             return self._failed(record, "; ".join(errors) or "no protection plan")
         record["action"] = comparison["chosen"]
-        record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD) | {
+        spent = self.store.session_spent_usd(evaluation.session_id)
+        record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD, spent) | {
             "amount": str(plan.amount),
             "asset": plan.asset.symbol,
             "capped_by": plan.capped_by,
@@ -321,7 +322,8 @@ class Proposer:
         option = {k: v for k, v in plan.as_dict().items() if k != "transactions"}
         record["option"] = option
         premium_usd = Decimal(plan.premium_quote) / scale  # premiumNet already includes the fee
-        record["sizing"] = evaluation.sizing(float(premium_usd)) | {
+        spent = self.store.session_spent_usd(evaluation.session_id)
+        record["sizing"] = evaluation.sizing(float(premium_usd), spent) | {
             "horizon": action.horizon,
             "budget_usd": str(action.spend_usd),
             "premium_limit_usd": str(Decimal(plan.premium_limit) / scale),
