@@ -333,11 +333,6 @@ async def read_snapshot(
     )
 
 
-def series_keys(layout: MarketLayout) -> dict[str, str]:
-    """The keys this chain's snapshots produce, by role (used by the runner to query the store)."""
-    return {"tvl": f"tvl.{layout.protocol}.{layout.chain}"}
-
-
 def snapshot_observations(
     snap: ChainSnapshot, layout: MarketLayout, *, net_of_debt: bool = False
 ) -> tuple[list[Observation], list[str]]:

@@ -121,16 +121,6 @@ class ContractAbi:
         item = self.fn(name)
         return tuple(abi_decode(_types(item["outputs"]), data))
 
-    def decode_output_named(self, name: str, data: bytes) -> dict[str, Any]:
-        item = self.fn(name)
-        values = abi_decode(_types(item["outputs"]), data)
-        if len(item["outputs"]) == 1 and item["outputs"][0]["type"] == "tuple":
-            return dict(_normalise(values[0], item["outputs"][0]))
-        return {
-            (o["name"] or str(i)): _normalise(v, o)
-            for i, (o, v) in enumerate(zip(item["outputs"], values, strict=True))
-        }
-
     def decode_call(self, data: bytes) -> DecodedCall | None:
         item = self.by_selector.get(data[:4])
         if item is None:

@@ -32,7 +32,7 @@ from agent.core.units import (
     WAD,
     token_to_float,
 )
-from agent.planner.topup import TopUpPlan, base_to_token_amount
+from agent.planner.topup import TopUpPlan, apply_caps, base_to_token_amount
 from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 
 VARIABLE_RATE_MODE = 2  # stable (1) is deprecated since Aave v3.2.0
@@ -137,12 +137,14 @@ def plan_repay(
     wallet = account.wallet_balances.get(asset.symbol, 0)
     if debt_balance is not None and amount > debt_balance:
         amount, capped_by = debt_balance, "debt"
-    if max_spend_base is not None:
-        cap_amount = max_spend_base * 10**asset.decimals // reserve.price_base
-        if amount > cap_amount:
-            amount, capped_by = cap_amount, "session_cap"
-    if amount > wallet:
-        amount, capped_by = wallet, "wallet"
+    amount, cap = apply_caps(
+        amount,
+        wallet=wallet,
+        max_spend_base=max_spend_base,
+        price_base=reserve.price_base,
+        decimals=asset.decimals,
+    )
+    capped_by = cap or capped_by
     if amount <= 0:
         raise PlanningError(
             f"{account_addr} holds no {asset.symbol} to repay with (wallet balance 0)"

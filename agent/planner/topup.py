@@ -42,6 +42,27 @@ def base_to_token_amount(value_base: int, price_base: int, decimals: int) -> int
     return _ceil_div(value_base * 10**decimals, price_base)
 
 
+def apply_caps(
+    amount: int,
+    *,
+    wallet: int,
+    max_spend_base: int | None,
+    price_base: int,
+    decimals: int,
+    cap_label: str = "session_cap",
+) -> tuple[int, str | None]:
+    """Cut a token amount to the spend cap (base units), then to the wallet balance; say which
+    bound it hit last. Shared by the top-up and repay planners."""
+    capped_by = None
+    if max_spend_base is not None:
+        cap_amount = max_spend_base * 10**decimals // price_base
+        if amount > cap_amount:
+            amount, capped_by = cap_amount, cap_label
+    if amount > wallet:
+        amount, capped_by = wallet, "wallet"
+    return amount, capped_by
+
+
 @dataclass(frozen=True)
 class TopUpPlan:
     account: str
@@ -94,16 +115,17 @@ def plan_topup(
             f"{account_addr} already at health factor {account.health_factor_wad / WAD:.3f} >= target"
         )
     amount = base_to_token_amount(needed, reserve.price_base, asset.decimals)
-    capped_by = None
     wallet = account.wallet_balances.get(asset.symbol, 0)
     # A cap that covers the exact need (within the margin) is the policy granting the whole
     # top-up: the margin rides on it rather than turning into a capped, short plan.
-    if max_spend_base is not None and max_spend_base * (BPS + margin_bps) // BPS < exact:
-        cap_amount = max_spend_base * 10**asset.decimals // reserve.price_base
-        if amount > cap_amount:
-            amount, capped_by = cap_amount, "session_cap"
-    if amount > wallet:
-        amount, capped_by = wallet, "wallet"
+    covers = max_spend_base is None or max_spend_base * (BPS + margin_bps) // BPS >= exact
+    amount, capped_by = apply_caps(
+        amount,
+        wallet=wallet,
+        max_spend_base=None if covers else max_spend_base,
+        price_base=reserve.price_base,
+        decimals=asset.decimals,
+    )
     if amount <= 0:
         raise PlanningError(
             f"{account_addr} holds no {asset.symbol} to top up with (wallet balance 0)"
