@@ -199,7 +199,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         default=str(default_data_dir()),
-        help="directory of the history CSVs (default: ../shared/data)",
+        help="directory of the history CSVs, plain or .gz (default: the shipped data/history)",
     )
     p.add_argument(
         "--prices",

@@ -1,6 +1,6 @@
 """Historical data for the backtest, read through the same series interface the store gives.
 
-The files in ``shared/data`` (see its PROVENANCE.md) are parsed by the project's own importers
+The files shipped in ``data/history`` (gzipped copies; see its PROVENANCE.md) are parsed by the project's own importers
 (:mod:`agent.collectors.csv_import`, the code ``store import`` uses), so keys, units, timestamps and
 ``known_at`` are exactly what the live store would hold. :class:`HistoricalData` then answers
 ``series(key, known_by=...)`` like ``Store.series`` (one value per timestamp, the latest vintage
@@ -51,8 +51,10 @@ REQUIRED_KEYS = ("tvl.chain.total",)
 
 
 def default_data_dir() -> Path:
-    """``../shared/data`` relative to the project root (the directory holding ``agent/``)."""
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    """The history shipped with the project: ``data/history`` (the files gzipped)."""
+    from agent.collectors.csv_import import SHIPPED_DIR
+
+    return SHIPPED_DIR
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,10 @@ class HistoricalData:
 
 
 def load_history(data_dir: str | Path | None = None, prices: PriceSet = "yahoo") -> HistoricalData:
-    """Read the backtest's files from ``data_dir`` (default ``../shared/data`` next to the
-    project). Missing optional files are reported in ``skipped`` (their signals become
+    """Read the backtest's files from ``data_dir`` (default: the shipped ``data/history``; plain or
+    gzipped files). Missing optional files are reported in ``skipped`` (their signals become
     insufficient_data); a missing directory or TVL file is a ``ConfigError``."""
-    from agent.collectors.csv_import import import_file  # the importer the store uses
+    from agent.collectors.csv_import import find_file, import_file  # the store's importer
 
     d = Path(data_dir) if data_dir is not None else default_data_dir()
     if not d.is_dir():
@@ -119,10 +121,10 @@ def load_history(data_dir: str | Path | None = None, prices: PriceSet = "yahoo")
     by_key: dict[str, tuple[Observation, ...]] = {}
     skipped: list[str] = []
     for key, fname in wanted.items():
-        path = d / fname
-        if not path.is_file():
+        path = find_file(d, fname)
+        if path is None:
             if key in REQUIRED_KEYS:
-                raise ConfigError(f"backtest data file missing: {path}")
+                raise ConfigError(f"backtest data file missing: {d / fname}")
             skipped.append(f"{fname}: missing, {key} not available")
             continue
         res = import_file(path)

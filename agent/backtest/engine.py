@@ -8,7 +8,7 @@ at ``at`` and macro prints count only from their release time. The signals are
 functions the daemon calls. Each day is its own session (UTC day), so the session cap resets
 daily; the hysteresis memory is carried from day to day.
 
-Inputs used from ``shared/data`` (README "Backtest" section says what each stands in for):
+Inputs used from the shipped ``data/history`` (README "Backtest" section says what each stands in for):
 
 * S1: total DeFi TVL (DefiLlama, daily) as one watched "protocol", ``defi-total``;
 * S2: CPI (CPIAUCSL) and PPI final demand (PPIFIS), released the 15th of the next month;

@@ -1,6 +1,8 @@
-"""Import the real history in ``../shared/data`` (see its PROVENANCE.md) as Observations.
+"""Import the real history (``data/history`` in the project, a gzipped copy of the files described
+in its PROVENANCE.md) as Observations.
 
-Every file has its own importer (by file name); source = ``csv:<filename>``. Keys and units:
+Every file has its own importer (by file name, ``.gz`` or not); source = ``csv:<filename>`` (the
+name without ``.gz``, so a plain and a compressed copy are the same source). Keys and units:
 
 =============================================  =====================================  ======  =====
 file                                           key                                    unit    notes
@@ -21,6 +23,8 @@ bybit_btcusdt_funding_8h_utc_inferred.csv      funding.bybit.BTCUSDT            
 bybit_btcusdt_funding_8h_original_utc8.csv     funding.bybit.BTCUSDT                  apr     [5][6]
 btc_perp_funding_daily_multivenue_coinalyze    funding.<venue>-daily.<PAIR>           apr     [7]
 aave_usdc/usdt_lending_rate_daily_dune.csv     rate.aave-v2.ethereum.<asset>.supply_apy apy   [8]
+vix_vixcls_daily_fred.csv                      close.vix                              index   [9]
+vix3m_vxvcls_daily_fred.csv                    close.vix3m                            index   [9]
 =============================================  =====================================  ======  =====
 
 [1] ts = UTC day start. Yahoo crypto files: the last row is an intraday partial bar and is dropped.
@@ -40,11 +44,15 @@ aave_usdc/usdt_lending_rate_daily_dune.csv     rate.aave-v2.ethereum.<asset>.sup
 [8] The "Lending Rate" column in percent -> fraction (/100). PROVENANCE: whether it is supply or
     borrow, APR or APY, is ambiguous; it fits the v2 supply rate, so it is stored as supply APY.
     The "Supplied" column (daily deposit flows, not balances) is not imported.
+[9] ``as_of,value`` (no status column): FRED daily closes, known at the end of their UTC day.
+    VIXCLS has prints on some market holidays that VXVCLS lacks (PROVENANCE.md).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -64,16 +72,29 @@ HOURLY_VENUES = {"dydx", "kraken", "vertex"}
 Importer = Callable[[Path], ParseResult]
 
 
+def file_name(path: Path) -> str:
+    """The data file's name, ``.gz`` removed: the importer key and the source name."""
+    return path.name.removesuffix(".gz")
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """The file as text, transparently decompressed when it ends in ``.gz``. utf-8-sig drops the
+    Binance export's BOM."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
+
+
 def _rows(path: Path) -> Iterator[dict[str, str]]:
-    """Rows as dicts. utf-8-sig drops the Binance export's BOM."""
-    source = f"csv:{path.name}"
+    """Rows as dicts."""
+    source = f"csv:{file_name(path)}"
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with open_text(path) as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None:
                 raise MalformedResponse(source, "empty file")
             yield from reader
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise SourceError(source, f"cannot read: {e}") from e
 
 
@@ -100,7 +121,7 @@ def _each(path: Path, fn: Callable[[dict[str, str]], list[Observation]]) -> Pars
         try:
             out.observations += fn(row)
         except (ValueError, TypeError, OverflowError) as e:
-            out.skipped.append(f"{path.name}:{i}: {e}")
+            out.skipped.append(f"{file_name(path)}:{i}: {e}")
     return out
 
 
@@ -122,7 +143,7 @@ def _close(key: str, day: int, value: float, unit: str, src: str) -> Observation
 
 def yahoo(key: str, unit: str, drop_last: bool) -> Importer:
     def run(path: Path) -> ParseResult:
-        src = f"csv:{path.name}"
+        src = f"csv:{file_name(path)}"
         res = _each(
             path,
             lambda r: [
@@ -134,14 +155,16 @@ def yahoo(key: str, unit: str, drop_last: bool) -> Importer:
     return run
 
 
-def as_of(key: str, unit: str, drop_last: bool = False) -> Importer:
+def as_of(key: str, unit: str, drop_last: bool = False, *, status: bool = True) -> Importer:
+    """``as_of,value[,status]`` files; with ``status``, rows whose status is not ``ok`` are skipped."""
+
     def run(path: Path) -> ParseResult:
-        src = f"csv:{path.name}"
+        src = f"csv:{file_name(path)}"
 
         def row(r: dict[str, str]) -> list[Observation]:
-            status = _need(r, "status")
-            if status != "ok":
-                raise ValueError(f"status {status!r}")
+            state = _need(r, "status") if status else "ok"
+            if state != "ok":
+                raise ValueError(f"status {state!r}")
             return [
                 (_close if key.startswith("close.") else obs)(
                     key, _ts(_need(r, "as_of")) // DAY * DAY, num(_need(r, "value")), unit, src
@@ -156,7 +179,7 @@ def as_of(key: str, unit: str, drop_last: bool = False) -> Importer:
 
 def fred_monthly(key: str) -> Importer:
     def run(path: Path) -> ParseResult:
-        src = f"csv:{path.name}"
+        src = f"csv:{file_name(path)}"
 
         def row(r: dict[str, str]) -> list[Observation]:
             value = _need(r, "value").strip()
@@ -183,7 +206,7 @@ def funding_8h(
     key: str, time_col: str, rate_col: str, *, utc8: bool = False, percent: bool = False
 ) -> Importer:
     def run(path: Path) -> ParseResult:
-        src = f"csv:{path.name}"
+        src = f"csv:{file_name(path)}"
 
         def row(r: dict[str, str]) -> list[Observation]:
             ts = _ts(_need(r, time_col)) - (int(UTC8.total_seconds()) if utc8 else 0)
@@ -201,10 +224,10 @@ def _slug(s: str) -> str:
 
 
 def coinalyze(path: Path) -> ParseResult:
-    src = f"csv:{path.name}"
+    src = f"csv:{file_name(path)}"
     out = ParseResult()
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with open_text(path) as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or header[0] != "t":
@@ -230,7 +253,7 @@ def coinalyze(path: Path) -> ParseResult:
                 try:
                     ts = _ts(row[0])
                 except (ValueError, IndexError) as e:
-                    out.skipped.append(f"{path.name}:{i}: bad date: {e}")
+                    out.skipped.append(f"{file_name(path)}:{i}: bad date: {e}")
                     continue
                 for cell, spec in zip(row[1:], keys[1:], strict=False):
                     if spec is None or not cell.strip():
@@ -240,8 +263,8 @@ def coinalyze(path: Path) -> ParseResult:
                             obs(spec[0], ts, num(cell) / 100 * spec[1], "apr", src)
                         )
                     except ValueError as e:
-                        out.skipped.append(f"{path.name}:{i} {spec[0]}: {e}")
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+                        out.skipped.append(f"{file_name(path)}:{i} {spec[0]}: {e}")
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise SourceError(src, f"cannot read: {e}") from e
     out.observations.sort(key=lambda o: (o.key, o.ts))  # the file is not sorted
     return out
@@ -249,7 +272,7 @@ def coinalyze(path: Path) -> ParseResult:
 
 def aave_rate(asset: str, rate_col: str = "Lending Rate") -> Importer:
     def run(path: Path) -> ParseResult:
-        src = f"csv:{path.name}"
+        src = f"csv:{file_name(path)}"
         key = f"rate.aave-v2.ethereum.{asset}.supply_apy"
         return _each(
             path,
@@ -260,7 +283,7 @@ def aave_rate(asset: str, rate_col: str = "Lending Rate") -> Importer:
 
 
 def aave_tvl(path: Path) -> ParseResult:
-    src = f"csv:{path.name}"
+    src = f"csv:{file_name(path)}"
 
     def row(r: dict[str, str]) -> list[Observation]:
         ts = _ts(_need(r, "timestamp"))
@@ -300,24 +323,41 @@ IMPORTERS: dict[str, Importer] = {
     "btc_perp_funding_daily_multivenue_coinalyze.csv": coinalyze,
     "aave_usdc_lending_rate_daily_dune.csv": aave_rate("usdc"),
     "aave_usdt_lending_rate_daily_dune.csv": aave_rate("usdt"),
+    "vix_vixcls_daily_fred.csv": as_of("close.vix", "index", status=False),
+    "vix3m_vxvcls_daily_fred.csv": as_of("close.vix3m", "index", status=False),
 }
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "history"
+
+
+def find_file(data_dir: Path, name: str) -> Path | None:
+    """``name`` in ``data_dir``, plain or gzipped (the shipped copy is gzipped)."""
+    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def import_file(path: Path) -> ParseResult:
-    importer = IMPORTERS.get(path.name)
+    importer = IMPORTERS.get(file_name(path))
     if importer is None:
-        raise SourceError(f"csv:{path.name}", "no importer for this file")
+        raise SourceError(f"csv:{file_name(path)}", "no importer for this file")
     return importer(path)
 
 
 def import_dir(data_dir: Path) -> dict[str, ParseResult]:
-    """Every ``*.csv`` in ``data_dir`` -> its ParseResult; unknown CSVs yield a skip reason."""
+    """Every ``*.csv`` / ``*.csv.gz`` in ``data_dir`` -> its ParseResult (keyed by the name without
+    ``.gz``); unknown CSVs yield a skip reason."""
     if not data_dir.is_dir():
         raise ConfigError(f"data directory not found: {data_dir}")
     results: dict[str, ParseResult] = {}
-    for path in sorted(data_dir.glob("*.csv")):
-        if path.name in IMPORTERS:
-            results[path.name] = import_file(path)
+    paths = sorted([*data_dir.glob("*.csv"), *data_dir.glob("*.csv.gz")])
+    for path in paths:
+        name = file_name(path)
+        if name in results:
+            continue  # a plain copy beside a gzipped one: the first (plain) wins
+        if name in IMPORTERS:
+            results[name] = import_file(path)
         else:
-            results[path.name] = ParseResult(skipped=[f"{path.name}: no importer, ignored"])
+            results[name] = ParseResult(skipped=[f"{name}: no importer, ignored"])
     return results

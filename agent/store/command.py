@@ -19,8 +19,8 @@ from agent.core.errors import ConfigError, StoreError
 
 DEFAULT_DB = "var/agent.sqlite"
 DB_ENV = "HEDGE_AGENT_AGENT__STORE_PATH"
-# The project's sibling ``shared/data`` (real history; never copied into the project).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+# The real history shipped with the project (gzipped copies; data/history/PROVENANCE.md).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "history"
 
 
 def default_db() -> str:

@@ -1,4 +1,4 @@
-"""The backtest on the real history in ../shared/data (skipped when it is absent)."""
+"""The backtest on the real history shipped in data/history."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ import pytest
 
 from agent.backtest import BacktestPosition, HistoricalData, load_history, run_backtest
 from agent.backtest.engine import build_inputs
+from agent.collectors.csv_import import SHIPPED_DIR
 from agent.core.errors import AgentError, ConfigError
 from agent.core.models import Observation
 
-DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"real history not present at {DATA} (shared/data)"
-)
+DATA = SHIPPED_DIR  # the history shipped with the project (gzipped)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,6 @@ def test_series_interface_like_the_store() -> None:
     assert h.truncated(600).series("macro.cpi").tolist() == [1.0, 3.0]
 
 
-@needs_data
 def test_full_history_runs_in_seconds(data: HistoricalData) -> None:
     t0 = time.perf_counter()
     res = run_backtest(data, "2019-01-01", "2025-07-31")
@@ -60,7 +57,6 @@ def test_full_history_runs_in_seconds(data: HistoricalData) -> None:
     assert day.signal_summary()["S5"]["status"] == "insufficient_data"
 
 
-@needs_data
 def test_no_look_ahead_truncation(data: HistoricalData) -> None:
     """Cutting the data after day D (keeping only what was known by D 23:59:59) changes no
     decision on or before D."""
@@ -78,7 +74,6 @@ def test_no_look_ahead_truncation(data: HistoricalData) -> None:
             assert a.decision.summary() == b.decision.summary(), a.day
 
 
-@needs_data
 def test_named_episodes_default_thresholds(data: HistoricalData) -> None:
     res = run_backtest(data, "2019-01-01", "2025-07-31", gate=True)
     acted = set(res.acted_days())
@@ -98,7 +93,6 @@ def test_named_episodes_default_thresholds(data: HistoricalData) -> None:
     assert ungated.acted_days() == res.acted_days()
 
 
-@needs_data
 def test_position_and_budget_are_configurable(data: HistoricalData) -> None:
     from agent.policy import PolicyConfig
 
@@ -117,7 +111,6 @@ def test_position_and_budget_are_configurable(data: HistoricalData) -> None:
     )  # 10000 * (1.6 - 1.5) / 0.825 = 1212.12..., rounded up
 
 
-@needs_data
 def test_cli_backtest_and_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from agent.cli import build_parser
 
@@ -179,7 +172,6 @@ def test_cli_backtest_and_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str
         bad.handler(bad)
 
 
-@needs_data
 def test_inputs_cover_the_design_series(data: HistoricalData) -> None:
     inp = build_inputs(data)
     assert set(inp.macro_prints) == {"cpi", "ppi"}

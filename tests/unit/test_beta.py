@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from agent.collectors.csv_import import SHIPPED_DIR
 from agent.signals import S8Config, paired_log_returns, s8_beta_one
 
-DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+DATA = SHIPPED_DIR  # the history shipped with the project (gzipped)
 
 
 def lstsq_beta(x: np.ndarray, y: np.ndarray) -> float:
@@ -69,7 +68,6 @@ def test_beta_insufficient_and_no_look_ahead() -> None:
     assert stale.status == "insufficient_data"
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"real history not present at {DATA} (shared/data)")
 def test_calendar_year_beta_matches_provenance_sanity_check() -> None:
     """PROVENANCE.md: calendar-year OLS beta of log returns on ^GSPC trading days:
     BTC 2020 0.99, 2021 1.58, 2022 1.52, 2023 0.56; ETH 2020 1.39, 2021 1.63, 2022 2.01, 2023 0.57."""

@@ -9,25 +9,52 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.collectors.csv_import import IMPORTERS, import_dir, import_file
+from agent.collectors.csv_import import IMPORTERS, SHIPPED_DIR, import_dir, import_file
 from agent.core.errors import AgentError, ConfigError, SourceError, StoreError
 from agent.store import Store
 from agent.store.command import parse_when, register
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"data folder absent: {DATA}")
+DATA = SHIPPED_DIR  # the history shipped with the project (gzipped)
 
 
 def ts(s: str) -> int:
     return parse_when(s)
 
 
-@needs_data
-def test_every_shared_csv_has_an_importer() -> None:
-    assert {p.name for p in DATA.glob("*.csv")} == set(IMPORTERS)
+def test_every_shipped_csv_has_an_importer() -> None:
+    assert {p.name.removesuffix(".gz") for p in DATA.glob("*.csv.gz")} == set(IMPORTERS)
 
 
-@needs_data
+def test_shipped_history_matches_its_provenance_checksums() -> None:
+    """The gzipped copies decompress to exactly the files PROVENANCE.md describes (SHA256SUMS is
+    the source folder's own list), so the shipped history is the documented one, byte for byte."""
+    import gzip
+    import hashlib
+
+    sums = dict(
+        reversed(line.split()) for line in (DATA / "SHA256SUMS").read_text().splitlines() if line
+    )
+    shipped = {p.name.removesuffix(".gz"): p for p in DATA.glob("*.csv.gz")}
+    assert set(sums) == set(shipped)
+    for name, path in shipped.items():
+        assert hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest() == sums[name], name
+
+
+def test_plain_and_gzipped_copies_import_identically(tmp_path: Path) -> None:
+    import gzip
+
+    src = DATA / "vix3m_vxvcls_daily_fred.csv.gz"
+    plain = tmp_path / "vix3m_vxvcls_daily_fred.csv"
+    plain.write_bytes(gzip.decompress(src.read_bytes()))
+    a, b = import_file(src), import_file(plain)
+    assert a.observations == b.observations and a.observations
+    assert a.observations[0].source == "csv:vix3m_vxvcls_daily_fred.csv"
+    first = a.observations[0]
+    assert (first.key, first.value) == ("close.vix3m", 24.65)
+    # a FRED daily close is known only when its UTC day has ended
+    assert first.available_at == first.ts + 86_400 - 1
+
+
 def test_import_dir_keys_units_and_values() -> None:
     res = import_dir(DATA)
     by_key: dict[str, list] = {}
@@ -89,7 +116,6 @@ def test_import_dir_keys_units_and_values() -> None:
     assert all(o.source.startswith("csv:") for r in res.values() for o in r.observations)
 
 
-@needs_data
 def test_cli_import_and_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="cmd", required=True))
