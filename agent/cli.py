@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
     from agent.devnet import command as devnet_command
+    from agent.ops import command as ops_command
     from agent.store import command as store_command
 
-    for module in (devnet_command, collectors_command, store_command, backtest_command):
+    modules = (devnet_command, collectors_command, store_command, backtest_command, ops_command)
+    for module in modules:
         module.register(sub)
     return parser
 

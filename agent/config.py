@@ -26,6 +26,13 @@ from agent.sinks.config import SinksConfig
 _ADDR = r"^0x[0-9a-fA-F]{40}$"
 
 
+class HttpEndpointConfig(BaseModel):
+    """``/metrics``, ``/healthz`` and ``/readyz``; off when ``listen`` is empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    listen: str = Field("", pattern=r"^$|^(\[[0-9a-fA-F:]+\]|[^:\s]+):[0-9]{1,5}$")
+
+
 class AgentSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tick_interval_s: float = Field(15.0, gt=0)
@@ -36,6 +43,7 @@ class AgentSection(BaseModel):
     error_budget: int = Field(5, ge=1)  # consecutive failed ticks before the daemon halts
     backfill_hours: float = Field(60.0, ge=0)  # on-chain history read at start-up (archive/anvil)
     backfill_step_s: int = Field(3600, gt=0)
+    http: HttpEndpointConfig = HttpEndpointConfig()
 
 
 class WatchConfig(BaseModel):

@@ -38,6 +38,7 @@ from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.evaluate import Evaluation, evaluate
+from agent.ops.daemon import Operations
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks.journal import ProposalJournal
@@ -61,8 +62,9 @@ class TickReport:
 class Agent:
     """The wired pipeline for one chain. Holds connections, not logic."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ops: Operations | None = None) -> None:
         self.settings = settings
+        self.ops = ops if ops is not None else Operations(settings)
         chain = settings.chain
         self.rpc = RpcClient(
             chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
@@ -108,6 +110,13 @@ class Agent:
             store=self.store,
             journal=self.journal,
             simulator=self.simulator,
+        )
+        # ops: what /readyz waits for (each must answer its first check).
+        self.ops.telemetry.expect(
+            f"rpc:{chain.name}",
+            "store",
+            *(["fork"] if self.simulator else []),
+            *(f"api:{c.name}" for c in self.http_collectors),
         )
         log.info(
             "agent.ready",
@@ -173,8 +182,10 @@ class Agent:
                 stored += self.store.upsert(scan.observations)
                 for p in scan.problems:
                     log.warning("collect.problem", source="liquidations", problem=p)
+                self.ops.source("liquidations", True)
             except AgentError as exc:
                 log.warning("collect.failed", source="liquidations", error=str(exc))
+                self.ops.source("liquidations", False, str(exc))
         now = time.monotonic()
         for c in self.http_collectors:
             if now - self._last_run.get(c.name, -math.inf) < c.interval_s:
@@ -186,8 +197,10 @@ class Agent:
                 obs = await c.collect(self.http)
                 stored += self.store.upsert(obs)
                 log.info("collect.done", source=c.name, observations=len(obs))
+                self.ops.source(f"api:{c.name}", True)
             except AgentError as exc:
                 log.warning("collect.failed", source=c.name, error=str(exc))
+                self.ops.source(f"api:{c.name}", False, str(exc))
             finally:
                 c.reset()
         if self.settings.scenario.feed:
@@ -214,7 +227,14 @@ class Agent:
         comets = self.settings.collectors.comet
         markets = comets.markets if comets.enabled else ()
         extra = [c for i, m in enumerate(markets) for c in comet_calls(m.address, f"comet{i}")]
-        snap = await read_snapshot(self.rpc, self.layout, extra=extra)
+        rpc_dep = f"rpc:{self.layout.chain}"
+        try:
+            snap = await read_snapshot(self.rpc, self.layout, extra=extra)
+        except AgentError as exc:
+            self.ops.source(rpc_dep, False, str(exc))
+            raise
+        self.ops.source(rpc_dep, True)
+        self.ops.telemetry.chain_read(self.layout.chain, snap.block_number, snap.timestamp)
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         obs, problems = snapshot_observations(
             snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
@@ -232,7 +252,12 @@ class Agent:
                 )
             except (KeyError, ValueError, TypeError) as exc:
                 problems.append(f"Comet {m.asset} at {m.address}: unreadable ({exc})")
-        stored = self.store.upsert(obs)
+        try:
+            stored = self.store.upsert(obs)
+        except Exception as exc:
+            self.ops.source("store", False, f"{type(exc).__name__}: {exc}")
+            raise
+        self.ops.source("store", True)
         for p in problems:
             log.warning("collect.problem", problem=p)
         stored += await self.collect_side(snap)
@@ -244,7 +269,26 @@ class Agent:
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
         assert self.proposer is not None
-        report.proposals = await self.proposer.propose(snap, evaluation)
+        allowed = self.ops.proposals_allowed()  # the pause switch, read every tick
+        self.ops.evaluated(evaluation.decision, evaluation.decision.signals, paused=not allowed)
+        if allowed:
+            try:
+                report.proposals = await self.proposer.propose(snap, evaluation)
+            except AgentError as exc:
+                if self.simulator is not None:
+                    self.ops.source("fork", False, str(exc))
+                raise
+            if self.simulator is not None:
+                self.ops.source("fork", True)
+            self.ops.proposals(report.proposals)
+        else:
+            if self.simulator is not None:
+                self.ops.telemetry.set_idle("fork", "paused: nothing is simulated")
+            log.warning(
+                "proposals.paused",
+                withheld=len(evaluation.decision.actions),
+                note="hedge-agent resume to propose again",
+            )
         log.info(
             "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
         )
@@ -256,10 +300,12 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(settings)
+    ops = Operations(settings)
+    agent = Agent(settings, ops)
     reports: list[TickReport] = []
     started = False
     try:
+        await ops.start()
         await agent.setup()
         started = True
         await agent.backfill()
@@ -267,13 +313,18 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         tick_id = 0
         while not stop.is_set():
             tick_id += 1
+            t0 = time.monotonic()
+            ops.telemetry.beat()
             try:
                 reports.append(await agent.tick(tick_id))
                 failures = 0
-            except Halt:
+                ops.telemetry.tick_ok(time.monotonic() - t0)
+            except Halt as exc:
+                ops.halted(str(exc))
                 raise
             except AgentError as exc:
                 failures += 1
+                ops.telemetry.tick_failed(time.monotonic() - t0, failures)
                 log.error(
                     "tick.failed",
                     error=str(exc),
@@ -283,9 +334,9 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                 if once:
                     raise
                 if failures >= settings.agent.error_budget:
-                    raise Halt(
-                        f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"
-                    ) from exc
+                    reason = f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"
+                    ops.halted(reason)
+                    raise Halt(reason) from exc
             finally:
                 structlog.contextvars.unbind_contextvars("tick_id", "block_number")
             if once:
@@ -296,6 +347,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await agent.close()
+        await ops.stop()  # after the loop: queued notices (a halt) get their chance to go out
         if started:  # a failed start-up ends with the one-line error alone
             log.info("agent.stopped", ticks=len(reports))
     return 0

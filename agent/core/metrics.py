@@ -6,7 +6,11 @@ per source) without threading a metrics object through every call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+# (source, method, latency_s, error, retry): what an exporter needs to keep running totals.
+Observer = Callable[[str, str, float, bool, bool], None]
 
 
 @dataclass
@@ -25,6 +29,9 @@ class SourceStats:
 class Metrics:
     def __init__(self) -> None:
         self.sources: dict[str, SourceStats] = {}
+        # Called on every record; the per-tick ``reset`` does not touch them, so a Prometheus
+        # exporter keeps totals over the daemon's life while ``tick.done`` logs per-tick counts.
+        self.observers: list[Observer] = []
 
     def record(
         self,
@@ -43,6 +50,8 @@ class Metrics:
             st.errors += 1
         if retry:
             st.retries += 1
+        for observer in self.observers:
+            observer(source, method, latency_s, error, retry)
 
     def snapshot(self) -> dict[str, dict[str, float | int]]:
         return {

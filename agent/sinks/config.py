@@ -40,8 +40,24 @@ class LiveConfig(BaseModel):
     receipt_timeout_s: float = Field(300.0, gt=0)
 
 
+class NotifyConfig(BaseModel):
+    """Operator notifications through apprise URLs (``slack://...``, ``tgram://...``,
+    ``mailtos://...``, ``json://host/path``); the URLs usually embed tokens, hence ``SecretStr``.
+    Off when the list is empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    urls: tuple[SecretStr, ...] = ()
+    cooldown_s: float = Field(3600.0, ge=0)  # the same notice (same key) at most once per cooldown
+    source_failing_after_s: float = Field(900.0, ge=0)  # a source failing this long is notified
+    queue_size: int = Field(256, ge=1)
+    attempts: int = Field(4, ge=1)
+    backoff_s: float = Field(2.0, ge=0)  # doubled after each failed attempt
+    timeout_s: float = Field(20.0, gt=0)  # one delivery attempt to all URLs
+
+
 class SinksConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     safe_tx_builder_dir: str | None = "var/safe-tx-builder"  # None: do not write batch files
     safe_service: SafeServiceConfig = SafeServiceConfig()
     live: LiveConfig = LiveConfig()
+    notify: NotifyConfig = NotifyConfig()

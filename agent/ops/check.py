@@ -1,0 +1,294 @@
+"""``hedge-agent check``: everything a start needs, one line per problem.
+
+The schema (strict), the chain id of every RPC, contract code at every configured address, the
+Safe's owners and threshold, API keys of enabled sources that need one, every endpoint
+reachable, the store, journal and Safe files writable, the notification URLs and the metrics
+port. Nothing is written except a rolled-back transaction in the store and removed probe files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import uuid
+from pathlib import Path
+
+import aiohttp
+from eth_utils.address import to_checksum_address
+
+from agent.config import Settings, apply_deployment, load_settings
+from agent.core.abi import load_abi
+from agent.core.errors import AgentError
+from agent.core.rpc import RetryPolicy, RpcClient, redact_url
+from agent.ops.pause import pause_path
+from agent.ops.server import parse_listen
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.passed = 0
+
+    def ok(self) -> None:
+        self.passed += 1
+
+    def fail(self, msg: str) -> None:
+        self.problems.append(msg)
+
+    def expect(self, cond: bool, msg: str) -> bool:
+        if cond:
+            self.ok()
+        else:
+            self.fail(msg)
+        return cond
+
+
+def _addresses(s: Settings) -> list[tuple[str, str]]:
+    """(label, address) of every configured contract."""
+    c, p, o = s.chain, s.position, s.options
+    out: list[tuple[str, str]] = [("chain.multicall3", c.multicall3)]
+    if c.pool_addresses_provider:
+        out.append(("chain.pool_addresses_provider", c.pool_addresses_provider))
+    out += [(f"chain.reserves[{i}]", a) for i, a in enumerate(c.reserves)]
+    out += [(f'chain.feeds."{n}"', f.address) for n, f in c.feeds.items()]
+    out += [(f'chain.perps."{n}"', a) for n, a in c.perps.items()]
+    if p.account and p.kind == "safe":
+        out.append(("position.account (Safe)", p.account))
+    if p.multisend_call_only:
+        out.append(("position.multisend_call_only", p.multisend_call_only))
+    if o.enabled and o.configured:
+        for f in ("pool_factory", "oracle_adapter", "erc20_router", "base", "quote"):
+            out.append((f"options.{f}", str(getattr(o, f))))
+    if s.collectors.comet.enabled:
+        out += [
+            (f"collectors.comet.markets[{i}]", m.address)
+            for i, m in enumerate(s.collectors.comet.markets)
+        ]
+    return out
+
+
+async def _check_rpc(ck: Checks, s: Settings, rpc: RpcClient, label: str) -> bool:
+    try:
+        cid = await rpc.chain_id()
+    except AgentError as exc:
+        ck.fail(f"{label}: unreachable ({exc})")
+        return False
+    return ck.expect(
+        cid == s.chain.chain_id,
+        f"{label} {redact_url(rpc.url)}: chain id {cid}, configuration expects {s.chain.chain_id}",
+    )
+
+
+async def _check_code(ck: Checks, rpc: RpcClient, label: str, address: str) -> None:
+    try:
+        code = await rpc.request("eth_getCode", [to_checksum_address(address), "latest"])
+    except AgentError as exc:
+        ck.fail(f"{label} {address}: cannot read code ({exc})")
+        return
+    ck.expect(code not in ("0x", "0x0", None), f"{label} {address}: no contract code on chain")
+
+
+async def _check_safe(ck: Checks, s: Settings, rpc: RpcClient) -> None:
+    safe = s.position.account
+    if s.position.kind != "safe" or not safe:
+        return
+    abi = load_abi("Safe")
+    addr = to_checksum_address(safe)
+    try:
+        owners = list(
+            abi.decode_output("getOwners", await rpc.eth_call(addr, abi.encode_hex("getOwners")))[0]
+        )
+        threshold = int(
+            abi.decode_output(
+                "getThreshold", await rpc.eth_call(addr, abi.encode_hex("getThreshold"))
+            )[0]
+        )
+    except Exception as exc:  # an RPC error or undecodable bytes (no Safe at the address)
+        ck.fail(f"position.account {safe}: not a readable Safe (getOwners/getThreshold: {exc})")
+        return
+    if not ck.expect(
+        bool(owners) and 1 <= threshold <= len(owners),
+        f"position.account {safe}: Safe threshold {threshold} with {len(owners)} owner(s)",
+    ):
+        return
+    live = s.sinks.live
+    if live.enabled and live.signer_key is not None:
+        from eth_account import Account
+
+        signer = Account.from_key(live.signer_key.get_secret_value()).address
+        ck.expect(
+            signer in {to_checksum_address(o) for o in owners} and threshold == 1,
+            f"sinks.live: signer {signer} must be an owner of a threshold-1 Safe "
+            f"(threshold {threshold}, {len(owners)} owners)",
+        )
+
+
+def _api_keys(ck: Checks, s: Settings) -> None:
+    col = s.collectors
+    for name, cfg in (("fred", col.fred), ("bls", col.bls), ("subgraph", col.subgraph)):
+        if not cfg.enabled:
+            continue
+        key = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
+        ck.expect(
+            bool(key),
+            f"collectors.{name}: enabled but api_key is not set "
+            f"(HEDGE_AGENT_COLLECTORS__{name.upper()}__API_KEY)",
+        )
+    if col.subgraph.enabled:
+        ck.expect(bool(col.subgraph.url), "collectors.subgraph: enabled but url is not set")
+    ss = s.sinks.safe_service
+    if ss.enabled:
+        ck.expect(
+            ss.api_key is not None and bool(ss.api_key.get_secret_value()),
+            "sinks.safe_service: enabled but api_key is not set",
+        )
+
+
+def _endpoints(s: Settings) -> list[tuple[str, str]]:
+    col = s.collectors
+    out = [
+        (f"collectors.{n}.base_url", str(c.base_url))
+        for n, c in (
+            ("defillama", col.defillama),
+            ("hyperliquid", col.hyperliquid),
+            ("dydx", col.dydx),
+            ("fred", col.fred),
+            ("bls", col.bls),
+            ("closes", col.closes),
+        )
+        if c.enabled
+    ]
+    if col.subgraph.enabled and col.subgraph.url:
+        key = col.subgraph.api_key.get_secret_value() if col.subgraph.api_key else ""
+        out.append(("collectors.subgraph.url", col.subgraph.url.replace("{api_key}", key)))
+    if s.sinks.safe_service.enabled:
+        out.append(("sinks.safe_service.base_url", s.sinks.safe_service.base_url))
+    return out
+
+
+async def _reachable(ck: Checks, session: aiohttp.ClientSession, label: str, url: str) -> None:
+    """Any HTTP answer counts: the point is DNS, TLS and routing, not this path's status."""
+    try:
+        async with session.get(url, allow_redirects=False) as resp:
+            await resp.read()
+        ck.ok()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        ck.fail(f"{label} {redact_url(url)}: unreachable ({type(exc).__name__}: {exc})")
+
+
+def _writable_dir(ck: Checks, label: str, directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".check-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        ck.ok()
+    except OSError as exc:
+        ck.fail(f"{label} {directory}: not writable ({exc.strerror or exc})")
+
+
+def _store(ck: Checks, path: str) -> None:
+    p = Path(path)
+    _writable_dir(ck, "agent.store_path directory", p.parent)
+    if not p.parent.is_dir():
+        return
+    try:
+        con = sqlite3.connect(p, timeout=5)
+        try:
+            con.execute("BEGIN IMMEDIATE")  # takes the write lock; rolled back at once
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+        ck.ok()
+    except sqlite3.Error as exc:
+        ck.fail(f"agent.store_path {p}: not writable ({exc})")
+
+
+def _journal(ck: Checks, path: str) -> None:
+    p = Path(path)
+    if p.exists():
+        ck.expect(os.access(p, os.W_OK), f"agent.journal_path {p}: not writable")
+    else:
+        _writable_dir(ck, "agent.journal_path directory", p.parent)
+
+
+def _listen(ck: Checks, listen: str) -> None:
+    if not listen:
+        return
+    host, port = parse_listen(listen)
+    try:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        ck.ok()
+    except OSError as exc:
+        ck.fail(f"agent.http.listen {listen}: cannot bind ({exc.strerror or exc})")
+
+
+def _notify_urls(ck: Checks, s: Settings) -> None:
+    if not s.sinks.notify.urls:
+        return
+    from agent.sinks.notify import apprise_sender
+
+    try:
+        apprise_sender(s.sinks.notify)
+        ck.ok()
+    except ValueError as exc:
+        ck.fail(str(exc))
+
+
+async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], int]:
+    ck = Checks()
+    try:
+        s = load_settings(path, resolve_deployment=False)
+        if s.chain.deployment:
+            s = apply_deployment(s, Path(s.chain.deployment))
+    except AgentError as exc:
+        return [str(exc)], 0  # nothing else can be checked without a valid configuration
+    ck.ok()
+    _api_keys(ck, s)
+    _store(ck, s.agent.store_path)
+    _journal(ck, s.agent.journal_path)
+    _writable_dir(ck, "pause switch directory", pause_path(s.agent.store_path).parent)
+    if s.sinks.safe_tx_builder_dir:
+        _writable_dir(ck, "sinks.safe_tx_builder_dir", Path(s.sinks.safe_tx_builder_dir))
+    _listen(ck, s.agent.http.listen)
+    _notify_urls(ck, s)
+    once = RetryPolicy(attempts=1)
+    rpcs: list[tuple[str, RpcClient]] = []
+    url = s.chain.rpc_url.get_secret_value()
+    if ck.expect(bool(url), "chain.rpc_url: not set (HEDGE_AGENT_CHAIN__RPC_URL)"):
+        rpcs.append(
+            ("chain.rpc_url", RpcClient(url, source="check", retry=once, timeout_s=timeout_s))
+        )
+    live = s.sinks.live
+    if live.enabled and live.private_rpc_url is not None:
+        rpcs.append(
+            (
+                "sinks.live.private_rpc_url",
+                RpcClient(
+                    live.private_rpc_url.get_secret_value(),
+                    source="check",
+                    retry=once,
+                    timeout_s=timeout_s,
+                ),
+            )
+        )
+    try:
+        ok = [await _check_rpc(ck, s, rpc, label) for label, rpc in rpcs]
+        if rpcs and ok[0]:
+            chain_rpc = rpcs[0][1]
+            await asyncio.gather(
+                *(_check_code(ck, chain_rpc, label, a) for label, a in _addresses(s))
+            )
+            await _check_safe(ck, s, chain_rpc)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
+    finally:
+        for _, rpc in rpcs:
+            await rpc.close()
+    return ck.problems, ck.passed

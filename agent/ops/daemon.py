@@ -1,0 +1,96 @@
+"""The daemon's operations side in one place, so the runner reports facts at a few call sites
+and stays a loop: metrics and health (``Telemetry`` + ``OpsServer``), notifications
+(``Notifier``), the pause switch and the failing-source watch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from agent.config import Settings
+from agent.ops.pause import PauseState, PauseSwitch, pause_path
+from agent.ops.server import OpsServer
+from agent.ops.telemetry import Telemetry
+from agent.sinks.notify import (
+    Notice,
+    Notifier,
+    SourceWatch,
+    halt_notice,
+    pause_notice,
+    proposal_notice,
+)
+
+log = structlog.get_logger("agent.ops")
+
+
+class Operations:
+    def __init__(self, settings: Settings) -> None:
+        a = settings.agent
+        self.telemetry = Telemetry(tick_interval_s=a.tick_interval_s, error_budget=a.error_budget)
+        self.server = OpsServer(self.telemetry, a.http.listen) if a.http.listen else None
+        cfg = settings.sinks.notify
+        try:
+            self.notifier = Notifier(cfg, count=self._count_notice)
+        except ValueError as exc:
+            from agent.core.errors import ConfigError
+
+            raise ConfigError(f"{settings.origin}: {exc}") from None
+        self.sources = SourceWatch(cfg.source_failing_after_s)
+        self.switch = PauseSwitch(pause_path(a.store_path))
+        self._pause: PauseState | None = None
+
+    def _count_notice(self, kind: str, outcome: str) -> None:
+        self.telemetry.notifications.labels(kind, outcome).inc()
+
+    def _notify(self, notice: Notice) -> None:
+        self.notifier.submit(notice)
+        self.telemetry.notify_queue.set(self.notifier.depth)
+
+    async def start(self) -> None:
+        self.notifier.start()
+        if self.server is not None:
+            await self.server.start()
+            log.info("ops.listening", host=self.server.host, port=self.server.port)
+
+    async def stop(self) -> None:
+        await self.notifier.stop()
+        if self.server is not None:
+            await self.server.stop()
+        self.telemetry.close()
+
+    # -- facts the runner reports --------------------------------------------------------------
+
+    def source(self, name: str, ok: bool, error: str | None = None) -> None:
+        """A dependency answered (or not): readiness, and a notice when it fails too long."""
+        self.telemetry.dependency(name, ok, error)
+        notice = self.sources.ok(name) if ok else self.sources.failed(name, error or "failed")
+        if notice is not None:
+            self._notify(notice)
+
+    def proposals_allowed(self) -> bool:
+        """Read the pause switch; log, count and notify each change. False while paused."""
+        state = self.switch.read()
+        if self._pause is None or state.paused != self._pause.paused:
+            if state.paused:
+                log.warning("agent.paused", reason=state.reason, since=state.since)
+            elif self._pause is not None:
+                log.info("agent.resumed")
+            if self._pause is not None or state.paused:
+                self._notify(pause_notice(state.paused, state.reason))
+        self._pause = state
+        self.telemetry.set_paused(state.paused)
+        return not state.paused
+
+    def evaluated(self, decision: Any, signals: Iterable[Any], *, paused: bool) -> None:
+        self.telemetry.signals(signals)
+        self.telemetry.decision(decision, paused=paused)
+
+    def proposals(self, records: Iterable[Mapping[str, Any]]) -> None:
+        for r in records:
+            self.telemetry.proposal(r)
+            self._notify(proposal_notice(r))
+
+    def halted(self, reason: str) -> None:
+        self._notify(halt_notice(reason))

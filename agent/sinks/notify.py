@@ -1,0 +1,282 @@
+"""Operator notifications: one message per proposal, per halt, per data source failing for too
+long, per pause/resume. Sent through apprise (one URL scheme for Slack, Telegram, Discord,
+email, generic JSON webhooks).
+
+Delivery never sits on the tick's path: ``submit`` only puts a notice on a bounded queue and
+returns; one task of its own sends them, each attempt in a worker thread under a timeout, retried
+with a doubling backoff. A full queue drops the oldest non-proposal notice to make room for a
+proposal (the proposal itself is always in the journal; the notice is how people hear of it).
+The same key is not sent twice within the cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from agent.sinks.config import NotifyConfig
+
+log = structlog.get_logger("agent.notify")
+
+Kind = Literal["proposal", "halt", "source_failing", "paused", "resumed", "source_recovered"]
+Level = Literal["info", "success", "warning", "failure"]
+# (title, body, level) -> delivered; runs in a worker thread.
+Send = Callable[[str, str, Level], bool]
+# (kind, outcome) -> None; how the exporter counts notifications.
+Counter = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: Kind
+    key: str  # what deduplication compares (a proposal's idempotency key, a source name, ...)
+    title: str
+    body: str
+    level: Level = "info"
+
+
+def _usd(v: Any) -> str:
+    return f"${float(v):,.2f}" if isinstance(v, int | float | str) and v != "" else "n/a"
+
+
+def _hf(v: Any) -> str:
+    return f"{float(v):.3f}" if isinstance(v, int | float) else "n/a"
+
+
+def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notice:
+    sim = record.get("simulation") or {}
+    sizing = record.get("sizing") or {}
+    size = _usd(sizing.get("spend_usd"))
+    if sizing.get("amount") and sizing.get("asset"):
+        size += f" ({sizing['amount']} {sizing['asset']} base units)"
+    if isinstance(record.get("option"), Mapping):
+        o = record["option"]
+        size += f", put {o.get('horizon')} strike {o.get('strike')}"
+    if not sim:
+        sim_line = "not simulated"
+    elif sim.get("success"):
+        sim_line = f"success on fork block {sim.get('fork_block')}"
+    else:
+        sim_line = f"FAILED: {sim.get('error')}"
+    reasons = [str(x) for x in (record.get("explanation") or [])][:top_reasons]
+    lines = [
+        f"action: {record.get('action')}  status: {record.get('status')}",
+        f"account: {record.get('account')}  chain: {record.get('chain')}",
+        f"size: {size}",
+        f"health factor: {_hf(sim.get('health_factor_before'))} -> "
+        f"{_hf(sim.get('health_factor_after'))}",
+        f"simulation: {sim_line}",
+        f"safe file: {record.get('safe_tx_builder_file') or 'none'}",
+        f"proposal: {record.get('id')}  key: {record.get('idempotency_key')}",
+    ]
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+    if reasons:
+        lines.append("why:")
+        lines += [f"- {r}" for r in reasons]
+    status = str(record.get("status"))
+    level: Level = "success" if status == "simulated" else "warning"
+    return Notice(
+        "proposal",
+        f"proposal:{record.get('idempotency_key')}",
+        f"hedge-agent proposal: {record.get('action')} ({status})",
+        "\n".join(lines),
+        level,
+    )
+
+
+def halt_notice(reason: str) -> Notice:
+    return Notice("halt", f"halt:{reason}", "hedge-agent halted", reason, "failure")
+
+
+def pause_notice(paused: bool, reason: str | None) -> Notice:
+    if paused:
+        return Notice(
+            "paused",
+            "pause",
+            "hedge-agent paused",
+            f"proposals are paused (collecting and evaluating go on); reason: {reason or 'none'}",
+            "warning",
+        )
+    return Notice("resumed", "resume", "hedge-agent resumed", "proposals are enabled again")
+
+
+class SourceWatch:
+    """When each data source started failing; a notice once it has failed for ``after_s``."""
+
+    def __init__(self, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after_s = after_s
+        self.clock = clock
+        self.failing_since: dict[str, float] = {}
+        self.notified: set[str] = set()
+
+    def failed(self, source: str, error: str) -> Notice | None:
+        now = self.clock()
+        since = self.failing_since.setdefault(source, now)
+        if now - since < self.after_s or source in self.notified:
+            return None
+        self.notified.add(source)
+        return Notice(
+            "source_failing",
+            f"source:{source}",
+            f"hedge-agent: data source {source} failing",
+            f"{source} has failed for {now - since:,.0f} s; last error: {error}",
+            "warning",
+        )
+
+    def ok(self, source: str) -> Notice | None:
+        self.failing_since.pop(source, None)
+        if source not in self.notified:
+            return None
+        self.notified.discard(source)
+        return Notice(
+            "source_recovered",
+            f"recovered:{source}",
+            f"hedge-agent: data source {source} recovered",
+            f"{source} answers again",
+        )
+
+
+def apprise_sender(cfg: NotifyConfig) -> Send:
+    import apprise  # imported here: only daemons with notifications configured need it
+
+    ap = apprise.Apprise()
+    for url in cfg.urls:
+        if not ap.add(url.get_secret_value()):
+            # The URL may hold a token: name its scheme only.
+            scheme = url.get_secret_value().split("://", 1)[0]
+            raise ValueError(f"sinks.notify.urls: apprise does not accept a {scheme}:// URL")
+    types = {
+        "info": apprise.NotifyType.INFO,
+        "success": apprise.NotifyType.SUCCESS,
+        "warning": apprise.NotifyType.WARNING,
+        "failure": apprise.NotifyType.FAILURE,
+    }
+
+    def send(title: str, body: str, level: Level) -> bool:
+        return bool(ap.notify(body=body, title=title, notify_type=types[level]))
+
+    return send
+
+
+class Notifier:
+    def __init__(
+        self,
+        cfg: NotifyConfig,
+        *,
+        send: Send | None = None,
+        count: Counter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.enabled = bool(cfg.urls) or send is not None
+        self._send = send if send is not None else (apprise_sender(cfg) if cfg.urls else None)
+        self._count = count or (lambda kind, outcome: None)
+        self._clock = clock
+        self._queue: deque[Notice] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is queued or being sent
+        self._idle.set()
+        self._last: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, notice: Notice) -> bool:
+        """Queue a notice without waiting. False when deduplicated or dropped."""
+        if not self.enabled:
+            return False
+        now = self._clock()
+        last = self._last.get(notice.key)
+        if last is not None and now - last < self.cfg.cooldown_s:
+            self._count(notice.kind, "deduplicated")
+            return False
+        if len(self._queue) >= self.cfg.queue_size and not self._make_room(notice):
+            self._count(notice.kind, "dropped")
+            log.warning("notify.dropped", kind=notice.kind, key=notice.key, note="queue full")
+            return False
+        self._last[notice.key] = now
+        self._queue.append(notice)
+        self._idle.clear()
+        self._wake.set()
+        return True
+
+    def _make_room(self, incoming: Notice) -> bool:
+        if incoming.kind != "proposal":
+            return False
+        for old in self._queue:
+            if old.kind != "proposal":
+                self._queue.remove(old)
+                self._count(old.kind, "dropped")
+                log.warning(
+                    "notify.dropped", kind=old.kind, key=old.key, note="room for a proposal"
+                )
+                return True
+        return False
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="notifier")
+
+    async def stop(self, drain_s: float = 10.0) -> None:
+        """Give queued notices up to ``drain_s`` to go out (a halt notice is sent this way)."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=drain_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        for n in self._queue:
+            log.warning("notify.unsent", kind=n.kind, key=n.key, note="daemon stopped")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._deliver(self._queue.popleft())
+
+    async def _deliver(self, notice: Notice) -> None:
+        assert self._send is not None
+        delay = self.cfg.backoff_s
+        for attempt in range(1, self.cfg.attempts + 1):
+            try:
+                ok = await asyncio.wait_for(
+                    asyncio.to_thread(self._send, notice.title, notice.body, notice.level),
+                    timeout=self.cfg.timeout_s,
+                )
+                error = None if ok else "endpoint refused"
+            except TimeoutError:
+                ok, error = False, f"no answer within {self.cfg.timeout_s} s"
+            except Exception as exc:  # an endpoint's failure must never end the notifier
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+            if ok:
+                self._count(notice.kind, "sent")
+                log.info("notify.sent", kind=notice.kind, key=notice.key, attempt=attempt)
+                return
+            log.warning(
+                "notify.retry" if attempt < self.cfg.attempts else "notify.failed",
+                kind=notice.kind,
+                key=notice.key,
+                attempt=attempt,
+                error=error,
+            )
+            if attempt < self.cfg.attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        self._count(notice.kind, "failed")
+        # Allow the same notice again at once: it was never delivered.
+        self._last.pop(notice.key, None)
