@@ -22,7 +22,6 @@ from agent.config import Settings, apply_deployment, load_settings
 from agent.core.abi import load_abi
 from agent.core.errors import AgentError
 from agent.core.rpc import RetryPolicy, RpcClient, redact_url
-from agent.ops.pause import pause_path
 from agent.ops.server import parse_listen
 
 
@@ -179,6 +178,10 @@ async def _reachable(ck: Checks, session: aiohttp.ClientSession, label: str, url
 
 
 def _writable_dir(ck: Checks, label: str, directory: Path) -> None:
+    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        ck.fail(f"{label} {directory}: {blocker} is a file, not a directory")
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".check-{uuid.uuid4().hex[:8]}"
@@ -191,9 +194,9 @@ def _writable_dir(ck: Checks, label: str, directory: Path) -> None:
 
 def _store(ck: Checks, path: str) -> None:
     p = Path(path)
-    _writable_dir(ck, "agent.store_path directory", p.parent)
-    if not p.parent.is_dir():
-        return
+    _writable_dir(ck, "agent.store_path directory", p.parent)  # the pause file goes there too
+    if not p.is_file():
+        return  # a new store: the directory check is the whole story
     try:
         con = sqlite3.connect(p, timeout=5)
         try:
@@ -252,7 +255,6 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
     _api_keys(ck, s)
     _store(ck, s.agent.store_path)
     _journal(ck, s.agent.journal_path)
-    _writable_dir(ck, "pause switch directory", pause_path(s.agent.store_path).parent)
     if s.sinks.safe_tx_builder_dir:
         _writable_dir(ck, "sinks.safe_tx_builder_dir", Path(s.sinks.safe_tx_builder_dir))
     _listen(ck, s.agent.http.listen)
