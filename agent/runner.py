@@ -36,7 +36,6 @@ from agent.config import Settings
 from agent.core.errors import AgentError, ConfigError, Halt
 from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
-from agent.core.rpc import RpcClient
 from agent.evaluate import Evaluation, evaluate
 from agent.ops.daemon import Operations
 from agent.propose import Proposer
@@ -66,9 +65,7 @@ class Agent:
         self.settings = settings
         self.ops = ops if ops is not None else Operations(settings)
         chain = settings.chain
-        self.rpc = RpcClient(
-            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
-        )
+        self.rpc = self.ops.chain_rpc(chain)  # ops: one URL, or several rotated on failure
         Path(settings.agent.store_path).parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.agent.store_path)
         self.journal = ProposalJournal(settings.agent.journal_path)

@@ -48,6 +48,8 @@ class ChainConfig(BaseModel):
     name: str = "devnet"
     chain_id: int = Field(31337, gt=0)
     rpc_url: SecretStr = SecretStr("")
+    # Fallback URLs of the same chain, tried in turn after rpc_url on 429, 5xx and timeouts.
+    rpc_urls: tuple[SecretStr, ...] = ()
     deployment: str | None = None  # devnet deployment file; fills the addresses below
     multicall3: str = Field(MULTICALL3_ADDRESS, pattern=_ADDR)
     protocol: str = "aave-v3"

@@ -266,6 +266,13 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
         rpcs.append(
             ("chain.rpc_url", RpcClient(url, source="check", retry=once, timeout_s=timeout_s))
         )
+    rpcs += [
+        (
+            f"chain.rpc_urls[{i}]",
+            RpcClient(u.get_secret_value(), source="check", retry=once, timeout_s=timeout_s),
+        )
+        for i, u in enumerate(s.chain.rpc_urls)
+    ]
     live = s.sinks.live
     if live.enabled and live.private_rpc_url is not None:
         rpcs.append(

@@ -9,7 +9,10 @@ from typing import Any
 
 import structlog
 
+from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
+from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.server import OpsServer
 from agent.ops.telemetry import Telemetry
@@ -40,6 +43,22 @@ class Operations:
         self.sources = SourceWatch(cfg.source_failing_after_s)
         self.switch = PauseSwitch(pause_path(a.store_path))
         self._pause: PauseState | None = None
+
+    def chain_rpc(self, chain: ChainConfig) -> RpcClient:
+        """The chain's client: ``rpc_url`` alone, or with ``rpc_urls`` as a rotating pool whose
+        switches are counted per reason."""
+        source = f"rpc:{chain.name}"
+        if not chain.rpc_urls:
+            return RpcClient(
+                chain.rpc_url.get_secret_value(), source=source, timeout_s=chain.timeout_s
+            )
+        urls = [u.get_secret_value() for u in (chain.rpc_url, *chain.rpc_urls)]
+
+        def rotated(reason: str) -> None:
+            self.telemetry.rpc_rotations.labels(chain.name, reason).inc()
+            log.warning("rpc.rotated", chain=chain.name, reason=reason)
+
+        return RpcPool(urls, source=source, timeout_s=chain.timeout_s, on_rotate=rotated)
 
     def _count_notice(self, kind: str, outcome: str) -> None:
         self.telemetry.notifications.labels(kind, outcome).inc()
