@@ -22,7 +22,6 @@ import structlog
 
 from agent.collectors import build_http_collectors
 from agent.collectors.comet import comet_calls, comet_observations
-from agent.collectors.liquidations import collect_liquidations
 from agent.collectors.onchain import (
     ChainSnapshot,
     MarketLayout,
@@ -38,6 +37,7 @@ from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.evaluate import Evaluation, evaluate
 from agent.ops.daemon import Operations
+from agent.ops.incremental import backfill_start, collect_new_liquidations
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks.journal import ProposalJournal
@@ -133,12 +133,17 @@ class Agent:
             return 0
         head = await self.rpc.block_number()
         head_ts = int((await self.rpc.get_block(head))["timestamp"], 16)
+        step_s = self.settings.agent.backfill_step_s
+        # ops: after a restart only the downtime is read, not the whole window again
+        since_ts = backfill_start(
+            self.store, self.layout, head_ts=head_ts, hours=hours, step_s=step_s
+        )
         snaps = await backfill_snapshots(
             self.rpc,
             self.layout,
-            since_ts=head_ts - int(hours * 3600),
+            since_ts=since_ts,
             until_block=head,
-            step_s=self.settings.agent.backfill_step_s,
+            step_s=step_s,
         )
         stored = 0
         for snap in snaps:
@@ -146,7 +151,7 @@ class Agent:
                 snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
             )
             stored += self.store.upsert(obs)
-        log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours)
+        log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours, since_ts=since_ts)
         return stored
 
     async def close(self) -> None:
@@ -168,15 +173,18 @@ class Agent:
         lc = self.settings.collectors.liquidations
         if lc.enabled:
             try:
-                scan = await collect_liquidations(
+                # ops: only blocks after the stored checkpoint (the gap, after downtime)
+                tail = await collect_new_liquidations(
                     self.rpc,
                     self.layout,
+                    self.store,
                     lookback_blocks=lc.lookback_blocks,
                     chunk_blocks=lc.chunk_blocks,
                     confirmations=lc.confirmations,
                     head=snap.block_number,
                 )
-                stored += self.store.upsert(scan.observations)
+                scan = tail.scan
+                stored += tail.stored
                 for p in scan.problems:
                     log.warning("collect.problem", source="liquidations", problem=p)
                 self.ops.source("liquidations", True)
