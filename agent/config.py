@@ -97,6 +97,9 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     block_lag: int = Field(0, ge=0)  # fork this many blocks behind the tip
+    # Restart the fork anvil between ticks once its resident memory passes this (anvil's memory
+    # grows on a long-lived fork that is reset every tick); 0 = never.
+    recycle_rss_mb: int = Field(1024, ge=0)
 
 
 class ScenarioConfig(BaseModel):

@@ -324,6 +324,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                 reports.append(await agent.tick(tick_id))
                 failures = 0
                 ops.telemetry.tick_ok(time.monotonic() - t0)
+                await ops.recycle_fork(agent.simulator, settings.simulator.recycle_rss_mb)
             except Halt as exc:
                 ops.halted(str(exc))
                 raise

@@ -14,8 +14,10 @@ from agent.config import Settings
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
+from agent.ops.procmem import rss_bytes
 from agent.ops.server import OpsServer
 from agent.ops.telemetry import Telemetry
+from agent.simulator.fork import ForkSimulator
 from agent.sinks.notify import (
     Notice,
     Notifier,
@@ -110,6 +112,19 @@ class Operations:
         for r in records:
             self.telemetry.proposal(r)
             self._notify(proposal_notice(r))
+
+    async def recycle_fork(self, simulator: ForkSimulator | None, limit_mb: int) -> bool:
+        """Stop the fork anvil between ticks when its memory passed ``limit_mb``; the next
+        simulation starts a fresh one."""
+        if simulator is None or limit_mb <= 0 or simulator.pid is None:
+            return False
+        rss = rss_bytes(simulator.pid)
+        if rss is None or rss < limit_mb * 2**20:
+            return False
+        log.info("fork.recycled", rss_mb=round(rss / 2**20, 1), limit_mb=limit_mb)
+        await simulator.stop()
+        self.telemetry.forks_recycled.inc()
+        return True
 
     def halted(self, reason: str) -> None:
         self._notify(halt_notice(reason))

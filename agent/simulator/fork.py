@@ -90,6 +90,11 @@ class ForkSimulator:
     def url(self) -> str | None:
         return self._anvil.url if self._anvil else None
 
+    @property
+    def pid(self) -> int | None:
+        """The fork anvil's process id while it runs (memory watch, recycling)."""
+        return self._anvil.pid if self._anvil and self._anvil.alive() else None
+
     async def ensure(self, head_block: int) -> RpcClient:
         """Have a live fork at ``head_block - block_lag``."""
         target = max(0, head_block - self.block_lag)
