@@ -297,3 +297,17 @@ def test_metrics_notifications_and_pause_across_a_restart(
     with contextlib.suppress(urllib.error.URLError, ConnectionError):
         status_after, _ = _get(port, "/healthz")
     assert status_after is None  # the endpoint stops with the daemon
+
+    # 5. Restarted after the proposals: it backfills only its downtime, evaluates at the current
+    # time and proposes nothing the journal already holds.
+    journal = config.parent / "proposals.jsonl"
+    before = journal.read_text().splitlines()
+    daemon = Daemon(config)
+    try:
+        events = daemon.until("tick.done", 2)
+    finally:
+        daemon.stop()
+    backfill = [e for e in events if e.get("event") == "backfill.done"]
+    assert backfill and backfill[0]["snapshots"] <= 1  # not the 60-hour window again
+    assert [e["proposals"] for e in events if e.get("event") == "tick.done"] == [0, 0]
+    assert journal.read_text().splitlines() == before
