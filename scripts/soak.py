@@ -137,6 +137,10 @@ def main() -> int:
         wait_ticks(args.warmup)
         t0, n0 = time.monotonic(), ticks()
         start = _snapshot(proc.pid, devnet_pid, upstream)
+        for n in range(args.warmup + 1000, args.ticks, 1000):  # progress lines
+            wait_ticks(n)
+            rss = rss_bytes(proc.pid)
+            print(f"  tick {n:>6}: agent {_mb(rss)}, {time.monotonic() - t0:,.0f} s", flush=True)
         wait_ticks(args.ticks)
         t1, n1 = time.monotonic(), ticks()
         end = _snapshot(proc.pid, devnet_pid, upstream)
