@@ -11,6 +11,7 @@ import structlog
 
 from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
+from agent.core.errors import ConfigError
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
@@ -39,8 +40,6 @@ class Operations:
         try:
             self.notifier = Notifier(cfg, count=self._count_notice)
         except ValueError as exc:
-            from agent.core.errors import ConfigError
-
             raise ConfigError(f"{settings.origin}: {exc}") from None
         self.sources = SourceWatch(cfg.source_failing_after_s)
         self.switch = PauseSwitch(pause_path(a.store_path))
