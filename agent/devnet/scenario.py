@@ -29,6 +29,7 @@ from agent.core.units import MAX_UINT256, RAY, WAD
 from agent.devnet.artifacts import forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import FEED_DECIMALS, RISKY_BORROWERS
+from agent.devnet.uniswap import sync_pools
 
 log = structlog.get_logger(__name__)
 
@@ -353,12 +354,21 @@ class Player:
             answer = round(Decimal(str(self.sc.price_at(feed, h))) * 10**FEED_DECIMALS)
             self.chain.send(self.feeds[feed], "updateAnswer", int(answer), sender=self.deployer)
             sent += 1
+        # A market maker swaps the Uniswap pools back to the new oracle price, so DEX quotes
+        # follow the scenario instead of going stale.
+        sent += sync_pools(self.chain, self.dep, self.oracle_prices())
         for ev in self.sc.events:
             if ev.hour == h:
                 sent += self.apply(ev)
         if self.sc.liquidate:
             sent += self.keeper(h)
         return sent
+
+    def oracle_prices(self) -> dict[str, int]:
+        return {
+            t["address"]: int(self.chain.call(self.oracle, "getAssetPrice", t["address"]))
+            for t in self.dep["tokens"].values()
+        }
 
     def apply(self, ev: Event) -> int:
         p = ev.params
