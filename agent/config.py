@@ -166,7 +166,9 @@ def chain_config_from_deployment(dep: dict[str, Any], **overrides: Any) -> Chain
             "rpc_url": SecretStr(dep["rpc_url"]),
             "pool_addresses_provider": dep["aave"]["pool_addresses_provider"],
             "reserves": tuple(t["address"] for t in dep["tokens"].values()),
-            "accounts": (dep["safe"]["address"],),
+            "accounts": tuple(
+                dep[k]["address"] for k in ("safe", "safe_lean") if isinstance(dep.get(k), dict)
+            ),
             "feeds": {
                 name: FeedConfig(address=addr, heartbeat_s=3600, asset=name.split("/")[0].lower())
                 for name, addr in dep["chainlink"].items()

@@ -83,6 +83,8 @@ class ForkSimulator:
                 "MultiSendCallOnly",
                 "PremiaPool",
                 "PremiaPoolFactory",
+                "SwapRouter02",
+                "UniswapV3Pool",
             )
         ]
 
