@@ -28,12 +28,14 @@ from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.evaluate import Evaluation
+from agent.planner.deleverage import DeleveragePlan
 from agent.planner.options import OptionsPlannerConfig, PremiaV3Venue, plan_option_action
 from agent.planner.repay import RepayPlan, choose_protection, plan_repay
 from agent.planner.safe import SafeTx, build_safe_tx
 from agent.planner.topup import TopUpPlan, plan_topup
 from agent.planner.tx import PlannedTx
 from agent.policy import OptionAction, TopUpAction
+from agent.protection import deleverage_evidence, plan_deleverage_for, spend_base
 from agent.simulator.fork import ForkSimulator, SimulationResult
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed
@@ -246,13 +248,25 @@ class Proposer:
         ) / AAVE_BASE_UNIT_USD > self._remaining_usd(evaluation):
             topup = None  # its safety margin would cross the session cap
             errors.append("top-up: would exceed the session cap")
-        plan, comparison = choose_protection(topup, repay, target_hf_wad=target)
-        record["comparison"] = comparison
+        # Deleverage with the position's own collateral through the DEX (agent/protection.py).
+        deleverage: DeleveragePlan | None = None
+        try:
+            deleverage = await plan_deleverage_for(
+                self.s, self.layout, self._reader, snap, self.account, account, target
+            )
+        except AgentError as exc:
+            errors.append(f"deleverage: {exc}")
+        plan, comparison = choose_protection(
+            topup, repay, deleverage=deleverage, target_hf_wad=target
+        )
+        record["comparison"] = comparison | {"not_planned": errors}
         if plan is None:
             return self._failed(record, "; ".join(errors) or "no protection plan")
         record["action"] = comparison["chosen"]
+        spend = Decimal(spend_base(plan)) / AAVE_BASE_UNIT_USD
+        record["deleverage"], outcome = deleverage_evidence(plan)
         spent = self.store.session_spent_usd(evaluation.session_id)
-        record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD, spent) | {
+        record["sizing"] = evaluation.sizing(float(spend), spent) | {
             "amount": str(plan.amount),
             "asset": plan.asset.symbol,
             "capped_by": plan.capped_by,
@@ -266,8 +280,9 @@ class Proposer:
             evaluation,
             plan.transactions,
             label,
-            spend_usd=Decimal(plan.value_base) / AAVE_BASE_UNIT_USD,
+            spend_usd=spend,
             target_hf_wad=target,
+            outcome=outcome,
         )
 
     # -- deeper out-of-the-money puts ------------------------------------------------------

@@ -9,6 +9,7 @@ appear only where a human reads a ratio (impact in bps as a float).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from math import isqrt
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,11 +35,17 @@ class UniswapConfig(BaseModel):
     quoter_v2: str | None = Field(None, pattern=_ADDR)
     fees: dict[str, int] = Field(default_factory=lambda: {"WETH": 500, "WBTC": 3000})
     slippage_bps: int = Field(50, ge=0, le=2_000)  # amountOutMinimum = quote x (1 - bps/1e4)
-    hf_floor: str = "1.05"  # no step of a deleverage may take HF below this before its repay
+    # No step of a deleverage may take HF below this between its withdrawal and its repay.
+    hf_floor: Decimal = Field(Decimal("1.05"), gt=1)
 
     @property
     def configured(self) -> bool:
         return None not in (self.factory, self.swap_router02, self.quoter_v2)
+
+    def venue(self) -> UniswapVenue | None:
+        if not (self.enabled and self.factory and self.swap_router02 and self.quoter_v2):
+            return None
+        return UniswapVenue(self.factory, self.swap_router02, self.quoter_v2, dict(self.fees))
 
 
 @dataclass(frozen=True)

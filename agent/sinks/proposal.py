@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 Status = Literal["simulated", "simulation_failed", "planned", "planning_failed"]
-ActionKind = Literal["collateral_top_up", "repay_debt", "option_put"]
+ActionKind = Literal["collateral_top_up", "repay_debt", "deleverage", "option_put"]
 
 
 class Proposal(BaseModel):
@@ -29,7 +29,8 @@ class Proposal(BaseModel):
     transactions: list[dict[str, Any]]  # to, value, data, decoded call, human line
     sizing: dict[str, Any] | None = None  # spend, session cap and what remains of it
     simulation: dict[str, Any] | None = None
-    comparison: dict[str, Any] | None = None  # top-up vs repay costs
+    comparison: dict[str, Any] | None = None  # every protection alternative, cost, why it lost
+    deleverage: dict[str, Any] | None = None  # the swap: quote, minimum out, price, impact
     option: dict[str, Any] | None = None  # pool, strike, maturity, size, premium and limit
     safe_tx: dict[str, Any] | None = None  # the Safe transaction the owners sign
     safe_tx_builder_file: str | None = None
