@@ -50,9 +50,18 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
             .replace("out/devnet/scenario_feed.json", str(feed))
             .replace("var/demo/", f"{tmp}/")
         )
+        lean = tmp / "lean.toml"
+        lean.write_text(
+            (ROOT / "config" / "devnet-lean.toml")
+            .read_text()
+            .replace("out/devnet/deployment.json", str(deployment))
+            .replace("out/devnet/scenario_feed.json", str(feed))
+            .replace("var/demo/", f"{tmp}/")
+        )
         yield {
             "tmp": tmp,
             "config": config,
+            "lean": lean,
             "deployment": deployment,
             "journal": tmp / "proposals.jsonl",
         }
@@ -116,6 +125,42 @@ def test_puts_in_two_horizons_within_the_session_cap(devnet: dict[str, Path]) ->
     # the session's proposed spend stays within 25% of the budget (1,000,000 in devnet.toml)
     spent = sum(r["sizing"]["spend_usd"] for r in rows if r["status"] == "simulated")
     assert 0 < spent <= 250_000
+
+
+def test_empty_wallet_safe_gets_a_simulated_deleverage(devnet: dict[str, Path]) -> None:
+    """The second position (config/devnet-lean.toml): a Safe holding no WBTC and no USDC. Its
+    only protection is a deleverage through Uniswap V3, simulated through the Safe."""
+    from agent.sinks.safe_tx_builder import validate_checksum
+
+    dep = json.loads(devnet["deployment"].read_text())
+    run = cli("run", "--config", str(devnet["lean"]), "--once")
+    rows = [json.loads(line) for line in devnet["journal"].read_text().splitlines() if line.strip()]
+    mine = [r for r in rows if r["account"] == dep["safe_lean"]["address"]]
+    assert len(mine) == 1, run.stderr[-3000:]
+    p = mine[0]
+    assert p["action"] == "deleverage" and p["status"] == "simulated", p.get("error")
+    cmp = p["comparison"]
+    assert [o["action"] for o in cmp["options"]] == ["deleverage"]
+    assert any("top-up" in e for e in cmp["not_planned"])
+    assert any("repay" in e for e in cmp["not_planned"])
+    methods = [t["call"]["method"] for t in p["transactions"]]
+    assert methods == ["withdraw", "approve", "exactInputSingle", "approve", "repay"]
+    swap = p["transactions"][2]["call"]["args"]["params"]
+    dl = p["deleverage"]
+    assert swap["amountOutMinimum"] == dl["amount_out_minimum"]
+    assert p["transactions"][4]["call"]["args"]["amount"] == dl["amount_out_minimum"]
+    sim = p["simulation"]
+    target = sim["target_health_factor"]
+    assert target <= sim["health_factor_after"] <= target * 1.001
+    assert sim["debt_usd_after"] < sim["debt_usd_before"]
+    assert sim["collateral_usd_after"] < sim["collateral_usd_before"]
+    assert int(sim["swap_amount_out"]) >= int(dl["amount_out_minimum"])
+    assert sim["swap_amount_out"] == dl["quote_out"]  # nothing moved the pool in between
+    assert 0 < dl["price_impact_bps"] < dl["price_vs_oracle_bps"]
+    # The ledger counts the deleverage's cost, not the collateral sold.
+    assert p["sizing"]["spend_usd"] == pytest.approx(dl["cost_usd"], abs=0.01)
+    batch = json.loads(Path(p["safe_tx_builder_file"]).read_text())
+    assert validate_checksum(batch) and len(batch["transactions"]) == 5
 
 
 def test_second_run_does_not_duplicate_the_proposal(devnet: dict[str, Path]) -> None:
