@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -151,7 +152,8 @@ def test_mainnet_example_names_the_canonical_uniswap_deployment() -> None:
     """Addresses as in shared interfaces.md section 13 (Uniswap V3 canonical Ethereum)."""
     from agent.config import load_settings
 
-    s = load_settings("config/mainnet.example.toml", resolve_deployment=False)
+    root = Path(__file__).resolve().parents[2]
+    s = load_settings(root / "config" / "mainnet.example.toml", resolve_deployment=False)
     assert s.uniswap.factory == "0x1F98431c8aD98523631AE4a59f267346ea31F984"
     assert s.uniswap.swap_router02 == "0x68b3465833fb72A70ecDF485E0e4C7bD8665Fc45"
     assert s.uniswap.quoter_v2 == "0x61fFE014bA17989E743c5F6cB21bF9697530B21e"
