@@ -252,8 +252,9 @@ class Proposer:
         deleverage: DeleveragePlan | None = None
         try:
             deleverage = await plan_deleverage_for(
-                self.s, self.layout, self._reader, snap, self.account, account, target
-            )
+                self.s, self.layout, self._reader, snap, self.account, account, target,
+                max_cost_base=max_spend_base,
+            )  # fmt: skip
         except AgentError as exc:
             errors.append(f"deleverage: {exc}")
         plan, comparison = choose_protection(

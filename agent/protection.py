@@ -11,7 +11,7 @@ from agent.config import Settings
 from agent.core.abi import DecodedCall
 from agent.core.errors import PlanningError
 from agent.core.rpc import RpcClient
-from agent.core.units import WAD
+from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
 from agent.planner.repay import ProtectionPlan
 from agent.planner.topup import TopUpPlan
@@ -26,9 +26,12 @@ async def plan_deleverage_for(
     account_addr: str,
     account: AccountState,
     target_hf_wad: int,
+    max_cost_base: int | None = None,
 ) -> DeleveragePlan:
     """Plan a deleverage of the position's collateral (``position.topup_asset``) into its debt
-    asset (``position.repay_asset``) through the configured Uniswap V3 venue."""
+    asset (``position.repay_asset``) through the configured Uniswap V3 venue. Its cost (fee +
+    impact + slippage bound) is what the session ledger counts, so it must fit
+    ``max_cost_base``."""
     venue = settings.uniswap.venue()
     if venue is None:
         raise PlanningError("no DEX configured ([uniswap] in the config)")
@@ -40,7 +43,7 @@ async def plan_deleverage_for(
         c_state, d_state = snap.reserves[collateral.symbol], snap.reserves[debt.symbol]
     except KeyError as exc:
         raise PlanningError(f"no reserve data for {exc} in this tick") from None
-    return await plan_deleverage_onchain(
+    plan = await plan_deleverage_onchain(
         reader,
         layout=layout,
         venue=venue,
@@ -54,6 +57,12 @@ async def plan_deleverage_for(
         hf_floor_wad=int(settings.uniswap.hf_floor * WAD),
         slippage_bps=settings.uniswap.slippage_bps,
     )
+    if max_cost_base is not None and plan.cost_base > max_cost_base:
+        raise PlanningError(
+            f"its cost ${plan.cost_base / AAVE_BASE_UNIT_USD:,.2f} would exceed the session cap's remaining"
+            f" ${max_cost_base / AAVE_BASE_UNIT_USD:,.2f}"
+        )
+    return plan
 
 
 def spend_base(plan: ProtectionPlan) -> int:
