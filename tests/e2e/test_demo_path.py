@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,6 +162,26 @@ def test_empty_wallet_safe_gets_a_simulated_deleverage(devnet: dict[str, Path]) 
     assert p["sizing"]["spend_usd"] == pytest.approx(dl["cost_usd"], abs=0.01)
     batch = json.loads(Path(p["safe_tx_builder_file"]).read_text())
     assert validate_checksum(batch) and len(batch["transactions"]) == 5
+    # What the Transaction Builder app will encode from the file is the calldata signed here.
+    for built, signed in zip(batch["transactions"], p["transactions"], strict=True):
+        assert built["to"] == signed["to"]
+        assert _builder_calldata(built) == signed["data"]
+
+
+def _builder_calldata(tx: dict[str, Any]) -> str:
+    from eth_abi.abi import encode
+    from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
+
+    def parse(v: Any, p: dict[str, Any]) -> Any:
+        if p["type"] == "tuple":
+            items = json.loads(v) if isinstance(v, str) else v
+            return tuple(parse(x, c) for x, c in zip(items, p["components"], strict=True))
+        return int(v) if p["type"].startswith(("uint", "int")) else v
+
+    m = tx["contractMethod"]
+    args = [parse(tx["contractInputsValues"][i["name"]], i) for i in m["inputs"]]
+    selector = function_abi_to_4byte_selector({"type": "function", **m})
+    return "0x" + (selector + encode([collapse_if_tuple(i) for i in m["inputs"]], args)).hex()
 
 
 def test_second_run_does_not_duplicate_the_proposal(devnet: dict[str, Path]) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_abi.abi import decode
+from eth_abi.abi import decode, encode
 from eth_typing import ChecksumAddress, HexAddress, HexStr
-from eth_utils.address import is_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
+from eth_utils.crypto import keccak
 from web3.logs import DISCARD
 
 from agent.collectors.scenario import load_scenario_feed
@@ -284,6 +285,12 @@ def test_uniswap_pools_at_oracle_price(devnet: dict[str, Any], devnet_chain: Cha
     """Real Uniswap V3 code: the periphery finds the pools by its compiled-in init code hash,
     the pools sit at the oracle price, and a QuoterV2 quote pays fee plus a modest impact."""
     c, uni = devnet_chain, devnet["uniswap"]
+    # The pool artifact's creation code hashes to the POOL_INIT_CODE_HASH the periphery (and
+    # every mainnet integration) compiles in, so addresses computed off-chain match.
+    init_hash = keccak(hexstr=npm_artifact("UniswapV3Pool").bytecode).hex()
+    assert init_hash.removeprefix("0x") == (
+        "e34f199b19b2b4f47f68442619d555527d244f78a3297ea89325f843f87b8b54"
+    )
     factory = c.at(uni["factory"], npm_artifact("UniswapV3Factory"))
     quoter = c.at(uni["quoter_v2"], npm_artifact("QuoterV2"))
     usdc = devnet["tokens"]["USDC"]["address"]
@@ -291,6 +298,11 @@ def test_uniswap_pools_at_oracle_price(devnet: dict[str, Any], devnet_chain: Cha
         info = uni["pools"][sym]
         token = devnet["tokens"][sym]["address"]
         assert c.call(factory, "getPool", token, usdc, info["fee"]) == info["address"]
+        salt = keccak(encode(["address", "address", "uint24"],
+                             [info["token0"], info["token1"], info["fee"]]))  # fmt: skip
+        create2 = keccak(b"\xff" + bytes.fromhex(uni["factory"][2:]) + salt
+                         + bytes.fromhex(init_hash.removeprefix("0x")))[12:]  # fmt: skip
+        assert to_checksum_address(create2) == info["address"]
         assert abs(_pool_price(c, devnet, sym) / oracle_usd - 1) < Decimal("0.0001")
         pool = c.at(info["address"], npm_artifact("UniswapV3Pool"))
         assert c.call(pool, "liquidity") > 0
