@@ -30,6 +30,7 @@ from agent.devnet.artifacts import forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import FEED_DECIMALS, RISKY_BORROWERS
 from agent.devnet.uniswap import sync_pools
+from agent.planner.uniswap import price_in_out_wad
 
 log = structlog.get_logger(__name__)
 
@@ -254,6 +255,8 @@ class MarketState:
     borrow_apr: dict[str, float]
     funding_per_day: dict[str, float]
     safe_health_factor: float
+    lean_safe_health_factor: float | None = None  # the empty-wallet Safe, when deployed
+    pool_prices: dict[str, float] = field(default_factory=dict)  # Uniswap V3, in USDC
 
 
 def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest") -> MarketState:
@@ -286,6 +289,19 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
         for name, addr in dep["perps"].items()
     }
     acct = chain.call(pool, "getUserAccountData", dep["safe"]["address"], block=blk)
+    pool_prices = {}
+    for sym, info in (dep.get("uniswap") or {}).get("pools", {}).items():
+        pool_c = chain.at(info["address"], npm_artifact("UniswapV3Pool"))
+        sqrt_p = int(chain.call(pool_c, "slot0", block=blk)[0])
+        is0 = info["token0"] == dep["tokens"][sym]["address"]
+        dec = dep["tokens"][sym]["decimals"], dep["tokens"]["USDC"]["decimals"]
+        pool_prices[sym] = price_in_out_wad(sqrt_p, is0, *dec) / WAD
+    lean = dep.get("safe_lean")
+    lean_hf = (
+        int(chain.call(pool, "getUserAccountData", lean["address"], block=blk)[5]) / WAD
+        if lean
+        else None
+    )
     return MarketState(
         block=blk,
         timestamp=chain.timestamp(blk),
@@ -296,6 +312,8 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
         borrow_apr=apr,
         funding_per_day=funding,
         safe_health_factor=int(acct[5]) / WAD,
+        lean_safe_health_factor=lean_hf,
+        pool_prices=pool_prices,
     )
 
 
