@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -153,21 +154,21 @@ def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConfigError(f"--chart needs matplotlib ({e})") from None
-
     runs = (report.whole, *report.episodes)
     rows = 1 + (len(report.episodes) + 1) // 2
     fig = plt.figure(figsize=(14, 3.2 * rows))
     grid = fig.add_gridspec(rows, 2)
     for i, run in enumerate(runs):
-        ax = fig.add_subplot(grid[0, :] if i == 0 else grid[1 + (i - 1) // 2, (i - 1) % 2])
+        # Any, as plt.subplots gives above: the stubs type dates on the x axis as floats
+        ax: Any = fig.add_subplot(grid[0, :] if i == 0 else grid[1 + (i - 1) // 2, (i - 1) % 2])
         for res, color, label in (
             (run.without, "tab:red", "without the agent"),
             (run.with_agent, "tab:green", "with the agent"),
         ):
-            x = [pd.Timestamp(d.day) for d in res.days]
+            x = pd.DatetimeIndex([pd.Timestamp(d.day) for d in res.days])
             y = [min(d.health_factor_low, 10.0) for d in res.days]
             ax.plot(x, y, color=color, lw=1, label=f"HF at the day's low, {label}")
-            liq = [pd.Timestamp(q.day) for q in res.liquidations]
+            liq = pd.DatetimeIndex([pd.Timestamp(q.day) for q in res.liquidations])
             ax.scatter(
                 liq,
                 [q.health_factor_before for q in res.liquidations],
@@ -175,7 +176,7 @@ def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
                 marker="x",
                 s=30,
                 zorder=3,
-                label=f"liquidation, {label}" if liq else None,
+                label=f"liquidation, {label}" if len(liq) else None,
             )
         for j, d in enumerate(run.proposal_days):
             ax.axvline(
@@ -190,6 +191,8 @@ def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
         if i == 0:
             ax.set_yscale("log")
         ax.set_title(run.label, fontsize=9)
+        if i > 0:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         ax.set_ylabel("health factor")
         if i == 0:
             ax.legend(loc="upper left", fontsize=7, ncol=2)

@@ -247,9 +247,7 @@ def _outcomes(
                 inputs=inputs,
             )
         try:
-            rep = outcome_report(
-                spec, book, args.from_, args.to, proposals_from_backtest(res), cfg
-            )
+            rep = outcome_report(spec, book, args.from_, args.to, proposals_from_backtest(res), cfg)
         except ValueError as e:
             raise ConfigError(f"--outcome: {e}") from None
         print()

@@ -8,12 +8,12 @@ has one, so a wick that closed higher still liquidates):
 
 1. **Liquidations** on the way from the previous close down to the day's low (a volatile debt
    asset at its close). Each is one ``liquidationCall`` as Aave V3 performs it: close factor 50%
-   of the debt, or 100% when HF < 0.95; the liquidator seizes ``repaid * (1 + bonus)`` of
-   collateral (all of it, and then only ``collateral / (1 + bonus)`` of debt is repaid, when the
-   collateral is short). The bonus is what the borrower loses beyond the repaid debt. Where it
-   happens (``liquidation_model``): ``oracle-step`` (default) at the first oracle update past HF 1
-   (the HF-1 price less one deviation step), repeated while the price keeps falling to the low;
-   ``day-low`` (the worst case) at the day's low.
+   of the debt, or 100% at HF <= 0.95 (or under $2,000 a side); the liquidator seizes
+   ``repaid * (1 + bonus)`` of collateral (all of it, and then only ``collateral / (1 + bonus)``
+   of debt is repaid, when the collateral is short). The bonus is what the borrower loses beyond
+   the repaid debt. Where it happens (``liquidation_model``): ``oracle-step`` (default) at the
+   first oracle update past HF 1 (the HF-1 price less one deviation step), repeated while the
+   price keeps falling to the low; ``day-low`` (the worst case) at the day's low.
 2. **Execution** of each proposal made ``execution_delay_days`` earlier (a proposal needs its
    signers), at this day's close, after the day's low: a top-up buys collateral for its USD
    amount, a repay reduces the debt, a deleverage sells collateral and repays the proceeds less
@@ -50,11 +50,13 @@ BPS = 10_000
 CLOSE_FACTOR_HF_THRESHOLD = 0.95  # Aave V3: below this HF a liquidation may repay all the debt
 DEFAULT_CLOSE_FACTOR = 0.5
 MAX_CLOSE_FACTOR = 1.0
+MIN_BASE_MAX_CLOSE_FACTOR_USD = 2_000.0  # v3.3+: smaller positions may be liquidated in full
 STABLE = "usdc"  # priced at $1 (no USDC price history ships with the project)
 DAYS_PER_YEAR = 365  # crypto trades every day
 
 DteChoice = Literal["min", "mid", "max"]
 LiquidationModel = Literal["oracle-step", "day-low"]
+ActionKind = Literal["top-up", "repay", "deleverage"]
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ class Liquidation:
 class Execution:
     proposed_on: date
     day: date
-    kind: Literal["top-up", "repay", "deleverage"]
+    kind: ActionKind
     amount_usd: float  # top-up/repay: capital put in; deleverage: collateral sold
     price_usd: float  # collateral close the action used
     swap_cost_usd: float
@@ -427,7 +429,9 @@ def liquidate(
     """One ``liquidationCall`` at prices ``pc`` (collateral) and ``pd_`` (debt) on a position with
     HF < 1: returns the collateral and debt left and the record."""
     hf = _hf(coll, debt, pc, pd_, lt_bps)
-    cf = MAX_CLOSE_FACTOR if hf < CLOSE_FACTOR_HF_THRESHOLD else DEFAULT_CLOSE_FACTOR
+    # LiquidationLogic: 50% only while HF > 0.95 and both sides are worth at least $2,000 (v3.3+)
+    big = min(coll * pc, debt * pd_) >= MIN_BASE_MAX_CLOSE_FACTOR_USD
+    cf = DEFAULT_CLOSE_FACTOR if hf > CLOSE_FACTOR_HF_THRESHOLD and big else MAX_CLOSE_FACTOR
     bonus = bonus_bps / BPS
     repay_usd = cf * debt * pd_
     seize = repay_usd * (1 + bonus) / pc
@@ -515,49 +519,52 @@ def simulate(
                 _hf(coll, debt, p_low, pd_, lt),
             )
         p_prev = pc
-        # 2. proposals due today, at the close
-        for pend in [p for p in pending if p.due <= day]:
-            pending.remove(pend)
-            prop = pend.proposal
-            for kind, usd in (
-                ("top-up", pend.topup_usd),
-                ("repay", pend.repay_usd),
-                ("deleverage", pend.deleverage_usd),
-            ):
-                if usd <= 0:
-                    continue
-                if coll <= 0:
-                    skipped.append(f"{prop.day}: {kind} not applied: position liquidated in full")
-                    continue
-                before = _hf(coll, debt, pc, pd_, lt)
-                cost = 0.0
-                if kind == "top-up":
-                    coll += usd / pc
-                elif kind == "repay":
-                    usd = min(usd, debt * pd_)
-                    debt -= usd / pd_
-                else:
-                    usd = min(usd, coll * pc)
-                    cost = usd * swap
-                    coll -= usd / pc
-                    debt = max(0.0, debt - (usd - cost) / pd_)
-                execs.append(
-                    Execution(
-                        prop.day, day, kind, usd, pc, cost, before, _hf(coll, debt, pc, pd_, lt)
-                    )
+        # 2. proposals due today, at the close; 3. today's proposal, sized on the position now
+        # (with no delay it is executed at once, at the same close)
+        for phase in ("due", "today"):
+            prop_today = by_day.get(day) if phase == "today" else None
+            if prop_today is not None:
+                pending.append(_size(prop_today, day, coll, debt, pc, pd_, lt, swap, pending, cfg))
+            for pend in [p for p in pending if p.due <= day]:
+                pending.remove(pend)
+                prop = pend.proposal
+                steps: tuple[tuple[ActionKind, float], ...] = (
+                    ("top-up", pend.topup_usd),
+                    ("repay", pend.repay_usd),
+                    ("deleverage", pend.deleverage_usd),
                 )
-            for order in prop.puts:
-                held = _buy_put(prop.day, day, order, prices, cfg)
-                if isinstance(held, str):
-                    skipped.append(held)
-                else:
-                    puts.append(held)
-        # 3. the day as it closed
+                for kind, usd in steps:
+                    if usd <= 0:
+                        continue
+                    if coll <= 0:
+                        skipped.append(
+                            f"{prop.day}: {kind} not applied: position liquidated in full"
+                        )
+                        continue
+                    before = _hf(coll, debt, pc, pd_, lt)
+                    cost = 0.0
+                    if kind == "top-up":
+                        coll += usd / pc
+                    elif kind == "repay":
+                        usd = min(usd, debt * pd_)
+                        debt -= usd / pd_
+                    else:
+                        usd = min(usd, coll * pc)
+                        cost = usd * swap
+                        coll -= usd / pc
+                        debt = max(0.0, debt - (usd - cost) / pd_)
+                    execs.append(
+                        Execution(
+                            prop.day, day, kind, usd, pc, cost, before, _hf(coll, debt, pc, pd_, lt)
+                        )
+                    )
+                for order in prop.puts:
+                    held = _buy_put(prop.day, day, order, prices, cfg)
+                    if isinstance(held, str):
+                        skipped.append(held)
+                    else:
+                        puts.append(held)
         days.append(OutcomeDay(day, hf_low, _hf(coll, debt, pc, pd_, lt), coll, debt))
-        # 4. today's proposal, sized on the position now
-        prop_today = by_day.get(day)
-        if prop_today is not None:
-            pending.append(_size(prop_today, day, coll, debt, pc, pd_, lt, swap, pending, cfg))
         day += timedelta(days=1)
     skipped += [
         f"{p.proposal.day}: due {p.due}, after the end {end}: not executed" for p in pending
@@ -719,7 +726,10 @@ def price_book(closes: Mapping[str, pd.Series], lows: Mapping[str, pd.Series]) -
     """From daily series indexed by UTC day start (the store's shape)."""
 
     def by_day(s: pd.Series) -> dict[date, float]:
-        return {ts.date(): float(v) for ts, v in s.items() if v == v and v > 0}
+        idx = pd.DatetimeIndex(s.index)
+        return {
+            ts.date(): float(v) for ts, v in zip(idx, s.to_numpy(), strict=True) if v == v and v > 0
+        }
 
     return PriceBook(
         {k: by_day(s) for k, s in closes.items()}, {k: by_day(s) for k, s in lows.items()}

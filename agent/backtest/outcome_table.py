@@ -84,7 +84,11 @@ def header_lines(rep: OutcomeReport) -> list[str]:
         f"Outcome, position '{rep.position.name}': {rep.position.describe()}",
         f"each named episode opens a fresh position on its first day; the whole range opens it on {rep.whole.start}. "
         f"Proposals executed {c.execution_delay_days} day(s) later at the close; liquidations: {c.liquidation_model}"
-        + (f" ({c.oracle_step_bps / 100:g}% oracle step)" if c.liquidation_model == "oracle-step" else "")
+        + (
+            f" ({c.oracle_step_bps / 100:g}% oracle step)"
+            if c.liquidation_model == "oracle-step"
+            else ""
+        )
         + f"; premiums are an ESTIMATE (Black-Scholes, realised {c.vol_window_days}-day vol); put DTE: {c.put_dte} of the horizon",
     ]
     return lines + [f"note: {n}" for n in rep.notes]
@@ -98,11 +102,13 @@ def outcome_lines(rep: OutcomeReport) -> list[str]:
     right = sum(widths[4:]) + 2 * (len(widths) - 5)
     out = header_lines(rep)
     out.append(
-        " " * w0 + "  " + "without the agent".center(left, "-") + "  " + "with the agent".center(right, "-")
+        " " * w0
+        + "  "
+        + "without the agent".center(left, "-")
+        + "  "
+        + "with the agent".center(right, "-")
     )
-    out.append(
-        f"{'window':<{w0}}  " + "  ".join(h.rjust(widths[i]) for i, h in enumerate(HEAD))
-    )
+    out.append(f"{'window':<{w0}}  " + "  ".join(h.rjust(widths[i]) for i, h in enumerate(HEAD)))
     out.append("-" * len(out[-1]))
     for label, cells in rows:
         out.append(f"{label:<{w0}}  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)))
@@ -115,7 +121,9 @@ def outcome_markdown(reports: Sequence[OutcomeReport]) -> str:
     for rep in reports:
         parts.append(f"**{rep.position.name}**: {rep.position.describe()}.\n")
         parts.append(
-            "| window | " + " | ".join(f"{'w/o' if i < 4 else 'with'}: {h}" for i, h in enumerate(HEAD)) + " |"
+            "| window | "
+            + " | ".join(f"{'w/o' if i < 4 else 'with'}: {h}" for i, h in enumerate(HEAD))
+            + " |"
         )
         parts.append("|---|" + "---:|" * len(HEAD))
         for label, cells in _rows(rep):
@@ -125,7 +133,11 @@ def outcome_markdown(reports: Sequence[OutcomeReport]) -> str:
     if c is not None:
         parts.append(
             f"Settings: execution delay {c.execution_delay_days} day(s), liquidations {c.liquidation_model}"
-            + (f" ({c.oracle_step_bps / 100:g}% oracle step)" if c.liquidation_model == "oracle-step" else "")
+            + (
+                f" ({c.oracle_step_bps / 100:g}% oracle step)"
+                if c.liquidation_model == "oracle-step"
+                else ""
+            )
             + f", swap cost {c.swap_cost_bps} bps, put DTE {c.put_dte} of each horizon; "
             f"premiums are estimates (Black-Scholes, r = 0, realised {c.vol_window_days}-day volatility)."
         )
