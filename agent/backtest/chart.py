@@ -161,13 +161,14 @@ def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
     for i, run in enumerate(runs):
         # Any, as plt.subplots gives above: the stubs type dates on the x axis as floats
         ax: Any = fig.add_subplot(grid[0, :] if i == 0 else grid[1 + (i - 1) // 2, (i - 1) % 2])
-        for res, color, label in (
-            (run.without, "tab:red", "without the agent"),
-            (run.with_agent, "tab:green", "with the agent"),
+        # "with" under "without" (dashed), so both show where the paths coincide
+        for res, color, ls, label in (
+            (run.with_agent, "tab:green", "-", "with the agent"),
+            (run.without, "tab:red", "--", "without the agent"),
         ):
             x = pd.DatetimeIndex([pd.Timestamp(d.day) for d in res.days])
             y = [min(d.health_factor_low, 10.0) for d in res.days]
-            ax.plot(x, y, color=color, lw=1, label=f"HF at the day's low, {label}")
+            ax.plot(x, y, color=color, lw=1.2, ls=ls, label=f"HF at the day's low, {label}")
             liq = pd.DatetimeIndex([pd.Timestamp(q.day) for q in res.liquidations])
             ax.scatter(
                 liq,
@@ -193,7 +194,7 @@ def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
         ax.set_title(run.label, fontsize=9)
         if i > 0:
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        ax.set_ylabel("health factor")
+        ax.set_ylabel("health factor" + (" (log, cut at 10)" if i == 0 else ""))
         if i == 0:
             ax.legend(loc="upper left", fontsize=7, ncol=2)
     fig.suptitle(
