@@ -297,3 +297,21 @@ def test_repay_and_deleverage_sized_to_the_target_with_the_swap_cost() -> None:
     assert dl.days[-1].debt == pytest.approx(1e6 - x * 0.997, rel=1e-12)
     assert ex.health_factor_after == pytest.approx(2.0, rel=1e-12)
     assert dl.capital_committed_usd == 0 and dl.swap_cost_usd == pytest.approx(x * 0.003)
+
+
+def test_yahoo_low_is_imported_with_the_close(tmp_path: Path) -> None:
+    from agent.collectors.csv_import import import_file
+
+    f = tmp_path / "eth_usd_daily_yahoo.csv"
+    f.write_text(
+        "Date,Close,High,Low,Open,Volume\n"
+        "2024-03-01,3000,3100,2900,2950,1\n"
+        "2024-03-02,3050,3100,3060,3000,1\n"  # a low above the close (bad row): capped at the close
+        "2024-03-03,3100,3200,2000,3050,1\n"  # the partial last bar: close and low both dropped
+    )
+    obs = import_file(f).observations
+    lows = {o.ts: o for o in obs if o.key == "low.eth"}
+    day1 = 1709251200  # 2024-03-01 00:00 UTC
+    assert [lows[t].value for t in sorted(lows)] == [2900, 3050]
+    assert lows[day1].known_at == day1 + 86_399  # known when the day ends, like the close
+    assert {o.key for o in obs} == {"close.eth", "low.eth"} and len(obs) == 4
