@@ -499,7 +499,7 @@ def simulate(
             continue
         # 1. liquidations on the way down to the day's low (the opening day's low came before it)
         p_low = pc if day == start else (prices.low(c_key, day) or pc)
-        hf_low = _hf(coll, debt, p_low, pd_, lt)
+        today: list[Liquidation] = []
         for _ in range(50):  # each call improves HF or empties the position
             if debt <= 0 or coll <= 0 or _hf(coll, debt, p_low, pd_, lt) >= 1:
                 break
@@ -509,15 +509,12 @@ def simulate(
                 p_one = debt * pd_ * BPS / (coll * lt)
                 p_liq = min(p_prev, max(p_low, p_one * (1 - cfg.oracle_step_bps / BPS)))
             coll, debt, rec = liquidate(coll, debt, p_liq, pd_, lt, pos.liquidation_bonus_bps, day)
-            liqs.append(rec)
-            hf_low = min(hf_low, rec.health_factor_before)
+            today.append(rec)
             if coll <= 0:  # nothing left: Aave (3.3+) writes the rest off as a deficit
                 debt = 0.0
-        if liqs and liqs[-1].day == day:
-            hf_low = min(
-                min(x.health_factor_before for x in liqs if x.day == day),
-                _hf(coll, debt, p_low, pd_, lt),
-            )
+        liqs += today
+        # the lowest HF the position reached today: at a liquidation, or at the low after them
+        hf_low = min([x.health_factor_before for x in today] + [_hf(coll, debt, p_low, pd_, lt)])
         p_prev = pc
         # 2. proposals due today, at the close; 3. today's proposal, sized on the position now
         # (with no delay it is executed at once, at the same close)
