@@ -347,6 +347,13 @@ def _bps(text: str) -> int:
     return v
 
 
+def _lt_bps(text: str) -> int:
+    v = _bps(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("a liquidation threshold must be above 0 bps")
+    return v
+
+
 def _outcome_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("outcome (--outcome)")
     g.add_argument(
@@ -431,7 +438,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="hypothetical position health factor (default: the preset's, 1.45)",
     )
     p.add_argument(
-        "--lt-bps", type=_bps, default=None, help="liquidation threshold (bps; preset's)"
+        "--lt-bps", type=_lt_bps, default=None, help="liquidation threshold (bps; preset's)"
     )
     p.add_argument("--json", help="write one record per day and the episodes to this file")
     p.add_argument("--chart", help="write a PNG chart to this file")
