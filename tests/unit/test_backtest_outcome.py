@@ -315,3 +315,21 @@ def test_yahoo_low_is_imported_with_the_close(tmp_path: Path) -> None:
     assert [lows[t].value for t in sorted(lows)] == [2900, 3050]
     assert lows[day1].known_at == day1 + 86_399  # known when the day ends, like the close
     assert {o.key for o in obs} == {"close.eth", "low.eth"} and len(obs) == 4
+
+
+def test_a_deeper_fall_liquidates_again_at_the_next_oracle_step() -> None:
+    res = simulate(POS, book([100, 60, 60], {1: 55}), day(0), day(2))
+    first, second = res.liquidations  # and no third: HF at 55 after the second is 1.10
+    p1 = 1e6 / (COLL * 0.8) * 0.995
+    c1 = COLL - 500_000 * 1.05 / p1  # 10,835.43 ETH, $500k debt left
+    p2 = 500_000 / (c1 * 0.8) * 0.995  # 57.39: the next update past HF 1, above the low 55
+    assert second.collateral_price_usd == pytest.approx(p2, rel=1e-12)
+    assert second.health_factor_before == pytest.approx(0.995, rel=1e-12)
+    assert second.close_factor == 0.5 and second.debt_repaid_usd == pytest.approx(250_000)
+    assert second.collateral_seized == pytest.approx(250_000 * 1.05 / p2, rel=1e-12)
+    c2 = c1 - 250_000 * 1.05 / p2
+    assert c2 * 55 * 0.8 / 250_000 == pytest.approx(1.1021, abs=1e-4)
+    assert first.bonus_usd + second.bonus_usd == pytest.approx(25_000 + 12_500, rel=1e-9)
+    assert res.days[1].collateral == pytest.approx(c2, rel=1e-12)
+    assert res.days[1].health_factor_low == pytest.approx(0.995, rel=1e-12)
+    assert res.days[1].health_factor_close == pytest.approx(c2 * 60 * 0.8 / 250_000, rel=1e-12)
