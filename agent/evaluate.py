@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from agent.collectors.onchain import ChainSnapshot, MarketLayout
 from agent.config import Settings
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.policy import (
     Decision,
     MemoryEntry,
@@ -181,21 +181,6 @@ class Evaluation:
             "at": self.decision.at,
             "session_id": self.session_id,
             "horizon": horizon,
-        }
-
-    def sizing(self, spend_usd: float, spent_before_usd: Decimal) -> dict[str, Any]:
-        """``spent_before_usd`` is the ledger at this proposal (earlier proposals of the same
-        tick included), not the decision's start-of-tick figure."""
-        d = self.decision
-        before = float(spent_before_usd)
-        return {
-            "spend_usd": spend_usd,
-            "session_id": self.session_id,
-            "session_cap_usd": float(d.session_cap_usd),
-            "session_spent_before_usd": before,
-            "session_remaining_after_usd": max(0.0, float(d.session_cap_usd) - before - spend_usd),
-            "priority": d.priority,
-            "size_fraction": str(d.size_fraction),
         }
 
 

@@ -11,7 +11,8 @@ import asyncio
 import statistics
 import time
 
-from agent.collectors.onchain import MarketLayout, discover, read_snapshot, snapshot_calls
+from agent.collectors.onchain import discover, read_snapshot, snapshot_calls
+from agent.core.market import MarketLayout
 from agent.config import chain_config_from_deployment
 from agent.core.anvil import AnvilProcess
 from agent.core.metrics import METRICS
