@@ -21,8 +21,8 @@ from agent.collectors.liquidations import (
     liquidation_volume,
 )
 from agent.collectors.onchain import discover
-from agent.core.market import MarketLayout
 from agent.config import chain_config_from_deployment
+from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import MAX_UINT256
 from agent.devnet.artifacts import forge_artifact, npm_artifact
