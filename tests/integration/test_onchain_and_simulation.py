@@ -7,11 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from devnet_rpc import rpc_call_sync
 
 from agent.collectors.onchain import discover, read_snapshot, snapshot_observations
 from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
-from agent.core.anvil import rpc_call_sync
 from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
