@@ -134,7 +134,7 @@ class Proposer:
                 snap, evaluation, action.idempotency_key, action.action_key, action.horizon
             )
             draft = await plan_put(header, snap, self.layout, action, cap, self.puts, reader)
-        if self.s.position.kind != "safe":
+        if self.s.position.kind != "safe" or not draft.planned:
             return draft
         if not self.s.position.multisend_call_only:
             raise AgentError(

@@ -93,7 +93,9 @@ async def with_retries(
             delay = retry_delay(policy, n, exc, rand)
             if delay is None:
                 raise
-            log.warning(
+            # Debug: the metrics count retries (``tick.done``), and a final failure is reported
+            # once, as one line, by whoever handles it.
+            log.debug(
                 "retry",
                 source=source,
                 what=what,
