@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.abi import load_abi
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS, WAD, token_to_float
 from agent.planner.repay import DEFAULT_ACCRUAL_MARGIN_S, VARIABLE_RATE_MODE, projected_debt_base

@@ -8,13 +8,15 @@ health factor, revert), with its amountOutMinimum taken from QuoterV2 less the s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from agent.collectors.onchain import AccountState, MarketLayout, discover, read_snapshot
+from agent.collectors.onchain import discover, read_snapshot
 from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
+from agent.core.market import AccountState, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
 from agent.devnet.artifacts import forge_artifact, npm_artifact
@@ -22,11 +24,21 @@ from agent.devnet.chain import Chain
 from agent.devnet.safe import Call, exec_batch, exec_transaction
 from agent.devnet.uniswap import sync_pools
 from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.draft import (
+    DeleverageConfig,
+    ProposalHeader,
+    ProtectionConfig,
+    SpendCap,
+    as_safe_batch,
+    plan_protection,
+)
 from agent.planner.repay import choose_protection, plan_repay
 from agent.planner.safe import build_safe_tx
 from agent.planner.topup import plan_topup
 from agent.planner.uniswap import UniswapVenue
+from agent.policy import TopUpAction
 from agent.simulator.fork import ForkSimulator
+from agent.simulator.outcome import simulate
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +266,71 @@ async def test_choice_repay_when_wallet_holds_debt_asset_else_deleverage(
     dlv2, _ = await _plan(rpc, devnet, layout, lean, target)
     chosen2, cmp2 = choose_protection(None, None, deleverage=dlv2, target_hf_wad=target)
     assert chosen2 is dlv2 and cmp2["chosen"] == "deleverage"
+
+
+async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
+    devnet: dict[str, Any], rpc: RpcClient
+) -> None:
+    """Through the pipeline's stages (``plan_protection`` → ``as_safe_batch`` → ``simulate``):
+    the empty-wallet Safe gets the deleverage, the ledger counts its cost (exactly what the
+    session cap must still allow: a cent less and it is not planned), and the simulation reads
+    what the pool's Swap event paid."""
+    safe = devnet["safe_lean"]["address"]
+    target = 17 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    header = ProposalHeader(
+        "a1", "protect:lean", "2026-01-01T00:00:00+00:00", "devnet", 31337, snap.block_number,
+        safe, (), {}, {},
+    )  # fmt: skip
+    cfg = ProtectionConfig(
+        topup_asset="WBTC",
+        repay_asset="USDC",
+        deleverage=DeleverageConfig(venue(devnet), FLOOR, SLIPPAGE_BPS),
+    )
+    action = TopUpAction(safe, target, Decimal(100_000), 0, Decimal(0), "protect:lean", "k")
+
+    def cap(spent_usd: Decimal) -> SpendCap:
+        return SpendCap("s1", Decimal(250_000), spent_usd)
+
+    draft = await plan_protection(header, snap, layout, action, cap(Decimal(0)), cfg, rpc)
+    assert draft.planned and draft.action == "deleverage", draft.error
+    reference, _ = await _plan(rpc, devnet, layout, safe, target)
+    assert draft.transactions == reference.transactions
+    assert draft.spend_usd == Decimal(reference.cost_base) / 10**8
+    assert draft.sizing is not None and draft.sizing["spend_usd"] == float(draft.spend_usd)
+    assert draft.comparison is not None
+    assert [o["action"] for o in draft.comparison["options"]] == ["deleverage"]
+    not_planned = draft.comparison["not_planned"]
+    assert [e.split(":")[0] for e in not_planned] == ["top-up", "repay"]
+    assert draft.deleverage is not None
+    assert draft.deleverage["amount_out_minimum"] == str(reference.min_out)
+    assert draft.swap is not None and draft.swap.amount_in == reference.amount
+
+    # The cap: remaining exactly the cost (rounded up to a cent) plans; a cent less does not.
+    cost_cents = -(-reference.cost_base // 10**6)
+    exact = cap(Decimal(250_000) - Decimal(cost_cents) / 100)
+    assert (await plan_protection(header, snap, layout, action, exact, cfg, rpc)).planned
+    short = cap(Decimal(250_000) - Decimal(cost_cents - 1) / 100)
+    refused = await plan_protection(header, snap, layout, action, short, cfg, rpc)
+    assert not refused.planned and refused.comparison is not None
+    assert any(
+        e.startswith("deleverage: its cost") and "session cap" in e
+        for e in refused.comparison["not_planned"]
+    )
+
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        outcome = await simulate(
+            as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"]),
+            sim,
+            snap.block_number,
+        )
+    finally:
+        await sim.stop()
+    rec = outcome.simulation_record()
+    assert outcome.status == "simulated" and rec is not None, rec
+    assert target / WAD <= rec["health_factor_after"] <= target / WAD * 1.001
+    assert rec["swap_amount_out"] == str(reference.quote_out)  # nothing moved the pool
+    assert rec["swap_amount_out_minimum"] == str(reference.min_out)
+    assert rec["left_in_wallet"] == str(reference.quote_out - reference.min_out)

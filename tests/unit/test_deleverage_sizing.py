@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import WAD
 from agent.planner.deleverage import DeleveragePlan, plan_deleverage
 from agent.planner.repay import choose_protection
