@@ -23,7 +23,7 @@ from agent.collectors.multicall import Call
 from agent.collectors.onchain import ChainSnapshot, MarketLayout
 from agent.config import Settings
 from agent.core.abi import load_abi
-from agent.core.errors import AgentError, PlanningError, SourceError
+from agent.core.errors import AgentError, PlanningError
 from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
@@ -39,8 +39,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed
 from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
-from agent.sinks.safe_service import propose as propose_to_service
-from agent.sinks.safe_service import read_safe_nonce, safe_tx_from_record
+from agent.sinks.safe_service import SafeServiceSink, safe_tx_from_record
 from agent.sinks.safe_tx_builder import write_batch_file
 from agent.store.sqlite import Store
 
@@ -120,6 +119,7 @@ class Proposer:
         self.simulator = simulator
         self.http = http
         self._live: LiveSender | None = None
+        self._service: SafeServiceSink | None = None
         self._reader = rpc  # where planners read: the fork while a sequence runs
 
     @property
@@ -417,13 +417,14 @@ class Proposer:
         record["transactions"] = [t.as_dict() for t in txs]
         st = self._safe_tx(txs)
         if st is not None:
+            st = await self._service_nonce(record, snap, st)
             record["safe_tx"] = {
                 "safe": st.safe,
                 "to": st.to,
                 "value": str(st.value),
                 "data": st.data,
                 "operation": st.operation,
-            }
+            } | ({"nonce": st.nonce} if st.nonce is not None else {})
         sim = await self._simulate(snap, txs, st, label, reads)
         if sim is not None:
             record["simulation"] = simulation_record(sim, target_hf_wad) | (
@@ -451,26 +452,32 @@ class Proposer:
         self._log(record)
         return record
 
-    async def _to_service(self, record: dict[str, Any]) -> None:
+    # -- Safe Transaction Service hook (logic in agent/sinks/safe_service.py) -------------
+
+    async def _service_nonce(
+        self, record: dict[str, Any], snap: ChainSnapshot, st: SafeTx
+    ) -> SafeTx:
+        """``st`` at the nonce the signers will see (after the service's queue), so the
+        simulation and the proposal agree; unchanged when the service is off."""
         cfg = self.s.sinks.safe_service
-        if not cfg.enabled or "safe_tx" not in record:
+        if not cfg.enabled:
+            return st
+        if self._service is None:
+            self.http = self.http or HttpClient()
+            self._service = SafeServiceSink(self.http, cfg, chain_id=self.s.chain.chain_id)
+        st, record["safe_service"] = await self._service.reserve_nonce(
+            st, self.rpc, snap.block_number
+        )
+        return st
+
+    async def _to_service(self, record: dict[str, Any]) -> None:
+        st = safe_tx_from_record(record) if "safe_tx" in record else None
+        if self._service is None or st is None or st.nonce is None:
             return
-        if self.http is None:
-            self.http = HttpClient()
-        try:
-            nonce = await read_safe_nonce(self.rpc, self.account)
-            sent = await propose_to_service(
-                self.http,
-                cfg,
-                safe_tx_from_record(record),
-                chain_id=self.s.chain.chain_id,
-                nonce=nonce,
-            )
-            record["safe_service"] = sent.as_dict()
-        except SourceError as exc:
-            # The proposal stands without the service; the reviewer sees why it is not queued.
-            record["safe_service"] = {"error": str(exc)}
-            log.warning("safe_service.failed", error=str(exc))
+        # Never raises for the service: a failed post leaves the error in the record.
+        record["safe_service"] = record.get("safe_service", {}) | await self._service.submit(
+            st, record["block_number"]
+        )
 
     async def _live_send(
         self,
