@@ -103,7 +103,9 @@ class FakeSafeService:
         return _version(self.version) >= (5, 18, 0)
 
     # -- state helpers --------------------------------------------------------------------
-    def add_pending(self, safe: str, nonce: int, *, executed: bool = False, data: str = "0x") -> str:
+    def add_pending(
+        self, safe: str, nonce: int, *, executed: bool = False, data: str = "0x"
+    ) -> str:
         """A queued transaction some owner proposed (a plain call to the Safe itself)."""
         body = {"safe": safe, "to": safe, "value": "0", "data": data, "operation": 0,
                 "nonce": str(nonce)}  # fmt: skip

@@ -202,12 +202,14 @@ async def test_real_422_bodies(service: FakeSafeService, sample: str, expected: 
 
 def test_describe_other_bodies() -> None:
     # Node util.inspect dump (not JSON): one bounded line, the field still named.
-    text = (SAMPLES / "safe_tx_service_post_multisig_422_contract_tx_hash_mismatch_node_inspect.txt")
+    text = SAMPLES / "safe_tx_service_post_multisig_422_contract_tx_hash_mismatch_node_inspect.txt"
     line = describe_service_error(422, text.read_text(encoding="utf-8"))
     assert line.startswith("HTTP 422: contractTransactionHash: data: {")
     assert "\n" not in line and "hint: the service hashed" in line
     # Documented serializer messages are attributed to their field.
-    nonce = json.dumps({"nonFieldErrors": [f"Tx with nonce=4 for safe={SAFE} already executed in tx-hash=0xab"]})
+    nonce = json.dumps(
+        {"nonFieldErrors": [f"Tx with nonce=4 for safe={SAFE} already executed in tx-hash=0xab"]}
+    )
     assert describe_service_error(422, nonce).startswith("HTTP 422: nonce: Tx with nonce=4")
     one = json.dumps({"nonFieldErrors": ["Just one signature is expected if using delegates"]})
     assert describe_service_error(422, one) == (
@@ -321,7 +323,9 @@ def test_config_error_through_settings(monkeypatch: pytest.MonkeyPatch, tmp_path
         load_settings(p)
     msg = str(ei.value)
     assert msg.startswith(f"{p}: invalid configuration: sinks.safe_service")
-    assert "sinks.safe_service.api_key is required for the Safe-hosted service api.safe.global" in msg
+    assert (
+        "sinks.safe_service.api_key is required for the Safe-hosted service api.safe.global" in msg
+    )
     assert DELEGATE_KEY not in msg and "\n" not in msg
     monkeypatch.setenv("HEDGE_AGENT_SINKS__SAFE_SERVICE__API_KEY", API_KEY)
     s = load_settings(p)
