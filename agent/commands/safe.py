@@ -72,11 +72,15 @@ def _cmd_add_delegate(args: argparse.Namespace) -> int:
         )
         print(text)
         print(f"\nEIP-712 hash: 0x{delegate_hash(delegate, chain_id, totp(now)).hex()}")
-        where = args.out or "delegate.json"
+        sign = (
+            f"  cast wallet sign --data --from-file {args.out} --ledger\n"
+            if args.out
+            else "  (add --out FILE to save it), then: cast wallet sign --data --from-file FILE --ledger\n"
+        )
         print(
             "\nFor example, with Foundry (the owner's key on a Ledger):\n"
-            f"  cast wallet sign --data --from-file {where} --ledger\n"
-            "Then register it:\n"
+            + sign
+            + "Then register it:\n"
             f"  hedge-agent safe add-delegate --config {args.config} --delegator <owner address> "
             "--signature <0x… signature>" + (f" --delegate {delegate}" if args.delegate else "")
         )
