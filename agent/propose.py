@@ -120,6 +120,7 @@ class Proposer:
         self.http = http
         self._live: LiveSender | None = None
         self._service: SafeServiceSink | None = None
+        self._own_http = False  # an HttpClient this object created (closed in close())
         self._reader = rpc  # where planners read: the fork while a sequence runs
 
     @property
@@ -129,6 +130,8 @@ class Proposer:
     async def close(self) -> None:
         if self._live is not None:
             await self._live.close()
+        if self._own_http and self.http is not None:
+            await self.http.close()
 
     async def propose(self, snap: ChainSnapshot, evaluation: Evaluation) -> list[dict[str, Any]]:
         """Plan and simulate the decision's actions in order on one fork state, so each sees
@@ -463,7 +466,8 @@ class Proposer:
         if not cfg.enabled:
             return st
         if self._service is None:
-            self.http = self.http or HttpClient()
+            if self.http is None:
+                self.http, self._own_http = HttpClient(), True
             self._service = SafeServiceSink(self.http, cfg, chain_id=self.s.chain.chain_id)
         st, record["safe_service"] = await self._service.reserve_nonce(
             st, self.rpc, snap.block_number
