@@ -96,6 +96,8 @@ class FakeSafeService:
     txs: dict[str, dict[str, Any]] = field(default_factory=dict)  # safeTxHash -> stored tx
     received: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     force_post: tuple[int, str] | None = None  # answer every multisig POST with this body
+    refuse_posts: set[int] = field(default_factory=set)  # these POSTs (0-based) as non-delegate
+    _post_count: int = 0
     base: str = ""
 
     @property
@@ -239,7 +241,8 @@ class FakeSafeService:
             return fail({"nonFieldErrors": [
                 f"Contract-transaction-hash={mine} does not match provided "
                 f"contract-tx-hash={body['contractTransactionHash']}"]})  # fmt: skip
-        allowed = set(self.owners) | self.delegates
+        index, self._post_count = self._post_count, self._post_count + 1
+        allowed = set(self.owners) | (self.delegates if index not in self.refuse_posts else set())
         delegates = "{" + ", ".join(repr(d) for d in sorted(self.delegates)) + "}" if self.delegates else "set()"  # fmt: skip
         if body["sender"] not in allowed:
             return fail({"nonFieldErrors": [

@@ -201,7 +201,9 @@ def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
 ) -> None:
     """The agent's proposals land in a local v2-shaped Safe Transaction Service (two transactions
     already queued), each at the next free nonce, under the safeTxHash the service computes itself,
-    with the API key sent; the fork simulated each at that nonce."""
+    with the API key sent; the fork simulated each at that nonce. The service refuses the second
+    proposal (sender not a delegate): it stays in the journal and the Builder file, with the reason,
+    and the next one takes the nonce it left free."""
     from eth_account import Account
     from fake_safe_service import FakeSafeService, safe_tx_hash_reference, serve_in_thread
 
@@ -218,7 +220,8 @@ def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
     onchain = int(raw, 16)
     key, api_key = "0x" + "4c" * 32, "sk_e2e_0123456789abcdef"
     svc = FakeSafeService(chain_id=31337, owners=list(dep["safe"]["owners"]),
-                          delegates={Account.from_key(key).address}, api_key=api_key)  # fmt: skip
+                          delegates={Account.from_key(key).address}, api_key=api_key,
+                          refuse_posts={1})  # fmt: skip
     svc.add_pending(safe, onchain)
     svc.add_pending(safe, onchain + 1, data="0x01")
     journal = tmp_path / "proposals.jsonl"
@@ -234,15 +237,17 @@ def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
             "HEDGE_AGENT_SINKS__SAFE_SERVICE__DELEGATE_KEY": key,
         })  # fmt: skip
     rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-    posted = [r for r in rows if r["status"] == "simulated"]
+    simulated = [r for r in rows if r["status"] == "simulated"]
     # a top-up or repay and puts (see the tests above): several Safe transactions in one tick
-    assert len(posted) >= 2, [(r["action"], r["status"], r.get("error")) for r in rows]
-    # One after the other, after the two queued ones.
-    nonces = [r["safe_service"]["nonce"] for r in posted]
-    assert nonces == list(range(onchain + 2, onchain + 2 + len(posted)))
+    assert len(simulated) >= 2, [(r["action"], r["status"], r.get("error")) for r in rows]
+    refused, queued = simulated[1], [r for i, r in enumerate(simulated) if i != 1]
+    # Queued ones: one after the other, after the two that were already queued.
+    assert [r["safe_service"]["nonce"] for r in queued] == list(
+        range(onchain + 2, onchain + 2 + len(queued))
+    )
     queue = {t["nonce"]: t for t in svc.queue(safe)}
-    assert sorted(queue) == list(range(onchain, onchain + 2 + len(posted)))
-    for r in posted:
+    assert sorted(queue) == list(range(onchain, onchain + 2 + len(queued)))
+    for r in queued:
         ss, st = r["safe_service"], r["safe_tx"]
         assert ss["queued"] and ss["api"] == "v2" and st["nonce"] == ss["nonce"]
         assert ss["queued_nonces"][:2] == [onchain, onchain + 1]
@@ -252,8 +257,14 @@ def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
         # the fork executed exactly this Safe transaction: same hash, same nonce
         events = r["simulation"]["transactions"][-1]["events"]
         assert f"Safe.ExecutionSuccess(txHash={ss['safe_tx_hash']}, payment=0)" in events
-        # the proposal is also in the Transaction Builder file
-        assert Path(r["safe_tx_builder_file"]).exists()
+    # The refused one: kept, with the service's reason on one line naming the field.
+    err = refused["safe_service"]["error"]
+    assert refused["safe_tx"]["nonce"] == onchain + 3 and "\n" not in err
+    assert f"nonce {onchain + 3}" in err and "HTTP 422: sender: Sender=0x" in err
+    assert "is not an owner or delegate" in err and "hint: register" in err
+    for r in simulated:
+        batch = json.loads(Path(r["safe_tx_builder_file"]).read_text())
+        assert len(batch["transactions"]) == len(r["transactions"])
     assert all(h.get("Authorization") == f"Bearer {api_key}" for _, h, _ in svc.posts())
-    assert len(svc.posts()) == len(posted)
+    assert len(svc.posts()) == len(simulated)
     assert api_key not in run.stderr and api_key not in journal.read_text()
