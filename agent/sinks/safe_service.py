@@ -247,7 +247,7 @@ def describe_service_error(status: int, body: str) -> str:
 
 def _uint(v: object, what: str) -> int:
     """A uint the service sends as a decimal string (v2) or a JSON integer (v1)."""
-    if isinstance(v, str) and v.isdigit():
+    if isinstance(v, str) and re.fullmatch(r"[0-9]+", v):
         return int(v)
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v

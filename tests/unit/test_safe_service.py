@@ -339,3 +339,18 @@ async def test_off_and_unplanned() -> None:
             await propose(SafeServiceClient(h, SafeServiceConfig()), ST, chain_id=1)
         with pytest.raises(ConfigError, match="no nonce planned"):
             await propose(SafeServiceClient(h, cfg("http://127.0.0.1:9")), ST, chain_id=1)
+
+
+@pytest.mark.parametrize("bad", [None, "7.0", "-1", "²", True, 7.0])
+async def test_malformed_queue_nonce_is_one_line(service: FakeSafeService, bad: object) -> None:
+    from agent.core.errors import MalformedResponse
+
+    orig = service._render
+    service._render = lambda t, api: orig(t, api) | {"nonce": bad}  # type: ignore[method-assign]
+    service.add_pending(SAFE, 5)
+    async with http() as h:
+        with pytest.raises(MalformedResponse) as ei:
+            await SafeServiceClient(h, cfg(service.base)).queued(SAFE, 5)
+    assert str(ei.value) == (
+        f"safe-tx-service: queue results[0].nonce (v2): expected a non-negative integer, got {bad!r}"
+    )
