@@ -8,7 +8,8 @@ process died, it is restarted.
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
 approving the Safe transaction hash on chain (``approveHash``), so the signatures are Safe's
-"approved hash" kind (``r = owner, s = 0, v = 1``).
+"approved hash" kind (``r = owner, s = 0, v = 1``). When the Safe transaction carries a nonce
+(the next free one after the Transaction Service's queue), it executes at that nonce.
 """
 
 from __future__ import annotations
