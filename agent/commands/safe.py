@@ -30,8 +30,8 @@ def _address(value: str, what: str) -> str:
 
 
 def _cmd_add_delegate(args: argparse.Namespace) -> int:
+    from agent.app import App
     from agent.config import load_settings
-    from agent.core.http import HttpClient
     from agent.sinks.safe_delegate import (
         DelegateRegistration,
         add_delegate,
@@ -97,8 +97,9 @@ def _cmd_add_delegate(args: argparse.Namespace) -> int:
     )
 
     async def post() -> None:
-        async with HttpClient() as http:
-            await add_delegate(SafeServiceClient(http, cfg), reg, chain_id=chain_id, now_s=now)
+        # The composition root's HTTP client: the configured timeouts and retries.
+        async with App(settings) as app:
+            await add_delegate(SafeServiceClient(app.http, cfg), reg, chain_id=chain_id, now_s=now)
 
     asyncio.run(post())
     print(

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agent.collectors.multicall import Call
 from agent.core.abi import ContractAbi, DecodedCall, decode_revert, load_abi, revert_data_from_rpc
 from agent.core.anvil import AnvilProcess
 from agent.core.errors import ExecutionReverted, RpcError, SimulationError
+from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx

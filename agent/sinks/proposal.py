@@ -12,7 +12,7 @@ ActionKind = Literal["collateral_top_up", "repay_debt", "option_put"]
 
 
 class Proposal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     idempotency_key: str

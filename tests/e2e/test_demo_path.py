@@ -3,6 +3,7 @@ agent tick → a simulated top-up proposal in the journal. Everything runs on lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -207,17 +208,17 @@ def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
     from eth_account import Account
     from fake_safe_service import FakeSafeService, safe_tx_hash_reference, serve_in_thread
 
-    from agent.core.abi import load_abi
-    from agent.core.anvil import rpc_call_sync
+    from agent.core.rpc import RpcClient
+    from agent.sinks.safe_service import read_safe_nonce
 
     dep = json.loads(devnet["deployment"].read_text())
     safe, url = dep["safe"]["address"], dep["rpc_url"]
-    safe_abi = load_abi("Safe")
-    raw = rpc_call_sync(
-        url, "eth_call", [{"to": safe, "data": safe_abi.encode_hex("nonce")}, "latest"]
-    )
-    assert isinstance(raw, str)
-    onchain = int(raw, 16)
+
+    async def read_nonce() -> int:
+        async with RpcClient(url) as rpc:
+            return await read_safe_nonce(rpc, safe)
+
+    onchain = asyncio.run(read_nonce())
     key, api_key = "0x" + "4c" * 32, "sk_e2e_0123456789abcdef"
     svc = FakeSafeService(chain_id=31337, owners=list(dep["safe"]["owners"]),
                           delegates={Account.from_key(key).address}, api_key=api_key,

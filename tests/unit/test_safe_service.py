@@ -354,3 +354,48 @@ async def test_malformed_queue_nonce_is_one_line(service: FakeSafeService, bad: 
     assert str(ei.value) == (
         f"safe-tx-service: queue results[0].nonce (v2): expected a non-negative integer, got {bad!r}"
     )
+
+
+async def test_publish_posts_at_the_reserved_nonce_and_keeps_the_plan(
+    service: FakeSafeService, tmp_path: Path
+) -> None:
+    """The sink stage: the nonce plan made before the simulation goes into the record; only a
+    simulated proposal is posted, at the draft's nonce; a failed simulation posts nothing."""
+    from agent.core.rpc import RpcClient
+    from agent.planner.draft import Draft, ProposalHeader
+    from agent.simulator.fork import SimulationResult
+    from agent.simulator.outcome import Outcome
+    from agent.sinks.journal import ProposalJournal
+    from agent.sinks.publish import ProposalSinks
+    from agent.store.sqlite import Store
+
+    def draft(key: str, st: SafeTx | None) -> Draft:
+        header = ProposalHeader(key, key, "2026-01-01T00:00:00+00:00", "mainnet", 1, 100, SAFE,
+                                (), {}, {})  # fmt: skip
+        return Draft(header, "collateral_top_up", safe_tx=st)
+
+    def sim(ok: bool) -> SimulationResult:
+        return SimulationResult(ok, 99, None, None, (), error=None if ok else "reverted")
+
+    plan = {"nonce": 7, "onchain_nonce": 5, "queued_nonces": [5, 6]}
+    store = Store(tmp_path / "agent.sqlite")
+    sinks_cfg = SinksConfig(safe_tx_builder_dir=None, safe_service=cfg(service.base))
+    async with http() as h, RpcClient("http://127.0.0.1:9") as rpc:  # rpc: never called here
+        sinks = ProposalSinks(sinks_cfg, journal=ProposalJournal(tmp_path / "p.jsonl"),
+                              store=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
+        # no Safe transaction: nothing to reserve, no request
+        plain = draft("k0", None)
+        assert await sinks.at_service_nonce(plain) == (plain, None)
+        st = SafeTx(**{**ST.__dict__, "nonce": 7})
+        failed = await sinks.publish(Outcome(draft("k1", st), sim(False)), session_id="s",
+                                     at=1, service_nonce=plan)  # fmt: skip
+        assert failed is not None and failed["safe_service"] == plan
+        assert failed["safe_tx"]["nonce"] == 7 and service.posts() == []
+        ok = await sinks.publish(Outcome(draft("k2", st), sim(True)), session_id="s", at=1,
+                                 service_nonce=plan)  # fmt: skip
+    store.close()
+    assert ok is not None
+    ss = ok["safe_service"]
+    assert ss["queued"] and ss["nonce"] == 7 and ss["queued_nonces"] == [5, 6]
+    ((_, _, body),) = service.posts()
+    assert body["nonce"] == "7" and ss["safe_tx_hash"] == safe_tx_hash_reference(body, 1)
