@@ -95,10 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
+    from agent.commands import safe as safe_command
     from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
 
-    for module in (devnet_command, collectors_command, store_command, backtest_command):
+    for module in (
+        devnet_command,
+        collectors_command,
+        store_command,
+        backtest_command,
+        safe_command,
+    ):
         module.register(sub)
     return parser
 

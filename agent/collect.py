@@ -115,6 +115,8 @@ async def _run(report: CollectReport, store: Store, source: str, produce: Produc
     """Run one source, store its observations, record the outcome; never raises (except
     cancellation)."""
     r = report.sources.setdefault(source, SourceReport(source))
+    # The scenario's made-up data is labelled on every line that reports it.
+    tag = {"data_origin": "scenario"} if source == "scenario" else {}
     t0 = time.perf_counter()
     try:
         observations, problems = await produce()
@@ -123,12 +125,12 @@ async def _run(report: CollectReport, store: Store, source: str, produce: Produc
         r.stored = await asyncio.to_thread(store.upsert, observations)
     except Exception as exc:  # one source must never stop the others
         r.errors.append(_message(source, exc))
-        log.warning("collect.source_failed", source=source, error=r.errors[-1])
+        log.warning("collect.source_failed", source=source, error=r.errors[-1], **tag)
     finally:
         r.elapsed_s = time.perf_counter() - t0
     for p in r.problems:
-        log.warning("collect.problem", source=source, problem=p)
-    log.info("collect.source", source=source, observations=r.count, stored=r.stored, ok=r.ok)
+        log.warning("collect.problem", source=source, problem=p, **tag)
+    log.info("collect.source", source=source, observations=r.count, stored=r.stored, ok=r.ok, **tag)
 
 
 async def comet_collect(

@@ -3,7 +3,9 @@
 Each stage takes and returns a frozen record: ``agent.planner.draft`` turns a policy action into
 a ``Draft`` (transactions, sizing under the session cap), ``agent.simulator.outcome`` executes it
 on the fork into an ``Outcome``, and ``agent.sinks.publish`` validates the journal record and
-delivers it. This module only sequences them. A proposal whose planning or simulation fails is
+delivers it. When the Safe Transaction Service sink is on, the sinks first set the draft's Safe
+transaction to the nonce after the service's queue, so the fork executes what the signers will
+see. This module only sequences them. A proposal whose planning or simulation fails is
 still recorded, with the reason; the journal never holds an idempotency key twice.
 """
 
@@ -127,9 +129,14 @@ class Proposer:
         if self.sinks.seen(action.idempotency_key):
             return None
         draft = await self.plan(snap, evaluation, action, reader)
+        # The Safe service's queue decides the nonce before the fork executes the batch.
+        draft, service_nonce = await self.sinks.at_service_nonce(draft)
         outcome = await simulate(draft, self.simulator, snap.block_number)
         return await self.sinks.publish(
-            outcome, session_id=evaluation.session_id, at=snap.timestamp
+            outcome,
+            session_id=evaluation.session_id,
+            at=snap.timestamp,
+            service_nonce=service_nonce,
         )
 
     async def plan(

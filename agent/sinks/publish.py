@@ -1,6 +1,8 @@
 """The sink stage of a proposal: an ``Outcome`` becomes one validated ``Proposal`` and goes to
 every sink: the Safe Transaction Builder file, the Safe Transaction Service (optional), live
 sending (only when explicitly enabled), the append-only journal, the spend ledger and the log.
+The Safe Transaction Service also has a step before the simulation (``at_service_nonce``): the
+nonce after its queue, which the fork and the post both use.
 
 The record is validated once, when it is built from the typed stages; what the sinks add (the
 file path, the service's answer, the sent transactions) comes back as typed values and is set on
@@ -9,11 +11,12 @@ the frozen model, so the journal line is exactly the serialised record.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from agent.core.errors import SourceError
 from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
@@ -23,8 +26,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed
 from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
-from agent.sinks.safe_service import propose as propose_to_service
-from agent.sinks.safe_service import read_safe_nonce
+from agent.sinks.safe_service import SafeServiceSink
 from agent.sinks.safe_tx_builder import write_batch_file
 from agent.store.sqlite import Store
 
@@ -41,7 +43,7 @@ def _safe_tx_record(draft: Draft) -> dict[str, Any] | None:
         "value": str(st.value),
         "data": st.data,
         "operation": st.operation,
-    }
+    } | ({"nonce": st.nonce} if st.nonce is not None else {})
 
 
 def proposal_from(outcome: Outcome) -> Proposal:
@@ -97,6 +99,11 @@ class ProposalSinks:
         self.chain_id = chain_id
         self.console = console
         self._live: LiveSender | None = None
+        self._service = (
+            SafeServiceSink(http, cfg.safe_service, chain_id=chain_id)
+            if cfg.safe_service.enabled
+            else None
+        )
 
     async def close(self) -> None:
         if self._live is not None:
@@ -111,9 +118,30 @@ class ProposalSinks:
             return True
         return False
 
-    async def publish(self, outcome: Outcome, *, session_id: str, at: int) -> dict[str, Any] | None:
+    async def at_service_nonce(self, draft: Draft) -> tuple[Draft, Mapping[str, Any] | None]:
+        """Before the simulation: the draft's Safe transaction at the nonce the signers will see
+        (the next free one after the Safe Transaction Service's queue), so the fork executes it
+        at that nonce and the service receives the same transaction; and the record's
+        ``safe_service`` entry (the nonce plan, or why nothing will be posted). Unchanged, with
+        no entry, when the service is off or the draft has no Safe transaction."""
+        if self._service is None or draft.safe_tx is None:
+            return draft, None
+        st, entry = await self._service.reserve_nonce(
+            draft.safe_tx, self.rpc, draft.header.block_number
+        )
+        return replace(draft, safe_tx=st), entry
+
+    async def publish(
+        self,
+        outcome: Outcome,
+        *,
+        session_id: str,
+        at: int,
+        service_nonce: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
         """Deliver one proposal; returns its journal record, or None if the journal already
-        holds its idempotency key (then nothing else was done either)."""
+        holds its idempotency key (then nothing else was done either). ``service_nonce`` is
+        what :meth:`at_service_nonce` returned for the draft."""
         proposal = proposal_from(outcome)
         draft = outcome.draft
         if not draft.planned:
@@ -126,9 +154,13 @@ class ProposalSinks:
         if draft.safe_tx is not None and self.cfg.safe_tx_builder_dir:
             path = write_batch_file(proposal.record(), self.cfg.safe_tx_builder_dir)
             updates["safe_tx_builder_file"] = str(path)
+        if service_nonce is not None:
+            updates["safe_service"] = dict(service_nonce)
         sim = outcome.result
         if sim is not None and sim.success:
-            updates["safe_service"] = await self._to_service(draft)
+            sent = await self._to_service(draft)
+            if sent is not None:
+                updates["safe_service"] = dict(service_nonce or {}) | sent
             updates["live"] = await self._live_send(outcome)
         record = proposal.model_copy(update=updates).record()
         if not self.journal.append(record):
@@ -139,19 +171,12 @@ class ProposalSinks:
         return record
 
     async def _to_service(self, draft: Draft) -> dict[str, Any] | None:
-        cfg = self.cfg.safe_service
-        if not cfg.enabled or draft.safe_tx is None:
-            return None
-        try:
-            nonce = await read_safe_nonce(self.rpc, draft.header.account)
-            sent = await propose_to_service(
-                self.http, cfg, draft.safe_tx, chain_id=self.chain_id, nonce=nonce
-            )
-            return sent.as_dict()
-        except SourceError as exc:
-            # The proposal stands without the service; the reviewer sees why it is not queued.
-            log.warning("safe_service.failed", error=str(exc))
-            return {"error": str(exc)}
+        st = draft.safe_tx
+        if self._service is None or st is None or st.nonce is None:
+            return None  # off, not a Safe, or no nonce could be planned (the entry says why)
+        # Never raises for the service: a refused post leaves its reason in the record, and the
+        # proposal still goes to the journal and the Builder file.
+        return await self._service.submit(st, draft.header.block_number)
 
     async def _live_send(self, outcome: Outcome) -> list[dict[str, Any]] | None:
         live = self.cfg.live
