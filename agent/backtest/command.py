@@ -23,6 +23,7 @@ import pandas as pd
 
 from agent.backtest.data import default_data_dir, load_history
 from agent.backtest.engine import BacktestPosition, BacktestResult, build_inputs, run_backtest
+from agent.backtest.spx import spx_summary
 from agent.core.errors import ConfigError
 from agent.policy import PolicyConfig
 from agent.signals import SignalsConfig, s8_beta_one
@@ -113,6 +114,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         inputs=inputs,
     )
     for line in summary_table(res):
+        print(line)
+    print()
+    for line in spx_summary(res.days):  # the SPX layer rule (issue 15)
         print(line)
     if args.json:
         _write_json(args.json, res.to_json())
