@@ -348,7 +348,7 @@ def run_backtest(
         sess = SessionState(session_id_for(int(at.timestamp())), Decimal(0))
         dec = decide(sig, pos, sess, pcfg, at, memory)
         memory = dec.memory
-        spx = spx_day(spx_inp, dec, at, scfg, pcfg)
+        spx = spx_day(spx_inp, dec, at, scfg, pcfg, Decimal(pos.collateral_base) / pos.base_unit)
         days.append(DayRecord(day.date(), at, tuple(sig), dec, spx))
     tvl = inp.tvl_usd.get("defi-total", pd.Series(dtype="float64"))
     return BacktestResult(

@@ -36,11 +36,13 @@ def spx_day(
     at: pd.Timestamp,
     signals_cfg: SignalsConfig,
     policy_cfg: PolicyConfig,
+    exposure_usd: Decimal | None = None,
 ) -> SpxDecision:
-    """S9-S11 and the SPX layer for one evaluation, after that evaluation's DeFi decision."""
+    """S9-S11 and the SPX layer for one evaluation, after that evaluation's DeFi decision;
+    ``exposure_usd`` is the protected position's collateral value (the notional cap)."""
     sig = evaluate_spx_signals(inputs, at, signals_cfg)
     spot = latest_close(inputs.spx, at, signals_cfg.s11.max_staleness_days)
-    return spx_layer(sig, decision, spot, at, policy_cfg)
+    return spx_layer(sig, decision, spot, at, policy_cfg, exposure_usd=exposure_usd)
 
 
 class _Day(Protocol):

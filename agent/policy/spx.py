@@ -21,7 +21,9 @@ holidays are not known** (a holiday expiry moves to the day before on the exchan
 **Sizing** (``Decimal`` USD, cents): budget = ``min(cap - spent, cap x size_fraction)`` where
 spent is the session's spend including the DeFi layer's proposals (and the open-layer budget's
 remainder when given). Each leg gets ``budget x weight``; contracts =
-``floor(leg budget / (limit x multiplier))``. The premium is an **estimate**: Black-Scholes
+``floor(leg budget / (limit x multiplier))``, and no leg's notional (strike x multiplier x
+contracts) exceeds ``max_notional_fraction`` of the protected position's collateral value when it
+is given (cheap short-dated puts would otherwise buy thousands of contracts). The premium is an **estimate**: Black-Scholes
 (no dividends, ``risk_free_rate``) with the VIX close / 100 as volatility and time to the
 settlement instant; the limit is the estimate plus ``limit_markup_fraction``, rounded up to the
 tick. The ticket's spend (recorded against the session cap) is the cost at the limit.
@@ -179,6 +181,7 @@ class SpxLeg:
     contracts: int
     budget_usd: Decimal
     multiplier: int
+    capped_by: str  # "budget" or "notional" (the position's collateral value)
 
     @property
     def est_cost_usd(self) -> Decimal:
@@ -213,6 +216,8 @@ class SpxLeg:
             "est_cost_usd": str(self.est_cost_usd),
             "max_cost_usd": str(self.max_cost_usd),
             "budget_usd": str(self.budget_usd),
+            "capped_by": self.capped_by,
+            "notional_usd": self.strike * self.multiplier * self.contracts,
             "reference_spot": self.spot,
             "vol_used": self.vol,
             "tau_years": round(self.tau_years, 6),
@@ -287,6 +292,7 @@ def _leg(
     vol: float,
     leg_budget: Decimal,
     cfg: PolicyConfig,
+    exposure_usd: Decimal | None,
 ) -> SpxLeg | str:
     s = cfg.spx
     chosen = choose_expiry(at, h.product, h.dte_min, h.dte_max)
@@ -299,6 +305,11 @@ def _leg(
     limit = limit_price(est, s.limit_markup_fraction)
     per_contract = limit * s.multiplier
     contracts = int((leg_budget / per_contract).to_integral_value(rounding=ROUND_FLOOR))
+    capped_by = "budget"
+    if exposure_usd is not None and strike > 0:
+        max_contracts = int(exposure_usd * s.max_notional_fraction) // (strike * s.multiplier)
+        if max_contracts < contracts:
+            contracts, capped_by = max_contracts, "notional"
     return SpxLeg(
         h.name,
         h.product,
@@ -315,6 +326,7 @@ def _leg(
         contracts,
         leg_budget,
         s.multiplier,
+        capped_by,
     )
 
 
@@ -327,11 +339,13 @@ def spx_layer(
     *,
     session_spent_usd: Decimal | None = None,
     open_remaining_usd: Decimal | None = None,
+    exposure_usd: Decimal | None = None,
 ) -> SpxDecision:
     """The SPX layer at ``at`` after the DeFi ``decision`` of the same evaluation.
 
     ``session_spent_usd``: the session's spend so far (default: the decision's spend after its
-    own proposals); ``open_remaining_usd``: what the open-layer budget still allows, if known."""
+    own proposals); ``open_remaining_usd``: what the open-layer budget still allows, if known;
+    ``exposure_usd``: the protected position's collateral value (caps each leg's notional)."""
     at = to_utc(at)
     s = cfg.spx
     by_id = {r.id: r for r in spx_signals}
@@ -420,7 +434,7 @@ def spx_layer(
             )
             continue
         leg_budget = (budget * h.weight).quantize(CENT, rounding=ROUND_FLOOR)
-        leg = _leg(h, at, spot.value, vix / 100.0, leg_budget, cfg)
+        leg = _leg(h, at, spot.value, vix / 100.0, leg_budget, cfg, exposure_usd)
         if isinstance(leg, str):
             suppressed.append((h.name, leg))
         elif leg.contracts < 1:
@@ -428,7 +442,10 @@ def spx_layer(
                 (
                     h.name,
                     f"budget ${leg_budget} buys no contract at limit {leg.limit_price} "
-                    f"x {leg.multiplier}",
+                    f"x {leg.multiplier}"
+                    if leg.capped_by == "budget"
+                    else f"one contract's notional ({leg.strike} x {leg.multiplier}) exceeds "
+                    f"{s.max_notional_fraction} x the position's collateral ${exposure_usd}",
                 )
             )
         else:

@@ -73,7 +73,8 @@ class SpxLayerConfig(BaseModel):
     * budget = ``min(session cap - session spent, session cap x size_fraction)`` (and the open
       layer budget's remainder, when the caller knows it), cut to cents;
     * per horizon ``budget x weight``; contracts = ``floor(leg budget / (limit x multiplier))``,
-      so even filled at the limit the ticket stays inside the budget;
+      so even filled at the limit the ticket stays inside the budget, and at most
+      ``floor(collateral x max_notional_fraction / (strike x multiplier))`` (the notional cap);
     * estimated premium: Black-Scholes with the VIX close / 100 as volatility (an estimate: VIX is
       30-day at-the-money implied volatility; out-of-the-money puts usually trade richer, skew);
     * limit = estimate x (1 + ``limit_markup_fraction``), rounded up to the tick (0.05 below 3.00,
@@ -89,6 +90,9 @@ class SpxLayerConfig(BaseModel):
     strike_step: int = Field(5, gt=0)
     risk_free_rate: float = Field(0.0, ge=-0.05, le=0.5)
     limit_markup_fraction: Decimal = Field(Decimal("0.10"), ge=0, le=1)
+    # Each leg's notional (strike x multiplier x contracts) stays within this fraction of the
+    # protected position's collateral value: puts beyond it would be speculation, not protection.
+    max_notional_fraction: Decimal = Field(Decimal("1.0"), gt=0)
 
     @model_validator(mode="after")
     def _weights(self) -> SpxLayerConfig:

@@ -69,11 +69,19 @@ def s9_term_structure(
     if vix is None or vix3m is None:
         missing = " and ".join(n for n, s in (("VIX", vix), ("VIX3M", vix3m)) if s is None)
         return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"no {missing} series")
-    v, v3 = upto(vix, at), upto(vix3m, at)
+    # The latest common day is among the last few rows of each (older ones would be stale).
+    since = at - pd.Timedelta(days=cfg.max_staleness_days + 1)
+    v, v3 = upto(vix, at, since), upto(vix3m, at, since)
     common = v.index.intersection(v3.index)
     if len(common) == 0:
         return result(
-            "S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, "no day with both VIX and VIX3M"
+            "S9",
+            S9_NAME,
+            "vix",
+            INSUFFICIENT,
+            None,
+            cfg.ratio,
+            f"no day with both VIX and VIX3M since {since.date()} (missing or stale)",
         )
     day = common[-1]
     if _stale(day, at, cfg.max_staleness_days):

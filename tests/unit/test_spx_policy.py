@@ -274,3 +274,20 @@ def test_idempotency_key_is_per_session_and_disabled_config() -> None:
     assert a.idempotency_key == b.idempotency_key
     off = PolicyConfig(spx=SpxLayerConfig(enabled=False))
     assert not spx_layer(spx_sigs(), defi_decision(QUIET), SPOT, AT, off).fired
+
+
+def test_notional_cap_by_the_positions_collateral() -> None:
+    # $1M of collateral: the 4750 put's notional is 4750 x 100 = $475,000 a contract -> 2
+    # (3 would be $1,425,000); the 4700 and 4650 legs: 1,000,000 // 470,000 = 2, // 465,000 = 2.
+    d = spx_layer(
+        spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), exposure_usd=Decimal(1_000_000)
+    )
+    assert [(leg.contracts, leg.capped_by) for leg in d.legs] == [(2, "notional")] * 3
+    assert all(leg.strike * 100 * leg.contracts <= 1_000_000 for leg in d.legs)
+    assert all(leg.strike * 100 * (leg.contracts + 1) > 1_000_000 for leg in d.legs)
+    assert d.spend_usd == sum((leg.limit_price * 100 * 2 for leg in d.legs), Decimal(0))
+    # a position smaller than one contract's notional gets no ticket, and says why
+    small = spx_layer(
+        spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), exposure_usd=Decimal(400_000)
+    )
+    assert not small.fired and all("notional" in r for _, r in small.suppressed)
