@@ -282,10 +282,18 @@ def test_notional_cap_by_the_positions_collateral() -> None:
     d = spx_layer(
         spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), exposure_usd=Decimal(1_000_000)
     )
-    assert [(leg.contracts, leg.capped_by) for leg in d.legs] == [(2, "notional")] * 3
+    # The structural leg's budget ($31,250) buys fewer than that at its limit: the budget binds.
+    tau = (utc("2024-12-20 14:30") - AT).total_seconds() / (365 * 86400)
+    _, _, by_budget = _hand_leg(Decimal("31250.00"), 4650, tau)
+    assert by_budget == 1
+    assert [(leg.contracts, leg.capped_by) for leg in d.legs] == [
+        (2, "notional"),
+        (2, "notional"),
+        (1, "budget"),
+    ]
     assert all(leg.strike * 100 * leg.contracts <= 1_000_000 for leg in d.legs)
-    assert all(leg.strike * 100 * (leg.contracts + 1) > 1_000_000 for leg in d.legs)
-    assert d.spend_usd == sum((leg.limit_price * 100 * 2 for leg in d.legs), Decimal(0))
+    assert all(leg.strike * 100 * (leg.contracts + 1) > 1_000_000 for leg in d.legs[:2])
+    assert d.spend_usd == sum((leg.limit_price * 100 * leg.contracts for leg in d.legs), Decimal(0))
     # a position smaller than one contract's notional gets no ticket, and says why
     small = spx_layer(
         spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), exposure_usd=Decimal(400_000)
