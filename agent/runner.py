@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from agent.advisory import spx_advisory
 from agent.collectors import build_http_collectors
 from agent.collectors.comet import comet_calls, comet_observations
 from agent.collectors.liquidations import collect_liquidations
@@ -245,6 +246,10 @@ class Agent:
         log.info("decision", **evaluation.summary())
         assert self.proposer is not None
         report.proposals = await self.proposer.propose(snap, evaluation)
+        # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+        report.proposals += spx_advisory(
+            self.store, self.settings, self.journal, snap, evaluation, self.proposer.account
+        )
         log.info(
             "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
         )

@@ -454,3 +454,32 @@ def spx_layer(
         notes.append("no leg affordable or listed: no ticket")
         return out(False)
     return out(True)
+
+
+def spx_explain_lines(d: SpxDecision) -> list[str]:
+    """One line per fact of the SPX layer decision, enough to recompute it by hand."""
+    from agent.policy.explain import signal_line
+
+    when = datetime.fromtimestamp(d.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [f"SPX layer at {when}, session {d.session_id}"]
+    lines += [signal_line(r) for r in d.signals]
+    if d.spot is not None:
+        spot_day = datetime.fromtimestamp(d.spot.ts, UTC).date()
+        lines.append(f"reference S&P 500 close {d.spot.value:.2f} ({spot_day}, {d.spot.source})")
+    lines.append(
+        f"S9 firing: {d.s9_firing}; consensus for the outer wings: {', '.join(d.consensus) or 'none'}; "
+        f"beta check: {d.beta}; DeFi layer acted: {d.defi_acted}"
+    )
+    lines += [f"note: {n}" for n in d.notes]
+    for leg in d.legs:
+        lines.append(
+            f"leg {leg.horizon}: BUY {leg.contracts} {leg.symbol} {leg.expiry} {leg.strike} PUT "
+            f"({leg.otm_fraction * 100:g}% below {leg.spot:.2f}, {leg.dte} DTE, tau {leg.tau_years:.6f} y); "
+            f"BS estimate {leg.est_premium:.4f} at vol {leg.vol:.4f}; limit {leg.limit_price} "
+            "(estimate + markup, up to the tick); "
+            f"contracts floor(${leg.budget_usd} / ({leg.limit_price} x "
+            f"{leg.multiplier})) capped by {leg.capped_by} = {leg.contracts}; max ${leg.max_cost_usd}"
+        )
+    lines += [f"not proposed {h}: {r}" for h, r in d.suppressed]
+    lines.append(ESTIMATE_NOTE)
+    return lines

@@ -94,7 +94,7 @@ def s9_term_structure(
             cfg.ratio,
             f"latest day with both VIX and VIX3M {day.date()} is stale",
         )
-    i, j = int(v.index.get_loc(day)), int(v3.index.get_loc(day))
+    i, j = int(v.index.searchsorted(day)), int(v3.index.searchsorted(day))  # day is in both
     x, y = float(v.iloc[i]), float(v3.iloc[j])
     if y <= 0:
         return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"VIX3M {y} <= 0")
