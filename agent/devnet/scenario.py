@@ -38,6 +38,7 @@ HOUR = 3600
 DAY = 86400
 ACTIONS = ("withdraw", "set_skew", "borrow_to_utilisation")
 INDEX_CLOSES = ("vix", "vix3m")  # daily index closes with no weekend session, like spx
+INDEX_PATHS = ("spx", *INDEX_CLOSES)  # indices whose closes continue during the scenario
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Scenario:
     cpi: list[MacroPrint]
     ppi: list[MacroPrint]
     closes: dict[str, list[float]]  # btc/eth/spx/vix/vix3m, oldest first
-    # VIX/VIX3M during the scenario: index -> [(hour, level)] (S9/S10, the S&P 500 side)
+    # S&P 500/VIX/VIX3M during the scenario: index -> [(hour, level)] (S8-S11 and the ticket)
     index_paths: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def price_at(self, feed: str, hour: float) -> float:
@@ -124,8 +125,8 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
     }
     index_paths: dict[str, list[tuple[float, float]]] = {}
     for k, pts in raw.get("index_paths", {}).items():
-        if k not in INDEX_CLOSES:
-            raise bad(f"index_paths.{k}: unknown index (expected one of {', '.join(INDEX_CLOSES)})")
+        if k not in INDEX_PATHS:
+            raise bad(f"index_paths.{k}: unknown index (expected one of {', '.join(INDEX_PATHS)})")
         parsed = [(float(h), float(v)) for h, v in pts]
         if not parsed or any(b[0] <= a[0] for a, b in pairwise(parsed)):
             raise bad(f"index_paths.{k}: hours must be strictly increasing")
@@ -243,7 +244,7 @@ def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
                 }
             )
             boundary += DAY
-    # VIX/VIX3M closes for weekdays that end during the scenario, from its index paths.
+    # S&P 500/VIX/VIX3M closes for weekdays that end during the scenario, from its index paths.
     for index, pts in scenario.index_paths.items():
         boundary = day0 + DAY
         while boundary <= start + scenario.duration_hours * HOUR:

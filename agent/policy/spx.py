@@ -15,8 +15,9 @@ plus ``wing_min_consensus`` of S10/S11 firing; otherwise they are listed as supp
 **Expiries** are real calendar dates: for each horizon the listed expiry whose DTE (calendar
 days from the evaluation's UTC date) is in ``[dte_min, dte_max]`` and nearest the middle of the
 range (the later one on a tie), and which has not expired at ``at`` (SPXW settle at 16:00
-New York time, SPX monthlies at the Friday open, 09:30). Weekends are skipped; **exchange
-holidays are not known** (a holiday expiry moves to the day before on the exchange).
+New York time, SPX monthlies at the Friday open, 09:30). Weekends and the exchange's regular
+holidays (NYSE rules, pandas' holiday rules) have no expiry; a Friday expiry on a holiday moves
+to the Thursday before. One-off closures are not known.
 
 **Sizing** (``Decimal`` USD, cents): budget = ``min(cap - spent, cap x size_fraction)`` where
 spent is the session's spend including the DeFi layer's proposals (and the open-layer budget's
@@ -38,9 +39,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
 import pandas as pd
+from pandas.tseries.holiday import (
+    AbstractHolidayCalendar,
+    GoodFriday,
+    Holiday,
+    USLaborDay,
+    USMartinLutherKingJr,
+    USMemorialDay,
+    USPresidentsDay,
+    USThanksgivingDay,
+    nearest_workday,
+    sunday_to_monday,
+)
 
 from agent.policy.config import PolicyConfig
 from agent.policy.models import Decision, idempotency_key
@@ -81,19 +95,51 @@ def new_york_time(d: date, hour: int, minute: int = 0) -> pd.Timestamp:
     )
 
 
+class _NyseHolidays(AbstractHolidayCalendar):
+    """The exchange's regular full-day holidays (NYSE rules; Cboe follows them for SPX).
+    One-off closures (national days of mourning, 2012's hurricane) are not in it."""
+
+    rules = [  # noqa: RUF012 (pandas reads a class attribute)
+        Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+        USMartinLutherKingJr,
+        USPresidentsDay,
+        GoodFriday,
+        USMemorialDay,
+        Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01", observance=nearest_workday),
+        Holiday("Independence Day", month=7, day=4, observance=nearest_workday),
+        USLaborDay,
+        USThanksgivingDay,
+        Holiday("Christmas", month=12, day=25, observance=nearest_workday),
+    ]
+
+
+@lru_cache(maxsize=128)
+def exchange_holidays(year: int) -> frozenset[date]:
+    days = _NyseHolidays().holidays(datetime(year, 1, 1), datetime(year, 12, 31))
+    return frozenset(pd.Timestamp(d).date() for d in days)
+
+
+def is_trading_day(d: date) -> bool:
+    return d.weekday() < 5 and d not in exchange_holidays(d.year)
+
+
 def is_third_friday(d: date) -> bool:
     return d.weekday() == 4 and 15 <= d.day <= 21
 
 
 def is_listed(d: date, product: SpxProduct) -> bool:
-    """Whether ``product`` has an expiry on ``d`` (weekends skipped; holidays not known)."""
-    if d.weekday() >= 5:
+    """Whether ``product`` has an expiry on ``d``. Weekends and exchange holidays have none; a
+    Friday expiry (weekly or third-Friday monthly) that falls on a holiday moves to the Thursday
+    before it."""
+    if not is_trading_day(d):
         return False
     if product == "SPXW daily":
         return True
-    if product == "SPXW Friday":
-        return d.weekday() == 4
-    return is_third_friday(d)
+    wanted = (lambda f: True) if product == "SPXW Friday" else is_third_friday
+    if d.weekday() == 4:
+        return wanted(d)
+    friday = d + timedelta(days=1)
+    return d.weekday() == 3 and not is_trading_day(friday) and wanted(friday)
 
 
 def settlement_time(d: date, product: SpxProduct) -> pd.Timestamp:
@@ -414,7 +460,8 @@ def spx_layer(
         budget = min(budget, max(Decimal(0), open_remaining_usd))
     budget = budget.quantize(CENT, rounding=ROUND_FLOOR)
     notes.append(
-        f"budget ${budget} = min(session remaining ${remaining} (cap ${cap} - spent ${spent}), "
+        f"budget ${budget} = min(session remaining ${remaining.quantize(CENT)} (cap ${cap} - "
+        f"spent ${spent.quantize(CENT)}), "
         f"cap x {s.size_fraction}"
         + (
             f", open-layer remaining ${open_remaining_usd}"

@@ -213,9 +213,9 @@ def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config)
         FIRING if fire else QUIET,
         float(m[t] - m[p]),
         0.0,
-        f"close {arr[t]:.2f} vs high {arr[p]:.2f} on {c.index[p].date()} ({price_vs_peak * 100:+.2f}%, "
-        f"within -{cfg.price_tolerance_fraction * 100:g}% counts as back at the high); MACD "
-        f"{m[p]:.2f} -> {m[t]:.2f}" + (" -> fired: bearish divergence" if fire else ""),
+        f"close {arr[t]:.2f} vs high {arr[p]:.2f} on {c.index[p].date()} ({price_vs_peak * 100:+.2f}%; "
+        f"back at the high: {'yes' if at_high else 'no'}, within {cfg.price_tolerance_fraction * 100:g}%); "
+        f"MACD {m[p]:.2f} -> {m[t]:.2f}" + (" -> fired: bearish divergence" if fire else ""),
         (ref(c, t, key), ref(c, p, key)),
         {
             "macd": float(m[t]),

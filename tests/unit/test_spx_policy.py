@@ -17,6 +17,7 @@ from agent.policy.models import Decision
 from agent.policy.spx import (
     black_scholes_put,
     choose_expiry,
+    is_listed,
     is_third_friday,
     limit_price,
     new_york_utc_offset_hours,
@@ -71,6 +72,25 @@ def test_same_day_expiry_until_the_close_in_new_york() -> None:
     # SPX monthlies are AM-settled: the third Friday 2024-08-16 settles at 09:30 EDT = 13:30 UTC.
     assert choose_expiry(utc("2024-08-16 13:00:00"), "SPX monthly", 0, 0) == (date(2024, 8, 16), 0)
     assert choose_expiry(utc("2024-08-16 14:00:00"), "SPX monthly", 0, 0) is None
+
+
+def test_exchange_holidays_have_no_expiry_and_fridays_move_to_thursday() -> None:
+    assert not is_listed(date(2024, 7, 4), "SPXW daily")  # Independence Day, a Thursday
+    assert not is_listed(date(2024, 3, 29), "SPXW daily")  # Good Friday
+    # Good Friday 2024-03-29: that week's Friday weekly expires on Thursday 03-28.
+    assert is_listed(date(2024, 3, 28), "SPXW Friday")
+    assert not is_listed(date(2024, 3, 21), "SPXW Friday")  # an ordinary Thursday
+    assert choose_expiry(utc("2024-03-25 23:59:59"), "SPXW Friday", 0, 7) == (date(2024, 3, 28), 3)
+    # Good Friday 2025-04-18 is April's third Friday: the SPX monthly expires Thursday 04-17.
+    assert is_listed(date(2025, 4, 17), "SPX monthly")
+    assert not is_listed(date(2025, 4, 18), "SPX monthly")
+    # New Year's Day 2027 is a Friday: the weekly expires Thursday 2026-12-31.
+    assert choose_expiry(utc("2026-12-02 13:00"), "SPXW Friday", 29, 29) == (date(2026, 12, 31), 29)
+    assert choose_expiry(utc("2026-12-02 13:00"), "SPXW Friday", 30, 30) is None
+    # Juneteenth (from 2022) and an observed Christmas (Sat 2027-12-25 -> Fri 12-24)
+    assert not is_listed(date(2026, 6, 19), "SPXW daily")
+    assert is_listed(date(2021, 6, 18), "SPXW Friday")
+    assert not is_listed(date(2027, 12, 24), "SPXW daily")
 
 
 def test_weekends_are_skipped() -> None:
