@@ -290,6 +290,7 @@ class SpxDecision:
     signals: tuple[SignalResult, ...]  # S8 (beta) and S9-S11
     spot: InputRef | None
     idempotency_key: str
+    exposure_usd: Decimal | None = None  # the position's collateral value (the notional cap)
 
     @property
     def spend_usd(self) -> Decimal:
@@ -320,6 +321,7 @@ class SpxDecision:
             "estimate_note": ESTIMATE_NOTE,
             "spot": None if self.spot is None else self.spot.as_dict(),
             "idempotency_key": self.idempotency_key,
+            "exposure_usd": None if self.exposure_usd is None else str(self.exposure_usd),
         }
 
 
@@ -426,6 +428,7 @@ def spx_layer(
             signals,
             spot,
             key,
+            exposure_usd,
         )
 
     if not s.enabled:
