@@ -3,7 +3,8 @@ the S9 episodes (runs of backwardation days) with what the rule would have propo
 
 The same functions as the daemon: :func:`agent.signals.spx.evaluate_spx_signals` and
 :func:`agent.policy.spx.spx_layer`, after the day's DeFi decision (so the ticket sees the DeFi
-layer's spend and its beta check).
+layer's spend and its beta check). Tickets count on exchange trading days only (on a weekend S9
+carries Friday's reading and would repeat Friday's ticket).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def spx_day(
     ``exposure_usd`` is the protected position's collateral value (the notional cap)."""
     sig = evaluate_spx_signals(inputs, at, signals_cfg)
     spot = latest_close(inputs.spx, at, signals_cfg.s11.max_staleness_days)
-    return spx_layer(sig, decision, spot, at, policy_cfg, exposure_usd=exposure_usd)
+    return spx_layer(
+        sig, decision, spot, at, policy_cfg, exposure_usd=exposure_usd, trading_days_only=True
+    )
 
 
 class _Day(Protocol):

@@ -388,12 +388,15 @@ def spx_layer(
     session_spent_usd: Decimal | None = None,
     open_remaining_usd: Decimal | None = None,
     exposure_usd: Decimal | None = None,
+    trading_days_only: bool = False,
 ) -> SpxDecision:
     """The SPX layer at ``at`` after the DeFi ``decision`` of the same evaluation.
 
     ``session_spent_usd``: the session's spend so far (default: the decision's spend after its
     own proposals); ``open_remaining_usd``: what the open-layer budget still allows, if known;
-    ``exposure_usd``: the protected position's collateral value (caps each leg's notional)."""
+    ``exposure_usd``: the protected position's collateral value (caps each leg's notional);
+    ``trading_days_only``: no ticket when the New York date of ``at`` is not an exchange trading
+    day (the backtest's daily replay; the daemon proposes any day, for the next session)."""
     at = to_utc(at)
     s = cfg.spx
     by_id = {r.id: r for r in spx_signals}
@@ -433,6 +436,12 @@ def spx_layer(
 
     if not s.enabled:
         notes.append("SPX layer disabled (policy.spx.enabled = false)")
+        return out(False)
+    ny_day = (at + pd.Timedelta(hours=new_york_utc_offset_hours(at.date()))).date()
+    if trading_days_only and not is_trading_day(ny_day):
+        # The replay evaluates every UTC day; on weekends S9 carries Friday's reading, so it would
+        # repeat Friday's ticket. Only days a person could act on count.
+        notes.append(f"exchange closed on {ny_day} (New York; weekend or holiday): no ticket")
         return out(False)
     if not s9_firing:
         notes.append(

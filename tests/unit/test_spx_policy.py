@@ -319,3 +319,27 @@ def test_notional_cap_by_the_positions_collateral() -> None:
         spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), exposure_usd=Decimal(400_000)
     )
     assert not small.fired and all("notional" in r for _, r in small.suppressed)
+
+
+def test_trading_days_only_skips_days_the_exchange_is_closed() -> None:
+    # Saturday 2024-08-03 (and Independence Day 2024-07-04): S9 may carry Friday's reading; with
+    # trading_days_only (the replay) no ticket. Friday 23:59 UTC is 19:59 in New York, Friday.
+    def run(at: str, only: bool = True) -> bool:
+        cfg = PolicyConfig()
+        return spx_layer(
+            spx_sigs(), defi_decision(QUIET), SPOT, utc(at), cfg, trading_days_only=only
+        ).fired
+
+    sat = spx_layer(
+        spx_sigs(),
+        defi_decision(QUIET),
+        SPOT,
+        utc("2024-08-03 23:59:59"),
+        PolicyConfig(),
+        trading_days_only=True,
+    )
+    assert not sat.fired and "exchange closed on 2024-08-03" in sat.notes[-1]
+    assert not run("2024-07-04 23:59:59")
+    assert run("2024-08-02 23:59:59")
+    assert run("2024-08-03 01:00:00")  # still Friday evening in New York
+    assert run("2024-08-03 23:59:59", only=False)  # the daemon proposes any day
