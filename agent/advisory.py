@@ -20,6 +20,7 @@ import structlog
 
 from agent.collectors.onchain import ChainSnapshot
 from agent.config import Settings
+from agent.core.errors import StoreError
 from agent.core.units import AAVE_BASE_UNIT_USD
 from agent.evaluate import Evaluation
 from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
@@ -163,9 +164,13 @@ def spx_advisory(
     record = Proposal.model_validate(record).record()
     if not journal.append(record):
         return []
-    if csv_path:
-        append_ticket_csv(record, csv_path)
     store.record_spend(d.session_id, d.idempotency_key, d.spend_usd, snap.timestamp)
+    if csv_path:
+        try:
+            append_ticket_csv(record, csv_path)
+        except StoreError as exc:
+            # The ticket stands in the journal and the log; the CSV is a convenience copy.
+            log.warning("spx_ticket.csv_failed", error=str(exc), idempotency_key=d.idempotency_key)
     head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
     if settings.agent.log_format == "console":
         log.info("proposal", **head)

@@ -482,6 +482,9 @@ def spx_layer(
         )
         + ")"
     )
+    if budget <= 0:
+        notes.append("the session cap is used up: no ticket")
+        return out(False)
     for h in s.horizons:
         if h.outer_wing and len(consensus) < s.wing_min_consensus:
             suppressed.append(

@@ -24,6 +24,7 @@ a reason when a window is not covered, every input recorded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -34,11 +35,10 @@ from agent.signals.base import (
     QUIET,
     InputRef,
     SignalResult,
-    ref,
     result,
     series_key,
+    series_source,
     to_utc,
-    upto,
 )
 from agent.signals.config import S9Config, S10Config, S11Config, SignalsConfig
 from agent.signals.technical import ema
@@ -58,8 +58,46 @@ class SpxInputs:
     spx: pd.Series | None = None
 
 
-def _stale(last: pd.Timestamp, at: pd.Timestamp, max_days: float) -> bool:
-    return bool(at - last > pd.Timedelta(days=max_days))
+@dataclass(frozen=True)
+class _Cut:
+    """A series cut at ``at`` as plain arrays (unix seconds, values; NaNs dropped). The replay
+    evaluates these signals every day over decades of rows: numpy slicing keeps that cheap."""
+
+    key: str
+    source: str
+    ts: np.ndarray
+    v: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.v)
+
+    def ref(self, i: int) -> InputRef:
+        return InputRef(self.key, self.source, int(self.ts[i]), float(self.v[i]))
+
+    def day(self, i: int) -> date:
+        return datetime.fromtimestamp(int(self.ts[i]), UTC).date()
+
+
+def _cut(
+    s: pd.Series, at: pd.Timestamp, default_key: str, since: pd.Timestamp | None = None
+) -> _Cut:
+    """Points with ``since <= t <= at`` (as :func:`agent.signals.base.upto`)."""
+    idx = s.index
+    if not isinstance(idx, pd.DatetimeIndex) or idx.tz is None:
+        raise TypeError(f"series {s.name!r} needs a tz-aware (UTC) DatetimeIndex")
+    ns = np.asarray(idx.values, dtype="datetime64[ns]").view("int64")  # UTC nanoseconds
+    hi = int(np.searchsorted(ns, at.value, side="right"))
+    lo = 0 if since is None else int(np.searchsorted(ns, since.value, side="left"))
+    v = s.to_numpy(dtype="float64")[lo:hi]
+    t = ns[lo:hi] // 1_000_000_000
+    ok = ~np.isnan(v)
+    if not ok.all():
+        v, t = v[ok], t[ok]
+    return _Cut(series_key(s, default_key), series_source(s), t, v)
+
+
+def _stale(last_ts: int, at: pd.Timestamp, max_days: float) -> bool:
+    return at.value // 1_000_000_000 - last_ts > max_days * 86_400
 
 
 def s9_term_structure(
@@ -71,8 +109,8 @@ def s9_term_structure(
         return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"no {missing} series")
     # The latest common day is among the last few rows of each (older ones would be stale).
     since = at - pd.Timedelta(days=cfg.max_staleness_days + 1)
-    v, v3 = upto(vix, at, since), upto(vix3m, at, since)
-    common = v.index.intersection(v3.index)
+    v, v3 = _cut(vix, at, "close.vix", since), _cut(vix3m, at, "close.vix3m", since)
+    common = np.intersect1d(v.ts, v3.ts)
     if len(common) == 0:
         return result(
             "S9",
@@ -83,8 +121,10 @@ def s9_term_structure(
             cfg.ratio,
             f"no day with both VIX and VIX3M since {since.date()} (missing or stale)",
         )
-    day = common[-1]
-    if _stale(day, at, cfg.max_staleness_days):
+    day_ts = int(common[-1])
+    i, j = int(np.searchsorted(v.ts, day_ts)), int(np.searchsorted(v3.ts, day_ts))
+    day = v.day(i)
+    if _stale(day_ts, at, cfg.max_staleness_days):
         return result(
             "S9",
             S9_NAME,
@@ -92,10 +132,9 @@ def s9_term_structure(
             INSUFFICIENT,
             None,
             cfg.ratio,
-            f"latest day with both VIX and VIX3M {day.date()} is stale",
+            f"latest day with both VIX and VIX3M {day} is stale",
         )
-    i, j = int(v.index.searchsorted(day)), int(v3.index.searchsorted(day))  # day is in both
-    x, y = float(v.iloc[i]), float(v3.iloc[j])
+    x, y = float(v.v[i]), float(v3.v[j])
     if y <= 0:
         return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"VIX3M {y} <= 0")
     ratio = x / y
@@ -107,8 +146,8 @@ def s9_term_structure(
         FIRING if fire else QUIET,
         ratio,
         cfg.ratio,
-        f"{day.date()}: VIX {x:.2f} / VIX3M {y:.2f} = {ratio:.4f} (> {cfg.ratio:g} fires: backwardation)",
-        (ref(v, i, series_key(vix, "close.vix")), ref(v3, j, series_key(vix3m, "close.vix3m"))),
+        f"{day}: VIX {x:.2f} / VIX3M {y:.2f} = {ratio:.4f} (> {cfg.ratio:g} fires: backwardation)",
+        (v.ref(i), v3.ref(j)),
         {"vix": x, "vix3m": y, "spread": x - y, "severity": ratio / cfg.ratio},
     )
 
@@ -123,7 +162,8 @@ def s10_implied_vol(vix: pd.Series | None, at: pd.Timestamp, cfg: S10Config) -> 
     at = to_utc(at)
     if vix is None:
         return result("S10", S10_NAME, "vix", INSUFFICIENT, None, cfg.percentile, "no VIX series")
-    w = upto(vix, at).iloc[-cfg.window_closes :]
+    c = _cut(vix, at, "close.vix")
+    w = _Cut(c.key, c.source, c.ts[-cfg.window_closes :], c.v[-cfg.window_closes :])
     if len(w) < cfg.min_closes:
         return result(
             "S10",
@@ -134,7 +174,7 @@ def s10_implied_vol(vix: pd.Series | None, at: pd.Timestamp, cfg: S10Config) -> 
             cfg.percentile,
             f"{len(w)} VIX closes, need {cfg.min_closes}",
         )
-    if _stale(w.index[-1], at, cfg.max_staleness_days):
+    if _stale(int(w.ts[-1]), at, cfg.max_staleness_days):
         return result(
             "S10",
             S10_NAME,
@@ -142,9 +182,9 @@ def s10_implied_vol(vix: pd.Series | None, at: pd.Timestamp, cfg: S10Config) -> 
             INSUFFICIENT,
             None,
             cfg.percentile,
-            f"latest VIX close {w.index[-1].date()} is stale",
+            f"latest VIX close {w.day(len(w) - 1)} is stale",
         )
-    arr = w.to_numpy(dtype="float64")
+    arr = w.v
     rank = percentile_rank(arr)
     lo, hi, last = float(arr.min()), float(arr.max()), float(arr[-1])
     pos = (last - lo) / (hi - lo) if hi > lo else 1.0
@@ -158,7 +198,7 @@ def s10_implied_vol(vix: pd.Series | None, at: pd.Timestamp, cfg: S10Config) -> 
         cfg.percentile,
         f"VIX {last:.2f} ranks {rank * 100:.1f}% of the last {len(arr)} closes "
         f"(range {lo:.2f}..{hi:.2f}; >= {cfg.percentile * 100:g}% fires)",
-        (ref(w, len(w) - 1, series_key(vix, "close.vix")), ref(w, 0, series_key(vix, "close.vix"))),
+        (w.ref(len(w) - 1), w.ref(0)),
         {
             "vix": last,
             "window_min": lo,
@@ -180,13 +220,14 @@ def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config)
     at = to_utc(at)
     if spx is None:
         return result("S11", S11_NAME, "spx", INSUFFICIENT, None, 0.0, "no S&P 500 series")
-    c = upto(spx, at).iloc[-cfg.history_closes :]
+    full = _cut(spx, at, "close.spx")
+    c = _Cut(full.key, full.source, full.ts[-cfg.history_closes :], full.v[-cfg.history_closes :])
     need = max(cfg.min_closes, cfg.lookback_closes + 1)
     if len(c) < need:
         return result(
             "S11", S11_NAME, "spx", INSUFFICIENT, None, 0.0, f"{len(c)} S&P 500 closes, need {need}"
         )
-    if _stale(c.index[-1], at, cfg.max_staleness_days):
+    if _stale(int(c.ts[-1]), at, cfg.max_staleness_days):
         return result(
             "S11",
             S11_NAME,
@@ -194,9 +235,9 @@ def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config)
             INSUFFICIENT,
             None,
             0.0,
-            f"latest S&P 500 close {c.index[-1].date()} is stale",
+            f"latest S&P 500 close {c.day(len(c) - 1)} is stale",
         )
-    arr = c.to_numpy(dtype="float64")
+    arr = c.v
     m = macd_line(arr, cfg.macd_fast, cfg.macd_slow)
     t = len(arr) - 1
     lo, hi = t - cfg.lookback_closes, t - cfg.min_gap_closes
@@ -205,7 +246,6 @@ def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config)
     at_high = arr[t] >= arr[p] * (1.0 - cfg.price_tolerance_fraction)
     weaker = m[t] < m[p]
     fire = bool(at_high and weaker)
-    key = series_key(spx, "close.spx")
     return result(
         "S11",
         S11_NAME,
@@ -213,10 +253,10 @@ def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config)
         FIRING if fire else QUIET,
         float(m[t] - m[p]),
         0.0,
-        f"close {arr[t]:.2f} vs high {arr[p]:.2f} on {c.index[p].date()} ({price_vs_peak * 100:+.2f}%; "
+        f"close {arr[t]:.2f} vs high {arr[p]:.2f} on {c.day(p)} ({price_vs_peak * 100:+.2f}%; "
         f"back at the high: {'yes' if at_high else 'no'}, within {cfg.price_tolerance_fraction * 100:g}%); "
         f"MACD {m[p]:.2f} -> {m[t]:.2f}" + (" -> fired: bearish divergence" if fire else ""),
-        (ref(c, t, key), ref(c, p, key)),
+        (c.ref(t), c.ref(p)),
         {
             "macd": float(m[t]),
             "macd_at_high": float(m[p]),
@@ -246,7 +286,7 @@ def latest_close(
     if closes is None:
         return None
     at = to_utc(at)
-    c = upto(closes, at)
-    if len(c) == 0 or _stale(c.index[-1], at, max_staleness_days):
+    c = _cut(closes, at, "close.spx", at - pd.Timedelta(days=max_staleness_days + 1))
+    if len(c) == 0 or _stale(int(c.ts[-1]), at, max_staleness_days):
         return None
-    return ref(c, len(c) - 1, series_key(closes, "close.spx"))
+    return c.ref(len(c) - 1)

@@ -81,11 +81,11 @@ def _ids_in(path: Path) -> set[str]:
 def append_ticket_csv(record: dict[str, Any], path: str | Path) -> Path:
     """Append the ticket's legs to ``path`` (fsynced). A ticket already in the file is skipped."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if record["id"] in _ids_in(p):
-        return p
-    new = not p.exists() or p.stat().st_size == 0
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if record["id"] in _ids_in(p):
+            return p
+        new = not p.exists() or p.stat().st_size == 0
         with p.open("a", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS)
             if new:

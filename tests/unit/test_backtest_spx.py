@@ -90,6 +90,7 @@ def test_backwardation_run_2020_02_24_to_04_23(covid: BacktestResult) -> None:
     for d in eps[0].defi_acted_days:
         spx = covid.day(d).spx
         assert spx is not None and spx.budget_usd == 0 and not spx.fired
+        assert spx.notes[-1] == "the session cap is used up: no ticket"
         assert covid.day(d).decision.session_spent_after_usd == Decimal("250000.00")
 
 
