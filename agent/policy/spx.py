@@ -483,7 +483,8 @@ def spx_layer(
         + ")"
     )
     if budget <= 0:
-        notes.append("the session cap is used up: no ticket")
+        used_up = "the session cap" if remaining <= 0 else "the open-layer budget"
+        notes.append(f"{used_up} is used up: no ticket")
         return out(False)
     for h in s.horizons:
         if h.outer_wing and len(consensus) < s.wing_min_consensus:

@@ -343,3 +343,10 @@ def test_trading_days_only_skips_days_the_exchange_is_closed() -> None:
     assert run("2024-08-02 23:59:59")
     assert run("2024-08-03 01:00:00")  # still Friday evening in New York
     assert run("2024-08-03 23:59:59", only=False)  # the daemon proposes any day
+
+
+def test_an_open_layer_budget_used_up_is_no_ticket() -> None:
+    d = spx_layer(
+        spx_sigs(), defi_decision(QUIET), SPOT, AT, PolicyConfig(), open_remaining_usd=Decimal(0)
+    )
+    assert not d.fired and d.notes[-1] == "the open-layer budget is used up: no ticket"
