@@ -4,8 +4,10 @@ proposals of the same tick.
 The ticket is advisory (a person places it with their broker; the agent never trades equity
 options): one journal record with status ``advisory`` (same :class:`Proposal` shape, no
 transactions), one ``proposal`` log event, one row per leg in the ticket CSV, and its cost at
-the limits in the session's spend ledger (the same 25% cap as the DeFi layer). The journal's
-idempotency key makes it once per session.
+the limits in the session's spend ledger (the same 25% cap as the DeFi layer), all through the
+proposals' sinks (:meth:`ProposalSinks.publish_advisory`), validated once. The journal's
+idempotency key makes it once per session. This module reads the store, so it sits with the
+orchestrators (like ``agent.propose``), after the pipeline stages.
 """
 
 from __future__ import annotations
@@ -18,18 +20,15 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from agent.collectors.onchain import ChainSnapshot
 from agent.config import Settings
-from agent.core.errors import StoreError
+from agent.core.market import ChainSnapshot
 from agent.core.units import AAVE_BASE_UNIT_USD
 from agent.evaluate import Evaluation
 from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
 from agent.signals.base import SignalResult
 from agent.signals.spx import SpxInputs, evaluate_spx_signals, latest_close
-from agent.sinks.journal import ProposalJournal
 from agent.sinks.proposal import Proposal
-from agent.sinks.render import render_proposal
-from agent.sinks.spx_ticket import append_ticket_csv
+from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent.advisory")
@@ -133,7 +132,7 @@ def ticket_record(
 def spx_advisory(
     store: Store,
     settings: Settings,
-    journal: ProposalJournal,
+    sinks: ProposalSinks,
     snap: ChainSnapshot,
     evaluation: Evaluation,
     account: str,
@@ -152,29 +151,8 @@ def spx_advisory(
     )
     if not d.fired:
         return []
-    if journal.has(d.idempotency_key):
-        log.info(
-            "proposal.duplicate", idempotency_key=d.idempotency_key, note="already in the journal"
-        )
-        return []
-    record = ticket_record(d, settings, snap, account)
-    csv_path = settings.sinks.spx_ticket_csv
-    if csv_path:
-        record["ticket"]["csv"] = csv_path
-    record = Proposal.model_validate(record).record()
-    if not journal.append(record):
-        return []
-    store.record_spend(d.session_id, d.idempotency_key, d.spend_usd, snap.timestamp)
-    if csv_path:
-        try:
-            append_ticket_csv(record, csv_path)
-        except StoreError as exc:
-            # The ticket stands in the journal and the log; the CSV is a convenience copy.
-            log.warning("spx_ticket.csv_failed", error=str(exc), idempotency_key=d.idempotency_key)
-    head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
-    if settings.agent.log_format == "console":
-        log.info("proposal", **head)
-        print(render_proposal(record), flush=True)
-    else:
-        log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})
-    return [record]
+    proposal = Proposal.model_validate(ticket_record(d, settings, snap, account))
+    record = sinks.publish_advisory(
+        proposal, session_id=d.session_id, spend_usd=d.spend_usd, at=snap.timestamp
+    )
+    return [] if record is None else [record]

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.collectors.config import CollectorsConfig
-from agent.collectors.onchain import ChainConfig, FeedConfig
+from agent.collectors.onchain import ChainConfig
 from agent.core.errors import ConfigError, DevnetError
+from agent.core.market import FeedConfig
 from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig

@@ -36,8 +36,9 @@ from agent.core.errors import DevnetError
 from agent.core.units import MAX_UINT256, RAY, WAD
 from agent.devnet.artifacts import ensure_forge_artifacts, forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
+from agent.devnet.pricing import devnet_pool_keys
 from agent.devnet.safe import Call, encode, exec_batch
-from agent.planner.options import PremiaV3Venue, devnet_pool_keys
+from agent.planner.options import PremiaV3Venue
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"

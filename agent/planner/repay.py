@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import (
     AAVE_BASE_UNIT_USD,
     BPS,

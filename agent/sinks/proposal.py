@@ -13,7 +13,7 @@ ActionKind = Literal["collateral_top_up", "repay_debt", "option_put", "spx_put_t
 
 
 class Proposal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     idempotency_key: str

@@ -47,6 +47,7 @@ def render_proposal(p: dict[str, Any]) -> str:
         st = p["safe_tx"]
         lines.append(
             f"  Safe transaction: to {st['to']} operation {st['operation']} ({'MultiSendCallOnly batch' if st['operation'] == 1 else 'call'})"
+            + (f" at Safe nonce {st['nonce']}" if st.get("nonce") is not None else "")
         )
     cmp = p.get("comparison")
     if cmp:
@@ -61,9 +62,19 @@ def render_proposal(p: dict[str, Any]) -> str:
         lines.append(f"  Safe Transaction Builder file: {p['safe_tx_builder_file']}")
     if p.get("safe_service"):
         ss = p["safe_service"]
-        lines.append(
-            f"  Safe Transaction Service: {'error: ' + ss['error'] if ss.get('error') else 'proposed safeTxHash ' + str(ss.get('safe_tx_hash'))}"
-        )
+        if ss.get("error"):
+            what = "error: " + str(ss["error"])
+        elif ss.get("safe_tx_hash"):
+            what = f"proposed safeTxHash {ss['safe_tx_hash']} at nonce {ss.get('nonce')}" + (
+                " (queued)" if ss.get("queued") else f" ({ss.get('read_back_error')})"
+            )
+        else:
+            what = f"not posted (nonce {ss.get('nonce')} was planned)"
+        if ss.get("queued_nonces"):
+            what += (
+                f"; queue had nonces {ss['queued_nonces']} above on-chain {ss.get('onchain_nonce')}"
+            )
+        lines.append(f"  Safe Transaction Service: {what}")
     for lv in (
         p["live"] if isinstance(p.get("live"), list) else [p["live"]] if p.get("live") else []
     ):

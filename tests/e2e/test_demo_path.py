@@ -3,6 +3,7 @@ agent tick → a simulated top-up proposal in the journal. Everything runs on lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -194,3 +195,77 @@ def test_live_mode_refuses_a_wrong_chain_id(devnet: dict[str, Path]) -> None:
     assert proc.returncode == 2
     assert "chain 31337, configuration expects 1" in proc.stderr
     assert key not in proc.stderr and key[2:] not in proc.stderr
+
+
+def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
+    devnet: dict[str, Path], tmp_path: Path
+) -> None:
+    """The agent's proposals land in a local v2-shaped Safe Transaction Service (two transactions
+    already queued), each at the next free nonce, under the safeTxHash the service computes itself,
+    with the API key sent; the fork simulated each at that nonce. The service refuses the second
+    proposal (sender not a delegate): it stays in the journal and the Builder file, with the reason,
+    and the next one takes the nonce it left free."""
+    from eth_account import Account
+    from fake_safe_service import FakeSafeService, safe_tx_hash_reference, serve_in_thread
+
+    from agent.core.rpc import RpcClient
+    from agent.sinks.safe_service import read_safe_nonce
+
+    dep = json.loads(devnet["deployment"].read_text())
+    safe, url = dep["safe"]["address"], dep["rpc_url"]
+
+    async def read_nonce() -> int:
+        async with RpcClient(url) as rpc:
+            return await read_safe_nonce(rpc, safe)
+
+    onchain = asyncio.run(read_nonce())
+    key, api_key = "0x" + "4c" * 32, "sk_e2e_0123456789abcdef"
+    svc = FakeSafeService(chain_id=31337, owners=list(dep["safe"]["owners"]),
+                          delegates={Account.from_key(key).address}, api_key=api_key,
+                          refuse_posts={1})  # fmt: skip
+    svc.add_pending(safe, onchain)
+    svc.add_pending(safe, onchain + 1, data="0x01")
+    journal = tmp_path / "proposals.jsonl"
+    with serve_in_thread(svc) as base:
+        run = cli("run", "--config", str(devnet["config"]), "--once", env={
+            "HEDGE_AGENT_AGENT__LOG_FORMAT": "json",
+            "HEDGE_AGENT_AGENT__JOURNAL_PATH": str(journal),
+            "HEDGE_AGENT_AGENT__STORE_PATH": str(tmp_path / "agent.sqlite"),
+            "HEDGE_AGENT_SINKS__SAFE_TX_BUILDER_DIR": str(tmp_path / "builder"),
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__ENABLED": "true",
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__BASE_URL": base,
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__API_KEY": api_key,
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__DELEGATE_KEY": key,
+        })  # fmt: skip
+    rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    simulated = [r for r in rows if r["status"] == "simulated"]
+    # a top-up or repay and puts (see the tests above): several Safe transactions in one tick
+    assert len(simulated) >= 2, [(r["action"], r["status"], r.get("error")) for r in rows]
+    refused, queued = simulated[1], [r for i, r in enumerate(simulated) if i != 1]
+    # Queued ones: one after the other, after the two that were already queued.
+    assert [r["safe_service"]["nonce"] for r in queued] == list(
+        range(onchain + 2, onchain + 2 + len(queued))
+    )
+    queue = {t["nonce"]: t for t in svc.queue(safe)}
+    assert sorted(queue) == list(range(onchain, onchain + 2 + len(queued)))
+    for r in queued:
+        ss, st = r["safe_service"], r["safe_tx"]
+        assert ss["queued"] and ss["api"] == "v2" and st["nonce"] == ss["nonce"]
+        assert ss["queued_nonces"][:2] == [onchain, onchain + 1]
+        body = {**st, "nonce": str(st["nonce"])}
+        assert ss["safe_tx_hash"] == safe_tx_hash_reference(body, 31337)
+        assert queue[ss["nonce"]]["safeTxHash"] == ss["safe_tx_hash"]
+        # the fork executed exactly this Safe transaction: same hash, same nonce
+        events = r["simulation"]["transactions"][-1]["events"]
+        assert f"Safe.ExecutionSuccess(txHash={ss['safe_tx_hash']}, payment=0)" in events
+    # The refused one: kept, with the service's reason on one line naming the field.
+    err = refused["safe_service"]["error"]
+    assert refused["safe_tx"]["nonce"] == onchain + 3 and "\n" not in err
+    assert f"nonce {onchain + 3}" in err and "HTTP 422: sender: Sender=0x" in err
+    assert "is not an owner or delegate" in err and "hint: register" in err
+    for r in simulated:
+        batch = json.loads(Path(r["safe_tx_builder_file"]).read_text())
+        assert len(batch["transactions"]) == len(r["transactions"])
+    assert all(h.get("Authorization") == f"Bearer {api_key}" for _, h, _ in svc.posts())
+    assert len(svc.posts()) == len(simulated)
+    assert api_key not in run.stderr and api_key not in journal.read_text()

@@ -11,12 +11,18 @@ import pandas as pd
 import pytest
 
 from agent.core.errors import StoreError
+from agent.core.http import HttpClient
+from agent.core.rpc import RpcClient
 from agent.policy import PolicyConfig, SessionState, decide
 from agent.policy.spx import spx_layer
 from agent.signals.base import FIRING, QUIET, InputRef, result
+from agent.sinks.config import SinksConfig
+from agent.sinks.journal import ProposalJournal
 from agent.sinks.proposal import Proposal
+from agent.sinks.publish import ProposalSinks
 from agent.sinks.render import render_proposal
 from agent.sinks.spx_ticket import COLUMNS, append_ticket_csv
+from agent.store.sqlite import Store
 
 AT = pd.Timestamp("2024-08-02 23:59:59", tz="UTC")
 
@@ -101,3 +107,57 @@ def test_render_shows_the_advisory_ticket() -> None:
     assert "ADVISORY ticket for your broker" in text
     assert "BUY TO OPEN 3 SPXW 2024-08-06 5075 PUT" in text
     assert "ESTIMATE" in text and "transactions (as signed)" not in text
+
+
+async def _publish_twice(tmp_path: Path, csv_path: Path) -> tuple[list[object], Store, Path]:
+    """The advisory ticket through the proposals' sinks, twice (a replay after a restart)."""
+    store = Store(tmp_path / "agent.sqlite")
+    journal_path = tmp_path / "proposals.jsonl"
+    cfg = SinksConfig(safe_tx_builder_dir=str(tmp_path / "safe"), spx_ticket_csv=str(csv_path))
+    # rpc/http: never called, an advisory ticket is neither simulated, posted nor sent
+    async with HttpClient() as http, RpcClient("http://127.0.0.1:9") as rpc:
+        sinks = ProposalSinks(
+            cfg, journal=ProposalJournal(journal_path), store=store, rpc=rpc, http=http,
+            chain_id=31337,
+        )  # fmt: skip
+        proposal = Proposal.model_validate(ticket_record())
+        spend = Decimal(str(proposal.sizing["spend_usd"])) if proposal.sizing else Decimal(0)
+        out = [
+            sinks.publish_advisory(proposal, session_id="2024-08-02", spend_usd=spend, at=1)
+            for _ in range(2)
+        ]
+    return out, store, journal_path
+
+
+async def test_publish_advisory_journals_ledgers_and_writes_the_csv_once(tmp_path: Path) -> None:
+    csv_path = tmp_path / "spx_tickets.csv"
+    (first, second), store, journal_path = await _publish_twice(tmp_path, csv_path)
+    assert isinstance(first, dict) and second is None
+    assert first["status"] == "advisory" and first["ticket"]["csv"] == str(csv_path)
+    lines = journal_path.read_text().splitlines()
+    assert len(lines) == 1 and Proposal.model_validate_json(lines[0]).record() == first
+    legs = first["ticket"]["legs"]
+    # the ledger holds the cost at the limits, once: sum of contracts x limit x 100
+    at_limits = sum(
+        (Decimal(str(leg["contracts"])) * Decimal(leg["limit_price"]) * 100 for leg in legs),
+        Decimal(0),
+    )
+    assert at_limits > 0
+    assert store.session_spent_usd("2024-08-02") == Decimal(str(first["sizing"]["spend_usd"]))
+    assert store.session_spent_usd("2024-08-02") == at_limits
+    with csv_path.open() as fh:
+        assert len(list(csv.DictReader(fh))) == len(legs)
+    assert not (tmp_path / "safe").exists()  # no Safe batch file for a broker ticket
+    store.close()
+
+
+async def test_publish_advisory_keeps_the_ticket_and_its_spend_when_the_csv_fails(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (first, _), store, journal_path = await _publish_twice(tmp_path, blocker / "x.csv")
+    assert isinstance(first, dict)
+    assert len(journal_path.read_text().splitlines()) == 1
+    assert store.session_spent_usd("2024-08-02") == Decimal(str(first["sizing"]["spend_usd"]))
+    store.close()
