@@ -57,7 +57,8 @@ demo: install
 	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(LEAN_CONFIG) --once; \
 	echo; echo "==== proposals ===="; \
 	$(BIN)/hedge-agent proposals list --config $(DEVNET_CONFIG); \
-	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true
+	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true; \
+	echo; echo "S&P 500 put ticket (advisory, for your broker):"; cat var/demo/spx_tickets.csv 2>/dev/null || echo "(none this run)"
 
 clean:
 	rm -rf out var .pytest_cache .mypy_cache .ruff_cache

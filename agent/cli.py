@@ -46,6 +46,11 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
                     f"{int(sim['option_long_after']) / 1e18:,.2f} puts {o['horizon']} "
                     f"strike {float(o['strike']):,.0f}"
                 )
+            elif r.get("ticket"):  # the S&P 500 side's advisory ticket
+                hf = "SPX puts " + ", ".join(
+                    f"{g['contracts']}x {g['symbol']} {g['expiry']} {g['strike']}P @{g['limit_price']}"
+                    for g in r["ticket"]["legs"]
+                )
             elif sim.get("health_factor_before") is not None:
                 after = sim.get("health_factor_after")
                 hf = (

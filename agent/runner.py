@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from agent.advisory import spx_advisory
 from agent.app import App
 from agent.collect import IntervalSchedule, collect_once
 from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
@@ -133,6 +134,10 @@ class Agent:
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
         proposals = await self.proposer.propose(snap, evaluation)
+        # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+        proposals += spx_advisory(
+            self.app.store, self.settings, self.app.sinks, snap, evaluation, self.proposer.account
+        )
         log.info(
             "tick.done",
             rpc=METRICS.snapshot(),

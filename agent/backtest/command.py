@@ -36,6 +36,7 @@ from agent.backtest.outcome import (
     price_book,
     proposals_from_backtest,
 )
+from agent.backtest.spx import spx_summary
 from agent.core.errors import ConfigError
 from agent.policy import PolicyConfig
 from agent.signals import SignalInputs, SignalsConfig, s8_beta_one
@@ -125,6 +126,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         inputs=inputs,
     )
     for line in summary_table(res):
+        print(line)
+    print()
+    for line in spx_summary(res.days):  # the SPX layer rule (issue 15)
         print(line)
     want = args.outcome or bool(args.outcome_markdown)
     reports = _outcomes(args, data, inputs, specs, res) if want else []

@@ -35,6 +35,9 @@ COMMON_FILES: dict[str, str] = {
     "funding.bybit.BTCUSDT": "bybit_btcusdt_funding_8h_utc_inferred.csv",
     "rate.aave-v2.ethereum.usdc.supply_apy": "aave_usdc_lending_rate_daily_dune.csv",
     "rate.aave-v2.ethereum.usdt.supply_apy": "aave_usdt_lending_rate_daily_dune.csv",
+    # S9/S10 (the SPX layer): FRED VIXCLS and VXVCLS; S9 pairs them on common dates only.
+    "close.vix": "vix_vixcls_daily_fred.csv",
+    "close.vix3m": "vix3m_vxvcls_daily_fred.csv",
 }
 PRICE_FILES: dict[PriceSet, dict[str, str]] = {
     "yahoo": {

@@ -67,6 +67,8 @@ class LiveConfig(BaseModel):
 class SinksConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     safe_tx_builder_dir: str | None = "var/safe-tx-builder"  # None: do not write batch files
+    # The S&P 500 side's advisory tickets, one CSV row per leg (None: no CSV).
+    spx_ticket_csv: str | None = "var/spx_tickets.csv"
     safe_service: SafeServiceConfig = SafeServiceConfig()
     live: LiveConfig = LiveConfig()
 

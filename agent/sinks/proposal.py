@@ -7,8 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Status = Literal["simulated", "simulation_failed", "planned", "planning_failed"]
-ActionKind = Literal["collateral_top_up", "repay_debt", "deleverage", "option_put"]
+# "advisory": a ticket a person places with their broker (the S&P 500 side); nothing to sign.
+Status = Literal["simulated", "simulation_failed", "planned", "planning_failed", "advisory"]
+ActionKind = Literal[
+    "collateral_top_up", "repay_debt", "deleverage", "option_put", "spx_put_ticket"
+]
 
 
 class Proposal(BaseModel):
@@ -37,6 +40,7 @@ class Proposal(BaseModel):
     safe_service: dict[str, Any] | None = None
     live: list[dict[str, Any]] | None = None
     error: str | None = None
+    ticket: dict[str, Any] | None = None  # advisory S&P 500 put ticket: legs, estimate, limit
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready form the journal stores and the log event carries."""

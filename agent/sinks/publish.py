@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import structlog
 
+from agent.core.errors import StoreError
 from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
@@ -28,6 +30,7 @@ from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
 from agent.sinks.safe_service import SafeServiceSink
 from agent.sinks.safe_tx_builder import write_batch_file
+from agent.sinks.spx_ticket import append_ticket_csv
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent.propose")
@@ -167,6 +170,35 @@ class ProposalSinks:
             return None
         if outcome.spends:
             self.store.record_spend(session_id, proposal.idempotency_key, draft.spend_usd, at)
+        self._log(record)
+        return record
+
+    def publish_advisory(
+        self, proposal: Proposal, *, session_id: str, spend_usd: Decimal, at: int
+    ) -> dict[str, Any] | None:
+        """Deliver an advisory ticket (a person places it; nothing is sent or simulated): the
+        journal, its cost in the session's spend ledger, the ticket CSV and the log. Returns
+        its journal record, or None if the journal already holds its idempotency key."""
+        if self.seen(proposal.idempotency_key):
+            return None
+        csv_path = self.cfg.spx_ticket_csv
+        if csv_path and proposal.ticket is not None:
+            proposal = proposal.model_copy(update={"ticket": proposal.ticket | {"csv": csv_path}})
+        record = proposal.record()
+        if not self.journal.append(record):
+            return None
+        # The spend is recorded before the CSV copy: a failed copy must not free the budget.
+        self.store.record_spend(session_id, proposal.idempotency_key, spend_usd, at)
+        if csv_path:
+            try:
+                append_ticket_csv(record, csv_path)
+            except StoreError as exc:
+                # The ticket stands in the journal and the log; the CSV is a convenience copy.
+                log.warning(
+                    "spx_ticket.csv_failed",
+                    error=str(exc),
+                    idempotency_key=proposal.idempotency_key,
+                )
         self._log(record)
         return record
 

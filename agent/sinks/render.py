@@ -29,6 +29,10 @@ def render_proposal(p: dict[str, Any]) -> str:
         f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
         + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
     )
+    if p.get("ticket"):  # the S&P 500 side: an advisory ticket, nothing to sign
+        from agent.sinks.spx_ticket import render_ticket
+
+        return "\n".join(lines + render_ticket(p))
     lines.append("  transactions (as signed):")
     for i, tx in enumerate(p.get("transactions", []), 1):
         call = tx["call"]

@@ -258,7 +258,15 @@ def test_stress_scenario(devnet: dict[str, Any], devnet_chain: Chain, tmp_path: 
     assert raw["started_at"] == b.timestamp
     obs = load_scenario_feed(feed_path)
     keys = {o.key for o in obs}
-    assert keys == {"macro.cpi", "macro.ppi", "close.btc", "close.eth", "close.spx"}
+    assert keys == {
+        "macro.cpi",
+        "macro.ppi",
+        "close.btc",
+        "close.eth",
+        "close.spx",
+        "close.vix",
+        "close.vix3m",
+    }
     assert all(o.source == "scenario:stress" for o in obs)
     cpi = [o for o in obs if o.key == "macro.cpi" and o.available_at <= raw["started_at"]]
     assert len(cpi) >= 14
