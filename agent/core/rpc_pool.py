@@ -14,7 +14,13 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.core.errors import MalformedResponse, RateLimited, SourceError, TransportError
+from agent.core.errors import (
+    HttpStatusError,
+    MalformedResponse,
+    RateLimited,
+    SourceError,
+    TransportError,
+)
 from agent.core.rpc import RetryPolicy, RpcClient
 
 
@@ -73,7 +79,7 @@ class RpcPool(RpcClient):
         for attempt in range(1, attempts + 1):
             try:
                 return await self.members[self.current].request(method, params)
-            except (TransportError, MalformedResponse) as exc:
+            except (TransportError, MalformedResponse, HttpStatusError) as exc:
                 reason = rotation_reason(exc)
                 if reason is None or attempt == attempts:
                     raise

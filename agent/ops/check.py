@@ -23,6 +23,7 @@ from agent.core.abi import load_abi
 from agent.core.errors import AgentError
 from agent.core.rpc import RetryPolicy, RpcClient, redact_url
 from agent.ops.server import parse_listen
+from agent.sinks.config import is_safe_hosted
 
 
 class Checks:
@@ -138,10 +139,12 @@ def _api_keys(ck: Checks, s: Settings) -> None:
     if col.subgraph.enabled:
         ck.expect(bool(col.subgraph.url), "collectors.subgraph: enabled but url is not set")
     ss = s.sinks.safe_service
-    if ss.enabled:
+    if ss.enabled and is_safe_hosted(ss.base_url):
+        # Safe's own services refuse requests without a key; a self-hosted one may not need one.
         ck.expect(
-            ss.api_key is not None and bool(ss.api_key.get_secret_value()),
-            "sinks.safe_service: enabled but api_key is not set",
+            ss.api_key is not None and bool(ss.api_key.get_secret_value().strip()),
+            f"sinks.safe_service.api_key: not set, required by the Safe-hosted {ss.base_url} "
+            "(HEDGE_AGENT_SINKS__SAFE_SERVICE__API_KEY)",
         )
 
 

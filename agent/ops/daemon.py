@@ -4,6 +4,8 @@ and stays a loop: metrics and health (``Telemetry`` + ``OpsServer``), notificati
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +46,7 @@ class Operations:
         self.sources = SourceWatch(cfg.source_failing_after_s)
         self.switch = PauseSwitch(pause_path(a.store_path))
         self._pause: PauseState | None = None
+        self._server_task: asyncio.Task[None] | None = None
 
     def chain_rpc(self, chain: ChainConfig) -> RpcClient:
         """The chain's client: ``rpc_url`` alone, or with ``rpc_urls`` as a rotating pool whose
@@ -68,16 +71,27 @@ class Operations:
         self.notifier.submit(notice)
         self.telemetry.notify_queue.set(self.notifier.depth)
 
-    async def start(self) -> None:
-        self.notifier.start()
-        if self.server is not None:
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Bind the metrics server now (a taken port is a one-line error before anything
+        else) and run it and the notifier as tasks of the daemon's task group."""
+        self.notifier.start(tasks)
+        if self.server is not None and self._server_task is None:
             await self.server.start()
+            self._server_task = tasks.create_task(self.server.serve(), name="ops-server")
             log.info("ops.listening", host=self.server.host, port=self.server.port)
 
     async def stop(self) -> None:
+        """End the tasks (queued notices, a halt, get their chance to go out first)."""
         await self.notifier.stop()
-        if self.server is not None:
-            await self.server.stop()
+        if self._server_task is not None:
+            self._server_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._server_task
+            self._server_task = None
+
+    async def close(self) -> None:
+        """The composition root's close: the tasks, then the metrics observer."""
+        await self.stop()
         self.telemetry.close()
 
     # -- facts the runner reports --------------------------------------------------------------

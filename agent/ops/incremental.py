@@ -22,7 +22,7 @@ from agent.collectors.liquidations import (
     hour_floor,
     liquidation_volume,
 )
-from agent.collectors.onchain import MarketLayout
+from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.store.sqlite import Store
 

@@ -3,6 +3,8 @@ so a scrape never needs a thread and stops with the daemon."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -52,6 +54,13 @@ class OpsServer:
             raise ConfigError(
                 f"agent.http.listen {self.host}:{self.port}: {exc.strerror}"
             ) from None
+
+    async def serve(self) -> None:
+        """Keep the started server until cancelled (a task in the daemon's task group)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -78,6 +78,11 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
     ]
     if record.get("error"):
         lines.append(f"error: {record['error']}")
+    ticket = record.get("ticket")
+    if isinstance(ticket, Mapping):
+        # An SPX advisory ticket: nothing is sent; a person places the order.
+        legs = ticket.get("legs") or ()
+        lines.append(f"advisory ticket: {len(legs)} leg(s), csv {ticket.get('csv') or 'none'}")
     if reasons:
         lines.append("why:")
         lines += [f"- {r}" for r in reasons]
@@ -223,9 +228,11 @@ class Notifier:
                 return True
         return False
 
-    def start(self) -> None:
+    def start(self, tasks: asyncio.TaskGroup | None = None) -> None:
+        """Run the delivery task, in the daemon's task group when given one."""
         if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="notifier")
+            spawn = tasks.create_task if tasks is not None else asyncio.create_task
+            self._task = spawn(self._run(), name="notifier")
 
     async def stop(self, drain_s: float = 10.0) -> None:
         """Give queued notices up to ``drain_s`` to go out (a halt notice is sent this way)."""

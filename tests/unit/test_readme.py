@@ -18,7 +18,8 @@ def _commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     out = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
-        for line in block.splitlines():
+        # a trailing backslash continues the command on the next line, as in the shell
+        for line in block.replace("\\\n", " ").splitlines():
             for part in line.split("#", 1)[0].split("&&"):
                 words = shlex.split(part)
                 if words and words[0] == "hedge-agent":
