@@ -188,8 +188,8 @@ class LiquidationsConfig(_Model):
 
     enabled: bool = True
     # How far back a scan without a checkpoint reaches (rounded back to the start of that
-    # block's hour): ``collect --once`` and the daemon's first scan; the daemon then reads only
-    # blocks after its stored checkpoint. 7200 blocks ~ 1 day on Ethereum.
+    # block's hour): the first scan; later ones (``collect`` and the daemon's ticks) read only
+    # blocks after the stored checkpoint. 7200 blocks ~ 1 day on Ethereum.
     lookback_blocks: int = Field(7200, gt=0)
     # Blocks per eth_getLogs request; halved automatically on a provider "range too large" error.
     chunk_blocks: int = Field(2000, gt=0)
