@@ -17,6 +17,7 @@ import pandas as pd
 
 from agent.collectors.onchain import ChainSnapshot, MarketLayout
 from agent.config import Settings
+from agent.open_layers import open_layers_from_journal
 from agent.policy import (
     Decision,
     MemoryEntry,
@@ -196,6 +197,10 @@ class Evaluation:
             "session_remaining_after_usd": max(0.0, float(d.session_cap_usd) - before - spend_usd),
             "priority": d.priority,
             "size_fraction": str(d.size_fraction),
+            "budget_usd": float(d.budget_usd),
+            "open_layers_usd": float(d.open_layers_usd),
+            "budget_room_usd": float(d.budget_room_usd),
+            "budget_frees_next": d.budget_frees_next,
         }
 
 
@@ -220,13 +225,22 @@ def evaluate(
             a.liquidation_threshold_bps,
             a.health_factor_wad,
         )
-    memory, horizons = memory_from_journal(journal_records)
+    records = list(journal_records)
+    memory, horizons = memory_from_journal(records)
+    open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
     session = SessionState(
         session_id,
         Decimal(store.session_spent_usd(session_id)),
         frozenset(horizons.get(session_id, set())),
     )
     decision = decide(
-        signals, position, session, settings.policy, pd.Timestamp(at, unit="s", tz="UTC"), memory
+        signals,
+        position,
+        session,
+        settings.policy,
+        pd.Timestamp(at, unit="s", tz="UTC"),
+        memory,
+        open_layers=open_layers,
+        options_enabled=settings.options.enabled and settings.options.configured,
     )
     return Evaluation(decision, session_id)

@@ -81,7 +81,7 @@ def run(
         signals,
         pos or position(),
         session(at, spent),
-        cfg or PolicyConfig(budget_usd=Decimal(100_000)),
+        cfg or PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design"),
         at,
         memory,
     )
@@ -109,6 +109,18 @@ def test_gate_blocks_a_lone_tvl_drop() -> None:
         [sig("S1"), *quiet("S2")], PolicyConfig(budget_usd=Decimal(100_000), consensus_gate=False)
     )
     assert not d2.acted
+
+
+def test_independent_gate_is_the_default() -> None:
+    cfg = PolicyConfig(budget_usd=Decimal(100_000))
+    assert cfg.gate_mode == "independent"
+    lone = run([sig("S1"), sig("S2"), *quiet("S3", "S4", "S5", "S6", "S7", "S8")], cfg)
+    assert lone.trigger and not lone.gate_passed and not lone.acted and lone.actions == ()
+    funded = run([sig("S1"), sig("S2"), sig("S3"), *quiet("S8")], cfg)  # S3 confirms S1+S2
+    assert funded.acted and funded.confirming_signals == ("S3",)
+    # S3+S4 with S2 firing: macro confirms the on-chain stress path
+    stress = run([sig("S3"), sig("S4"), sig("S2")], cfg)
+    assert stress.trigger_paths == ("S3+S4",) and stress.acted
 
 
 def test_trigger_paths_and_gate_modes() -> None:
@@ -139,7 +151,7 @@ def test_insufficient_never_counts_as_firing() -> None:
 
 
 def test_beta_priority_and_sizing() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))  # cap 25,000
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")  # cap 25,000
     full = run(
         [sig("S1"), sig("S2"), sig("S8", subject="eth"), sig("S8", "quiet", subject="btc")], cfg
     )
@@ -184,7 +196,7 @@ def test_beta_priority_and_sizing() -> None:
 
 
 def test_session_cap_holds_across_triggers_in_one_day() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")
     spent = Decimal(0)
     total = Decimal(0)
     for i in range(6):
@@ -208,7 +220,7 @@ def test_session_cap_holds_across_triggers_in_one_day() -> None:
 
 
 def test_hysteresis_and_cooldown() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))  # step 0.25, cooldown 24h
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")  # step 0.25, cooldown 24h
     day1 = pd.Timestamp("2024-08-05 23:00", tz="UTC")
     first = run([sig("S1", severity=1.5), sig("S2")], cfg, at=day1)
     assert len(first.actions) == 4
@@ -242,7 +254,12 @@ def test_hysteresis_and_cooldown() -> None:
 def test_horizon_once_per_session() -> None:
     s = SessionState(session_id_for(int(AT.timestamp())), Decimal(0), frozenset({"short"}))
     d = decide(
-        [sig("S1"), sig("S2")], position(), s, PolicyConfig(budget_usd=Decimal(100_000)), AT, None
+        [sig("S1"), sig("S2")],
+        position(),
+        s,
+        PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design"),
+        AT,
+        None,
     )
     assert {o.horizon for o in d.options()} == {"intermediate", "structural"}
     assert any("already bought" in x.reason for x in d.suppressed)
