@@ -105,6 +105,15 @@ WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit
 """
 
 
+# The latest earlier vintage of the same (key, ts, source): a new vintage repeating it carries no
+# news (a source without vintages, like BLS, re-stamps known_at with every fetch).
+_LATEST_BEFORE = """
+SELECT value, unit FROM observations
+WHERE key = ? AND ts = ? AND source = ? AND available_at < ?
+ORDER BY available_at DESC LIMIT 1
+"""
+
+
 class Store:
     """Thread-safe (one connection behind a lock); calls are short, so the async runner may call
     them directly or through ``asyncio.to_thread``."""
@@ -193,13 +202,19 @@ class Store:
     # -- observations ----------------------------------------------------------------------
 
     def upsert(self, observations: Iterable[Observation]) -> int:
-        """Insert observations in one transaction; returns rows inserted or changed."""
+        """Insert observations in one transaction; returns rows inserted or changed. A vintage
+        that repeats the latest earlier vintage of its (key, ts, source) is not stored again."""
         rows = [self._row(o) for o in observations]
         if not rows:
             return 0
         with self._tx() as c:
             before = c.total_changes
-            c.executemany(_UPSERT, rows)
+            fresh = []
+            for r in rows:
+                prev = c.execute(_LATEST_BEFORE, r[:4]).fetchone()
+                if prev is None or (prev[0], prev[1]) != (r[5], r[6]):
+                    fresh.append(r)
+            c.executemany(_UPSERT, fresh)
             return c.total_changes - before
 
     def _row(self, o: Observation) -> tuple[object, ...]:
