@@ -197,6 +197,47 @@ async def test_extra_calls_ride_in_the_same_eth_call(
     assert snap.extra["usdc_supply"][0] == call(devnet_url, usdc, "ERC20", "totalSupply")[0]
 
 
+async def test_a_reverted_call_never_becomes_a_value(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
+    """A call that reverts inside the batch is a failure, never an output: the oracle adapter's
+    ``getPrice`` for an unsupported pair reverts with ``OracleAdapter__PairNotSupported(a, b)``,
+    68 bytes that would decode as a uint256 (the selector and the first address) if the success
+    flag were ignored. Nothing from it reaches the snapshot or the observations."""
+    from agent.collectors.multicall import Call, multicall
+    from agent.collectors.onchain import snapshot_observations
+
+    adapter = devnet["premia"]["oracle_adapter"]
+    weth, usdc = devnet["tokens"]["WETH"]["address"], devnet["tokens"]["USDC"]["address"]
+    stray = "0x000000000000000000000000000000000000dEaD"
+    oracle = load_abi("PremiaOracleAdapter")
+    async with RpcClient(devnet_url, source="rpc:x") as rpc:
+        out, failures = await multicall(
+            rpc,
+            [
+                Call("good", adapter, oracle, "getPrice", (weth, usdc)),
+                Call("bad", adapter, oracle, "getPrice", (stray, usdc)),
+            ],
+            address=devnet["multicall3"],
+        )
+        assert (
+            out["good"][0]
+            == call(devnet_url, adapter, "PremiaOracleAdapter", "getPrice", weth, usdc)[0]
+        )
+        assert "bad" not in out
+        (f,) = failures
+        assert f.tag == "bad" and "reverted" in f.reason and "PairNotSupported" in f.reason
+        # in a tick: the reverted extra call is listed as a failure and stored as nothing
+        layout = await layout_for(rpc, devnet)
+        snap = await read_snapshot(
+            rpc, layout, extra=[Call("bad", adapter, oracle, "getPrice", (stray, usdc))]
+        )
+    assert "bad" not in snap.extra
+    assert any("PairNotSupported" in x.reason for x in snap.failures)
+    _, problems = snapshot_observations(snap, layout)
+    assert any("PairNotSupported" in p for p in problems)
+
+
 async def _simulate_inner(devnet: dict[str, Any], devnet_url: str, txs: list[Any]) -> Any:
     safe = devnet["safe"]["address"]
     async with RpcClient(devnet_url) as rpc:
