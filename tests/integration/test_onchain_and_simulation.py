@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -130,6 +132,27 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
         allowance=0,
     )
     assert [t.decoded.method for t in plan.transactions] == ["approve", "supply"]
+    # The size, by hand from direct reads (account data, the data provider's threshold, the
+    # oracle price): x = (H' * D - C * LT) / LT_weth with H' = target + 10 bps of margin, in
+    # WETH rounded up. Pinned exactly, so a top-up larger than needed fails here ...
+    c_base, d_base, _, lt_avg, _, hf_now = call(
+        devnet_url, layout.pool, "Pool", "getUserAccountData", safe
+    )
+    weth = devnet["tokens"]["WETH"]["address"]
+    lt_weth = call(
+        devnet_url,
+        devnet["aave"]["data_provider"],
+        "AaveProtocolDataProvider",
+        "getReserveConfigurationData",
+        weth,
+    )[2]
+    price = call(devnet_url, devnet["aave"]["oracle"], "AaveOracle", "getAssetPrice", weth)[0]
+    h = Fraction(target * (10_000 + 10) // 10_000, WAD)
+    x_base = math.ceil((h * d_base - Fraction(c_base * lt_avg, 10_000)) / Fraction(lt_weth, 10_000))
+    amount = math.ceil(Fraction(x_base * 10**18, price))
+    supply = plan.transactions[-1].decoded
+    assert supply.args["amount"] == amount == plan.amount
+    assert hf_now < target
     sim = ForkSimulator(devnet_url, pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], plan.transactions)
@@ -139,6 +162,8 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
         assert res.before is not None and res.after is not None
         assert res.before.health_factor_wad == snap.accounts[safe].health_factor_wad
         assert res.after.health_factor_wad >= target > res.before.health_factor_wad
+        # ... and on the fork: at or above the target, and not more than the margin above it
+        assert res.after.health_factor_wad <= target * (10_000 + 11) // 10_000
         assert any(e.method == "Supply" for e in res.transactions[0].events)
         # the fork was reverted: a second run sees the same "before"
         again = await sim.simulate_safe(snap.block_number, st, safe, "top-up")
