@@ -64,17 +64,27 @@ class Scenario:
     cpi: list[MacroPrint]
     ppi: list[MacroPrint]
     closes: dict[str, list[float]]  # btc/eth/spx, oldest first
+    # daily-close paths during the scenario for series with no chain feed (the S&P 500):
+    # name -> [(hour, value)], so S8's pairs reach the time the scenario advances to
+    index_paths: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def price_at(self, feed: str, hour: float) -> float:
-        pts = self.prices[feed]
-        hours = [h for h, _ in pts]
-        i = bisect_right(hours, hour)
-        if i == 0:
-            return pts[0][1]
-        if i == len(pts):
-            return pts[-1][1]
-        (h0, p0), (h1, p1) = pts[i - 1], pts[i]
-        return p0 + (p1 - p0) * (hour - h0) / (h1 - h0)
+        return _interp(self.prices[feed], hour)
+
+    def index_at(self, name: str, hour: float) -> float:
+        return _interp(self.index_paths[name], hour)
+
+
+def _interp(pts: list[tuple[float, float]], hour: float) -> float:
+    """Piecewise-linear value at ``hour`` (flat before the first and after the last point)."""
+    hours = [h for h, _ in pts]
+    i = bisect_right(hours, hour)
+    if i == 0:
+        return pts[0][1]
+    if i == len(pts):
+        return pts[-1][1]
+    (h0, p0), (h1, p1) = pts[i - 1], pts[i]
+    return p0 + (p1 - p0) * (hour - h0) / (h1 - h0)
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -105,14 +115,22 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
     duration = int(raw["duration_hours"])
     if duration <= 0:
         raise bad("duration_hours must be positive")
-    prices: dict[str, list[tuple[float, float]]] = {}
-    for feed, pts in raw.get("prices", {}).items():
-        parsed = [(float(h), float(p)) for h, p in pts]
-        if not parsed or any(b[0] <= a[0] for a, b in pairwise(parsed)):
-            raise bad(f"prices.{feed}: hours must be strictly increasing")
-        if any(p <= 0 for _, p in parsed):
-            raise bad(f"prices.{feed}: prices must be positive")
-        prices[feed] = parsed
+
+    def paths(section: str) -> dict[str, list[tuple[float, float]]]:
+        out: dict[str, list[tuple[float, float]]] = {}
+        for name, pts in raw.get(section, {}).items():
+            parsed = [(float(h), float(p)) for h, p in pts]
+            if not parsed or any(b[0] <= a[0] for a, b in pairwise(parsed)):
+                raise bad(f"{section}.{name}: hours must be strictly increasing")
+            if any(p <= 0 for _, p in parsed):
+                raise bad(f"{section}.{name}: values must be positive")
+            out[name] = parsed
+        return out
+
+    prices = paths("prices")
+    index_paths = paths("index_paths")
+    if set(index_paths) - {"spx"}:
+        raise bad(f"index_paths: only 'spx' is known, got {sorted(index_paths)}")
     events = []
     for ev in raw.get("events", []):
         params = dict(ev)
@@ -143,6 +161,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
             for p in macro.get("ppi", [])
         ],
         closes=closes,
+        index_paths=index_paths,
     )
 
 
@@ -222,6 +241,23 @@ def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
                     "known_at": boundary,
                 }
             )
+            boundary += DAY
+    # S&P 500 closes for the trading days that end during the scenario, from its index path, so
+    # the beta check (S8) has pairs up to the chain time the scenario advances to.
+    if "spx" in scenario.index_paths:
+        boundary = day0 + DAY
+        while boundary <= start + scenario.duration_hours * HOUR:
+            day = boundary - DAY
+            if datetime.fromtimestamp(day, tz=UTC).weekday() < 5:
+                obs.append(
+                    {
+                        "key": "close.spx",
+                        "ts": day,
+                        "value": round(scenario.index_at("spx", (boundary - start) / HOUR), 2),
+                        "unit": "index",
+                        "known_at": boundary,
+                    }
+                )
             boundary += DAY
     obs.sort(key=lambda o: (o["key"], o["ts"]))
     return {
