@@ -184,6 +184,8 @@ class DayRecord:
             "priority": d.priority,
             "proposed_spend_usd": str(d.proposed_spend_usd),
             "session_spend_usd": str(d.session_spent_after_usd),
+            "open_layers_usd": str(d.open_layers_usd),
+            "budget_room_usd": str(d.budget_room_usd),
             "actions": [a.as_dict() for a in d.actions],
             "suppressed": [s.reason for s in d.suppressed],
         }
