@@ -112,7 +112,7 @@ def _cmd_sweep(
     args: argparse.Namespace, data: HistoricalData, policy: PolicyConfig, position: BacktestPosition
 ) -> int:
     axes = [parse_axis(t) for t in args.sweep]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = run_sweep(
         data,
         args.from_,
@@ -124,7 +124,10 @@ def _cmd_sweep(
     )
     for line in sweep_table(rows):
         print(line)
-    print(f"{len(rows)} setting(s) over {args.from_}..{args.to} in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"{len(rows)} setting(s) over {args.from_}..{args.to} in "
+        f"{time.perf_counter() - t0:.1f}s ({time.process_time() - c0:.1f}s CPU)"
+    )
     if args.json:
         _write_json(args.json, {"sweep": [r.record() for r in rows]})
         print(f"wrote {args.json}")
