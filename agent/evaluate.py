@@ -197,7 +197,7 @@ class Evaluation:
             "session_remaining_after_usd": max(0.0, float(d.session_cap_usd) - before - spend_usd),
             "priority": d.priority,
             "size_fraction": str(d.size_fraction),
-            "budget_usd": float(d.budget_usd),
+            "defined_risk_budget_usd": float(d.budget_usd),
             "open_layers_usd": float(d.open_layers_usd),
             "budget_room_usd": float(d.budget_room_usd),
             "budget_frees_next": d.budget_frees_next,
