@@ -79,8 +79,8 @@ def s3_funding_one(
             f"latest funding {last_t.isoformat()} older than {cfg.max_staleness_hours:g}h",
         )
     rate = float(s.iloc[-1])
-    trail = s.iloc[:-1]
-    trail = trail[trail.index >= last_t - span]
+    # the trailing window [t - span, t), by position on the sorted index
+    trail = s.iloc[int(s.index.searchsorted(last_t - span, side="left")) : len(s) - 1]
     z, zwhy = trailing_z(
         trail, rate, cfg.z_min_points, span, cfg.z_min_coverage_fraction, cfg.z_min_std_apr, last_t
     )
