@@ -332,3 +332,49 @@ def test_sweep_of_24_settings(full: BacktestResult, capsys: pytest.CaptureFixtur
         )
     with pytest.raises(ConfigError, match="KEY=V1"):
         parse_axis("policy.gate_mode")
+
+
+def test_cli_sweep_and_no_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import build_parser
+
+    out = tmp_path / "sweep.json"
+    argv = ["backtest", "--from", "2022-05-01", "--to", "2022-06-30", "--json", str(out)]
+    argv += [
+        "--sweep",
+        "policy.gate_mode=independent,design",
+        "--sweep",
+        "policy.layer_hold_days=30,90",
+    ]
+    args = build_parser().parse_args(argv)
+    assert args.handler(args) == 0
+    text = capsys.readouterr().out
+    assert "gate_mode" in text and "layer_hold_days" in text and "4 setting(s)" in text
+    rows = json.loads(out.read_text())["sweep"]
+    assert [r["setting"] for r in rows][0] == {
+        "policy.gate_mode": "independent",
+        "policy.layer_hold_days": "30",
+    }
+    assert all("May2022" in r["episodes_acted"] for r in rows)
+    assert all(Decimal(r["max_open_layers_usd"]) <= Decimal(1_000_000) for r in rows)
+    args = build_parser().parse_args(
+        [
+            "backtest",
+            "--from",
+            "2022-05-10",
+            "--to",
+            "2022-05-10",
+            "--no-options",
+            "--json",
+            str(out),
+        ]
+    )
+    assert args.handler(args) == 0
+    (day,) = json.loads(out.read_text())["days"]
+    assert [a["kind"] for a in day["actions"]] == ["collateral_top_up"]
+    # all of the need, not 60% of the layer: 1e6 * (1.6 - 1.45) / 0.825 = 181,818.18.. -> up
+    assert day["actions"][0]["max_spend_usd"] == "181818.19"
+    bad = build_parser().parse_args(
+        ["backtest", "--from", "2022-05-10", "--to", "2022-05-10", "--sweep", "policy.gate_mode=x"]
+    )
+    with pytest.raises(ConfigError, match="gate_mode=x"):
+        bad.handler(bad)
