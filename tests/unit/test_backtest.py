@@ -350,7 +350,7 @@ def test_cli_sweep_and_no_options(tmp_path: Path, capsys: pytest.CaptureFixture[
     text = capsys.readouterr().out
     assert "gate_mode" in text and "layer_hold_days" in text and "4 setting(s)" in text
     rows = json.loads(out.read_text())["sweep"]
-    assert [r["setting"] for r in rows][0] == {
+    assert rows[0]["setting"] == {
         "policy.gate_mode": "independent",
         "policy.layer_hold_days": "30",
     }
