@@ -246,6 +246,15 @@ class Proposer:
         ) / AAVE_BASE_UNIT_USD > self._remaining_usd(evaluation):
             topup = None  # its safety margin would cross the session cap
             errors.append("top-up: would exceed the session cap")
+        # B bounds the open layers: this action's room is what the decision left for it
+        d = evaluation.decision
+        room = d.budget_room_usd - d.proposed_spend_usd + action.max_spend_usd
+        if topup is not None and Decimal(topup.value_base) / AAVE_BASE_UNIT_USD > room:
+            topup = None
+            errors.append(f"top-up: would exceed the open-layer budget (room ${room:,})")
+        if repay is not None and Decimal(repay.value_base) / AAVE_BASE_UNIT_USD > room:
+            repay = None
+            errors.append(f"repay: would exceed the open-layer budget (room ${room:,})")
         plan, comparison = choose_protection(topup, repay, target_hf_wad=target)
         record["comparison"] = comparison
         if plan is None:
