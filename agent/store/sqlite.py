@@ -96,21 +96,24 @@ class Checkpoint:
     updated_at: int
 
 
+# Insert or update one observation, unless it is a new vintage that repeats the latest earlier
+# vintage of its (key, ts, source): that carries no news (a source without vintages, like BLS,
+# re-stamps known_at with every fetch). Rows without a known_at have a single vintage and skip the
+# check. One statement, so executemany stays in SQLite.
 _UPSERT = """
 INSERT INTO observations (key, ts, source, available_at, known_at, value, unit, ingested_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+WHERE ?5 IS NULL OR NOT EXISTS (
+    SELECT 1 FROM observations AS prev
+    WHERE prev.key = ?1 AND prev.ts = ?2 AND prev.source = ?3 AND prev.value = ?6
+      AND prev.unit = ?7 AND prev.available_at = (
+        SELECT MAX(available_at) FROM observations
+        WHERE key = ?1 AND ts = ?2 AND source = ?3 AND available_at < ?4
+    )
+)
 ON CONFLICT (key, ts, source, available_at) DO UPDATE
 SET value = excluded.value, unit = excluded.unit, ingested_at = excluded.ingested_at
 WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit
-"""
-
-
-# The latest earlier vintage of the same (key, ts, source): a new vintage repeating it carries no
-# news (a source without vintages, like BLS, re-stamps known_at with every fetch).
-_LATEST_BEFORE = """
-SELECT value, unit FROM observations
-WHERE key = ? AND ts = ? AND source = ? AND available_at < ?
-ORDER BY available_at DESC LIMIT 1
 """
 
 
@@ -209,12 +212,7 @@ class Store:
             return 0
         with self._tx() as c:
             before = c.total_changes
-            fresh = []
-            for r in rows:
-                prev = c.execute(_LATEST_BEFORE, r[:4]).fetchone()
-                if prev is None or (prev[0], prev[1]) != (r[5], r[6]):
-                    fresh.append(r)
-            c.executemany(_UPSERT, fresh)
+            c.executemany(_UPSERT, rows)
             return c.total_changes - before
 
     def _row(self, o: Observation) -> tuple[object, ...]:
