@@ -1,114 +1,76 @@
 """The daemon: one tick = collect → store → signals → policy → plan → simulate → sinks.
 
-Shape borrowed from silverback's runner: OS signals only set an event; the loop checks it
-between ticks; shutdown always runs (the simulator's fork anvil is stopped; the devnet's own
-anvil belongs to `hedge-agent devnet`); consecutive failed ticks spend
-an error budget, and ``Halt`` stops the daemon on purpose. ``once=True`` runs a single tick
-(arq's burst mode), which is what tests drive.
+Shape borrowed from silverback's runner: OS signals only set an event; the loop runs in one
+task group and checks the event between ticks; shutdown always runs (the composition root
+closes every client and stops the simulator's fork anvil; the devnet's own anvil belongs to
+`hedge-agent devnet`). Any exception a tick raises is logged with its traceback and spends the
+error budget (consecutive failed ticks); ``Halt`` stops the daemon at once, on purpose.
+``once=True`` runs a single tick (arq's burst mode), which is what tests drive. Nothing is kept
+per tick: the daemon's memory does not grow with its age.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import signal
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
-from agent.collectors import build_http_collectors
-from agent.collectors.comet import comet_calls, comet_observations
-from agent.collectors.liquidations import collect_liquidations
-from agent.collectors.onchain import (
-    ChainSnapshot,
-    MarketLayout,
-    backfill_snapshots,
-    discover,
-    read_snapshot,
-    snapshot_observations,
-)
-from agent.collectors.scenario import load_scenario_feed
+from agent.advisory import spx_advisory
+from agent.app import App
+from agent.collect import IntervalSchedule, collect_once
+from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
 from agent.config import Settings
 from agent.core.errors import AgentError, ConfigError, Halt
-from agent.core.http import HttpClient
+from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
-from agent.core.rpc import RpcClient
-from agent.evaluate import Evaluation, evaluate
+from agent.evaluate import evaluate
 from agent.propose import Proposer
-from agent.simulator.fork import ForkSimulator
-from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import check_live_allowed
-from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TickReport:
     tick_id: int
     block_number: int
     timestamp: int
     stored: int
-    problems: list[str]
-    evaluation: Evaluation | None = None
-    proposals: list[dict[str, Any]] = field(default_factory=list)
+    proposals: int
 
 
 class Agent:
-    """The wired pipeline for one chain. Holds connections, not logic."""
+    """The wired pipeline for one chain: parts from the composition root, no logic of its own."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        chain = settings.chain
-        self.rpc = RpcClient(
-            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
-        )
-        Path(settings.agent.store_path).parent.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.agent.store_path)
-        self.journal = ProposalJournal(settings.agent.journal_path)
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.settings = app.settings
         self.layout: MarketLayout | None = None
-        self.simulator: ForkSimulator | None = None
         self.proposer: Proposer | None = None
-        self.http: HttpClient | None = None
-        self.http_collectors = build_http_collectors(settings.collectors)
-        self._last_run: dict[str, float] = {}
+        self.schedule = IntervalSchedule()
 
     async def setup(self) -> MarketLayout:
-        chain = self.settings.chain
-        if not chain.rpc_url.get_secret_value():
-            raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
-        await self.rpc.ensure_chain(chain.chain_id)
-        live = self.settings.sinks.live
+        settings = self.settings
+        chain = settings.chain
+        rpc = self.app.rpc()  # a one-line error when chain.rpc_url is not set
+        await rpc.ensure_chain(chain.chain_id)
+        live = settings.sinks.live
         if live.enabled:
             # Refuse to start rather than discover at the first proposal that live cannot work.
-            if not self.settings.simulator.enabled:
+            if not settings.simulator.enabled:
                 raise ConfigError(
-                    f"{self.settings.origin}: live submission needs the simulator (simulator.enabled)"
+                    f"{settings.origin}: live submission needs the simulator (simulator.enabled)"
                 )
             check_live_allowed(
-                live, await self.rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
+                live, await rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
             )
             log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
-        self.layout = await discover(self.rpc, chain)
-        if self.settings.simulator.enabled:
-            self.simulator = ForkSimulator(
-                chain.rpc_url.get_secret_value(),
-                pool=self.layout.pool,
-                block_lag=self.settings.simulator.block_lag,
-                chain_id=chain.chain_id,
-            )
-        self.proposer = Proposer(
-            self.settings,
-            self.layout,
-            rpc=self.rpc,
-            store=self.store,
-            journal=self.journal,
-            simulator=self.simulator,
-        )
+        self.layout = await discover(rpc, chain)
+        self.proposer = self.app.proposer(self.layout)
         log.info(
             "agent.ready",
             chain=chain.name,
@@ -125,10 +87,11 @@ class Agent:
         hours = self.settings.agent.backfill_hours
         if hours <= 0:
             return 0
-        head = await self.rpc.block_number()
-        head_ts = int((await self.rpc.get_block(head))["timestamp"], 16)
+        rpc = self.app.rpc()
+        head = await rpc.block_number()
+        head_ts = int((await rpc.get_block(head))["timestamp"], 16)
         snaps = await backfill_snapshots(
-            self.rpc,
+            rpc,
             self.layout,
             since_ts=head_ts - int(hours * 3600),
             until_block=head,
@@ -139,116 +102,101 @@ class Agent:
             obs, _ = snapshot_observations(
                 snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
             )
-            stored += self.store.upsert(obs)
+            stored += self.app.store.upsert(obs)
         log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours)
         return stored
 
-    async def close(self) -> None:
-        if self.proposer is not None:
-            await self.proposer.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
-        if self.http is not None:
-            await self.http.close()
-        await self.rpc.close()
-        self.store.close()
-
-    async def collect_side(self, snap: ChainSnapshot) -> int:
-        """Everything besides the one-call snapshot: liquidation logs, HTTP sources when their
-        interval has passed, the scenario feed. A failing source is logged and skipped; the
-        tick goes on with what the store already holds."""
-        assert self.layout is not None
-        stored = 0
-        lc = self.settings.collectors.liquidations
-        if lc.enabled:
-            try:
-                scan = await collect_liquidations(
-                    self.rpc,
-                    self.layout,
-                    lookback_blocks=lc.lookback_blocks,
-                    chunk_blocks=lc.chunk_blocks,
-                    confirmations=lc.confirmations,
-                    head=snap.block_number,
-                )
-                stored += self.store.upsert(scan.observations)
-                for p in scan.problems:
-                    log.warning("collect.problem", source="liquidations", problem=p)
-            except AgentError as exc:
-                log.warning("collect.failed", source="liquidations", error=str(exc))
-        now = time.monotonic()
-        for c in self.http_collectors:
-            if now - self._last_run.get(c.name, -math.inf) < c.interval_s:
-                continue
-            self._last_run[c.name] = now
-            try:
-                if self.http is None:
-                    self.http = self.settings.collectors.http.client()
-                obs = await c.collect(self.http)
-                stored += self.store.upsert(obs)
-                log.info("collect.done", source=c.name, observations=len(obs))
-            except AgentError as exc:
-                log.warning("collect.failed", source=c.name, error=str(exc))
-            finally:
-                c.reset()
-        if self.settings.scenario.feed:
-            try:
-                feed = load_scenario_feed(self.settings.scenario.feed)
-            except AgentError as exc:
-                log.warning(
-                    "collect.failed", source="scenario", data_origin="scenario", error=str(exc)
-                )
-            else:
-                stored += self.store.upsert(feed)
-                log.info(
-                    "scenario.loaded",
-                    data_origin="scenario",
-                    observations=len(feed),
-                    feed=self.settings.scenario.feed,
-                )
-        return stored
-
     async def tick(self, tick_id: int) -> TickReport:
-        assert self.layout is not None
+        assert self.layout is not None and self.proposer is not None
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        comets = self.settings.collectors.comet
-        markets = comets.markets if comets.enabled else ()
-        extra = [c for i, m in enumerate(markets) for c in comet_calls(m.address, f"comet{i}")]
-        snap = await read_snapshot(self.rpc, self.layout, extra=extra)
-        structlog.contextvars.bind_contextvars(block_number=snap.block_number)
-        obs, problems = snapshot_observations(
-            snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
+        # The same collection as `hedge-agent collect`: one failing side source is logged and
+        # skipped; without the chain snapshot there is nothing to evaluate, so the tick fails.
+        collected = await collect_once(
+            self.settings,
+            self.app.store,
+            http=self.app.http,
+            rpc=self.app.rpc(),
+            layout=self.layout,
+            due=self.schedule,
         )
-        for i, m in enumerate(markets):
-            try:
-                obs += comet_observations(
-                    snap.extra,
-                    f"comet{i}",
-                    chain=self.layout.chain,
-                    asset=m.asset,
-                    ts=snap.timestamp,
-                    source=f"onchain:{self.layout.chain}:block={snap.block_number}",
-                    protocol=comets.protocol,
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                problems.append(f"Comet {m.asset} at {m.address}: unreadable ({exc})")
-        stored = self.store.upsert(obs)
-        for p in problems:
-            log.warning("collect.problem", problem=p)
-        stored += await self.collect_side(snap)
-        report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
-        report.evaluation = evaluation = evaluate(
-            self.store, self.settings, self.layout, snap, self.journal.records()
+        snap = collected.snapshot
+        if snap is None:
+            onchain = collected.sources.get("onchain")
+            raise AgentError(
+                onchain.errors[0] if onchain and onchain.errors else "no chain snapshot this tick"
+            )
+        structlog.contextvars.bind_contextvars(block_number=snap.block_number)
+        evaluation = evaluate(
+            self.app.store, self.settings, self.layout, snap, self.app.journal.records()
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
-        assert self.proposer is not None
-        report.proposals = await self.proposer.propose(snap, evaluation)
-        log.info(
-            "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
+        proposals = await self.proposer.propose(snap, evaluation)
+        # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+        proposals += spx_advisory(
+            self.app.store, self.settings, self.app.sinks, snap, evaluation, self.proposer.account
         )
-        return report
+        log.info(
+            "tick.done",
+            rpc=METRICS.snapshot(),
+            proposals=len(proposals),
+            stored=collected.stored,
+        )
+        return TickReport(
+            tick_id, snap.block_number, snap.timestamp, collected.stored, len(proposals)
+        )
+
+
+async def tick_loop(
+    tick: Callable[[int], Awaitable[object]],
+    *,
+    stop: asyncio.Event,
+    interval_s: float,
+    error_budget: int,
+    once: bool = False,
+) -> int:
+    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded.
+
+    Every exception a tick raises (the project's errors or any other) is logged with its
+    traceback and spends the error budget; ``error_budget`` consecutive failures halt the
+    daemon. ``Halt`` (a deliberate stop, e.g. live sending refused) and cancellation pass
+    through at once."""
+    failures = 0
+    done = 0
+    tick_id = 0
+    while not stop.is_set():
+        tick_id += 1
+        try:
+            await tick(tick_id)
+            failures = 0
+            done += 1
+        except (Halt, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            failures += 1
+            log.error(
+                "tick.failed",
+                error=str(exc) or type(exc).__name__,
+                error_type=type(exc).__name__,
+                failures=failures,
+                budget=error_budget,
+                exc_info=exc,
+            )
+            if once:
+                raise
+            if failures >= error_budget:
+                raise Halt(
+                    f"{failures} consecutive failed ticks (error budget {error_budget}); last: {exc}"
+                ) from exc
+        finally:
+            structlog.contextvars.unbind_contextvars("tick_id", "block_number")
+        if once:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    return done
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:
@@ -256,46 +204,36 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(settings)
-    reports: list[TickReport] = []
     started = False
+    ticks = 0
     try:
-        await agent.setup()
-        started = True
-        await agent.backfill()
-        failures = 0
-        tick_id = 0
-        while not stop.is_set():
-            tick_id += 1
+        async with App(settings) as app:
+            agent = Agent(app)
+            await agent.setup()
+            started = True
+            await agent.backfill()
             try:
-                reports.append(await agent.tick(tick_id))
-                failures = 0
-            except Halt:
+                async with asyncio.TaskGroup() as tasks:
+                    # The daemon's long-running tasks share this group: one failing cancels
+                    # the others, and the app closes after all of them have ended.
+                    ticking = tasks.create_task(
+                        tick_loop(
+                            agent.tick,
+                            stop=stop,
+                            interval_s=settings.agent.tick_interval_s,
+                            error_budget=settings.agent.error_budget,
+                            once=once,
+                        )
+                    )
+            except BaseExceptionGroup as group:
+                # One failing task: raise its error itself (a Halt ends as one line).
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
                 raise
-            except AgentError as exc:
-                failures += 1
-                log.error(
-                    "tick.failed",
-                    error=str(exc),
-                    failures=failures,
-                    budget=settings.agent.error_budget,
-                )
-                if once:
-                    raise
-                if failures >= settings.agent.error_budget:
-                    raise Halt(
-                        f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"
-                    ) from exc
-            finally:
-                structlog.contextvars.unbind_contextvars("tick_id", "block_number")
-            if once:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.agent.tick_interval_s)
+            ticks = ticking.result()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await agent.close()
         if started:  # a failed start-up ends with the one-line error alone
-            log.info("agent.stopped", ticks=len(reports))
+            log.info("agent.stopped", ticks=ticks)
     return 0

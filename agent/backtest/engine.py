@@ -40,6 +40,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.backtest.data import HistoricalData
+
+# The SPX layer rule (issue 15) runs after each day's DeFi decision; see agent.backtest.spx.
+from agent.backtest.spx import SpxEpisode, build_spx_inputs, spx_day, spx_episodes
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS
 from agent.planner.options import preferred_maturities
 from agent.policy import (
@@ -57,6 +60,7 @@ from agent.policy import (
     put_layer,
     session_id_for,
 )
+from agent.policy.spx import SpxDecision
 from agent.signals import (
     SIGNAL_STEPS,
     ReserveRates,
@@ -145,6 +149,7 @@ class DayRecord:
     at: pd.Timestamp
     signals: tuple[SignalResult, ...]
     decision: Decision
+    spx: SpxDecision | None = None  # the SPX layer rule after the DeFi decision
 
     def signal_summary(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -189,6 +194,10 @@ class DayRecord:
             "actions": [a.as_dict() for a in d.actions],
             "suppressed": [s.reason for s in d.suppressed],
         }
+        if self.spx is not None:
+            rec["spx"] = self.spx.as_dict() | {
+                "signals": {r.id: {"status": r.status, "value": r.value} for r in self.spx.signals}
+            }
         return rec
 
 
@@ -243,6 +252,12 @@ class BacktestResult:
     def acted_days(self) -> list[date]:
         return [r.day for r in self.days if r.decision.acted]
 
+    def spx_ticket_days(self) -> list[date]:
+        return [r.day for r in self.days if r.spx is not None and r.spx.fired]
+
+    def spx_episodes(self) -> list[SpxEpisode]:
+        return spx_episodes(self.days)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "start": self.start.isoformat(),
@@ -253,6 +268,7 @@ class BacktestResult:
             "notes": list(self.notes),
             "days": [r.record() for r in self.days],
             "episodes": [e.record() for e in self.episodes],
+            "spx_episodes": [e.record() for e in self.spx_episodes()],
         }
 
 
@@ -422,8 +438,10 @@ def run_backtest(
     pos = (position or BacktestPosition()).snapshot()
     if replay is None or (replay.start, replay.end) != (d0, d1):
         replay = Replay(inputs or build_inputs(data), d0, d1)
+    spx_inp = build_spx_inputs(data)
+    exposure_usd = Decimal(pos.collateral_base) / pos.base_unit
     days = [
-        DayRecord(day, at, sig, dec)
+        DayRecord(day, at, sig, dec, spx_day(spx_inp, dec, at, scfg, pcfg, exposure_usd))
         for day, at, sig, dec in replay_decisions(replay, scfg, pcfg, pos, options_enabled)
     ]
     tvl = replay.inputs.tvl_usd.get("defi-total", pd.Series(dtype="float64"))

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.policy.spx_config import SpxLayerConfig
+
 
 class HorizonConfig(BaseModel):
     """One rung of the option ladder. ``weight`` is its share of the option spend;
@@ -95,6 +97,8 @@ class PolicyConfig(BaseModel):
     cooldown_hours: float = Field(24.0, ge=0)
     layer_hold_days: int = Field(30, ge=0)  # how long a protection layer counts against B
     min_action_usd: Decimal = Field(Decimal("1.00"), ge=0)  # smaller actions are dropped
+    # The S&P 500 side: an advisory put ticket (agent.policy.spx), same session cap.
+    spx: SpxLayerConfig = SpxLayerConfig()
 
     @model_validator(mode="after")
     def _weights(self) -> PolicyConfig:

@@ -1,6 +1,7 @@
 """Signals S1..S8: pure functions of pandas series (see :mod:`agent.signals.base` for the
 conventions). :func:`evaluate_signals` runs every signal over one :class:`SignalInputs` bundle;
-the live runner and the backtest both call it, so they share the exact same code path."""
+the daemon (``agent.evaluate``, inputs read from the store) and the backtest (inputs from the
+shipped history) both call it, so they share the exact same code path."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import pandas as pd
 from pydantic import BaseModel
 
 from agent.signals.base import (
-    INSUFFICIENT,
     SIGNAL_IDS,
     InputRef,
     SignalResult,
     Status,
     aggregate_status,
-    result,
     to_utc,
 )
 from agent.signals.beta import paired_log_returns, s8_beta, s8_beta_one
@@ -50,6 +49,10 @@ def _empty() -> dict[str, pd.Series]:
     return {}
 
 
+def _no_series() -> pd.Series:
+    return pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
+
+
 @dataclass(frozen=True)
 class SignalInputs:
     """Every series the signals read, keyed by subject. Missing inputs make the corresponding
@@ -69,19 +72,10 @@ class SignalInputs:
 
 
 def _s8(inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig) -> list[SignalResult]:
-    if inputs.spx_closes is None:
-        return [
-            result(
-                "S8",
-                "cross-domain beta",
-                "none",
-                INSUFFICIENT,
-                None,
-                None,
-                "no S&P 500 series given",
-            )
-        ]
-    return s8_beta(inputs.beta_assets, inputs.spx_closes, at, cfg.s8)
+    # No S&P 500 series is the same as an empty one: each crypto asset's beta is insufficient
+    # data, named by its subject (the daemon and the backtest report it alike).
+    spx = inputs.spx_closes if inputs.spx_closes is not None else _no_series()
+    return s8_beta(inputs.beta_assets, spx, at, cfg.s8)
 
 
 SignalStep = Callable[[SignalInputs, pd.Timestamp, SignalsConfig], list[SignalResult]]

@@ -58,7 +58,7 @@ def test_series_interface_like_the_store() -> None:
 
 
 def test_full_history_runs_in_seconds(data: HistoricalData) -> None:
-    # CPU time of this process: the wall clock of a shared test machine says little
+    # CPU time of this process: the wall clock on a shared machine measures the other load too.
     t0 = time.process_time()
     res = run_backtest(data, "2019-01-01", "2025-07-31")
     elapsed = time.process_time() - t0
