@@ -347,7 +347,7 @@ def test_open_layer_budget_bounds_every_open_layer() -> None:
     note = next(n for n in d2.notes if "B used up" in n)
     assert "$40,000.00 (protection) frees on 2024-08-06T12:00:00Z" in note
     assert d2.summary()["budget_room_usd"] == "0"
-    assert any("open-layer budget B $100000" in line for line in d2.explain())
+    assert any("open-layer budget B $100000" in line for line in explain_lines(d2))
 
 
 def test_options_off_means_all_protection() -> None:
