@@ -36,7 +36,8 @@ from agent.planner.tx import PlannedTx
 from agent.policy import OptionAction, TopUpAction
 from agent.simulator.fork import ForkSimulator, SimulationResult
 from agent.sinks.journal import ProposalJournal
-from agent.sinks.live import LiveSender, check_live_allowed
+from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send_durably
+from agent.sinks.outbox import publish
 from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
 from agent.sinks.safe_service import propose as propose_to_service
@@ -121,6 +122,7 @@ class Proposer:
         self.http = http
         self._live: LiveSender | None = None
         self._reader = rpc  # where planners read: the fork while a sequence runs
+        self._warnings: tuple[str, ...] = ()  # data problems of the tick, carried by its records
 
     @property
     def account(self) -> str:
@@ -130,9 +132,13 @@ class Proposer:
         if self._live is not None:
             await self._live.close()
 
-    async def propose(self, snap: ChainSnapshot, evaluation: Evaluation) -> list[dict[str, Any]]:
+    async def propose(
+        self, snap: ChainSnapshot, evaluation: Evaluation, warnings: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Plan and simulate the decision's actions in order on one fork state, so each sees
-        the ones before it (the put planner reads wallet balances through the fork)."""
+        the ones before it (the put planner reads wallet balances through the fork).
+        ``warnings`` (a stale feed) are written into every record of the tick."""
+        self._warnings = tuple(warnings)
         if self.simulator is None:
             self._reader = self.rpc
             return await self._propose_all(snap, evaluation)
@@ -184,10 +190,12 @@ class Proposer:
             "explanation": evaluation.explain(),
             "evidence": evaluation.evidence(),
             "policy": policy,
+            "warnings": list(self._warnings) or None,
         }
 
     def _duplicate(self, key: str) -> bool:
-        if self.journal.has(key):
+        # The outbox holds committed proposals whose journal line is still to be written.
+        if self.journal.has(key) or self.store.in_outbox(key):
             log.info("proposal.duplicate", idempotency_key=key, note="already in the journal")
             return True
         return False
@@ -205,7 +213,7 @@ class Proposer:
         )
         account = snap.accounts.get(self.account)
         if account is None:
-            return self._failed(record, f"no account data for {self.account} in this tick")
+            return await self._failed(record, f"no account data for {self.account} in this tick")
         target = int(action.target_health_factor_wad)
         # The hard cap: never past what the session still allows, whatever the action says.
         spend_cap_usd = min(Decimal(action.max_spend_usd), self._remaining_usd(evaluation))
@@ -249,7 +257,7 @@ class Proposer:
         plan, comparison = choose_protection(topup, repay, target_hf_wad=target)
         record["comparison"] = comparison
         if plan is None:
-            return self._failed(record, "; ".join(errors) or "no protection plan")
+            return await self._failed(record, "; ".join(errors) or "no protection plan")
         record["action"] = comparison["chosen"]
         spent = self.store.session_spent_usd(evaluation.session_id)
         record["sizing"] = evaluation.sizing(plan.value_base / AAVE_BASE_UNIT_USD, spent) | {
@@ -301,7 +309,9 @@ class Proposer:
         )
         venue = self._venue()
         if venue is None:
-            return self._failed(record, "no options venue configured ([options] in the config)")
+            return await self._failed(
+                record, "no options venue configured ([options] in the config)"
+            )
         o = self.s.options
         remaining = self._remaining_usd(evaluation)
         if remaining < action.spend_usd:
@@ -317,7 +327,7 @@ class Proposer:
                 max_size=self._exposure_contracts(snap),
             )
         except PlanningError as exc:
-            return self._failed(record, f"put {action.horizon}: {exc}")
+            return await self._failed(record, f"put {action.horizon}: {exc}")
         scale = Decimal(10) ** o.quote_decimals
         option = {k: v for k, v in plan.as_dict().items() if k != "transactions"}
         record["option"] = option
@@ -358,16 +368,12 @@ class Proposer:
 
     # -- common tail: simulate, sinks ------------------------------------------------------
 
-    def _failed(self, record: dict[str, Any], reason: str) -> dict[str, Any] | None:
+    async def _failed(self, record: dict[str, Any], reason: str) -> dict[str, Any] | None:
         record |= {"status": "planning_failed", "error": reason, "transactions": []}
         log.warning(
             "proposal.not_planned", idempotency_key=record["idempotency_key"], reason=reason
         )
-        record = Proposal.model_validate(record).record()
-        if not self.journal.append(record):
-            return None
-        self._log(record)
-        return record
+        return await self._commit(record, None)
 
     def _safe_tx(self, txs: Sequence[PlannedTx]) -> SafeTx | None:
         if self.s.position.kind != "safe":
@@ -434,20 +440,56 @@ class Proposer:
         record["status"] = (
             "simulated" if sim and sim.success else ("simulation_failed" if sim else "planned")
         )
+        live = sim is not None and sim.success and self.s.sinks.live.enabled
+        if live and sim is not None and (blocked := await self._live_blocked(sim)):
+            log.warning("live.deferred", idempotency_key=record["idempotency_key"], reason=blocked)
+            return None  # not recorded: planned again next tick
         if st is not None and self.s.sinks.safe_tx_builder_dir:
             record["safe_tx_builder_file"] = str(
                 write_batch_file(record, self.s.sinks.safe_tx_builder_dir)
             )
         if sim is not None and sim.success:
             await self._to_service(record)
-            await self._live_send(record, sim, st, txs)
-        record = Proposal.model_validate(record).record()
-        if not self.journal.append(record):
-            return None
+        spend = None
         if record["status"] != "simulation_failed":
-            self.store.record_spend(
-                evaluation.session_id, record["idempotency_key"], spend_usd, snap.timestamp
+            spend = (evaluation.session_id, spend_usd, snap.timestamp)
+        calls = None
+        if live:
+            assert self._live is not None
+            record["live"] = []  # filled by the sends; "not_sent" if interrupted before
+            calls = (
+                [self._live.exec_call(st)]
+                if st is not None
+                else [(t.to, t.data, t.value) for t in txs]
             )
+        return await self._commit(record, spend, calls)
+
+    async def _commit(
+        self,
+        record: dict[str, Any],
+        spend: tuple[str, Decimal, int] | None,
+        live_calls: Sequence[tuple[str, str, int]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The durable tail: record and spend in one store transaction, then the live sends
+        (each journaled before it is broadcast), then the journal line (retried from the
+        outbox if the journal cannot be written)."""
+        record = Proposal.model_validate(record).record()
+        if not self.store.commit_proposal(record, spend):
+            return None
+        if live_calls is not None:
+            assert self._live is not None
+            key = record["idempotency_key"]
+            try:
+                sent = await send_durably(self._live, self.store, key, live_calls)
+            except BaseException:
+                # Nothing signed yet (nonce or fee reads failed): undo the commit so the
+                # proposal is planned and sent next tick instead of journaled as not sent.
+                if not self.store.live_sends(key):
+                    self.store.retract_proposal(key)
+                raise
+            record = record | {"live": sent}
+            self.store.update_outbox(record)
+        publish(self.store, self.journal, record)
         self._log(record)
         return record
 
@@ -472,16 +514,10 @@ class Proposer:
             record["safe_service"] = {"error": str(exc)}
             log.warning("safe_service.failed", error=str(exc))
 
-    async def _live_send(
-        self,
-        record: dict[str, Any],
-        sim: SimulationResult,
-        st: SafeTx | None,
-        txs: Sequence[PlannedTx],
-    ) -> None:
+    async def _live_blocked(self, sim: SimulationResult) -> str | None:
+        """Refuse (raise) when live sending is unsafe; a reason to wait when the signer still
+        has a transaction without an outcome (its nonce would collide)."""
         live = self.s.sinks.live
-        if not live.enabled:
-            return
         check_live_allowed(
             live,
             await self.rpc.chain_id(),
@@ -491,14 +527,11 @@ class Proposer:
         )
         if self._live is None:
             self._live = LiveSender(live, chain_id=self.s.chain.chain_id, read_rpc=self.rpc)
-        sent = (
-            [await self._live.send_safe_exec(st)]
-            if st is not None
-            else [await self._live.send(t.to, t.data, value=t.value) for t in txs]
-        )
-        for tx in sent:
-            await self._live.wait_receipt(tx.tx_hash)
-        record["live"] = [tx.as_dict() for tx in sent]
+        waiting = open_sends_of(self.store, self._live.address)
+        if waiting:
+            w = waiting[0]
+            return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"
+        return None
 
     def _log(self, record: dict[str, Any]) -> None:
         head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}

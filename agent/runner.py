@@ -15,7 +15,6 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,6 +32,7 @@ from agent.collectors.onchain import (
 )
 from agent.collectors.scenario import load_scenario_feed
 from agent.config import Settings
+from agent.core.budget import ErrorBudget, within
 from agent.core.errors import AgentError, ConfigError, Halt
 from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
@@ -40,8 +40,10 @@ from agent.core.rpc import RpcClient
 from agent.evaluate import Evaluation, evaluate
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
+from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import check_live_allowed
+from agent.sinks.outbox import pending_records
 from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent")
@@ -67,9 +69,11 @@ class Agent:
         self.rpc = RpcClient(
             chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
         )
-        Path(settings.agent.store_path).parent.mkdir(parents=True, exist_ok=True)
+        # One daemon per store and journal (the second refuses), then open them.
+        self.locks = recovery.take_locks(settings.agent.store_path, settings.agent.journal_path)
         self.store = Store(settings.agent.store_path)
         self.journal = ProposalJournal(settings.agent.journal_path)
+        recovery.reap_forks(settings.agent.store_path)  # left by a daemon killed with -9
         self.layout: MarketLayout | None = None
         self.simulator: ForkSimulator | None = None
         self.proposer: Proposer | None = None
@@ -82,6 +86,9 @@ class Agent:
         if not chain.rpc_url.get_secret_value():
             raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
         await self.rpc.ensure_chain(chain.chain_id)
+        # Before anything else: forks a killed daemon left, live sends without an outcome,
+        # proposals committed but not journaled.
+        await recovery.recover(self.settings.sinks.live, self.rpc, self.store, self.journal)
         live = self.settings.sinks.live
         if live.enabled:
             # Refuse to start rather than discover at the first proposal that live cannot work.
@@ -100,6 +107,8 @@ class Agent:
                 pool=self.layout.pool,
                 block_lag=self.settings.simulator.block_lag,
                 chain_id=chain.chain_id,
+                call_timeout_s=self.settings.simulator.call_timeout_s,
+                pid_dir=str(recovery.fork_pid_dir(self.settings.agent.store_path)),
             )
         self.proposer = Proposer(
             self.settings,
@@ -152,6 +161,8 @@ class Agent:
             await self.http.close()
         await self.rpc.close()
         self.store.close()
+        for lock in self.locks:
+            lock.release()
 
     async def collect_side(self, snap: ChainSnapshot) -> int:
         """Everything besides the one-call snapshot: liquidation logs, HTTP sources when their
@@ -211,6 +222,8 @@ class Agent:
         assert self.layout is not None
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
+        await self.rpc.ensure_chain(self.settings.chain.chain_id)  # every tick, not only at start
+        await recovery.each_tick(self.settings.sinks.live, self.rpc, self.store, self.journal)
         comets = self.settings.collectors.comet
         markets = comets.markets if comets.enabled else ()
         extra = [c for i, m in enumerate(markets) for c in comet_calls(m.address, f"comet{i}")]
@@ -238,13 +251,19 @@ class Agent:
         stored += await self.collect_side(snap)
         report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
         report.evaluation = evaluation = evaluate(
-            self.store, self.settings, self.layout, snap, self.journal.records()
+            self.store,
+            self.settings,
+            self.layout,
+            snap,
+            self.journal.records() + pending_records(self.store),
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
         assert self.proposer is not None
-        report.proposals = await self.proposer.propose(snap, evaluation)
+        # A proposal made while a feed is stale says so (the stale answers were not stored).
+        stale = [p for p in problems if "stale" in p]
+        report.proposals = await self.proposer.propose(snap, evaluation, warnings=stale)
         log.info(
             "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
         )
@@ -257,34 +276,37 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     agent = Agent(settings)
-    reports: list[TickReport] = []
+    ticks = 0  # a count, not the reports: the daemon's memory must not grow per tick
     started = False
     try:
         await agent.setup()
         started = True
         await agent.backfill()
-        failures = 0
+        budget = ErrorBudget(settings.agent.error_budget, settings.agent.error_budget_s)
         tick_id = 0
         while not stop.is_set():
             tick_id += 1
             try:
-                reports.append(await agent.tick(tick_id))
-                failures = 0
+                await within(settings.agent.tick_timeout_s, agent.tick(tick_id))
+                ticks += 1
+                budget.ok()
             except Halt:
                 raise
             except AgentError as exc:
-                failures += 1
+                budget.failed()
                 log.error(
                     "tick.failed",
                     error=str(exc),
-                    failures=failures,
+                    failures=budget.failures,
                     budget=settings.agent.error_budget,
+                    failing_for_s=round(budget.failing_for_s(), 1),
                 )
                 if once:
                     raise
-                if failures >= settings.agent.error_budget:
+                if budget.spent():
                     raise Halt(
-                        f"{failures} consecutive failed ticks (error budget {settings.agent.error_budget}); last: {exc}"
+                        f"{budget.failures} consecutive failed ticks over {budget.failing_for_s():.0f}s "
+                        f"(error budget {settings.agent.error_budget} ticks, {settings.agent.error_budget_s:g}s); last: {exc}"
                     ) from exc
             finally:
                 structlog.contextvars.unbind_contextvars("tick_id", "block_number")
@@ -297,5 +319,5 @@ async def run(settings: Settings, *, once: bool = False) -> int:
             loop.remove_signal_handler(sig)
         await agent.close()
         if started:  # a failed start-up ends with the one-line error alone
-            log.info("agent.stopped", ticks=len(reports))
+            log.info("agent.stopped", ticks=ticks)
     return 0

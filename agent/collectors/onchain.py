@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from agent.collectors.multicall import MULTICALL3_ADDRESS, Call, CallFailure, multicall
 from agent.core.abi import load_abi
+from agent.core.address import Address
 from agent.core.errors import ConfigError, MalformedResponse, RpcError
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
@@ -30,12 +31,10 @@ from agent.core.units import (
     wad_to_float,
 )
 
-_ADDR = r"^0x[0-9a-fA-F]{40}$"
-
 
 class FeedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    address: str = Field(pattern=_ADDR)
+    address: Address
     heartbeat_s: int = Field(3600, gt=0)
     asset: str | None = None  # e.g. "ETH": the price series key is price.<asset lower>.usd
 
@@ -49,25 +48,15 @@ class ChainConfig(BaseModel):
     chain_id: int = Field(31337, gt=0)
     rpc_url: SecretStr = SecretStr("")
     deployment: str | None = None  # devnet deployment file; fills the addresses below
-    multicall3: str = Field(MULTICALL3_ADDRESS, pattern=_ADDR)
+    multicall3: Address = MULTICALL3_ADDRESS
     protocol: str = "aave-v3"
-    pool_addresses_provider: str | None = Field(None, pattern=_ADDR)
-    reserves: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()
+    pool_addresses_provider: Address | None = None
+    reserves: tuple[Address, ...] = ()
+    accounts: tuple[Address, ...] = ()
     feeds: dict[str, FeedConfig] = Field(default_factory=dict)
-    perps: dict[str, str] = Field(default_factory=dict)
+    perps: dict[str, Address] = Field(default_factory=dict)
     tvl_net_of_debt: bool = False
     timeout_s: float = Field(10.0, gt=0)
-
-    @field_validator("reserves", "accounts")
-    @classmethod
-    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        import re
-
-        for a in v:
-            if not re.match(_ADDR, a):
-                raise ValueError(f"not an address: {a!r}")
-        return v
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class Proposal(BaseModel):
     safe_service: dict[str, Any] | None = None
     live: list[dict[str, Any]] | None = None
     error: str | None = None
+    warnings: list[str] | None = None  # data problems of the tick (a stale oracle feed)
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready form the journal stores and the log event carries."""
