@@ -151,7 +151,6 @@ class ForkSimulator:
                 chain_id=self.chain_id,
                 pid_dir=self.pid_dir,
                 die_with_parent=True,
-                extra_args=("--timeout", str(int(self.call_timeout_s * 1000)), "--retries", "2"),
             )
             try:
                 self._anvil.spawn()  # in this thread: the fork dies with the daemon (pdeathsig)
