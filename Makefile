@@ -11,7 +11,7 @@ export PATH := $(FOUNDRY_BINS):$(CURDIR)/$(BIN):$(PATH)
 DEVNET_CONFIG ?= config/devnet.toml
 SCENARIO ?= stress
 
-.PHONY: install toolchain contracts lint test demo abis clean
+.PHONY: install toolchain contracts lint test faults demo abis clean
 
 install: $(VENV)/.installed toolchain contracts
 
@@ -44,7 +44,11 @@ lint: $(VENV)/.installed
 	$(BIN)/hadolint Dockerfile
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+# The fault matrix: each fault injected for real against the daemon (tests/faults/).
+faults: install
+	$(BIN)/pytest -q -m faults tests/faults
 
 demo: install
 	@set -e; trap '$(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true' EXIT; \

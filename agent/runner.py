@@ -32,8 +32,8 @@ from agent.collectors.onchain import (
 )
 from agent.collectors.scenario import load_scenario_feed
 from agent.config import Settings
-from agent.core.budget import ErrorBudget, within
-from agent.core.errors import AgentError, ConfigError, Halt
+from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
+from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
 from agent.core.http import HttpClient
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
@@ -222,7 +222,10 @@ class Agent:
         assert self.layout is not None
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        await self.rpc.ensure_chain(self.settings.chain.chain_id)  # every tick, not only at start
+        try:  # every tick, not only at start: a provider moved to another chain halts
+            await self.rpc.ensure_chain(self.settings.chain.chain_id)
+        except WrongChain as exc:
+            raise Halt(str(exc)) from exc
         await recovery.each_tick(self.settings.sinks.live, self.rpc, self.store, self.journal)
         comets = self.settings.collectors.comet
         markets = comets.markets if comets.enabled else ()
@@ -287,9 +290,14 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         while not stop.is_set():
             tick_id += 1
             try:
-                await within(settings.agent.tick_timeout_s, agent.tick(tick_id))
+                await unless_stopped(
+                    stop, within(settings.agent.tick_timeout_s, agent.tick(tick_id))
+                )
                 ticks += 1
                 budget.ok()
+            except Interrupted:
+                log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
+                break
             except Halt:
                 raise
             except AgentError as exc:

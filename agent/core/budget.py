@@ -8,11 +8,12 @@ an outage, while a chain that stays away for minutes still halts the daemon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from agent.core.errors import TransportError
+from agent.core.errors import AgentError, TransportError
 
 T = TypeVar("T")
 
@@ -54,3 +55,26 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
             return await work
     except TimeoutError:
         raise TickTimeout("tick", f"did not finish within {seconds:g}s (tick_timeout_s)") from None
+
+
+class Interrupted(AgentError):
+    """A stop signal arrived while the tick was running; the tick was cancelled."""
+
+
+async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
+    """Run ``work`` until it finishes or ``stop`` is set (SIGTERM/SIGINT mid-tick): then it is
+    cancelled and ``Interrupted`` is raised. Cancelling is safe at any await: a proposal and
+    its spend commit in one store transaction, and an interrupted live send is reconciled by
+    hash and nonce at the next start."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise Interrupted("tick interrupted by a stop signal")
+    return task.result()
