@@ -31,6 +31,7 @@ class Fault:
     kind: str
     methods: frozenset[str] | None = None  # None: every method
     times: int | None = None  # None: until cleared
+    after: str | None = None  # active only once this method has reached anvil
 
     def applies(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -74,12 +75,19 @@ class RpcProxy:
         self._run(self._stop())
         if self._session is not None:
             self._run(self._session.close())
+        self._run(self._cancel_all())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
-    def inject(self, kind: str, methods: set[str] | None = None, times: int | None = None) -> None:
+    def inject(
+        self,
+        kind: str,
+        methods: set[str] | None = None,
+        times: int | None = None,
+        after: str | None = None,
+    ) -> None:
         with self._lock:
-            self.faults.append(Fault(kind, frozenset(methods) if methods else None, times))
+            self.faults.append(Fault(kind, frozenset(methods) if methods else None, times, after))
 
     def clear(self) -> None:
         with self._lock:
@@ -105,6 +113,13 @@ class RpcProxy:
         if not self.port:
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    async def _cancel_all(self) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
@@ -113,7 +128,7 @@ class RpcProxy:
     def _fault_for(self, method: str) -> Fault | None:
         with self._lock:
             for f in self.faults:
-                if f.applies(method):
+                if f.applies(method) and (f.after is None or self.forwarded[f.after] > 0):
                     if f.times is not None:
                         f.times -= 1
                         if f.times <= 0:

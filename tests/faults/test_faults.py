@@ -85,7 +85,7 @@ def test_kill9_between_live_send_and_receipt_then_restart(
 ) -> None:
     setup = make_setup(live=True)
     nonce0 = devnet.nonce()
-    proxy.inject("hang", {"eth_getTransactionReceipt"})
+    proxy.inject("hang", {"eth_getTransactionReceipt"}, after=SEND)
     d = start_daemon(setup)
     proxy.wait_for(SEND, 1, timeout=180)
     proxy.wait_for("eth_getTransactionReceipt", 1, forwarded=False)
