@@ -314,3 +314,179 @@ def test_lowercase_account_is_protected_and_bad_checksum_is_refused(
     assert out.stderr.strip().startswith("error: ")
     assert "position.account" in out.stderr and "checksum" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 6. the chain RPC misbehaving -----------------------------------------------------------
+
+
+def test_rpc_killed_and_restarted(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    obs = setup.observations()
+    proxy.stop()  # connection refused
+    failed = d.wait_for("tick.failed", 2)
+    assert "cannot connect" in str(failed[0]["error"])
+    assert d.proc.poll() is None  # time-based budget: a few seconds down is not an outage
+    proxy.start()
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 2)
+    assert d.stop() == 0
+    assert setup.observations() > obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def test_rpc_accepts_and_never_answers(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """The per-request timeout (chain.timeout_s) and the tick deadline bound a silent RPC."""
+    setup = make_setup()
+    setup.config.write_text(
+        setup.config.read_text().replace('name = "devnet"', 'name = "devnet"\ntimeout_s = 2')
+    )
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    proxy.inject("hang", {"eth_call"})
+    t0 = time.monotonic()
+    failed = d.wait_for("tick.failed", 1, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert "timed out" in str(failed[0]["error"])
+    proxy.clear()
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+@pytest.mark.parametrize(
+    ("kind", "expect"),
+    [
+        ("http:429", None),  # retried after Retry-After: the tick succeeds
+        ("http:503", "HTTP 503"),
+        ("garbage", "not a JSON-RPC object"),
+        ("rpc_error", "JSON-RPC error -32000"),
+    ],
+)
+def test_rpc_bad_answers(
+    kind: str,
+    expect: str | None,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    obs = setup.observations()
+    failed_before = len(d.named("tick.failed"))
+    proxy.inject(kind, {"eth_call"}, times=1 if expect is None else 3)
+    done = len(d.named("tick.done"))
+    if expect is not None:
+        failed = d.wait_for("tick.failed", failed_before + 1, timeout=60)
+        assert expect in str(failed[-1]["error"])
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.stop() == 0
+    if expect is None:
+        assert len(d.named("tick.failed")) == failed_before
+        assert proxy.injected[kind] == 1
+        assert d.named("tick.done")[-1]["rpc"]["rpc:devnet"]["retries"] >= 0
+    assert setup.observations() >= obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def test_wrong_chain_id_mid_run_halts(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    forks = d.forks()
+    proxy.inject("chain:1", {"eth_chainId"})
+    assert d.proc.wait(timeout=60) == 2
+    d._reader.join(timeout=10)
+    assert d.last_line().startswith("error: ") and "is on chain 1, configuration expects 31337" in d.last_line()
+    _no_forks_left(d, forks)
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 7. stop signals and kill -9 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_mid_tick(
+    sig: int, proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    proxy.inject("hang", {"eth_getLogs"})  # the tick is stuck in the liquidation scan
+    d = start_daemon(setup)
+    proxy.wait_for("eth_getLogs", 1, forwarded=False, timeout=240)
+    forks = d.forks()
+    t0 = time.monotonic()
+    assert d.stop(sig, timeout=30) == 0
+    assert time.monotonic() - t0 < 15
+    assert d.named("tick.interrupted") and d.named("agent.stopped")
+    assert not any(line.startswith("Traceback") for line in d.lines)
+    _no_forks_left(d, forks)
+    assert setup.records() == [] and setup.spends() == 0
+
+
+def test_kill9_mid_tick_then_restart(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    proxy.inject("delay:5", {"eth_getStorageAt"})  # mid-simulation
+    d = start_daemon(setup)
+    proxy.wait_for("eth_getStorageAt", 1, forwarded=False, timeout=240)
+    forks = d.forks()
+    assert forks
+    obs = setup.observations()
+    d.kill()
+    _no_forks_left(d, forks)  # PR_SET_PDEATHSIG: the fork died with the daemon
+    proxy.clear()
+    d2 = start_daemon(setup)
+    d2.wait_for("tick.done", 2, timeout=240)
+    assert d2.stop() == 0
+    assert setup.observations() >= obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 8. configuration and stale data --------------------------------------------------------
+
+
+def test_config_typo_is_one_line(make_setup: Callable[..., Setup]) -> None:
+    setup = make_setup()
+    setup.config.write_text(setup.config.read_text().replace("tick_interval_s", "tick_intervall_s"))
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(setup.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "agent.tick_intervall_s" in lines[0] and "Extra inputs are not permitted" in lines[0]
+    assert not setup.store.exists()
+
+
+def test_stale_oracle_is_written_into_the_proposal(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    from faults.proxy import rpc
+
+    rpc(devnet.url, "evm_increaseTime", [2 * 3600])  # past the feeds' 1 h heartbeat
+    rpc(devnet.url, "evm_mine")
+    setup = make_setup()
+    d = start_daemon(setup, "--once")
+    assert d.proc.wait(timeout=240) == 0
+    d._reader.join(timeout=10)
+    records = _assert_once(setup)
+    assert records
+    for r in records:
+        assert any("stale answer" in w for w in r["warnings"])
