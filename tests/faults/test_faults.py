@@ -320,8 +320,13 @@ def test_lowercase_account_is_protected_and_bad_checksum_is_refused(
 
 
 def test_rpc_killed_and_restarted(
-    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
 ) -> None:
+    from faults.proxy import rpc
+
     setup = make_setup()
     d = start_daemon(setup)
     d.wait_for("tick.done", 1, timeout=240)
@@ -330,6 +335,7 @@ def test_rpc_killed_and_restarted(
     failed = d.wait_for("tick.failed", 2)
     assert "cannot connect" in str(failed[0]["error"])
     assert d.proc.poll() is None  # time-based budget: a few seconds down is not an outage
+    rpc(devnet.url, "evm_mine")  # the chain moves on meanwhile: the next tick stores a new block
     proxy.start()
     done = len(d.named("tick.done"))
     d.wait_for("tick.done", done + 2)
