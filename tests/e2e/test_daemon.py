@@ -50,7 +50,9 @@ def devnet_config(tmp_path: Path) -> Iterator[tuple[Path, dict[str, object]]]:
             .replace("out/devnet/deployment.json", str(dep))
             .replace("out/devnet/scenario_feed.json", str(tmp_path / "feed.json"))
             .replace("var/demo/", f"{tmp_path}/")
-            .replace("tick_interval_s = 5", "tick_interval_s = 0.5\nerror_budget = 3\nerror_budget_s = 0")
+            .replace(
+                "tick_interval_s = 5", "tick_interval_s = 0.5\nerror_budget = 3\nerror_budget_s = 0"
+            )
         )
         yield config, json.loads(dep.read_text())
     finally:

@@ -132,9 +132,7 @@ class Setup:
 
 
 @pytest.fixture
-def make_setup(
-    devnet: Devnet, proxy: RpcProxy, tmp_path: Path
-) -> Callable[..., Setup]:
+def make_setup(devnet: Devnet, proxy: RpcProxy, tmp_path: Path) -> Callable[..., Setup]:
     def make(
         *,
         live: bool = False,
@@ -270,7 +268,7 @@ def start_daemon() -> Iterator[Callable[..., Daemon]]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec,  # noqa: PLW1509
+            preexec_fn=preexec,
         )
         d = Daemon(proc)
         started.append(d)

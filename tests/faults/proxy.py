@@ -93,7 +93,9 @@ class RpcProxy:
         with self._lock:
             self.faults.clear()
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 60, *, forwarded: bool = True) -> None:
+    def wait_for(
+        self, method: str, count: int = 1, timeout: float = 60, *, forwarded: bool = True
+    ) -> None:
         counter = self.forwarded if forwarded else self.seen
         deadline = time.monotonic() + timeout
         while counter[method] < count:
@@ -163,7 +165,11 @@ class RpcProxy:
                 return web.Response(status=200, text="<html>not json")
             if kind == "rpc_error":
                 return web.json_response(
-                    {"jsonrpc": "2.0", "id": rid, "error": {"code": -32000, "message": "header not found"}}
+                    {
+                        "jsonrpc": "2.0",
+                        "id": rid,
+                        "error": {"code": -32000, "message": "header not found"},
+                    }
                 )
             if kind.startswith("chain:") and method == "eth_chainId":
                 return web.json_response(
@@ -188,7 +194,9 @@ def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:
 
     req = urllib.request.Request(
         url,
-        data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode(),
+        data=json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+        ).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=30) as resp:

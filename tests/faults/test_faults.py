@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from faults.conftest import ROOT, Daemon, Devnet, Setup, alive
 from faults.proxy import RpcProxy
 
@@ -73,7 +74,9 @@ def test_live_send_answer_lost_sends_once(
     assert len(sends) == PROPOSALS and {s[1] for s in sends} == {"mined"}
     assert len({s[2] for s in sends}) == PROPOSALS  # distinct nonces
     assert [e["now"] for e in d.named("live.reconciled")] == ["mined"]
-    lost = [r for r in records if r["live"][0]["tx_hash"] == d.named("live.answer_lost")[0]["tx_hash"]]
+    lost = [
+        r for r in records if r["live"][0]["tx_hash"] == d.named("live.answer_lost")[0]["tx_hash"]
+    ]
     assert len(lost) == 1
 
 
@@ -244,7 +247,7 @@ def _fsize_limit(limit: int) -> Callable[[], None]:
 def test_disk_full_store_then_restart(
     proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
 ) -> None:
-    """"Disk full" without root mounts: RLIMIT_FSIZE on the daemon's process makes every write
+    """ "Disk full" without root mounts: RLIMIT_FSIZE on the daemon's process makes every write
     past 256 KiB fail (EFBIG, as ENOSPC would), so the store cannot grow."""
     setup = make_setup()
     d = start_daemon(setup, preexec=_fsize_limit(256 * 1024))
@@ -412,7 +415,10 @@ def test_wrong_chain_id_mid_run_halts(
     proxy.inject("chain:1", {"eth_chainId"})
     assert d.proc.wait(timeout=60) == 2
     d._reader.join(timeout=10)
-    assert d.last_line().startswith("error: ") and "is on chain 1, configuration expects 31337" in d.last_line()
+    assert (
+        d.last_line().startswith("error: ")
+        and "is on chain 1, configuration expects 31337" in d.last_line()
+    )
     _no_forks_left(d, forks)
     assert len(_assert_once(setup)) == PROPOSALS
 
