@@ -104,9 +104,9 @@ def _anvil_children(pid: int) -> list[int]:
         except OSError:
             continue
         fields = text[text.rindex(")") + 2 :].split()
-        if "anvil" in text[text.index("(") : text.rindex(")")] and int(fields[1]) == pid:
-            if fields[0] != "Z":
-                out.append(int(stat.parent.name))
+        comm = text[text.index("(") : text.rindex(")")]
+        if "anvil" in comm and int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
     return out
 
 

@@ -4,6 +4,7 @@ daemon as a real subprocess whose JSON log events are collected while it runs.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -211,10 +212,8 @@ class Daemon:
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):
                     self.events.append(json.loads(line))
-                except ValueError:
-                    pass
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in list(self.events) if e.get("event") == name]
