@@ -47,7 +47,7 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, resolve_deployment=False) if args.config else None
     path = args.journal or (settings.agent.journal_path if settings else "var/proposals.jsonl")
     journal = ProposalJournal(path)
-    rows = journal.read()
+    rows = journal.records()
     if args.action == "list":
         if not rows:
             print(f"no proposals in {path}")
