@@ -96,7 +96,10 @@ def test_torn_last_line_is_warned_and_the_next_record_starts_a_new_line(tmp_path
     ]
     journal.append(_record("k3"))
     lines = path.read_text().splitlines()
-    assert lines[1] == '{"idempotency_key": "k2", "sta' and json.loads(lines[2])["idempotency_key"] == "k3"
+    assert (
+        lines[1] == '{"idempotency_key": "k2", "sta'
+        and json.loads(lines[2])["idempotency_key"] == "k3"
+    )
 
 
 def test_reading_never_writes(tmp_path: Path) -> None:
@@ -171,8 +174,14 @@ def test_live_outcome_of_a_record_from_the_store(tmp_path: Path) -> None:
     )
     store.set_live_status("0xab", "mined", "block 9")
     assert with_live_outcome(store, rec)["live"] == [
-        {"tx_hash": "0xab", "from": SAFE, "nonce": 7, "chain_id": 1, "status": "mined",
-         "detail": "block 9"}  # fmt: skip
+        {
+            "tx_hash": "0xab",
+            "from": SAFE,
+            "nonce": 7,
+            "chain_id": 1,
+            "status": "mined",
+            "detail": "block 9",
+        }
     ]
     assert store.live_sends(open_only=True) == []
     store.close()
@@ -234,7 +243,9 @@ def test_config_edge(tmp_path: Path) -> None:
         load_settings(_toml(tmp_path, f'[position]\naccount = "{bad}"\n'))
     with pytest.raises(ConfigError, match=r"agent\.log_level: Input should be 'DEBUG'"):
         load_settings(_toml(tmp_path, '[agent]\nlog_level = "verbose"\n'))
-    assert load_settings(_toml(tmp_path, '[agent]\nlog_level = "debug"\n')).agent.log_level == "DEBUG"
+    assert (
+        load_settings(_toml(tmp_path, '[agent]\nlog_level = "debug"\n')).agent.log_level == "DEBUG"
+    )
 
 
 def test_chain_id_beside_deployment_must_agree(tmp_path: Path) -> None:
@@ -255,7 +266,9 @@ def test_chain_id_beside_deployment_must_agree(tmp_path: Path) -> None:
     ok = load_settings(_toml(tmp_path, "[chain]\nchain_id = 31337\n"), resolve_deployment=False)
     assert apply_deployment(ok, dep).chain.chain_id == 31337
     wrong = load_settings(_toml(tmp_path, "[chain]\nchain_id = 1\n"), resolve_deployment=False)
-    with pytest.raises(ConfigError, match="chain.chain_id = 1 but the deployment .* is on chain 31337"):
+    with pytest.raises(
+        ConfigError, match=r"chain\.chain_id = 1 but the deployment .* is on chain 31337"
+    ):
         apply_deployment(wrong, dep)
     unset = load_settings(_toml(tmp_path, "[agent]\n"), resolve_deployment=False)
     assert apply_deployment(unset, dep).chain.chain_id == 31337
