@@ -9,6 +9,7 @@ journaled spends missing from the ledger back into it.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import structlog
@@ -47,9 +48,14 @@ def take_locks(store_path: str, journal_path: str) -> list[ExclusiveLock]:
         lock = ExclusiveLock(f"{store}.lock", "store")
         lock.acquire()
         locks.append(lock)
-    # The journal file itself is locked (a read-only journal can still be locked for reading).
+    # The journal file itself is locked (created if it can be; a read-only journal is still
+    # locked, through a read-only descriptor).
     jlock = ExclusiveLock(journal, "journal")
     try:
+        if not journal.exists():
+            with contextlib.suppress(OSError):
+                journal.parent.mkdir(parents=True, exist_ok=True)
+                journal.touch()
         if jlock.acquire(create=False, note_pid=False):
             locks.append(jlock)
     except AgentError:

@@ -163,6 +163,35 @@ def test_fork_killed_mid_simulation(
     _no_forks_left(d, new)
 
 
+def test_frozen_fork_is_replaced(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """A fork that is alive but does not answer (SIGSTOP) costs one call timeout, then it is
+    replaced by a new one; it does not block the daemon for a minute per call."""
+    setup = make_setup()
+    setup.config.write_text(
+        setup.config.read_text().replace("block_lag = 0", "block_lag = 0\ncall_timeout_s = 3")
+    )
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    (frozen,) = d.forks()
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        failed = d.wait_for("tick.failed", 1, timeout=60)
+        assert time.monotonic() - t0 < 30
+        assert "fork unavailable" in str(failed[0]["error"])
+        done = len(d.named("tick.done"))
+        d.wait_for("tick.done", done + 1, timeout=120)
+        assert frozen not in d.forks() and len(d.forks()) == 1
+        assert not alive(frozen)  # the frozen one was killed, not left stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGKILL)
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
 # -- 3. the journal: torn line, read-only, a full disk -------------------------------------
 
 
