@@ -5,6 +5,7 @@ nonce is re-read before each send, so a transaction sent by hand never blocks th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,37 @@ async def test_lost_broadcast_answer_leaves_an_open_intent_not_a_second_send(
         assert [s.idempotency_key for s in open_sends_of(store, ME)] == ["k1"]
         assert await _nonce(rpc) == 0
     store.close()
+
+
+def test_forks_left_by_a_dead_daemon_are_reaped(tmp_path: Path) -> None:
+    """The pidfile a fork leaves names its owner; when the owner is dead (a daemon killed with
+    -9 on a system without PR_SET_PDEATHSIG), the next start kills the fork. A live owner's
+    fork is left alone."""
+    import json
+    import subprocess
+
+    from agent.core.anvil import reap_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = AnvilProcess(pid_dir=tmp_path)
+    orphan.start()
+    kept = AnvilProcess(pid_dir=tmp_path)
+    kept.start()
+    try:
+        assert orphan.proc is not None and kept.proc is not None
+        pidfile = tmp_path / f"anvil-{orphan.proc.pid}.json"
+        info = json.loads(pidfile.read_text())
+        assert info["owner"] == os.getpid() and info["port"] == orphan.port
+        pidfile.write_text(json.dumps(info | {"owner": dead.pid}))
+        (tmp_path / f"anvil-{kept.proc.pid}.json").write_text(
+            json.dumps({"pid": kept.proc.pid, "owner": os.getppid(), "port": kept.port})
+        )
+        assert reap_orphans(tmp_path) == [orphan.proc.pid]
+        assert orphan.proc.wait(timeout=10) is not None
+        assert not pidfile.exists()
+        assert kept.alive() and (tmp_path / f"anvil-{kept.proc.pid}.json").exists()
+    finally:
+        orphan.stop()
+        kept.stop()
+    assert list(tmp_path.glob("anvil-*.json")) == []
