@@ -86,9 +86,6 @@ class Agent:
         if not chain.rpc_url.get_secret_value():
             raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
         await self.rpc.ensure_chain(chain.chain_id)
-        # Before anything else: forks a killed daemon left, live sends without an outcome,
-        # proposals committed but not journaled.
-        await recovery.recover(self.settings.sinks.live, self.rpc, self.store, self.journal)
         live = self.settings.sinks.live
         if live.enabled:
             # Refuse to start rather than discover at the first proposal that live cannot work.
@@ -100,6 +97,9 @@ class Agent:
                 live, await self.rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
             )
             log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
+        # Before anything else the daemon does: live sends without an outcome are settled,
+        # proposals committed but not journaled get their line.
+        await recovery.recover(self.settings.sinks.live, self.rpc, self.store, self.journal)
         self.layout = await discover(self.rpc, chain)
         if self.settings.simulator.enabled:
             self.simulator = ForkSimulator(
