@@ -41,10 +41,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_proposals(args: argparse.Namespace) -> int:
     from agent.config import load_settings
     from agent.sinks.journal import ProposalJournal
+    from agent.sinks.logging import configure_logging
     from agent.sinks.render import render_proposal
 
     # Reading the journal needs only its path, not a live devnet.
     settings = load_settings(args.config, resolve_deployment=False) if args.config else None
+    # Warnings (a skipped unreadable line) go to stderr, never into the listing.
+    configure_logging("console", settings.agent.log_level if settings else "INFO")
     path = args.journal or (settings.agent.journal_path if settings else "var/proposals.jsonl")
     journal = ProposalJournal(path)
     rows = journal.records()

@@ -207,8 +207,6 @@ def test_torn_journal_last_line(
     assert bad and bad[0]["file"] == str(setup.journal) and bad[0]["line"] == 1
     lines = setup.journal.read_text().splitlines()
     assert lines[0].endswith('"planning_fa')  # kept as it was, the next record on a new line
-    setup.journal.write_text("\n".join(lines[1:]) + "\n")
-    assert len(_assert_once(setup)) == PROPOSALS
     listed = subprocess.run(
         [sys.executable, "-m", "agent.cli", "proposals", "list", "--journal", str(setup.journal)],
         cwd=ROOT,
@@ -216,6 +214,9 @@ def test_torn_journal_last_line(
         text=True,
     )
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == PROPOSALS
+    assert "journal.bad_line" in listed.stderr and f"file={setup.journal} line=1" in listed.stderr
+    setup.journal.write_text("\n".join(lines[1:]) + "\n")
+    assert len(_assert_once(setup)) == PROPOSALS
 
 
 @contextlib.contextmanager
