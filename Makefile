@@ -9,6 +9,7 @@ FOUNDRY_BINS := $(CURDIR)/$(NM)/@foundry-rs/anvil-linux-amd64/bin:$(CURDIR)/$(NM
 # Native binaries first on PATH: the npm launchers set TARGET_TOOL and break cast-inside-forge.
 export PATH := $(FOUNDRY_BINS):$(CURDIR)/$(BIN):$(PATH)
 DEVNET_CONFIG ?= config/devnet.toml
+LEAN_CONFIG ?= config/devnet-lean.toml
 SCENARIO ?= stress
 
 .PHONY: install toolchain contracts lint test faults demo abis clean
@@ -56,9 +57,12 @@ demo: install
 	$(BIN)/hedge-agent devnet up; \
 	$(BIN)/hedge-agent devnet play $(SCENARIO); \
 	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(DEVNET_CONFIG) --once; \
+	echo; echo "==== second position: the empty-wallet Safe (deleverage) ===="; \
+	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(LEAN_CONFIG) --once; \
 	echo; echo "==== proposals ===="; \
 	$(BIN)/hedge-agent proposals list --config $(DEVNET_CONFIG); \
-	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true
+	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true; \
+	echo; echo "S&P 500 put ticket (advisory, for your broker):"; cat var/demo/spx_tickets.csv 2>/dev/null || echo "(none this run)"
 
 clean:
 	rm -rf out var .pytest_cache .mypy_cache .ruff_cache

@@ -56,15 +56,11 @@ from agent.collectors.liquidations import (
     hour_floor,
     liquidation_volume,
 )
-from agent.collectors.onchain import (
-    MarketLayout,
-    backfill_snapshots,
-    discover,
-    snapshot_observations,
-)
+from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
 from agent.config import Settings
 from agent.core.errors import AgentError, StoreError
 from agent.core.http import HttpClient
+from agent.core.market import MarketLayout
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
 from agent.store.sqlite import Store
@@ -405,17 +401,25 @@ async def backfill(
     segment_steps: int = 24,
 ) -> BackfillReport:
     """Backfill every configured source from ``since`` (unix s). Resumable (see the module)."""
+    if http is None or (rpc is None and bool(settings.chain.rpc_url.get_secret_value())):
+        # Clients from the composition root, closed before returning.
+        from agent.app import App
+
+        async with App(settings) as app:
+            return await backfill(
+                settings,
+                store,
+                since=since,
+                http=http or app.http,
+                rpc=rpc or (app.rpc() if app.has_rpc() else None),
+                restart=restart,
+                progress=progress,
+                on_step=on_step,
+                segment_steps=segment_steps,
+            )
     t0 = time.perf_counter()
     report = BackfillReport(since=since)
     chain = settings.chain
-    own_http = http is None
-    if http is None:
-        http = settings.collectors.http.client()
-    own_rpc = rpc is None and bool(chain.rpc_url.get_secret_value())
-    if own_rpc:
-        rpc = RpcClient(
-            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
-        )
     try:
         tasks, skipped = http_tasks(settings, http, since)
         for name, why in skipped.items():
@@ -446,9 +450,5 @@ async def backfill(
     finally:
         if progress is not None:
             progress.close()
-        if own_http:
-            await http.close()
-        if own_rpc and rpc is not None:
-            await rpc.close()
     report.elapsed_s = time.perf_counter() - t0
     return report

@@ -39,18 +39,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_proposals(args: argparse.Namespace) -> int:
-    from agent.config import load_settings
-    from agent.sinks.journal import ProposalJournal
+    from agent.app import App
+    from agent.config import Settings, load_settings
     from agent.sinks.logging import configure_logging
     from agent.sinks.render import render_proposal
 
     # Reading the journal needs only its path, not a live devnet.
-    settings = load_settings(args.config, resolve_deployment=False) if args.config else None
+    settings = load_settings(args.config, resolve_deployment=False) if args.config else Settings()
     # Warnings (a skipped unreadable line) go to stderr, never into the listing.
-    configure_logging("console", settings.agent.log_level if settings else "INFO")
-    path = args.journal or (settings.agent.journal_path if settings else "var/proposals.jsonl")
-    journal = ProposalJournal(path)
-    rows = journal.records()
+    configure_logging("console", settings.agent.log_level)
+    with App(settings, journal_path=args.journal) as app:
+        journal = app.journal
+    path = journal.path
+    rows = journal.read()
     if args.action == "list":
         if not rows:
             print(f"no proposals in {path}")
@@ -62,6 +63,11 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
                 hf = (
                     f"{int(sim['option_long_after']) / 1e18:,.2f} puts {o['horizon']} "
                     f"strike {float(o['strike']):,.0f}"
+                )
+            elif r.get("ticket"):  # the S&P 500 side's advisory ticket
+                hf = "SPX puts " + ", ".join(
+                    f"{g['contracts']}x {g['symbol']} {g['expiry']} {g['strike']}P @{g['limit_price']}"
+                    for g in r["ticket"]["legs"]
                 )
             elif sim.get("health_factor_before") is not None:
                 after = sim.get("health_factor_after")
@@ -112,10 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
+    from agent.commands import safe as safe_command
+    from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
-    from agent.store import command as store_command
 
-    for module in (devnet_command, collectors_command, store_command, backtest_command):
+    for module in (
+        devnet_command,
+        collectors_command,
+        store_command,
+        backtest_command,
+        safe_command,
+    ):
         module.register(sub)
     return parser
 

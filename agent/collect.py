@@ -18,6 +18,7 @@ as skipped, not failed. The observations of each source are stored as soon as it
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,9 +28,7 @@ import structlog
 from agent.collectors import HttpCollector, build_http_collectors
 from agent.collectors.comet import comet_calls, comet_observations
 from agent.collectors.liquidations import collect_liquidations
-from agent.collectors.multicall import Call, multicall
 from agent.collectors.onchain import (
-    MarketLayout,
     discover,
     read_snapshot,
     snapshot_observations,
@@ -39,7 +38,9 @@ from agent.config import Settings
 from agent.core.abi import load_abi
 from agent.core.errors import AgentError, ConfigError, MalformedResponse
 from agent.core.http import HttpClient
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.models import Observation
+from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
 from agent.store.sqlite import Store
 
@@ -75,6 +76,7 @@ class CollectReport:
     sources: dict[str, SourceReport] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # source -> why it did not run
     elapsed_s: float = 0.0
+    snapshot: ChainSnapshot | None = None  # the on-chain read, when it succeeded
 
     @property
     def errors(self) -> list[str]:
@@ -113,6 +115,8 @@ async def _run(report: CollectReport, store: Store, source: str, produce: Produc
     """Run one source, store its observations, record the outcome; never raises (except
     cancellation)."""
     r = report.sources.setdefault(source, SourceReport(source))
+    # The scenario's made-up data is labelled on every line that reports it.
+    tag = {"data_origin": "scenario"} if source == "scenario" else {}
     t0 = time.perf_counter()
     try:
         observations, problems = await produce()
@@ -121,12 +125,12 @@ async def _run(report: CollectReport, store: Store, source: str, produce: Produc
         r.stored = await asyncio.to_thread(store.upsert, observations)
     except Exception as exc:  # one source must never stop the others
         r.errors.append(_message(source, exc))
-        log.warning("collect.source_failed", source=source, error=r.errors[-1])
+        log.warning("collect.source_failed", source=source, error=r.errors[-1], **tag)
     finally:
         r.elapsed_s = time.perf_counter() - t0
     for p in r.problems:
-        log.warning("collect.problem", source=source, problem=p)
-    log.info("collect.source", source=source, observations=r.count, stored=r.stored, ok=r.ok)
+        log.warning("collect.problem", source=source, problem=p, **tag)
+    log.info("collect.source", source=source, observations=r.count, stored=r.stored, ok=r.ok, **tag)
 
 
 async def comet_collect(
@@ -178,48 +182,53 @@ async def collect_once(
     *,
     http: HttpClient | None = None,
     rpc: RpcClient | None = None,
+    layout: MarketLayout | None = None,
+    due: Callable[[HttpCollector], bool] | None = None,
 ) -> CollectReport:
-    """Run every configured collector once, store the observations, report per source."""
+    """Run every configured collector once, store the observations, report per source.
+
+    ``hedge-agent collect`` and the daemon's tick both collect through here. The daemon passes
+    its market ``layout`` (discovered once at start-up) and ``due``, which picks the HTTP
+    collectors whose interval has passed; ``report.snapshot`` is the chain snapshot the tick
+    evaluates. Without ``http``/``rpc`` the clients come from the composition root and are
+    closed before returning."""
+    if http is None or (rpc is None and bool(settings.chain.rpc_url.get_secret_value())):
+        from agent.app import App
+
+        async with App(settings) as app:
+            return await collect_once(
+                settings,
+                store,
+                http=http or app.http,
+                rpc=rpc or (app.rpc() if app.has_rpc() else None),
+                layout=layout,
+                due=due,
+            )
+    assert http is not None
     t0 = time.perf_counter()
     report = CollectReport()
-    chain = settings.chain
     cfg = settings.collectors
-    own_rpc = rpc is None and bool(chain.rpc_url.get_secret_value())
-    if own_rpc:
-        rpc = RpcClient(
-            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
-        )
-    http_collectors = build_http_collectors(cfg)
-    own_http = http is None and bool(http_collectors)
-    if own_http:
-        http = cfg.http.client()
-    try:
-        jobs: list[Awaitable[None]] = []
-        if rpc is not None:
-            jobs.append(_chain_sources(report, store, settings, rpc))
-        else:
-            why = "chain.rpc_url is not set"
-            report.skipped["onchain"] = why
-            if cfg.liquidations.enabled:
-                report.skipped["liquidations"] = why
-            if cfg.comet.enabled and cfg.comet.markets:
-                report.skipped["comet"] = why
-        if settings.scenario.feed:
-            feed = settings.scenario.feed
+    http_collectors = [c for c in build_http_collectors(cfg) if due is None or due(c)]
+    jobs: list[Awaitable[None]] = []
+    if rpc is not None:
+        jobs.append(_chain_sources(report, store, settings, rpc, layout))
+    else:
+        why = "chain.rpc_url is not set"
+        report.skipped["onchain"] = why
+        if cfg.liquidations.enabled:
+            report.skipped["liquidations"] = why
+        if cfg.comet.enabled and cfg.comet.markets:
+            report.skipped["comet"] = why
+    if settings.scenario.feed:
+        feed = settings.scenario.feed
 
-            async def scenario() -> tuple[list[Observation], list[str]]:
-                return await asyncio.to_thread(load_scenario_feed, feed), []
+        async def scenario() -> tuple[list[Observation], list[str]]:
+            return await asyncio.to_thread(load_scenario_feed, feed), []
 
-            jobs.append(_run(report, store, "scenario", scenario))
-        for collector in http_collectors:
-            assert http is not None
-            jobs.append(_run(report, store, collector.name, _http_source(collector, http)))
-        await asyncio.gather(*jobs)
-    finally:
-        if own_http and http is not None:
-            await http.close()
-        if own_rpc and rpc is not None:
-            await rpc.close()
+        jobs.append(_run(report, store, "scenario", scenario))
+    for collector in http_collectors:
+        jobs.append(_run(report, store, collector.name, _http_source(collector, http)))
+    await asyncio.gather(*jobs)
     report.elapsed_s = time.perf_counter() - t0
     log.info(
         "collect.done",
@@ -232,6 +241,22 @@ async def collect_once(
     return report
 
 
+class IntervalSchedule:
+    """Which HTTP collectors are due: each runs at most once per its ``interval_s`` (the
+    daemon's ``due`` for :func:`collect_once`). Holds one timestamp per source, no more."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def __call__(self, collector: HttpCollector) -> bool:
+        now = self._clock()
+        if now - self._last.get(collector.name, -math.inf) < collector.interval_s:
+            return False
+        self._last[collector.name] = now
+        return True
+
+
 def _http_source(collector: HttpCollector, http: HttpClient) -> Produce:
     async def produce() -> tuple[list[Observation], list[str]]:
         observations = await collector.collect(http)
@@ -241,25 +266,31 @@ def _http_source(collector: HttpCollector, http: HttpClient) -> Produce:
 
 
 async def _chain_sources(
-    report: CollectReport, store: Store, settings: Settings, rpc: RpcClient
+    report: CollectReport,
+    store: Store,
+    settings: Settings,
+    rpc: RpcClient,
+    known_layout: MarketLayout | None = None,
 ) -> None:
     chain = settings.chain
     cfg = settings.collectors
-    layout: MarketLayout | None = None
+    layout: MarketLayout | None = known_layout
     layout_error: str | None = None
 
     async def onchain() -> tuple[list[Observation], list[str]]:
         nonlocal layout, layout_error
-        try:
-            await rpc.ensure_chain(chain.chain_id)
-            layout = await discover(rpc, chain)
-        except Exception as exc:
-            layout_error = str(exc)
-            raise
+        if layout is None:
+            try:
+                await rpc.ensure_chain(chain.chain_id)
+                layout = await discover(rpc, chain)
+            except Exception as exc:
+                layout_error = str(exc)
+                raise
         snap = await read_snapshot(rpc, layout)
+        report.snapshot = snap
         return snapshot_observations(snap, layout, net_of_debt=chain.tvl_net_of_debt)
 
-    market_configured = chain.pool_addresses_provider is not None
+    market_configured = known_layout is not None or chain.pool_addresses_provider is not None
     if market_configured:
         await _run(report, store, "onchain", onchain)
     else:
@@ -278,6 +309,10 @@ async def _chain_sources(
                     lookback_blocks=lc.lookback_blocks,
                     chunk_blocks=lc.chunk_blocks,
                     confirmations=lc.confirmations,
+                    # the block the tick read, less the confirmations (no extra request)
+                    head=max(0, report.snapshot.block_number - lc.confirmations)
+                    if report.snapshot
+                    else None,
                 )
                 return scan.observations, scan.problems
 

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.collectors.config import CollectorsConfig
-from agent.collectors.onchain import ChainConfig, FeedConfig
+from agent.collectors.onchain import ChainConfig
 from agent.core.address import Address
 from agent.core.errors import ConfigError, DevnetError
+from agent.core.market import FeedConfig
+from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
@@ -65,6 +67,9 @@ class PositionConfig(BaseModel):
     multisend_call_only: Address | None = None
     topup_asset: str = "WETH"
     repay_asset: str | None = "USDC"  # debt asset for the repay alternative; None: top-ups only
+    # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
+    # empty-wallet one); ignored when ``account`` is set.
+    deployment_safe: Literal["safe", "safe_lean"] = "safe"
 
 
 class OptionsConfig(BaseModel):
@@ -116,6 +121,7 @@ class Settings(BaseSettings):
     watch: WatchConfig = WatchConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     options: OptionsConfig = OptionsConfig()
+    uniswap: UniswapConfig = UniswapConfig()  # the DEX a deleverage swaps through
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -176,7 +182,9 @@ def chain_config_from_deployment(dep: dict[str, Any], **overrides: Any) -> Chain
             "rpc_url": SecretStr(dep["rpc_url"]),
             "pool_addresses_provider": dep["aave"]["pool_addresses_provider"],
             "reserves": tuple(t["address"] for t in dep["tokens"].values()),
-            "accounts": (dep["safe"]["address"],),
+            "accounts": tuple(
+                dep[k]["address"] for k in ("safe", "safe_lean") if isinstance(dep.get(k), dict)
+            ),
             "feeds": {
                 name: FeedConfig(address=addr, heartbeat_s=3600, asset=name.split("/")[0].lower())
                 for name, addr in dep["chainlink"].items()
@@ -225,7 +233,7 @@ def apply_deployment(settings: Settings, path: Path) -> Settings:
         pos = settings.position
         position = pos.model_copy(
             update={
-                "account": pos.account or dep["safe"]["address"],
+                "account": pos.account or dep[pos.deployment_safe]["address"],
                 "multisend_call_only": pos.multisend_call_only
                 or dep["safe"]["multisend_call_only"],
             }
@@ -239,14 +247,26 @@ def apply_deployment(settings: Settings, path: Path) -> Settings:
                     for k in ("pool_factory", "oracle_adapter", "erc20_router", "base", "quote")
                 }
             )
+        uni = settings.uniswap
+        if dep.get("uniswap") and not uni.configured:
+            u = dep["uniswap"]
+            uni = uni.model_copy(
+                update={
+                    "factory": u["factory"],
+                    "swap_router02": u["swap_router02"],
+                    "quoter_v2": u["quoter_v2"],
+                    "fees": {s: p["fee"] for s, p in u["pools"].items()},
+                }
+            )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: deployment file lacks {exc}") from None
     # Re-validate so the filled values are checked like hand-written ones.
     try:
         return Settings(
             **{
-                **settings.model_dump(exclude={"chain", "position", "options"}),
+                **settings.model_dump(exclude={"chain", "position", "options", "uniswap"}),
                 "options": opt.model_dump(),
+                "uniswap": uni.model_dump(),
                 "chain": chain.model_dump() | {"rpc_url": chain.rpc_url},
                 "position": position.model_dump(),
             }

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from agent.collectors.onchain import ChainSnapshot, MarketLayout
 from agent.config import Settings
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.policy import (
     Decision,
     MemoryEntry,
@@ -29,15 +29,10 @@ from agent.policy import (
     session_id_for,
 )
 from agent.policy.explain import explain_lines
+from agent.signals import SignalInputs, evaluate_signals
 from agent.signals.base import SignalResult
-from agent.signals.beta import s8_beta
-from agent.signals.funding import s3_funding_spike
-from agent.signals.liquidations import s5_liquidations
-from agent.signals.macro import macro_prints_from_observations, s2_macro_rising
-from agent.signals.rates import ReserveRates, s4_rate_differential
-from agent.signals.technical import s7_technical
-from agent.signals.tvl import s1_tvl_drawdown
-from agent.signals.volatility import s6_collateral_volatility
+from agent.signals.macro import macro_prints_from_observations
+from agent.signals.rates import ReserveRates
 from agent.store.sqlite import Store
 
 # Longest trailing window any signal reads (S3/S4 z-scores over 30 days, S8 over 90 returns).
@@ -56,38 +51,23 @@ def _keys(keys: Iterable[str], prefix: str) -> list[str]:
     return sorted(k for k in keys if k.startswith(prefix))
 
 
-def gather_signals(
-    store: Store, settings: Settings, layout: MarketLayout, at: int
-) -> list[SignalResult]:
-    cfg = settings.signals
-    ts = pd.Timestamp(at, unit="s", tz="UTC")
+def signal_inputs(store: Store, settings: Settings, layout: MarketLayout, at: int) -> SignalInputs:
+    """Every series the signals read, as known at ``at`` (nothing published later)."""
     since = at - int(LOOKBACK.total_seconds())
     watch = settings.watch
     stored = set(store.keys())
-    results: list[SignalResult] = []
 
     tvl_keys = {f"{layout.protocol}.{layout.chain}": f"tvl.{layout.protocol}.{layout.chain}"}
     tvl_keys |= {f"{p}": f"tvl.{p}.total" for p in watch.protocols if f"tvl.{p}.total" in stored}
-    results += s1_tvl_drawdown(
-        {subj: _series(store, k, at, since) for subj, k in tvl_keys.items()}, ts, cfg.s1
-    )
-
     prints = {
         name: macro_prints_from_observations(store.observations(f"macro.{name}", known_by=at))
         for name in ("cpi", "ppi")
     }
-    results += s2_macro_rising({k: v for k, v in prints.items() if len(v)}, ts, cfg.s2)
-
-    funding = {
-        k.removeprefix("funding."): _series(store, k, at, since) for k in _keys(stored, "funding.")
-    }
-    results += s3_funding_spike(funding, ts, cfg.s3)
-
     reserves: dict[str, ReserveRates] = {}
+    stables = {s.upper() for s in watch.stablecoins}
     for key in _keys(stored, "rate."):
         prefix, _, field = key.rpartition(".")
-        asset = prefix.rsplit(".", 1)[-1]
-        if asset.upper() not in {s.upper() for s in watch.stablecoins}:
+        if prefix.rsplit(".", 1)[-1].upper() not in stables:
             continue
         r = reserves.get(prefix, ReserveRates())
         s = _series(store, key, at, since)
@@ -98,23 +78,33 @@ def gather_signals(
         elif field == "utilization":
             r = ReserveRates(r.supply_apy, r.borrow_apy, s)
         reserves[prefix] = r
-    results += s4_rate_differential(
-        {k.removeprefix("rate."): v for k, v in reserves.items()}, ts, cfg.s4
+    assets = [a.lower() for a in watch.collateral_assets]
+    closes = {a: _series(store, f"close.{a}", at, since) for a in assets}
+    return SignalInputs(
+        tvl_usd={subj: _series(store, k, at, since) for subj, k in tvl_keys.items()},
+        macro_prints={k: v for k, v in prints.items() if len(v)},
+        funding_apr={
+            k.removeprefix("funding."): _series(store, k, at, since)
+            for k in _keys(stored, "funding.")
+        },
+        reserve_rates={k.removeprefix("rate."): v for k, v in reserves.items()},
+        liquidations_usd_per_hour={
+            k.removeprefix("liquidations."): _series(store, k, at, since)
+            for k in _keys(stored, "liquidations.")
+        },
+        hourly_prices={a: _series(store, f"price.{a}.usd", at, since) for a in assets},
+        daily_closes=closes,
+        beta_assets=closes,
+        spx_closes=_series(store, "close.spx", at, since) if "close.spx" in stored else None,
     )
 
-    liquidations = {
-        k.removeprefix("liquidations."): _series(store, k, at, since)
-        for k in _keys(stored, "liquidations.")
-    }
-    results += s5_liquidations(liquidations, ts, cfg.s5)
 
-    assets = [a.lower() for a in watch.collateral_assets]
-    prices = {a: _series(store, f"price.{a}.usd", at, since) for a in assets}
-    results += s6_collateral_volatility(prices, ts, cfg.s6)
-    closes = {a: _series(store, f"close.{a}", at, since) for a in assets}
-    results += s7_technical(closes, ts, cfg.s7)
-    results += s8_beta(closes, _series(store, "close.spx", at, since), ts, cfg.s8)
-    return results
+def gather_signals(
+    store: Store, settings: Settings, layout: MarketLayout, at: int
+) -> list[SignalResult]:
+    """The signals at ``at`` through the driver the backtest uses."""
+    inputs = signal_inputs(store, settings, layout, at)
+    return evaluate_signals(inputs, pd.Timestamp(at, unit="s", tz="UTC"), settings.signals)
 
 
 def memory_from_journal(
@@ -181,21 +171,6 @@ class Evaluation:
             "at": self.decision.at,
             "session_id": self.session_id,
             "horizon": horizon,
-        }
-
-    def sizing(self, spend_usd: float, spent_before_usd: Decimal) -> dict[str, Any]:
-        """``spent_before_usd`` is the ledger at this proposal (earlier proposals of the same
-        tick included), not the decision's start-of-tick figure."""
-        d = self.decision
-        before = float(spent_before_usd)
-        return {
-            "spend_usd": spend_usd,
-            "session_id": self.session_id,
-            "session_cap_usd": float(d.session_cap_usd),
-            "session_spent_before_usd": before,
-            "session_remaining_after_usd": max(0.0, float(d.session_cap_usd) - before - spend_usd),
-            "priority": d.priority,
-            "size_fraction": str(d.size_fraction),
         }
 
 

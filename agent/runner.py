@@ -1,123 +1,86 @@
 """The daemon: one tick = collect → store → signals → policy → plan → simulate → sinks.
 
-Shape borrowed from silverback's runner: OS signals only set an event; the loop checks it
-between ticks; shutdown always runs (the simulator's fork anvil is stopped; the devnet's own
-anvil belongs to `hedge-agent devnet`); consecutive failed ticks spend
-an error budget, and ``Halt`` stops the daemon on purpose. ``once=True`` runs a single tick
-(arq's burst mode), which is what tests drive.
+Shape borrowed from silverback's runner: OS signals only set an event; the loop runs in one
+task group and checks the event between ticks; shutdown always runs (the composition root
+closes every client and stops the simulator's fork anvil; the devnet's own anvil belongs to
+`hedge-agent devnet`). Any exception a tick raises is logged with its traceback and spends the
+time-based error budget (``error_budget`` consecutive failed ticks AND ``error_budget_s``
+seconds of failing); ``Halt`` stops the daemon at once, on purpose. A tick runs under a deadline
+(``tick_timeout_s``) and is cancelled by a stop signal (safe at any await: see
+``agent.sinks.recovery``, which also settles live sends and journal lines at start-up and each
+tick).
+``once=True`` runs a single tick (arq's burst mode), which is what tests drive. Nothing is kept
+per tick: the daemon's memory does not grow with its age.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import signal
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
-from agent.collectors import build_http_collectors
-from agent.collectors.comet import comet_calls, comet_observations
-from agent.collectors.liquidations import collect_liquidations
-from agent.collectors.onchain import (
-    ChainSnapshot,
-    MarketLayout,
-    backfill_snapshots,
-    discover,
-    read_snapshot,
-    snapshot_observations,
-)
-from agent.collectors.scenario import load_scenario_feed
+from agent.advisory import spx_advisory
+from agent.app import App
+from agent.collect import IntervalSchedule, collect_once
+from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
 from agent.config import Settings
 from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
-from agent.core.http import HttpClient
+from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
-from agent.core.rpc import RpcClient
-from agent.evaluate import Evaluation, evaluate
+from agent.evaluate import evaluate
 from agent.propose import Proposer
-from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
-from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import check_live_allowed
 from agent.sinks.outbox import pending_records
-from agent.store.sqlite import Store
 
 log = structlog.get_logger("agent")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TickReport:
     tick_id: int
     block_number: int
     timestamp: int
     stored: int
-    problems: list[str]
-    evaluation: Evaluation | None = None
-    proposals: list[dict[str, Any]] = field(default_factory=list)
+    proposals: int
 
 
 class Agent:
-    """The wired pipeline for one chain. Holds connections, not logic."""
+    """The wired pipeline for one chain: parts from the composition root, no logic of its own."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        chain = settings.chain
-        self.rpc = RpcClient(
-            chain.rpc_url.get_secret_value(), source=f"rpc:{chain.name}", timeout_s=chain.timeout_s
-        )
-        # One daemon per store and journal (the second refuses), then open them.
-        self.locks = recovery.take_locks(settings.agent.store_path, settings.agent.journal_path)
-        self.store = Store(settings.agent.store_path)
-        self.journal = ProposalJournal(settings.agent.journal_path)
-        recovery.reap_forks(settings.agent.store_path)  # left by a daemon killed with -9
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.settings = app.settings
         self.layout: MarketLayout | None = None
-        self.simulator: ForkSimulator | None = None
         self.proposer: Proposer | None = None
-        self.http: HttpClient | None = None
-        self.http_collectors = build_http_collectors(settings.collectors)
-        self._last_run: dict[str, float] = {}
+        self.schedule = IntervalSchedule()
 
     async def setup(self) -> MarketLayout:
-        chain = self.settings.chain
-        if not chain.rpc_url.get_secret_value():
-            raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
-        await self.rpc.ensure_chain(chain.chain_id)
-        live = self.settings.sinks.live
+        settings = self.settings
+        chain = settings.chain
+        rpc = self.app.rpc()  # a one-line error when chain.rpc_url is not set
+        await rpc.ensure_chain(chain.chain_id)
+        live = settings.sinks.live
         if live.enabled:
             # Refuse to start rather than discover at the first proposal that live cannot work.
-            if not self.settings.simulator.enabled:
+            if not settings.simulator.enabled:
                 raise ConfigError(
-                    f"{self.settings.origin}: live submission needs the simulator (simulator.enabled)"
+                    f"{settings.origin}: live submission needs the simulator (simulator.enabled)"
                 )
             check_live_allowed(
-                live, await self.rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
+                live, await rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
             )
             log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(self.settings.sinks.live, self.rpc, self.store, self.journal)
-        self.layout = await discover(self.rpc, chain)
-        if self.settings.simulator.enabled:
-            self.simulator = ForkSimulator(
-                chain.rpc_url.get_secret_value(),
-                pool=self.layout.pool,
-                block_lag=self.settings.simulator.block_lag,
-                chain_id=chain.chain_id,
-                call_timeout_s=self.settings.simulator.call_timeout_s,
-                pid_dir=str(recovery.fork_pid_dir(self.settings.agent.store_path)),
-            )
-        self.proposer = Proposer(
-            self.settings,
-            self.layout,
-            rpc=self.rpc,
-            store=self.store,
-            journal=self.journal,
-            simulator=self.simulator,
-        )
+        await recovery.recover(live, rpc, self.app.store, self.app.journal)
+        self.layout = await discover(rpc, chain)
+        self.proposer = self.app.proposer(self.layout)
         log.info(
             "agent.ready",
             chain=chain.name,
@@ -134,10 +97,11 @@ class Agent:
         hours = self.settings.agent.backfill_hours
         if hours <= 0:
             return 0
-        head = await self.rpc.block_number()
-        head_ts = int((await self.rpc.get_block(head))["timestamp"], 16)
+        rpc = self.app.rpc()
+        head = await rpc.block_number()
+        head_ts = int((await rpc.get_block(head))["timestamp"], 16)
         snaps = await backfill_snapshots(
-            self.rpc,
+            rpc,
             self.layout,
             since_ts=head_ts - int(hours * 3600),
             until_block=head,
@@ -148,129 +112,128 @@ class Agent:
             obs, _ = snapshot_observations(
                 snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
             )
-            stored += self.store.upsert(obs)
+            stored += self.app.store.upsert(obs)
         log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours)
         return stored
 
-    async def close(self) -> None:
-        if self.proposer is not None:
-            await self.proposer.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
-        if self.http is not None:
-            await self.http.close()
-        await self.rpc.close()
-        self.store.close()
-        for lock in self.locks:
-            lock.release()
-
-    async def collect_side(self, snap: ChainSnapshot) -> int:
-        """Everything besides the one-call snapshot: liquidation logs, HTTP sources when their
-        interval has passed, the scenario feed. A failing source is logged and skipped; the
-        tick goes on with what the store already holds."""
-        assert self.layout is not None
-        stored = 0
-        lc = self.settings.collectors.liquidations
-        if lc.enabled:
-            try:
-                scan = await collect_liquidations(
-                    self.rpc,
-                    self.layout,
-                    lookback_blocks=lc.lookback_blocks,
-                    chunk_blocks=lc.chunk_blocks,
-                    confirmations=lc.confirmations,
-                    head=snap.block_number,
-                )
-                stored += self.store.upsert(scan.observations)
-                for p in scan.problems:
-                    log.warning("collect.problem", source="liquidations", problem=p)
-            except AgentError as exc:
-                log.warning("collect.failed", source="liquidations", error=str(exc))
-        now = time.monotonic()
-        for c in self.http_collectors:
-            if now - self._last_run.get(c.name, -math.inf) < c.interval_s:
-                continue
-            self._last_run[c.name] = now
-            try:
-                if self.http is None:
-                    self.http = self.settings.collectors.http.client()
-                obs = await c.collect(self.http)
-                stored += self.store.upsert(obs)
-                log.info("collect.done", source=c.name, observations=len(obs))
-            except AgentError as exc:
-                log.warning("collect.failed", source=c.name, error=str(exc))
-            finally:
-                c.reset()
-        if self.settings.scenario.feed:
-            try:
-                feed = load_scenario_feed(self.settings.scenario.feed)
-            except AgentError as exc:
-                log.warning(
-                    "collect.failed", source="scenario", data_origin="scenario", error=str(exc)
-                )
-            else:
-                stored += self.store.upsert(feed)
-                log.info(
-                    "scenario.loaded",
-                    data_origin="scenario",
-                    observations=len(feed),
-                    feed=self.settings.scenario.feed,
-                )
-        return stored
-
     async def tick(self, tick_id: int) -> TickReport:
-        assert self.layout is not None
+        assert self.layout is not None and self.proposer is not None
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
+        rpc = self.app.rpc()
         try:  # every tick, not only at start: a provider moved to another chain halts
-            await self.rpc.ensure_chain(self.settings.chain.chain_id)
+            await rpc.ensure_chain(self.settings.chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
-        await recovery.each_tick(self.settings.sinks.live, self.rpc, self.store, self.journal)
-        comets = self.settings.collectors.comet
-        markets = comets.markets if comets.enabled else ()
-        extra = [c for i, m in enumerate(markets) for c in comet_calls(m.address, f"comet{i}")]
-        snap = await read_snapshot(self.rpc, self.layout, extra=extra)
-        structlog.contextvars.bind_contextvars(block_number=snap.block_number)
-        obs, problems = snapshot_observations(
-            snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
-        )
-        for i, m in enumerate(markets):
-            try:
-                obs += comet_observations(
-                    snap.extra,
-                    f"comet{i}",
-                    chain=self.layout.chain,
-                    asset=m.asset,
-                    ts=snap.timestamp,
-                    source=f"onchain:{self.layout.chain}:block={snap.block_number}",
-                    protocol=comets.protocol,
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                problems.append(f"Comet {m.asset} at {m.address}: unreadable ({exc})")
-        stored = self.store.upsert(obs)
-        for p in problems:
-            log.warning("collect.problem", problem=p)
-        stored += await self.collect_side(snap)
-        report = TickReport(tick_id, snap.block_number, snap.timestamp, stored, problems)
-        report.evaluation = evaluation = evaluate(
-            self.store,
+        await recovery.each_tick(self.settings.sinks.live, rpc, self.app.store, self.app.journal)
+        # The same collection as `hedge-agent collect`: one failing side source is logged and
+        # skipped; without the chain snapshot there is nothing to evaluate, so the tick fails.
+        collected = await collect_once(
             self.settings,
-            self.layout,
-            snap,
-            self.journal.records() + pending_records(self.store),
+            self.app.store,
+            http=self.app.http,
+            rpc=rpc,
+            layout=self.layout,
+            due=self.schedule,
         )
+        snap = collected.snapshot
+        if snap is None:
+            onchain = collected.sources.get("onchain")
+            raise AgentError(
+                onchain.errors[0] if onchain and onchain.errors else "no chain snapshot this tick"
+            )
+        structlog.contextvars.bind_contextvars(block_number=snap.block_number)
+        # Committed proposals still waiting for their journal line are part of the memory too.
+        history = self.app.journal.records() + pending_records(self.app.store)
+        evaluation = evaluate(self.app.store, self.settings, self.layout, snap, history)
         for line in evaluation.log_lines():
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
-        assert self.proposer is not None
         # A proposal made while a feed is stale says so (the stale answers were not stored).
-        stale = [p for p in problems if "stale" in p]
-        report.proposals = await self.proposer.propose(snap, evaluation, warnings=stale)
-        log.info(
-            "tick.done", rpc=METRICS.snapshot(), proposals=len(report.proposals), stored=stored
+        stale = [p for r in collected.sources.values() for p in r.problems if "stale" in p]
+        proposals = await self.proposer.propose(snap, evaluation, warnings=stale)
+        # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+        proposals += spx_advisory(
+            self.app.store, self.settings, self.app.sinks, snap, evaluation, self.proposer.account
         )
-        return report
+        log.info(
+            "tick.done",
+            rpc=METRICS.snapshot(),
+            proposals=len(proposals),
+            stored=collected.stored,
+        )
+        return TickReport(
+            tick_id, snap.block_number, snap.timestamp, collected.stored, len(proposals)
+        )
+
+
+async def tick_loop(
+    tick: Callable[[int], Awaitable[object]],
+    *,
+    stop: asyncio.Event,
+    interval_s: float,
+    error_budget: int,
+    error_budget_s: float = 0.0,
+    tick_timeout_s: float | None = None,
+    once: bool = False,
+) -> int:
+    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded.
+
+    Every exception a tick raises (the project's errors or any other) is logged with its
+    traceback and spends the error budget: the daemon halts after ``error_budget`` consecutive
+    failures that have lasted ``error_budget_s`` seconds (a brief burst at a short interval is
+    not an outage). A tick past ``tick_timeout_s`` fails; a stop signal cancels the running
+    tick. ``Halt`` (a deliberate stop, e.g. live sending refused) and cancellation pass
+    through at once."""
+    budget = ErrorBudget(error_budget, error_budget_s)
+    done = 0
+    tick_id = 0
+    while not stop.is_set():
+        tick_id += 1
+        try:
+            work = tick(tick_id)
+            await unless_stopped(
+                stop, within(tick_timeout_s, work) if tick_timeout_s is not None else work
+            )
+            budget.ok()
+            done += 1
+        except Interrupted:
+            log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
+            break
+        except (Halt, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            budget.failed()
+            # A project error is one line; anything else is a bug and keeps its traceback.
+            trace = {} if isinstance(exc, AgentError) else {"exc_info": exc}
+            log.error(
+                "tick.failed",
+                error=str(exc) or type(exc).__name__,
+                error_type=type(exc).__name__,
+                failures=budget.failures,
+                budget=error_budget,
+                failing_for_s=round(budget.failing_for_s(), 1),
+                **trace,
+            )
+            if once:
+                raise
+            if budget.spent():
+                span = (
+                    f" ticks and {error_budget_s:g}s; failing for {budget.failing_for_s():.0f}s"
+                    if error_budget_s
+                    else ""
+                )
+                raise Halt(
+                    f"{budget.failures} consecutive failed ticks "
+                    f"(error budget {error_budget}{span}); last: {exc}"
+                ) from exc
+        finally:
+            structlog.contextvars.unbind_contextvars("tick_id", "block_number")
+        if once:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    return done
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:
@@ -278,54 +241,41 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(settings)
-    ticks = 0  # a count, not the reports: the daemon's memory must not grow per tick
     started = False
+    ticks = 0
     try:
-        await agent.setup()
-        started = True
-        await agent.backfill()
-        budget = ErrorBudget(settings.agent.error_budget, settings.agent.error_budget_s)
-        tick_id = 0
-        while not stop.is_set():
-            tick_id += 1
+        async with App(settings) as app:
+            # One daemon per store and journal (the second refuses); fork anvils a daemon
+            # killed with -9 left behind are stopped.
+            app.take_locks()
+            agent = Agent(app)
+            await agent.setup()
+            started = True
+            await agent.backfill()
             try:
-                await unless_stopped(
-                    stop, within(settings.agent.tick_timeout_s, agent.tick(tick_id))
-                )
-                ticks += 1
-                budget.ok()
-            except Interrupted:
-                log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
-                break
-            except Halt:
+                async with asyncio.TaskGroup() as tasks:
+                    # The daemon's long-running tasks share this group: one failing cancels
+                    # the others, and the app closes after all of them have ended.
+                    ticking = tasks.create_task(
+                        tick_loop(
+                            agent.tick,
+                            stop=stop,
+                            interval_s=settings.agent.tick_interval_s,
+                            error_budget=settings.agent.error_budget,
+                            error_budget_s=settings.agent.error_budget_s,
+                            tick_timeout_s=settings.agent.tick_timeout_s,
+                            once=once,
+                        )
+                    )
+            except BaseExceptionGroup as group:
+                # One failing task: raise its error itself (a Halt ends as one line).
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
                 raise
-            except AgentError as exc:
-                budget.failed()
-                log.error(
-                    "tick.failed",
-                    error=str(exc),
-                    failures=budget.failures,
-                    budget=settings.agent.error_budget,
-                    failing_for_s=round(budget.failing_for_s(), 1),
-                )
-                if once:
-                    raise
-                if budget.spent():
-                    raise Halt(
-                        f"{budget.failures} consecutive failed ticks over {budget.failing_for_s():.0f}s "
-                        f"(error budget {settings.agent.error_budget} ticks, {settings.agent.error_budget_s:g}s); last: {exc}"
-                    ) from exc
-            finally:
-                structlog.contextvars.unbind_contextvars("tick_id", "block_number")
-            if once:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.agent.tick_interval_s)
+            ticks = ticking.result()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await agent.close()
         if started:  # a failed start-up ends with the one-line error alone
             log.info("agent.stopped", ticks=ticks)
     return 0

@@ -11,9 +11,10 @@ import asyncio
 import statistics
 import time
 
-from agent.collectors.onchain import MarketLayout, discover, read_snapshot, snapshot_calls
+from agent.collectors.onchain import discover, read_snapshot, snapshot_calls
 from agent.config import chain_config_from_deployment
 from agent.core.anvil import AnvilProcess
+from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.devnet.deploy import deploy

@@ -54,6 +54,22 @@ NPM: dict[str, tuple[str, str]] = {
     "PremiaPool": ("@premia/v3-abi", "@premia/v3-abi/abi/IPool.json"),
     "PremiaPoolFactory": ("@premia/v3-abi", "@premia/v3-abi/abi/IPoolFactory.json"),
     "PremiaOracleAdapter": ("@premia/v3-abi", "@premia/v3-abi/abi/IOracleAdapter.json"),
+    "UniswapV3Factory": (
+        "@uniswap/v3-core",
+        "@uniswap/v3-core/artifacts/contracts/UniswapV3Factory.sol/UniswapV3Factory.json",
+    ),
+    "UniswapV3Pool": (
+        "@uniswap/v3-core",
+        "@uniswap/v3-core/artifacts/contracts/UniswapV3Pool.sol/UniswapV3Pool.json",
+    ),
+    "SwapRouter02": (
+        "@uniswap/swap-router-contracts",
+        "@uniswap/swap-router-contracts/artifacts/contracts/SwapRouter02.sol/SwapRouter02.json",
+    ),
+    "QuoterV2": (
+        "@uniswap/v3-periphery",
+        "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
+    ),
 }
 # ours, from forge output: name -> (file, contract)
 FORGE: dict[str, tuple[str, str]] = {

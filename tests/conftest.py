@@ -140,6 +140,21 @@ class MarketApis:
                     "value": ".",
                 },
             ]
+        elif series in ("VIXCLS", "VXVCLS"):
+            # VIXCLS has a print on d2 that VXVCLS lacks (as on some market holidays).
+            days = {
+                "VIXCLS": [(self.d1, "16.50"), (self.d2, "18.00")],
+                "VXVCLS": [(self.d1, "17.75")],
+            }
+            rows = [
+                {
+                    "realtime_start": "2020-01-01",
+                    "realtime_end": "9999-12-31",
+                    "date": datetime.fromtimestamp(d, UTC).strftime("%Y-%m-%d"),
+                    "value": v,
+                }
+                for d, v in days[series]
+            ]
         else:
             y, m = self.month(3)
             value = {"CPIAUCSL": "310.5", "PPIFIS": "150.25"}[series]
@@ -230,6 +245,8 @@ class MarketApis:
             "macro.cpi": (2, 311.0, "index"),
             "macro.ppi": (2, 149.5, "index"),
             "close.spx": (1, 5000.25, "index"),  # the "." row is skipped
+            "close.vix": (2, 18.0, "index"),  # a print VXVCLS lacks is still stored
+            "close.vix3m": (1, 17.75, "index"),
             # subgraph: net TVL = (2.0M - 1.5M USDC) x $1.00 (price 1e8)
             "tvl.aave-v3-subgraph.Ethereum": (1, 500_000.0, "usd"),
             "rate.aave-v3.ethereum.usdc.supply_apy": (1, ray_apr_to_apy(3 * 10**25), "apy"),

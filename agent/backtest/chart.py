@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from agent.backtest.engine import BacktestResult
+from agent.backtest.outcome import OutcomeReport
 from agent.core.errors import ConfigError
 
 
@@ -140,3 +142,69 @@ def result_threshold(result: BacktestResult) -> float:
             if s.id == "S1" and s.threshold is not None:
                 return -s.threshold
     return 0.08
+
+
+def write_outcome_chart(report: OutcomeReport, path: str | Path) -> Path:
+    """The health factor without and with the agent (at the day's low), the proposal days and
+    the liquidations: the whole range on top, then one panel per named episode."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError(f"--chart needs matplotlib ({e})") from None
+    runs = (report.whole, *report.episodes)
+    rows = 1 + (len(report.episodes) + 1) // 2
+    fig = plt.figure(figsize=(14, 3.2 * rows))
+    grid = fig.add_gridspec(rows, 2)
+    for i, run in enumerate(runs):
+        # Any, as plt.subplots gives above: the stubs type dates on the x axis as floats
+        ax: Any = fig.add_subplot(grid[0, :] if i == 0 else grid[1 + (i - 1) // 2, (i - 1) % 2])
+        # "with" under "without" (dashed), so both show where the paths coincide
+        for res, color, ls, label in (
+            (run.with_agent, "tab:green", "-", "with the agent"),
+            (run.without, "tab:red", "--", "without the agent"),
+        ):
+            x = pd.DatetimeIndex([pd.Timestamp(d.day) for d in res.days])
+            y = [min(d.health_factor_low, 10.0) for d in res.days]
+            ax.plot(x, y, color=color, lw=1.2, ls=ls, label=f"HF at the day's low, {label}")
+            liq = pd.DatetimeIndex([pd.Timestamp(q.day) for q in res.liquidations])
+            ax.scatter(
+                liq,
+                [q.health_factor_before for q in res.liquidations],
+                color=color,
+                marker="x",
+                s=30,
+                zorder=3,
+                label=f"liquidation, {label}" if len(liq) else None,
+            )
+        for j, d in enumerate(run.proposal_days):
+            ax.axvline(
+                pd.Timestamp(d),
+                color="tab:blue",
+                alpha=0.5,
+                lw=1,
+                ls="--",
+                label="proposal day" if j == 0 else None,
+            )
+        ax.axhline(1.0, color="black", lw=0.7, ls=":")
+        if i == 0:
+            ax.set_yscale("log")
+        ax.set_title(run.label, fontsize=9)
+        if i > 0:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.set_ylabel("health factor" + (" (log, cut at 10)" if i == 0 else ""))
+        if i == 0:
+            ax.legend(loc="upper left", fontsize=7, ncol=2)
+    fig.suptitle(
+        f"Position '{report.position.name}': {report.position.describe()}; "
+        f"execution delay {report.config.execution_delay_days} day(s)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

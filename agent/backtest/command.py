@@ -4,6 +4,9 @@
                          [--gate-mode design|independent] [--prices yahoo|crosscheck]
                          [--budget-usd B] [--debt-usd D] [--health-factor H] [--lt-bps LT]
                          [--json PATH] [--chart PATH]
+                         [--outcome [--position eth|eth-risky|btc ...] [--execution-delay-days N]
+                          [--swap-cost-bps S] [--liquidation-model oracle-step|day-low]
+                          [--outcome-markdown PATH] ...]
     hedge-agent beta [--data-dir DIR] [--from DATE] [--to DATE] [--prices ...] --json PATH
 
 Handlers return an exit code; bad input raises ``ConfigError`` (one line on stderr, exit 2).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -21,11 +25,21 @@ from typing import Any
 
 import pandas as pd
 
-from agent.backtest.data import default_data_dir, load_history
+from agent.backtest.data import HistoricalData, default_data_dir, load_history
 from agent.backtest.engine import BacktestPosition, BacktestResult, build_inputs, run_backtest
+from agent.backtest.outcome import (
+    PRESETS,
+    OutcomeConfig,
+    OutcomeReport,
+    PositionSpec,
+    outcome_report,
+    price_book,
+    proposals_from_backtest,
+)
+from agent.backtest.spx import spx_summary
 from agent.core.errors import ConfigError
 from agent.policy import PolicyConfig
-from agent.signals import SignalsConfig, s8_beta_one
+from agent.signals import SignalInputs, SignalsConfig, s8_beta_one
 from agent.signals.base import to_utc
 
 
@@ -95,12 +109,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if args.to < args.from_:
         raise ConfigError(f"--to {args.to} is before --from {args.from_}")
     data = load_history(args.data_dir, prices=args.prices)
-    policy = PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode)
-    position = BacktestPosition(
-        debt_usd=args.debt_usd,
-        health_factor=args.health_factor,
-        liquidation_threshold_bps=args.lt_bps,
+    specs = _position_specs(args)
+    policy = _policy_for(
+        PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode), specs[0]
     )
+    position = _engine_position(specs[0])
     inputs = build_inputs(data)
     res = run_backtest(
         data,
@@ -114,8 +127,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     )
     for line in summary_table(res):
         print(line)
+    print()
+    for line in spx_summary(res.days):  # the SPX layer rule (issue 15)
+        print(line)
+    want = args.outcome or bool(args.outcome_markdown)
+    reports = _outcomes(args, data, inputs, specs, res) if want else []
     if args.json:
-        _write_json(args.json, res.to_json())
+        payload = res.to_json()
+        if reports:
+            payload["outcomes"] = [r.record() for r in reports]
+        _write_json(args.json, payload)
         print(f"wrote {args.json}")
     if args.chart:
         from agent.backtest.chart import write_chart
@@ -135,7 +156,118 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         )
         out = write_chart(res, inputs.tvl_usd["defi-total"], args.chart, ungated=ungated)
         print(f"wrote {out}")
+        if reports:
+            from agent.backtest.chart import write_outcome_chart
+
+            for rep in reports:
+                out = Path(args.chart)
+                out = out.with_name(f"{out.stem}-outcome-{rep.position.name}{out.suffix or '.png'}")
+                print(f"wrote {write_outcome_chart(rep, out)}")
+    if args.outcome_markdown:
+        from agent.backtest.outcome_table import outcome_markdown
+
+        _write_text(args.outcome_markdown, outcome_markdown(reports))
+        print(f"wrote {args.outcome_markdown}")
     return 0
+
+
+# -- --outcome: the hypothetical position followed without and with the agent -----------------
+
+
+def _position_specs(args: argparse.Namespace) -> list[PositionSpec]:
+    """The presets asked for, with the explicit overrides applied to each."""
+    specs = []
+    for name in args.position or ["eth"]:
+        spec = PRESETS[name]
+        over: dict[str, Any] = {}
+        if args.debt_usd is not None:
+            over["debt_usd"] = float(args.debt_usd)
+        if args.health_factor is not None:
+            over["health_factor"] = float(args.health_factor)
+        if args.lt_bps is not None:
+            over["liquidation_threshold_bps"] = args.lt_bps
+        if args.liquidation_bonus_bps is not None:
+            over["liquidation_bonus_bps"] = args.liquidation_bonus_bps
+        specs.append(replace(spec, **over))
+    return specs
+
+
+def _engine_position(spec: PositionSpec) -> BacktestPosition:
+    """The static position the rule sizes its proposals on: the spec's opening state."""
+    return BacktestPosition(
+        debt_usd=Decimal(str(spec.debt_usd)),
+        health_factor=Decimal(str(spec.health_factor)),
+        liquidation_threshold_bps=spec.liquidation_threshold_bps,
+    )
+
+
+def _policy_for(policy: PolicyConfig, spec: PositionSpec) -> PolicyConfig:
+    """Puts on the position's own collateral (the rule's default underlying is WETH)."""
+    token = {"eth": "WETH", "btc": "WBTC"}.get(spec.collateral, policy.option_underlying)
+    return policy.model_copy(update={"option_underlying": token})
+
+
+def _outcomes(
+    args: argparse.Namespace,
+    data: HistoricalData,
+    inputs: SignalInputs,
+    specs: list[PositionSpec],
+    first: BacktestResult,
+) -> list[OutcomeReport]:
+    from agent.backtest.outcome_table import outcome_lines
+
+    try:
+        cfg = OutcomeConfig(
+            execution_delay_days=args.execution_delay_days,
+            swap_cost_bps=args.swap_cost_bps,
+            vol_window_days=args.vol_window_days,
+            put_dte=args.put_dte,
+            liquidation_model=args.liquidation_model,
+            oracle_step_bps=args.oracle_step_bps,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--outcome: {e}") from None
+    assets = {a for s in specs for a in (s.collateral, s.debt) if a != "usdc"}
+    missing = sorted(a for a in assets if not data.has(f"close.{a}"))
+    if missing:
+        raise ConfigError(f"--outcome: no close.{missing[0]} in {args.data_dir}")
+    book = price_book(
+        {a: data.series(f"close.{a}") for a in assets},
+        {a: data.series(f"low.{a}") for a in assets if data.has(f"low.{a}")},
+    )
+    reports = []
+    for i, spec in enumerate(specs):
+        res = first
+        if i > 0:  # the rule sizes on this position and buys puts on its collateral
+            res = run_backtest(
+                data,
+                args.from_,
+                args.to,
+                gate=args.gate,
+                policy_cfg=_policy_for(
+                    PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode), spec
+                ),
+                position=_engine_position(spec),
+                inputs=inputs,
+            )
+        try:
+            rep = outcome_report(spec, book, args.from_, args.to, proposals_from_backtest(res), cfg)
+        except ValueError as e:
+            raise ConfigError(f"--outcome: {e}") from None
+        print()
+        for line in outcome_lines(rep):
+            print(line)
+        reports.append(rep)
+    return reports
+
+
+def _write_text(path: str, text: str) -> None:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write {p}: {e.strerror or e}") from None
 
 
 def beta_records(
@@ -209,6 +341,68 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _bps(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer (bps): {text!r}") from None
+    if not 0 <= v <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be 0..10000 bps: {text!r}")
+    return v
+
+
+def _lt_bps(text: str) -> int:
+    v = _bps(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("a liquidation threshold must be above 0 bps")
+    return v
+
+
+def _outcome_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("outcome (--outcome)")
+    g.add_argument(
+        "--outcome",
+        action="store_true",
+        help="follow the hypothetical position without and with the proposals; print the table",
+    )
+    g.add_argument(
+        "--position",
+        action="append",
+        choices=sorted(PRESETS),
+        help="position preset (repeatable; default eth): eth = ETH/USDC HF 1.45, "
+        "eth-risky = HF 1.25, btc = BTC/USDC HF 1.45 (LT 78%%)",
+    )
+    g.add_argument(
+        "--liquidation-bonus-bps", type=_bps, default=None, help="liquidation bonus (500 = 5%%)"
+    )
+    g.add_argument(
+        "--execution-delay-days",
+        type=int,
+        default=1,
+        help="days between a proposal and its execution (signers; default 1)",
+    )
+    g.add_argument("--swap-cost-bps", type=_bps, default=30, help="a deleverage's swap cost")
+    g.add_argument(
+        "--vol-window-days", type=int, default=30, help="realised vol window for premiums"
+    )
+    g.add_argument(
+        "--put-dte",
+        choices=["min", "mid", "max"],
+        default="mid",
+        help="put expiry within each horizon's DTE range (default mid)",
+    )
+    g.add_argument(
+        "--liquidation-model",
+        choices=["oracle-step", "day-low"],
+        default="oracle-step",
+        help="where liquidations happen: first oracle update past HF 1 (default), or all at the day's low",
+    )
+    g.add_argument(
+        "--oracle-step-bps", type=_bps, default=50, help="oracle deviation step (default 50)"
+    )
+    g.add_argument("--outcome-markdown", help="also write the outcome tables as Markdown here")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "backtest", help="replay the signals and the DeFi layer rule over real history"
@@ -239,17 +433,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--budget-usd", type=_decimal, default=Decimal("1000000"), help="defined-risk capital B"
     )
     p.add_argument(
-        "--debt-usd", type=_decimal, default=Decimal("1000000"), help="hypothetical position debt"
+        "--debt-usd", type=_decimal, default=None, help="hypothetical position debt (default 1e6)"
     )
     p.add_argument(
         "--health-factor",
         type=_decimal,
-        default=Decimal("1.45"),
-        help="hypothetical position health factor",
+        default=None,
+        help="hypothetical position health factor (default: the preset's, 1.45)",
     )
-    p.add_argument("--lt-bps", type=int, default=8250, help="liquidation threshold (bps)")
+    p.add_argument(
+        "--lt-bps", type=_lt_bps, default=None, help="liquidation threshold (bps; preset's)"
+    )
     p.add_argument("--json", help="write one record per day and the episodes to this file")
     p.add_argument("--chart", help="write a PNG chart to this file")
+    _outcome_args(p)
     p.set_defaults(handler=_cmd_backtest)
 
     p = sub.add_parser("beta", help="daily beta30/beta90 of BTC and ETH vs the S&P 500")

@@ -7,8 +7,8 @@ The files shipped in ``data/history`` (gzipped copies; see its PROVENANCE.md) ar
 available by ``known_by``; UTC index; ``name`` = key, ``attrs["source"]`` = source) and
 ``observations(key)`` like ``Store.observations``.
 
-Price sets: ``"yahoo"`` (main: BTC/ETH/^GSPC from Yahoo) or ``"crosscheck"`` (Coinbase closes and
-FRED SP500), never mixed under one key.
+Price sets: ``"yahoo"`` (main: BTC/ETH/^GSPC from Yahoo, with the BTC/ETH intraday lows) or
+``"crosscheck"`` (Coinbase closes and FRED SP500; no lows), never mixed under one key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Literal
 
 import pandas as pd
 
+from agent.collectors import ParseResult
 from agent.core.errors import ConfigError
 from agent.core.models import Observation
 
@@ -34,12 +35,18 @@ COMMON_FILES: dict[str, str] = {
     "funding.bybit.BTCUSDT": "bybit_btcusdt_funding_8h_utc_inferred.csv",
     "rate.aave-v2.ethereum.usdc.supply_apy": "aave_usdc_lending_rate_daily_dune.csv",
     "rate.aave-v2.ethereum.usdt.supply_apy": "aave_usdt_lending_rate_daily_dune.csv",
+    # S9/S10 (the SPX layer): FRED VIXCLS and VXVCLS; S9 pairs them on common dates only.
+    "close.vix": "vix_vixcls_daily_fred.csv",
+    "close.vix3m": "vix3m_vxvcls_daily_fred.csv",
 }
 PRICE_FILES: dict[PriceSet, dict[str, str]] = {
     "yahoo": {
         "close.btc": "btc_usd_daily_yahoo.csv",
         "close.eth": "eth_usd_daily_yahoo.csv",
         "close.spx": "sp500_gspc_daily_yahoo.csv",
+        # intraday lows (the outcome replay checks liquidations at the day's low)
+        "low.btc": "btc_usd_daily_yahoo.csv",
+        "low.eth": "eth_usd_daily_yahoo.csv",
     },
     "crosscheck": {
         "close.btc": "btc_usd_daily_coinbase_close.csv",
@@ -120,6 +127,7 @@ def load_history(data_dir: str | Path | None = None, prices: PriceSet = "yahoo")
     wanted = COMMON_FILES | PRICE_FILES[prices]
     by_key: dict[str, tuple[Observation, ...]] = {}
     skipped: list[str] = []
+    parsed: dict[Path, ParseResult] = {}  # a file serving two keys (close and low) is read once
     for key, fname in wanted.items():
         path = find_file(d, fname)
         if path is None:
@@ -127,7 +135,9 @@ def load_history(data_dir: str | Path | None = None, prices: PriceSet = "yahoo")
                 raise ConfigError(f"backtest data file missing: {d / fname}")
             skipped.append(f"{fname}: missing, {key} not available")
             continue
-        res = import_file(path)
+        first = path not in parsed
+        res = parsed[path] = parsed.get(path) or import_file(path)
         by_key[key] = tuple(o for o in res.observations if o.key == key)
-        skipped += [f"{fname}: {s}" for s in res.skipped[:5]]
+        if first:
+            skipped += [f"{fname}: {s}" for s in res.skipped[:5]]
     return HistoricalData(by_key, d, tuple(skipped))

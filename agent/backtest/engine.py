@@ -33,6 +33,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.backtest.data import HistoricalData
+
+# The SPX layer rule (issue 15) runs after each day's DeFi decision; see agent.backtest.spx.
+from agent.backtest.spx import SpxEpisode, build_spx_inputs, spx_day, spx_episodes
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS
 from agent.policy import (
     Decision,
@@ -44,6 +47,7 @@ from agent.policy import (
     health_factor_wad,
     session_id_for,
 )
+from agent.policy.spx import SpxDecision
 from agent.signals import (
     ReserveRates,
     SignalInputs,
@@ -131,6 +135,7 @@ class DayRecord:
     at: pd.Timestamp
     signals: tuple[SignalResult, ...]
     decision: Decision
+    spx: SpxDecision | None = None  # the SPX layer rule after the DeFi decision
 
     def signal_summary(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -173,6 +178,10 @@ class DayRecord:
             "actions": [a.as_dict() for a in d.actions],
             "suppressed": [s.reason for s in d.suppressed],
         }
+        if self.spx is not None:
+            rec["spx"] = self.spx.as_dict() | {
+                "signals": {r.id: {"status": r.status, "value": r.value} for r in self.spx.signals}
+            }
         return rec
 
 
@@ -227,6 +236,12 @@ class BacktestResult:
     def acted_days(self) -> list[date]:
         return [r.day for r in self.days if r.decision.acted]
 
+    def spx_ticket_days(self) -> list[date]:
+        return [r.day for r in self.days if r.spx is not None and r.spx.fired]
+
+    def spx_episodes(self) -> list[SpxEpisode]:
+        return spx_episodes(self.days)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "start": self.start.isoformat(),
@@ -237,6 +252,7 @@ class BacktestResult:
             "notes": list(self.notes),
             "days": [r.record() for r in self.days],
             "episodes": [e.record() for e in self.episodes],
+            "spx_episodes": [e.record() for e in self.spx_episodes()],
         }
 
 
@@ -324,6 +340,7 @@ def run_backtest(
     pos = (position or BacktestPosition()).snapshot()
     inp = inputs or build_inputs(data)
     memory = PolicyMemory()
+    spx_inp = build_spx_inputs(data)
     days: list[DayRecord] = []
     for day in pd.date_range(pd.Timestamp(d0, tz="UTC"), pd.Timestamp(d1, tz="UTC"), freq="D"):
         at = day + END_OF_DAY
@@ -331,7 +348,8 @@ def run_backtest(
         sess = SessionState(session_id_for(int(at.timestamp())), Decimal(0))
         dec = decide(sig, pos, sess, pcfg, at, memory)
         memory = dec.memory
-        days.append(DayRecord(day.date(), at, tuple(sig), dec))
+        spx = spx_day(spx_inp, dec, at, scfg, pcfg, Decimal(pos.collateral_base) / pos.base_unit)
+        days.append(DayRecord(day.date(), at, tuple(sig), dec, spx))
     tvl = inp.tvl_usd.get("defi-total", pd.Series(dtype="float64"))
     return BacktestResult(
         d0, d1, gate, tuple(days), tuple(find_episodes(days, tvl)), pcfg, data.skipped

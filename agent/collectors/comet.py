@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.collectors.multicall import Call
 from agent.core.abi import load_abi
 from agent.core.models import Observation
+from agent.core.multicall import Call
 from agent.core.units import WAD, per_second_wad_to_apr, per_second_wad_to_apy
 
 PARAMS = (

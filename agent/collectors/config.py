@@ -117,6 +117,9 @@ class FredConfig(_Model):
         FredSeriesConfig(series_id="CPIAUCSL", key="macro.cpi"),
         FredSeriesConfig(series_id="PPIFIS", key="macro.ppi"),
         FredSeriesConfig(series_id="SP500", key="close.spx", vintages=False, monthly=False),
+        # S9/S10: VIX and VIX3M daily closes (known at the end of their day, like SP500).
+        FredSeriesConfig(series_id="VIXCLS", key="close.vix", vintages=False, monthly=False),
+        FredSeriesConfig(series_id="VXVCLS", key="close.vix3m", vintages=False, monthly=False),
     ]
     page_limit: int = Field(100_000, gt=0, le=100_000)
     max_pages: int = Field(50, gt=0)

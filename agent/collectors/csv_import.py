@@ -7,7 +7,7 @@ name without ``.gz``, so a plain and a compressed copy are the same source). Key
 =============================================  =====================================  ======  =====
 file                                           key                                    unit    notes
 =============================================  =====================================  ======  =====
-btc/eth_usd_daily_yahoo.csv                    close.btc / close.eth                  usd     [1]
+btc/eth_usd_daily_yahoo.csv                    close.btc / close.eth, low.btc / -eth  usd     [1]
 sp500_gspc_daily_yahoo.csv                     close.spx                              index
 btc/eth_usd_daily_coinbase_close.csv           close.btc / close.eth                  usd     [1][2]
 sp500_daily_fred.csv                           close.spx                              index   [2]
@@ -28,6 +28,7 @@ vix3m_vxvcls_daily_fred.csv                    close.vix3m                      
 =============================================  =====================================  ======  =====
 
 [1] ts = UTC day start. Yahoo crypto files: the last row is an intraday partial bar and is dropped.
+    Their ``Low`` column is kept as ``low.<asset>`` (capped at the close), known at the day's end.
     Coinbase files: the last row may be intraday and is dropped too.
 [2] ``as_of,value,status``: rows whose status is not ``ok`` are skipped.
 [3] A token-level subset of Aave (likely v2 Ethereum, endpoint undocumented), so its own slug;
@@ -141,16 +142,31 @@ def _close(key: str, day: int, value: float, unit: str, src: str) -> Observation
     return obs(key, day, value, unit, src, day + DAY - 1)
 
 
-def yahoo(key: str, unit: str, drop_last: bool) -> Importer:
+def yahoo(key: str, unit: str, drop_last: bool, low_key: str | None = None) -> Importer:
+    """Daily closes; with ``low_key`` also the day's intraday low (``Low``), known like the close
+    at the end of its day, so the outcome replay sees a wick that closed higher."""
+
+    def row(r: dict[str, str], src: str) -> list[Observation]:
+        day = _ts(_need(r, "Date")) // DAY * DAY
+        close = num(_need(r, "Close"))
+        out = [_close(key, day, close, unit, src)]
+        low = (r.get("Low") or "").strip()
+        if low_key is not None and low:
+            out.append(_close(low_key, day, min(num(low), close), unit, src))
+        return out
+
     def run(path: Path) -> ParseResult:
         src = f"csv:{file_name(path)}"
-        res = _each(
-            path,
-            lambda r: [
-                _close(key, _ts(_need(r, "Date")) // DAY * DAY, num(_need(r, "Close")), unit, src)
-            ],
+        res = _each(path, lambda r: row(r, src))
+        if not drop_last or not res.observations:
+            return res
+        # the partial last bar: its close and its low go together
+        last_ts = max(o.ts for o in res.observations)
+        res.observations = [o for o in res.observations if o.ts != last_ts]
+        res.skipped.append(
+            f"last row {datetime.fromtimestamp(last_ts, UTC).date()} dropped: intraday partial bar"
         )
-        return _drop_last(res, "intraday partial bar") if drop_last else res
+        return res
 
     return run
 
@@ -296,8 +312,8 @@ def aave_tvl(path: Path) -> ParseResult:
 
 
 IMPORTERS: dict[str, Importer] = {
-    "btc_usd_daily_yahoo.csv": yahoo("close.btc", "usd", drop_last=True),
-    "eth_usd_daily_yahoo.csv": yahoo("close.eth", "usd", drop_last=True),
+    "btc_usd_daily_yahoo.csv": yahoo("close.btc", "usd", drop_last=True, low_key="low.btc"),
+    "eth_usd_daily_yahoo.csv": yahoo("close.eth", "usd", drop_last=True, low_key="low.eth"),
     "sp500_gspc_daily_yahoo.csv": yahoo("close.spx", "index", drop_last=False),
     "btc_usd_daily_coinbase_close.csv": as_of("close.btc", "usd", drop_last=True),
     "eth_usd_daily_coinbase_close.csv": as_of("close.eth", "usd", drop_last=True),

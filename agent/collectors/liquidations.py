@@ -34,11 +34,11 @@ from typing import Any
 import structlog
 from eth_utils.address import to_checksum_address
 
-from agent.collectors.multicall import Call, multicall
-from agent.collectors.onchain import MarketLayout
 from agent.core.abi import load_abi
 from agent.core.errors import MalformedResponse, RpcError, SourceError
+from agent.core.market import MarketLayout
 from agent.core.models import Observation
+from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
 
 log = structlog.get_logger(__name__)

@@ -98,52 +98,60 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
+    from agent.app import App
     from agent.collect import collect_once
     from agent.config import load_settings
-    from agent.store.sqlite import Store
 
     settings = load_settings(args.config)
     _configure_logging(args.verbose)
     path = settings.agent.store_path
 
-    async def loop(store: Store) -> int:
-        code = 0
-        while True:
-            report = await collect_once(settings, store)
-            print(render_collect(report, path), flush=True)
-            for e in report.errors:
-                print(f"error: {e}", file=sys.stderr)
-            code = 0 if report.ok else 1
-            if args.once:
-                return code
-            print(flush=True)
-            await asyncio.sleep(settings.agent.tick_interval_s)
+    async def loop() -> int:
+        async with App(settings) as app:
+            rpc = app.rpc() if app.has_rpc() else None
+            while True:
+                report = await collect_once(settings, app.store, http=app.http, rpc=rpc)
+                print(render_collect(report, path), flush=True)
+                for e in report.errors:
+                    print(f"error: {e}", file=sys.stderr)
+                if args.once:
+                    return 0 if report.ok else 1
+                print(flush=True)
+                await asyncio.sleep(settings.agent.tick_interval_s)
 
     try:
-        with Store(path) as store:
-            return asyncio.run(loop(store))
+        return asyncio.run(loop())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
+    from agent.app import App
     from agent.backfill import Progress, backfill
+    from agent.commands.store import parse_when
     from agent.config import load_settings
-    from agent.store.command import parse_when
-    from agent.store.sqlite import Store
 
     settings = load_settings(args.config)
     since = parse_when(args.since)
     _configure_logging(args.verbose)
-    path = settings.agent.store_path
     progress = Progress(enabled=not args.quiet)
-    try:
+
+    async def load() -> BackfillReport:
         # NORMAL is safe here: each step's rows and its checkpoint are one transaction.
-        with Store(path, synchronous="NORMAL") as store:
-            report = asyncio.run(
-                backfill(settings, store, since=since, restart=args.restart, progress=progress)
+        async with App(settings, store_synchronous="NORMAL") as app:
+            return await backfill(
+                settings,
+                app.store,
+                since=since,
+                http=app.http,
+                rpc=app.rpc() if app.has_rpc() else None,
+                restart=args.restart,
+                progress=progress,
             )
+
+    try:
+        report = asyncio.run(load())
     except KeyboardInterrupt:
         progress.close()
         print(

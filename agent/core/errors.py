@@ -6,6 +6,7 @@ into these in one place per boundary, so callers catch ours and messages name th
     ├── SourceError             a data source failed or answered nonsense (``source`` names it)
     │   ├── TransportError      connection refused, DNS, timeout
     │   │   └── RateLimited     HTTP 429 / JSON-RPC capacity errors (``retry_after`` seconds)
+    │   ├── HttpStatusError     a non-2xx answer that is not a rate limit (``status``, ``body``)
     │   ├── MalformedResponse   unparseable, wrong shape, NaN/negative where impossible
     │   ├── StaleData           an oracle answer older than its heartbeat
     │   └── WrongChain          the RPC's chain id differs from configuration
@@ -46,8 +47,22 @@ class RateLimited(TransportError):
         self.retry_after = retry_after
 
 
+class HttpStatusError(SourceError):
+    """A non-2xx answer that is not a rate limit. ``body`` keeps a bounded, redacted copy so a
+    collector can turn a vendor's error JSON into a precise message (FRED's ``error_message``)."""
+
+    def __init__(self, source: str, message: str, status: int, body: str) -> None:
+        super().__init__(source, message)
+        self.status = status
+        self.body = body
+
+
 class MalformedResponse(SourceError):
-    pass
+    """``truncated``: the body ended mid-value (a connection cut short), worth another try."""
+
+    def __init__(self, source: str, message: str, *, truncated: bool = False) -> None:
+        super().__init__(source, message)
+        self.truncated = truncated
 
 
 class StaleData(SourceError):

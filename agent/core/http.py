@@ -3,18 +3,19 @@
 Shape (as in web3.py's middleware): a *send* is ``async (Request) -> Response`` and a *layer* is
 ``(send) -> send``. The stack, outermost first::
 
-    retry -> metrics -> rate_limit -> [recording] -> transport
+    retry -> metrics -> json -> rate_limit -> [recording] -> transport
 
 * ``transport`` is the ONE place aiohttp/status errors are translated into ``agent.core.errors``:
   timeouts and connection errors -> TransportError; 429 -> RateLimited (with Retry-After);
   other non-2xx -> HttpStatusError (a SourceError with ``status`` and a short body snippet).
   ``decode_json`` is the one place JSON is decoded: HTML pages, truncated or non-standard JSON
   -> MalformedResponse naming the source and the URL *path*.
-* Every layer above sees only AgentErrors.
+* Every layer above sees only AgentErrors. ``retry`` is the layer shared with the JSON-RPC
+  client (:mod:`agent.core.retry`); ``json`` decodes inside it, so a body cut short is retried.
 
 Secrets: API keys are passed in ``Request.secrets`` (and/or as query params whose names look like
 keys). Every URL and body snippet that reaches a message, a log line or a recording goes through
-``redact``.
+``redact`` (:mod:`agent.core.redact`, the one redaction of the project).
 
 The module also holds tiny JSON-shape helpers (``expect_dict``, ``num`` ...) that the collectors use
 so arbitrary JSON only ever raises MalformedResponse.
@@ -25,15 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,21 +41,29 @@ import aiohttp
 import structlog
 
 from agent.core.errors import (
+    HttpStatusError,
     MalformedResponse,
     RateLimited,
     SourceError,
     TransportError,
 )
 from agent.core.metrics import METRICS
+from agent.core.redact import redact, redact_value, snippet
+from agent.core.retry import RetryPolicy, parse_retry_after, truncated_json, with_retries
+
+__all__ = [
+    "HttpClient",
+    "HttpStatusError",
+    "RateLimit",
+    "Request",
+    "Response",
+    "RetryPolicy",
+    "parse_retry_after",
+    "rate_limit_layer",
+    "redact",
+]
 
 log = structlog.get_logger(__name__)
-
-SNIPPET_CHARS = 200
-SECRET_PARAM_RE = re.compile(
-    r"((?:api[_-]?key|apikey|registrationkey|access[_-]?token|token|secret|key)=)[^&#\s\"']*",
-    re.IGNORECASE,
-)
-
 
 # -- request / response ---------------------------------------------------------------------
 
@@ -75,6 +81,7 @@ class Request:
     secrets: tuple[str, ...] = ()  # values scrubbed from every message/log/recording
     idempotent: bool = True  # only idempotent requests are retried
     attempt: int = 0  # set by the retry layer
+    expect_json: bool = False  # decode under the retry layer (a body cut short is retried)
 
     @property
     def metric_name(self) -> str:
@@ -97,6 +104,7 @@ class Response:
     body: bytes
     url: str
     elapsed_s: float = 0.0
+    data: Any = None  # the decoded JSON, for requests that expect it
 
     @property
     def content_type(self) -> str:
@@ -107,52 +115,7 @@ Send = Callable[[Request], Awaitable[Response]]
 Layer = Callable[[Send], Send]
 
 
-class HttpStatusError(SourceError):
-    """A non-2xx answer that is not a rate limit. ``body`` keeps a bounded, redacted copy so a
-    collector can turn a vendor's error JSON into a precise message (FRED's ``error_message``)."""
-
-    def __init__(self, source: str, message: str, status: int, body: str) -> None:
-        super().__init__(source, message)
-        self.status = status
-        self.body = body
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    out = SECRET_PARAM_RE.sub(r"\1***", text)
-    for s in secrets:
-        if s:
-            out = out.replace(s, "***")
-    return out
-
-
-def snippet(body: bytes | str, secrets: Sequence[str] = (), limit: int = SNIPPET_CHARS) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())  # one line: collapses HTML/pretty-printed JSON
-    text = redact(text, secrets)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 # -- the one place errors are translated ------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After is delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
-    if value is None or not value.strip():
-        return None
-    v = value.strip()
-    try:
-        secs = float(v)
-    except ValueError:
-        try:
-            dt = email.utils.parsedate_to_datetime(v)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        secs = dt.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(secs):
-        return None
-    return max(0.0, secs)
 
 
 def check_status(req: Request, resp: Response) -> Response:
@@ -188,9 +151,12 @@ def decode_json(req: Request, resp: Response) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
+        truncated = isinstance(e, ValueError) and truncated_json(text, e)
         kind = (
             "an HTML page"
             if resp.content_type == "text/html" or text.lstrip()[:1] == "<"
+            else "JSON cut short"
+            if truncated
             else "invalid JSON"
         )
         raise MalformedResponse(
@@ -198,6 +164,7 @@ def decode_json(req: Request, resp: Response) -> Any:
             f"{req.safe_path} returned {kind} (HTTP {resp.status}, {len(resp.body)} bytes): "
             f"{e if not isinstance(e, RecursionError) else 'nested too deeply'}; "
             f"body starts {snippet(text, req.secrets, 80)!r}",
+            truncated=truncated,
         ) from e
 
 
@@ -257,56 +224,42 @@ def unix_s(v: object, *, ms: bool = False) -> int:
 # -- layers ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # total tries, first included
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_retry_after_s: float = 120.0  # cap on a server's Retry-After
-
-
-def _retryable(e: SourceError) -> bool:
-    if isinstance(e, TransportError):  # includes RateLimited
-        return True
-    return isinstance(e, HttpStatusError) and (e.status >= 500 or e.status == 408)
-
-
 def retry_layer(
     policy: RetryPolicy,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> Layer:
+    """The shared retry layer (:mod:`agent.core.retry`) around an HTTP send."""
     rand = rng or random.Random()
 
     def wrap(send: Send) -> Send:
         async def call(req: Request) -> Response:
-            attempt = 0
-            while True:
-                try:
-                    return await send(dataclasses.replace(req, attempt=attempt))
-                except SourceError as e:
-                    attempt += 1
-                    if not req.idempotent or not _retryable(e) or attempt >= policy.attempts:
-                        raise
-                    # Exponential backoff with "equal jitter": never 0, never in lockstep.
-                    d = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-                    delay = d / 2 + rand.uniform(0, d / 2)
-                    if isinstance(e, RateLimited) and e.retry_after is not None:
-                        delay = min(max(e.retry_after, delay), policy.max_retry_after_s)
-                    log.warning(
-                        "http.retry",
-                        source=req.source,
-                        path=req.safe_path,
-                        attempt=attempt,
-                        delay_s=round(delay, 3),
-                        error=str(e),
-                    )
-                    await sleep(delay)
+            return await with_retries(
+                lambda n: send(dataclasses.replace(req, attempt=n)),
+                policy,
+                source=req.source,
+                what=req.safe_path,
+                idempotent=req.idempotent,
+                sleep=sleep,
+                rng=rand,
+            )
 
         return call
 
     return wrap
+
+
+def json_layer(send: Send) -> Send:
+    """Decode the body of requests that expect JSON, inside the retry layer."""
+
+    async def call(req: Request) -> Response:
+        resp = await send(req)
+        if not req.expect_json:
+            return resp
+        return dataclasses.replace(resp, data=decode_json(req, resp))
+
+    return call
 
 
 def metrics_layer(clock: Callable[[], float] = time.perf_counter) -> Layer:
@@ -378,30 +331,6 @@ def rate_limit_layer(
     return wrap
 
 
-_SECRET_KEY_NAMES = {
-    "api_key",
-    "apikey",
-    "registrationkey",
-    "token",
-    "access_token",
-    "authorization",
-    "key",
-}
-
-
-def _redact_obj(v: Any, secrets: Sequence[str]) -> Any:
-    if isinstance(v, dict):
-        return {
-            k: ("***" if str(k).lower() in _SECRET_KEY_NAMES else _redact_obj(x, secrets))
-            for k, x in v.items()
-        }
-    if isinstance(v, list):
-        return [_redact_obj(x, secrets) for x in v]
-    if isinstance(v, str):
-        return redact(v, secrets)
-    return v
-
-
 def recording_layer(path: Path, *, max_body_chars: int = 1_000_000) -> Layer:
     """Append every exchange (redacted) to a JSONL file: fixtures for tests, evidence for audits."""
 
@@ -417,8 +346,8 @@ def recording_layer(path: Path, *, max_body_chars: int = 1_000_000) -> Layer:
                 "source": req.source,
                 "method": req.method,
                 "url": req.redact(req.url),
-                "params": _redact_obj(dict(req.params or {}), req.secrets),
-                "json": _redact_obj(req.json_body, req.secrets),
+                "params": redact_value(dict(req.params or {}), req.secrets),
+                "json": redact_value(req.json_body, req.secrets),
             }
             try:
                 resp = await send(req)
@@ -473,6 +402,7 @@ class HttpClient:
         for layer in extra_layers:
             send = layer(send)
         send = rate_limit_layer(rate_limits or {}, sleep=sleep)(send)
+        send = json_layer(send)
         send = metrics_layer()(send)
         send = retry_layer(retry or RetryPolicy(), sleep=sleep, rng=rng)(send)
         self._send = send
@@ -545,8 +475,8 @@ class HttpClient:
         return await self._send(req)
 
     async def _json(self, req: Request) -> Any:
-        resp = await self._send(req)
-        return decode_json(req, resp)
+        resp = await self._send(dataclasses.replace(req, expect_json=True))
+        return resp.data
 
     async def get_json(
         self,

@@ -1,8 +1,10 @@
 """Async JSON-RPC client with middleware layers.
 
 The shape follows web3.py's middleware: a request passes through a stack of small layers, each
-wrapping the next ``send`` callable (metrics, retries, then the transport). Library errors
-(aiohttp, JSON) are translated into ``agent.core.errors`` here and nowhere else.
+wrapping the next ``send`` callable (retries, metrics, then the transport). The retry layer and
+the redaction are the ones the HTTP client uses (:mod:`agent.core.retry`,
+:mod:`agent.core.redact`). Library errors (aiohttp, JSON) are translated into
+``agent.core.errors`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from agent.core.errors import (
     ExecutionReverted,
+    HttpStatusError,
     MalformedResponse,
     RateLimited,
     RpcError,
@@ -28,6 +30,13 @@ from agent.core.errors import (
     WrongChain,
 )
 from agent.core.metrics import METRICS
+from agent.core.redact import redact_url, snippet
+from agent.core.retry import RetryPolicy, Sleep, parse_retry_after, truncated_json, with_retries
+
+__all__ = ["DEFAULT_RETRY", "RetryPolicy", "RpcClient", "redact_url"]
+
+# A node answers in milliseconds or is down: fewer, shorter retries than for HTTP APIs.
+DEFAULT_RETRY = RetryPolicy(attempts=3, base_delay_s=0.25, max_delay_s=5.0, max_retry_after_s=30.0)
 
 Send = Callable[[str, Sequence[Any]], Awaitable[Any]]
 Layer = Callable[[Send], Send]
@@ -35,22 +44,6 @@ Layer = Callable[[Send], Send]
 # JSON-RPC error codes providers use for capacity limits (see samples: 429 / -32005 / 403).
 _RATE_LIMIT_CODES = {-32005, 429}
 _TOO_MANY_RESULTS = re.compile(r"more than \d+ results|block range")
-
-
-def redact_url(url: str) -> str:
-    """Hide API keys embedded in provider URLs (``.../v2/<key>``, ``?apikey=``) from messages."""
-    base, _, query = url.partition("?")
-    parts = base.split("/")
-    if len(parts) > 3 and len(parts[-1]) >= 16:
-        parts[-1] = "***"
-    return "/".join(parts) + ("?***" if query else "")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    base_delay_s: float = 0.25
-    max_delay_s: float = 5.0
 
 
 def metrics_layer(source: str) -> Layer:
@@ -70,25 +63,27 @@ def metrics_layer(source: str) -> Layer:
     return wrap
 
 
-def retry_layer(policy: RetryPolicy) -> Layer:
-    """Retry transport failures and rate limits with exponential backoff and full jitter.
-
-    JSON-RPC errors (reverts, bad params) are answers, not failures, and are never retried.
-    """
+def retry_layer(
+    policy: RetryPolicy,
+    source: str,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> Layer:
+    """The shared retry layer (:mod:`agent.core.retry`) around a JSON-RPC send. JSON-RPC
+    errors (reverts, bad params) are answers, not failures, and are never retried."""
+    rand = rng or random.Random()
 
     def wrap(send: Send) -> Send:
         async def layer(method: str, params: Sequence[Any]) -> Any:
-            for attempt in range(1, policy.attempts + 1):
-                try:
-                    return await send(method, params)
-                except TransportError as exc:
-                    if attempt == policy.attempts:
-                        raise
-                    delay = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-                    if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                        delay = min(policy.max_delay_s, exc.retry_after)
-                    await asyncio.sleep(random.uniform(0, delay))
-            raise AssertionError("unreachable")
+            return await with_retries(
+                lambda _: send(method, params),
+                policy,
+                source=source,
+                what=method,
+                sleep=sleep,
+                rng=rand,
+            )
 
         return layer
 
@@ -107,6 +102,8 @@ class RpcClient:
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         layers: Sequence[Layer] = (),
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.url = url
         self.source = source
@@ -116,7 +113,8 @@ class RpcClient:
         self._ids = itertools.count(1)
         send: Send = self._transport
         # Innermost first: metrics wraps the transport, so every attempt a retry makes is counted.
-        for layer in (metrics_layer(source), retry_layer(retry or RetryPolicy()), *layers):
+        retried = retry_layer(retry or DEFAULT_RETRY, source, sleep=sleep, rng=rng)
+        for layer in (metrics_layer(source), retried, *layers):
             send = layer(send)
         self._send = send
 
@@ -153,17 +151,27 @@ class RpcClient:
             raise TransportError(
                 where, f"{method}: cannot connect ({exc.__class__.__name__})"
             ) from exc
+        truncated = False
         try:
             payload = json.loads(text)
-        except ValueError:
+        except ValueError as exc:
             payload = None
+            truncated = truncated_json(text, exc)
         if status == 429 or (isinstance(payload, dict) and _is_rate_limit(payload)):
             raise RateLimited(
-                where, f"{method}: rate limited (HTTP {status})", _parse_retry_after(retry_after)
+                where, f"{method}: rate limited (HTTP {status})", parse_retry_after(retry_after)
             )
         if not isinstance(payload, dict):
+            snip = snippet(text)
+            if status >= 400:
+                # A gateway's error page (HTML 502/503/504): a failure to retry, as over HTTP.
+                raise HttpStatusError(where, f"{method}: HTTP {status}: {snip}", status, snip)
             raise MalformedResponse(
-                where, f"{method}: HTTP {status}, not a JSON-RPC object: {text[:120]!r}"
+                where,
+                f"{method}: HTTP {status}, "
+                + ("JSON cut short" if truncated else "not a JSON-RPC object")
+                + f": {snip!r}",
+                truncated=truncated,
             )
         if "error" in payload and payload["error"] is not None:
             err = payload["error"]
@@ -176,7 +184,7 @@ class RpcClient:
                 raise ExecutionReverted(where, code, msg, data)
             raise RpcError(where, code, msg, data)
         if status >= 400:
-            raise TransportError(where, f"{method}: HTTP {status}")
+            raise HttpStatusError(where, f"{method}: HTTP {status}", status, snippet(text))
         if "result" not in payload:
             raise MalformedResponse(where, f"{method}: response has neither result nor error")
         return payload["result"]
@@ -222,12 +230,3 @@ def _is_rate_limit(payload: dict[str, Any]) -> bool:
         # the request (narrow the range), not a capacity problem to wait out.
         return False
     return err.get("code") in _RATE_LIMIT_CODES or "rate limit" in msg or "capacity" in msg
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -3,7 +3,8 @@
 Two kinds of input, both produced at build time:
 
 * protocol artifacts shipped by the pinned npm packages (Hardhat format: ``abi``, ``bytecode``,
-  ``linkReferences``) under ``toolchain/node_modules`` — Aave V3 core and Safe 1.4.1;
+  ``linkReferences``) under ``toolchain/node_modules`` — Aave V3 core, Safe 1.4.1 and Uniswap V3
+  (core, periphery, SwapRouter02);
 * forge output under ``out/forge/<File>.sol/<Contract>.json`` for our own contracts and for
   Chainlink's ``MockV3Aggregator`` (which its package ships only as source).
 
@@ -25,6 +26,9 @@ from agent.core.errors import DevnetError
 
 AAVE = "@aave/core-v3/artifacts/contracts"
 SAFE = "@safe-global/safe-contracts/build/artifacts/contracts"
+UNI_CORE = "@uniswap/v3-core/artifacts/contracts"
+UNI_PERIPHERY = "@uniswap/v3-periphery/artifacts/contracts"
+UNI_ROUTER = "@uniswap/swap-router-contracts/artifacts/contracts"
 
 # Every npm artifact the devnet deploy reads, by short name (relative to node_modules).
 NPM_ARTIFACTS: dict[str, str] = {
@@ -51,6 +55,11 @@ NPM_ARTIFACTS: dict[str, str] = {
     "SafeProxyFactory": f"{SAFE}/proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
     "MultiSendCallOnly": f"{SAFE}/libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json",
     "CompatibilityFallbackHandler": f"{SAFE}/handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
+    "UniswapV3Factory": f"{UNI_CORE}/UniswapV3Factory.sol/UniswapV3Factory.json",
+    "UniswapV3Pool": f"{UNI_CORE}/UniswapV3Pool.sol/UniswapV3Pool.json",
+    "NonfungiblePositionManager": f"{UNI_PERIPHERY}/NonfungiblePositionManager.sol/NonfungiblePositionManager.json",
+    "QuoterV2": f"{UNI_PERIPHERY}/lens/QuoterV2.sol/QuoterV2.json",
+    "SwapRouter02": f"{UNI_ROUTER}/SwapRouter02.sol/SwapRouter02.json",
 }
 
 # Forge output the deploy reads: (file, contract).

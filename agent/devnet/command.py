@@ -89,7 +89,19 @@ def _summary(state: MarketState) -> str:
         f"  Aave TVL (aToken supply x price): ${state.tvl_usd:,.0f}\n"
         f"  utilisation: {util}; USDC borrow APR {state.borrow_apr.get('USDC', 0.0):.2%}\n"
         f"  funding: {funding}\n"
-        f"  Safe health factor: {state.safe_health_factor:.4f}"
+        + (
+            "  Uniswap V3: "
+            + ", ".join(f"{k}/USDC {v:,.2f}" for k, v in state.pool_prices.items())
+            + "\n"
+            if state.pool_prices
+            else ""
+        )
+        + f"  Safe health factor: {state.safe_health_factor:.4f}"
+        + (
+            f"; empty-wallet Safe: {state.lean_safe_health_factor:.4f}"
+            if state.lean_safe_health_factor is not None
+            else ""
+        )
     )
 
 
@@ -180,5 +192,10 @@ def cmd_play(args: argparse.Namespace) -> int:
         )
     print(f"  liquidations: {len(result.liquidations)}")
     print(f"  Safe health factor: {b.safe_health_factor:.4f} -> {a.safe_health_factor:.4f}")
+    if b.lean_safe_health_factor is not None and a.lean_safe_health_factor is not None:
+        print(
+            f"  empty-wallet Safe health factor: {b.lean_safe_health_factor:.4f}"
+            f" -> {a.lean_safe_health_factor:.4f}"
+        )
     print(f"  feed file: {_rel(feed)}")
     return 0

@@ -16,6 +16,10 @@ Accounts (anvil's unlocked default accounts, ``eth_accounts`` order):
 
 Three impersonated "leveraged" borrowers (``RISKY_BORROWERS``) sit at health factors 1.15-1.30 so
 a 25% ETH drawdown liquidates them, giving the scenario real ``LiquidationCall`` events.
+
+Uniswap V3 (``agent.devnet.uniswap``): WETH/USDC and WBTC/USDC pools at the oracle price. Two
+Safes (same owners): ``safe`` (WETH collateral, spare WETH and USDC) and ``safe_lean`` (WBTC
+collateral, empty wallet: protectable only by a deleverage through Uniswap).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from agent.core.errors import DevnetError
 from agent.core.units import MAX_UINT256, RAY, WAD
 from agent.devnet.artifacts import ensure_forge_artifacts, forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
+from agent.devnet.pricing import devnet_pool_keys
 from agent.devnet.safe import Call, encode, exec_batch
-from agent.planner.options import PremiaV3Venue, devnet_pool_keys
+from agent.devnet.uniswap import deploy_uniswap
+from agent.planner.options import PremiaV3Venue
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"
@@ -113,6 +119,8 @@ RISKY = [(100, Decimal("1.15")), (150, Decimal("1.22")), (200, Decimal("1.30"))]
 SAFE_COLLATERAL_WETH = 400
 SAFE_SPARE_WETH = 160  # 40% of collateral: room for a later top-up
 SAFE_SPARE_USDC = 150_000  # the treasury keeps stablecoins for premiums and repays
+LEAN_COLLATERAL_WBTC = 10  # the second, empty-wallet Safe: ~$620k of WBTC
+LEAN_HF = Decimal("1.5")
 PERP_SKEW_SCALE = 100_000 * WAD  # ETH of net skew at which funding is maximal
 PERP_MAX_FUNDING_PER_DAY = 5 * WAD // 1000  # 0.5%/day ≈ 182% APR
 PERP_INITIAL_SKEW = 2_000 * WAD  # 0.01%/day ≈ 3.65% APR
@@ -310,22 +318,20 @@ class Deployer:
             "pools_listed": len(keys),
         }
 
+    def uniswap(self) -> dict[str, Any]:
+        prices = {
+            str(self.tokens[s.symbol].address): int(s.price * 10**FEED_DECIMALS) for s in ASSETS
+        }
+        decimals = {s.symbol: s.decimals for s in ASSETS}
+        return deploy_uniswap(self.chain, self.deployer, self.tokens, decimals, prices)
+
     def safe(self) -> dict[str, Any]:
         singleton = self.deploy_contract("Safe")
         factory = self.deploy_contract("SafeProxyFactory")
         multisend = self.deploy_contract("MultiSendCallOnly")
         handler = self.deploy_contract("CompatibilityFallbackHandler")
-        initializer = encode(
-            singleton, "setup", self.owners, 1, ZERO, b"", handler.address, ZERO, 0, ZERO
-        )
-        receipt = self.chain.send(
-            factory, "createProxyWithNonce", singleton.address, initializer, 0, sender=self.deployer
-        )
-        events = factory.events.ProxyCreation().process_receipt(receipt, errors=DISCARD)
-        if not events:
-            raise DevnetError("SafeProxyFactory emitted no ProxyCreation")
         return {
-            "address": to_checksum_address(events[0]["args"]["proxy"]),
+            "address": self.new_safe(singleton, factory, handler.address, salt=0),
             "owners": list(self.owners),
             "threshold": 1,
             "singleton": singleton.address,
@@ -333,6 +339,38 @@ class Deployer:
             "multisend_call_only": multisend.address,
             "fallback_handler": handler.address,
         }
+
+    def new_safe(self, singleton: Contract, factory: Contract, handler: str, *, salt: int) -> str:
+        initializer = encode(singleton, "setup", self.owners, 1, ZERO, b"", handler, ZERO, 0, ZERO)
+        receipt = self.chain.send(
+            factory, "createProxyWithNonce", singleton.address, initializer, salt,
+            sender=self.deployer,
+        )  # fmt: skip
+        events = factory.events.ProxyCreation().process_receipt(receipt, errors=DISCARD)
+        if not events:
+            raise DevnetError("SafeProxyFactory emitted no ProxyCreation")
+        return to_checksum_address(events[0]["args"]["proxy"])
+
+    def lean_safe(self, pool: Contract, safe: dict[str, Any]) -> dict[str, Any]:
+        """A second Safe (same owners) with WBTC collateral, USDC debt at HF ~1.5 and an empty
+        wallet: no spare collateral, no stablecoins. Its only protection is a deleverage."""
+        singleton = self.chain.at(safe["singleton"], npm_artifact("Safe"))
+        factory = self.chain.at(safe["proxy_factory"], npm_artifact("SafeProxyFactory"))
+        addr = self.new_safe(singleton, factory, safe["fallback_handler"], salt=1)
+        wbtc, usdc = self.tokens["WBTC"], self.tokens["USDC"]
+        collateral = self.units("WBTC", LEAN_COLLATERAL_WBTC)
+        self.send(wbtc, "mint", addr, collateral)
+        spec = next(s for s in ASSETS if s.symbol == "WBTC")
+        debt_usd = LEAN_COLLATERAL_WBTC * spec.price * Decimal(spec.lt) / 10_000 / LEAN_HF
+        debt = self.units("USDC", debt_usd.quantize(Decimal("0.000001"), rounding="ROUND_DOWN"))
+        calls = [
+            Call(wbtc.address, encode(wbtc, "approve", pool.address, collateral)),
+            Call(pool.address, encode(pool, "supply", wbtc.address, collateral, addr, 0)),
+            Call(pool.address, encode(pool, "borrow", usdc.address, debt, 2, 0, addr)),
+            Call(usdc.address, encode(usdc, "transfer", self.deployer, debt)),  # all of it
+        ]
+        exec_batch(self.chain, addr, safe["owners"][0], safe["multisend_call_only"], calls)
+        return {**safe, "address": addr, "collateral": "WBTC"}
 
     # -- positions ------------------------------------------------------------------------
 
@@ -421,9 +459,11 @@ def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
     perp = dep.perp()
     safe = dep.safe()
     premia = dep.premia()
+    uniswap = dep.uniswap()
     pool = chain.at(aave["pool"], npm_artifact("Pool"))
     dep.seed(pool)
     dep.safe_position(pool, safe)
+    safe_lean = dep.lean_safe(pool, safe)
     block = chain.block_number()
     return {
         "version": 1,
@@ -449,7 +489,9 @@ def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
         "multicall3": multicall,
         "perps": {"ETH-PERP": perp},
         "premia": premia,
+        "uniswap": uniswap,
         "safe": safe,
+        "safe_lean": safe_lean,
         "accounts": {"deployer": dep.deployer, "whales": list(dep.whales)},
     }
 

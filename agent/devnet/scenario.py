@@ -29,6 +29,8 @@ from agent.core.units import MAX_UINT256, RAY, WAD
 from agent.devnet.artifacts import forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import FEED_DECIMALS, RISKY_BORROWERS
+from agent.devnet.uniswap import sync_pools
+from agent.planner.uniswap import price_in_out_wad
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,8 @@ DEFAULT_FEED_PATH = PROJECT_ROOT / "out" / "devnet" / "scenario_feed.json"
 HOUR = 3600
 DAY = 86400
 ACTIONS = ("withdraw", "set_skew", "borrow_to_utilisation")
+INDEX_CLOSES = ("vix", "vix3m")  # daily index closes with no weekend session, like spx
+INDEX_PATHS = ("spx", *INDEX_CLOSES)  # indices whose closes continue during the scenario
 
 
 @dataclass(frozen=True)
@@ -63,18 +67,12 @@ class Scenario:
     liquidate: bool
     cpi: list[MacroPrint]
     ppi: list[MacroPrint]
-    closes: dict[str, list[float]]  # btc/eth/spx, oldest first
+    closes: dict[str, list[float]]  # btc/eth/spx/vix/vix3m, oldest first
+    # S&P 500/VIX/VIX3M during the scenario: index -> [(hour, level)] (S8-S11 and the ticket)
+    index_paths: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def price_at(self, feed: str, hour: float) -> float:
-        pts = self.prices[feed]
-        hours = [h for h, _ in pts]
-        i = bisect_right(hours, hour)
-        if i == 0:
-            return pts[0][1]
-        if i == len(pts):
-            return pts[-1][1]
-        (h0, p0), (h1, p1) = pts[i - 1], pts[i]
-        return p0 + (p1 - p0) * (hour - h0) / (h1 - h0)
+        return _interp(self.prices[feed], hour)
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -124,8 +122,17 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
         events.append(Event(hour, action, params))
     macro = raw.get("macro", {})
     closes = {
-        k: [float(v) for v in raw.get("closes", {}).get(k, [])] for k in ("btc", "eth", "spx")
+        k: [float(v) for v in raw.get("closes", {}).get(k, [])]
+        for k in ("btc", "eth", "spx", *INDEX_CLOSES)
     }
+    index_paths: dict[str, list[tuple[float, float]]] = {}
+    for k, pts in raw.get("index_paths", {}).items():
+        if k not in INDEX_PATHS:
+            raise bad(f"index_paths.{k}: unknown index (expected one of {', '.join(INDEX_PATHS)})")
+        parsed = [(float(h), float(v)) for h, v in pts]
+        if not parsed or any(b[0] <= a[0] for a, b in pairwise(parsed)):
+            raise bad(f"index_paths.{k}: hours must be strictly increasing")
+        index_paths[k] = parsed
     return Scenario(
         name=str(raw.get("name", path.stem)),
         path=path,
@@ -143,6 +150,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Scenario:
             for p in macro.get("ppi", [])
         ],
         closes=closes,
+        index_paths=index_paths,
     )
 
 
@@ -183,17 +191,32 @@ def _macro_observations(key: str, prints: list[MacroPrint], start: int) -> list[
     return out[::-1]
 
 
+def _weekend(ts: int) -> bool:
+    return datetime.fromtimestamp(ts, tz=UTC).weekday() >= 5
+
+
+def _interp(pts: list[tuple[float, float]], hour: float) -> float:
+    hours = [h for h, _ in pts]
+    i = bisect_right(hours, hour)
+    if i == 0:
+        return pts[0][1]
+    if i == len(pts):
+        return pts[-1][1]
+    (h0, p0), (h1, p1) = pts[i - 1], pts[i]
+    return p0 + (p1 - p0) * (hour - h0) / (h1 - h0)
+
+
 def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
     """Every off-chain observation the scenario carries, with absolute unix timestamps."""
     obs = _macro_observations("macro.cpi", scenario.cpi, start)
     obs += _macro_observations("macro.ppi", scenario.ppi, start)
     day0 = start - start % DAY
-    units = {"btc": "usd", "eth": "usd", "spx": "index"}
+    units = {"btc": "usd", "eth": "usd", "spx": "index", "vix": "index", "vix3m": "index"}
     for asset, values in scenario.closes.items():
         n = len(values)
         for i, v in enumerate(values):
             ts = day0 - (n - i) * DAY  # the last close is the day before the start day
-            if asset == "spx" and datetime.fromtimestamp(ts, tz=UTC).weekday() >= 5:
+            if asset in ("spx", *INDEX_CLOSES) and _weekend(ts):
                 continue  # no S&P 500 session on weekends
             # A daily close is known once its day has ended.
             obs.append(
@@ -222,6 +245,22 @@ def build_feed(scenario: Scenario, start: int) -> dict[str, Any]:
                     "known_at": boundary,
                 }
             )
+            boundary += DAY
+    # S&P 500/VIX/VIX3M closes for weekdays that end during the scenario, from its index paths.
+    for index, pts in scenario.index_paths.items():
+        boundary = day0 + DAY
+        while boundary <= start + scenario.duration_hours * HOUR:
+            if not _weekend(boundary - DAY):
+                level = _interp(pts, (boundary - start) / HOUR)
+                obs.append(
+                    {
+                        "key": f"close.{index}",
+                        "ts": boundary - DAY,
+                        "value": round(level, 2),
+                        "unit": "index",
+                        "known_at": boundary,
+                    }
+                )
             boundary += DAY
     obs.sort(key=lambda o: (o["key"], o["ts"]))
     return {
@@ -253,6 +292,8 @@ class MarketState:
     borrow_apr: dict[str, float]
     funding_per_day: dict[str, float]
     safe_health_factor: float
+    lean_safe_health_factor: float | None = None  # the empty-wallet Safe, when deployed
+    pool_prices: dict[str, float] = field(default_factory=dict)  # Uniswap V3, in USDC
 
 
 def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest") -> MarketState:
@@ -285,6 +326,19 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
         for name, addr in dep["perps"].items()
     }
     acct = chain.call(pool, "getUserAccountData", dep["safe"]["address"], block=blk)
+    pool_prices = {}
+    for sym, info in (dep.get("uniswap") or {}).get("pools", {}).items():
+        pool_c = chain.at(info["address"], npm_artifact("UniswapV3Pool"))
+        sqrt_p = int(chain.call(pool_c, "slot0", block=blk)[0])
+        is0 = info["token0"] == dep["tokens"][sym]["address"]
+        dec = dep["tokens"][sym]["decimals"], dep["tokens"]["USDC"]["decimals"]
+        pool_prices[sym] = price_in_out_wad(sqrt_p, is0, *dec) / WAD
+    lean = dep.get("safe_lean")
+    lean_hf = (
+        int(chain.call(pool, "getUserAccountData", lean["address"], block=blk)[5]) / WAD
+        if lean
+        else None
+    )
     return MarketState(
         block=blk,
         timestamp=chain.timestamp(blk),
@@ -295,6 +349,8 @@ def market_state(chain: Chain, dep: dict[str, Any], block: int | str = "latest")
         borrow_apr=apr,
         funding_per_day=funding,
         safe_health_factor=int(acct[5]) / WAD,
+        lean_safe_health_factor=lean_hf,
+        pool_prices=pool_prices,
     )
 
 
@@ -353,12 +409,21 @@ class Player:
             answer = round(Decimal(str(self.sc.price_at(feed, h))) * 10**FEED_DECIMALS)
             self.chain.send(self.feeds[feed], "updateAnswer", int(answer), sender=self.deployer)
             sent += 1
+        # A market maker swaps the Uniswap pools back to the new oracle price, so DEX quotes
+        # follow the scenario instead of going stale.
+        sent += sync_pools(self.chain, self.dep, self.oracle_prices())
         for ev in self.sc.events:
             if ev.hour == h:
                 sent += self.apply(ev)
         if self.sc.liquidate:
             sent += self.keeper(h)
         return sent
+
+    def oracle_prices(self) -> dict[str, int]:
+        return {
+            t["address"]: int(self.chain.call(self.oracle, "getAssetPrice", t["address"]))
+            for t in self.dep["tokens"].values()
+        }
 
     def apply(self, ev: Event) -> int:
         p = ev.params

@@ -19,10 +19,10 @@ the target when it lands that many seconds later.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import (
     AAVE_BASE_UNIT_USD,
     BPS,
@@ -187,13 +187,59 @@ def plan_repay(
     )
 
 
-# -- choosing between a top-up and a repayment ------------------------------------------------
+# -- choosing the protection ----------------------------------------------------------------
+#
+# Every action the Safe can pay for is planned; the choice ranks those that reach the target by
+# the value they lose to the market first (0 for a top-up or a repay: the capital stays the
+# treasury's; fee + price impact + slippage bound for a deleverage), then by the capital they
+# commit (top-up and repay), so a wallet that holds the debt asset repays rather than sells
+# collateral. ``cost_usd`` in the comparison is what the issue defines: capital committed for a
+# top-up or repay, fee + impact + slippage bound for a deleverage.
 
-ProtectionPlan = TopUpPlan | RepayPlan
+
+class _Deleverage(Protocol):
+    """What the choice reads from a deleverage plan (``agent.planner.deleverage``), which
+    imports this module."""
+
+    @property
+    def asset(self) -> ReserveMeta: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def value_base(self) -> int: ...
+    @property
+    def needed_value_base(self) -> int: ...
+    @property
+    def capped_by(self) -> str | None: ...
+    @property
+    def hf_expected_wad(self) -> int: ...
+    @property
+    def cost_base(self) -> int: ...
+    @property
+    def transactions(self) -> tuple[PlannedTx, ...]: ...
+
+
+ProtectionPlan = TopUpPlan | RepayPlan | _Deleverage
 
 
 def _action(plan: ProtectionPlan) -> str:
-    return "repay_debt" if isinstance(plan, RepayPlan) else "collateral_top_up"
+    if isinstance(plan, RepayPlan):
+        return "repay_debt"
+    if isinstance(plan, TopUpPlan):
+        return "collateral_top_up"
+    return "deleverage"
+
+
+def _cost(plan: ProtectionPlan) -> int:
+    """The issue's cost: capital committed (top-up, repay) or fee + impact + slippage bound."""
+    if isinstance(plan, TopUpPlan | RepayPlan):
+        return plan.value_base
+    return plan.cost_base
+
+
+def _loss(plan: ProtectionPlan) -> int:
+    """Value lost to the market: nothing for a top-up or a repay."""
+    return 0 if isinstance(plan, TopUpPlan | RepayPlan) else plan.cost_base
 
 
 def _reaches(plan: ProtectionPlan, target_hf_wad: int | None) -> bool:
@@ -206,69 +252,90 @@ def _hf(v: int) -> float | None:
     return None if v >= 2**255 else v / WAD
 
 
+def _usd(base: int) -> str:
+    return f"${base / AAVE_BASE_UNIT_USD:,.2f}"
+
+
+def _why_not(plan: ProtectionPlan, chosen: ProtectionPlan, target_hf_wad: int | None) -> str:
+    if not _reaches(plan, target_hf_wad):
+        if plan.capped_by is not None:
+            return f"does not reach the target (capped by {plan.capped_by})"
+        return f"does not reach the target (health factor {_hf(plan.hf_expected_wad) or 0:.4f})"
+    if _loss(plan) > _loss(chosen):
+        return (
+            f"loses {_usd(_loss(plan))} to the market (fee, price impact, slippage bound)"
+            f" where {_action(chosen)} loses {_usd(_loss(chosen))}"
+        )
+    return f"commits {_usd(_cost(plan))} vs {_usd(_cost(chosen))} for {_action(chosen)}"
+
+
 def choose_protection(
     topup: TopUpPlan | None,
     repay: RepayPlan | None,
     *,
+    deleverage: _Deleverage | None = None,
     target_hf_wad: int | None = None,
 ) -> tuple[ProtectionPlan | None, dict[str, Any]]:
-    """Pick the cheaper plan (capital committed, USD) among those that reach the target.
+    """Pick the protection among the plans the Safe can pay for (any may be ``None``).
 
-    A plan reaches the target when it is not capped (wallet, session cap, debt) and its expected
-    health factor is at least ``target_hf_wad`` (defaults to the repay plan's target). A plan
-    that misses the target always loses to one that reaches it; when neither reaches it, the
-    one that ends at the higher health factor wins (cheaper on a tie). Ties on cost go to the
-    top-up (it keeps the debt asset liquid). Returns ``(chosen, comparison)``; ``comparison``
-    is JSON-ready for the proposal record.
+    A plan reaches the target when it is not capped (wallet, session cap, debt, collateral,
+    floor steps) and its expected health factor is at least ``target_hf_wad`` (defaults to the
+    repay plan's target). Among those that reach it, the least value lost to the market wins,
+    then the least capital committed; ties go to the earlier of top-up, repay, deleverage. When
+    none reaches it, the one ending at the highest health factor wins (cheaper on a tie).
+    Returns ``(chosen, comparison)``; ``comparison`` is JSON-ready for the proposal record and
+    says for every alternative what it costs and why it lost.
     """
     if target_hf_wad is None and repay is not None:
         target_hf_wad = repay.target_hf_wad
-    options = [p for p in (topup, repay) if p is not None]
-    rows = [
-        {
-            "action": _action(p),
-            "asset": p.asset.symbol,
-            "amount": str(p.amount),
-            "cost_usd": p.value_base / AAVE_BASE_UNIT_USD,
-            "needed_usd": p.needed_value_base / AAVE_BASE_UNIT_USD,
-            "health_factor_expected": _hf(p.hf_expected_wad),
-            "reaches_target": _reaches(p, target_hf_wad),
-            "capped_by": p.capped_by,
-        }
-        for p in options
-    ]
+    options: list[ProtectionPlan] = [p for p in (topup, repay, deleverage) if p is not None]
     comparison: dict[str, Any] = {
         "target_health_factor": None if target_hf_wad is None else target_hf_wad / WAD,
-        "options": rows,
+        "options": [],
         "chosen": None,
         "reason": "",
     }
     if not options:
-        comparison["reason"] = "no plan: neither a top-up nor a repayment could be planned"
+        comparison["reason"] = "no plan: no top-up, repayment or deleverage could be planned"
         return None, comparison
     reaching = [p for p in options if _reaches(p, target_hf_wad)]
     if reaching:
-        chosen = min(reaching, key=lambda p: p.value_base)  # stable: top-up first on a tie
-        if len(reaching) == 2:
-            other = reaching[1] if chosen is reaching[0] else reaching[0]
-            reason = (
-                f"{_action(chosen)} reaches the target for ${chosen.value_base / AAVE_BASE_UNIT_USD:,.2f}"
-                f" vs ${other.value_base / AAVE_BASE_UNIT_USD:,.2f} for {_action(other)}"
-            )
-        elif len(options) == 2:
-            other = options[1] if chosen is options[0] else options[0]
-            reason = (
-                f"{_action(chosen)} reaches the target; {_action(other)} does not"
-                f" (capped by {other.capped_by or 'nothing'})"
+        chosen = min(reaching, key=lambda p: (_loss(p), _cost(p)))  # stable on ties
+        others = [p for p in options if p is not chosen]
+        if not others:
+            reason = f"{_action(chosen)} is the only plan and reaches the target"
+        elif len(reaching) == 1:
+            reason = f"{_action(chosen)} reaches the target; " + "; ".join(
+                f"{_action(o)} does not (capped by {o.capped_by or 'nothing'})" for o in others
             )
         else:
-            reason = f"{_action(chosen)} is the only plan and reaches the target"
+            rivals = [o for o in reaching if o is not chosen]
+            reason = f"{_action(chosen)} reaches the target for {_usd(_cost(chosen))}" + "".join(
+                f" vs {_usd(_cost(o))} for {_action(o)}" for o in rivals
+            )
+            if any(_loss(o) > _loss(chosen) for o in rivals):
+                reason += " (a deleverage loses value to the market; it is the last resort)"
     else:
-        chosen = max(options, key=lambda p: (p.hf_expected_wad, -p.value_base))
+        chosen = max(options, key=lambda p: (p.hf_expected_wad, -_cost(p)))
         reason = (
             f"no plan reaches the target; {_action(chosen)} ends at the higher health factor"
             f" ({(_hf(chosen.hf_expected_wad) or float('inf')):.4f})"
         )
+    comparison["options"] = [
+        {
+            "action": _action(p),
+            "asset": p.asset.symbol,
+            "amount": str(p.amount),
+            "cost_usd": _cost(p) / AAVE_BASE_UNIT_USD,
+            "value_lost_usd": _loss(p) / AAVE_BASE_UNIT_USD,
+            "needed_usd": p.needed_value_base / AAVE_BASE_UNIT_USD,
+            "health_factor_expected": _hf(p.hf_expected_wad),
+            "reaches_target": _reaches(p, target_hf_wad),
+            "capped_by": p.capped_by,
+            "why_not": None if p is chosen else _why_not(p, chosen, target_hf_wad),
+        }
+        for p in options
+    ]
     comparison["chosen"] = _action(chosen)
     comparison["reason"] = reason
     return chosen, comparison

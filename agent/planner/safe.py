@@ -41,6 +41,9 @@ class SafeTx:
     gas_price: int = 0
     gas_token: str = ZERO_ADDRESS
     refund_receiver: str = ZERO_ADDRESS
+    # The Safe nonce the signers will see (the next free one after the Transaction Service's
+    # queue). None: the Safe's current on-chain nonce, as execTransaction uses it.
+    nonce: int | None = None
 
 
 def build_safe_tx(safe: str, multisend_call_only: str, txs: Sequence[PlannedTx]) -> SafeTx:

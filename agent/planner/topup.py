@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS, WAD, token_to_float
 from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.policy.spx_config import SpxLayerConfig
+
 
 class HorizonConfig(BaseModel):
     """One rung of the option ladder. ``weight`` is its share of the option spend;
@@ -90,6 +92,8 @@ class PolicyConfig(BaseModel):
     # ... or when this long has passed since the last proposal of that action.
     cooldown_hours: float = Field(24.0, ge=0)
     min_action_usd: Decimal = Field(Decimal("1.00"), ge=0)  # smaller actions are dropped
+    # The S&P 500 side: an advisory put ticket (agent.policy.spx), same session cap.
+    spx: SpxLayerConfig = SpxLayerConfig()
 
     @model_validator(mode="after")
     def _weights(self) -> PolicyConfig:

@@ -1,4 +1,4 @@
-"""``Decision.explain()``: one line per fact, enough to recompute the decision by hand."""
+"""``explain_lines(decision)``: one line per fact, enough to recompute the decision by hand."""
 
 from __future__ import annotations
 

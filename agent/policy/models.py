@@ -263,9 +263,3 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the summary plus every signal result with its inputs."""
         return self.summary() | {"signals": [s.as_dict() for s in self.signals]}
-
-    def explain(self) -> list[str]:
-        """Human-readable lines a reviewer can recompute by hand."""
-        from agent.policy.explain import explain_lines
-
-        return explain_lines(self)

@@ -1,6 +1,7 @@
 """Signals S1..S8: pure functions of pandas series (see :mod:`agent.signals.base` for the
 conventions). :func:`evaluate_signals` runs every signal over one :class:`SignalInputs` bundle;
-the live runner and the backtest both call it, so they share the exact same code path."""
+the daemon (``agent.evaluate``, inputs read from the store) and the backtest (inputs from the
+shipped history) both call it, so they share the exact same code path."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from agent.signals.base import (
-    INSUFFICIENT,
     SIGNAL_IDS,
     InputRef,
     SignalResult,
     Status,
     aggregate_status,
-    result,
     to_utc,
 )
 from agent.signals.beta import paired_log_returns, s8_beta, s8_beta_one
@@ -47,6 +46,10 @@ from agent.signals.volatility import s6_collateral_volatility, s6_volatility_one
 
 def _empty() -> dict[str, pd.Series]:
     return {}
+
+
+def _no_series() -> pd.Series:
+    return pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
 
 
 @dataclass(frozen=True)
@@ -80,20 +83,10 @@ def evaluate_signals(
     out += s5_liquidations(inputs.liquidations_usd_per_hour, at, cfg.s5)
     out += s6_collateral_volatility(inputs.hourly_prices, at, cfg.s6)
     out += s7_technical(inputs.daily_closes, at, cfg.s7)
-    if inputs.spx_closes is None:
-        out.append(
-            result(
-                "S8",
-                "cross-domain beta",
-                "none",
-                INSUFFICIENT,
-                None,
-                None,
-                "no S&P 500 series given",
-            )
-        )
-    else:
-        out += s8_beta(inputs.beta_assets, inputs.spx_closes, at, cfg.s8)
+    # No S&P 500 series is the same as an empty one: each crypto asset's beta is insufficient
+    # data, named by its subject (the daemon and the backtest report it alike).
+    spx = inputs.spx_closes if inputs.spx_closes is not None else _no_series()
+    out += s8_beta(inputs.beta_assets, spx, at, cfg.s8)
     return out
 
 

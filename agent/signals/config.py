@@ -122,6 +122,42 @@ class S8Config(_Cfg):
     max_staleness_days: float = Field(5.0, gt=0)
 
 
+class S9Config(_Cfg):
+    """VIX term structure: backwardation when the VIX close is above the VIX3M close of the same
+    day (``VIX / VIX3M > ratio``, default 1.0). Only days both series have count (VIXCLS has
+    holiday prints VXVCLS lacks); the latest common day must be at most ``max_staleness_days``
+    old."""
+
+    ratio: float = Field(1.0, gt=0)
+    max_staleness_days: float = Field(5.0, gt=0)
+
+
+class S10Config(_Cfg):
+    """Implied volatility high: the latest VIX close's percentile rank among the last
+    ``window_closes`` VIX closes (itself included) is ``>= percentile`` (0.70)."""
+
+    percentile: float = Field(0.70, gt=0, le=1)
+    window_closes: int = Field(90, ge=10)
+    min_closes: int = Field(60, ge=5)
+    max_staleness_days: float = Field(5.0, gt=0)
+
+
+class S11Config(_Cfg):
+    """Bearish MACD divergence of the S&P 500: the latest close is at or within
+    ``price_tolerance_fraction`` of the highest close of the ``lookback_closes`` before it (the
+    last ``min_gap_closes`` excluded), while the MACD(fast, slow) line is below its value on
+    that highest close. MACD over the last ``history_closes`` closes (as S7)."""
+
+    macd_fast: int = Field(12, ge=1)
+    macd_slow: int = Field(26, ge=2)
+    lookback_closes: int = Field(40, ge=5)
+    min_gap_closes: int = Field(5, ge=1)
+    price_tolerance_fraction: float = Field(0.01, ge=0, lt=1)
+    history_closes: int = Field(250, ge=60)
+    min_closes: int = Field(80, ge=30)
+    max_staleness_days: float = Field(5.0, gt=0)
+
+
 class SignalsConfig(_Cfg):
     s1: S1Config = S1Config()
     s2: S2Config = S2Config()
@@ -131,3 +167,7 @@ class SignalsConfig(_Cfg):
     s6: S6Config = S6Config()
     s7: S7Config = S7Config()
     s8: S8Config = S8Config()
+    # The S&P 500 side (agent.signals.spx; read by the SPX layer rule, not by the DeFi layer).
+    s9: S9Config = S9Config()
+    s10: S10Config = S10Config()
+    s11: S11Config = S11Config()

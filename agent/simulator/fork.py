@@ -8,7 +8,8 @@ process died, it is restarted.
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
 approving the Safe transaction hash on chain (``approveHash``), so the signatures are Safe's
-"approved hash" kind (``r = owner, s = 0, v = 1``).
+"approved hash" kind (``r = owner, s = 0, v = 1``). When the Safe transaction carries a nonce
+(the next free one after the Transaction Service's queue), it executes at that nonce.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from agent.collectors.multicall import Call
 from agent.core.abi import ContractAbi, DecodedCall, decode_revert, load_abi, revert_data_from_rpc
 from agent.core.anvil import AnvilProcess
 from agent.core.errors import (
@@ -29,11 +29,13 @@ from agent.core.errors import (
     SourceError,
     TransportError,
 )
+from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
 
 GAS_FUNDING_WEI = 10 * 10**18
+SAFE_NONCE_SLOT = 5  # SafeStorage: singleton, modules, owners, ownerCount, threshold, nonce
 T = TypeVar("T")
 FORK_SOURCE = "fork"
 
@@ -133,6 +135,8 @@ class ForkSimulator:
                 "MultiSendCallOnly",
                 "PremiaPool",
                 "PremiaPoolFactory",
+                "SwapRouter02",
+                "UniswapV3Pool",
             )
         ]
 
@@ -348,6 +352,8 @@ class ForkSimulator:
     ) -> SimulationResult:
         safe = load_abi("Safe")
         before = await self.account_view(rpc, account)
+        if st.nonce is not None:
+            await self._set_safe_nonce(rpc, st.safe, st.nonce)
         (nonce,) = await self._call(rpc, safe, st.safe, "nonce")
         (owners,) = await self._call(rpc, safe, st.safe, "getOwners")
         (threshold,) = await self._call(rpc, safe, st.safe, "getThreshold")
@@ -404,6 +410,27 @@ class ForkSimulator:
             tuple(outcomes),
             error=res.revert_reason,
         )
+
+    async def _set_safe_nonce(self, rpc: RpcClient, safe_addr: str, nonce: int) -> None:
+        """Run at the nonce the signers will see: when the Transaction Service already queues
+        transactions at the on-chain nonce and above, the proposal executes after them, so the
+        fork's Safe is moved to that nonce (the queued transactions' own effects are not
+        replayed: they may never execute). Safe 1.3-1.5 keep ``nonce`` in storage slot 5; the
+        read-back catches any other layout."""
+        safe = load_abi("Safe")
+        (current,) = await self._call(rpc, safe, safe_addr, "nonce")
+        if int(current) == nonce:
+            return
+        await rpc.request(
+            "anvil_setStorageAt",
+            [safe_addr, hex(SAFE_NONCE_SLOT), "0x" + nonce.to_bytes(32, "big").hex()],
+        )
+        (after,) = await self._call(rpc, safe, safe_addr, "nonce")
+        if int(after) != nonce:
+            raise SimulationError(
+                f"could not move Safe {safe_addr} to nonce {nonce} on the fork (it reads {after}): "
+                "unknown Safe storage layout"
+            )
 
     async def _diagnose(self, rpc: RpcClient, safe: str, inner: Sequence[PlannedTx]) -> str | None:
         """Replay the batch's calls one by one as the Safe (impersonated) to find the failing one."""

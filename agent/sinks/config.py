@@ -3,19 +3,29 @@ proposal and live submission. Secrets are ``SecretStr`` and are never echoed in 
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 DEFAULT_SAFE_SERVICE_URL = "https://api.safe.global/tx-service/eth"
 
 
+def is_safe_hosted(base_url: str) -> bool:
+    """Safe's own services (``*.safe.global``) expect an API key; a self-hosted one may not."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "safe.global" or host.endswith(".safe.global")
+
+
 class SafeServiceConfig(BaseModel):
     """Propose each simulated Safe transaction to the Safe Transaction Service from a delegate
-    (or owner) key. Off unless configured."""
+    (or owner) key. Off unless configured. ``api_key`` is required for Safe-hosted services and
+    optional for a self-hosted ``base_url``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = False
     base_url: str = Field(DEFAULT_SAFE_SERVICE_URL, pattern=r"^https?://")
-    api_key: SecretStr | None = None  # developer.safe.global key, sent as a Bearer token
+    api_key: SecretStr | None = None  # Safe developer portal key, sent as a Bearer token
     delegate_key: SecretStr | None = None  # 0x-hex private key of an owner or delegate
     timeout_s: float = Field(20.0, gt=0)
     origin: str = "hedge-agent"
@@ -24,6 +34,20 @@ class SafeServiceConfig(BaseModel):
     def _key_when_enabled(self) -> SafeServiceConfig:
         if self.enabled and (self.delegate_key is None or not self.delegate_key.get_secret_value()):
             raise ValueError("safe_service.enabled requires safe_service.delegate_key")
+        key = self.delegate_key.get_secret_value().strip() if self.delegate_key else ""
+        if key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
+            # Checked here so a bad key stops the agent at start, not at the first proposal.
+            raise ValueError("sinks.safe_service.delegate_key is not a 32-byte hex private key")
+        if (
+            self.enabled
+            and is_safe_hosted(self.base_url)
+            and (self.api_key is None or not self.api_key.get_secret_value().strip())
+        ):
+            raise ValueError(
+                "sinks.safe_service.api_key is required for the Safe-hosted service "
+                f"{urlsplit(self.base_url).hostname} (a key from the Safe developer portal; "
+                "only a self-hosted base_url may go without one)"
+            )
         return self
 
 
@@ -43,5 +67,18 @@ class LiveConfig(BaseModel):
 class SinksConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     safe_tx_builder_dir: str | None = "var/safe-tx-builder"  # None: do not write batch files
+    # The S&P 500 side's advisory tickets, one CSV row per leg (None: no CSV).
+    spx_ticket_csv: str | None = "var/spx_tickets.csv"
     safe_service: SafeServiceConfig = SafeServiceConfig()
     live: LiveConfig = LiveConfig()
+
+    @model_validator(mode="after")
+    def _queue_or_send(self) -> SinksConfig:
+        # A proposal queued for the signers at the service's next nonce and the same batch sent
+        # live at the on-chain nonce could both execute: one or the other, never both.
+        if self.safe_service.enabled and self.live.enabled:
+            raise ValueError(
+                "sinks.safe_service.enabled and sinks.live.enabled are exclusive: a proposal is "
+                "either queued for the Safe's signers or sent live, not both"
+            )
+        return self

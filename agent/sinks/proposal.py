@@ -7,12 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Status = Literal["simulated", "simulation_failed", "planned", "planning_failed"]
-ActionKind = Literal["collateral_top_up", "repay_debt", "option_put"]
+# "advisory": a ticket a person places with their broker (the S&P 500 side); nothing to sign.
+Status = Literal["simulated", "simulation_failed", "planned", "planning_failed", "advisory"]
+ActionKind = Literal[
+    "collateral_top_up", "repay_debt", "deleverage", "option_put", "spx_put_ticket"
+]
 
 
 class Proposal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     idempotency_key: str
@@ -29,7 +32,8 @@ class Proposal(BaseModel):
     transactions: list[dict[str, Any]]  # to, value, data, decoded call, human line
     sizing: dict[str, Any] | None = None  # spend, session cap and what remains of it
     simulation: dict[str, Any] | None = None
-    comparison: dict[str, Any] | None = None  # top-up vs repay costs
+    comparison: dict[str, Any] | None = None  # every protection alternative, cost, why it lost
+    deleverage: dict[str, Any] | None = None  # the swap: quote, minimum out, price, impact
     option: dict[str, Any] | None = None  # pool, strike, maturity, size, premium and limit
     safe_tx: dict[str, Any] | None = None  # the Safe transaction the owners sign
     safe_tx_builder_file: str | None = None
@@ -37,6 +41,7 @@ class Proposal(BaseModel):
     live: list[dict[str, Any]] | None = None
     error: str | None = None
     warnings: list[str] | None = None  # data problems of the tick (a stale oracle feed)
+    ticket: dict[str, Any] | None = None  # advisory S&P 500 put ticket: legs, estimate, limit
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready form the journal stores and the log event carries."""

@@ -29,6 +29,10 @@ def render_proposal(p: dict[str, Any]) -> str:
         f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
         + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
     )
+    if p.get("ticket"):  # the S&P 500 side: an advisory ticket, nothing to sign
+        from agent.sinks.spx_ticket import render_ticket
+
+        return "\n".join(lines + render_ticket(p))
     lines.append("  transactions (as signed):")
     for i, tx in enumerate(p.get("transactions", []), 1):
         call = tx["call"]
@@ -43,6 +47,7 @@ def render_proposal(p: dict[str, Any]) -> str:
         st = p["safe_tx"]
         lines.append(
             f"  Safe transaction: to {st['to']} operation {st['operation']} ({'MultiSendCallOnly batch' if st['operation'] == 1 else 'call'})"
+            + (f" at Safe nonce {st['nonce']}" if st.get("nonce") is not None else "")
         )
     cmp = p.get("comparison")
     if cmp:
@@ -52,14 +57,39 @@ def render_proposal(p: dict[str, Any]) -> str:
                 f"    - {o['action']}: {o['asset']} cost ${o['cost_usd']:,.2f}, expected HF {_hf(o.get('health_factor_expected'))}"
                 + (", reaches target" if o.get("reaches_target") else ", misses target")
                 + (f" (capped by {o['capped_by']})" if o.get("capped_by") else "")
+                + (f"; lost: {o['why_not']}" if o.get("why_not") else "")
             )
+        for why in cmp.get("not_planned", []):
+            lines.append(f"    - not possible: {why}")
+    dl = p.get("deleverage")
+    if dl:
+        lines.append(
+            f"  deleverage swap ({dl['venue']} {dl['pair']}, fee tier {dl['fee_tier']}, {dl['steps']} step(s),"
+            f" HF floor {dl['hf_floor']}): sell {dl['amount_in_human']:,.8f}, quoted price {dl['quoted_price']:,.2f}"
+            f" vs oracle {dl['oracle_price']:,.2f} ({dl['price_vs_oracle_bps']:.1f} bps below)"
+        )
+        lines.append(
+            f"    minimum out {dl['amount_out_minimum_human']:,.6f} (slippage {dl['slippage_bps']} bps);"
+            f" cost ${dl['cost_usd']:,.2f} = fee ${dl['fee_usd']:,.2f} + price impact ${dl['price_impact_usd']:,.2f}"
+            f" ({dl['price_impact_bps']:.1f} bps) + slippage bound ${dl['slippage_bound_usd']:,.2f}"
+        )
     if p.get("safe_tx_builder_file"):
         lines.append(f"  Safe Transaction Builder file: {p['safe_tx_builder_file']}")
     if p.get("safe_service"):
         ss = p["safe_service"]
-        lines.append(
-            f"  Safe Transaction Service: {'error: ' + ss['error'] if ss.get('error') else 'proposed safeTxHash ' + str(ss.get('safe_tx_hash'))}"
-        )
+        if ss.get("error"):
+            what = "error: " + str(ss["error"])
+        elif ss.get("safe_tx_hash"):
+            what = f"proposed safeTxHash {ss['safe_tx_hash']} at nonce {ss.get('nonce')}" + (
+                " (queued)" if ss.get("queued") else f" ({ss.get('read_back_error')})"
+            )
+        else:
+            what = f"not posted (nonce {ss.get('nonce')} was planned)"
+        if ss.get("queued_nonces"):
+            what += (
+                f"; queue had nonces {ss['queued_nonces']} above on-chain {ss.get('onchain_nonce')}"
+            )
+        lines.append(f"  Safe Transaction Service: {what}")
     for lv in (
         p["live"] if isinstance(p.get("live"), list) else [p["live"]] if p.get("live") else []
     ):
@@ -83,6 +113,11 @@ def render_proposal(p: dict[str, Any]) -> str:
             f"  simulation on fork at block {sim.get('fork_block')}: {'OK' if sim.get('success') else 'FAILED'}"
             + (f" — {sim['error']}" if sim.get("error") else "")
         )
+        if sim.get("swap_amount_out") is not None:
+            lines.append(
+                f"    swap received {sim['swap_amount_out_human']:,.6f} (minimum {sim['swap_amount_out_minimum_human']:,.6f}),"
+                f" price {sim['swap_price']:,.2f}, {sim['swap_price_vs_oracle_bps']:.1f} bps below the oracle"
+            )
         if sim.get("premium_paid") is not None:
             lines.append(
                 f"    bought {int(sim['option_long_after'] or 0) / 1e18:,.4f} long puts for "
@@ -104,7 +139,12 @@ def render_proposal(p: dict[str, Any]) -> str:
                     if sim.get("collateral_usd_after") is not None
                     else "n/a"
                 )
-                + f", debt ${sim['debt_usd_before']:,.2f}"
+                + f", debt ${sim['debt_usd_before']:,.2f} -> "
+                + (
+                    f"${sim['debt_usd_after']:,.2f}"
+                    if sim.get("debt_usd_after") is not None
+                    else "n/a"
+                )
             )
         for t in sim.get("transactions", []):
             lines.append(

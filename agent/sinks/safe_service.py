@@ -1,18 +1,32 @@
-"""Optional proposal of a Safe transaction to the Safe Transaction Service.
+"""Proposal of a Safe transaction to the Safe Transaction Service (current v2 API).
 
-``safeTxHash`` is the EIP-712 hash Safe >= 1.3.0 signs (``Safe.getTransactionHash``): domain
-``EIP712Domain(uint256 chainId,address verifyingContract)`` and the ``SafeTx`` struct. A delegate
-(or owner) key signs it (eth_sign-free ECDSA over the hash, ``v`` in {27, 28}) and the
-transaction is POSTed to ``{base}/api/v1/safes/{checksumSafe}/multisig-transactions/``. Success
-is HTTP 201 with an empty body; validation failures are HTTP 422 with DRF serializer errors,
-which are turned into one-line ``SourceError`` messages with a hint.
+* ``safeTxHash`` is the EIP-712 hash Safe >= 1.3.0 signs (``Safe.getTransactionHash``): domain
+  ``EIP712Domain(uint256 chainId,address verifyingContract)`` and the ``SafeTx`` struct. The
+  delegate (or owner) key signs it (ECDSA over the hash itself, ``v`` in {27, 28}).
+* The nonce is the next free one after the service's queue: the largest pending nonce at or above
+  the on-chain nonce, plus one (or the on-chain nonce when nothing is queued). Proposing at the
+  on-chain nonce would collide with transactions the signers already have in their queue.
+* v2 endpoints: ``POST/GET {base}/api/v2/safes/{checksumSafe}/multisig-transactions/`` and
+  ``GET {base}/api/v2/multisig-transactions/{safeTxHash}/``. v2 answers ``nonce``, ``safeTxGas``
+  and ``baseGas`` as decimal strings. Success of the POST is HTTP 201 with an empty body, so the
+  transaction is read back to confirm what the service queued.
+* Safe-hosted services want ``Authorization: Bearer <api key>``; the key is a ``SecretStr``,
+  scrubbed from every message and never logged.
+* Validation failures are HTTP 422 with DRF serializer errors; each becomes a one-line
+  ``SourceError`` naming the field, with a hint.
+
+The v1 API is used only for a self-hosted service older than 5.18.0 (the release that added v2),
+detected once from its ``/api/v1/about/`` answer and logged; see ``LEGACY_V1``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
 from eth_abi.abi import encode as abi_encode
@@ -24,11 +38,11 @@ from eth_utils.crypto import keccak
 from pydantic import SecretStr
 
 from agent.core.abi import load_abi
-from agent.core.errors import ConfigError, SourceError
-from agent.core.http import HttpClient, HttpStatusError, Request
+from agent.core.errors import AgentError, ConfigError, MalformedResponse, SourceError
+from agent.core.http import HttpClient, HttpStatusError, Request, Response, decode_json
 from agent.core.rpc import RpcClient
 from agent.planner.safe import SafeTx
-from agent.sinks.config import SafeServiceConfig
+from agent.sinks.config import SafeServiceConfig, is_safe_hosted
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +52,11 @@ SAFE_TX_TYPEHASH = keccak(
     text="SafeTx(address to,uint256 value,bytes data,uint8 operation,uint256 safeTxGas,"
     "uint256 baseGas,uint256 gasPrice,address gasToken,address refundReceiver,uint256 nonce)"
 )
+ApiVersion = Literal["v2", "v1"]
+V2_SINCE = (5, 18, 0)  # safe-transaction-service release that added the v2 multisig endpoints
+
+
+# -- hashing and signing ------------------------------------------------------------------------
 
 
 def _data_bytes(data: str) -> bytes:
@@ -106,32 +125,21 @@ async def read_safe_nonce(rpc: RpcClient, safe: str) -> int:
     return int(abi.decode_output("nonce", out)[0])
 
 
-def safe_tx_from_record(record: dict[str, Any]) -> SafeTx:
+def safe_tx_from_record(record: Mapping[str, Any]) -> SafeTx:
     """The ``SafeTx`` the runner stored in a proposal record (``record["safe_tx"]``)."""
     st = record.get("safe_tx")
     if not isinstance(st, dict):
         raise ConfigError(f"proposal {record.get('id')} has no safe_tx (not a Safe position?)")
+    nonce = st.get("nonce")
     return SafeTx(safe=st["safe"], to=st["to"], value=int(st["value"]), data=st["data"],
-                  operation=int(st["operation"]))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ServiceProposal:
-    safe: str
-    nonce: int
-    safe_tx_hash: str
-    sender: str
-    url: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"safe": self.safe, "nonce": self.nonce, "safe_tx_hash": self.safe_tx_hash,
-                "sender": self.sender, "url": self.url}  # fmt: skip
+                  operation=int(st["operation"]),
+                  nonce=int(nonce) if nonce is not None else None)  # fmt: skip
 
 
 def proposal_body(st: SafeTx, *, nonce: int, tx_hash: bytes, sender: str, signature: str,
                   origin: str) -> dict[str, Any]:  # fmt: skip
-    """The documented ``SafeMultisigTransaction`` body (uint256 fields as decimal strings, as
-    Safe's api-kit sends them)."""
+    """The ``SafeMultisigTransaction`` body. uint256 fields (nonce included) go as decimal
+    strings, the form v2 answers in; the service's integer fields accept them."""
     return {
         "safe": to_checksum_address(st.safe),
         "to": to_checksum_address(st.to),
@@ -143,7 +151,7 @@ def proposal_body(st: SafeTx, *, nonce: int, tx_hash: bytes, sender: str, signat
         "gasPrice": str(st.gas_price),
         "gasToken": to_checksum_address(st.gas_token),
         "refundReceiver": to_checksum_address(st.refund_receiver),
-        "nonce": nonce,
+        "nonce": str(nonce),
         "contractTransactionHash": "0x" + tx_hash.hex(),
         "sender": to_checksum_address(sender),
         "signature": signature,
@@ -151,10 +159,45 @@ def proposal_body(st: SafeTx, *, nonce: int, tx_hash: bytes, sender: str, signat
     }
 
 
-def _hint(text: str) -> str:
+# -- error bodies ---------------------------------------------------------------------------------
+
+# Non-field messages of the service's serializers, mapped to the request field they are about.
+_MESSAGE_FIELDS = (
+    ("contract-transaction-hash=", "contractTransactionHash"),
+    ("sender=", "sender"),
+    ("signer=", "signature"),
+    ("signature=", "signature"),
+    ("signature does not match", "signature"),
+    ("signature for owner", "signature"),
+    ("just one signature", "signature"),
+    ("tx with nonce=", "nonce"),
+    ("tx with safe-tx-hash=", "contractTransactionHash"),
+    ("operation delegate_call", "operation"),
+    ("provided delegator=", "delegator"),
+    ("safe=", "safe"),
+)
+_MESSAGE_MAX = 400
+
+
+def _field_of(message: str) -> str | None:
+    """The field a message is about: the earliest known message start found in it."""
+    low = message.lower()
+    hits = [(i, name) for prefix, name in _MESSAGE_FIELDS if (i := low.find(prefix)) >= 0]
+    return min(hits)[1] if hits else None
+
+
+def _hint(text: str, status: int) -> str:
     t = text.lower()
+    if status in (401, 403):
+        return (
+            " (hint: the service wants an API key: set sinks.safe_service.api_key to a key from "
+            "the Safe developer portal, sent as Authorization: Bearer)"
+        )
     if "is not an owner or delegate" in t:
-        return " (hint: register the key's address as a delegate of this Safe, or use an owner key)"
+        return (
+            " (hint: register the key's address as a delegate of this Safe: "
+            "`hedge-agent safe add-delegate`, or use an owner key)"
+        )
     if "does not match provided contract-tx-hash" in t:
         return " (hint: the service hashed the transaction differently: check chain id, Safe address and version, and nonce)"
     if "already executed" in t:
@@ -164,9 +207,17 @@ def _hint(text: str) -> str:
     return ""
 
 
+def _bounded(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_MAX else text[:_MESSAGE_MAX] + "…"
+
+
 def describe_service_error(status: int, body: str) -> str:
-    """One line from a DRF error body: ``{"nonFieldErrors": [...], "<field>": [...]}`` or
-    ``{"code": .., "message": .., "arguments": [..]}``; falls back to the raw (bounded) text."""
+    """One line from a service error body, naming the field: DRF serializer errors
+    ``{"<field>": [...], "nonFieldErrors": [...]}`` (a non-field message is attributed to the
+    field it is about: ``Sender=…`` to ``sender``), the ``{"code", "message", "arguments"}``
+    form, or DRF's ``{"detail": ...}``; other bodies (HTML, Node ``util.inspect`` dumps) are kept
+    as bounded text."""
     try:
         payload = json.loads(body)
     except ValueError:
@@ -176,68 +227,319 @@ def describe_service_error(status: int, body: str) -> str:
         if "message" in payload and "code" in payload:
             parts.append(f"code {payload['code']}: {payload['message']}")
         else:
-            for field, msgs in payload.items():
-                items = msgs if isinstance(msgs, list) else [msgs]
-                text = "; ".join(str(m) for m in items)
-                parts.append(
-                    text if field in ("nonFieldErrors", "non_field_errors") else f"{field}: {text}"
-                )
+            for key, msgs in payload.items():
+                for m in msgs if isinstance(msgs, list) else [msgs]:
+                    text = _bounded(str(m) if not isinstance(m, dict) else json.dumps(m))
+                    name = _field_of(text) if key in ("nonFieldErrors", "non_field_errors") else key
+                    parts.append(f"{name}: {text}" if name else text)
     elif isinstance(payload, list):
-        parts = [str(x) for x in payload]
-    detail = " | ".join(parts) if parts else " ".join(body.split())[:300]
-    return f"HTTP {status}: {detail}{_hint(detail)}"
+        parts = [_bounded(str(x)) for x in payload]
+    if not parts:
+        text = _bounded(body)
+        name = _field_of(text)
+        parts = [f"{name}: {text}" if name else text] if text else ["(empty body)"]
+    detail = " | ".join(parts)
+    return f"HTTP {status}: {detail}{_hint(detail, status)}"
 
 
-async def propose(
-    http: HttpClient,
-    cfg: SafeServiceConfig,
-    st: SafeTx,
-    *,
-    chain_id: int,
-    nonce: int,
-) -> ServiceProposal:
-    """Sign ``st`` at ``nonce`` with the configured delegate key and POST it to the service.
+# -- the client -----------------------------------------------------------------------------------
 
-    Raises ``ConfigError`` when not enabled/configured and ``SourceError`` (source
-    ``safe-tx-service``) with the service's reason when it refuses the proposal."""
+
+def _uint(v: object, what: str) -> int:
+    """A uint the service sends as a decimal string (v2) or a JSON integer (v1)."""
+    if isinstance(v, str) and re.fullmatch(r"[0-9]+", v):
+        return int(v)
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    raise MalformedResponse(SOURCE, f"{what}: expected a non-negative integer, got {v!r}")
+
+
+def _version(text: object) -> tuple[int, ...] | None:
+    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text or "").strip())
+    return tuple(int(x) for x in m.groups(default="0")) if m else None
+
+
+@dataclass(frozen=True)
+class QueuedTx:
+    nonce: int
+    safe_tx_hash: str
+    is_executed: bool
+
+
+class SafeServiceClient:
+    """The few endpoints the agent uses, over the shared ``HttpClient``; the API version is
+    detected once (see the module doc)."""
+
+    def __init__(self, http: HttpClient, cfg: SafeServiceConfig) -> None:
+        self.http = http
+        self.cfg = cfg
+        self.base = cfg.base_url.rstrip("/")
+        self._api: ApiVersion | None = None
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        key = self.cfg.api_key.get_secret_value().strip() if self.cfg.api_key else ""
+        return (key,) if key else ()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Request:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self._secrets:
+            headers["Authorization"] = f"Bearer {self._secrets[0]}"
+        return Request(
+            source=SOURCE,
+            method=method,
+            url=f"{self.base}{path}",
+            params=params,
+            json_body=body,
+            headers=headers,
+            timeout_s=self.cfg.timeout_s,
+            label=label,
+            secrets=self._secrets,
+            # Every call is idempotent: the POSTed resources are keyed by safeTxHash / delegate,
+            # so re-sending after a transport failure cannot create a second one.
+            idempotent=True,
+        )
+
+    async def _send(self, req: Request, what: str) -> Response:
+        try:
+            return await self.http.request(req)
+        except HttpStatusError as exc:
+            raise SourceError(
+                SOURCE, f"{what} ({req.safe_path}): {describe_service_error(exc.status, exc.body)}"
+            ) from None
+
+    async def api(self) -> ApiVersion:
+        """``v2``, unless a self-hosted service reports a version older than 5.18.0."""
+        if self._api is not None:
+            return self._api
+        self._api = "v2"
+        if not is_safe_hosted(self.base):
+            req = self._request("GET", "/api/v1/about/", label="about")
+            try:
+                about = decode_json(req, await self.http.request(req))
+            except SourceError as exc:
+                log.info("safe_service.about_unavailable", error=str(exc), assumed="v2")
+                return self._api
+            version = _version(about.get("version")) if isinstance(about, dict) else None
+            if version is not None and version < V2_SINCE:
+                self._api = "v1"
+                # LEGACY_V1: the only way into the v1 endpoints.
+                log.warning(
+                    "safe_service.legacy_v1",
+                    host=urlsplit(self.base).hostname,
+                    service_version=about.get("version") if isinstance(about, dict) else None,
+                    note="self-hosted Safe Transaction Service older than 5.18.0: using its "
+                    "deprecated v1 endpoints; upgrade it to use v2",
+                )
+        return self._api
+
+    async def _paths(self) -> tuple[ApiVersion, str, str]:
+        """(api, per-Safe list/create path prefix, per-hash detail path prefix)."""
+        api = await self.api()
+        return api, f"/api/{api}/safes", f"/api/{api}/multisig-transactions"
+
+    async def queued(self, safe: str, onchain_nonce: int) -> tuple[QueuedTx, ...]:
+        """Pending (not executed) transactions at or above ``onchain_nonce``, largest first."""
+        safe = to_checksum_address(safe)
+        api, safes, _ = await self._paths()
+        params = {"executed": "false", "nonce__gte": str(onchain_nonce), "ordering": "-nonce",
+                  "limit": "100"}  # fmt: skip
+        req = self._request(
+            "GET", f"{safes}/{safe}/multisig-transactions/", label="queue", params=params
+        )
+        page = decode_json(req, await self._send(req, f"reading the queue of Safe {safe}"))
+        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+            raise MalformedResponse(SOURCE, f"queue of Safe {safe}: expected a page with results")
+        out = []
+        for i, row in enumerate(page["results"]):
+            if not isinstance(row, dict):
+                raise MalformedResponse(SOURCE, f"queue of Safe {safe}: results[{i}] not an object")
+            q = QueuedTx(
+                nonce=_uint(row.get("nonce"), f"queue results[{i}].nonce ({api})"),
+                safe_tx_hash=str(row.get("safeTxHash")),
+                is_executed=bool(row.get("isExecuted")),
+            )
+            # The filters are applied here too: an older service may ignore unknown parameters.
+            if not q.is_executed and q.nonce >= onchain_nonce:
+                out.append(q)
+        return tuple(sorted(out, key=lambda q: -q.nonce))
+
+    async def post_multisig(self, safe: str, body: dict[str, Any]) -> tuple[ApiVersion, str]:
+        """POST a proposal; returns the API used and the endpoint (host and path) for the record."""
+        api, safes, _ = await self._paths()
+        safe = to_checksum_address(safe)
+        req = self._request(
+            "POST", f"{safes}/{safe}/multisig-transactions/", label="propose", body=body
+        )
+        await self._send(
+            req, f"rejected the proposal for Safe {safe} nonce {body['nonce']} "
+            f"(safeTxHash {body['contractTransactionHash']}, sender {body['sender']})"
+        )  # fmt: skip
+        return api, req.safe_path
+
+    async def get_multisig(self, tx_hash: str) -> dict[str, Any]:
+        api, _, detail = await self._paths()
+        req = self._request("GET", f"{detail}/{tx_hash}/", label="multisig-transaction")
+        got = decode_json(req, await self._send(req, f"reading back {tx_hash}"))
+        if not isinstance(got, dict):
+            raise MalformedResponse(SOURCE, f"{tx_hash}: expected an object")
+        for name in ("nonce", "safeTxGas", "baseGas"):
+            got[name] = _uint(got.get(name), f"{tx_hash}.{name} ({api})")
+        return got
+
+    async def post_delegate(self, body: dict[str, Any]) -> None:
+        # Delegates moved to v2 before multisig transactions did (4.38): v2 on every service.
+        req = self._request("POST", "/api/v2/delegates/", label="delegates", body=body)
+        await self._send(req, f"rejected delegate {body.get('delegate')}")
+
+
+# -- nonce and proposal -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoncePlan:
+    """The nonce the signers will see: after every pending transaction of the service's queue."""
+
+    onchain_nonce: int
+    queued_nonces: tuple[int, ...]
+    nonce: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nonce": self.nonce, "onchain_nonce": self.onchain_nonce,
+                "queued_nonces": list(self.queued_nonces)}  # fmt: skip
+
+
+def next_nonce(onchain_nonce: int, queued: tuple[QueuedTx, ...], at_least: int = 0) -> NoncePlan:
+    pending = tuple(
+        sorted({q.nonce for q in queued if not q.is_executed and q.nonce >= onchain_nonce})
+    )
+    nonce = max(onchain_nonce, pending[-1] + 1 if pending else 0, at_least)
+    return NoncePlan(onchain_nonce, pending, nonce)
+
+
+async def plan_nonce(
+    client: SafeServiceClient, rpc: RpcClient, safe: str, *, at_least: int = 0
+) -> NoncePlan:
+    onchain = await read_safe_nonce(rpc, safe)
+    return next_nonce(onchain, await client.queued(safe, onchain), at_least)
+
+
+@dataclass(frozen=True)
+class ServiceProposal:
+    safe: str
+    nonce: int
+    safe_tx_hash: str
+    sender: str
+    url: str
+    api: ApiVersion = "v2"
+    # What the service answered when the transaction was read back.
+    proposer: str | None = None
+    queued: bool = False
+    read_back_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"safe": self.safe, "nonce": self.nonce, "safe_tx_hash": self.safe_tx_hash,
+               "sender": self.sender, "url": self.url, "api": self.api, "queued": self.queued}  # fmt: skip
+        if self.proposer is not None:
+            out["proposer"] = self.proposer
+        if self.read_back_error is not None:
+            out["read_back_error"] = self.read_back_error
+        return out
+
+
+def _signer(cfg: SafeServiceConfig) -> LocalAccount:
     if not cfg.enabled:
         raise ConfigError(
             "sinks.safe_service.enabled is false; not proposing to the Safe Transaction Service"
         )
     if cfg.delegate_key is None:
         raise ConfigError("sinks.safe_service.delegate_key is not set")
-    signer = account_from_key(cfg.delegate_key, "sinks.safe_service.delegate_key")
+    return account_from_key(cfg.delegate_key, "sinks.safe_service.delegate_key")
+
+
+async def propose(client: SafeServiceClient, st: SafeTx, *, chain_id: int) -> ServiceProposal:
+    """Sign ``st`` at ``st.nonce`` with the delegate key, POST it, and read it back.
+
+    Raises ``ConfigError`` when not enabled/configured and ``SourceError`` (source
+    ``safe-tx-service``) with the service's reason, one line naming the field, when it refuses."""
+    signer = _signer(client.cfg)
+    if st.nonce is None:
+        raise ConfigError("no nonce planned for the proposal (plan_nonce first)")
     safe = to_checksum_address(st.safe)
-    h = safe_tx_hash(st, chain_id=chain_id, nonce=nonce)
-    body = proposal_body(st, nonce=nonce, tx_hash=h, sender=signer.address,
-                         signature=sign_safe_tx_hash(signer, h), origin=cfg.origin)  # fmt: skip
-    url = f"{cfg.base_url.rstrip('/')}/api/v1/safes/{safe}/multisig-transactions/"
-    headers = {"Accept": "application/json", "Content-Type": "application/json"}
-    secrets: tuple[str, ...] = ()
-    if cfg.api_key is not None and cfg.api_key.get_secret_value():
-        headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-        secrets = (cfg.api_key.get_secret_value(),)
-    req = Request(
-        source=SOURCE,
-        method="POST",
-        url=url,
-        json_body=body,
-        headers=headers,
-        timeout_s=cfg.timeout_s,
-        label="multisig-transactions",
-        secrets=secrets,
-        # The resource is keyed by contractTransactionHash: re-sending the same body cannot
-        # create a second transaction, so transport failures may be retried.
-        idempotent=True,
-    )
+    h = safe_tx_hash(st, chain_id=chain_id, nonce=st.nonce)
+    hx = "0x" + h.hex()
+    body = proposal_body(st, nonce=st.nonce, tx_hash=h, sender=signer.address,
+                         signature=sign_safe_tx_hash(signer, h), origin=client.cfg.origin)  # fmt: skip
+    api, url = await client.post_multisig(safe, body)
+    proposal = ServiceProposal(safe, st.nonce, hx, signer.address, url, api)
     try:
-        resp = await http.request(req)
-    except HttpStatusError as exc:
-        raise SourceError(
-            SOURCE,
-            f"rejected the proposal for Safe {safe} nonce {nonce} "
-            f"(safeTxHash 0x{h.hex()}, sender {signer.address}): {describe_service_error(exc.status, exc.body)}",
-        ) from None
-    proposal = ServiceProposal(safe, nonce, "0x" + h.hex(), signer.address, req.safe_path)
-    log.info("safe_service.proposed", status=resp.status, **proposal.as_dict())
+        back = await client.get_multisig(hx)
+    except SourceError as exc:
+        # Posted (201) but not confirmed: say so; re-posting is harmless (keyed by safeTxHash).
+        proposal = replace(proposal, read_back_error=str(exc))
+    else:
+        problems = [
+            f"{k} {back.get(k)!r} != {v!r}"
+            for k, v in (("safeTxHash", hx), ("nonce", st.nonce), ("safe", safe))
+            if str(back.get(k)).lower() != str(v).lower()
+        ]
+        if back.get("isExecuted"):
+            problems.append("already executed")
+        proposal = replace(
+            proposal,
+            proposer=back.get("proposer"),
+            queued=not problems,
+            read_back_error=("read back differs: " + "; ".join(problems)) if problems else None,
+        )
+    log.info("safe_service.proposed", **proposal.as_dict())
     return proposal
+
+
+class SafeServiceSink:
+    """What the proposal path needs, behind two calls: ``reserve_nonce`` before the simulation (so
+    it runs at the nonce the signers will see) and ``submit`` after it. Neither raises for a
+    service or configuration problem: the reason goes into the record, and the proposal stays in
+    the journal and the Transaction Builder file."""
+
+    def __init__(self, http: HttpClient, cfg: SafeServiceConfig, *, chain_id: int) -> None:
+        self.client = SafeServiceClient(http, cfg)
+        self.chain_id = chain_id
+        # Nonces this process posted, per (Safe, tick block): a service whose list lags behind
+        # its POST (the list view is cached) must not hand the same nonce out twice in a tick.
+        self._posted: dict[tuple[str, int], int] = {}
+
+    async def reserve_nonce(
+        self, st: SafeTx, rpc: RpcClient, block: int
+    ) -> tuple[SafeTx, dict[str, Any]]:
+        """``st`` at the next free nonce and the record's ``safe_service`` entry; on failure ``st``
+        unchanged (on-chain nonce) and an ``error`` entry, and nothing will be posted."""
+        key = (to_checksum_address(st.safe), block)
+        try:
+            plan = await plan_nonce(
+                self.client, rpc, st.safe, at_least=self._posted.get(key, -1) + 1
+            )
+        except AgentError as exc:
+            log.warning("safe_service.queue_unreadable", error=str(exc))
+            return st, {"error": f"not proposed: queue unreadable: {exc}"}
+        return replace(st, nonce=plan.nonce), plan.as_dict()
+
+    async def submit(self, st: SafeTx, block: int) -> dict[str, Any]:
+        try:
+            sent = await propose(self.client, st, chain_id=self.chain_id)
+        except AgentError as exc:
+            # The proposal stands without the service; the reviewer sees why it is not queued.
+            log.warning("safe_service.failed", error=str(exc))
+            return {"error": str(exc)}
+        key = (sent.safe, block)
+        self._posted[key] = max(self._posted.get(key, -1), sent.nonce)
+        return sent.as_dict()

@@ -3,12 +3,14 @@ agent tick → a simulated top-up proposal in the journal. Everything runs on lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,9 +52,18 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
             .replace("out/devnet/scenario_feed.json", str(feed))
             .replace("var/demo/", f"{tmp}/")
         )
+        lean = tmp / "lean.toml"
+        lean.write_text(
+            (ROOT / "config" / "devnet-lean.toml")
+            .read_text()
+            .replace("out/devnet/deployment.json", str(deployment))
+            .replace("out/devnet/scenario_feed.json", str(feed))
+            .replace("var/demo/", f"{tmp}/")
+        )
         yield {
             "tmp": tmp,
             "config": config,
+            "lean": lean,
             "deployment": deployment,
             "journal": tmp / "proposals.jsonl",
         }
@@ -116,6 +127,62 @@ def test_puts_in_two_horizons_within_the_session_cap(devnet: dict[str, Path]) ->
     # the session's proposed spend stays within 25% of the budget (1,000,000 in devnet.toml)
     spent = sum(r["sizing"]["spend_usd"] for r in rows if r["status"] == "simulated")
     assert 0 < spent <= 250_000
+
+
+def test_empty_wallet_safe_gets_a_simulated_deleverage(devnet: dict[str, Path]) -> None:
+    """The second position (config/devnet-lean.toml): a Safe holding no WBTC and no USDC. Its
+    only protection is a deleverage through Uniswap V3, simulated through the Safe."""
+    from agent.sinks.safe_tx_builder import validate_checksum
+
+    dep = json.loads(devnet["deployment"].read_text())
+    run = cli("run", "--config", str(devnet["lean"]), "--once")
+    rows = [json.loads(line) for line in devnet["journal"].read_text().splitlines() if line.strip()]
+    mine = [r for r in rows if r["account"] == dep["safe_lean"]["address"]]
+    assert len(mine) == 1, run.stderr[-3000:]
+    p = mine[0]
+    assert p["action"] == "deleverage" and p["status"] == "simulated", p.get("error")
+    cmp = p["comparison"]
+    assert [o["action"] for o in cmp["options"]] == ["deleverage"]
+    assert any("top-up" in e for e in cmp["not_planned"])
+    assert any("repay" in e for e in cmp["not_planned"])
+    methods = [t["call"]["method"] for t in p["transactions"]]
+    assert methods == ["withdraw", "approve", "exactInputSingle", "approve", "repay"]
+    swap = p["transactions"][2]["call"]["args"]["params"]
+    dl = p["deleverage"]
+    assert swap["amountOutMinimum"] == dl["amount_out_minimum"]
+    assert p["transactions"][4]["call"]["args"]["amount"] == dl["amount_out_minimum"]
+    sim = p["simulation"]
+    target = sim["target_health_factor"]
+    assert target <= sim["health_factor_after"] <= target * 1.001
+    assert sim["debt_usd_after"] < sim["debt_usd_before"]
+    assert sim["collateral_usd_after"] < sim["collateral_usd_before"]
+    assert int(sim["swap_amount_out"]) >= int(dl["amount_out_minimum"])
+    assert sim["swap_amount_out"] == dl["quote_out"]  # nothing moved the pool in between
+    assert 0 < dl["price_impact_bps"] < dl["price_vs_oracle_bps"]
+    # The ledger counts the deleverage's cost, not the collateral sold.
+    assert p["sizing"]["spend_usd"] == pytest.approx(dl["cost_usd"], abs=0.01)
+    batch = json.loads(Path(p["safe_tx_builder_file"]).read_text())
+    assert validate_checksum(batch) and len(batch["transactions"]) == 5
+    # What the Transaction Builder app will encode from the file is the calldata signed here.
+    for built, signed in zip(batch["transactions"], p["transactions"], strict=True):
+        assert built["to"] == signed["to"]
+        assert _builder_calldata(built) == signed["data"]
+
+
+def _builder_calldata(tx: dict[str, Any]) -> str:
+    from eth_abi.abi import encode
+    from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
+
+    def parse(v: Any, p: dict[str, Any]) -> Any:
+        if p["type"] == "tuple":
+            items = json.loads(v) if isinstance(v, str) else v
+            return tuple(parse(x, c) for x, c in zip(items, p["components"], strict=True))
+        return int(v) if p["type"].startswith(("uint", "int")) else v
+
+    m = tx["contractMethod"]
+    args = [parse(tx["contractInputsValues"][i["name"]], i) for i in m["inputs"]]
+    selector = function_abi_to_4byte_selector({"type": "function", **m})
+    return "0x" + (selector + encode([collapse_if_tuple(i) for i in m["inputs"]], args)).hex()
 
 
 def test_second_run_does_not_duplicate_the_proposal(devnet: dict[str, Path]) -> None:
@@ -196,3 +263,77 @@ def test_live_mode_refuses_a_wrong_chain_id(devnet: dict[str, Path]) -> None:
     assert "chain.chain_id = 1 but the deployment" in proc.stderr
     assert "is on chain 31337" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert key not in proc.stderr and key[2:] not in proc.stderr
+
+
+def test_proposals_queue_on_a_v2_service_at_the_next_free_nonce(
+    devnet: dict[str, Path], tmp_path: Path
+) -> None:
+    """The agent's proposals land in a local v2-shaped Safe Transaction Service (two transactions
+    already queued), each at the next free nonce, under the safeTxHash the service computes itself,
+    with the API key sent; the fork simulated each at that nonce. The service refuses the second
+    proposal (sender not a delegate): it stays in the journal and the Builder file, with the reason,
+    and the next one takes the nonce it left free."""
+    from eth_account import Account
+    from fake_safe_service import FakeSafeService, safe_tx_hash_reference, serve_in_thread
+
+    from agent.core.rpc import RpcClient
+    from agent.sinks.safe_service import read_safe_nonce
+
+    dep = json.loads(devnet["deployment"].read_text())
+    safe, url = dep["safe"]["address"], dep["rpc_url"]
+
+    async def read_nonce() -> int:
+        async with RpcClient(url) as rpc:
+            return await read_safe_nonce(rpc, safe)
+
+    onchain = asyncio.run(read_nonce())
+    key, api_key = "0x" + "4c" * 32, "sk_e2e_0123456789abcdef"
+    svc = FakeSafeService(chain_id=31337, owners=list(dep["safe"]["owners"]),
+                          delegates={Account.from_key(key).address}, api_key=api_key,
+                          refuse_posts={1})  # fmt: skip
+    svc.add_pending(safe, onchain)
+    svc.add_pending(safe, onchain + 1, data="0x01")
+    journal = tmp_path / "proposals.jsonl"
+    with serve_in_thread(svc) as base:
+        run = cli("run", "--config", str(devnet["config"]), "--once", env={
+            "HEDGE_AGENT_AGENT__LOG_FORMAT": "json",
+            "HEDGE_AGENT_AGENT__JOURNAL_PATH": str(journal),
+            "HEDGE_AGENT_AGENT__STORE_PATH": str(tmp_path / "agent.sqlite"),
+            "HEDGE_AGENT_SINKS__SAFE_TX_BUILDER_DIR": str(tmp_path / "builder"),
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__ENABLED": "true",
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__BASE_URL": base,
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__API_KEY": api_key,
+            "HEDGE_AGENT_SINKS__SAFE_SERVICE__DELEGATE_KEY": key,
+        })  # fmt: skip
+    rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    simulated = [r for r in rows if r["status"] == "simulated"]
+    # a top-up or repay and puts (see the tests above): several Safe transactions in one tick
+    assert len(simulated) >= 2, [(r["action"], r["status"], r.get("error")) for r in rows]
+    refused, queued = simulated[1], [r for i, r in enumerate(simulated) if i != 1]
+    # Queued ones: one after the other, after the two that were already queued.
+    assert [r["safe_service"]["nonce"] for r in queued] == list(
+        range(onchain + 2, onchain + 2 + len(queued))
+    )
+    queue = {t["nonce"]: t for t in svc.queue(safe)}
+    assert sorted(queue) == list(range(onchain, onchain + 2 + len(queued)))
+    for r in queued:
+        ss, st = r["safe_service"], r["safe_tx"]
+        assert ss["queued"] and ss["api"] == "v2" and st["nonce"] == ss["nonce"]
+        assert ss["queued_nonces"][:2] == [onchain, onchain + 1]
+        body = {**st, "nonce": str(st["nonce"])}
+        assert ss["safe_tx_hash"] == safe_tx_hash_reference(body, 31337)
+        assert queue[ss["nonce"]]["safeTxHash"] == ss["safe_tx_hash"]
+        # the fork executed exactly this Safe transaction: same hash, same nonce
+        events = r["simulation"]["transactions"][-1]["events"]
+        assert f"Safe.ExecutionSuccess(txHash={ss['safe_tx_hash']}, payment=0)" in events
+    # The refused one: kept, with the service's reason on one line naming the field.
+    err = refused["safe_service"]["error"]
+    assert refused["safe_tx"]["nonce"] == onchain + 3 and "\n" not in err
+    assert f"nonce {onchain + 3}" in err and "HTTP 422: sender: Sender=0x" in err
+    assert "is not an owner or delegate" in err and "hint: register" in err
+    for r in simulated:
+        batch = json.loads(Path(r["safe_tx_builder_file"]).read_text())
+        assert len(batch["transactions"]) == len(r["transactions"])
+    assert all(h.get("Authorization") == f"Bearer {api_key}" for _, h, _ in svc.posts())
+    assert len(svc.posts()) == len(simulated)
+    assert api_key not in run.stderr and api_key not in journal.read_text()

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devnet_rpc import rpc_call_sync
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.collect import collect_once
 from agent.commands.collect import register
 from agent.config import load_settings
 from agent.core.abi import load_abi
-from agent.core.anvil import rpc_call_sync
 from agent.devnet.artifacts import forge_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_abi.abi import decode
+from eth_abi.abi import decode, encode
 from eth_typing import ChecksumAddress, HexAddress, HexStr
-from eth_utils.address import is_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
+from eth_utils.crypto import keccak
 from web3.logs import DISCARD
 
 from agent.collectors.scenario import load_scenario_feed
@@ -52,7 +54,9 @@ def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None
         "multicall3",
         "perps",
         "premia",
+        "uniswap",
         "safe",
+        "safe_lean",
         "accounts",
     }
     assert {"pool_factory", "oracle_adapter", "erc20_router", "base", "quote"} <= set(
@@ -80,6 +84,12 @@ def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None
     assert set(devnet["chainlink"]) == {"ETH/USD", "BTC/USD", "USDC/USD"}
     assert devnet["tokens"]["WETH"]["feed"] == devnet["chainlink"]["ETH/USD"]
     assert devnet["multicall3"] == MULTICALL3_ADDRESS
+    assert set(devnet["uniswap"]) == {
+        "factory", "position_manager", "swap_router02", "quoter_v2", "market_maker", "pools",
+    }  # fmt: skip
+    assert set(devnet["uniswap"]["pools"]) == {"WETH", "WBTC"}
+    assert set(devnet["safe_lean"]) == set(devnet["safe"]) | {"collateral"}
+    assert devnet["safe_lean"]["address"] != devnet["safe"]["address"]
     assert set(devnet["safe"]) == {
         "address",
         "owners",
@@ -248,12 +258,67 @@ def test_stress_scenario(devnet: dict[str, Any], devnet_chain: Chain, tmp_path: 
     assert raw["started_at"] == b.timestamp
     obs = load_scenario_feed(feed_path)
     keys = {o.key for o in obs}
-    assert keys == {"macro.cpi", "macro.ppi", "close.btc", "close.eth", "close.spx"}
+    assert keys == {
+        "macro.cpi",
+        "macro.ppi",
+        "close.btc",
+        "close.eth",
+        "close.spx",
+        "close.vix",
+        "close.vix3m",
+    }
     assert all(o.source == "scenario:stress" for o in obs)
     cpi = [o for o in obs if o.key == "macro.cpi" and o.available_at <= raw["started_at"]]
     assert len(cpi) >= 14
     yoy = [cpi[i].value / cpi[i - 12].value - 1 for i in (len(cpi) - 2, len(cpi) - 1)]
     assert yoy[1] > yoy[0]
+    # The market maker kept the Uniswap pools at the oracle price (in USDC) all the way down.
+    for sym in ("WETH", "WBTC"):
+        usd = Decimal(str(a.prices[sym])) / Decimal(str(a.prices["USDC"]))
+        assert abs(_pool_price(c, devnet, sym) / usd - 1) < Decimal("0.0001")
+
+
+def _pool_price(chain: Chain, dep: dict[str, Any], sym: str) -> Decimal:
+    """The pool's marginal price of the collateral in USDC, from slot0, by Decimal arithmetic
+    (independent of the integer helpers the planner uses)."""
+    info = dep["uniswap"]["pools"][sym]
+    pool = chain.at(info["address"], npm_artifact("UniswapV3Pool"))
+    sqrt_p = Decimal(int(chain.call(pool, "slot0")[0])) / Decimal(2**96)
+    raw = sqrt_p * sqrt_p  # token1 per token0, raw units
+    dec = Decimal(10) ** (dep["tokens"][sym]["decimals"] - 6)
+    return raw * dec if info["token0"] == dep["tokens"][sym]["address"] else dec / raw
+
+
+def test_uniswap_pools_at_oracle_price(devnet: dict[str, Any], devnet_chain: Chain) -> None:
+    """Real Uniswap V3 code: the periphery finds the pools by its compiled-in init code hash,
+    the pools sit at the oracle price, and a QuoterV2 quote pays fee plus a modest impact."""
+    c, uni = devnet_chain, devnet["uniswap"]
+    # The pool artifact's creation code hashes to the POOL_INIT_CODE_HASH the periphery (and
+    # every mainnet integration) compiles in, so addresses computed off-chain match.
+    init_hash = keccak(hexstr=npm_artifact("UniswapV3Pool").bytecode).hex()
+    assert init_hash.removeprefix("0x") == (
+        "e34f199b19b2b4f47f68442619d555527d244f78a3297ea89325f843f87b8b54"
+    )
+    factory = c.at(uni["factory"], npm_artifact("UniswapV3Factory"))
+    quoter = c.at(uni["quoter_v2"], npm_artifact("QuoterV2"))
+    usdc = devnet["tokens"]["USDC"]["address"]
+    for sym, oracle_usd in (("WETH", Decimal(3000)), ("WBTC", Decimal(62000))):
+        info = uni["pools"][sym]
+        token = devnet["tokens"][sym]["address"]
+        assert c.call(factory, "getPool", token, usdc, info["fee"]) == info["address"]
+        salt = keccak(encode(["address", "address", "uint24"],
+                             [info["token0"], info["token1"], info["fee"]]))  # fmt: skip
+        create2 = keccak(b"\xff" + bytes.fromhex(uni["factory"][2:]) + salt
+                         + bytes.fromhex(init_hash.removeprefix("0x")))[12:]  # fmt: skip
+        assert to_checksum_address(create2) == info["address"]
+        assert abs(_pool_price(c, devnet, sym) / oracle_usd - 1) < Decimal("0.0001")
+        pool = c.at(info["address"], npm_artifact("UniswapV3Pool"))
+        assert c.call(pool, "liquidity") > 0
+        amount = 10 ** devnet["tokens"][sym]["decimals"]  # one whole token
+        out = quoter.functions.quoteExactInputSingle((token, usdc, amount, info["fee"], 0)).call()
+        fee = Decimal(info["fee"]) / 1_000_000
+        got = Decimal(out[0]) / 10**6
+        assert oracle_usd * (1 - fee) * Decimal("0.995") < got < oracle_usd * (1 - fee)
 
 
 def test_forge_build_with_solcjs_wrapper(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from devnet_rpc import rpc_call_sync
 
 from agent.cli import main
-from agent.core.anvil import kill_process_group, rpc_call_sync
+from agent.core.anvil import kill_process_group
 
 pytestmark = pytest.mark.integration
 

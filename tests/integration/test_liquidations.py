@@ -20,8 +20,9 @@ from agent.collectors.liquidations import (
     collect_liquidations,
     liquidation_volume,
 )
-from agent.collectors.onchain import MarketLayout, discover
+from agent.collectors.onchain import discover
 from agent.config import chain_config_from_deployment
+from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import MAX_UINT256
 from agent.devnet.artifacts import forge_artifact, npm_artifact

@@ -7,16 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from devnet_rpc import rpc_call_sync
 
-from agent.collectors.onchain import (
-    MarketLayout,
-    discover,
-    read_snapshot,
-    snapshot_observations,
-)
+from agent.collectors.onchain import discover, read_snapshot, snapshot_observations
 from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
-from agent.core.anvil import rpc_call_sync
+from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
@@ -185,7 +181,7 @@ async def test_reverting_batch_reports_the_decoded_reason(
 async def test_extra_calls_ride_in_the_same_eth_call(
     devnet: dict[str, Any], devnet_url: str
 ) -> None:
-    from agent.collectors.multicall import Call
+    from agent.core.multicall import Call
 
     async with RpcClient(devnet_url, source="rpc:x") as rpc:
         layout = await layout_for(rpc, devnet)

@@ -15,12 +15,12 @@ from agent.core.rpc import RetryPolicy, RpcClient
 from agent.core.units import WAD
 from agent.devnet.artifacts import forge_artifact
 from agent.devnet.chain import Chain
+from agent.devnet.pricing import black_scholes_put
 from agent.devnet.safe import Call, exec_batch
 from agent.planner.options import (
     DAY,
     OptionsPlannerConfig,
     PremiaV3Venue,
-    black_scholes_put,
     plan_put,
     premia_venue_from_deployment,
     put_strike,

@@ -1,6 +1,6 @@
 """The pipeline reads left to right: collectors → store → signals → policy → planner →
 simulator → sinks (``core`` under all). A stage never imports a stage to its right; the
-composition modules (runner, evaluate, propose, cli, commands) are the only place they meet."""
+composition modules (runner, evaluate, propose, advisory, cli, commands) are the only place they meet."""
 
 from __future__ import annotations
 
@@ -38,3 +38,30 @@ def test_the_check_sees_a_backward_import(tmp_path: Path) -> None:
     f = tmp_path / "x.py"
     f.write_text("from agent.sinks.journal import ProposalJournal\nimport agent.core.units\n")
     assert _imports(f) == ["agent.sinks.journal", "agent.core.units"]
+
+
+def test_planners_import_no_collector_module() -> None:
+    """Market types live in ``agent.core``: a planner reads what collectors produced, never
+    the collectors themselves (directly or through a module it imports from ``agent``)."""
+    bad = []
+    for f in (AGENT / "planner").rglob("*.py"):
+        seen: set[str] = set()
+        todo = _imports(f)
+        while todo:
+            mod = todo.pop()
+            if mod in seen:
+                continue
+            seen.add(mod)
+            if mod.startswith("agent.collectors"):
+                bad.append(f"{f.relative_to(AGENT.parent)} reaches {mod}")
+                continue
+            path = AGENT.parent / (mod.replace(".", "/") + ".py")
+            package = AGENT.parent / mod.replace(".", "/") / "__init__.py"
+            for source in (path, package):
+                if source.exists():
+                    todo += _imports(source)
+    assert not bad, "\n".join(bad)
+
+
+def test_policy_models_do_not_import_explain() -> None:
+    assert "agent.policy.explain" not in _imports(AGENT / "policy" / "models.py")

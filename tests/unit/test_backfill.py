@@ -26,20 +26,21 @@ H = 3600
 T0 = 1_700_000_000 // H * H  # 2023-11-14 22:00 UTC: Hyperliquid is hourly
 SINCE = T0 - 10 * 86_400
 FRED_LIMIT = 40
+DAILY_BASE = {"SP500": 2000, "VIXCLS": 12, "VXVCLS": 14}  # daily closes (value = base + i + 0.5)
 
 
 def fred_rows(series: str, n: int) -> list[dict[str, str]]:
     start = datetime(2015, 1, 1, tzinfo=UTC)
     rows = []
     for i in range(n):
-        if series == "SP500":
+        if series in DAILY_BASE:
             d = (start + timedelta(days=i)).strftime("%Y-%m-%d")
             rows.append(
                 {
                     "realtime_start": "2025-01-02",
                     "realtime_end": "2025-01-02",
                     "date": d,
-                    "value": f"{2000 + i}.5",
+                    "value": f"{DAILY_BASE[series] + i}.5",
                 }
             )
         else:
@@ -78,6 +79,8 @@ class Apis:
             "CPIAUCSL": fred_rows("CPIAUCSL", 100),
             "PPIFIS": fred_rows("PPIFIS", 55),
             "SP500": fred_rows("SP500", 90),
+            "VIXCLS": fred_rows("VIXCLS", 50),
+            "VXVCLS": fred_rows("VXVCLS", 41),
         }
         self.requests = 0
         self.reached = asyncio.Event()
@@ -160,7 +163,15 @@ def rows(path: Path) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-TASKS = {"hyperliquid:BTC", "hyperliquid:ETH", "fred:CPIAUCSL", "fred:PPIFIS", "fred:SP500"}
+TASKS = {
+    "hyperliquid:BTC",
+    "hyperliquid:ETH",
+    "fred:CPIAUCSL",
+    "fred:PPIFIS",
+    "fred:SP500",
+    "fred:VIXCLS",
+    "fred:VXVCLS",
+}
 
 
 async def full_run(settings: Settings, http: HttpClient, path: Path) -> list[tuple[Any, ...]]:
@@ -181,14 +192,17 @@ async def test_uninterrupted_backfill_loads_every_page(
             settings, store, since=SINCE, http=http, progress=Progress(out, min_interval_s=0)
         )
         cps = {c.name: c for c in store.checkpoints()}
-    # pages: BTC 1234 rows -> 3 calls, ETH 777 -> 2, FRED 100/55/90 rows at 40 a page -> 3+2+3
-    assert a.requests == 3 + 2 + 3 + 2 + 3
+    # pages: BTC 1234 rows -> 3 calls, ETH 777 -> 2, FRED 100/55/90/50/41 rows at 40 a page
+    # -> 3+2+3+2+2
+    assert a.requests == 3 + 2 + 3 + 2 + 3 + 2 + 2
     assert {n: t.steps for n, t in report.tasks.items() if n in TASKS} == {
         "hyperliquid:BTC": 3,
         "hyperliquid:ETH": 2,
         "fred:CPIAUCSL": 3,
         "fred:PPIFIS": 2,
         "fred:SP500": 3,
+        "fred:VIXCLS": 2,
+        "fred:VXVCLS": 2,
     }
     assert set(cps) == TASKS and all(c.done and c.since == SINCE for c in cps.values())
     assert cps["hyperliquid:BTC"].rows == 1234 and cps["hyperliquid:BTC"].steps == 3
@@ -203,6 +217,8 @@ async def test_uninterrupted_backfill_loads_every_page(
         "macro.cpi": 100 - missing_cpi,
         "macro.ppi": 55 - sum(1 for i in range(55) if i % 17 == 0),
         "close.spx": 90,
+        "close.vix": 50,
+        "close.vix3m": 41,
     }
     # hand-checked rows: hourly funding x 8760 (APR), ts floored from ms; CPI known_at = release
     btc1 = next(r for r in stored if r[0] == "funding.hyperliquid.BTC" and r[1] == T0 + H)
@@ -219,8 +235,15 @@ async def test_uninterrupted_backfill_loads_every_page(
         230.25,
         "index",
     )
+    # VIX closes: daily, known once their day has ended (like SP500)
+    vix = next(
+        r
+        for r in stored
+        if r[0] == "close.vix3m" and r[1] == int(datetime(2015, 1, 3, tzinfo=UTC).timestamp())
+    )
+    assert vix[2:] == ("fred:VXVCLS", vix[1] + 86_399, vix[1] + 86_399, 16.5, "index")
     text = out.getvalue()
-    assert "hyperliquid:BTC: step 3" in text and "[6/6 tasks" in text.splitlines()[-1]
+    assert "hyperliquid:BTC: step 3" in text and "[8/8 tasks" in text.splitlines()[-1]
     assert (
         report.tasks["onchain:devnet"].skipped == "chain.rpc_url / pool_addresses_provider not set"
     )
@@ -290,7 +313,7 @@ async def test_cancelled_backfill_resumes_to_identical_rows(
         with pytest.raises(asyncio.CancelledError):
             await task
         done_steps = sum(c.steps for c in store.checkpoints())
-        assert 0 < done_steps < 13
+        assert 0 < done_steps < 17
         assert rows(path) != reference
         a.stop_after = None
         report = await backfill(settings, store, since=SINCE, http=http)

@@ -46,9 +46,10 @@ def test_series_interface_like_the_store() -> None:
 
 
 def test_full_history_runs_in_seconds(data: HistoricalData) -> None:
-    t0 = time.perf_counter()
+    # CPU time of this process: the wall clock on a shared machine measures the other load too.
+    t0 = time.process_time()
     res = run_backtest(data, "2019-01-01", "2025-07-31")
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert len(res.days) == 2404
     assert elapsed < 30, f"2019-2025 replay took {elapsed:.1f}s"
     # every day has all eight signals and a decision; insufficient is explicit

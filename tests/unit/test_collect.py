@@ -84,7 +84,7 @@ async def test_collect_once_stores_every_http_series(market_apis: Any, tmp_path:
     assert set(summary) == set(expected)
     check_against(expected, summary)
     assert report.stored == sum(n for n, _, _ in expected.values())
-    assert report.counts["hyperliquid"] == 8 and report.counts["fred"] == 3
+    assert report.counts["hyperliquid"] == 8 and report.counts["fred"] == 6
     assert any("missing ('.')" in p for p in report.sources["fred"].problems)
     # FRED's vintage: known from its realtime_start (the 12th of the month after)
     cpi = [o for o in report.observations if o.key == "macro.cpi" and o.source == "fred:CPIAUCSL"]

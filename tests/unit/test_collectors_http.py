@@ -460,6 +460,36 @@ async def test_fred_daily_no_vintages(fake: tuple[FakeApis, str], http: HttpClie
     assert "realtime_start" not in apis.log[-1][2]
 
 
+async def test_fred_vix_closes_are_known_at_the_end_of_their_day(
+    fake: tuple[FakeApis, str], http: HttpClient
+) -> None:
+    apis, base = fake
+    apis.fred_body = fred_envelope(
+        [
+            {
+                "realtime_start": "2024-08-06",
+                "realtime_end": "2024-08-06",
+                "date": "2024-08-05",
+                "value": "38.57",
+            },
+            {
+                "realtime_start": "2024-08-06",
+                "realtime_end": "2024-08-06",
+                "date": "2024-08-06",
+                "value": ".",
+            },
+        ]
+    )
+    cfg = FredConfig(base_url=f"{base}/fred", api_key=SecretStr("k"))
+    vix = next(s for s in cfg.series if s.series_id == "VIXCLS")
+    col = FredCollector(cfg.model_copy(update={"series": [vix]}))
+    rows = await col.collect(http, since=0)
+    day = ts(2024, 8, 5)
+    assert rows == [Observation("close.vix", day, 38.57, "index", "fred:VIXCLS", day + 86_399)]
+    assert any("missing ('.')" in s for s in col.skipped)
+    assert apis.log[-1][2]["series_id"] == "VIXCLS"
+
+
 async def test_fred_pagination(fake: tuple[FakeApis, str], http: HttpClient) -> None:
     apis, base = fake
 
@@ -698,7 +728,19 @@ def test_config_forbids_unknown_keys_and_hides_secrets() -> None:
         cfg.model_dump(mode="json")
     )
     assert cfg.fred.api_key is not None and cfg.fred.api_key.get_secret_value() == "TOPSECRET"
-    assert [s.key for s in cfg.fred.series] == ["macro.cpi", "macro.ppi", "close.spx"]
+    assert [s.key for s in cfg.fred.series] == [
+        "macro.cpi",
+        "macro.ppi",
+        "close.spx",
+        "close.vix",
+        "close.vix3m",
+    ]
+    # the daily closes (SP500, VIXCLS, VXVCLS) are current values, known at the end of their day
+    assert [(s.series_id, s.vintages, s.monthly) for s in cfg.fred.series[2:]] == [
+        ("SP500", False, False),
+        ("VIXCLS", False, False),
+        ("VXVCLS", False, False),
+    ]
 
 
 def test_build_http_collectors() -> None:

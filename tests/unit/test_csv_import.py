@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.collectors.csv_import import IMPORTERS, SHIPPED_DIR, import_dir, import_file
+from agent.commands.store import parse_when, register
 from agent.core.errors import AgentError, ConfigError, SourceError, StoreError
 from agent.store import Store
-from agent.store.command import parse_when, register
 
 DATA = SHIPPED_DIR  # the history shipped with the project (gzipped)
 

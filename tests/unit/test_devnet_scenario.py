@@ -40,7 +40,15 @@ def test_feed_shape_and_no_look_ahead(start: int) -> None:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for o in feed["observations"]:
         by_key.setdefault(str(o["key"]), []).append(o)
-    assert set(by_key) == {"macro.cpi", "macro.ppi", "close.btc", "close.eth", "close.spx"}
+    assert set(by_key) == {
+        "macro.cpi",
+        "macro.ppi",
+        "close.btc",
+        "close.eth",
+        "close.spx",
+        "close.vix",
+        "close.vix3m",
+    }
     for key in ("macro.cpi", "macro.ppi"):
         rows = by_key[key]
         months = [datetime.fromtimestamp(int(r["ts"]), tz=UTC) for r in rows]
@@ -53,8 +61,9 @@ def test_feed_shape_and_no_look_ahead(start: int) -> None:
             assert int(r["known_at"]) < start
     cpi = [float(r["value"]) for r in by_key["macro.cpi"]]
     assert cpi[-1] / cpi[-13] > cpi[-2] / cpi[-14]  # latest YoY above previous
-    for r in by_key["close.spx"]:
-        assert datetime.fromtimestamp(int(r["ts"]), tz=UTC).weekday() < 5
+    for key in ("close.spx", "close.vix", "close.vix3m"):
+        for r in by_key[key]:
+            assert datetime.fromtimestamp(int(r["ts"]), tz=UTC).weekday() < 5
     day0 = start - start % 86400
     hist = [r for r in by_key["close.btc"] if int(r["ts"]) < day0]
     assert len(hist) >= 120 and max(int(r["ts"]) for r in hist) == day0 - 86400
@@ -128,3 +137,33 @@ def test_feed_file_is_json(tmp_path: Path) -> None:
     path = tmp_path / "f.json"
     write_feed({"scenario": "s", "source": "scenario:s", "started_at": 1, "observations": []}, path)
     assert json.loads(path.read_text())["observations"] == []
+
+
+def test_vix_closes_before_and_during_the_scenario() -> None:
+    # Start on a Tuesday 00:30: the days ending during the 48 h are Tue and Wed (both weekdays).
+    start = int(datetime(2025, 3, 4, 0, 30, tzinfo=UTC).timestamp())
+    sc = load_scenario("stress")
+    feed = build_feed(sc, start)
+    day0 = start - start % 86400
+    rows = {
+        k: [o for o in feed["observations"] if o["key"] == k] for k in ("close.vix", "close.vix3m")
+    }
+    hist = [o for o in rows["close.vix"] if o["ts"] < day0]
+    assert len(hist) >= 90  # S10's window
+    assert hist[-1]["ts"] == day0 - 86400 and hist[-1]["value"] == sc.closes["vix"][-1]
+    during = {o["ts"]: o for o in rows["close.vix"] if o["ts"] >= day0}
+    during3m = {o["ts"]: o for o in rows["close.vix3m"] if o["ts"] >= day0}
+    assert sorted(during) == sorted(during3m) == [day0, day0 + 86400]
+    # Tuesday's close at its day's end (hour 23.5), between the points (12, 24.0) and
+    # (24, 27.5): 24.0 + 3.5 x 11.5 / 12 = 27.354
+    assert during[day0]["value"] == round(24.0 + 3.5 * 11.5 / 12, 2)
+    assert during[day0]["known_at"] == day0 + 86400
+    assert during3m[day0]["value"] == round(23.4 + 1.5 * 11.5 / 12, 2)
+    # backwardation (VIX above VIX3M) on the scenario's days, contango before
+    assert all(during[t]["value"] > during3m[t]["value"] for t in during)
+    v3 = {o["ts"]: o["value"] for o in rows["close.vix3m"]}
+    assert all(o["value"] < v3[o["ts"]] for o in hist[-30:])
+    # A scenario starting on a Saturday emits no weekend closes during it.
+    sat = int(datetime(2025, 3, 8, 0, 30, tzinfo=UTC).timestamp())
+    weekend = [o for o in build_feed(sc, sat)["observations"] if o["key"] == "close.vix"]
+    assert max(o["ts"] for o in weekend) < sat - sat % 86400

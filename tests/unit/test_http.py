@@ -6,8 +6,6 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,72 +104,11 @@ async def test_get_json_ok_and_metrics(api: tuple[Scripted, str]) -> None:
     assert snap["requests"] == 1 and snap["errors"] == 0
 
 
-async def test_500_then_success_is_retried(api: tuple[Scripted, str]) -> None:
+async def test_invalid_json_names_the_source_and_path_without_the_key(
+    api: tuple[Scripted, str],
+) -> None:
     s, base = api
-    s.on("/x", (500, "oops", {"Content-Type": "text/plain"}), (200, "[1]", {}))
-    sleeps = Sleeps()
-    METRICS.reset()
-    async with client(sleeps) as http:
-        assert await http.get_json("src", f"{base}/x") == [1]
-    assert s.hits["/x"] == 2
-    assert len(sleeps.calls) == 1 and 0.005 <= sleeps.calls[0] <= 0.01
-    snap = METRICS.snapshot()["src"]
-    assert snap == {**snap, "requests": 2, "errors": 1, "retries": 1}
-
-
-async def test_backoff_grows_and_gives_up(api: tuple[Scripted, str]) -> None:
-    s, base = api
-    s.on(
-        "/x",
-        (
-            503,
-            "<html><body>\n<h1>503</h1>  Service\nUnavailable</body></html>",
-            {"Content-Type": "text/html"},
-        ),
-    )
-    sleeps = Sleeps()
-    policy = RetryPolicy(attempts=4, base_delay_s=1.0, max_delay_s=3.0)
-    async with client(sleeps, retry=policy) as http:
-        with pytest.raises(HttpStatusError) as ei:
-            await http.get_json("src", f"{base}/x")
-    assert ei.value.status == 503
-    assert "\n" not in str(ei.value) and "Service Unavailable" in str(ei.value)
-    assert s.hits["/x"] == 4
-    # equal jitter: d/2..d with d = 1, 2, 3(capped)
-    assert 0.5 <= sleeps.calls[0] <= 1 and 1 <= sleeps.calls[1] <= 2 and 1.5 <= sleeps.calls[2] <= 3
-
-
-async def test_429_retry_after_seconds_and_date(api: tuple[Scripted, str]) -> None:
-    s, base = api
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
-    s.on(
-        "/x",
-        (429, "slow down", {"Retry-After": "2"}),
-        (429, "slow down", {"Retry-After": later}),
-        (200, "{}", {}),
-    )
-    sleeps = Sleeps()
-    async with client(sleeps) as http:
-        assert await http.get_json("src", f"{base}/x") == {}
-    assert sleeps.calls[0] == 2.0
-    assert 15 <= sleeps.calls[1] <= 20
-
-
-async def test_429_retry_after_is_capped_and_raised(api: tuple[Scripted, str]) -> None:
-    s, base = api
-    s.on("/x", (429, "slow", {"Retry-After": "99999"}))
-    sleeps = Sleeps()
-    async with client(sleeps) as http:
-        with pytest.raises(RateLimited) as ei:
-            await http.get_json("src", f"{base}/x")
-    assert ei.value.retry_after == 99999
-    assert ei.value.source == "src"
-    assert sleeps.calls == [30, 30]  # capped by max_retry_after_s
-
-
-async def test_truncated_json_is_malformed_not_retried(api: tuple[Scripted, str]) -> None:
-    s, base = api
-    s.on("/deep/path", (200, '{"observations": [{"date": "2020-01-01", "val', {}))
+    s.on("/deep/path", (200, '{"observations": [{"date": "2020-01-01"}]}}', {}))
     async with client() as http:
         with pytest.raises(MalformedResponse) as ei:
             await http.get_json("fred", f"{base}/deep/path", params={"api_key": "SECRETKEY"})

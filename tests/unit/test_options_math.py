@@ -17,12 +17,12 @@ from agent.core.errors import PlanningError
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
 from agent.devnet.artifacts import forge_out
+from agent.devnet.pricing import black_scholes_put
 from agent.planner.options import (
     OptionsPlannerConfig,
     PoolRef,
     PremiaV3Venue,
     VenueQuote,
-    black_scholes_put,
     is_last_friday,
     is_valid_strike,
     maturity_error,

@@ -23,6 +23,7 @@ from agent.policy import (
     required_topup_base,
     session_id_for,
 )
+from agent.policy.explain import explain_lines
 from agent.signals import SignalResult
 from agent.signals.base import InputRef
 
@@ -269,7 +270,7 @@ def test_idempotency_keys_stable() -> None:
 
 def test_explain_and_dict_carry_the_evidence() -> None:
     d = run([sig("S1"), sig("S2"), *quiet("S8")])
-    lines = d.explain()
+    lines = explain_lines(d)
     assert any(
         line.startswith("S1 S1 [x] firing: value=-0.1 threshold=-0.08") and "k.S1@" in line
         for line in lines

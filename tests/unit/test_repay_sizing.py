@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from eth_utils.address import to_checksum_address
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.abi import load_abi
 from agent.core.errors import PlanningError
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import RAY, WAD
 from agent.planner.repay import (
     RepayPlan,

@@ -11,7 +11,6 @@ from aiohttp.test_utils import TestServer
 from agent.core.anvil import free_port
 from agent.core.errors import (
     ExecutionReverted,
-    MalformedResponse,
     RateLimited,
     RpcError,
     TransportError,
@@ -75,60 +74,6 @@ async def test_revert_is_translated_with_data(serve: Callable[..., object]) -> N
         with pytest.raises(ExecutionReverted) as exc:
             await rpc.request("eth_call", [{}, "latest"])
     assert exc.value.data == "0x08c379a0"
-
-
-async def test_plain_rpc_error_not_retried(serve: Callable[..., object]) -> None:
-    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "method not found"}}
-    url = await serve([lambda: web.json_response(body)])  # type: ignore[misc]
-    METRICS.reset()
-    async with RpcClient(url, source="rpc:x", retry=FAST) as rpc:
-        with pytest.raises(RpcError, match="-32601"):
-            await rpc.request("foo_bar")
-    assert METRICS.sources["rpc:x"].requests == 1
-
-
-async def test_429_is_retried_then_succeeds(serve: Callable[..., object]) -> None:
-    limited = lambda: web.json_response(  # noqa: E731
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "error": {
-                "code": 429,
-                "message": "Your app has exceeded its compute units per second capacity",
-            },
-        },
-        status=429,
-        headers={"Retry-After": "0"},
-    )
-    url = await serve([limited, ok("0x10")])  # type: ignore[misc]
-    METRICS.reset()
-    async with RpcClient(url, source="rpc:y", retry=FAST) as rpc:
-        assert await rpc.block_number() == 16
-    assert METRICS.sources["rpc:y"].requests == 2
-    assert METRICS.sources["rpc:y"].errors == 1
-
-
-async def test_429_exhausts_retries(serve: Callable[..., object]) -> None:
-    def limited():
-        return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "0"})
-
-    url = await serve([limited])  # type: ignore[misc]
-    async with RpcClient(url, retry=FAST) as rpc:
-        with pytest.raises(RateLimited):
-            await rpc.block_number()
-
-
-async def test_html_error_page_is_malformed(serve: Callable[..., object]) -> None:
-    url = await serve(
-        [
-            lambda: web.Response(
-                status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
-            )
-        ]
-    )  # type: ignore[misc]
-    async with RpcClient(url, retry=FAST) as rpc:
-        with pytest.raises(MalformedResponse, match="not a JSON-RPC object"):
-            await rpc.block_number()
 
 
 async def test_connection_refused_names_the_source() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from Crypto.Hash import keccak as pycryptodome_keccak
 
-from agent.collectors.onchain import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.abi import load_abi
+from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.units import RAY, WAD
 from agent.planner.repay import plan_repay
 from agent.sinks.safe_tx_builder import (

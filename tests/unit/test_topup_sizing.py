@@ -1,6 +1,6 @@
 """Top-up sizing against hand-computed values (Aave units: base 1e8 USD, bps, wad)."""
 
-from agent.collectors.onchain import AccountState
+from agent.core.market import AccountState
 from agent.core.units import WAD
 from agent.planner.topup import (
     base_to_token_amount,
@@ -47,7 +47,7 @@ def test_base_to_token_amount_rounds_up() -> None:
 
 
 def _plan(max_spend_base: int | None, wallet: int = 10**24):
-    from agent.collectors.onchain import MarketLayout, ReserveMeta, ReserveState
+    from agent.core.market import MarketLayout, ReserveMeta, ReserveState
     from agent.planner.topup import plan_topup
 
     weth = ReserveMeta("0x" + "11" * 20, "WETH", 18, "0x" + "22" * 20, "0x" + "33" * 20, 8250, 8000)

@@ -71,7 +71,8 @@ def _cmd_import_csv(args: argparse.Namespace) -> int:
 
 
 def _cmd_series(args: argparse.Namespace) -> int:
-    from agent.store.sqlite import Store
+    from agent.app import App
+    from agent.config import Settings
 
     if not Path(args.db).exists():
         raise StoreError(
@@ -80,7 +81,8 @@ def _cmd_series(args: argparse.Namespace) -> int:
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
     known_by = parse_when(args.known_by) if args.known_by else None
-    with Store(args.db) as store:
+    with App(Settings(), store_path=args.db) as app:
+        store = app.store
         if args.sources:
             rows = store.observations(args.key, since, until, known_by)
             known = store.keys()

@@ -1,0 +1,158 @@
+"""The S&P 500 side in the daemon: store → S9-S11 → the SPX layer rule → sinks, after the DeFi
+proposals of the same tick.
+
+The ticket is advisory (a person places it with their broker; the agent never trades equity
+options): one journal record with status ``advisory`` (same :class:`Proposal` shape, no
+transactions), one ``proposal`` log event, one row per leg in the ticket CSV, and its cost at
+the limits in the session's spend ledger (the same 25% cap as the DeFi layer), all through the
+proposals' sinks (:meth:`ProposalSinks.publish_advisory`), validated once. The journal's
+idempotency key makes it once per session. This module reads the store, so it sits with the
+orchestrators (like ``agent.propose``), after the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import structlog
+
+from agent.config import Settings
+from agent.core.market import ChainSnapshot
+from agent.core.units import AAVE_BASE_UNIT_USD
+from agent.evaluate import Evaluation
+from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
+from agent.signals.base import SignalResult
+from agent.signals.spx import SpxInputs, evaluate_spx_signals, latest_close
+from agent.sinks.proposal import Proposal
+from agent.sinks.publish import ProposalSinks
+from agent.store.sqlite import Store
+
+log = structlog.get_logger("agent.advisory")
+
+# S10 reads 90 closes and S11 250 (trading days): a year and a half of calendar is enough.
+LOOKBACK_S = 550 * 86_400
+
+
+def spx_inputs(store: Store, at: int) -> SpxInputs:
+    """The VIX, VIX3M and S&P 500 closes known at ``at`` (missing keys stay None)."""
+    keys = set(store.keys())
+
+    def get(key: str) -> pd.Series | None:
+        if key not in keys:
+            return None
+        s = store.series(key, since=at - LOOKBACK_S, until=at, known_by=at)
+        latest = store.latest(key, known_by=at)
+        if latest is not None:
+            s.attrs["source"] = latest.source
+        return s
+
+    return SpxInputs(vix=get("close.vix"), vix3m=get("close.vix3m"), spx=get("close.spx"))
+
+
+def _signal_log(r: SignalResult) -> dict[str, Any]:
+    d = r.as_dict()
+    if any(i["source"].startswith("scenario:") for i in d["inputs"]):
+        d["data_origin"] = "scenario"
+    return d
+
+
+def decide_spx(
+    store: Store, settings: Settings, snap: ChainSnapshot, evaluation: Evaluation, account: str
+) -> SpxDecision:
+    at = pd.Timestamp(snap.timestamp, unit="s", tz="UTC")
+    inputs = spx_inputs(store, snap.timestamp)
+    signals = evaluate_spx_signals(inputs, at, settings.signals)
+    for r in signals:
+        log.info("signal", **_signal_log(r))
+    spot = latest_close(inputs.spx, at, settings.signals.s11.max_staleness_days)
+    acct = snap.accounts.get(account)
+    exposure = None if acct is None else Decimal(acct.total_collateral_base) / AAVE_BASE_UNIT_USD
+    return spx_layer(
+        signals,
+        evaluation.decision,
+        spot,
+        at,
+        settings.policy,
+        # the ledger after this tick's DeFi proposals, not the decision's start-of-tick figure
+        session_spent_usd=store.session_spent_usd(evaluation.session_id),
+        exposure_usd=exposure,
+    )
+
+
+def ticket_record(
+    d: SpxDecision, settings: Settings, snap: ChainSnapshot, account: str
+) -> dict[str, Any]:
+    sev = next((r.value for r in d.signals if r.id == "S9"), None) or 0.0
+    spend = float(d.spend_usd)
+    return {
+        "id": uuid.uuid4().hex[:12],
+        "idempotency_key": d.idempotency_key,
+        "created_at": datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
+        "chain": settings.chain.name,
+        "chain_id": settings.chain.chain_id,
+        "block_number": snap.block_number,
+        "account": account,
+        "action": ACTION,
+        "status": "advisory",
+        "explanation": spx_explain_lines(d),
+        "evidence": {
+            "signals": [r.as_dict() for r in d.signals],
+            "beta": d.beta,
+            "defi_acted": d.defi_acted,
+            "notes": list(d.notes),
+        },
+        # no "horizon": the DeFi ladder's horizons-bought memory must not count the SPX legs
+        "policy": {
+            "action_key": ACTION_KEY,
+            "severity": sev,
+            "at": d.at,
+            "session_id": d.session_id,
+            "horizon": None,
+        },
+        "transactions": [],
+        "sizing": {
+            "spend_usd": spend,
+            "spend_basis": "cost if every leg fills at its limit",
+            "session_id": d.session_id,
+            "session_cap_usd": float(d.session_cap_usd),
+            "session_spent_before_usd": float(d.session_spent_before_usd),
+            "session_remaining_after_usd": max(
+                0.0, float(d.session_cap_usd - d.session_spent_before_usd) - spend
+            ),
+            "budget_usd": str(d.budget_usd),
+        },
+        "ticket": d.as_dict(),
+    }
+
+
+def spx_advisory(
+    store: Store,
+    settings: Settings,
+    sinks: ProposalSinks,
+    snap: ChainSnapshot,
+    evaluation: Evaluation,
+    account: str,
+) -> list[dict[str, Any]]:
+    """The tick's SPX ticket as a list of zero or one journal records."""
+    d = decide_spx(store, settings, snap, evaluation, account)
+    log.info(
+        "spx.decision",
+        fired=d.fired,
+        s9_firing=d.s9_firing,
+        consensus=list(d.consensus),
+        beta=d.beta,
+        defi_acted=d.defi_acted,
+        budget_usd=str(d.budget_usd),
+        notes=list(d.notes),
+    )
+    if not d.fired:
+        return []
+    proposal = Proposal.model_validate(ticket_record(d, settings, snap, account))
+    record = sinks.publish_advisory(
+        proposal, session_id=d.session_id, spend_usd=d.spend_usd, at=snap.timestamp
+    )
+    return [] if record is None else [record]

@@ -1,0 +1,407 @@
+"""The plan stage of a proposal: one policy action becomes a frozen ``Draft``.
+
+A draft holds everything decided before anything runs: the record's header (who, what, why),
+the transactions as they will be signed (and the Safe transaction wrapping them), the sizing
+against the session cap, the protection comparison (top-up, repay, deleverage) or the put's
+terms, and what the simulation must read afterwards. A draft that could not be planned carries the reason instead of
+transactions; it is still a proposal (the reviewer sees why nothing was proposed).
+
+The session's spend cap is applied here, in :class:`SpendCap`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Literal
+
+from agent.core.abi import load_abi
+from agent.core.errors import AgentError, PlanningError
+from agent.core.market import ChainSnapshot, MarketLayout
+from agent.core.multicall import Call
+from agent.core.rpc import RpcClient
+from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.options import OptionsPlannerConfig, PremiaV3Venue, plan_option_action
+from agent.planner.repay import ProtectionPlan, RepayPlan, choose_protection, plan_repay
+from agent.planner.safe import SafeTx, build_safe_tx
+from agent.planner.topup import TopUpPlan, plan_topup
+from agent.planner.tx import PlannedTx
+from agent.planner.uniswap import UniswapVenue
+from agent.policy import OptionAction, TopUpAction
+
+ActionKind = Literal["collateral_top_up", "repay_debt", "deleverage", "option_put"]
+
+
+def hf_float(v: int | None) -> float | None:
+    """A health factor (wad) for the record; Aave's ``uint256.max`` (no debt) reads as None."""
+    return None if v is None or v >= 2**255 else v / WAD
+
+
+@dataclass(frozen=True)
+class ProposalHeader:
+    """What every proposal record starts with, known before planning."""
+
+    id: str
+    idempotency_key: str
+    created_at: str  # ISO 8601, chain time of the tick
+    chain: str
+    chain_id: int
+    block_number: int
+    account: str
+    explanation: tuple[str, ...]
+    evidence: Mapping[str, Any]
+    policy: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()  # data problems of the tick (a stale oracle feed)
+
+
+@dataclass(frozen=True)
+class SpendCap:
+    """The session's hard cap, as the persisted ledger stands at this proposal (earlier
+    proposals of the same tick included). Every spend a draft proposes passes through here."""
+
+    session_id: str
+    cap_usd: Decimal
+    spent_usd: Decimal
+    priority: str | None = None
+    size_fraction: Decimal = Decimal(1)
+
+    @property
+    def remaining_usd(self) -> Decimal:
+        return max(Decimal(0), self.cap_usd - self.spent_usd)
+
+    def limit(self, requested_usd: Decimal) -> Decimal:
+        """Never past what the session still allows, whatever the action asked for."""
+        return min(Decimal(requested_usd), self.remaining_usd)
+
+    def admits(self, spend_usd: Decimal) -> bool:
+        return spend_usd <= self.remaining_usd
+
+    def sizing(self, spend_usd: float) -> dict[str, Any]:
+        before = float(self.spent_usd)
+        cap = float(self.cap_usd)
+        return {
+            "spend_usd": spend_usd,
+            "session_id": self.session_id,
+            "session_cap_usd": cap,
+            "session_spent_before_usd": before,
+            "session_remaining_after_usd": max(0.0, cap - before - spend_usd),
+            "priority": self.priority,
+            "size_fraction": str(self.size_fraction),
+        }
+
+
+@dataclass(frozen=True)
+class PutCheck:
+    """What the simulation reports for a put: planned size against the position held after."""
+
+    planned_size: int
+    quote_decimals: int
+
+
+@dataclass(frozen=True)
+class SwapCheck:
+    """What the simulation reports for a deleverage: the swaps' planned input and minimum
+    output, against what the pools' ``Swap`` events say they paid."""
+
+    amount_in: int  # collateral token units sold, all steps
+    min_out: int  # amountOutMinimum summed over the steps (what the batch repays)
+    collateral_decimals: int
+    debt_decimals: int
+    oracle_price_wad: int  # collateral price in the debt asset (oracle), whole tokens
+
+
+@dataclass(frozen=True)
+class Draft:
+    header: ProposalHeader
+    action: ActionKind
+    transactions: tuple[PlannedTx, ...] = ()
+    error: str | None = None  # set when planning failed (then there are no transactions)
+    sizing: Mapping[str, Any] | None = None
+    comparison: Mapping[str, Any] | None = None  # every protection alternative, why it lost
+    deleverage: Mapping[str, Any] | None = None  # the swap: quote, minimum out, price, impact
+    option: Mapping[str, Any] | None = None  # the put's pool, strike, size, premium, limit
+    safe_tx: SafeTx | None = None
+    spend_usd: Decimal = Decimal(0)  # what the ledger records if the proposal stands
+    target_hf_wad: int | None = None
+    label: str = ""  # names the simulated execution
+    reads: tuple[Call, ...] = ()  # read on the fork after execution
+    put: PutCheck | None = None
+    swap: SwapCheck | None = None
+
+    @property
+    def planned(self) -> bool:
+        return self.error is None
+
+
+def failed(header: ProposalHeader, action: ActionKind, reason: str, **extra: Any) -> Draft:
+    return Draft(header=header, action=action, error=reason, **extra)
+
+
+def as_safe_batch(draft: Draft, multisend_call_only: str) -> Draft:
+    """The Safe transaction the owners sign: the draft's calls in one ``MultiSendCallOnly``
+    batch (or the single call itself)."""
+    if not draft.planned:
+        return draft
+    st = build_safe_tx(draft.header.account, multisend_call_only, draft.transactions)
+    return replace(draft, safe_tx=st)
+
+
+# -- protection: a collateral top-up, a debt repay or a deleverage -----------------------------
+
+
+@dataclass(frozen=True)
+class DeleverageConfig:
+    """The DEX a deleverage swaps through and its bounds (``[uniswap]`` in the config)."""
+
+    venue: UniswapVenue
+    hf_floor_wad: int  # no step may take the health factor below this before its repay
+    slippage_bps: int  # amountOutMinimum = quote x (1 - bps / 1e4)
+
+
+@dataclass(frozen=True)
+class ProtectionConfig:
+    topup_asset: str  # also the collateral a deleverage sells
+    repay_asset: str | None  # also the debt a deleverage repays
+    deleverage: DeleverageConfig | None = None  # None: no DEX configured
+
+
+def spend_base(plan: ProtectionPlan) -> int:
+    """What the session ledger counts: the capital of a top-up or a repay; for a deleverage,
+    which commits no new capital, the most it can lose (fee + impact + slippage bound)."""
+    return plan.cost_base if isinstance(plan, DeleveragePlan) else plan.value_base
+
+
+def _action(plan: ProtectionPlan) -> ActionKind:
+    if isinstance(plan, RepayPlan):
+        return "repay_debt"
+    if isinstance(plan, TopUpPlan):
+        return "collateral_top_up"
+    return "deleverage"
+
+
+async def _plan_deleverage(
+    header: ProposalHeader,
+    snap: ChainSnapshot,
+    layout: MarketLayout,
+    target_hf_wad: int,
+    cfg: ProtectionConfig,
+    reader: RpcClient | None,
+) -> DeleveragePlan:
+    """Sell the position's collateral (``topup_asset``) for its debt (``repay_asset``) through
+    the configured Uniswap V3 venue, quoted on ``reader`` (the fork while a sequence runs)."""
+    d = cfg.deleverage
+    if d is None:
+        raise PlanningError("no DEX configured ([uniswap] in the config)")
+    if not cfg.repay_asset:
+        raise PlanningError("no debt asset configured (position.repay_asset)")
+    if reader is None:
+        raise PlanningError("no chain to quote the swap on")
+    collateral = layout.reserve(cfg.topup_asset)
+    debt = layout.reserve(cfg.repay_asset)
+    try:
+        c_state, d_state = snap.reserves[collateral.symbol], snap.reserves[debt.symbol]
+    except KeyError as exc:
+        raise PlanningError(f"no reserve data for {exc} in this tick") from None
+    return await plan_deleverage_onchain(
+        reader,
+        layout=layout,
+        venue=d.venue,
+        account_addr=header.account,
+        account=snap.accounts[header.account],
+        collateral=collateral,
+        collateral_reserve=c_state,
+        debt=debt,
+        debt_reserve=d_state,
+        target_hf_wad=target_hf_wad,
+        hf_floor_wad=d.hf_floor_wad,
+        slippage_bps=d.slippage_bps,
+    )
+
+
+async def plan_protection(
+    header: ProposalHeader,
+    snap: ChainSnapshot,
+    layout: MarketLayout,
+    action: TopUpAction,
+    cap: SpendCap,
+    cfg: ProtectionConfig,
+    reader: RpcClient | None = None,
+) -> Draft:
+    """Plan every protection the Safe can pay for (a top-up, a repay, a deleverage through the
+    DEX), each sized to the action's target health factor within the cap, and draft the one
+    :func:`choose_protection` picks. ``reader`` is where the deleverage's swap is quoted (the
+    fork while a sequence runs). What could not be planned, and why, is listed in the
+    comparison's ``not_planned``."""
+    kind: ActionKind = "collateral_top_up"
+    account = snap.accounts.get(header.account)
+    if account is None:
+        return failed(header, kind, f"no account data for {header.account} in this tick")
+    target = int(action.target_health_factor_wad)
+    max_spend_base = int(cap.limit(Decimal(action.max_spend_usd)) * AAVE_BASE_UNIT_USD)
+    errors: list[str] = []
+    topup: TopUpPlan | None = None
+    repay: RepayPlan | None = None
+    deleverage: DeleveragePlan | None = None
+    try:
+        asset = layout.reserve(cfg.topup_asset)
+        topup = plan_topup(
+            layout=layout,
+            account_addr=header.account,
+            account=account,
+            asset=asset,
+            reserve=snap.reserves[asset.symbol],
+            target_hf_wad=target,
+            max_spend_base=max_spend_base,
+            allowance=account.pool_allowances.get(asset.symbol, 0),
+        )
+    except (PlanningError, KeyError) as exc:
+        errors.append(f"top-up: {exc}")
+    if cfg.repay_asset:
+        try:
+            debt = layout.reserve(cfg.repay_asset)
+            repay = plan_repay(
+                layout=layout,
+                account_addr=header.account,
+                account=account,
+                asset=debt,
+                reserve=snap.reserves[debt.symbol],
+                target_hf_wad=target,
+                max_spend_base=max_spend_base,
+            )
+        except (PlanningError, KeyError) as exc:
+            errors.append(f"repay: {exc}")
+    try:
+        deleverage = await _plan_deleverage(header, snap, layout, target, cfg, reader)
+    except AgentError as exc:
+        errors.append(f"deleverage: {exc}")
+    if topup is not None and not cap.admits(Decimal(topup.value_base) / AAVE_BASE_UNIT_USD):
+        topup = None  # its safety margin would cross the session cap
+        errors.append("top-up: would exceed the session cap")
+    if deleverage is not None and deleverage.cost_base > max_spend_base:
+        # The ledger counts what a deleverage can lose; that must fit like any other spend.
+        errors.append(
+            f"deleverage: its cost ${deleverage.cost_base / AAVE_BASE_UNIT_USD:,.2f} would exceed"
+            f" the ${max_spend_base / AAVE_BASE_UNIT_USD:,.2f} the session cap still allows"
+        )
+        deleverage = None
+    plan, comparison = choose_protection(topup, repay, deleverage=deleverage, target_hf_wad=target)
+    comparison = comparison | {"not_planned": errors}
+    if plan is None:
+        return failed(
+            header, kind, "; ".join(errors) or "no protection plan", comparison=comparison
+        )
+    chosen = _action(plan)
+    spend_usd = Decimal(spend_base(plan)) / AAVE_BASE_UNIT_USD
+    sizing = cap.sizing(float(spend_usd)) | {
+        "amount": str(plan.amount),
+        "asset": plan.asset.symbol,
+        "capped_by": plan.capped_by,
+        "needed_value_usd": plan.needed_value_base / AAVE_BASE_UNIT_USD,
+        "expected_health_factor": hf_float(plan.hf_expected_wad),
+    }
+    swap: SwapCheck | None = None
+    if isinstance(plan, DeleveragePlan):
+        swap = SwapCheck(
+            amount_in=plan.amount,
+            min_out=plan.min_out,
+            collateral_decimals=plan.asset.decimals,
+            debt_decimals=plan.debt_asset.decimals,
+            oracle_price_wad=plan.oracle_price_wad,
+        )
+    return Draft(
+        header=header,
+        action=chosen,
+        transactions=tuple(plan.transactions),
+        sizing=sizing,
+        comparison=comparison,
+        deleverage=plan.swap_summary() if isinstance(plan, DeleveragePlan) else None,
+        spend_usd=spend_usd,
+        target_hf_wad=target,
+        label=f"{chosen} {plan.asset.symbol}",
+        swap=swap,
+    )
+
+
+# -- deeper out-of-the-money puts -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PutConfig:
+    venue: PremiaV3Venue | None  # None: no venue configured
+    slippage_bps: int
+    lot_wad: int
+    underlying: str  # the reserve whose collateral bounds the put size
+
+
+def exposure_contracts(
+    snap: ChainSnapshot, layout: MarketLayout, account: str, underlying: str
+) -> int | None:
+    """The position's collateral in units of the put's underlying (18 decimals): puts beyond
+    it would be speculation, not protection."""
+    acct = snap.accounts.get(account)
+    try:
+        under = layout.reserve(underlying)
+    except AgentError:
+        return None
+    price = snap.reserves.get(under.symbol)
+    if acct is None or price is None or price.price_base <= 0:
+        return None
+    return acct.total_collateral_base * WAD // price.price_base
+
+
+async def plan_put(
+    header: ProposalHeader,
+    snap: ChainSnapshot,
+    layout: MarketLayout,
+    action: OptionAction,
+    cap: SpendCap,
+    cfg: PutConfig,
+    reader: RpcClient,
+) -> Draft:
+    """Quote and draft a put purchase within the cap. ``reader`` is where the venue is read:
+    the fork while a sequence of proposals runs, so each sees the ones before it."""
+    kind: ActionKind = "option_put"
+    venue = cfg.venue
+    if venue is None:
+        return failed(header, kind, "no options venue configured ([options] in the config)")
+    budget = cap.limit(action.spend_usd)
+    if budget < action.spend_usd:
+        # Cents, rounded down: rounding must never take the budget past the cap.
+        budget = budget.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+        action = replace(action, spend_usd=budget)
+    try:
+        plan = await plan_option_action(
+            reader,
+            venue,
+            action,
+            account=header.account,
+            now=snap.timestamp,
+            config=OptionsPlannerConfig(slippage_bps=cfg.slippage_bps, lot=cfg.lot_wad),
+            max_size=exposure_contracts(snap, layout, header.account, cfg.underlying),
+        )
+    except PlanningError as exc:
+        return failed(header, kind, f"put {action.horizon}: {exc}")
+    scale = Decimal(10) ** venue.quote_decimals
+    premium_usd = Decimal(plan.premium_quote) / scale  # premiumNet already includes the fee
+    sizing = cap.sizing(float(premium_usd)) | {
+        "horizon": action.horizon,
+        "budget_usd": str(action.spend_usd),
+        "premium_limit_usd": str(Decimal(plan.premium_limit) / scale),
+    }
+    reads = (
+        Call("long", plan.pool.address, load_abi("PremiaPool"), "balanceOf", (header.account, 1)),
+        Call("quote_balance", venue.quote, load_abi("ERC20"), "balanceOf", (header.account,)),
+    )
+    return Draft(
+        header=header,
+        action=kind,
+        transactions=tuple(plan.transactions),
+        sizing=sizing,
+        option={k: v for k, v in plan.as_dict().items() if k != "transactions"},
+        spend_usd=premium_usd,
+        label=f"put {action.horizon}",
+        reads=reads,
+        put=PutCheck(planned_size=plan.size, quote_decimals=venue.quote_decimals),
+    )

@@ -1,0 +1,288 @@
+"""The sink stage of a proposal: an ``Outcome`` becomes one validated ``Proposal`` and goes to
+every sink: the Safe Transaction Builder file, the Safe Transaction Service (optional), live
+sending (only when explicitly enabled), the append-only journal, the spend ledger and the log.
+The Safe Transaction Service also has a step before the simulation (``at_service_nonce``): the
+nonce after its queue, which the fork and the post both use.
+
+The record is validated once, when it is built from the typed stages; what the sinks add (the
+file path, the service's answer, the sent transactions) comes back as typed values and is set on
+the frozen model, so the journal line is exactly the serialised record.
+
+Durability (issue 11): the record and its spend commit in ONE store transaction (the outbox,
+``Store.commit_proposal``); live sends are journaled as intents before each broadcast
+(``send_durably``); then the journal line is written from the outbox, and retried every tick
+when the journal cannot be written (``agent.sinks.outbox``). A proposal is never lost, never
+journaled twice, and its transactions are never sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from agent.core.errors import StoreError
+from agent.core.http import HttpClient
+from agent.core.rpc import RpcClient
+from agent.planner.draft import Draft
+from agent.simulator.outcome import Outcome
+from agent.sinks.config import SinksConfig
+from agent.sinks.journal import ProposalJournal
+from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send_durably
+from agent.sinks.outbox import publish as publish_from_outbox
+from agent.sinks.proposal import Proposal
+from agent.sinks.render import render_proposal
+from agent.sinks.safe_service import SafeServiceSink
+from agent.sinks.safe_tx_builder import write_batch_file
+from agent.sinks.spx_ticket import append_ticket_csv
+from agent.store.sqlite import Store
+
+log = structlog.get_logger("agent.propose")
+
+
+def _safe_tx_record(draft: Draft) -> dict[str, Any] | None:
+    st = draft.safe_tx
+    if st is None:
+        return None
+    return {
+        "safe": st.safe,
+        "to": st.to,
+        "value": str(st.value),
+        "data": st.data,
+        "operation": st.operation,
+    } | ({"nonce": st.nonce} if st.nonce is not None else {})
+
+
+def proposal_from(outcome: Outcome) -> Proposal:
+    """The journal record of an outcome, validated against the journal's shape."""
+    d = outcome.draft
+    h = d.header
+    return Proposal.model_validate(
+        {
+            "id": h.id,
+            "idempotency_key": h.idempotency_key,
+            "created_at": h.created_at,
+            "chain": h.chain,
+            "chain_id": h.chain_id,
+            "block_number": h.block_number,
+            "account": h.account,
+            "action": d.action,
+            "status": outcome.status,
+            "explanation": list(h.explanation),
+            "evidence": dict(h.evidence),
+            "policy": dict(h.policy),
+            "transactions": [t.as_dict() for t in d.transactions],
+            "sizing": dict(d.sizing) if d.sizing is not None else None,
+            "simulation": outcome.simulation_record(),
+            "comparison": dict(d.comparison) if d.comparison is not None else None,
+            "deleverage": dict(d.deleverage) if d.deleverage is not None else None,
+            "option": dict(d.option) if d.option is not None else None,
+            "safe_tx": _safe_tx_record(d),
+            "error": d.error,
+            "warnings": list(h.warnings) or None,
+        }
+    )
+
+
+class ProposalSinks:
+    """Every sink a proposal goes to, built once by the composition root. ``rpc`` reads the
+    real chain (the Safe nonce, the chain id before sending), never the fork."""
+
+    def __init__(
+        self,
+        cfg: SinksConfig,
+        *,
+        journal: ProposalJournal,
+        store: Store,
+        rpc: RpcClient,
+        http: HttpClient,
+        chain_id: int,
+        console: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.store = store
+        self.rpc = rpc
+        self.http = http
+        self.chain_id = chain_id
+        self.console = console
+        self._live: LiveSender | None = None
+        self._service = (
+            SafeServiceSink(http, cfg.safe_service, chain_id=chain_id)
+            if cfg.safe_service.enabled
+            else None
+        )
+
+    async def close(self) -> None:
+        if self._live is not None:
+            await self._live.close()
+            self._live = None
+
+    def seen(self, idempotency_key: str) -> bool:
+        # The outbox holds committed proposals whose journal line is still to be written.
+        if self.journal.has(idempotency_key) or self.store.in_outbox(idempotency_key):
+            log.info(
+                "proposal.duplicate", idempotency_key=idempotency_key, note="already in the journal"
+            )
+            return True
+        return False
+
+    async def at_service_nonce(self, draft: Draft) -> tuple[Draft, Mapping[str, Any] | None]:
+        """Before the simulation: the draft's Safe transaction at the nonce the signers will see
+        (the next free one after the Safe Transaction Service's queue), so the fork executes it
+        at that nonce and the service receives the same transaction; and the record's
+        ``safe_service`` entry (the nonce plan, or why nothing will be posted). Unchanged, with
+        no entry, when the service is off or the draft has no Safe transaction."""
+        if self._service is None or draft.safe_tx is None:
+            return draft, None
+        st, entry = await self._service.reserve_nonce(
+            draft.safe_tx, self.rpc, draft.header.block_number
+        )
+        return replace(draft, safe_tx=st), entry
+
+    async def publish(
+        self,
+        outcome: Outcome,
+        *,
+        session_id: str,
+        at: int,
+        service_nonce: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Deliver one proposal; returns its journal record, or None if the journal already
+        holds its idempotency key (then nothing else was done either). ``service_nonce`` is
+        what :meth:`at_service_nonce` returned for the draft."""
+        proposal = proposal_from(outcome)
+        draft = outcome.draft
+        if not draft.planned:
+            log.warning(
+                "proposal.not_planned", idempotency_key=proposal.idempotency_key, reason=draft.error
+            )
+        key = proposal.idempotency_key
+        if self.journal.has(key) or self.store.in_outbox(key):
+            return None
+        sim = outcome.result
+        live = sim is not None and sim.success and self.cfg.live.enabled
+        if live and (blocked := await self._live_blocked(outcome)):
+            log.warning("live.deferred", idempotency_key=key, reason=blocked)
+            return None  # not recorded: planned again next tick
+        updates: dict[str, Any] = {}
+        if draft.safe_tx is not None and self.cfg.safe_tx_builder_dir:
+            path = write_batch_file(proposal.record(), self.cfg.safe_tx_builder_dir)
+            updates["safe_tx_builder_file"] = str(path)
+        if service_nonce is not None:
+            updates["safe_service"] = dict(service_nonce)
+        if sim is not None and sim.success:
+            sent = await self._to_service(draft)
+            if sent is not None:
+                updates["safe_service"] = dict(service_nonce or {}) | sent
+        calls: list[tuple[str, str, int]] | None = None
+        if live:
+            assert self._live is not None
+            updates["live"] = []  # filled by the sends; "not_sent" if interrupted before
+            calls = (
+                [self._live.exec_call(draft.safe_tx)]
+                if draft.safe_tx is not None
+                else [(t.to, t.data, t.value) for t in draft.transactions]
+            )
+        record = proposal.model_copy(update=updates).record()
+        spend = (session_id, draft.spend_usd, at) if outcome.spends else None
+        return await self._commit(record, spend, calls)
+
+    async def _commit(
+        self,
+        record: dict[str, Any],
+        spend: tuple[str, Decimal, int] | None,
+        live_calls: list[tuple[str, str, int]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The durable tail: record and spend in one store transaction, then the live sends
+        (each journaled before it is broadcast), then the journal line (retried from the
+        outbox if the journal cannot be written)."""
+        if not self.store.commit_proposal(record, spend):
+            return None
+        if live_calls is not None:
+            assert self._live is not None
+            key = str(record["idempotency_key"])
+            try:
+                sent = await send_durably(self._live, self.store, key, live_calls)
+            except BaseException:
+                # Nothing signed yet (nonce or fee reads failed): undo the commit so the
+                # proposal is planned and sent next tick instead of journaled as not sent.
+                if not self.store.live_sends(key):
+                    self.store.retract_proposal(key)
+                raise
+            record = record | {"live": sent}
+            self.store.update_outbox(record)
+        publish_from_outbox(self.store, self.journal, record)
+        self._log(record)
+        return record
+
+    def publish_advisory(
+        self, proposal: Proposal, *, session_id: str, spend_usd: Decimal, at: int
+    ) -> dict[str, Any] | None:
+        """Deliver an advisory ticket (a person places it; nothing is sent or simulated): the
+        journal, its cost in the session's spend ledger, the ticket CSV and the log. Returns
+        its journal record, or None if the journal already holds its idempotency key."""
+        if self.seen(proposal.idempotency_key):
+            return None
+        csv_path = self.cfg.spx_ticket_csv
+        if csv_path and proposal.ticket is not None:
+            proposal = proposal.model_copy(update={"ticket": proposal.ticket | {"csv": csv_path}})
+        record = proposal.record()
+        # Record and spend commit together (the outbox), before the journal line and the CSV
+        # copy: a failed journal is retried from the outbox, a failed copy frees no budget.
+        if not self.store.commit_proposal(record, (session_id, spend_usd, at)):
+            return None
+        publish_from_outbox(self.store, self.journal, record)
+        if csv_path:
+            try:
+                append_ticket_csv(record, csv_path)
+            except StoreError as exc:
+                # The ticket stands in the journal and the log; the CSV is a convenience copy.
+                log.warning(
+                    "spx_ticket.csv_failed",
+                    error=str(exc),
+                    idempotency_key=proposal.idempotency_key,
+                )
+        self._log(record)
+        return record
+
+    async def _to_service(self, draft: Draft) -> dict[str, Any] | None:
+        st = draft.safe_tx
+        if self._service is None or st is None or st.nonce is None:
+            return None  # off, not a Safe, or no nonce could be planned (the entry says why)
+        # Never raises for the service: a refused post leaves its reason in the record, and the
+        # proposal still goes to the journal and the Builder file.
+        return await self._service.submit(st, draft.header.block_number)
+
+    async def _live_blocked(self, outcome: Outcome) -> str | None:
+        """Refuse (raise) when live sending is unsafe; a reason to wait when the signer still
+        has a transaction without an outcome (its nonce would collide)."""
+        live = self.cfg.live
+        sim = outcome.result
+        assert sim is not None
+        check_live_allowed(
+            live,
+            await self.rpc.chain_id(),
+            self.chain_id,
+            [t.success for t in sim.transactions],
+            live.signer_key is not None,
+        )
+        if self._live is None:
+            self._live = LiveSender(live, chain_id=self.chain_id, read_rpc=self.rpc)
+        waiting = open_sends_of(self.store, self._live.address)
+        if waiting:
+            w = waiting[0]
+            return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"
+        return None
+
+    def _log(self, record: dict[str, Any]) -> None:
+        head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}
+        if self.console:
+            # A terminal gets the readable block instead of one very long line.
+            log.info("proposal", **head)
+            print(render_proposal(record), flush=True)
+            return
+        log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})

@@ -1,0 +1,336 @@
+"""Deleverage through real Uniswap V3 and Aave V3 code on the devnet, executed through the Safe
+(MultiSendCallOnly batch, owner-executed): withdraw collateral, swap, repay.
+
+The reference for "not more than needed" is independent of the planner's algebra: a binary
+search over the withdrawn amount, each candidate executed on the chain (snapshot, batch, read the
+health factor, revert), with its amountOutMinimum taken from QuoterV2 less the same slippage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from agent.collectors.onchain import discover, read_snapshot
+from agent.config import chain_config_from_deployment
+from agent.core.abi import load_abi
+from agent.core.market import AccountState, MarketLayout
+from agent.core.rpc import RpcClient
+from agent.core.units import WAD
+from agent.devnet.artifacts import forge_artifact, npm_artifact
+from agent.devnet.chain import Chain
+from agent.devnet.safe import Call, exec_batch, exec_transaction
+from agent.devnet.uniswap import sync_pools
+from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.draft import (
+    DeleverageConfig,
+    ProposalHeader,
+    ProtectionConfig,
+    SpendCap,
+    as_safe_batch,
+    plan_protection,
+)
+from agent.planner.repay import choose_protection, plan_repay
+from agent.planner.safe import build_safe_tx
+from agent.planner.topup import plan_topup
+from agent.planner.uniswap import UniswapVenue
+from agent.policy import TopUpAction
+from agent.simulator.fork import ForkSimulator
+from agent.simulator.outcome import simulate
+
+pytestmark = pytest.mark.integration
+
+SLIPPAGE_BPS = 50
+FLOOR = 105 * WAD // 100
+
+
+def venue(dep: dict[str, Any]) -> UniswapVenue:
+    u = dep["uniswap"]
+    return UniswapVenue(
+        factory=u["factory"],
+        swap_router02=u["swap_router02"],
+        quoter_v2=u["quoter_v2"],
+        fees={s: p["fee"] for s, p in u["pools"].items()},
+    )
+
+
+@pytest.fixture
+async def rpc(devnet_url: str) -> AsyncIterator[RpcClient]:
+    async with RpcClient(devnet_url, source="rpc:devnet") as client:
+        yield client
+
+
+async def _plan(
+    rpc: RpcClient,
+    dep: dict[str, Any],
+    layout: MarketLayout,
+    safe: str,
+    target: int,
+    *,
+    collateral: str = "WBTC",
+) -> tuple[DeleveragePlan, AccountState]:
+    snap = await read_snapshot(rpc, layout)
+    acct = snap.accounts[safe]
+    plan = await plan_deleverage_onchain(
+        rpc, layout=layout, venue=venue(dep), account_addr=safe, account=acct,
+        collateral=layout.reserve(collateral), collateral_reserve=snap.reserves[collateral],
+        debt=layout.reserve("USDC"), debt_reserve=snap.reserves["USDC"],
+        target_hf_wad=target, hf_floor_wad=FLOOR, slippage_bps=SLIPPAGE_BPS,
+    )  # fmt: skip
+    return plan, acct
+
+
+def _hf(chain: Chain, dep: dict[str, Any], who: str) -> int:
+    pool = chain.at(dep["aave"]["pool"], npm_artifact("Pool"))
+    return int(chain.call(pool, "getUserAccountData", who)[5])
+
+
+def _single_step_calls(dep: dict[str, Any], safe: str, amount: int, min_out: int) -> list[Call]:
+    """The deleverage batch written by hand with web3 contract objects (not the planner)."""
+    wbtc, usdc = dep["tokens"]["WBTC"]["address"], dep["tokens"]["USDC"]["address"]
+    pool_addr, router = dep["aave"]["pool"], dep["uniswap"]["swap_router02"]
+    pool, erc20 = load_abi("Pool"), load_abi("ERC20")
+    swap = (wbtc, usdc, dep["uniswap"]["pools"]["WBTC"]["fee"], safe, amount, min_out, 0)
+    return [
+        Call(pool_addr, pool.encode("withdraw", wbtc, amount, safe)),
+        Call(wbtc, erc20.encode("approve", router, amount)),
+        Call(router, load_abi("SwapRouter02").encode("exactInputSingle", swap)),
+        Call(usdc, erc20.encode("approve", pool_addr, min_out)),
+        Call(pool_addr, pool.encode("repay", usdc, min_out, 2, safe)),
+    ]
+
+
+def _hf_if_executed(chain: Chain, dep: dict[str, Any], safe: str, amount: int) -> int:
+    s = dep["safe_lean"]
+    quoter = chain.at(dep["uniswap"]["quoter_v2"], npm_artifact("QuoterV2"))
+    wbtc, usdc = dep["tokens"]["WBTC"]["address"], dep["tokens"]["USDC"]["address"]
+    fee = dep["uniswap"]["pools"]["WBTC"]["fee"]
+    out = quoter.functions.quoteExactInputSingle((wbtc, usdc, amount, fee, 0)).call()[0]
+    min_out = out * (10_000 - SLIPPAGE_BPS) // 10_000
+    snap = chain.snapshot()
+    try:
+        exec_batch(chain, safe, s["owners"][0], s["multisend_call_only"],
+                   _single_step_calls(dep, safe, amount, min_out))  # fmt: skip
+        return _hf(chain, dep, safe)
+    finally:
+        chain.revert(snap)
+
+
+async def test_deleverage_reaches_target_and_no_more(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    safe = devnet["safe_lean"]["address"]
+    target = 17 * WAD // 10  # from ~1.5: one step, mid HF ~1.27 stays above the floor
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    plan, acct = await _plan(rpc, devnet, layout, safe, target)
+    assert acct.wallet_balances["USDC"] == 0 and acct.wallet_balances["WBTC"] == 0
+    assert len(plan.steps) == 1 and plan.capped_by is None and plan.reaches_target
+    assert [t.decoded.method for t in plan.transactions] == [
+        "withdraw", "approve", "exactInputSingle", "approve", "repay",
+    ]  # fmt: skip
+    swap = plan.transactions[2].decoded.args["params"]
+    assert int(swap["amountOutMinimum"]) == plan.min_out
+    assert int(swap["amountOutMinimum"]) == plan.steps[0].quote_out * 9950 // 10_000
+    assert int(plan.transactions[4].decoded.args["amount"]) == plan.min_out
+    # Cost evidence adds up: fee + impact + slippage bound = oracle value - guaranteed out.
+    assert (
+        plan.cost_base == plan.value_base - plan.repaid_base
+        or abs(plan.cost_base - (plan.value_base - plan.repaid_base)) <= 2
+    )
+    assert 0 < plan.impact_base < plan.value_base // 100
+
+    # Independent reference: the smallest amount that reaches the target when executed.
+    lo, hi = 0, plan.amount * 2
+    assert _hf_if_executed(devnet_chain, devnet, safe, hi) >= target
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _hf_if_executed(devnet_chain, devnet, safe, mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    assert hi <= plan.amount <= hi + hi // 1000  # the planner's size: at most 10 bps more
+
+    st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
+    exec_transaction(devnet_chain, safe, devnet["safe_lean"]["owners"][0], st.to,
+                     bytes.fromhex(st.data[2:]), operation=st.operation)  # fmt: skip
+    hf = _hf(devnet_chain, devnet, safe)
+    assert target <= hf <= target * 10_010 // 10_000
+    usdc = devnet_chain.at(devnet["tokens"]["USDC"]["address"], npm_artifact("MintableERC20"))
+    left = int(devnet_chain.call(usdc, "balanceOf", safe))
+    # What the swap returned above amountOutMinimum stays in the wallet (at most the bound).
+    assert 0 <= left <= plan.quote_out - plan.min_out + 1
+
+
+async def test_looped_deleverage_stays_above_floor(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """BTC falls so the empty-wallet Safe sits at HF ~1.12: reaching 1.6 in one withdrawal would
+    take HF below 1 before the repay, so the batch loops; every step is read on the chain."""
+    c = devnet_chain
+    safe = devnet["safe_lean"]["address"]
+    feed = c.at(devnet["chainlink"]["BTC/USD"], forge_artifact("MockV3Aggregator"))
+    c.send(feed, "updateAnswer", 46_300 * 10**8, sender=devnet["accounts"]["deployer"])
+    oracle = c.at(devnet["aave"]["oracle"], npm_artifact("AaveOracle"))
+    prices = {
+        t["address"]: int(c.call(oracle, "getAssetPrice", t["address"]))
+        for t in devnet["tokens"].values()
+    }
+    assert sync_pools(c, devnet, prices) >= 1  # the pool follows the oracle down
+    hf0 = _hf(c, devnet, safe)
+    assert 11 * WAD // 10 < hf0 < 115 * WAD // 100
+    target = 16 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    plan, _ = await _plan(rpc, devnet, layout, safe, target)
+    assert len(plan.steps) >= 3 and plan.reaches_target
+    assert all(s.hf_mid_wad >= FLOOR for s in plan.steps)
+
+    # Execute call by call as the Safe and read the health factor after every call.
+    c.impersonate(safe)
+    c.set_balance(safe, 10**18)
+    seen_mid, seen_after = [], []
+    for tx in plan.transactions:
+        c._send({"from": safe, "to": tx.to, "data": tx.data}, tx.human)
+        hf = _hf(c, devnet, safe)
+        assert hf >= FLOOR, f"below the floor after: {tx.human}"
+        if tx.decoded.method == "withdraw":
+            seen_mid.append(hf)
+        elif tx.decoded.method == "repay":
+            seen_after.append(hf)
+    assert len(seen_mid) == len(plan.steps) == len(seen_after)
+    for s, mid, after in zip(plan.steps, seen_mid, seen_after, strict=True):
+        assert mid >= s.hf_mid_wad  # the plan's mid HF is conservative (projected debt)
+        assert mid - s.hf_mid_wad < WAD // 1000
+        assert abs(after - s.hf_after_wad) < WAD // 1000
+    assert target <= seen_after[-1] <= target * 10_010 // 10_000
+
+
+async def test_pool_moved_past_slippage_reverts_with_reason(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    c = devnet_chain
+    safe = devnet["safe_lean"]["address"]
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    plan, _ = await _plan(rpc, devnet, layout, safe, 17 * WAD // 10)
+    # Someone sells WBTC into the pool after the quote: the price drops ~1.5% (> 0.5% bound).
+    oracle = c.at(devnet["aave"]["oracle"], npm_artifact("AaveOracle"))
+    prices = {
+        t["address"]: int(c.call(oracle, "getAssetPrice", t["address"]))
+        for t in devnet["tokens"].values()
+    }
+    prices[devnet["tokens"]["WBTC"]["address"]] = (
+        prices[devnet["tokens"]["WBTC"]["address"]] * 985 // 1000
+    )
+    assert sync_pools(c, devnet, prices) == 1
+    snap = await read_snapshot(rpc, layout)
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
+        res = await sim.simulate_safe(snap.block_number, st, safe, "deleverage",
+                                      inner=plan.transactions)  # fmt: skip
+    finally:
+        await sim.stop()
+    assert not res.success and res.error is not None
+    assert "GS013" in res.error
+    assert "call 3 (swap" in res.error and "Too little received" in res.error
+
+
+async def test_choice_repay_when_wallet_holds_debt_asset_else_deleverage(
+    devnet: dict[str, Any], rpc: RpcClient
+) -> None:
+    target = 2 * WAD
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    usdc, weth = layout.reserve("USDC"), layout.reserve("WETH")
+    # The main Safe holds WETH and USDC: top-up, repay and deleverage can all be planned.
+    main = devnet["safe"]["address"]
+    acct = snap.accounts[main]
+    top = plan_topup(layout=layout, account_addr=main, account=acct, asset=weth,
+                     reserve=snap.reserves["WETH"], target_hf_wad=target, max_spend_base=None)  # fmt: skip
+    rep = plan_repay(layout=layout, account_addr=main, account=acct, asset=usdc,
+                     reserve=snap.reserves["USDC"], target_hf_wad=target)  # fmt: skip
+    dlv, _ = await _plan(rpc, devnet, layout, main, target, collateral="WETH")
+    chosen, cmp = choose_protection(top, rep, deleverage=dlv, target_hf_wad=target)
+    assert chosen is rep and cmp["chosen"] == "repay_debt"
+    rows = {r["action"]: r for r in cmp["options"]}
+    assert set(rows) == {"collateral_top_up", "repay_debt", "deleverage"}
+    assert all(r["reaches_target"] for r in rows.values())
+    assert rows["deleverage"]["cost_usd"] == pytest.approx(dlv.cost_base / 1e8)
+    assert rows["repay_debt"]["cost_usd"] == pytest.approx(rep.value_base / 1e8)
+    assert rows["deleverage"]["why_not"] and rows["collateral_top_up"]["why_not"]
+    assert rows["repay_debt"]["why_not"] is None
+
+    # The lean Safe holds nothing: only the deleverage can be planned, and it is chosen.
+    lean = devnet["safe_lean"]["address"]
+    dlv2, _ = await _plan(rpc, devnet, layout, lean, target)
+    chosen2, cmp2 = choose_protection(None, None, deleverage=dlv2, target_hf_wad=target)
+    assert chosen2 is dlv2 and cmp2["chosen"] == "deleverage"
+
+
+async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
+    devnet: dict[str, Any], rpc: RpcClient
+) -> None:
+    """Through the pipeline's stages (``plan_protection`` → ``as_safe_batch`` → ``simulate``):
+    the empty-wallet Safe gets the deleverage, the ledger counts its cost (exactly what the
+    session cap must still allow: a cent less and it is not planned), and the simulation reads
+    what the pool's Swap event paid."""
+    safe = devnet["safe_lean"]["address"]
+    target = 17 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    header = ProposalHeader(
+        "a1", "protect:lean", "2026-01-01T00:00:00+00:00", "devnet", 31337, snap.block_number,
+        safe, (), {}, {},
+    )  # fmt: skip
+    cfg = ProtectionConfig(
+        topup_asset="WBTC",
+        repay_asset="USDC",
+        deleverage=DeleverageConfig(venue(devnet), FLOOR, SLIPPAGE_BPS),
+    )
+    action = TopUpAction(safe, target, Decimal(100_000), 0, Decimal(0), "protect:lean", "k")
+
+    def cap(spent_usd: Decimal) -> SpendCap:
+        return SpendCap("s1", Decimal(250_000), spent_usd)
+
+    draft = await plan_protection(header, snap, layout, action, cap(Decimal(0)), cfg, rpc)
+    assert draft.planned and draft.action == "deleverage", draft.error
+    reference, _ = await _plan(rpc, devnet, layout, safe, target)
+    assert draft.transactions == reference.transactions
+    assert draft.spend_usd == Decimal(reference.cost_base) / 10**8
+    assert draft.sizing is not None and draft.sizing["spend_usd"] == float(draft.spend_usd)
+    assert draft.comparison is not None
+    assert [o["action"] for o in draft.comparison["options"]] == ["deleverage"]
+    not_planned = draft.comparison["not_planned"]
+    assert [e.split(":")[0] for e in not_planned] == ["top-up", "repay"]
+    assert draft.deleverage is not None
+    assert draft.deleverage["amount_out_minimum"] == str(reference.min_out)
+    assert draft.swap is not None and draft.swap.amount_in == reference.amount
+
+    # The cap: remaining exactly the cost (rounded up to a cent) plans; a cent less does not.
+    cost_cents = -(-reference.cost_base // 10**6)
+    exact = cap(Decimal(250_000) - Decimal(cost_cents) / 100)
+    assert (await plan_protection(header, snap, layout, action, exact, cfg, rpc)).planned
+    short = cap(Decimal(250_000) - Decimal(cost_cents - 1) / 100)
+    refused = await plan_protection(header, snap, layout, action, short, cfg, rpc)
+    assert not refused.planned and refused.comparison is not None
+    assert any(
+        e.startswith("deleverage: its cost") and "session cap" in e
+        for e in refused.comparison["not_planned"]
+    )
+
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        outcome = await simulate(
+            as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"]),
+            sim,
+            snap.block_number,
+        )
+    finally:
+        await sim.stop()
+    rec = outcome.simulation_record()
+    assert outcome.status == "simulated" and rec is not None, rec
+    assert target / WAD <= rec["health_factor_after"] <= target / WAD * 1.001
+    assert rec["swap_amount_out"] == str(reference.quote_out)  # nothing moved the pool
+    assert rec["swap_amount_out_minimum"] == str(reference.min_out)
+    assert rec["left_in_wallet"] == str(reference.quote_out - reference.min_out)
