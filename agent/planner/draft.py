@@ -53,6 +53,7 @@ class ProposalHeader:
     explanation: tuple[str, ...]
     evidence: Mapping[str, Any]
     policy: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()  # data problems of the tick (a stale oracle feed)
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,9 @@ def test_live_mode_refuses_a_wrong_chain_id(devnet: dict[str, Path]) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert "chain 31337, configuration expects 1" in proc.stderr
+    # A chain_id beside `deployment =` that disagrees is refused before anything runs.
+    assert "chain.chain_id = 1 but the deployment" in proc.stderr
+    assert "is on chain 31337" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert key not in proc.stderr and key[2:] not in proc.stderr
 
 
