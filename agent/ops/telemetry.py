@@ -109,6 +109,15 @@ class Telemetry:
         self.layer_used = gauge(
             "layer_used_usd", "Spend the last decision's actions take from its layer"
         )
+        # The open-layer budget B (issue 9): the layers still open take from it until they
+        # expire (policy.layer_hold_days); the room is what a new layer may still spend.
+        self.open_layer_budget = gauge("open_layer_budget_usd", "The open-layer budget B")
+        self.open_layers = gauge(
+            "open_layers_usd", "Spend of the layers still open against B (the last decision's view)"
+        )
+        self.open_layer_room = gauge(
+            "open_layer_room_usd", "What B still allows a new layer (the last decision's view)"
+        )
         self.error_budget_left = gauge(
             "error_budget_remaining", "Consecutive failed ticks left before the daemon halts"
         )
@@ -191,6 +200,9 @@ class Telemetry:
         self.session_remaining.set(float(decision.session_remaining_usd))
         self.layer_budget.set(float(decision.layer_usd))
         self.layer_used.set(float(decision.proposed_spend_usd))
+        self.open_layer_budget.set(float(decision.budget_usd))
+        self.open_layers.set(float(decision.open_layers_usd))
+        self.open_layer_room.set(float(decision.budget_room_usd))
 
     def session_ledger(self, cap_usd: float, spent_usd: float) -> None:
         """The ledger after this tick's proposals (the decision saw it before them)."""

@@ -112,6 +112,9 @@ def test_decision_metrics_count_actions_and_session() -> None:
             session_remaining_usd=0,
             layer_usd=200_000,
             proposed_spend_usd=200_000,
+            budget_usd=1_000_000,
+            open_layers_usd=300_000,
+            budget_room_usd=700_000,
         )
         t.decision(decision, paused=True)
         text = t.render().decode()
@@ -120,5 +123,8 @@ def test_decision_metrics_count_actions_and_session() -> None:
         assert 'hedge_agent_decisions_total{action="option",status="suppressed"} 1.0' in text
         assert "hedge_agent_session_cap_usd 250000.0" in text
         assert "hedge_agent_layer_used_usd 200000.0" in text
+        assert "hedge_agent_open_layer_budget_usd 1e+06" in text
+        assert "hedge_agent_open_layers_usd 300000.0" in text
+        assert "hedge_agent_open_layer_room_usd 700000.0" in text
     finally:
         t.close()
