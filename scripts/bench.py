@@ -1,0 +1,284 @@
+"""One benchmark run, one table: each row a figure for this project next to its baseline.
+
+Starts its own devnet (anvil on loopback) and puts a JSON-RPC proxy in front of it that adds a
+round trip (default 30 ms) to every HTTP request and counts them, so the figures are what a
+hosted RPC would cost. Rows: reads per tick, a whole steady tick, dry-run cost, decision cost,
+time to proposal, memory.
+
+    .venv/bin/python scripts/bench.py [--latency-ms 30] [--json] [--rows 1,2,3,4,5,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_support.proxy import RpcProxy  # noqa: E402
+
+from agent.collectors.onchain import discover, read_snapshot, snapshot_calls  # noqa: E402
+from agent.config import chain_config_from_deployment  # noqa: E402
+from agent.core.anvil import AnvilProcess  # noqa: E402
+from agent.core.market import MarketLayout  # noqa: E402
+from agent.core.rpc import RpcClient  # noqa: E402
+from agent.core.units import WAD  # noqa: E402
+from agent.devnet.chain import Chain  # noqa: E402
+from agent.devnet.deploy import deploy  # noqa: E402
+from agent.planner.safe import build_safe_tx  # noqa: E402
+from agent.planner.topup import plan_topup  # noqa: E402
+from agent.simulator.fork import ForkSimulator  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Row:
+    row: str
+    case: str
+    metric: str
+    project: float
+    baseline: float | None
+    goal: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.project == 0:
+            return None
+        return self.baseline / self.project
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+@dataclass
+class Bench:
+    dep: dict[str, Any]
+    devnet_url: str
+    proxy: RpcProxy
+
+    @property
+    def chain(self) -> Chain:
+        return Chain(self.devnet_url)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("row", "case", "metric", "project", "baseline", "ratio", "goal", "met")
+    body = [
+        (
+            r.row,
+            r.case,
+            r.metric,
+            _fmt(r.project),
+            _fmt(r.baseline),
+            f"{r.ratio:.1f}x" if r.ratio is not None else "-",
+            r.goal,
+            {True: "yes", False: "NO", None: ""}[r.met],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for b in body:
+        lines.append("| " + " | ".join(str(x).ljust(w) for x, w in zip(b, widths, strict=True)) + " |")
+    return "\n".join(lines)
+
+
+# -- row 1: reads per tick ---------------------------------------------------------------------
+
+
+def _padded_layout(base: MarketLayout, whales: list[str], n: int) -> MarketLayout:
+    """``n`` watched accounts: the devnet's Safes and whales, then empty addresses (an empty
+    account costs the same reads)."""
+    real = list(dict.fromkeys([*base.accounts, *whales]))
+    fill = [f"0x{0xB0000 + i:040x}" for i in range(max(0, n - len(real)))]
+    return MarketLayout(**{**base.__dict__, "accounts": tuple((real + fill)[:n])})
+
+
+async def row_reads(b: Bench, sizes: tuple[int, ...] = (5, 20, 100), reps: int = 3) -> list[Row]:
+    cfg = chain_config_from_deployment(b.dep)
+    rows: list[Row] = []
+    async with RpcClient(b.proxy.url, source="rpc:bench", timeout_s=120) as rpc:
+        base = await discover(rpc, cfg)
+        for n in sizes:
+            layout = _padded_layout(base, [str(w) for w in b.dep["accounts"]["whales"]], n)
+            calls = snapshot_calls(layout)
+
+            async def batched(layout: MarketLayout = layout) -> None:
+                await read_snapshot(rpc, layout)
+
+            async def per_read(calls: list[Any] = calls) -> None:
+                await asyncio.gather(
+                    *(rpc.eth_call(c.target, c.abi.encode_hex(c.fn, *c.args)) for c in calls)
+                )
+
+            mc_ms, mc_req = await _measure(b.proxy, batched, reps)
+            pr_ms, pr_req = await _measure(b.proxy, per_read, reps)
+            case = f"{n} accounts x {len(layout.reserves)} reserves ({len(calls)} reads)"
+            rows.append(
+                Row("1 reads/tick", case, "upstream requests", mc_req, pr_req, "<= 1", mc_req <= 1)
+            )
+            rows.append(
+                Row(
+                    "1 reads/tick",
+                    case,
+                    "wall ms",
+                    mc_ms,
+                    pr_ms,
+                    note="baseline sends its reads concurrently",
+                )
+            )
+    return rows
+
+
+async def _measure(
+    proxy: RpcProxy, fn: Callable[[], Coroutine[Any, Any, None]], reps: int
+) -> tuple[float, float]:
+    times = []
+    before = proxy.counts()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        await fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    req = proxy.counts().minus(before).requests / reps
+    return statistics.median(times), req
+
+
+# -- row 3: dry-run cost -----------------------------------------------------------------------
+
+
+async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Row]:
+    dep = b.dep
+    safe = dep["safe"]["address"]
+    async with RpcClient(b.devnet_url) as rpc:
+        layout = await discover(rpc, chain_config_from_deployment(dep))
+        snap = await read_snapshot(rpc, layout)
+    plan = plan_topup(
+        layout=layout,
+        account_addr=safe,
+        account=snap.accounts[safe],
+        asset=layout.reserve("WETH"),
+        reserve=snap.reserves["WETH"],
+        target_hf_wad=21 * WAD // 10,
+        max_spend_base=None,
+        allowance=0,
+    )
+    st = build_safe_tx(safe, dep["safe"]["multisend_call_only"], plan.transactions)
+    chain = b.chain
+    rows: list[Row] = []
+
+    # The agent keeps one fork for the daemon's life; it is started before the measured tick.
+    warm = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+    t0 = time.perf_counter()
+    before = b.proxy.counts()
+    res = await warm.simulate_safe(chain.block_number(), st, safe, "warm-up")
+    start_ms = (time.perf_counter() - t0) * 1000
+    start_req = b.proxy.counts().minus(before).requests
+    assert res.success, res.error
+    try:
+        for n in counts:
+            # Each measured tick: the chain moved one block, so the fork follows (anvil_reset).
+            chain.mine(12)
+            head = chain.block_number()
+            before = b.proxy.counts()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                r = await warm.simulate_safe(head, st, safe, "top-up")
+                assert r.success, r.error
+            warm_ms = (time.perf_counter() - t0) * 1000
+            warm_req = b.proxy.counts().minus(before).requests
+
+            before = b.proxy.counts()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fresh = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+                try:
+                    r = await fresh.simulate_safe(head, st, safe, "top-up")
+                    assert r.success, r.error
+                finally:
+                    await fresh.stop()
+            fresh_ms = (time.perf_counter() - t0) * 1000
+            fresh_req = b.proxy.counts().minus(before).requests
+            case = f"{n} proposal{'s' if n > 1 else ''}"
+            goal, met = ("", None)
+            if n == 5:
+                goal, met = ">= 20x faster", fresh_ms / warm_ms >= 20
+            rows.append(Row("3 dry-run", case, "wall ms", warm_ms, fresh_ms, goal, met))
+            rows.append(Row("3 dry-run", case, "upstream requests", warm_req, fresh_req))
+    finally:
+        await warm.stop()
+    rows.append(
+        Row(
+            "3 dry-run",
+            "warm fork start-up (once per daemon)",
+            "wall ms / requests",
+            start_ms,
+            None,
+            note=f"{start_req} upstream requests",
+        )
+    )
+    return rows
+
+
+# -- main --------------------------------------------------------------------------------------
+
+ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
+    "1": row_reads,
+    "3": row_dry_run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--latency-ms", type=float, default=30.0, help="proxy round trip (ms)")
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = ap.parse_args(argv)
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    t_start = time.perf_counter()
+    rows: list[Row] = []
+    with AnvilProcess() as anvil:
+        dep = deploy(anvil.url, anvil_pid=anvil.pid)
+        with RpcProxy(anvil.url, args.latency_ms) as proxy:
+            bench = Bench(dep, anvil.url, proxy)
+            for key in wanted:
+                t0 = time.perf_counter()
+                rows += asyncio.run(ROWS[key](bench))
+                print(f"row {key}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    total = time.perf_counter() - t_start
+    if args.json:
+        out = {"latency_ms": args.latency_ms, "total_s": total, "rows": [r.as_dict() for r in rows]}
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"proxy round trip {args.latency_ms:g} ms; whole run {total:.0f} s")
+        print(table(rows))
+        for r in rows:
+            if r.note:
+                print(f"  {r.row} / {r.case} / {r.metric}: {r.note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
