@@ -239,10 +239,85 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
     return rows
 
 
+# -- row 2: a whole steady tick ----------------------------------------------------------------
+
+
+def _agent_settings(b: Bench, tmp: Path, rpc_url: str) -> Any:
+    """config/devnet.toml as the demo runs it, with the chain behind ``rpc_url`` (the proxy),
+    files under ``tmp``, no backfill and no scenario feed (a steady chain, no trigger)."""
+    from agent.config import load_settings
+
+    dep = {**b.dep, "rpc_url": rpc_url}
+    (tmp / "deployment.json").write_text(json.dumps(dep))
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "config" / "devnet.toml").read_text()
+    text = (
+        text.replace("out/devnet/deployment.json", str(tmp / "deployment.json"))
+        .replace('feed = "out/devnet/scenario_feed.json"', "")
+        .replace("var/demo/", f"{tmp}/")
+        .replace("backfill_hours = 60", "backfill_hours = 0")
+    )
+    (tmp / "agent.toml").write_text(text)
+    return load_settings(tmp / "agent.toml")
+
+
+async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
+    import tempfile
+
+    import structlog
+
+    from agent.app import App
+    from agent.runner import Agent
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # keep the table clean
+    rows: list[Row] = []
+    chain = b.chain
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _agent_settings(b, Path(tmp), b.proxy.url)
+        async with App(settings) as app:
+            agent = Agent(app)
+            before = b.proxy.counts()
+            await agent.setup()
+            setup = b.proxy.counts().minus(before)
+            await agent.tick(1)  # the first tick reads the liquidation look-back
+            per_tick = []
+            times = []
+            for i in range(ticks):
+                chain.mine(12)  # the chain moves on between ticks
+                before = b.proxy.counts()
+                t0 = time.perf_counter()
+                rep = await agent.tick(i + 2)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert rep.proposals == 0, "a steady tick should not propose"
+                per_tick.append(b.proxy.counts().minus(before))
+    reqs = statistics.median(c.requests for c in per_tick)
+    methods: dict[str, float] = {}
+    for c in per_tick:
+        for m, k in c.methods.items():
+            methods[m] = methods.get(m, 0) + k / len(per_tick)
+    by_method = ", ".join(f"{m} {k:g}" for m, k in sorted(methods.items()))
+    rows.append(
+        Row(
+            "2 steady tick",
+            "devnet config, no trigger",
+            "upstream requests/tick",
+            reqs,
+            None,
+            "<= 3 per chain",
+            reqs <= 3,
+            note=f"by method: {by_method}; start-up (once): {setup.requests} requests "
+            f"({', '.join(f'{m} {k}' for m, k in sorted(setup.methods.items()))})",
+        )
+    )
+    rows.append(Row("2 steady tick", "devnet config, no trigger", "wall ms", statistics.median(times), None))
+    return rows
+
+
 # -- main --------------------------------------------------------------------------------------
 
 ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
     "1": row_reads,
+    "2": row_tick,
     "3": row_dry_run,
 }
 
