@@ -313,11 +313,102 @@ async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
     return rows
 
 
+# -- row 4: decision cost ----------------------------------------------------------------------
+
+
+async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
+    """Signals + policy, on the devnet agent's own store (one tick) and on the full
+    2019-2025 history (the backtest's inputs, one day); then the whole replay after loading
+    against a per-day recompute from scratch (load + inputs + decision each day; the baseline
+    is timed on ``sample_days`` days and scaled to the replay's length)."""
+    import tempfile
+
+    import pandas as pd
+    import structlog
+
+    from agent.app import App
+    from agent.backtest.data import load_history
+    from agent.backtest.engine import build_inputs, run_backtest
+    from agent.evaluate import evaluate
+    from agent.runner import Agent
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _agent_settings(b, Path(tmp), b.devnet_url)
+        async with App(settings) as app:
+            agent = Agent(app)
+            layout = await agent.setup()
+            await agent.tick(1)
+            snap = await read_snapshot(app.rpc(), layout)
+            records = list(app.journal.records())
+            times = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                ev = evaluate(app.store, settings, layout, snap, records)
+                times.append((time.perf_counter() - t0) * 1000)
+            assert not ev.topups(), "a steady devnet should not trigger"
+    tick_ms = statistics.median(times)
+    rows.append(
+        Row(
+            "4 decision",
+            "one tick, devnet store, default watch list",
+            "signals+policy ms",
+            tick_ms,
+            None,
+            "< 10 ms",
+            tick_ms < 10,
+            note="includes reading the store's windows",
+        )
+    )
+
+    t0 = time.perf_counter()
+    data = load_history()
+    inputs = build_inputs(data)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = run_backtest(data, "2019-01-01", "2025-07-31", inputs=inputs)
+    replay_s = time.perf_counter() - t0
+    days = len(res.days)
+    per_day_ms = replay_s * 1000 / days
+    rows.append(
+        Row(
+            "4 decision",
+            "one day on 2019-2025 history",
+            "signals+policy ms",
+            per_day_ms,
+            None,
+            "< 10 ms",
+            per_day_ms < 10,
+            note=f"mean over the {days}-day replay",
+        )
+    )
+    # Baseline: every day loads the history and builds the inputs again before deciding.
+    t0 = time.perf_counter()
+    for i in range(sample_days):
+        day = pd.Timestamp("2019-01-01") + pd.Timedelta(days=i * days // sample_days)
+        d = load_history()
+        run_backtest(d, day, day, inputs=build_inputs(d))
+    scratch_s = (time.perf_counter() - t0) / sample_days * days
+    rows.append(
+        Row(
+            "4 decision",
+            f"backtest replay 2019-2025 ({days} days), after loading",
+            "wall s",
+            replay_s,
+            scratch_s,
+            note=f"loading once: {load_s:.2f} s; baseline timed on {sample_days} days, scaled",
+        )
+    )
+    return rows
+
+
 # -- main --------------------------------------------------------------------------------------
 
 ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
     "1": row_reads,
     "2": row_tick,
+    "4": row_decision,
     "3": row_dry_run,
 }
 
@@ -328,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
-    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    wanted = sorted(r.strip() for r in args.rows.split(",") if r.strip())
     unknown = [r for r in wanted if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; known: {list(ROWS)}")
