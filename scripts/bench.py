@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
+import tempfile
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,6 +69,7 @@ class Bench:
     dep: dict[str, Any]
     devnet_url: str
     proxy: RpcProxy
+    fork_rss: tuple[float, float, int] | None = None  # warm fork: MB after 1st, MB at end, runs
 
     @property
     def chain(self) -> Chain:
@@ -194,6 +200,8 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
     start_ms = (time.perf_counter() - t0) * 1000
     start_req = b.proxy.counts().minus(before).requests
     assert res.success, res.error
+    fork_pid = warm._anvil.pid if warm._anvil else None
+    rss_first = _rss_mb(fork_pid) if fork_pid else 0.0
     try:
         for n in counts:
             # Each measured tick: the chain moved one block, so the fork follows (anvil_reset).
@@ -224,6 +232,8 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
                 goal, met = ">= 20x faster", fresh_ms / warm_ms >= 20
             rows.append(Row("3 dry-run", case, "wall ms", warm_ms, fresh_ms, goal, met))
             rows.append(Row("3 dry-run", case, "upstream requests", warm_req, fresh_req))
+        if fork_pid:
+            b.fork_rss = (rss_first, _rss_mb(fork_pid), 1 + sum(counts))
     finally:
         await warm.stop()
     rows.append(
@@ -403,6 +413,81 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     return rows
 
 
+# -- row 6: memory -----------------------------------------------------------------------------
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    status = Path(f"/proc/{pid or 'self'}/status").read_text()
+    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+async def memory_worker(tmp: Path, devnet_url: str, ticks: int) -> dict[str, float]:
+    """Run in its own process (so its RSS is the agent's alone): ``ticks`` steady ticks back
+    to back (a new block every 10 ticks) through a proxy without added latency."""
+    import structlog
+
+    from agent.app import App
+    from agent.config import load_settings
+    from agent.runner import Agent
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    chain = Chain(devnet_url)
+    with RpcProxy(devnet_url, 0) as fast:
+        settings = load_settings(tmp / "agent.toml")
+        chain_cfg = settings.chain.model_copy(update={"rpc_url": SecretStr(fast.url)})
+        settings = settings.model_copy(update={"chain": chain_cfg})
+        async with App(settings) as app:
+            agent = Agent(app)
+            await agent.setup()
+            for i in range(10):  # warm-up: imports, caches, first liquidation look-back
+                await agent.tick(i + 1)
+            rss0 = _rss_mb()
+            t0 = time.perf_counter()
+            for i in range(ticks):
+                if i % 10 == 0:
+                    chain.mine(12)
+                await agent.tick(i + 11)
+            elapsed = time.perf_counter() - t0
+            return {"rss0": rss0, "rss1": _rss_mb(), "ms_per_tick": elapsed * 1000 / ticks}
+
+
+def start_memory(b: Bench, tmp: Path, ticks: int) -> subprocess.Popen[str]:
+    _agent_settings(b, tmp, b.devnet_url)
+    cmd = [sys.executable, __file__, "--memory-worker", str(tmp), "--ticks", str(ticks)]
+    return subprocess.Popen([*cmd, "--devnet", b.devnet_url], stdout=subprocess.PIPE, text=True)
+
+
+def finish_memory(b: Bench, proc: subprocess.Popen[str], ticks: int) -> list[Row]:
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory worker failed (exit {proc.returncode})")
+    m = json.loads(out.strip().splitlines()[-1])
+    rows = [
+        Row(
+            "6 memory",
+            f"agent process, {ticks} ticks",
+            "RSS MB at end",
+            m["rss1"],
+            m["rss0"],
+            note=f"baseline = RSS after 10 warm-up ticks; growth {m['rss1'] - m['rss0']:+.1f} MB; "
+            f"{m['ms_per_tick']:.0f} ms/tick without added latency (ran beside rows 1-4)",
+        )
+    ]
+    if b.fork_rss:
+        rows.append(
+            Row(
+                "6 memory",
+                f"warm fork, {b.fork_rss[2]} dry-runs",
+                "RSS MB at end",
+                b.fork_rss[1],
+                b.fork_rss[0],
+                note="baseline = fork RSS after its first dry-run",
+            )
+        )
+    return rows
+
+
 # -- main --------------------------------------------------------------------------------------
 
 ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
@@ -416,23 +501,43 @@ ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--latency-ms", type=float, default=30.0, help="proxy round trip (ms)")
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
+    ap.add_argument("--rows", default="1,2,3,4,6", help="comma-separated rows to run")
+    ap.add_argument("--ticks", type=int, default=2000, help="ticks for the memory row")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--devnet", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_worker:
+        res = asyncio.run(memory_worker(Path(args.memory_worker), args.devnet, args.ticks))
+        print(json.dumps(res))
+        return 0
     wanted = sorted(r.strip() for r in args.rows.split(",") if r.strip())
-    unknown = [r for r in wanted if r not in ROWS]
+    unknown = [r for r in wanted if r not in (*ROWS, "6")]
     if unknown:
-        ap.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+        ap.error(f"unknown rows {unknown}; known: {[*ROWS, '6']}")
     t_start = time.perf_counter()
     rows: list[Row] = []
-    with AnvilProcess() as anvil:
+    with (
+        AnvilProcess() as anvil,
+        RpcProxy(anvil.url, args.latency_ms) as proxy,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         dep = deploy(anvil.url, anvil_pid=anvil.pid)
-        with RpcProxy(anvil.url, args.latency_ms) as proxy:
-            bench = Bench(dep, anvil.url, proxy)
-            for key in wanted:
+        bench = Bench(dep, anvil.url, proxy)
+        # The memory row runs in its own process beside the others (it is CPU-bound, they
+        # mostly wait on the proxy's round trips), so the whole run stays under 5 minutes.
+        mem = start_memory(bench, Path(tmp), args.ticks) if "6" in wanted else None
+        try:
+            for key in (k for k in wanted if k in ROWS):
                 t0 = time.perf_counter()
                 rows += asyncio.run(ROWS[key](bench))
                 print(f"row {key}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            if mem is not None:
+                rows += finish_memory(bench, mem, args.ticks)
+        finally:
+            if mem is not None and mem.poll() is None:
+                mem.kill()
+                mem.wait()
     total = time.perf_counter() - t_start
     if args.json:
         out = {"latency_ms": args.latency_ms, "total_s": total, "rows": [r.as_dict() for r in rows]}
