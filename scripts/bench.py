@@ -105,7 +105,9 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for b in body:
-        lines.append("| " + " | ".join(str(x).ljust(w) for x, w in zip(b, widths, strict=True)) + " |")
+        lines.append(
+            "| " + " | ".join(str(x).ljust(w) for x, w in zip(b, widths, strict=True)) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -319,7 +321,9 @@ async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
             f"({', '.join(f'{m} {k}' for m, k in sorted(setup.methods.items()))})",
         )
     )
-    rows.append(Row("2 steady tick", "devnet config, no trigger", "wall ms", statistics.median(times), None))
+    rows.append(
+        Row("2 steady tick", "devnet config, no trigger", "wall ms", statistics.median(times), None)
+    )
     return rows
 
 
