@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -28,19 +27,19 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_support.proxy import RpcProxy  # noqa: E402
+from bench_support.proxy import RpcProxy
 
-from agent.collectors.onchain import discover, read_snapshot, snapshot_calls  # noqa: E402
-from agent.config import chain_config_from_deployment  # noqa: E402
-from agent.core.anvil import AnvilProcess  # noqa: E402
-from agent.core.market import MarketLayout  # noqa: E402
-from agent.core.rpc import RpcClient  # noqa: E402
-from agent.core.units import WAD  # noqa: E402
-from agent.devnet.chain import Chain  # noqa: E402
-from agent.devnet.deploy import deploy  # noqa: E402
-from agent.planner.safe import build_safe_tx  # noqa: E402
-from agent.planner.topup import plan_topup  # noqa: E402
-from agent.simulator.fork import ForkSimulator  # noqa: E402
+from agent.collectors.onchain import discover, read_snapshot, snapshot_calls
+from agent.config import chain_config_from_deployment
+from agent.core.anvil import AnvilProcess
+from agent.core.market import MarketLayout
+from agent.core.rpc import RpcClient
+from agent.core.units import WAD
+from agent.devnet.chain import Chain
+from agent.devnet.deploy import deploy
+from agent.planner.safe import build_safe_tx
+from agent.planner.topup import plan_topup
+from agent.simulator.fork import ForkSimulator
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-import bench  # noqa: E402
-from bench_support.proxy import RpcProxy  # noqa: E402
+import bench
+from bench_support.proxy import RpcProxy
 
 pytestmark = pytest.mark.integration
 
