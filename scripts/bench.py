@@ -253,7 +253,9 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
 # -- row 2: a whole steady tick ----------------------------------------------------------------
 
 
-def _agent_settings(b: Bench, tmp: Path, rpc_url: str) -> Any:
+def _agent_settings(
+    b: Bench, tmp: Path, rpc_url: str, *, feed: Path | None = None, backfill: bool = False
+) -> Any:
     """config/devnet.toml as the demo runs it, with the chain behind ``rpc_url`` (the proxy),
     files under ``tmp``, no backfill and no scenario feed (a steady chain, no trigger)."""
     from agent.config import load_settings
@@ -264,10 +266,11 @@ def _agent_settings(b: Bench, tmp: Path, rpc_url: str) -> Any:
     text = (root / "config" / "devnet.toml").read_text()
     text = (
         text.replace("out/devnet/deployment.json", str(tmp / "deployment.json"))
-        .replace('feed = "out/devnet/scenario_feed.json"', "")
+        .replace('"out/devnet/scenario_feed.json"', f'"{feed}"' if feed else '""')
         .replace("var/demo/", f"{tmp}/")
-        .replace("backfill_hours = 60", "backfill_hours = 0")
     )
+    if not backfill:
+        text = text.replace("backfill_hours = 60", "backfill_hours = 0")
     (tmp / "agent.toml").write_text(text)
     return load_settings(tmp / "agent.toml")
 
@@ -416,6 +419,53 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     return rows
 
 
+# -- row 5: time to proposal -------------------------------------------------------------------
+
+
+async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
+    """Play the devnet's stress scenario once (its last block makes the rule fire), then, from
+    that state, a fresh agent (own store and journal, so nothing is deduplicated) backfills
+    and ticks: the figure is the tick that sees the block, from its start to the proposal
+    logged (the poll interval adds up to ``agent.tick_interval_s`` before it)."""
+    import structlog
+
+    from agent.app import App
+    from agent.runner import Agent
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    chain = b.chain
+    root = Path(__file__).resolve().parents[1]
+    times: list[float] = []
+    with tempfile.TemporaryDirectory() as base:
+        dep_path = Path(base) / "deployment.json"
+        dep_path.write_text(json.dumps(b.dep))
+        feed = Path(base) / "feed.json"
+        cmd = [sys.executable, "-m", "agent.cli", "devnet", "play", "stress"]
+        cmd += ["--deployment", str(dep_path), "--feed", str(feed)]
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=240)
+        for i in range(reps):
+            snap_id = chain.snapshot()
+            tmp = Path(base) / f"rep{i}"
+            tmp.mkdir()
+            settings = _agent_settings(b, tmp, b.proxy.url, feed=feed, backfill=True)
+            async with App(settings) as app:
+                agent = Agent(app)
+                await agent.setup()
+                await agent.backfill()
+                t0 = time.perf_counter()
+                rep = await agent.tick(1)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert rep.proposals >= 1, "the stress scenario's last block should trigger"
+            chain.revert(snap_id)
+    p50 = statistics.median(times)
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) > 1 else p50
+    note = f"{reps} runs, each with a fork started for it (the daemon's first trigger)"
+    return [
+        Row("5 to proposal", "stress scenario trigger", "p50 ms", p50, None, note=note),
+        Row("5 to proposal", "stress scenario trigger", "p95 ms", p95, None),
+    ]
+
+
 # -- row 6: memory -----------------------------------------------------------------------------
 
 
@@ -474,7 +524,7 @@ def finish_memory(b: Bench, proc: subprocess.Popen[str], ticks: int) -> list[Row
             m["rss1"],
             m["rss0"],
             note=f"baseline = RSS after 10 warm-up ticks; growth {m['rss1'] - m['rss0']:+.1f} MB; "
-            f"{m['ms_per_tick']:.0f} ms/tick without added latency (ran beside rows 1-4)",
+            f"{m['ms_per_tick']:.0f} ms/tick without added latency (ran beside row 3)",
         )
     ]
     if b.fork_rss:
@@ -504,7 +554,7 @@ ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--latency-ms", type=float, default=30.0, help="proxy round trip (ms)")
-    ap.add_argument("--rows", default="1,2,3,4,6", help="comma-separated rows to run")
+    ap.add_argument("--rows", default="1,2,3,4,5,6", help="comma-separated rows to run")
     ap.add_argument("--ticks", type=int, default=2000, help="ticks for the memory row")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
@@ -515,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
     wanted = sorted(r.strip() for r in args.rows.split(",") if r.strip())
-    unknown = [r for r in wanted if r not in (*ROWS, "6")]
+    unknown = [r for r in wanted if r not in (*ROWS, "5", "6")]
     if unknown:
-        ap.error(f"unknown rows {unknown}; known: {[*ROWS, '6']}")
+        ap.error(f"unknown rows {unknown}; known: {[*ROWS, '5', '6']}")
     t_start = time.perf_counter()
     rows: list[Row] = []
     with (
@@ -527,20 +577,46 @@ def main(argv: list[str] | None = None) -> int:
     ):
         dep = deploy(anvil.url, anvil_pid=anvil.pid)
         bench = Bench(dep, anvil.url, proxy)
-        # The memory row runs in its own process beside the others (it is CPU-bound, they
-        # mostly wait on the proxy's round trips), so the whole run stays under 5 minutes.
+        first = [k for k in wanted if k in ROWS and k != "3"]
+        for key in first:  # the CPU-bound rows run alone
+            t0 = time.perf_counter()
+            rows += asyncio.run(ROWS[key](bench))
+            print(f"row {key}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        # Row 3 mostly waits on the proxy's round trips: rows 5 (its own devnet and proxy, in
+        # a child process: it plays the stress scenario) and 6 (the agent in its own process)
+        # run beside it, so the whole run stays under 5 minutes.
         mem = start_memory(bench, Path(tmp), args.ticks) if "6" in wanted else None
+        child = None
+        if "5" in wanted and len(wanted) > 1:
+            cmd = [sys.executable, __file__, "--rows", "5", "--json"]
+            child = subprocess.Popen(
+                [*cmd, "--latency-ms", str(args.latency_ms)], stdout=subprocess.PIPE, text=True
+            )
         try:
-            for key in (k for k in wanted if k in ROWS):
+            if "3" in wanted:
                 t0 = time.perf_counter()
-                rows += asyncio.run(ROWS[key](bench))
-                print(f"row {key}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+                rows += asyncio.run(ROWS["3"](bench))
+                print(f"row 3: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            if child is not None:
+                out, _ = child.communicate(timeout=600)
+                if child.returncode != 0:
+                    raise RuntimeError(f"row 5 failed (exit {child.returncode})")
+                rows += [
+                    Row(**{k: v for k, v in r.items() if k != "ratio"})
+                    for r in json.loads(out)["rows"]
+                ]
+            elif "5" in wanted:
+                t0 = time.perf_counter()
+                rows += asyncio.run(row_to_proposal(bench))
+                print(f"row 5: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             if mem is not None:
                 rows += finish_memory(bench, mem, args.ticks)
         finally:
-            if mem is not None and mem.poll() is None:
-                mem.kill()
-                mem.wait()
+            for proc in (mem, child):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    rows.sort(key=lambda r: r.row)
     total = time.perf_counter() - t_start
     if args.json:
         out = {"latency_ms": args.latency_ms, "total_s": total, "rows": [r.as_dict() for r in rows]}
