@@ -41,6 +41,8 @@ from agent.planner.safe import build_safe_tx
 from agent.planner.topup import plan_topup
 from agent.simulator.fork import ForkSimulator
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class Row:
@@ -262,8 +264,7 @@ def _agent_settings(
 
     dep = {**b.dep, "rpc_url": rpc_url}
     (tmp / "deployment.json").write_text(json.dumps(dep))
-    root = Path(__file__).resolve().parents[1]
-    text = (root / "config" / "devnet.toml").read_text()
+    text = (ROOT / "config" / "devnet.toml").read_text()
     text = (
         text.replace("out/devnet/deployment.json", str(tmp / "deployment.json"))
         .replace('"out/devnet/scenario_feed.json"', f'"{feed}"' if feed else '""')
@@ -434,7 +435,6 @@ async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     chain = b.chain
-    root = Path(__file__).resolve().parents[1]
     times: list[float] = []
     with tempfile.TemporaryDirectory() as base:
         dep_path = Path(base) / "deployment.json"
@@ -442,7 +442,9 @@ async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
         feed = Path(base) / "feed.json"
         cmd = [sys.executable, "-m", "agent.cli", "devnet", "play", "stress"]
         cmd += ["--deployment", str(dep_path), "--feed", str(feed)]
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True, timeout=240)
+        await asyncio.to_thread(
+            subprocess.run, cmd, cwd=ROOT, check=True, capture_output=True, timeout=240
+        )
         for i in range(reps):
             snap_id = chain.snapshot()
             tmp = Path(base) / f"rep{i}"
