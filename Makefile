@@ -12,7 +12,7 @@ DEVNET_CONFIG ?= config/devnet.toml
 LEAN_CONFIG ?= config/devnet-lean.toml
 SCENARIO ?= stress
 
-.PHONY: install toolchain contracts lint test demo abis clean
+.PHONY: install toolchain contracts lint test faults demo abis clean
 
 install: $(VENV)/.installed toolchain contracts
 
@@ -45,7 +45,11 @@ lint: $(VENV)/.installed
 	$(BIN)/hadolint Dockerfile
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+# The fault matrix: each fault injected for real against the daemon (tests/faults/).
+faults: install
+	$(BIN)/pytest -q -m faults tests/faults
 
 demo: install
 	@set -e; trap '$(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true' EXIT; \

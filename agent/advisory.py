@@ -80,6 +80,9 @@ def decide_spx(
         # the ledger after this tick's DeFi proposals, not the decision's start-of-tick figure
         session_spent_usd=store.session_spent_usd(evaluation.session_id),
         exposure_usd=exposure,
+        # B's room after this evaluation's DeFi layers (the journal's open layers included)
+        open_remaining_usd=evaluation.decision.budget_room_usd
+        - evaluation.decision.proposed_spend_usd,
     )
 
 

@@ -16,10 +16,12 @@ from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
 from agent.core.errors import AgentError
 from agent.core.http import HttpClient
+from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
+from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store, Synchronous
@@ -44,6 +46,7 @@ class App:
         self._journal: ProposalJournal | None = None
         self._simulator: ForkSimulator | None = None
         self._sinks: ProposalSinks | None = None
+        self._locks: list[ExclusiveLock] = []
 
     def __enter__(self) -> App:
         """For the synchronous commands (``proposals``, ``series``): local files only."""
@@ -71,6 +74,15 @@ class App:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def take_locks(self) -> None:
+        """For the daemon: exclusive locks on the store and the journal (a second daemon on
+        them refuses with one line), then the fork anvils a daemon killed with -9 left behind
+        (found from their pidfiles beside the store) are stopped. Released when the app
+        closes."""
+        if not self._locks:
+            self._locks = recovery.take_locks(self._store_path, self._journal_path)
+            recovery.reap_forks(self._store_path)
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -122,6 +134,8 @@ class App:
                 pool=layout.pool,
                 block_lag=self.settings.simulator.block_lag,
                 chain_id=chain.chain_id,
+                call_timeout_s=self.settings.simulator.call_timeout_s,
+                pid_dir=str(recovery.fork_pid_dir(self._store_path)),
             )
         return self._simulator
 
@@ -171,6 +185,9 @@ class App:
                 first = first or exc
         if self._store is not None:
             self._store.close()
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
         self._sinks = self._simulator = self._http = self._store = None
         self._rpcs.clear()
         if first is not None:

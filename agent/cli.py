@@ -4,13 +4,28 @@ traceback."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
+import signal
 import sys
-from collections.abc import Sequence
+from types import FrameType
 
-from agent.core.errors import AgentError
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    # Until the daemon installs its own handlers: a Ctrl-C during the imports of start-up ends
+    # with one line, not a traceback through whichever module was loading (SystemExit is
+    # never printed as a traceback).
+    print("interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__" or "hedge-agent" in sys.argv[0]:
+    signal.signal(signal.SIGINT, _interrupted)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from agent.core.errors import AgentError  # noqa: E402
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -26,10 +41,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_proposals(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.config import Settings, load_settings
+    from agent.sinks.logging import configure_logging
     from agent.sinks.render import render_proposal
 
     # Reading the journal needs only its path, not a live devnet.
     settings = load_settings(args.config, resolve_deployment=False) if args.config else Settings()
+    # Warnings (a skipped unreadable line) go to stderr, never into the listing.
+    configure_logging("console", settings.agent.log_level)
     with App(settings, journal_path=args.journal) as app:
         journal = app.journal
     path = journal.path
@@ -116,15 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        # Inside the try: building the parser imports every command (seconds on a cold
+        # cache), and a Ctrl-C then must end as one line, not an import traceback.
+        args = build_parser().parse_args(argv)
         code: int = args.handler(args)
         return code
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
 
 

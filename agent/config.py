@@ -13,19 +13,18 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.collectors.config import CollectorsConfig
 from agent.collectors.onchain import ChainConfig
+from agent.core.address import Address
 from agent.core.errors import ConfigError, DevnetError
 from agent.core.market import FeedConfig
 from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
-
-_ADDR = r"^0x[0-9a-fA-F]{40}$"
 
 
 class AgentSection(BaseModel):
@@ -34,8 +33,18 @@ class AgentSection(BaseModel):
     store_path: str = "var/agent.sqlite"
     journal_path: str = "var/proposals.jsonl"
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
-    error_budget: int = Field(5, ge=1)  # consecutive failed ticks before the daemon halts
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # The daemon halts when ticks have failed `error_budget` times in a row AND for at least
+    # `error_budget_s` seconds: a burst of failures at a short interval is not an outage.
+    error_budget: int = Field(5, ge=1)
+    error_budget_s: float = Field(120.0, ge=0)
+    tick_timeout_s: float = Field(300.0, gt=0)  # a whole tick's deadline
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
     backfill_hours: float = Field(60.0, ge=0)  # on-chain history read at start-up (archive/anvil)
     backfill_step_s: int = Field(3600, gt=0)
 
@@ -53,9 +62,9 @@ class PositionConfig(BaseModel):
     """The account whose position the agent protects."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    account: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    account: Address | None = None
     kind: Literal["safe", "eoa"] = "safe"
-    multisend_call_only: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    multisend_call_only: Address | None = None
     topup_asset: str = "WETH"
     repay_asset: str | None = "USDC"  # debt asset for the repay alternative; None: top-ups only
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
@@ -70,11 +79,11 @@ class OptionsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     venue: Literal["premia-v3"] = "premia-v3"
-    pool_factory: str | None = Field(None, pattern=_ADDR)
-    oracle_adapter: str | None = Field(None, pattern=_ADDR)
-    erc20_router: str | None = Field(None, pattern=_ADDR)
-    base: str | None = Field(None, pattern=_ADDR)
-    quote: str | None = Field(None, pattern=_ADDR)
+    pool_factory: Address | None = None
+    oracle_adapter: Address | None = None
+    erc20_router: Address | None = None
+    base: Address | None = None
+    quote: Address | None = None
     quote_decimals: int = Field(6, ge=0, le=36)
     slippage_bps: int = Field(100, ge=0, le=5_000)  # premiumLimit = quote x (1 + bps/1e4)
     lot_wad: int = Field(10**16, gt=0)  # contract sizes round down to this (18 decimals)
@@ -94,6 +103,7 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     block_lag: int = Field(0, ge=0)  # fork this many blocks behind the tip
+    call_timeout_s: float = Field(20.0, gt=0)  # a fork call; a frozen fork is then replaced
 
 
 class ScenarioConfig(BaseModel):
@@ -186,6 +196,15 @@ def chain_config_from_deployment(dep: dict[str, Any], **overrides: Any) -> Chain
     )
 
 
+def _deployment_chain_id(c: ChainConfig, deployed: int, path: Path) -> int:
+    # A chain_id written beside `deployment =` must agree with it, not be silently replaced.
+    if "chain_id" in c.model_fields_set and c.chain_id != deployed:
+        raise ConfigError(
+            f"chain.chain_id = {c.chain_id} but the deployment {path} is on chain {deployed}"
+        )
+    return deployed
+
+
 def apply_deployment(settings: Settings, path: Path) -> Settings:
     """Fill chain and position addresses from a devnet deployment file; explicit values win."""
     try:
@@ -202,7 +221,7 @@ def apply_deployment(settings: Settings, path: Path) -> Settings:
         chain = c.model_copy(
             update={
                 "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else d.rpc_url,
-                "chain_id": d.chain_id,
+                "chain_id": _deployment_chain_id(c, d.chain_id, path),
                 "pool_addresses_provider": c.pool_addresses_provider or d.pool_addresses_provider,
                 "reserves": c.reserves or d.reserves,
                 "accounts": c.accounts or d.accounts,

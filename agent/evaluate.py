@@ -17,6 +17,7 @@ import pandas as pd
 
 from agent.config import Settings
 from agent.core.market import ChainSnapshot, MarketLayout
+from agent.open_layers import open_layers_from_journal
 from agent.policy import (
     Decision,
     MemoryEntry,
@@ -195,13 +196,22 @@ def evaluate(
             a.liquidation_threshold_bps,
             a.health_factor_wad,
         )
-    memory, horizons = memory_from_journal(journal_records)
+    records = list(journal_records)
+    memory, horizons = memory_from_journal(records)
+    open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
     session = SessionState(
         session_id,
         Decimal(store.session_spent_usd(session_id)),
         frozenset(horizons.get(session_id, set())),
     )
     decision = decide(
-        signals, position, session, settings.policy, pd.Timestamp(at, unit="s", tz="UTC"), memory
+        signals,
+        position,
+        session,
+        settings.policy,
+        pd.Timestamp(at, unit="s", tz="UTC"),
+        memory,
+        open_layers=open_layers,
+        options_enabled=settings.options.enabled and settings.options.configured,
     )
     return Evaluation(decision, session_id)

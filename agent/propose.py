@@ -12,6 +12,8 @@ still recorded, with the reason; the journal never holds an idempotency key twic
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,6 +27,7 @@ from agent.evaluate import Evaluation
 from agent.planner.draft import (
     DeleverageConfig,
     Draft,
+    LayerBudget,
     ProposalHeader,
     ProtectionConfig,
     PutConfig,
@@ -100,24 +103,31 @@ class Proposer:
     def account(self) -> str:
         return self.s.position.account or self.layout.accounts[0]
 
-    async def propose(self, snap: ChainSnapshot, evaluation: Evaluation) -> list[dict[str, Any]]:
+    async def propose(
+        self, snap: ChainSnapshot, evaluation: Evaluation, warnings: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Plan and simulate the decision's actions in order on one fork state, so each sees
-        the ones before it (the put planner reads wallet balances through the fork)."""
+        the ones before it (the put planner reads wallet balances through the fork).
+        ``warnings`` (a stale feed) are written into every record of the tick."""
         if self.simulator is None:
-            return await self._propose_all(snap, evaluation, self.rpc)
+            return await self._propose_all(snap, evaluation, self.rpc, tuple(warnings))
         if not (evaluation.topups() or evaluation.options()):
             # Nothing to simulate: do not move the fork (anvil_reset costs ~40 upstream reads).
             return []
         async with self.simulator.sequence(snap.block_number) as fork_rpc:
-            return await self._propose_all(snap, evaluation, fork_rpc)
+            return await self._propose_all(snap, evaluation, fork_rpc, tuple(warnings))
 
     async def _propose_all(
-        self, snap: ChainSnapshot, evaluation: Evaluation, reader: RpcClient
+        self,
+        snap: ChainSnapshot,
+        evaluation: Evaluation,
+        reader: RpcClient,
+        warnings: tuple[str, ...] = (),
     ) -> list[dict[str, Any]]:
         actions: list[TopUpAction | OptionAction] = [*evaluation.topups(), *evaluation.options()]
         out = []
         for action in actions:
-            record = await self.propose_one(snap, evaluation, action, reader)
+            record = await self.propose_one(snap, evaluation, action, reader, warnings)
             if record is not None:
                 out.append(record)
         return out
@@ -128,10 +138,13 @@ class Proposer:
         evaluation: Evaluation,
         action: TopUpAction | OptionAction,
         reader: RpcClient,
+        warnings: tuple[str, ...] = (),
     ) -> dict[str, Any] | None:
         if self.sinks.seen(action.idempotency_key):
             return None
         draft = await self.plan(snap, evaluation, action, reader)
+        if warnings:
+            draft = replace(draft, header=replace(draft.header, warnings=warnings))
         # The Safe service's queue decides the nonce before the fork executes the batch.
         draft, service_nonce = await self.sinks.at_service_nonce(draft)
         outcome = await simulate(draft, self.simulator, snap.block_number)
@@ -149,7 +162,7 @@ class Proposer:
         action: TopUpAction | OptionAction,
         reader: RpcClient,
     ) -> Draft:
-        cap = self._cap(evaluation)
+        cap = self._cap(evaluation, action)
         if isinstance(action, TopUpAction):
             header = self._header(snap, evaluation, action.idempotency_key, action.action_key)
             draft = await plan_protection(
@@ -168,14 +181,23 @@ class Proposer:
             )
         return as_safe_batch(draft, self.s.position.multisend_call_only)
 
-    def _cap(self, evaluation: Evaluation) -> SpendCap:
+    def _cap(self, evaluation: Evaluation, action: TopUpAction | OptionAction) -> SpendCap:
         d = evaluation.decision
+        # B bounds the open layers: this action's room is what the decision left for it (the
+        # room after every action it sized, plus this action's own share).
         return SpendCap(
             session_id=evaluation.session_id,
             cap_usd=Decimal(self.s.policy.session_cap_usd),
             spent_usd=Decimal(self.store.session_spent_usd(evaluation.session_id)),
             priority=d.priority,
             size_fraction=d.size_fraction,
+            budget=LayerBudget(
+                budget_usd=d.budget_usd,
+                open_usd=d.open_layers_usd,
+                room_usd=d.budget_room_usd,
+                action_room_usd=d.budget_room_usd - d.proposed_spend_usd + action.spend_usd,
+                frees_next=d.budget_frees_next,
+            ),
         )
 
     def _header(

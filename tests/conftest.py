@@ -27,7 +27,7 @@ class MarketApis:
 
     today: int = field(default_factory=lambda: int(time.time()) // DAY * DAY)
     base: str = ""
-    fail: set[str] = field(default_factory=set)  # path prefixes answered with HTTP 500
+    fail: set[str] = field(default_factory=set)  # path (or path:part) prefixes -> HTTP 500
     requests: list[str] = field(default_factory=list)
 
     # -- data ---------------------------------------------------------------------------------
@@ -260,9 +260,11 @@ class MarketApis:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         p = request.path
         self.requests.append(p)
-        if any(p.startswith(f) for f in self.fail):
-            return web.Response(status=500, text="upstream down")
         body = await request.json() if request.method == "POST" and request.can_read_body else None
+        # a part: the path plus the series or coin it asks for ("/fred/series/observations:PPIFIS")
+        part = f"{p}:{request.query.get('series_id') or (body or {}).get('coin') or ''}"
+        if any(p.startswith(f) or part.startswith(f) for f in self.fail):
+            return web.Response(status=500, text="upstream down")
         if p == "/llama/protocol/aave-v3":
             return web.json_response(self.llama_protocol())
         if p.startswith("/llama/v2/historicalChainTvl"):

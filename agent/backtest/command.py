@@ -1,9 +1,9 @@
 """``hedge-agent backtest`` and ``hedge-agent beta``.
 
     hedge-agent backtest [--data-dir DIR] --from DATE --to DATE [--gate/--no-gate]
-                         [--gate-mode design|independent] [--prices yahoo|crosscheck]
+                         [--gate-mode independent|design] [--prices yahoo|crosscheck]
                          [--budget-usd B] [--debt-usd D] [--health-factor H] [--lt-bps LT]
-                         [--json PATH] [--chart PATH]
+                         [--no-options] [--sweep KEY=V1,V2,... ...] [--json PATH] [--chart PATH]
                          [--outcome [--position eth|eth-risky|btc ...] [--execution-delay-days N]
                           [--swap-cost-bps S] [--liquidation-model oracle-step|day-low]
                           [--outcome-markdown PATH] ...]
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -26,7 +27,13 @@ from typing import Any
 import pandas as pd
 
 from agent.backtest.data import HistoricalData, default_data_dir, load_history
-from agent.backtest.engine import BacktestPosition, BacktestResult, build_inputs, run_backtest
+from agent.backtest.engine import (
+    BacktestPosition,
+    BacktestResult,
+    Replay,
+    build_inputs,
+    run_backtest,
+)
 from agent.backtest.outcome import (
     PRESETS,
     OutcomeConfig,
@@ -37,6 +44,7 @@ from agent.backtest.outcome import (
     proposals_from_backtest,
 )
 from agent.backtest.spx import spx_summary
+from agent.backtest.sweep import parse_axis, run_sweep, sweep_table
 from agent.core.errors import ConfigError
 from agent.policy import PolicyConfig
 from agent.signals import SignalInputs, SignalsConfig, s8_beta_one
@@ -98,6 +106,15 @@ def summary_table(res: BacktestResult) -> list[str]:
         y = by_year.setdefault(r.day.year, [0, 0])
         y[0] += int(r.decision.trigger)
         y[1] += int(r.decision.acted)
+    total = sum((r.decision.proposed_spend_usd for r in res.days), Decimal(0))
+    peak = max(
+        (r.decision.open_layers_usd + r.decision.proposed_spend_usd for r in res.days),
+        default=Decimal(0),
+    )
+    lines.append(
+        f"proposed ${total:,} in total; open layers peaked at ${peak:,} "
+        f"(B ${res.policy.budget_usd:,}, protection held {res.policy.layer_hold_days} days)"
+    )
     lines.append(
         "per year (trigger/acted days): "
         + ", ".join(f"{y} {t}/{a}" for y, (t, a) in sorted(by_year.items()))
@@ -105,16 +122,43 @@ def summary_table(res: BacktestResult) -> list[str]:
     return lines
 
 
+def _cmd_sweep(
+    args: argparse.Namespace, data: HistoricalData, policy: PolicyConfig, position: BacktestPosition
+) -> int:
+    axes = [parse_axis(t) for t in args.sweep]
+    t0, c0 = time.perf_counter(), time.process_time()
+    rows = run_sweep(
+        data,
+        args.from_,
+        args.to,
+        axes,
+        policy_cfg=policy.model_copy(update={"consensus_gate": args.gate}),
+        position=position,
+        options_enabled=args.options,
+    )
+    for line in sweep_table(rows):
+        print(line)
+    print(
+        f"{len(rows)} setting(s) over {args.from_}..{args.to} in "
+        f"{time.perf_counter() - t0:.1f}s ({time.process_time() - c0:.1f}s CPU)"
+    )
+    if args.json:
+        _write_json(args.json, {"sweep": [r.record() for r in rows]})
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_backtest(args: argparse.Namespace) -> int:
     if args.to < args.from_:
         raise ConfigError(f"--to {args.to} is before --from {args.from_}")
     data = load_history(args.data_dir, prices=args.prices)
     specs = _position_specs(args)
-    policy = _policy_for(
-        PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode), specs[0]
-    )
+    policy = _policy_for(_base_policy(args), specs[0])
     position = _engine_position(specs[0])
+    if args.sweep:
+        return _cmd_sweep(args, data, policy, position)
     inputs = build_inputs(data)
+    replay = Replay(inputs, args.from_, args.to)
     res = run_backtest(
         data,
         args.from_,
@@ -123,7 +167,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         signals_cfg=SignalsConfig(),
         policy_cfg=policy,
         position=position,
-        inputs=inputs,
+        options_enabled=args.options,
+        replay=replay,
     )
     for line in summary_table(res):
         print(line)
@@ -151,7 +196,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 gate=False,
                 policy_cfg=policy,
                 position=position,
-                inputs=inputs,
+                options_enabled=args.options,
+                replay=replay,
             )
         )
         out = write_chart(res, inputs.tvl_usd["defi-total"], args.chart, ungated=ungated)
@@ -201,6 +247,14 @@ def _engine_position(spec: PositionSpec) -> BacktestPosition:
     )
 
 
+def _base_policy(args: argparse.Namespace) -> PolicyConfig:
+    """B and, when given, the gate mode (otherwise the policy's default, independent)."""
+    policy = PolicyConfig(budget_usd=args.budget_usd)
+    if args.gate_mode is not None:
+        policy = policy.model_copy(update={"gate_mode": args.gate_mode})
+    return policy
+
+
 def _policy_for(policy: PolicyConfig, spec: PositionSpec) -> PolicyConfig:
     """Puts on the position's own collateral (the rule's default underlying is WETH)."""
     token = {"eth": "WETH", "btc": "WBTC"}.get(spec.collateral, policy.option_underlying)
@@ -244,11 +298,10 @@ def _outcomes(
                 args.from_,
                 args.to,
                 gate=args.gate,
-                policy_cfg=_policy_for(
-                    PolicyConfig(budget_usd=args.budget_usd, gate_mode=args.gate_mode), spec
-                ),
+                policy_cfg=_policy_for(_base_policy(args), spec),
                 position=_engine_position(spec),
                 inputs=inputs,
+                options_enabled=args.options,
             )
         try:
             rep = outcome_report(spec, book, args.from_, args.to, proposals_from_backtest(res), cfg)
@@ -425,9 +478,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--gate-mode",
-        choices=["design", "independent"],
-        default="design",
-        help="design: 2 of 3 families (DESIGN.md); independent: confirmation outside the trigger's signals",
+        choices=["independent", "design"],
+        default=None,
+        help="independent (default): a firing signal outside the trigger's own confirms it; "
+        "design: 2 of 3 families",
+    )
+    p.add_argument(
+        "--options",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="size puts (default on); --no-options: the whole layer goes to protection",
+    )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="run over a grid of settings (repeatable; KEY like signals.s1.drawdown_fraction, "
+        "policy.gate_mode, signals.s3.direction, policy.layer_hold_days) and print one table",
     )
     p.add_argument(
         "--budget-usd", type=_decimal, default=Decimal("1000000"), help="defined-risk capital B"

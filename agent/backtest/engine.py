@@ -6,7 +6,14 @@ For each UTC day D in ``[start, end]`` the evaluation time is the end of D
 at ``at`` and macro prints count only from their release time. The signals are
 :func:`agent.signals.evaluate_signals` and the decision is :func:`agent.policy.decide`, the same
 functions the daemon calls. Each day is its own session (UTC day), so the session cap resets
-daily; the hysteresis memory is carried from day to day.
+daily; the hysteresis memory is carried from day to day, and so are the open layers: what each
+day proposed counts against B (a top-up for ``policy.layer_hold_days``, a put's premium until
+the maturity the put planner would pick for its horizon), exactly as the daemon reads them back
+from its journal.
+
+The signals of a day depend only on the data and their own config section, so a
+:class:`Replay` computes each signal once per day and config and reuses it: a sweep over policy
+keys (or over one signal's thresholds) recomputes only what changed.
 
 Inputs used from the shipped ``data/history`` (README "Backtest" section says what each stands in for):
 
@@ -23,7 +30,7 @@ so collateral C = H * D / LT. Proposed actions are not applied to it (no executi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -37,25 +44,32 @@ from agent.backtest.data import HistoricalData
 # The SPX layer rule (issue 15) runs after each day's DeFi decision; see agent.backtest.spx.
 from agent.backtest.spx import SpxEpisode, build_spx_inputs, spx_day, spx_episodes
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS
+from agent.planner.options import preferred_maturities
 from agent.policy import (
     Decision,
+    OpenLayer,
+    OptionAction,
     PolicyConfig,
     PolicyMemory,
     PositionSnapshot,
     SessionState,
+    TopUpAction,
     decide,
     health_factor_wad,
+    protection_layer,
+    put_layer,
     session_id_for,
 )
 from agent.policy.spx import SpxDecision
 from agent.signals import (
+    SIGNAL_STEPS,
     ReserveRates,
     SignalInputs,
     SignalResult,
     SignalsConfig,
     aggregate_status,
-    evaluate_signals,
     macro_prints_from_observations,
+    signal_config,
 )
 from agent.signals.base import SIGNAL_IDS
 
@@ -175,6 +189,8 @@ class DayRecord:
             "priority": d.priority,
             "proposed_spend_usd": str(d.proposed_spend_usd),
             "session_spend_usd": str(d.session_spent_after_usd),
+            "open_layers_usd": str(d.open_layers_usd),
+            "budget_room_usd": str(d.budget_room_usd),
             "actions": [a.as_dict() for a in d.actions],
             "suppressed": [s.reason for s in d.suppressed],
         }
@@ -321,6 +337,84 @@ def _day(x: date | str | pd.Timestamp) -> date:
     return x
 
 
+class Replay:
+    """The days of a replay and their signal results, computed once per (signal, config) and
+    reused: the same inputs, the same evaluation times, the same pure functions."""
+
+    def __init__(self, inputs: SignalInputs, start: date, end: date) -> None:
+        if end < start:
+            raise ValueError(f"backtest end {end} is before start {start}")
+        self.inputs = inputs
+        self.start, self.end = start, end
+        days = pd.date_range(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"), freq="D")
+        self.days: tuple[date, ...] = tuple(d.date() for d in days)
+        self.ats: tuple[pd.Timestamp, ...] = tuple(d + END_OF_DAY for d in days)
+        self._cache: dict[tuple[str, str], tuple[tuple[SignalResult, ...], ...]] = {}
+
+    def _one(self, sid: str, cfg: SignalsConfig) -> tuple[tuple[SignalResult, ...], ...]:
+        ck = (sid, signal_config(cfg, sid).model_dump_json())
+        hit = self._cache.get(ck)
+        if hit is None:
+            step = SIGNAL_STEPS[sid]
+            hit = tuple(tuple(step(self.inputs, at, cfg)) for at in self.ats)
+            self._cache[ck] = hit
+        return hit
+
+    def signals(self, cfg: SignalsConfig) -> list[tuple[SignalResult, ...]]:
+        """Per day, every signal in id order (what ``evaluate_signals`` returns)."""
+        per_sid = [self._one(sid, cfg) for sid in SIGNAL_STEPS]
+        return [tuple(r for col in per_sid for r in col[i]) for i in range(len(self.ats))]
+
+
+def _open_layers(dec: Decision, at_unix: int, hold_days: int) -> list[OpenLayer]:
+    """What a day's proposals add to the open layers (the daemon reads the same from its
+    journal): a top-up for ``hold_days``, a put until the maturity the planner prefers."""
+    out: list[OpenLayer] = []
+    for a in dec.actions:
+        if isinstance(a, TopUpAction):
+            out.append(protection_layer(a.idempotency_key, a.spend_usd, at_unix, hold_days))
+        elif isinstance(a, OptionAction):
+            ms = preferred_maturities(at_unix, a.dte_min, a.dte_max)
+            maturity = ms[0] if ms else at_unix + a.dte_max * 86_400
+            out.append(put_layer(a.idempotency_key, a.spend_usd, at_unix, maturity))
+    return out
+
+
+def _can_trigger(sig: tuple[SignalResult, ...]) -> bool:
+    """Whether a layer trigger path has all its signals firing (S1 and S2, or S3 and S4): on any
+    other day ``decide`` proposes nothing and leaves the memory as it was."""
+    fired = {r.id for r in sig if r.firing}
+    return {"S1", "S2"} <= fired or {"S3", "S4"} <= fired
+
+
+def replay_decisions(
+    replay: Replay,
+    scfg: SignalsConfig,
+    pcfg: PolicyConfig,
+    pos: PositionSnapshot,
+    options_enabled: bool = True,
+    *,
+    trigger_days_only: bool = False,
+) -> Iterator[tuple[date, pd.Timestamp, tuple[SignalResult, ...], Decision]]:
+    """``decide`` day by day, carrying the hysteresis memory and the open layers. With
+    ``trigger_days_only`` (the sweep) days where no trigger path fires are skipped: ``decide``
+    would propose nothing on them and change no state, so the acting days are the same."""
+    memory = PolicyMemory()
+    layers: list[OpenLayer] = []
+    for day, at, sig in zip(replay.days, replay.ats, replay.signals(scfg), strict=True):
+        if trigger_days_only and not _can_trigger(sig):
+            continue
+        at_unix = int(at.timestamp())
+        layers = [la for la in layers if la.until > at_unix]  # expired layers free their room
+        sess = SessionState(session_id_for(at_unix), Decimal(0))
+        dec = decide(
+            sig, pos, sess, pcfg, at, memory, open_layers=layers, options_enabled=options_enabled
+        )
+        memory = dec.memory
+        layers += _open_layers(dec, at_unix, pcfg.layer_hold_days)
+        yield day, at, sig, dec
+
+
 def run_backtest(
     data: HistoricalData,
     start: date | str | pd.Timestamp,
@@ -330,27 +424,27 @@ def run_backtest(
     policy_cfg: PolicyConfig | None = None,
     position: BacktestPosition | None = None,
     inputs: SignalInputs | None = None,
+    *,
+    options_enabled: bool = True,
+    replay: Replay | None = None,
 ) -> BacktestResult:
-    """Replay ``[start, end]`` (inclusive UTC days). ``gate`` sets ``PolicyConfig.consensus_gate``."""
+    """Replay ``[start, end]`` (inclusive UTC days). ``gate`` sets ``PolicyConfig.consensus_gate``.
+    ``replay`` (for the same data and range) reuses signal results across runs."""
     d0, d1 = _day(start), _day(end)
     if d1 < d0:
         raise ValueError(f"backtest end {d1} is before start {d0}")
     scfg = signals_cfg or SignalsConfig()
     pcfg = (policy_cfg or PolicyConfig()).model_copy(update={"consensus_gate": gate})
     pos = (position or BacktestPosition()).snapshot()
-    inp = inputs or build_inputs(data)
-    memory = PolicyMemory()
+    if replay is None or (replay.start, replay.end) != (d0, d1):
+        replay = Replay(inputs or build_inputs(data), d0, d1)
     spx_inp = build_spx_inputs(data)
-    days: list[DayRecord] = []
-    for day in pd.date_range(pd.Timestamp(d0, tz="UTC"), pd.Timestamp(d1, tz="UTC"), freq="D"):
-        at = day + END_OF_DAY
-        sig = evaluate_signals(inp, at, scfg)
-        sess = SessionState(session_id_for(int(at.timestamp())), Decimal(0))
-        dec = decide(sig, pos, sess, pcfg, at, memory)
-        memory = dec.memory
-        spx = spx_day(spx_inp, dec, at, scfg, pcfg, Decimal(pos.collateral_base) / pos.base_unit)
-        days.append(DayRecord(day.date(), at, tuple(sig), dec, spx))
-    tvl = inp.tvl_usd.get("defi-total", pd.Series(dtype="float64"))
+    exposure_usd = Decimal(pos.collateral_base) / pos.base_unit
+    days = [
+        DayRecord(day, at, sig, dec, spx_day(spx_inp, dec, at, scfg, pcfg, exposure_usd))
+        for day, at, sig, dec in replay_decisions(replay, scfg, pcfg, pos, options_enabled)
+    ]
+    tvl = replay.inputs.tvl_usd.get("defi-total", pd.Series(dtype="float64"))
     return BacktestResult(
         d0, d1, gate, tuple(days), tuple(find_episodes(days, tvl)), pcfg, data.skipped
     )

@@ -44,7 +44,15 @@ def spx_day(
     sig = evaluate_spx_signals(inputs, at, signals_cfg)
     spot = latest_close(inputs.spx, at, signals_cfg.s11.max_staleness_days)
     return spx_layer(
-        sig, decision, spot, at, policy_cfg, exposure_usd=exposure_usd, trading_days_only=True
+        sig,
+        decision,
+        spot,
+        at,
+        policy_cfg,
+        exposure_usd=exposure_usd,
+        # B's room after the day's DeFi layers (the replay's open layers included)
+        open_remaining_usd=decision.budget_room_usd - decision.proposed_spend_usd,
+        trading_days_only=True,
     )
 
 

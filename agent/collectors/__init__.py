@@ -14,14 +14,14 @@ This module holds the small base shared by the HTTP collectors. Contract of ever
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.core.errors import MalformedResponse
+from agent.core.errors import MalformedResponse, SourceError
 from agent.core.http import HttpClient
 from agent.core.models import Observation
 
@@ -138,6 +138,27 @@ class HttpCollector:
 
     def reset(self) -> None:
         self.skipped = []
+
+    async def each_part(
+        self, parts: Iterable[tuple[str, Callable[[], Awaitable[list[Observation]]]]]
+    ) -> list[Observation]:
+        """Fetch each part (a series, market or endpoint) on its own: a part that fails is
+        recorded in ``skipped`` (naming it) and the others' observations are kept. Only when
+        every part fails does the collector fail, with the first error."""
+        out: list[Observation] = []
+        errors: list[SourceError] = []
+        n = 0
+        for name, fetch in parts:
+            n += 1
+            try:
+                out += await fetch()
+            except SourceError as exc:
+                errors.append(exc)
+                self.skipped.append(f"{name}: failed: {exc}")
+                log.warning("collector.part_failed", source=self.name, part=name, error=str(exc))
+        if errors and len(errors) == n:
+            raise errors[0]
+        return out
 
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         raise NotImplementedError

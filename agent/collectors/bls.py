@@ -6,8 +6,11 @@
   Series ...", "Series does not exist ..."): recorded as skip reasons.
 * Rows ``{year, period:"M01".."M12", value}`` (strings, newest first). ``M13`` (annual average) and
   non-monthly periods are skipped; non-numeric values ("-") are skipped with a reason.
-* ts = first day of the reference month 00:00 UTC. BLS gives no release time, so
-  known_at = 15th of the following month 00:00 UTC (same fallback as DESIGN S2).
+* ts = first day of the reference month 00:00 UTC. BLS answers with the *current* (revised)
+  values and no vintage, so a value is known only from when it was fetched: known_at = the fetch
+  time, never earlier than the 15th of the following month (the DESIGN S2 release fallback).
+  Stamping the revised value at its first-release date would let a backtest or a ``--known-by``
+  query see a revision before it was published.
 * Key and unit from config (``{"CUSR0000SA0": "macro.cpi", "WPUFD4": "macro.ppi"}``, unit "index");
   source ``bls:<seriesID>``.
 """
@@ -37,8 +40,14 @@ _PERIOD = re.compile(r"^M(0[1-9]|1[0-2])$")
 
 
 def parse_timeseries(
-    body: Any, series_keys: dict[str, str], unit: str = "index", secrets: tuple[str, ...] = ()
+    body: Any,
+    series_keys: dict[str, str],
+    unit: str = "index",
+    secrets: tuple[str, ...] = (),
+    fetched_at: int | None = None,
 ) -> ParseResult:
+    """``fetched_at``: when the body was fetched (known_at is never earlier); None only for
+    parsing a stored body whose fetch time is unknown (then the release fallback alone)."""
     d = expect_dict(SOURCE, body, "timeseries/data")
     status = d.get("status")
     messages = d.get("message")
@@ -73,9 +82,10 @@ def parse_timeseries(
                 raise ValueError(f"bad year {year_raw!r}")
             month = int(period[1:])
             v = num(need(r, "value"))
-            return [
-                obs(key, month_start(year, month), v, unit, source, release_fallback(year, month))
-            ]
+            known = release_fallback(year, month)
+            if fetched_at is not None:
+                known = max(known, fetched_at)
+            return [obs(key, month_start(year, month), v, unit, source, known)]
 
         data = s.get("data")
         if not isinstance(data, list):
@@ -120,7 +130,7 @@ class BlsCollector(HttpCollector):
             label="timeseries/data",
             secrets=secrets,
         )
-        result = parse_timeseries(answer, dict(c.series), secrets=secrets)
+        result = parse_timeseries(answer, dict(c.series), secrets=secrets, fetched_at=self.now())
         if since is not None:
             result.observations = [o for o in result.observations if o.ts >= since]
         return self.take(result, "timeseries/data")

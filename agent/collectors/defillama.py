@@ -14,6 +14,8 @@ The last point of ``/protocol`` is the live "now" value, not at midnight; it is 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -137,11 +139,13 @@ class DefiLlamaCollector(HttpCollector):
         self.reset()
         c = self.config
         start = self.start(since, c.lookback_s)
-        out: list[Observation] = []
-        for slug in c.protocols:
-            out += await self.protocol(http, slug, start)
-        for chain in c.chains:
-            out += await self.chain_tvl(http, chain, start)
+        parts: list[tuple[str, Callable[[], Awaitable[list[Observation]]]]] = [
+            (f"protocol {slug}", partial(self.protocol, http, slug, start)) for slug in c.protocols
+        ]
+        parts += [
+            (f"historicalChainTvl {ch}", partial(self.chain_tvl, http, ch, start))
+            for ch in c.chains
+        ]
         if c.all_chains_total:
-            out += await self.chain_tvl(http, None, start)
-        return out
+            parts.append(("historicalChainTvl (all)", partial(self.chain_tvl, http, None, start)))
+        return await self.each_part(parts)

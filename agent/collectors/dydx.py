@@ -9,6 +9,7 @@ Rows come newest first; pages walk backwards with ``effectiveBeforeOrAt`` = olde
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -98,9 +99,10 @@ class DydxCollector(HttpCollector):
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         self.reset()
         start = self.start(since, self.config.lookback_s)
-        out: list[Observation] = []
-        for ticker in self.config.markets:
-            out += await self.history(http, ticker, start)
+        out = await self.each_part(
+            (f"historicalFunding {t}", partial(self.history, http, t, start))
+            for t in self.config.markets
+        )
         return sorted(
             {(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts)
         )

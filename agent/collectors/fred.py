@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from agent.collectors import (
@@ -139,10 +140,9 @@ class FredCollector(HttpCollector):
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         self.reset()
         start = self.start(since, self.config.lookback_s)
-        out: list[Observation] = []
-        for s in self.config.series:
-            out += await self.series(http, s, start)
-        return out
+        return await self.each_part(
+            (s.series_id, partial(self.series, http, s, start)) for s in self.config.series
+        )
 
 
 def _error_text(e: HttpStatusError) -> str:

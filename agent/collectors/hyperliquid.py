@@ -15,6 +15,8 @@ Key ``funding.hyperliquid.<COIN>``, unit "apr" (annualised, signed; positive = l
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from agent.collectors import HttpCollector, ParseResult, need, obs, parse_rows
@@ -164,11 +166,13 @@ class HyperliquidCollector(HttpCollector):
     async def collect(self, http: HttpClient, since: int | None = None) -> list[Observation]:
         self.reset()
         start = self.start(since, self.config.lookback_s)
-        out: list[Observation] = []
-        for coin in self.config.markets:
-            out += await self.history(http, coin, start)
+        parts: list[tuple[str, Callable[[], Awaitable[list[Observation]]]]] = [
+            (f"fundingHistory {coin}", partial(self.history, http, coin, start))
+            for coin in self.config.markets
+        ]
         if self.config.include_current:
-            out += await self.current(http)
+            parts.append(("metaAndAssetCtxs", partial(self.current, http)))
+        out = await self.each_part(parts)
         # Pages overlap by at most a row; keep one per (key, ts, source).
         return sorted(
             {(o.key, o.ts, o.source): o for o in out}.values(), key=lambda o: (o.key, o.ts)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from agent.core.abi import load_abi
+from agent.core.address import Address
 from agent.core.errors import ConfigError, MalformedResponse, RpcError
 from agent.core.market import (
     ADDRESS_PATTERN,
@@ -49,25 +50,15 @@ class ChainConfig(BaseModel):
     chain_id: int = Field(31337, gt=0)
     rpc_url: SecretStr = SecretStr("")
     deployment: str | None = None  # devnet deployment file; fills the addresses below
-    multicall3: str = Field(MULTICALL3_ADDRESS, pattern=_ADDR)
+    multicall3: Address = MULTICALL3_ADDRESS
     protocol: str = "aave-v3"
-    pool_addresses_provider: str | None = Field(None, pattern=_ADDR)
-    reserves: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()
+    pool_addresses_provider: Address | None = None
+    reserves: tuple[Address, ...] = ()
+    accounts: tuple[Address, ...] = ()
     feeds: dict[str, FeedConfig] = Field(default_factory=dict)
-    perps: dict[str, str] = Field(default_factory=dict)
+    perps: dict[str, Address] = Field(default_factory=dict)
     tvl_net_of_debt: bool = False
     timeout_s: float = Field(10.0, gt=0)
-
-    @field_validator("reserves", "accounts")
-    @classmethod
-    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        import re
-
-        for a in v:
-            if not re.match(_ADDR, a):
-                raise ValueError(f"not an address: {a!r}")
-        return v
 
 
 async def discover(rpc: RpcClient, cfg: ChainConfig) -> MarketLayout:

@@ -2,11 +2,17 @@
 
 Each anvil runs in its own process group (``start_new_session``) so that stopping it kills
 everything it started, and nothing is left behind by tests, the simulator or the devnet.
+
+An anvil that belongs to a daemon (the simulator's fork) must not outlive it, even after a
+``kill -9``: it is started with ``PR_SET_PDEATHSIG`` (Linux: the kernel kills it when the
+daemon's thread that started it dies), and it leaves a pidfile in the daemon's var directory so
+the next start reaps what is left on systems without that signal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -74,6 +80,8 @@ class AnvilProcess:
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
         detach: bool = False,
+        die_with_parent: bool = False,
+        pid_dir: str | Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.fork_url = fork_url
@@ -82,6 +90,8 @@ class AnvilProcess:
         self.extra_args = list(extra_args)
         self.log_path = log_path
         self.detach = detach
+        self.die_with_parent = die_with_parent
+        self.pid_dir = Path(pid_dir) if pid_dir else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +113,11 @@ class AnvilProcess:
         return cmd + self.extra_args
 
     def start(self, timeout: float = 30.0) -> str:
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process (fast); ``wait_ready`` then waits until it answers."""
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -111,10 +126,30 @@ class AnvilProcess:
                 stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         finally:
             if self.log_path and not isinstance(log, int):
                 log.close()
+        if self.pid_dir is not None:
+            self._write_pidfile()
+
+    def _pidfile(self) -> Path | None:
+        if self.pid_dir is None or self.proc is None:
+            return None
+        return self.pid_dir / f"anvil-{self.proc.pid}.json"
+
+    def _write_pidfile(self) -> None:
+        path = self._pidfile()
+        assert path is not None and self.proc is not None
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                json.dumps({"pid": self.proc.pid, "owner": os.getpid(), "port": self.port})
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -137,6 +172,10 @@ class AnvilProcess:
         kill_process_group(self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        pidfile = self._pidfile()
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                pidfile.unlink()
         self.proc = None
 
     def __enter__(self) -> AnvilProcess:
@@ -150,6 +189,55 @@ class AnvilProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_anvil(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"anvil" in cmdline.split(b"\0", 1)[0]
+
+
+def reap_orphans(pid_dir: str | Path) -> list[int]:
+    """Kill the anvils a dead daemon left behind (its pidfiles in ``pid_dir``); returns their
+    pids. A pidfile whose owner still runs is left alone."""
+    reaped: list[int] = []
+    d = Path(pid_dir)
+    if not d.is_dir():
+        return reaped
+    for f in d.glob("anvil-*.json"):
+        try:
+            info = json.loads(f.read_text())
+            pid, owner = int(info["pid"]), int(info["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owner != os.getpid() and _alive(owner):
+            continue
+        if _alive(pid) and _is_anvil(pid):
+            kill_process_group(pid, grace=2.0)
+            reaped.append(pid)
+        with contextlib.suppress(OSError):
+            f.unlink()
+    return reaped
 
 
 def kill_process_group(pid: int, grace: float = 5.0) -> None:

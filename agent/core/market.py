@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.core.address import Address
 from agent.core.errors import ConfigError
 from agent.core.multicall import MULTICALL3_ADDRESS, CallFailure
 from agent.core.units import AAVE_BASE_UNIT_USD, token_to_float
@@ -18,7 +19,7 @@ ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 class FeedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    address: str = Field(pattern=ADDRESS_PATTERN)
+    address: Address
     heartbeat_s: int = Field(3600, gt=0)
     asset: str | None = None  # e.g. "ETH": the price series key is price.<asset lower>.usd
 

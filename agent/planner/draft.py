@@ -53,18 +53,33 @@ class ProposalHeader:
     explanation: tuple[str, ...]
     evidence: Mapping[str, Any]
     policy: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()  # data problems of the tick (a stale oracle feed)
+
+
+@dataclass(frozen=True)
+class LayerBudget:
+    """The open-layer budget B as the decision saw it: B, the open layers, the room left, and
+    ``action_room_usd``, the share of that room the decision left for this action."""
+
+    budget_usd: Decimal
+    open_usd: Decimal
+    room_usd: Decimal
+    action_room_usd: Decimal
+    frees_next: str = ""
 
 
 @dataclass(frozen=True)
 class SpendCap:
     """The session's hard cap, as the persisted ledger stands at this proposal (earlier
-    proposals of the same tick included). Every spend a draft proposes passes through here."""
+    proposals of the same tick included), and the open-layer budget's room for this action.
+    Every spend a draft proposes passes through here."""
 
     session_id: str
     cap_usd: Decimal
     spent_usd: Decimal
     priority: str | None = None
     size_fraction: Decimal = Decimal(1)
+    budget: LayerBudget | None = None
 
     @property
     def remaining_usd(self) -> Decimal:
@@ -74,13 +89,22 @@ class SpendCap:
         """Never past what the session still allows, whatever the action asked for."""
         return min(Decimal(requested_usd), self.remaining_usd)
 
+    def refusal(self, spend_usd: Decimal) -> str | None:
+        """Why ``spend_usd`` cannot be proposed (a plan's safety margin can pass what the
+        decision sized), or None when it fits both the session cap and the open-layer room."""
+        if spend_usd > self.remaining_usd:
+            return "would exceed the session cap"
+        if self.budget is not None and spend_usd > self.budget.action_room_usd:
+            return f"would exceed the open-layer budget (room ${self.budget.action_room_usd:,})"
+        return None
+
     def admits(self, spend_usd: Decimal) -> bool:
-        return spend_usd <= self.remaining_usd
+        return self.refusal(spend_usd) is None
 
     def sizing(self, spend_usd: float) -> dict[str, Any]:
         before = float(self.spent_usd)
         cap = float(self.cap_usd)
-        return {
+        out: dict[str, Any] = {
             "spend_usd": spend_usd,
             "session_id": self.session_id,
             "session_cap_usd": cap,
@@ -89,6 +113,14 @@ class SpendCap:
             "priority": self.priority,
             "size_fraction": str(self.size_fraction),
         }
+        if self.budget is not None:
+            out |= {
+                "defined_risk_budget_usd": float(self.budget.budget_usd),
+                "open_layers_usd": float(self.budget.open_usd),
+                "budget_room_usd": float(self.budget.room_usd),
+                "budget_frees_next": self.budget.frees_next,
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -275,9 +307,14 @@ async def plan_protection(
         deleverage = await _plan_deleverage(header, snap, layout, target, cfg, reader)
     except AgentError as exc:
         errors.append(f"deleverage: {exc}")
-    if topup is not None and not cap.admits(Decimal(topup.value_base) / AAVE_BASE_UNIT_USD):
-        topup = None  # its safety margin would cross the session cap
-        errors.append("top-up: would exceed the session cap")
+    # A plan's safety margin can pass what the decision sized: each candidate's ledger spend
+    # must fit the session cap and the open-layer room (a deleverage is a protective layer too).
+    if topup is not None and (why := cap.refusal(Decimal(spend_base(topup)) / AAVE_BASE_UNIT_USD)):
+        topup = None
+        errors.append(f"top-up: {why}")
+    if repay is not None and (why := cap.refusal(Decimal(spend_base(repay)) / AAVE_BASE_UNIT_USD)):
+        repay = None
+        errors.append(f"repay: {why}")
     if deleverage is not None and deleverage.cost_base > max_spend_base:
         # The ledger counts what a deleverage can lose; that must fit like any other spend.
         errors.append(
@@ -285,6 +322,11 @@ async def plan_protection(
             f" the ${max_spend_base / AAVE_BASE_UNIT_USD:,.2f} the session cap still allows"
         )
         deleverage = None
+    if deleverage is not None and (
+        why := cap.refusal(Decimal(spend_base(deleverage)) / AAVE_BASE_UNIT_USD)
+    ):
+        deleverage = None
+        errors.append(f"deleverage: {why}")
     plan, comparison = choose_protection(topup, repay, deleverage=deleverage, target_hf_wad=target)
     comparison = comparison | {"not_planned": errors}
     if plan is None:

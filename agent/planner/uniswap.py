@@ -15,13 +15,13 @@ from math import isqrt
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.core.abi import load_abi
+from agent.core.address import Address
 from agent.core.errors import PlanningError, RpcError
 from agent.core.rpc import RpcClient
 
 Q96 = 2**96
 Q192 = 2**192
 FEE_UNITS = 1_000_000  # Uniswap fees are in hundredths of a bip (500 = 0.05%)
-_ADDR = r"^0x[0-9a-fA-F]{40}$"
 
 
 class UniswapConfig(BaseModel):
@@ -30,9 +30,9 @@ class UniswapConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
-    factory: str | None = Field(None, pattern=_ADDR)
-    swap_router02: str | None = Field(None, pattern=_ADDR)
-    quoter_v2: str | None = Field(None, pattern=_ADDR)
+    factory: Address | None = None
+    swap_router02: Address | None = None
+    quoter_v2: Address | None = None
     fees: dict[str, int] = Field(default_factory=lambda: {"WETH": 500, "WBTC": 3000})
     slippage_bps: int = Field(50, ge=0, le=2_000)  # amountOutMinimum = quote x (1 - bps/1e4)
     # No step of a deleverage may take HF below this between its withdrawal and its repay.

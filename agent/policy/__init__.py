@@ -1,6 +1,7 @@
 """Policy: signal results -> decision (layer rule, consensus gate, beta priority, sizing,
 hysteresis). Pure; see :mod:`agent.policy.decide` for the rules and units."""
 
+from agent.policy.budget import BudgetState, OpenLayer, budget_state, protection_layer, put_layer
 from agent.policy.config import HorizonConfig, PolicyConfig
 from agent.policy.decide import FAMILIES, decide, health_factor_wad, required_topup_base
 from agent.policy.models import (
@@ -20,9 +21,11 @@ from agent.policy.models import (
 __all__ = [
     "FAMILIES",
     "Action",
+    "BudgetState",
     "Decision",
     "HorizonConfig",
     "MemoryEntry",
+    "OpenLayer",
     "OptionAction",
     "PolicyConfig",
     "PolicyMemory",
@@ -30,9 +33,12 @@ __all__ = [
     "SessionState",
     "Suppressed",
     "TopUpAction",
+    "budget_state",
     "decide",
     "health_factor_wad",
     "idempotency_key",
+    "protection_layer",
+    "put_layer",
     "required_topup_base",
     "session_id_for",
 ]

@@ -61,7 +61,11 @@ class PolicyConfig(BaseModel):
     * session cap = ``budget_usd * session_cap_fraction`` (25% of the defined-risk capital B);
     * a layer that acts gets ``min(session remaining, session cap * size_fraction)`` where
       size_fraction is 1 when S8 says "DeFi first" and ``non_defi_first_fraction`` otherwise;
-    * ``option_spend_fraction`` of the layer goes to puts (split by the horizon weights), the rest
+    * the layer is also bounded by the open-layer room: B minus every layer still open (a put's
+      premium until its maturity, a top-up/repay/deleverage for ``layer_hold_days`` after it
+      was proposed); see :mod:`agent.policy.budget`;
+    * ``option_spend_fraction`` of the layer goes to puts (all of it to protection when options
+      are disabled) (split by the horizon weights), the rest
       is the collateral top-up's ceiling (the top-up itself is ``D * H* / LT - C``, capped by that
       ceiling). Unused top-up room is not moved to options (a layer never buys more puts because
       the position happened to be healthy). Default 0.4: the top-up, which directly protects the
@@ -79,18 +83,19 @@ class PolicyConfig(BaseModel):
     non_defi_first_fraction: Decimal = Field(Decimal("0.5"), ge=0, le=1)
     consensus_gate: bool = True
     gate_min_families: int = Field(2, ge=1, le=3)
-    # "design": DESIGN.md literally (>= gate_min_families of the 3 families have a firing member).
-    # Note both trigger paths already span two families (S1 on-chain + S2 macro; S3 market + S4
-    # on-chain), so in this mode the gate never blocks a trigger. "independent": the gate needs
-    # >= gate_min_independent_families families with a firing member *other than* the trigger's own
-    # signals (an independent confirmation of the breakdown).
-    gate_mode: Literal["design", "independent"] = "design"
+    # "independent" (default, owner's decision): the gate needs >= gate_min_independent_families
+    # families with a firing member *other than* the trigger's own signals (an independent
+    # confirmation of the breakdown). "design": >= gate_min_families of the 3 families have a firing
+    # member; both trigger paths already span two families (S1 on-chain + S2 macro; S3 market + S4
+    # on-chain), so in that mode the gate never blocks a trigger.
+    gate_mode: Literal["design", "independent"] = "independent"
     gate_min_independent_families: int = Field(1, ge=1, le=3)
     # Hysteresis: re-propose an action while its trigger persists only when the trigger's severity
     # (distance past threshold, in threshold units: S1 -12% vs -8% = 1.5) rose by this step ...
     hysteresis_step: float = Field(0.25, ge=0)
     # ... or when this long has passed since the last proposal of that action.
     cooldown_hours: float = Field(24.0, ge=0)
+    layer_hold_days: int = Field(30, ge=0)  # how long a protection layer counts against B
     min_action_usd: Decimal = Field(Decimal("1.00"), ge=0)  # smaller actions are dropped
     # The S&P 500 side: an advisory put ticket (agent.policy.spx), same session cap.
     spx: SpxLayerConfig = SpxLayerConfig()

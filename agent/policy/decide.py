@@ -12,9 +12,12 @@ decision; time is the ``at`` argument; hysteresis state comes in as ``memory`` a
 3. **Beta priority**: S8 rising for BTC or ETH -> ``defi_first``, size 1; otherwise
    ``sp500_first`` at ``non_defi_first_fraction`` with the note "hedge the S&P 500 side first"
    (S8 insufficient counts as not rising, and says so).
-4. **Sizing** (``Decimal`` USD, cents): session cap = B x 25%; layer = min(remaining, cap x size);
-   options get ``option_spend_fraction`` of the layer split by horizon weight (each horizon at most
-   once per session), the top-up gets up to the rest, sized ``D * H* / LT - C`` in base units.
+4. **Sizing** (``Decimal`` USD, cents): session cap = B x 25%; layer = min(session remaining,
+   cap x size, open-layer room) where the room is B minus the layers still open (``open_layers``,
+   :mod:`agent.policy.budget`); options get ``option_spend_fraction`` of the layer split by horizon
+   weight (each horizon at most once per session), the top-up gets up to the rest, sized
+   ``D * H* / LT - C`` in base units. With options disabled (``options_enabled=False``) no put is
+   sized and the whole layer is the top-up's ceiling.
 5. **Hysteresis**: an action key proposed before is proposed again only in a new session and
    only if its trigger severity rose by ``hysteresis_step`` or ``cooldown_hours`` passed.
    Severity = how far past threshold the triggering signal is, in threshold units (S1 at -12%
@@ -31,6 +34,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import pandas as pd
 
 from agent.core.units import BPS, WAD
+from agent.policy.budget import OpenLayer, budget_state
 from agent.policy.config import PolicyConfig
 from agent.policy.models import (
     Action,
@@ -110,6 +114,8 @@ def decide(
     cfg: PolicyConfig,
     at: pd.Timestamp,
     memory: PolicyMemory | None = None,
+    open_layers: Sequence[OpenLayer] = (),
+    options_enabled: bool = True,
 ) -> Decision:
     at = to_utc(at)
     at_unix = unix(at)
@@ -192,10 +198,25 @@ def decide(
     cap = cfg.session_cap_usd
     spent_before = session.spent_usd
     remaining = max(Decimal(0), cap - spent_before)
-    layer = _cents_down(min(remaining, cap * size)) if acted else Decimal(0)
+    budget = budget_state(open_layers, cfg.budget_usd, at_unix)
+    room = budget.room_usd
+    wanted = min(remaining, cap * size)
+    layer = _cents_down(min(wanted, room)) if acted else Decimal(0)
     if acted and remaining <= 0:
         notes.append(f"session cap ${cap} reached (spent ${spent_before}); nothing proposed")
-    option_budget = _cents_down(layer * cfg.option_spend_fraction)
+    elif acted and room <= 0:
+        notes.append(f"{budget.describe()}: B used up; nothing proposed; {budget.frees_next()}")
+    elif acted and room < wanted:
+        notes.append(
+            f"{budget.describe()}: layer limited to the room ${_cents_down(room):,}; "
+            f"{budget.frees_next()}"
+        )
+    if options_enabled:
+        option_budget = _cents_down(layer * cfg.option_spend_fraction)
+    else:
+        option_budget = Decimal(0)
+        if acted and layer > 0:
+            notes.append(f"options disabled: the whole layer ${layer:,} goes to protection")
     topup_budget = layer - option_budget
 
     actions: list[Action] = []
@@ -252,8 +273,8 @@ def decide(
                         )
                     )
                     new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
-        # option ladder
-        for h in cfg.horizons:
+        # option ladder (none when options are disabled: no put is planned or journaled)
+        for h in cfg.horizons if options_enabled else ():
             akey = f"option:{cfg.option_underlying.lower()}:{h.name}"
             if h.name in session.horizons_bought:
                 suppressed.append(
@@ -310,4 +331,9 @@ def decide(
         signals=tuple(signals),
         signal_status=status,
         memory=memory.updated(new_entries),
+        budget_usd=cfg.budget_usd,
+        open_layers_usd=budget.open_usd,
+        budget_room_usd=room,
+        budget_frees_next=budget.frees_next(),
+        options_enabled=options_enabled,
     )

@@ -46,6 +46,12 @@ def explain_lines(d: Decision) -> list[str]:
         f"session cap ${d.session_cap_usd}: spent before ${d.session_spent_before_usd}, layer ${d.layer_usd}, "
         f"proposed ${d.proposed_spend_usd}, after ${d.session_spent_after_usd}, remaining ${d.session_remaining_usd}"
     )
+    lines.append(
+        f"open-layer budget B ${d.budget_usd}: open ${d.open_layers_usd}, room ${d.budget_room_usd}; "
+        f"{d.budget_frees_next}"
+    )
+    if not d.options_enabled:
+        lines.append("options disabled: no put is sized; the layer goes to protection")
     for a in d.actions:
         if isinstance(a, TopUpAction):
             lines.append(

@@ -213,6 +213,12 @@ class Decision:
     signals: tuple[SignalResult, ...]
     signal_status: Mapping[str, str]  # per signal id, aggregated over subjects
     memory: PolicyMemory
+    # the open-layer budget at the evaluation (B bounds every open layer together)
+    budget_usd: Decimal = Decimal(0)
+    open_layers_usd: Decimal = Decimal(0)
+    budget_room_usd: Decimal = Decimal(0)  # B - open layers, before this decision
+    budget_frees_next: str = ""  # what frees room next, and when
+    options_enabled: bool = True
 
     @property
     def session_remaining_usd(self) -> Decimal:
@@ -251,6 +257,11 @@ class Decision:
             "session_spent_after_usd": str(self.session_spent_after_usd),
             "session_remaining_usd": str(self.session_remaining_usd),
             "layer_usd": str(self.layer_usd),
+            "budget_usd": str(self.budget_usd),
+            "open_layers_usd": str(self.open_layers_usd),
+            "budget_room_usd": str(self.budget_room_usd),
+            "budget_frees_next": self.budget_frees_next,
+            "options_enabled": self.options_enabled,
             "proposed_spend_usd": str(self.proposed_spend_usd),
             "actions": [a.as_dict() for a in self.actions],
             "suppressed": [

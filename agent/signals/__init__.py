@@ -5,10 +5,11 @@ shipped history) both call it, so they share the exact same code path."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
+from pydantic import BaseModel
 
 from agent.signals.base import (
     SIGNAL_IDS,
@@ -70,28 +71,49 @@ class SignalInputs:
     spx_closes: pd.Series | None = None  # S8 S&P 500 closes
 
 
+def _s8(inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig) -> list[SignalResult]:
+    # No S&P 500 series is the same as an empty one: each crypto asset's beta is insufficient
+    # data, named by its subject (the daemon and the backtest report it alike).
+    spx = inputs.spx_closes if inputs.spx_closes is not None else _no_series()
+    return s8_beta(inputs.beta_assets, spx, at, cfg.s8)
+
+
+SignalStep = Callable[[SignalInputs, pd.Timestamp, SignalsConfig], list[SignalResult]]
+
+# One step per signal id, in id order; each reads only its own config section (``cfg.s1`` for
+# S1, ...), so a replay can reuse a signal's results while another signal's config changes.
+SIGNAL_STEPS: dict[str, SignalStep] = {
+    "S1": lambda i, at, c: s1_tvl_drawdown(i.tvl_usd, at, c.s1),
+    "S2": lambda i, at, c: s2_macro_rising(i.macro_prints, at, c.s2),
+    "S3": lambda i, at, c: s3_funding_spike(i.funding_apr, at, c.s3),
+    "S4": lambda i, at, c: s4_rate_differential(i.reserve_rates, at, c.s4),
+    "S5": lambda i, at, c: s5_liquidations(i.liquidations_usd_per_hour, at, c.s5),
+    "S6": lambda i, at, c: s6_collateral_volatility(i.hourly_prices, at, c.s6),
+    "S7": lambda i, at, c: s7_technical(i.daily_closes, at, c.s7),
+    "S8": _s8,
+}
+
+
+def signal_config(cfg: SignalsConfig, sid: str) -> BaseModel:
+    """The config section signal ``sid`` reads (``cfg.s1`` for S1, ...)."""
+    section: BaseModel = getattr(cfg, sid.lower())
+    return section
+
+
 def evaluate_signals(
     inputs: SignalInputs, at: pd.Timestamp, cfg: SignalsConfig
 ) -> list[SignalResult]:
     """All eight signals at ``at``, in id order (one result per subject)."""
     at = to_utc(at)
     out: list[SignalResult] = []
-    out += s1_tvl_drawdown(inputs.tvl_usd, at, cfg.s1)
-    out += s2_macro_rising(inputs.macro_prints, at, cfg.s2)
-    out += s3_funding_spike(inputs.funding_apr, at, cfg.s3)
-    out += s4_rate_differential(inputs.reserve_rates, at, cfg.s4)
-    out += s5_liquidations(inputs.liquidations_usd_per_hour, at, cfg.s5)
-    out += s6_collateral_volatility(inputs.hourly_prices, at, cfg.s6)
-    out += s7_technical(inputs.daily_closes, at, cfg.s7)
-    # No S&P 500 series is the same as an empty one: each crypto asset's beta is insufficient
-    # data, named by its subject (the daemon and the backtest report it alike).
-    spx = inputs.spx_closes if inputs.spx_closes is not None else _no_series()
-    out += s8_beta(inputs.beta_assets, spx, at, cfg.s8)
+    for step in SIGNAL_STEPS.values():
+        out += step(inputs, at, cfg)
     return out
 
 
 __all__ = [
     "SIGNAL_IDS",
+    "SIGNAL_STEPS",
     "InputRef",
     "ReserveRates",
     "S1Config",
@@ -129,4 +151,5 @@ __all__ = [
     "s7_technical_one",
     "s8_beta",
     "s8_beta_one",
+    "signal_config",
 ]

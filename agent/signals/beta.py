@@ -37,13 +37,11 @@ NAME = "cross-domain beta"
 def _by_day(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(UTC day number, value) keeping the last positive value of each day."""
     v = s.to_numpy(dtype="float64")
-    d = (
-        pd.DatetimeIndex(s.index)
-        .tz_convert(None)
-        .to_numpy()
-        .astype("datetime64[D]")
-        .astype("int64")
-    )
+    idx = pd.DatetimeIndex(s.index)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    # UTC nanoseconds -> day number (floor), without building intermediate datetime arrays
+    d = idx.to_numpy().astype("datetime64[ns]").astype("int64") // 86_400_000_000_000
     keep = v > 0
     d, v = d[keep], v[keep]
     last = np.r_[d[1:] != d[:-1], True] if len(d) else np.zeros(0, dtype=bool)

@@ -6,6 +6,8 @@ Units are in the field names: ``_fraction`` (0.08 = 8%), ``_apr``/``_apy`` (0.5 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -14,12 +16,13 @@ class _Cfg(BaseModel):
 
 
 class S1Config(_Cfg):
-    """TVL drawdown: ``tvl_t / max(tvl over [t - window, t]) - 1 <= -drawdown_fraction``.
+    """TVL drawdown: ``tvl_t / max(tvl over [t - window, t]) - 1 <= -drawdown_fraction``, ``t``
+    the latest point known at the evaluation (window anchored there, both ends inclusive).
 
     Coverage: at least ``min_points`` points in the window, the first of them at least
-    ``min_coverage_fraction`` of the window before ``at``, the latest no older than
-    ``max_staleness_hours``. On daily data evaluated at the end of day D the 48h window holds the
-    points stamped D-1 and D: "today vs the max of the last 2 days including today".
+    ``min_coverage_fraction`` of the window before ``t``; the latest point no older than
+    ``max_staleness_hours`` at the evaluation. On daily data the 48h window of day D holds the
+    points stamped D-2, D-1 and D.
     """
 
     window_hours: float = Field(48.0, gt=0)
@@ -43,8 +46,13 @@ class S2Config(_Cfg):
 class S3Config(_Cfg):
     """Funding spike (annualised funding, fraction per year): ``abs(rate) >= abs_apr`` or its
     z-score vs the trailing ``z_window_days`` ``>= z_threshold``. The z-score's standard deviation
-    is floored at ``z_min_std_apr`` (funding sits at a clamp for long stretches, std ~ 0)."""
+    is floored at ``z_min_std_apr`` (funding sits at a clamp for long stretches, std ~ 0).
 
+    ``direction``: ``abs`` (the design) fires on either sign of the level and on z >= threshold;
+    ``negative`` only on ``rate <= -abs_apr`` or ``z <= -threshold`` (shorts paying: stress);
+    ``positive`` only on ``rate >= abs_apr`` or ``z >= threshold`` (longs paying: euphoria)."""
+
+    direction: Literal["abs", "negative", "positive"] = "abs"
     abs_apr: float = Field(0.50, gt=0)
     z_threshold: float = Field(3.0, gt=0)
     z_window_days: float = Field(30.0, gt=0)

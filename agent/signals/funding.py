@@ -6,7 +6,9 @@ the trailing ``z_window_days`` (the points in ``[t - 30d, t)``, excluding the la
 ``>= z_threshold`` (3). The z-score uses ``std(ddof=1)`` floored at ``z_min_std_apr``. The
 z-score needs ``z_min_points`` points covering ``z_min_coverage_fraction`` of the window; if it
 cannot be computed the result is firing (level condition met) or insufficient_data, never quiet.
-``severity`` = max(|rate| / abs_apr, z / z_threshold).
+``severity`` = max(|rate| / abs_apr, z / z_threshold). ``cfg.direction`` restricts both
+conditions to one sign (``negative``: ``rate <= -abs_apr`` or ``z <= -z_threshold``, severity from
+``-rate`` and ``-z``; ``positive``: ``rate >= abs_apr`` or ``z >= z_threshold``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agent.signals.base import (
 from agent.signals.config import S3Config
 
 NAME = "funding spike"
+_LEVEL = {"abs": "|.| threshold", "negative": "fires at <= -", "positive": "fires at >="}
 
 
 def trailing_z(
@@ -76,14 +79,21 @@ def s3_funding_one(
             f"latest funding {last_t.isoformat()} older than {cfg.max_staleness_hours:g}h",
         )
     rate = float(s.iloc[-1])
-    trail = s.iloc[:-1]
-    trail = trail[trail.index >= last_t - span]
+    # the trailing window [t - span, t), by position on the sorted index
+    trail = s.iloc[int(s.index.searchsorted(last_t - span, side="left")) : len(s) - 1]
     z, zwhy = trailing_z(
         trail, rate, cfg.z_min_points, span, cfg.z_min_coverage_fraction, cfg.z_min_std_apr, last_t
     )
-    level = abs(rate) >= cfg.abs_apr
-    zfire = z is not None and z >= cfg.z_threshold
-    sev = max(abs(rate) / cfg.abs_apr, (z / cfg.z_threshold) if z is not None else 0.0)
+    # the rate and z-score as seen in the configured direction (positive = towards firing)
+    if cfg.direction == "abs":
+        lvl, zd = abs(rate), z
+    elif cfg.direction == "negative":
+        lvl, zd = -rate, (None if z is None else -z)
+    else:
+        lvl, zd = rate, z
+    level = lvl >= cfg.abs_apr
+    zfire = zd is not None and zd >= cfg.z_threshold
+    sev = max(0.0, lvl / cfg.abs_apr, (zd / cfg.z_threshold) if zd is not None else 0.0)
     if level or zfire:
         status = FIRING
     elif z is None:
@@ -98,7 +108,8 @@ def s3_funding_one(
         status,
         rate,
         cfg.abs_apr,
-        f"funding {fmt_pct(rate)} APR (|.| threshold {fmt_pct(cfg.abs_apr, 0)}), z {ztxt} vs "
+        f"funding {fmt_pct(rate)} APR ({_LEVEL[cfg.direction]} {fmt_pct(cfg.abs_apr, 0)}), "
+        f"z {ztxt} vs "
         f"{cfg.z_window_days:g}d (threshold {cfg.z_threshold:g}; {zwhy})",
         (ref(s, len(s) - 1),),
         {"z": z, "z_threshold": cfg.z_threshold, "severity": sev},

@@ -42,9 +42,10 @@ def rsi_wilder(closes: np.ndarray, period: int) -> float:
         raise ValueError(f"RSI({period}) needs {period + 1} closes, got {len(closes)}")
     gains, losses = np.clip(d, 0, None), np.clip(-d, 0, None)
     ag, al = float(gains[:period].mean()), float(losses[:period].mean())
-    for g, lo in zip(gains[period:], losses[period:], strict=True):
-        ag = (ag * (period - 1) + float(g)) / period
-        al = (al * (period - 1) + float(lo)) / period
+    # plain floats in the loop: numpy scalars there cost more than the arithmetic
+    for g, lo in zip(gains[period:].tolist(), losses[period:].tolist(), strict=True):
+        ag = (ag * (period - 1) + g) / period
+        al = (al * (period - 1) + lo) / period
     if al == 0:
         return 100.0 if ag > 0 else 50.0
     return 100.0 - 100.0 / (1.0 + ag / al)
@@ -53,12 +54,14 @@ def rsi_wilder(closes: np.ndarray, period: int) -> float:
 def ema(x: np.ndarray, span: int) -> np.ndarray:
     """``ewm(span, adjust=False).mean()``: ``e_0 = x_0``, ``e_t = a x_t + (1 - a) e_{t-1}``, ``a = 2/(span+1)``."""
     a = 2.0 / (span + 1.0)
-    out = np.empty(len(x), dtype="float64")
-    e = float(x[0]) if len(x) else 0.0
-    for i, v in enumerate(x.tolist()):
-        e = a * v + (1.0 - a) * e if i else e
-        out[i] = e
-    return out
+    b = 1.0 - a
+    vals = np.asarray(x, dtype="float64").tolist()
+    out: list[float] = []
+    e = vals[0] if vals else 0.0
+    for v in vals:
+        e = a * v + b * e if out else e
+        out.append(e)
+    return np.array(out, dtype="float64")
 
 
 def macd_histogram(closes: np.ndarray, fast: int, slow: int, signal: int) -> np.ndarray:

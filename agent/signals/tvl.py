@@ -1,9 +1,11 @@
 """S1 — TVL drawdown: ``tvl_t / max(tvl over [t - 48h, t]) - 1``; fires at ``<= -8%``.
 
-``tvl_t`` is the latest point at or before ``at``; the max runs over every point in the window
-(including ``tvl_t``), so the value is always ``<= 0``. On daily data evaluated at the end of UTC
-day D (``at = D 23:59:59``) the window ``[D-2 23:59:59, D 23:59:59]`` holds the points stamped
-D-1 and D: today vs the max of the last two days including today.
+``t`` is the time of the latest point known at ``at`` (not ``at`` itself): the window
+``[t - 48h, t]`` is anchored at that point and inclusive at both ends, and the max runs over every
+point in it (including ``tvl_t``), so the value is always ``<= 0``. On daily data (points
+stamped 00:00 UTC) the window of day D holds the points of D-2, D-1 and D: a true 48-hour change,
+whenever in the day the evaluation runs. Staleness (``at - t``) and coverage (the first point of the window
+at least ``min_coverage_fraction`` of the window before ``t``) are checked separately.
 """
 
 from __future__ import annotations
@@ -34,8 +36,22 @@ def s1_tvl_drawdown_one(
     """S1 for one protocol's TVL series (USD)."""
     subject = subject or series_key(tvl_usd, "tvl")
     window = pd.Timedelta(hours=cfg.window_hours)
-    w = upto(tvl_usd, at, at - window)
     thr = -cfg.drawdown_fraction
+    known = upto(tvl_usd, at)
+    if len(known) == 0:
+        return result("S1", NAME, subject, INSUFFICIENT, None, thr, "no TVL point known yet")
+    anchor = pd.Timestamp(known.index[-1])
+    if (at - anchor) > pd.Timedelta(hours=cfg.max_staleness_hours):
+        return result(
+            "S1",
+            NAME,
+            subject,
+            INSUFFICIENT,
+            None,
+            thr,
+            f"latest TVL point {anchor.isoformat()} is older than {cfg.max_staleness_hours:g}h",
+        )
+    w = upto(known, anchor, anchor - window)  # [t - 48h, t], both ends inclusive
     if len(w) < cfg.min_points:
         return result(
             "S1",
@@ -46,8 +62,8 @@ def s1_tvl_drawdown_one(
             thr,
             f"{len(w)} TVL point(s) in the {cfg.window_hours:g}h window, need {cfg.min_points}",
         )
-    first, last = w.index[0], w.index[-1]
-    if (at - first) < window * cfg.min_coverage_fraction:
+    first = w.index[0]
+    if (anchor - first) < window * cfg.min_coverage_fraction:
         return result(
             "S1",
             NAME,
@@ -56,17 +72,8 @@ def s1_tvl_drawdown_one(
             None,
             thr,
             f"window not covered: first point {first.isoformat()} is less than "
-            f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before {at.isoformat()}",
-        )
-    if (at - last) > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result(
-            "S1",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            thr,
-            f"latest TVL point {last.isoformat()} is older than {cfg.max_staleness_hours:g}h",
+            f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before the latest point "
+            f"{anchor.isoformat()}",
         )
     vals = w.to_numpy(dtype="float64")
     imax = int(vals.argmax())

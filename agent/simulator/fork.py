@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.core.abi import ContractAbi, DecodedCall, decode_revert, load_abi, revert_data_from_rpc
 from agent.core.anvil import AnvilProcess
-from agent.core.errors import ExecutionReverted, RpcError, SimulationError
+from agent.core.errors import (
+    ExecutionReverted,
+    RpcError,
+    SimulationError,
+    SourceError,
+    TransportError,
+)
 from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
@@ -30,6 +36,40 @@ from agent.planner.tx import PlannedTx
 
 GAS_FUNDING_WEI = 10 * 10**18
 SAFE_NONCE_SLOT = 5  # SafeStorage: singleton, modules, owners, ownerCount, threshold, nonce
+T = TypeVar("T")
+FORK_SOURCE = "fork"
+
+# What anvil answers when its upstream (the chain RPC it forks from) fails: a JSON-RPC error
+# object about fetching state, not a revert of the proposal.
+_UPSTREAM_FAILURE = (
+    "error sending request",
+    "failed to get",
+    "fetching",
+    "backend",
+    "http error",
+    "connection",
+    "timed out",
+    "timeout",
+    "rate limit",
+    "429",
+    "502",
+    "503",
+    "504",
+)
+
+
+class ForkUnavailable(TransportError):
+    """The fork (or the chain it forks from) could not answer: infrastructure, not a verdict
+    on the proposal. The tick fails and is retried; nothing is journaled, so the proposal's
+    idempotency key is not spent on it."""
+
+
+def is_upstream_failure(exc: RpcError) -> bool:
+    """A fork JSON-RPC error that reports its upstream failing, as opposed to a revert."""
+    if isinstance(exc, ExecutionReverted) or "revert" in exc.rpc_message.lower():
+        return False
+    msg = exc.rpc_message.lower()
+    return any(s in msg for s in _UPSTREAM_FAILURE)
 
 
 @dataclass(frozen=True)
@@ -64,9 +104,19 @@ class SimulationResult:
 
 class ForkSimulator:
     def __init__(
-        self, upstream_url: str, *, pool: str, block_lag: int = 0, chain_id: int | None = None
+        self,
+        upstream_url: str,
+        *,
+        pool: str,
+        block_lag: int = 0,
+        chain_id: int | None = None,
+        call_timeout_s: float = 20.0,
+        pid_dir: str | None = None,
     ) -> None:
         self.upstream_url = upstream_url
+        # A frozen fork (alive, not answering) costs at most this per call, then is replaced.
+        self.call_timeout_s = call_timeout_s
+        self.pid_dir = pid_dir
         self.pool = pool
         self.block_lag = block_lag
         self.chain_id = chain_id
@@ -99,20 +149,35 @@ class ForkSimulator:
         target = max(0, head_block - self.block_lag)
         if self._anvil is None or not self._anvil.alive():
             await self.stop()
+            # The upstream URL (an API key in it, often) is given over RPC (anvil_reset), never
+            # on the command line where every local user could read it.
             self._anvil = AnvilProcess(
-                fork_url=self.upstream_url, fork_block_number=target, chain_id=self.chain_id
+                chain_id=self.chain_id,
+                pid_dir=self.pid_dir,
+                die_with_parent=True,
             )
-            await asyncio.to_thread(self._anvil.start)
+            try:
+                self._anvil.spawn()  # in this thread: the fork dies with the daemon (pdeathsig)
+                await asyncio.to_thread(self._anvil.wait_ready)
+            except Exception as exc:
+                self._anvil.stop()
+                self._anvil = None
+                raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork: {exc}") from None
             # The fork is local: retries would only hide a dead process.
             self._rpc = RpcClient(
-                self._anvil.url, source="fork", retry=RetryPolicy(attempts=1), timeout_s=60
+                self._anvil.url,
+                source=FORK_SOURCE,
+                retry=RetryPolicy(attempts=1),
+                timeout_s=self.call_timeout_s,
             )
-            self._fork_block = target
-        elif self._fork_block != target:
+            self._fork_block = None
+        if self._fork_block != target:
             assert self._rpc is not None
-            await self._rpc.request(
-                "anvil_reset",
-                [{"forking": {"jsonRpcUrl": self.upstream_url, "blockNumber": target}}],
+            await self._guard(
+                self._rpc.request(
+                    "anvil_reset",
+                    [{"forking": {"jsonRpcUrl": self.upstream_url, "blockNumber": target}}],
+                )
             )
             self._fork_block = target
         assert self._rpc is not None
@@ -125,13 +190,33 @@ class ForkSimulator:
         order); failed ones are rolled back. The fork is reverted when the block ends. Yields
         the fork's RPC so planners can read the state the next proposal will meet."""
         rpc = await self.ensure(head_block)
-        snap = await rpc.request("evm_snapshot")
+        snap = await self._guard(rpc.request("evm_snapshot"))
         self._in_sequence = True
         try:
             yield rpc
         finally:
             self._in_sequence = False
-            await rpc.request("evm_revert", [snap])
+            if self._rpc is rpc:  # not replaced after a failure
+                await self._guard(rpc.request("evm_revert", [snap]))
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """Await a fork call; a transport failure or an upstream failure replaces the fork
+        and raises ``ForkUnavailable`` (retried by the next tick)."""
+        try:
+            return await call
+        except ForkUnavailable:
+            await self.stop()
+            raise
+        except SourceError as exc:
+            await self.stop()
+            raise ForkUnavailable(FORK_SOURCE, f"fork unavailable: {exc}") from None
+        except RpcError as exc:
+            if is_upstream_failure(exc):
+                await self.stop()
+                raise ForkUnavailable(
+                    FORK_SOURCE, f"the fork's upstream failed: {exc.rpc_message}"
+                ) from None
+            raise
 
     async def stop(self) -> None:
         if self._rpc is not None:
@@ -163,6 +248,10 @@ class ForkSimulator:
         try:
             gas = int(await rpc.request("eth_estimateGas", [tx]), 16)
         except RpcError as exc:
+            if is_upstream_failure(exc):
+                raise ForkUnavailable(
+                    FORK_SOURCE, f"the fork's upstream failed: {exc.rpc_message}"
+                ) from None
             raw = revert_data_from_rpc(exc.data)
             reason = decode_revert(raw, self._abis) if raw is not None else exc.rpc_message
             return TxOutcome(label, False, None, None, revert_reason=reason)
@@ -222,6 +311,19 @@ class ForkSimulator:
         """Execute ``safe_tx`` as the owners will. ``inner`` (the batched calls) lets a failed
         batch be replayed call by call from the Safe to name the call that reverts and why
         (the Safe itself only reports GS013); ``reads`` run on the fork after success."""
+        return await self._guard(
+            self._simulate_safe_at(head_block, safe_tx, account, label, inner, reads)
+        )
+
+    async def _simulate_safe_at(
+        self,
+        head_block: int,
+        safe_tx: SafeTx,
+        account: str,
+        label: str,
+        inner: Sequence[PlannedTx],
+        reads: Sequence[Call],
+    ) -> SimulationResult:
         rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
@@ -238,9 +340,11 @@ class ForkSimulator:
             keep = res.success and self._in_sequence
             return res
         except (RpcError, SimulationError) as exc:
+            if isinstance(exc, RpcError) and is_upstream_failure(exc):
+                raise
             return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
         finally:
-            if not keep:
+            if not keep and self._rpc is rpc:
                 await rpc.request("evm_revert", [snap])
 
     async def _simulate_safe(
@@ -354,6 +458,16 @@ class ForkSimulator:
         *,
         reads: Sequence[Call] = (),
     ) -> SimulationResult:
+        return await self._guard(self._simulate_eoa_at(head_block, sender, txs, account, reads))
+
+    async def _simulate_eoa_at(
+        self,
+        head_block: int,
+        sender: str,
+        txs: Sequence[PlannedTx],
+        account: str,
+        reads: Sequence[Call],
+    ) -> SimulationResult:
         rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
@@ -384,7 +498,9 @@ class ForkSimulator:
                 reads=await self._reads(rpc, reads),
             )
         except (ExecutionReverted, RpcError, SimulationError) as exc:
+            if isinstance(exc, RpcError) and is_upstream_failure(exc):
+                raise
             return SimulationResult(False, self._fork_block or 0, None, None, (), error=str(exc))
         finally:
-            if not keep:
+            if not keep and self._rpc is rpc:
                 await rpc.request("evm_revert", [snap])

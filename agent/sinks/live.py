@@ -12,6 +12,7 @@ transaction goes to the private RPC only. For a Safe, the EOA's transaction is a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,12 @@ from eth_utils.address import to_canonical_address, to_checksum_address
 from pydantic import SecretStr
 
 from agent.core.abi import load_abi
-from agent.core.errors import ConfigError, Halt, MalformedResponse, SourceError
+from agent.core.errors import ConfigError, Halt, MalformedResponse, RpcError, SourceError
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.sinks.config import LiveConfig
 from agent.sinks.safe_service import account_from_key
+from agent.store.sqlite import LiveSend, Store
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +107,12 @@ def exec_transaction_calldata(st: SafeTx, signatures: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class SignedTx:
+    tx: SentTx
+    raw: str  # the signed transaction, 0x-hex (what eth_sendRawTransaction receives)
+
+
+@dataclass(frozen=True)
 class SentTx:
     tx_hash: str
     sender: str
@@ -175,8 +183,9 @@ class LiveSender:
         tip = max(tip, self.cfg.min_priority_fee_wei)
         return 2 * base + tip, tip
 
-    async def send(self, to: str, data: str, *, value: int = 0, gas: int | None = None) -> SentTx:
-        """Sign and send one transaction; returns once the private RPC accepted it."""
+    async def sign(self, to: str, data: str, *, value: int = 0, gas: int | None = None) -> SignedTx:
+        """Sign one transaction at the signer's nonce, re-read now (``pending``), so a signer
+        also used by hand never blocks the agent."""
         if not self._chain_checked:
             actual = await self.private.chain_id()
             if actual != self.chain_id:
@@ -208,17 +217,38 @@ class LiveSender:
             "maxPriorityFeePerGas": tip,
         }
         signed = self._account.sign_transaction(tx)
-        raw = "0x" + bytes(signed.raw_transaction).hex()
-        expected = "0x" + bytes(signed.hash).hex()
-        got = await self.private.request("eth_sendRawTransaction", [raw])
+        return SignedTx(
+            SentTx(
+                "0x" + bytes(signed.hash).hex(), sender, to, nonce, gas, max_fee, tip, self.chain_id
+            ),
+            "0x" + bytes(signed.raw_transaction).hex(),
+        )
+
+    async def broadcast(self, signed: SignedTx) -> SentTx:
+        """``eth_sendRawTransaction`` once (never retried: see ``__init__``)."""
+        expected = signed.tx.tx_hash
+        try:
+            got = await self.private.request("eth_sendRawTransaction", [signed.raw])
+        except RpcError as exc:
+            if "already known" not in exc.rpc_message.lower():
+                raise
+            got = expected  # the node has this very transaction already
         if not isinstance(got, str) or got.lower() != expected:
             raise MalformedResponse(
                 self.SOURCE,
                 f"eth_sendRawTransaction answered {str(got)[:80]!r}, expected {expected}",
             )
-        sent = SentTx(expected, sender, to, nonce, gas, max_fee, tip, self.chain_id)
-        log.info("live.sent", **sent.as_dict())
-        return sent
+        log.info("live.sent", **signed.tx.as_dict())
+        return signed.tx
+
+    async def send(self, to: str, data: str, *, value: int = 0, gas: int | None = None) -> SentTx:
+        """Sign and send one transaction; returns once the private RPC accepted it. Without a
+        journal of the intent: use ``send_durably`` for proposals."""
+        return await self.broadcast(await self.sign(to, data, value=value, gas=gas))
+
+    def exec_call(self, st: SafeTx) -> tuple[str, str, int]:
+        """``(to, data, value)`` of the owner's ``execTransaction`` of ``st``."""
+        return st.safe, exec_transaction_calldata(st, prevalidated_signature(self.address)), 0
 
     async def send_safe_exec(self, st: SafeTx) -> SentTx:
         """``execTransaction`` of ``st`` by the signer as a Safe owner (threshold 1)."""
@@ -246,3 +276,109 @@ class LiveSender:
                     "(a private RPC drops it after ~25 blocks)",
                 )
             await asyncio.sleep(poll_s)
+
+
+# -- crash-safe sending --------------------------------------------------------------------
+
+
+def open_sends_of(store: Store, account: str) -> list[LiveSend]:
+    """The signer's transactions still waiting for an answer from the chain. While there is
+    one, no new transaction is signed (its nonce would collide with a private, invisible one)."""
+    return [s for s in store.live_sends(open_only=True) if s.account.lower() == account.lower()]
+
+
+async def send_durably(
+    sender: LiveSender,
+    store: Store,
+    idempotency_key: str,
+    calls: Sequence[tuple[str, str, int]],
+    *,
+    poll_s: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Send a proposal's transactions ``(to, data, value)`` one after the other, each journaled
+    as an intent (hash, nonce, account, raw) BEFORE ``eth_sendRawTransaction`` and its outcome
+    after. A proposal that already has a transaction in the store gets none more: after a lost
+    answer or a crash, start-up reconciliation finds the first by hash and nonce. Stops at the
+    first transaction that is not mined successfully. Returns the journal view of every send."""
+    if store.live_sends(idempotency_key):
+        log.warning(
+            "live.already_sent",
+            idempotency_key=idempotency_key,
+            note="this proposal has a transaction already; not sending another",
+        )
+        return [s.as_dict() for s in store.live_sends(idempotency_key)]
+    for to, data, value in calls:
+        signed = await sender.sign(to, data, value=value)
+        tx = signed.tx
+        store.record_live_intent(
+            tx_hash=tx.tx_hash,
+            idempotency_key=idempotency_key,
+            account=tx.sender,
+            nonce=tx.nonce,
+            chain_id=tx.chain_id,
+            raw_tx=signed.raw,
+        )
+        try:
+            await sender.broadcast(signed)
+        except RpcError as exc:
+            # An explicit answer: the node refused it (nonce too low, underpriced, funds).
+            store.set_live_status(tx.tx_hash, "rejected", exc.rpc_message[:200])
+            log.error("live.rejected", tx_hash=tx.tx_hash, error=str(exc))
+            break
+        except SourceError as exc:
+            # No answer (timeout, 5xx, garbage): it may or may not be in flight. The intent
+            # stays open and reconciliation decides by hash and nonce; nothing is re-sent.
+            store.set_live_status(tx.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
+            log.error("live.answer_lost", tx_hash=tx.tx_hash, error=str(exc))
+            break
+        store.set_live_status(tx.tx_hash, "sent")
+        try:
+            receipt = await sender.wait_receipt(tx.tx_hash, poll_s=poll_s)
+        except LiveRefused as exc:
+            store.set_live_status(tx.tx_hash, "reverted", str(exc))
+            break
+        except SourceError as exc:
+            store.set_live_status(tx.tx_hash, "pending", str(exc)[:200])
+            break
+        store.set_live_status(tx.tx_hash, "mined", f"block {int(receipt['blockNumber'], 16)}")
+    return [s.as_dict() for s in store.live_sends(idempotency_key)]
+
+
+async def reconcile_live_sends(
+    store: Store, rpc: RpcClient, *, give_up_after_s: float
+) -> list[LiveSend]:
+    """Resolve every transaction without an outcome by its hash and nonce: mined (or
+    reverted) when it has a receipt; ``replaced`` when its nonce was used by another
+    transaction; ``dropped`` when neither after ``give_up_after_s``; otherwise still open
+    (a private RPC's pending transactions are invisible until mined). Never re-sends.
+    Returns the sends whose status changed."""
+    changed = []
+    now = time.time()
+    for s in store.live_sends(open_only=True):
+        receipt = await rpc.request("eth_getTransactionReceipt", [s.tx_hash])
+        status, detail = s.status, s.detail
+        if isinstance(receipt, dict):
+            ok = int(receipt.get("status", "0x0"), 16) == 1
+            status = "mined" if ok else "reverted"
+            detail = f"block {int(receipt['blockNumber'], 16)}"
+        elif isinstance(await rpc.request("eth_getTransactionByHash", [s.tx_hash]), dict):
+            status, detail = "pending", "in the mempool"
+        else:
+            used = int(await rpc.request("eth_getTransactionCount", [s.account, "latest"]), 16)
+            if used > s.nonce:
+                status, detail = "replaced", f"nonce {s.nonce} was used by another transaction"
+            elif now - s.created_at > give_up_after_s:
+                status, detail = "dropped", f"not mined within {give_up_after_s:g}s; not re-sent"
+        if (status, detail) != (s.status, s.detail):
+            store.set_live_status(s.tx_hash, status, detail)
+            log.warning(
+                "live.reconciled",
+                tx_hash=s.tx_hash,
+                idempotency_key=s.idempotency_key,
+                nonce=s.nonce,
+                was=s.status,
+                now=status,
+                detail=detail,
+            )
+            changed.append(s)
+    return changed

@@ -40,6 +40,7 @@ class Proposal(BaseModel):
     safe_service: dict[str, Any] | None = None
     live: list[dict[str, Any]] | None = None
     error: str | None = None
+    warnings: list[str] | None = None  # data problems of the tick (a stale oracle feed)
     ticket: dict[str, Any] | None = None  # advisory S&P 500 put ticket: legs, estimate, limit
 
     def record(self) -> dict[str, Any]:

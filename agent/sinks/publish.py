@@ -7,6 +7,12 @@ nonce after its queue, which the fork and the post both use.
 The record is validated once, when it is built from the typed stages; what the sinks add (the
 file path, the service's answer, the sent transactions) comes back as typed values and is set on
 the frozen model, so the journal line is exactly the serialised record.
+
+Durability (issue 11): the record and its spend commit in ONE store transaction (the outbox,
+``Store.commit_proposal``); live sends are journaled as intents before each broadcast
+(``send_durably``); then the journal line is written from the outbox, and retried every tick
+when the journal cannot be written (``agent.sinks.outbox``). A proposal is never lost, never
+journaled twice, and its transactions are never sent twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from agent.planner.draft import Draft
 from agent.simulator.outcome import Outcome
 from agent.sinks.config import SinksConfig
 from agent.sinks.journal import ProposalJournal
-from agent.sinks.live import LiveSender, check_live_allowed
+from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send_durably
+from agent.sinks.outbox import publish as publish_from_outbox
 from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
 from agent.sinks.safe_service import SafeServiceSink
@@ -75,6 +82,7 @@ def proposal_from(outcome: Outcome) -> Proposal:
             "option": dict(d.option) if d.option is not None else None,
             "safe_tx": _safe_tx_record(d),
             "error": d.error,
+            "warnings": list(h.warnings) or None,
         }
     )
 
@@ -114,7 +122,8 @@ class ProposalSinks:
             self._live = None
 
     def seen(self, idempotency_key: str) -> bool:
-        if self.journal.has(idempotency_key):
+        # The outbox holds committed proposals whose journal line is still to be written.
+        if self.journal.has(idempotency_key) or self.store.in_outbox(idempotency_key):
             log.info(
                 "proposal.duplicate", idempotency_key=idempotency_key, note="already in the journal"
             )
@@ -151,25 +160,62 @@ class ProposalSinks:
             log.warning(
                 "proposal.not_planned", idempotency_key=proposal.idempotency_key, reason=draft.error
             )
-        if self.journal.has(proposal.idempotency_key):
+        key = proposal.idempotency_key
+        if self.journal.has(key) or self.store.in_outbox(key):
             return None
+        sim = outcome.result
+        live = sim is not None and sim.success and self.cfg.live.enabled
+        if live and (blocked := await self._live_blocked(outcome)):
+            log.warning("live.deferred", idempotency_key=key, reason=blocked)
+            return None  # not recorded: planned again next tick
         updates: dict[str, Any] = {}
         if draft.safe_tx is not None and self.cfg.safe_tx_builder_dir:
             path = write_batch_file(proposal.record(), self.cfg.safe_tx_builder_dir)
             updates["safe_tx_builder_file"] = str(path)
         if service_nonce is not None:
             updates["safe_service"] = dict(service_nonce)
-        sim = outcome.result
         if sim is not None and sim.success:
             sent = await self._to_service(draft)
             if sent is not None:
                 updates["safe_service"] = dict(service_nonce or {}) | sent
-            updates["live"] = await self._live_send(outcome)
+        calls: list[tuple[str, str, int]] | None = None
+        if live:
+            assert self._live is not None
+            updates["live"] = []  # filled by the sends; "not_sent" if interrupted before
+            calls = (
+                [self._live.exec_call(draft.safe_tx)]
+                if draft.safe_tx is not None
+                else [(t.to, t.data, t.value) for t in draft.transactions]
+            )
         record = proposal.model_copy(update=updates).record()
-        if not self.journal.append(record):
+        spend = (session_id, draft.spend_usd, at) if outcome.spends else None
+        return await self._commit(record, spend, calls)
+
+    async def _commit(
+        self,
+        record: dict[str, Any],
+        spend: tuple[str, Decimal, int] | None,
+        live_calls: list[tuple[str, str, int]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The durable tail: record and spend in one store transaction, then the live sends
+        (each journaled before it is broadcast), then the journal line (retried from the
+        outbox if the journal cannot be written)."""
+        if not self.store.commit_proposal(record, spend):
             return None
-        if outcome.spends:
-            self.store.record_spend(session_id, proposal.idempotency_key, draft.spend_usd, at)
+        if live_calls is not None:
+            assert self._live is not None
+            key = str(record["idempotency_key"])
+            try:
+                sent = await send_durably(self._live, self.store, key, live_calls)
+            except BaseException:
+                # Nothing signed yet (nonce or fee reads failed): undo the commit so the
+                # proposal is planned and sent next tick instead of journaled as not sent.
+                if not self.store.live_sends(key):
+                    self.store.retract_proposal(key)
+                raise
+            record = record | {"live": sent}
+            self.store.update_outbox(record)
+        publish_from_outbox(self.store, self.journal, record)
         self._log(record)
         return record
 
@@ -185,10 +231,11 @@ class ProposalSinks:
         if csv_path and proposal.ticket is not None:
             proposal = proposal.model_copy(update={"ticket": proposal.ticket | {"csv": csv_path}})
         record = proposal.record()
-        if not self.journal.append(record):
+        # Record and spend commit together (the outbox), before the journal line and the CSV
+        # copy: a failed journal is retried from the outbox, a failed copy frees no budget.
+        if not self.store.commit_proposal(record, (session_id, spend_usd, at)):
             return None
-        # The spend is recorded before the CSV copy: a failed copy must not free the budget.
-        self.store.record_spend(session_id, proposal.idempotency_key, spend_usd, at)
+        publish_from_outbox(self.store, self.journal, record)
         if csv_path:
             try:
                 append_ticket_csv(record, csv_path)
@@ -210,11 +257,12 @@ class ProposalSinks:
         # proposal still goes to the journal and the Builder file.
         return await self._service.submit(st, draft.header.block_number)
 
-    async def _live_send(self, outcome: Outcome) -> list[dict[str, Any]] | None:
+    async def _live_blocked(self, outcome: Outcome) -> str | None:
+        """Refuse (raise) when live sending is unsafe; a reason to wait when the signer still
+        has a transaction without an outcome (its nonce would collide)."""
         live = self.cfg.live
         sim = outcome.result
-        if not live.enabled or sim is None:
-            return None
+        assert sim is not None
         check_live_allowed(
             live,
             await self.rpc.chain_id(),
@@ -224,15 +272,11 @@ class ProposalSinks:
         )
         if self._live is None:
             self._live = LiveSender(live, chain_id=self.chain_id, read_rpc=self.rpc)
-        draft = outcome.draft
-        sent = (
-            [await self._live.send_safe_exec(draft.safe_tx)]
-            if draft.safe_tx is not None
-            else [await self._live.send(t.to, t.data, value=t.value) for t in draft.transactions]
-        )
-        for tx in sent:
-            await self._live.wait_receipt(tx.tx_hash)
-        return [tx.as_dict() for tx in sent]
+        waiting = open_sends_of(self.store, self._live.address)
+        if waiting:
+            w = waiting[0]
+            return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"
+        return None
 
     def _log(self, record: dict[str, Any]) -> None:
         head = {k: record.get(k) for k in ("id", "status", "action", "account", "idempotency_key")}

@@ -29,6 +29,11 @@ def render_proposal(p: dict[str, Any]) -> str:
         f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
         + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
     )
+    if "defined_risk_budget_usd" in sizing:
+        lines.append(
+            f"  open-layer budget: B ${sizing['defined_risk_budget_usd']:,.2f}, open before ${sizing.get('open_layers_usd', 0):,.2f}, "
+            f"room ${sizing.get('budget_room_usd', 0):,.2f}; {sizing.get('budget_frees_next', '')}"
+        )
     if p.get("ticket"):  # the S&P 500 side: an advisory ticket, nothing to sign
         from agent.sinks.spx_ticket import render_ticket
 

@@ -76,6 +76,29 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at INTEGER NOT NULL
     );
     """,
+    # 2 -> 3: the proposal outbox (a proposal and its spend commit together, before any side
+    # effect the journal line depends on) and live sends (the signed transaction is recorded
+    # before it is broadcast, its outcome after; see ``agent/sinks/live.py``).
+    """
+    CREATE TABLE outbox (
+        idempotency_key TEXT    PRIMARY KEY,
+        record          TEXT    NOT NULL,  -- the proposal record (JSON) awaiting its journal line
+        created_at      INTEGER NOT NULL
+    );
+    CREATE TABLE live_sends (
+        tx_hash         TEXT    PRIMARY KEY,
+        idempotency_key TEXT    NOT NULL,
+        account         TEXT    NOT NULL,
+        nonce           INTEGER NOT NULL,
+        chain_id        INTEGER NOT NULL,
+        raw_tx          TEXT    NOT NULL,
+        status          TEXT    NOT NULL,  -- intent, sent, pending, mined, reverted, dropped, ...
+        detail          TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE INDEX live_sends_key ON live_sends (idempotency_key);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -96,9 +119,58 @@ class Checkpoint:
     updated_at: int
 
 
+# Live-send states that still need an answer from the chain.
+OPEN_LIVE_STATUSES = ("intent", "sent", "pending")
+
+
+@dataclass(frozen=True)
+class LiveSend:
+    """One signed transaction of a proposal: recorded as ``intent`` before it is broadcast."""
+
+    tx_hash: str
+    idempotency_key: str
+    account: str
+    nonce: int
+    chain_id: int
+    raw_tx: str
+    status: str
+    detail: str | None
+    created_at: int
+    updated_at: int
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN_LIVE_STATUSES
+
+    def as_dict(self) -> dict[str, Any]:
+        """The journal's view (the raw transaction stays in the store)."""
+        out: dict[str, Any] = {
+            "tx_hash": self.tx_hash,
+            "from": self.account,
+            "nonce": self.nonce,
+            "chain_id": self.chain_id,
+            "status": self.status,
+        }
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+# Insert or update one observation, unless it is a new vintage that repeats the latest earlier
+# vintage of its (key, ts, source): that carries no news (a source without vintages, like BLS,
+# re-stamps known_at with every fetch). Rows without a known_at have a single vintage and skip the
+# check. One statement, so executemany stays in SQLite.
 _UPSERT = """
 INSERT INTO observations (key, ts, source, available_at, known_at, value, unit, ingested_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+WHERE ?5 IS NULL OR NOT EXISTS (
+    SELECT 1 FROM observations AS prev
+    WHERE prev.key = ?1 AND prev.ts = ?2 AND prev.source = ?3 AND prev.value = ?6
+      AND prev.unit = ?7 AND prev.available_at = (
+        SELECT MAX(available_at) FROM observations
+        WHERE key = ?1 AND ts = ?2 AND source = ?3 AND available_at < ?4
+    )
+)
 ON CONFLICT (key, ts, source, available_at) DO UPDATE
 SET value = excluded.value, unit = excluded.unit, ingested_at = excluded.ingested_at
 WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit
@@ -193,7 +265,8 @@ class Store:
     # -- observations ----------------------------------------------------------------------
 
     def upsert(self, observations: Iterable[Observation]) -> int:
-        """Insert observations in one transaction; returns rows inserted or changed."""
+        """Insert observations in one transaction; returns rows inserted or changed. A vintage
+        that repeats the latest earlier vintage of its (key, ts, source) is not stored again."""
         rows = [self._row(o) for o in observations]
         if not rows:
             return 0
@@ -374,12 +447,7 @@ class Store:
     ) -> bool:
         """Record a proposed spend once. Returns False if ``idempotency_key`` was already recorded
         (the first amount stands), so replaying a proposal after a restart never double-counts."""
-        try:
-            amount = Decimal(amount_usd)
-        except (InvalidOperation, TypeError, ValueError) as e:
-            raise StoreError(f"{self.path}: bad spend amount {amount_usd!r}") from e
-        if not amount.is_finite() or amount < 0:
-            raise StoreError(f"{self.path}: spend amount must be finite and >= 0, got {amount}")
+        amount = self._amount(amount_usd)
         with self._tx() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO spends (idempotency_key, session_id, amount_usd, at) "
@@ -387,6 +455,135 @@ class Store:
                 (idempotency_key, session_id, str(amount), int(at)),
             )
             return cur.rowcount == 1
+
+    def commit_proposal(
+        self,
+        record: dict[str, Any],
+        spend: tuple[str, Decimal, int] | None,
+    ) -> bool:
+        """The proposal's durable step: its record into the outbox and its spend
+        ``(session_id, amount_usd, at)`` into the ledger, in ONE transaction, so a store error
+        can never leave a journaled proposal out of the session cap. The journal line is
+        written from the outbox afterwards (and again at start-up if that failed). Returns
+        False if the key is already in the outbox (nothing written)."""
+        key = str(record["idempotency_key"])
+        amount = None if spend is None else self._amount(spend[1])
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO outbox (idempotency_key, record, created_at) "
+                "VALUES (?, ?, ?)",
+                (key, json.dumps(record, default=str), int(time.time())),
+            )
+            if cur.rowcount != 1:
+                return False
+            if spend is not None:
+                c.execute(
+                    "INSERT OR IGNORE INTO spends (idempotency_key, session_id, amount_usd, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (key, spend[0], str(amount), int(spend[2])),
+                )
+            return True
+
+    def update_outbox(self, record: dict[str, Any]) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE outbox SET record = ? WHERE idempotency_key = ?",
+                (json.dumps(record, default=str), str(record["idempotency_key"])),
+            )
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """Proposals committed but not yet in the journal, oldest first."""
+        with self._read() as c:
+            rows = c.execute("SELECT record FROM outbox ORDER BY created_at, rowid").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def in_outbox(self, idempotency_key: str) -> bool:
+        with self._read() as c:
+            return (
+                c.execute(
+                    "SELECT 1 FROM outbox WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                is not None
+            )
+
+    def clear_outbox(self, idempotency_key: str) -> None:
+        """The proposal's journal line is written: drop it from the outbox."""
+        with self._tx() as c:
+            c.execute("DELETE FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
+
+    def retract_proposal(self, idempotency_key: str) -> None:
+        """Undo ``commit_proposal`` (outbox row and spend) for a proposal nothing was sent for."""
+        with self._tx() as c:
+            c.execute("DELETE FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
+            c.execute("DELETE FROM spends WHERE idempotency_key = ?", (idempotency_key,))
+
+    def spend_keys(self) -> set[str]:
+        with self._read() as c:
+            return {r[0] for r in c.execute("SELECT idempotency_key FROM spends")}
+
+    def spend_count(self) -> int:
+        with self._read() as c:
+            return int(c.execute("SELECT COUNT(*) FROM spends").fetchone()[0])
+
+    # -- live sends ----------------------------------------------------------------------------
+
+    def record_live_intent(
+        self,
+        *,
+        tx_hash: str,
+        idempotency_key: str,
+        account: str,
+        nonce: int,
+        chain_id: int,
+        raw_tx: str,
+    ) -> None:
+        """Durably note a signed transaction BEFORE it is broadcast: after a crash, start-up
+        finds it by hash and nonce instead of signing a second one."""
+        now = int(time.time())
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO live_sends (tx_hash, idempotency_key, account, nonce, chain_id, "
+                "raw_tx, status, detail, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'intent', NULL, ?, ?)",
+                (tx_hash, idempotency_key, account, int(nonce), int(chain_id), raw_tx, now, now),
+            )
+
+    def set_live_status(self, tx_hash: str, status: str, detail: str | None = None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE live_sends SET status = ?, detail = ?, updated_at = ? WHERE tx_hash = ?",
+                (status, detail, int(time.time()), tx_hash),
+            )
+
+    def live_sends(
+        self, idempotency_key: str | None = None, *, open_only: bool = False
+    ) -> list[LiveSend]:
+        sql = (
+            "SELECT tx_hash, idempotency_key, account, nonce, chain_id, raw_tx, status, detail, "
+            "created_at, updated_at FROM live_sends"
+        )
+        clauses: list[str] = []
+        args: list[object] = []
+        if idempotency_key is not None:
+            clauses.append("idempotency_key = ?")
+            args.append(idempotency_key)
+        if open_only:
+            clauses.append(f"status IN ({','.join('?' * len(OPEN_LIVE_STATUSES))})")
+            args += OPEN_LIVE_STATUSES
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        with self._read() as c:
+            rows = c.execute(sql + " ORDER BY created_at, nonce", args).fetchall()
+        return [LiveSend(*r) for r in rows]
+
+    def _amount(self, amount_usd: Decimal) -> Decimal:
+        try:
+            amount = Decimal(amount_usd)
+        except (InvalidOperation, TypeError, ValueError) as e:
+            raise StoreError(f"{self.path}: bad spend amount {amount_usd!r}") from e
+        if not amount.is_finite() or amount < 0:
+            raise StoreError(f"{self.path}: spend amount must be finite and >= 0, got {amount}")
+        return amount
 
     def session_spent_usd(self, session_id: str) -> Decimal:
         with self._read() as c:

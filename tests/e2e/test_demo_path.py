@@ -195,6 +195,44 @@ def test_second_run_does_not_duplicate_the_proposal(devnet: dict[str, Path]) -> 
     assert len(keys) == len(set(keys))
 
 
+def test_options_off_puts_the_whole_layer_into_protection(devnet: dict[str, Path]) -> None:
+    """[options] disabled (as on mainnet): no put is planned or journaled and the protection
+    gets the whole layer. B = 600,000 -> cap and layer 150,000 (S8 rising, DeFi first); the
+    position needs more than the 60% (90,000) a top-up would get with options on."""
+    sub = devnet["tmp"] / "no-options"
+    sub.mkdir()
+    config = sub / "agent.toml"
+    config.write_text(
+        devnet["config"]
+        .read_text()
+        .replace(f"{devnet['tmp']}/agent.sqlite", f"{sub}/agent.sqlite")
+        .replace(f"{devnet['tmp']}/proposals.jsonl", f"{sub}/proposals.jsonl")
+        .replace(f"{devnet['tmp']}/safe-tx-builder", f"{sub}/safe-tx-builder")
+        .replace("budget_usd = 1000000", "budget_usd = 600000")
+        + "\n[options]\nenabled = false\n"
+    )
+    run = cli(
+        "run", "--config", str(config), "--once", env={"HEDGE_AGENT_AGENT__LOG_FORMAT": "json"}
+    )
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    (dec,) = [e for e in events if e.get("event") == "decision"]
+    assert dec["options_enabled"] is False and dec["layer_usd"] == "150000.00"
+    (top,) = dec["actions"]
+    assert top["kind"] == "collateral_top_up"
+    need = float(top["required_collateral_usd"])
+    assert 90_000 < need < 150_000  # more than the 60% share, within the layer
+    assert top["max_spend_usd"] == top["required_collateral_usd"]  # all of the need
+    assert any(
+        "options disabled: the whole layer $150,000.00 goes to protection" in n
+        for n in dec["notes"]
+    )
+    rows = [json.loads(x) for x in (sub / "proposals.jsonl").read_text().splitlines() if x.strip()]
+    assert rows and not [r for r in rows if r["action"] == "option_put"]
+    # the S&P 500 side's advisory ticket (nothing to sign) may sit beside it
+    (p,) = [r for r in rows if r["action"] != "spx_put_ticket"]
+    assert p["status"] == "simulated" and p["simulation"]["health_factor_after"] >= 1.6 - 1e-9
+
+
 def test_devnet_not_up_is_a_one_line_error(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('[chain]\ndeployment = "%s"\n' % (tmp_path / "missing.json"))
@@ -259,7 +297,9 @@ def test_live_mode_refuses_a_wrong_chain_id(devnet: dict[str, Path]) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert "chain 31337, configuration expects 1" in proc.stderr
+    # A chain_id beside `deployment =` that disagrees is refused before anything runs.
+    assert "chain.chain_id = 1 but the deployment" in proc.stderr
+    assert "is on chain 31337" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert key not in proc.stderr and key[2:] not in proc.stderr
 
 

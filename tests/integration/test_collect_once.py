@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -166,15 +167,42 @@ async def test_collect_once_on_devnet_with_every_http_source(
     rate = call(devnet_url, devnet["perps"]["ETH-PERP"], "PerpMarket", "currentFundingRate")[0]
     (funding,) = stored["funding.onchain.ETH-PERP"]
     assert funding.unit == "apr" and funding.value == pytest.approx(rate * 365 / 10**18, rel=1e-12)
+    rates_differ = 0
     for sym, tok in devnet["tokens"].items():
         prefix = f"rate.aave-v3.devnet.{sym.lower()}"
         assert (unit[f"{prefix}.supply_apy"], unit[f"{prefix}.borrow_apy"]) == ("apy", "apy")
+        # The rates from another contract (the data provider, named outputs), compounded per
+        # second by hand: supply from liquidityRate, borrow from variableBorrowRate.
+        (supply_obs,) = stored[f"{prefix}.supply_apy"]
+        block = int(supply_obs.source.rsplit("block=", 1)[1])  # the snapshot's block
+        dp = load_abi("AaveProtocolDataProvider")
+        raw = rpc_call_sync(
+            devnet_url,
+            "eth_call",
+            [
+                {
+                    "to": devnet["aave"]["data_provider"],
+                    "data": dp.encode_hex("getReserveData", tok["address"]),
+                },
+                hex(block),
+            ],
+        )
+        assert isinstance(raw, str)
+        rd = dp.decode_output("getReserveData", bytes.fromhex(raw[2:]))
+        liquidity_rate, borrow_rate = rd[5], rd[6]
+        rates_differ += liquidity_rate != borrow_rate
+        year = 365 * 24 * 3600
+        for field, rate in (("supply_apy", liquidity_rate), ("borrow_apy", borrow_rate)):
+            by_hand = math.expm1(year * math.log1p(rate / 10**27 / year))
+            (o,) = stored[f"{prefix}.{field}"]
+            assert o.value == pytest.approx(by_hand, rel=1e-9), (sym, field)
         assert unit[f"{prefix}.utilization"] == "ratio"
         supply = call(devnet_url, tok["a_token"], "ERC20", "totalSupply")[0]
         debt = call(devnet_url, tok["variable_debt_token"], "ERC20", "totalSupply")[0]
         assert stored[f"{prefix}.utilization"][0].value == pytest.approx(debt / supply, rel=1e-12)
         assert unit[f"tvl.aave-v3.devnet.{sym.lower()}"] == "usd"
     assert unit["tvl.aave-v3.devnet"] == "usd"
+    assert rates_differ, "no reserve with supply rate != borrow rate: a swap would pass unseen"
 
     # Every stored key belongs to a known family (nothing unexpected, nothing unitless)
     families = (

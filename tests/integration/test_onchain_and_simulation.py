@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -126,6 +128,27 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
         allowance=0,
     )
     assert [t.decoded.method for t in plan.transactions] == ["approve", "supply"]
+    # The size, by hand from direct reads (account data, the data provider's threshold, the
+    # oracle price): x = (H' * D - C * LT) / LT_weth with H' = target + 10 bps of margin, in
+    # WETH rounded up. Pinned exactly, so a top-up larger than needed fails here ...
+    c_base, d_base, _, lt_avg, _, hf_now = call(
+        devnet_url, layout.pool, "Pool", "getUserAccountData", safe
+    )
+    weth = devnet["tokens"]["WETH"]["address"]
+    lt_weth = call(
+        devnet_url,
+        devnet["aave"]["data_provider"],
+        "AaveProtocolDataProvider",
+        "getReserveConfigurationData",
+        weth,
+    )[2]
+    price = call(devnet_url, devnet["aave"]["oracle"], "AaveOracle", "getAssetPrice", weth)[0]
+    h = Fraction(target * (10_000 + 10) // 10_000, WAD)
+    x_base = math.ceil((h * d_base - Fraction(c_base * lt_avg, 10_000)) / Fraction(lt_weth, 10_000))
+    amount = math.ceil(Fraction(x_base * 10**18, price))
+    supply = plan.transactions[-1].decoded
+    assert supply.args["amount"] == amount == plan.amount
+    assert hf_now < target
     sim = ForkSimulator(devnet_url, pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], plan.transactions)
@@ -135,6 +158,8 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
         assert res.before is not None and res.after is not None
         assert res.before.health_factor_wad == snap.accounts[safe].health_factor_wad
         assert res.after.health_factor_wad >= target > res.before.health_factor_wad
+        # ... and on the fork: at or above the target, and not more than the margin above it
+        assert res.after.health_factor_wad <= target * (10_000 + 11) // 10_000
         assert any(e.method == "Supply" for e in res.transactions[0].events)
         # the fork was reverted: a second run sees the same "before"
         again = await sim.simulate_safe(snap.block_number, st, safe, "top-up")
@@ -191,6 +216,47 @@ async def test_extra_calls_ride_in_the_same_eth_call(
         snap = await read_snapshot(rpc, layout, extra=extra)
         assert METRICS.sources["rpc:x"].methods == {"eth_call": 1}
     assert snap.extra["usdc_supply"][0] == call(devnet_url, usdc, "ERC20", "totalSupply")[0]
+
+
+async def test_a_reverted_call_never_becomes_a_value(
+    devnet: dict[str, Any], devnet_url: str
+) -> None:
+    """A call that reverts inside the batch is a failure, never an output: the oracle adapter's
+    ``getPrice`` for an unsupported pair reverts with ``OracleAdapter__PairNotSupported(a, b)``,
+    68 bytes that would decode as a uint256 (the selector and the first address) if the success
+    flag were ignored. Nothing from it reaches the snapshot or the observations."""
+    from agent.collectors.onchain import snapshot_observations
+    from agent.core.multicall import Call, multicall
+
+    adapter = devnet["premia"]["oracle_adapter"]
+    weth, usdc = devnet["tokens"]["WETH"]["address"], devnet["tokens"]["USDC"]["address"]
+    stray = "0x000000000000000000000000000000000000dEaD"
+    oracle = load_abi("PremiaOracleAdapter")
+    async with RpcClient(devnet_url, source="rpc:x") as rpc:
+        out, failures = await multicall(
+            rpc,
+            [
+                Call("good", adapter, oracle, "getPrice", (weth, usdc)),
+                Call("bad", adapter, oracle, "getPrice", (stray, usdc)),
+            ],
+            address=devnet["multicall3"],
+        )
+        assert (
+            out["good"][0]
+            == call(devnet_url, adapter, "PremiaOracleAdapter", "getPrice", weth, usdc)[0]
+        )
+        assert "bad" not in out
+        (f,) = failures
+        assert f.tag == "bad" and "reverted" in f.reason and "PairNotSupported" in f.reason
+        # in a tick: the reverted extra call is listed as a failure and stored as nothing
+        layout = await layout_for(rpc, devnet)
+        snap = await read_snapshot(
+            rpc, layout, extra=[Call("bad", adapter, oracle, "getPrice", (stray, usdc))]
+        )
+    assert "bad" not in snap.extra
+    assert any("PairNotSupported" in x.reason for x in snap.failures)
+    _, problems = snapshot_observations(snap, layout)
+    assert any("PairNotSupported" in p for p in problems)
 
 
 async def _simulate_inner(devnet: dict[str, Any], devnet_url: str, txs: list[Any]) -> Any:

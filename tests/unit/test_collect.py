@@ -117,6 +117,64 @@ async def test_one_failing_source_does_not_stop_the_others(
     assert not any(k.startswith("funding.dydx") for k in keys)
 
 
+async def test_one_failing_part_keeps_what_the_collector_fetched_for_the_others(
+    market_apis: Any, tmp_path: Path
+) -> None:
+    """One series (FRED), coin (Hyperliquid), market (dYdX) or endpoint (DefiLlama) failing is a
+    problem naming it; the same collector's other parts are stored."""
+    market_apis.fail = {
+        "/fred/series/observations:PPIFIS",
+        "/hl/info:ETH",
+        "/dydx/historicalFunding/ETH-USD",
+        "/llama/v2/historicalChainTvl/Ethereum",
+    }
+    with Store(tmp_path / "c.sqlite") as store:
+        report = await collect_once(Settings(collectors=market_apis.collectors_config()), store)
+        keys = set(store.keys())
+        fred_cpi = store.observations("macro.cpi", source="fred:CPIAUCSL")
+    assert report.errors == []
+    for src, part in (
+        ("fred", "PPIFIS: failed"),
+        ("hyperliquid", "fundingHistory ETH: failed"),
+        ("dydx", "historicalFunding ETH-USD: failed"),
+        ("defillama", "historicalChainTvl Ethereum: failed"),
+    ):
+        assert any(p.startswith(part) and "HTTP 500" in p for p in report.sources[src].problems)
+    assert [o.value for o in fred_cpi] == [310.5]  # CPI kept though PPI failed
+    assert not any(o.source.startswith("fred") for o in report.observations if o.key == "macro.ppi")
+    assert "funding.dydx.BTC-USD" in keys and "funding.dydx.ETH-USD" not in keys
+    hl_eth = [o for o in report.observations if o.key == "funding.hyperliquid.ETH"]
+    assert len(hl_eth) == 1  # only the live rate (metaAndAssetCtxs); its history failed
+    assert report.counts["hyperliquid"] == 4 + 1
+    assert "tvl.chain.Ethereum" not in keys and {"tvl.chain.total", "tvl.aave-v3.total"} <= keys
+    # every part of a collector failing fails the collector, with the first error
+    market_apis.fail = {"/dydx"}
+    with Store(tmp_path / "d.sqlite") as store:
+        report = await collect_once(Settings(collectors=market_apis.collectors_config()), store)
+    assert [e.split(":")[0] for e in report.errors] == ["dydx"]
+
+
+async def test_bls_revisions_are_known_from_their_fetch(market_apis: Any, tmp_path: Path) -> None:
+    """BLS answers revised values without a vintage: they must not be visible at a time before
+    they were fetched, while FRED's vintage is (``series --known-by``); a re-fetch of the same
+    values adds no row."""
+    import time
+
+    path = tmp_path / "c.sqlite"
+    settings = Settings(collectors=market_apis.collectors_config())
+    t0 = int(time.time())
+    with Store(path) as store:
+        await collect_once(settings, store)
+        before = store.series("macro.cpi", known_by=t0 - DAY).tolist()
+        bls = store.observations("macro.cpi", source="bls:CUSR0000SA0")
+    assert before == [310.5]  # FRED's print only; BLS's 311.0 was fetched just now
+    assert len(bls) == 1 and bls[0].known_at is not None and bls[0].known_at >= t0
+    with Store(path) as store:
+        again = await collect_once(settings, store)
+        assert len(store.observations("macro.cpi", source="bls:CUSR0000SA0")) == 1
+    assert again.ok
+
+
 async def test_fred_without_key_fails_alone(market_apis: Any, tmp_path: Path) -> None:
     cfg = market_apis.collectors_config()
     cfg["fred"] = {"enabled": True, "base_url": f"{market_apis.base}/fred"}

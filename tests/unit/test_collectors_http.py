@@ -609,11 +609,17 @@ async def test_bls_success_skips_m13_and_sets_known_at(
         BlsConfig(enabled=True, base_url=f"{base}/bls"), clock=lambda: ts(2025, 6, 1)
     )
     rows = await col.collect(http)
+    # a revised value: known from the fetch (2025-06-01), not from the first release (01-15)
     assert rows == [
         Observation(
-            "macro.cpi", ts(2024, 12, 1), 317.603, "index", "bls:CUSR0000SA0", ts(2025, 1, 15)
+            "macro.cpi", ts(2024, 12, 1), 317.603, "index", "bls:CUSR0000SA0", ts(2025, 6, 1)
         )
     ]
+    # fetched before the release fallback: known from the fallback (never earlier)
+    early = BlsCollector(
+        BlsConfig(enabled=True, base_url=f"{base}/bls"), clock=lambda: ts(2025, 1, 10)
+    )
+    assert [o.known_at for o in await early.collect(http)] == [ts(2025, 1, 15)]
     assert any("No Data Available" in s for s in col.skipped)
     assert any("M11" not in s and "'-'" in s for s in col.skipped)
     assert "registrationkey" not in apis.log[-1][3]

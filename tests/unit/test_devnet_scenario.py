@@ -74,6 +74,43 @@ def test_feed_shape_and_no_look_ahead(start: int) -> None:
             assert int(r["known_at"]) >= int(r["ts"])
 
 
+@pytest.mark.parametrize("weekday_offset", range(7))
+def test_spx_closes_cover_the_evaluation_so_s8_decides(weekday_offset: int) -> None:
+    """The S&P 500 closes reach the chain time the scenario advances to (whatever weekday it
+    starts on), so at the end of the scenario S8 computes both betas and decides (the demo's
+    beta check), instead of reporting a stale latest pair."""
+    import pandas as pd
+
+    from agent.signals import S8Config, s8_beta
+
+    sc = load_scenario("stress")
+    start = START + weekday_offset * 86400
+    feed = build_feed(sc, start)
+    end = start + sc.duration_hours * 3600
+
+    def series(key: str) -> pd.Series:
+        rows = [o for o in feed["observations"] if o["key"] == key and o["known_at"] <= end]
+        idx = pd.DatetimeIndex([pd.Timestamp(int(o["ts"]), unit="s", tz="UTC") for o in rows])
+        return pd.Series([float(o["value"]) for o in rows], index=idx, name=key)
+
+    spx = series("close.spx")
+    during = spx[spx.index >= pd.Timestamp(start - start % 86400, unit="s", tz="UTC")]
+    assert len(during) >= 1 or all(
+        datetime.fromtimestamp(d, tz=UTC).weekday() >= 5
+        for d in (start - start % 86400, start - start % 86400 + 86400)
+    )
+    results = s8_beta(
+        {"btc": series("close.btc"), "eth": series("close.eth")},
+        spx,
+        pd.Timestamp(end, unit="s", tz="UTC"),
+        S8Config(),
+    )
+    for r in results:
+        assert r.status in ("firing", "quiet"), r.detail
+        assert r.metric("beta_short") is not None and r.metric("beta_long") is not None
+    assert any(r.firing for r in results)  # the scenario's beta is rising: DeFi first
+
+
 def test_load_scenario_feed_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "feed.json"
     write_feed(build_feed(load_scenario("stress"), START), path)

@@ -82,7 +82,7 @@ def run(
         signals,
         pos or position(),
         session(at, spent),
-        cfg or PolicyConfig(budget_usd=Decimal(100_000)),
+        cfg or PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design"),
         at,
         memory,
     )
@@ -110,6 +110,18 @@ def test_gate_blocks_a_lone_tvl_drop() -> None:
         [sig("S1"), *quiet("S2")], PolicyConfig(budget_usd=Decimal(100_000), consensus_gate=False)
     )
     assert not d2.acted
+
+
+def test_independent_gate_is_the_default() -> None:
+    cfg = PolicyConfig(budget_usd=Decimal(100_000))
+    assert cfg.gate_mode == "independent"
+    lone = run([sig("S1"), sig("S2"), *quiet("S3", "S4", "S5", "S6", "S7", "S8")], cfg)
+    assert lone.trigger and not lone.gate_passed and not lone.acted and lone.actions == ()
+    funded = run([sig("S1"), sig("S2"), sig("S3"), *quiet("S8")], cfg)  # S3 confirms S1+S2
+    assert funded.acted and funded.confirming_signals == ("S3",)
+    # S3+S4 with S2 firing: macro confirms the on-chain stress path
+    stress = run([sig("S3"), sig("S4"), sig("S2")], cfg)
+    assert stress.trigger_paths == ("S3+S4",) and stress.acted
 
 
 def test_trigger_paths_and_gate_modes() -> None:
@@ -140,7 +152,7 @@ def test_insufficient_never_counts_as_firing() -> None:
 
 
 def test_beta_priority_and_sizing() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))  # cap 25,000
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")  # cap 25,000
     full = run(
         [sig("S1"), sig("S2"), sig("S8", subject="eth"), sig("S8", "quiet", subject="btc")], cfg
     )
@@ -185,7 +197,7 @@ def test_beta_priority_and_sizing() -> None:
 
 
 def test_session_cap_holds_across_triggers_in_one_day() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")
     spent = Decimal(0)
     total = Decimal(0)
     for i in range(6):
@@ -209,7 +221,7 @@ def test_session_cap_holds_across_triggers_in_one_day() -> None:
 
 
 def test_hysteresis_and_cooldown() -> None:
-    cfg = PolicyConfig(budget_usd=Decimal(100_000))  # step 0.25, cooldown 24h
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")  # step 0.25, cooldown 24h
     day1 = pd.Timestamp("2024-08-05 23:00", tz="UTC")
     first = run([sig("S1", severity=1.5), sig("S2")], cfg, at=day1)
     assert len(first.actions) == 4
@@ -243,7 +255,12 @@ def test_hysteresis_and_cooldown() -> None:
 def test_horizon_once_per_session() -> None:
     s = SessionState(session_id_for(int(AT.timestamp())), Decimal(0), frozenset({"short"}))
     d = decide(
-        [sig("S1"), sig("S2")], position(), s, PolicyConfig(budget_usd=Decimal(100_000)), AT, None
+        [sig("S1"), sig("S2")],
+        position(),
+        s,
+        PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design"),
+        AT,
+        None,
     )
     assert {o.horizon for o in d.options()} == {"intermediate", "structural"}
     assert any("already bought" in x.reason for x in d.suppressed)
@@ -300,3 +317,75 @@ def test_config_is_strict() -> None:
         (Decimal("0.35"), Decimal("0.15")),
         (Decimal("0.25"), Decimal("0.20")),
     ]
+
+
+def test_open_layer_budget_bounds_every_open_layer() -> None:
+    from agent.policy import budget_state, protection_layer, put_layer
+
+    cfg = PolicyConfig(budget_usd=Decimal(100_000), gate_mode="design")  # cap 25,000
+    t = int(AT.timestamp())
+    day = 86_400
+    layers = [
+        protection_layer("a", Decimal("40000.00"), t - 29 * day, 30),  # open until t + 1 day
+        put_layer("b", Decimal("45000.00"), t - 2 * day, t + 3 * day),
+        protection_layer("c", Decimal("99999.00"), t - 31 * day, 30),  # expired a day ago
+        put_layer("d", Decimal("5000.00"), t - day, t),  # matured at t: no longer open
+    ]
+    st = budget_state(layers, cfg.budget_usd, t)
+    assert st.open_usd == Decimal("85000.00") and st.room_usd == Decimal("15000.00")
+    assert st.next_release_at == t + day and st.next_release_usd == Decimal("40000.00")
+    sigs = [sig("S1"), sig("S2"), sig("S8", subject="eth")]  # DeFi first: wants the full 25,000
+    d = decide(sigs, position(), session(), cfg, AT, None, open_layers=layers)
+    assert d.layer_usd == Decimal("15000.00") and d.budget_room_usd == Decimal("15000.00")
+    assert d.open_layers_usd == Decimal("85000.00")
+    assert d.proposed_spend_usd <= Decimal("15000.00")
+    assert any("layer limited to the room $15,000.00" in n for n in d.notes)
+    # used up: nothing proposed, and the decision says what frees room next and when
+    full = [*layers, put_layer("e", Decimal("15000.00"), t - day, t + 10 * day)]
+    d2 = decide(sigs, position(), session(), cfg, AT, None, open_layers=full)
+    assert d2.acted and d2.actions == () and d2.layer_usd == 0
+    note = next(n for n in d2.notes if "B used up" in n)
+    assert "$40,000.00 (protection) frees on 2024-08-06T12:00:00Z" in note
+    assert d2.summary()["budget_room_usd"] == "0"
+    assert any("open-layer budget B $100000" in line for line in explain_lines(d2))
+
+
+def test_options_off_means_all_protection() -> None:
+    # B 1M, cap 250k, S&P first: layer 125k. The position needs 88,800 of collateral:
+    # D = 1,000,000, C chosen so D * 1.6 / 0.825 - C = 88,800 -> C = 1,850,593.94
+    cfg = PolicyConfig(gate_mode="design")
+    c_base = 1_000_000 * E8 * 16 * 10_000 // (10 * 8250) - 88_800 * E8
+    pos = PositionSnapshot(
+        "0xAbC0000000000000000000000000000000000001",
+        c_base,
+        1_000_000 * E8,
+        8250,
+        health_factor_wad(c_base, 1_000_000 * E8, 8250),
+    )
+    sigs = [sig("S1"), sig("S2"), *quiet("S8")]
+    on = decide(sigs, pos, session(), cfg, AT, None)
+    assert on.layer_usd == Decimal("125000.00") and on.topups()[0].max_spend_usd == Decimal(
+        "75000.00"
+    )  # 60% of the layer: the put share stays reserved
+    assert len(on.options()) == 3
+    off = decide(sigs, pos, session(), cfg, AT, None, options_enabled=False)
+    top = off.topups()[0]
+    assert off.options() == () and not any("option:" in s.action_key for s in off.suppressed)
+    # independent: D * H* / LT - C in exact fractions, rounded up to the cent
+    from fractions import Fraction
+    from math import ceil
+
+    need = Fraction(1_000_000 * E8) * Fraction(16, 10) / Fraction(8250, 10_000) - c_base
+    need_usd = Decimal(ceil(need / E8 * 100)) / 100
+    assert need_usd == Decimal("88800.01")  # C was floored when built
+    assert top.required_collateral_usd == need_usd
+    assert top.max_spend_usd == need_usd  # all of what is needed, no more
+    assert off.proposed_spend_usd == need_usd
+    assert any(
+        "options disabled: the whole layer $125,000.00 goes to protection" in n for n in off.notes
+    )
+    # a need above the layer is capped at the whole layer, not at 60% of it
+    big = PositionSnapshot(pos.account, c_base - 100_000 * E8, pos.debt_base, 8250, 1)
+    assert decide(sigs, big, session(), cfg, AT, None, options_enabled=False).topups()[
+        0
+    ].max_spend_usd == Decimal("125000.00")

@@ -22,6 +22,7 @@ from agent.core.rpc import RpcClient
 from agent.core.units import WAD
 from agent.planner.draft import (
     Draft,
+    LayerBudget,
     ProposalHeader,
     ProtectionConfig,
     PutCheck,
@@ -355,3 +356,37 @@ async def test_failed_planning_is_recorded_with_its_reason(sinks: ProposalSinks)
     assert record["error"] == "no options venue configured"
     assert "safe_tx_builder_file" not in record
     assert sinks.store.session_spent_usd("s3") == 0
+
+
+def _room(room_usd: str) -> SpendCap:
+    budget = LayerBudget(
+        budget_usd=Decimal(1_000_000),
+        open_usd=Decimal(990_000),
+        room_usd=Decimal(10_000),
+        action_room_usd=Decimal(room_usd),
+        frees_next="$40,000.00 (protection) frees on 2024-08-06T12:00:00Z",
+    )
+    return dataclasses.replace(cap(), budget=budget)
+
+
+async def test_open_layer_room_refuses_a_plan_whose_margin_passes_it() -> None:
+    # The repay is $833.333334 (above): one cent less of room refuses it, exactly enough drafts it.
+    tight = _room("833.33")
+    assert tight.refusal(Decimal("833.333334")) == (
+        "would exceed the open-layer budget (room $833.33)"
+    )
+    assert tight.admits(Decimal("833.33"))
+    draft = await plan_protection(header(), snapshot(), LAYOUT, action(), tight, PROTECT)
+    assert not draft.planned and draft.comparison is not None
+    assert draft.comparison["not_planned"][1:] == [
+        "top-up: would exceed the open-layer budget (room $833.33)",
+        "repay: would exceed the open-layer budget (room $833.33)",
+    ]
+    ok = await plan_protection(header(), snapshot(), LAYOUT, action(), _room("833.34"), PROTECT)
+    assert ok.planned and ok.action == "repay_debt" and ok.spend_usd == Decimal("833.333334")
+    assert ok.sizing is not None
+    assert ok.sizing["defined_risk_budget_usd"] == 1_000_000.0
+    assert ok.sizing["open_layers_usd"] == 990_000.0 and ok.sizing["budget_room_usd"] == 10_000.0
+    assert ok.sizing["budget_frees_next"].startswith("$40,000.00 (protection)")
+    # the session cap still speaks first
+    assert cap(spent="249500").refusal(Decimal(600)) == "would exceed the session cap"

@@ -258,3 +258,28 @@ def test_render_shows_comparison_and_file(tmp_path: Path) -> None:
     assert "options (chosen: repay_debt" in text
     assert "- repay_debt: USDC cost $833.33, expected HF 1.8000, reaches target" in text
     assert "Safe Transaction Builder file: " + str(tmp_path) in text
+
+
+def test_render_shows_the_open_layer_budget_next_to_a_put_budget() -> None:
+    """A put's sizing carries its own premium ``budget_usd``; the open-layer budget (B) must not
+    collide with it in the record or the rendering."""
+    from agent.sinks.render import render_proposal
+
+    rec = proposal_record() | {"status": "simulated"}
+    rec["sizing"] = {
+        "spend_usd": 39_000.0,
+        "session_spent_before_usd": 0.0,
+        "session_remaining_after_usd": 211_000.0,
+        "session_cap_usd": 250_000.0,
+        "defined_risk_budget_usd": 1_000_000.0,
+        "open_layers_usd": 760_000.0,
+        "budget_room_usd": 240_000.0,
+        "budget_frees_next": "$40,000.00 (put) frees on 2022-05-14T08:00:00Z",
+        "horizon": "short",
+        "budget_usd": "40000.00",  # the put's premium budget (a string in the record)
+    }
+    text = render_proposal(rec)
+    assert (
+        "open-layer budget: B $1,000,000.00, open before $760,000.00, room $240,000.00; "
+        "$40,000.00 (put) frees on 2022-05-14T08:00:00Z" in text
+    )

@@ -69,10 +69,10 @@ def eod(day: str) -> pd.Timestamp:
 # -- S1 ---------------------------------------------------------------------------------------
 
 
-def test_s1_daily_today_vs_max_of_two_days() -> None:
+def test_s1_daily_window_is_48h_back_from_the_latest_point() -> None:
     tvl = daily([200.0, 100.0, 110.0, 100.0], name="tvl.x")  # Jan 1..4
     r = s1_tvl_drawdown_one(tvl, eod("2024-01-04"), S1Config(), "x")
-    # window at Jan 4 23:59:59 holds Jan 3 (110) and Jan 4 (100); Jan 1's 200 is out of it
+    # anchored at the Jan 4 point: [Jan 2, Jan 4] holds 100, 110, 100; Jan 1's 200 is 72h back
     assert r.firing and r.value == pytest.approx(100 / 110 - 1)  # -9.09%
     assert r.threshold == -0.08
     assert [(i.ts, i.value) for i in r.inputs] == [
@@ -84,6 +84,38 @@ def test_s1_daily_today_vs_max_of_two_days() -> None:
     assert quiet.status == "quiet" and quiet.value == pytest.approx(-0.05)
     exact = s1_tvl_drawdown_one(daily([100.0, 92.0]), eod("2024-01-02"), S1Config(), "x")
     assert exact.firing  # -8% exactly fires (<=)
+
+
+def test_s1_daily_window_reaches_the_point_exactly_48h_back() -> None:
+    """The point 48h before the latest one is in the window (inclusive), whatever the time of
+    the evaluation: D-2's 110 against D's 100 fires, though D-1 vs D is only -4.8%."""
+    tvl = daily([110.0, 105.0, 100.0])  # Jan 1..3
+    noon = pd.Timestamp("2024-01-03 12:00", tz=UTC)
+    for at in (pd.Timestamp("2024-01-03", tz=UTC), noon, eod("2024-01-03")):
+        r = s1_tvl_drawdown_one(tvl, at, S1Config(), "x")
+        assert r.firing and r.value == pytest.approx(100 / 110 - 1), at
+        assert r.metric("points") == 3.0
+    # a point one second more than 48h before the latest one is out
+    idx = pd.DatetimeIndex(
+        [
+            pd.Timestamp("2024-01-01", tz=UTC) - pd.Timedelta(seconds=1),
+            pd.Timestamp("2024-01-02", tz=UTC),
+            pd.Timestamp("2024-01-03", tz=UTC),
+        ]
+    )
+    r = s1_tvl_drawdown_one(
+        pd.Series([110.0, 105.0, 100.0], index=idx), eod("2024-01-03"), S1Config(), "x"
+    )
+    assert r.status == "quiet" and r.value == pytest.approx(100 / 105 - 1)
+
+
+def test_s1_staleness_is_measured_at_the_evaluation() -> None:
+    # latest point Jan 3 00:00; at Jan 4 02:00 it is 26h old (allowed), at 02:00:01 stale
+    tvl = daily([110.0, 105.0, 100.0])
+    ok = s1_tvl_drawdown_one(tvl, pd.Timestamp("2024-01-04 02:00", tz=UTC), S1Config(), "x")
+    assert ok.firing
+    stale = s1_tvl_drawdown_one(tvl, pd.Timestamp("2024-01-04 02:00:01", tz=UTC), S1Config(), "x")
+    assert stale.status == "insufficient_data" and "older than 26h" in stale.detail
 
 
 def test_s1_hourly_48h_window() -> None:
@@ -223,6 +255,33 @@ def test_s3_level_and_z() -> None:
     assert short.status == "insufficient_data"  # not at level, z not computable
     stale = s3_funding_one(funding([*base, 0.12]), at + pd.Timedelta(hours=13), S3Config(), "m")
     assert stale.status == "insufficient_data"
+
+
+def test_s3_direction() -> None:
+    base = [0.10, 0.12] * 45
+    at = funding([*base, 0.0]).index[-1]
+    mean, std = 0.11, float(np.std(base, ddof=1))
+    neg, pos = S3Config(direction="negative"), S3Config(direction="positive")
+    # +60% APR: fires under abs and positive, not under negative (z +48.8 is the wrong way)
+    euphoric = funding([*base, 0.60])
+    assert s3_funding_one(euphoric, at, S3Config(), "m").firing
+    assert s3_funding_one(euphoric, at, pos, "m").firing
+    r = s3_funding_one(euphoric, at, neg, "m")
+    assert r.status == "quiet" and r.metric("severity") == 0.0
+    # -60% APR: fires under abs and negative (severity 1.2 from the level; -z = 66.7 / 3)
+    stress = funding([*base, -0.60])
+    r = s3_funding_one(stress, at, neg, "m")
+    z = (-0.60 - mean) / std
+    assert r.firing and r.metric("severity") == pytest.approx(max(0.6 / 0.5, -z / 3))
+    assert s3_funding_one(stress, at, S3Config(), "m").firing
+    assert s3_funding_one(stress, at, pos, "m").status == "quiet"
+    # a z-score plunge below -3 without the level fires only under negative
+    dip = funding([*base, 0.05])  # z = (0.05 - 0.11) / 0.01005 = -5.97
+    assert s3_funding_one(dip, at, neg, "m").firing
+    assert s3_funding_one(dip, at, S3Config(), "m").status == "quiet"
+    assert s3_funding_one(dip, at, pos, "m").status == "quiet"
+    with pytest.raises(ValidationError):
+        S3Config(direction="up")  # type: ignore[arg-type]
 
 
 # -- S4 ---------------------------------------------------------------------------------------

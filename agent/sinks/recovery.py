@@ -1,0 +1,104 @@
+"""What the daemon does for durability at start-up and at each tick, in one place, so the
+runner has three call sites: ``take_locks`` (one daemon per store and journal), ``recover``
+(before anything else) and ``each_tick``.
+
+Start-up, in order: reap fork anvils a killed daemon left behind; reconcile every live send
+without an outcome by hash and nonce; journal committed proposals whose line is missing; put
+journaled spends missing from the ledger back into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from agent.core.anvil import reap_orphans
+from agent.core.errors import AgentError
+from agent.core.lock import ExclusiveLock
+from agent.core.rpc import RpcClient
+from agent.sinks.config import LiveConfig
+from agent.sinks.journal import ProposalJournal
+from agent.sinks.live import reconcile_live_sends
+from agent.sinks.outbox import flush_outbox, reconcile_spends
+from agent.store.sqlite import Store
+
+log = structlog.get_logger(__name__)
+
+
+def _checked_parent(path: str, what: str) -> Path:
+    p = Path(path)
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise AgentError(f"{what} {path}: {parent} is a file, not a directory")
+    return p
+
+
+def take_locks(store_path: str, journal_path: str) -> list[ExclusiveLock]:
+    """Exclusive locks on the store and the journal; ``AlreadyRunning`` names the holder."""
+    locks: list[ExclusiveLock] = []
+    store = _checked_parent(store_path, "store path")
+    journal = _checked_parent(journal_path, "journal path")
+    if store_path != ":memory:":
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgentError(f"store path {store_path}: {exc.strerror}") from None
+        lock = ExclusiveLock(f"{store}.lock", "store")
+        lock.acquire()
+        locks.append(lock)
+    # The journal file itself is locked (created if it can be; a read-only journal is still
+    # locked, through a read-only descriptor).
+    jlock = ExclusiveLock(journal, "journal")
+    try:
+        if not journal.exists():
+            with contextlib.suppress(OSError):
+                journal.parent.mkdir(parents=True, exist_ok=True)
+                journal.touch()
+        if jlock.acquire(create=False, note_pid=False):
+            locks.append(jlock)
+    except AgentError:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
+
+
+def fork_pid_dir(store_path: str) -> Path:
+    """Where the simulator's fork anvils leave their pidfiles (beside the store)."""
+    return Path(store_path).resolve().parent / "forks"
+
+
+def _live_give_up_s(live: LiveConfig) -> float:
+    return 2 * live.receipt_timeout_s
+
+
+def reap_forks(store_path: str) -> list[int]:
+    reaped = reap_orphans(fork_pid_dir(store_path))
+    if reaped:
+        log.warning("fork.reaped", pids=reaped, note="fork anvils left by a killed daemon")
+    return reaped
+
+
+async def recover(live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal) -> None:
+    changed = await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+    open_sends = store.live_sends(open_only=True)
+    flushed = flush_outbox(store, journal)
+    added = reconcile_spends(store, journal.records())
+    log.info(
+        "recovery.done",
+        live_reconciled=len(changed),
+        live_open=len(open_sends),
+        journal_recovered=flushed,
+        spends_recovered=added,
+    )
+
+
+async def each_tick(
+    live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal
+) -> None:
+    """Open live sends get their outcome; journal lines that could not be written are retried."""
+    if store.live_sends(open_only=True):
+        await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+    flush_outbox(store, journal)

@@ -1,0 +1,540 @@
+"""The fault matrix: each fault injected for real against the daemon (a subprocess) in front of
+a real devnet anvil, through a fault-injecting JSON-RPC proxy, real signals, real files and
+real process kills. Each test counts observations, journal records, spend rows and sent
+transactions before and after: nothing lost, nothing duplicated, no transaction sent twice,
+no process left behind.
+
+The stress scenario makes the first tick propose a repay and three puts (4 proposals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from faults.conftest import ROOT, Daemon, Devnet, Setup, alive
+from faults.proxy import RpcProxy
+
+pytestmark = pytest.mark.faults
+
+# From the stress scenario's first tick: a repay and three put horizons (each one live
+# transaction when live sending is on), and the S&P 500 advisory ticket (issue 15: journaled and
+# in the spend ledger through the same outbox, never sent).
+SENT = 4
+PROPOSALS = SENT + 1
+SIMULATED = {"simulated", "advisory"}
+SEND = "eth_sendRawTransaction"
+
+
+def _assert_once(setup: Setup) -> list[dict[str, object]]:
+    """Every journal line parses, no idempotency key twice, one spend row per executable
+    proposal and not one more."""
+    records = setup.records()
+    setup.keys()
+    executable = [r for r in records if r["status"] in ("simulated", "planned", "advisory")]
+    assert setup.spends() == len(executable)
+    return records
+
+
+def _no_forks_left(d: Daemon, forks: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in forks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in forks if alive(p)], "fork anvil left running"
+
+
+# -- 1. live sending: a lost answer, a kill -9 between send and receipt ----------------------
+
+
+def test_live_send_answer_lost_sends_once(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """eth_sendRawTransaction reaches the chain but its answer is a 502: the intent was
+    journaled first, so the transaction is found by hash (mined) and never sent again."""
+    setup = make_setup(live=True)
+    nonce0 = devnet.nonce()
+    proxy.inject("lose", {SEND}, times=1)
+    d = start_daemon(setup)
+    d.wait_for("live.answer_lost", 1)
+    d.wait_for("tick.done", 3)
+    assert d.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    # one transaction per proposal reached anvil, the lost one included, none twice
+    assert proxy.forwarded[SEND] == SENT
+    assert devnet.nonce() - nonce0 == SENT
+    sends = setup.live_sends()
+    assert len(sends) == SENT and {s[1] for s in sends} == {"mined"}
+    assert len({s[2] for s in sends}) == SENT  # distinct nonces
+    assert [e["now"] for e in d.named("live.reconciled")] == ["mined"]
+    lost_hash = d.named("live.answer_lost")[0]["tx_hash"]
+    lost = [r for r in records if r.get("live") and r["live"][0]["tx_hash"] == lost_hash]
+    assert len(lost) == 1
+
+
+def test_kill9_between_live_send_and_receipt_then_restart(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    setup = make_setup(live=True)
+    nonce0 = devnet.nonce()
+    proxy.inject("hang", {"eth_getTransactionReceipt"}, after=SEND)
+    d = start_daemon(setup)
+    proxy.wait_for(SEND, 1, timeout=180)
+    proxy.wait_for("eth_getTransactionReceipt", 1, forwarded=False)
+    forks = d.forks()
+    obs_before = setup.observations()
+    d.proc.send_signal(signal.SIGKILL)
+    d.kill()
+    _no_forks_left(d, forks)
+    assert setup.records() == []  # the journal line was not written yet...
+    assert [s[1] for s in setup.live_sends()] == ["sent"]  # ...but the intent was
+    assert setup.spends() == 1
+    proxy.clear()
+    d2 = start_daemon(setup)
+    d2.wait_for("tick.done", 2)
+    assert d2.stop() == 0
+    assert d2.named("live.reconciled")[0]["now"] == "mined"
+    assert d2.named("recovery.done")[0]["journal_recovered"] == 1
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    assert proxy.forwarded[SEND] == SENT  # the first proposal's tx was never re-sent
+    assert devnet.nonce() - nonce0 == SENT
+    assert {s[1] for s in setup.live_sends()} == {"mined"}
+    assert setup.observations() >= obs_before
+
+
+# -- 2. fork-side infrastructure errors are retried, not journaled ---------------------------
+
+FORK_STATE = {"eth_getStorageAt", "eth_getCode", "eth_getBalance", "eth_getAccountInfo"}
+
+
+def test_fork_upstream_failure_is_retried_not_journaled(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    setup = make_setup()
+    proxy.inject("http:502", FORK_STATE)
+    d = start_daemon(setup)
+    failed = d.wait_for("tick.failed", 1, timeout=240)
+    assert "fork" in str(failed[0]["error"])
+    assert setup.records() == [] and setup.spends() == 0  # no simulation_failed burnt the key
+    proxy.clear()
+    d.wait_for("tick.done", 2, timeout=240)
+    assert d.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    assert {r["status"] for r in records} == SIMULATED
+
+
+def test_fork_killed_mid_simulation(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    setup = make_setup()
+    proxy.inject("delay:3", FORK_STATE)
+    d = start_daemon(setup)
+    proxy.wait_for("eth_getStorageAt", 1, forwarded=False, timeout=240)
+    forks = d.forks()
+    assert len(forks) == 1
+    os.kill(forks[0], signal.SIGKILL)
+    proxy.clear()
+    d.wait_for("tick.failed", 1)
+    d.wait_for("tick.done", 2, timeout=240)
+    new = d.forks()
+    assert new and new != forks  # replaced
+    assert d.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS and {r["status"] for r in records} == SIMULATED
+    _no_forks_left(d, new)
+
+
+def test_frozen_fork_is_replaced(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """A fork that is alive but does not answer (SIGSTOP) costs one call timeout, then it is
+    replaced by a new one; it does not block the daemon for a minute per call."""
+    setup = make_setup()
+    setup.config.write_text(
+        setup.config.read_text().replace("block_lag = 0", "block_lag = 0\ncall_timeout_s = 3")
+    )
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    (frozen,) = d.forks()
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        failed = d.wait_for("tick.failed", 1, timeout=60)
+        assert time.monotonic() - t0 < 30
+        assert "fork unavailable" in str(failed[0]["error"])
+        done = len(d.named("tick.done"))
+        d.wait_for("tick.done", done + 1, timeout=120)
+        assert frozen not in d.forks() and len(d.forks()) == 1
+        assert not alive(frozen)  # the frozen one was killed, not left stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGKILL)
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 3. the journal: torn line, read-only, a full disk -------------------------------------
+
+
+def test_torn_journal_last_line(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    setup.journal.write_text('{"id": "old", "idempotency_key": "k0", "status": "planning_fa')
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    assert d.stop() == 0
+    bad = d.named("journal.bad_line")
+    assert bad and bad[0]["file"] == str(setup.journal) and bad[0]["line"] == 1
+    lines = setup.journal.read_text().splitlines()
+    assert lines[0].endswith('"planning_fa')  # kept as it was, the next record on a new line
+    listed = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "proposals", "list", "--journal", str(setup.journal)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == PROPOSALS
+    assert "journal.bad_line" in listed.stderr and f"file={setup.journal} line=1" in listed.stderr
+    setup.journal.write_text("\n".join(lines[1:]) + "\n")
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """A journal nobody can write: root ignores file modes, so as root the file is made
+    immutable (``chattr +i``, ext4/xfs/btrfs); otherwise it is chmod 0444."""
+    root = os.geteuid() == 0
+    if root:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o444)
+    try:
+        yield
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o644)
+
+
+def test_read_only_journal_keeps_proposals_and_list_never_writes(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    setup.journal.write_text("")
+    with read_only(setup.journal):
+        d = start_daemon(setup)
+        failed = d.wait_for("journal.append_failed", PROPOSALS, timeout=240)
+        d.wait_for("tick.done", 2)
+        assert d.proc.poll() is None  # the daemon keeps running
+        assert "proposals journal" in str(failed[0]["error"])
+        assert setup.spends() == PROPOSALS  # in the cap although not journaled yet
+        before = setup.journal.stat()
+        listed = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "proposals", "list", "--config", str(setup.config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "no proposals" in listed.stdout
+        after = setup.journal.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        ticks = len(d.named("tick.done"))
+    d.wait_for("journal.recovered", PROPOSALS)
+    d.wait_for("tick.done", ticks + 1)
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def _fsize_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_disk_full_store_then_restart(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """ "Disk full" without root mounts: RLIMIT_FSIZE on the daemon's process makes every write
+    past 256 KiB fail (EFBIG, as ENOSPC would), so the store cannot grow."""
+    setup = make_setup()
+    d = start_daemon(setup, preexec=_fsize_limit(256 * 1024))
+    d.proc.wait(timeout=240)
+    d._reader.join(timeout=10)
+    assert d.proc.returncode == 2
+    assert d.last_line().startswith("error: ") and "agent.sqlite" in d.last_line()
+    assert setup.records() == [] and setup.spends() == 0
+    d2 = start_daemon(setup)
+    d2.wait_for("tick.done", 2, timeout=240)
+    assert d2.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+    assert setup.observations() > 0
+
+
+# -- 4. two daemons on one store ------------------------------------------------------------
+
+
+def test_two_daemons_on_one_store(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    first = start_daemon(setup)
+    first.wait_for("agent.ready", 1, timeout=240)
+    second = start_daemon(setup)
+    assert second.proc.wait(timeout=60) == 2
+    second._reader.join(timeout=10)
+    assert second.last_line().startswith("error: another hedge-agent (pid ")
+    assert "already running on store" in second.last_line()
+    assert not second.forks()
+    first.wait_for("tick.done", 2, timeout=240)
+    assert first.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 5. addresses at the config edge --------------------------------------------------------
+
+
+def test_lowercase_account_is_protected_and_bad_checksum_is_refused(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    safe = str(devnet.dep["safe"]["address"])
+    setup = make_setup(position=f'account = "{safe.lower()}"')
+    d = start_daemon(setup, "--once")
+    assert d.proc.wait(timeout=240) == 0
+    d._reader.join(timeout=10)
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    assert {r["account"] for r in records} == {safe}
+    assert any(r["action"] in ("repay_debt", "collateral_top_up") for r in records)
+    # one wrong letter case: a typo, refused naming the field
+    flipped = safe[:-1] + (safe[-1].lower() if safe[-1].isupper() else safe[-1].upper())
+    if flipped[-1].isdigit():
+        flipped = safe[:2] + safe[2].swapcase() + safe[3:]
+    bad = make_setup(name="bad", position=f'account = "{flipped}"')
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(bad.config), "--once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: ")
+    assert "position.account" in out.stderr and "checksum" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 6. the chain RPC misbehaving -----------------------------------------------------------
+
+
+def test_rpc_killed_and_restarted(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    from faults.proxy import rpc
+
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    obs = setup.observations()
+    proxy.stop()  # connection refused
+    failed = d.wait_for("tick.failed", 2)
+    assert "cannot connect" in str(failed[0]["error"])
+    assert d.proc.poll() is None  # time-based budget: a few seconds down is not an outage
+    rpc(devnet.url, "evm_mine")  # the chain moves on meanwhile: the next tick stores a new block
+    proxy.start()
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 2)
+    assert d.stop() == 0
+    assert setup.observations() > obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def test_rpc_accepts_and_never_answers(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """The per-request timeout (chain.timeout_s) and the tick deadline bound a silent RPC."""
+    setup = make_setup()
+    setup.config.write_text(
+        setup.config.read_text().replace('name = "devnet"', 'name = "devnet"\ntimeout_s = 2')
+    )
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    proxy.inject("hang", {"eth_call"})
+    t0 = time.monotonic()
+    failed = d.wait_for("tick.failed", 1, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert "timed out" in str(failed[0]["error"])
+    proxy.clear()
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+@pytest.mark.parametrize(
+    ("kind", "expect"),
+    [
+        ("http:429", None),  # retried after Retry-After: the tick succeeds
+        ("http:503", "HTTP 503"),
+        ("garbage", "not a JSON-RPC object"),
+        ("rpc_error", "JSON-RPC error -32000"),
+    ],
+)
+def test_rpc_bad_answers(
+    kind: str,
+    expect: str | None,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    obs = setup.observations()
+    failed_before = len(d.named("tick.failed"))
+    proxy.inject(kind, {"eth_call"}, times=1 if expect is None else 3)
+    done = len(d.named("tick.done"))
+    if expect is not None:
+        failed = d.wait_for("tick.failed", failed_before + 1, timeout=60)
+        assert expect in str(failed[-1]["error"])
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.stop() == 0
+    if expect is None:
+        assert len(d.named("tick.failed")) == failed_before
+        assert proxy.injected[kind] == 1
+        assert d.named("tick.done")[-1]["rpc"]["rpc:devnet"]["retries"] >= 0
+    assert setup.observations() >= obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def test_wrong_chain_id_mid_run_halts(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    forks = d.forks()
+    proxy.inject("chain:1", {"eth_chainId"})
+    assert d.proc.wait(timeout=60) == 2
+    d._reader.join(timeout=10)
+    assert (
+        d.last_line().startswith("error: ")
+        and "is on chain 1, configuration expects 31337" in d.last_line()
+    )
+    _no_forks_left(d, forks)
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 7. stop signals and kill -9 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_mid_tick(
+    sig: int, proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    proxy.inject("hang", {"eth_getLogs"})  # the tick is stuck in the liquidation scan
+    d = start_daemon(setup)
+    proxy.wait_for("eth_getLogs", 1, forwarded=False, timeout=240)
+    forks = d.forks()
+    t0 = time.monotonic()
+    assert d.stop(sig, timeout=30) == 0
+    assert time.monotonic() - t0 < 15
+    assert d.named("tick.interrupted") and d.named("agent.stopped")
+    assert not any(line.startswith("Traceback") for line in d.lines)
+    _no_forks_left(d, forks)
+    assert setup.records() == [] and setup.spends() == 0
+
+
+def test_kill9_mid_tick_then_restart(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    setup = make_setup()
+    proxy.inject("delay:5", {"eth_getStorageAt"})  # mid-simulation
+    d = start_daemon(setup)
+    proxy.wait_for("eth_getStorageAt", 1, forwarded=False, timeout=240)
+    forks = d.forks()
+    assert forks
+    obs = setup.observations()
+    d.kill()
+    _no_forks_left(d, forks)  # PR_SET_PDEATHSIG: the fork died with the daemon
+    proxy.clear()
+    d2 = start_daemon(setup)
+    d2.wait_for("tick.done", 2, timeout=240)
+    assert d2.stop() == 0
+    assert setup.observations() >= obs
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+# -- 8. configuration and stale data --------------------------------------------------------
+
+
+def test_config_typo_is_one_line(make_setup: Callable[..., Setup]) -> None:
+    setup = make_setup()
+    setup.config.write_text(setup.config.read_text().replace("tick_interval_s", "tick_intervall_s"))
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(setup.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "agent.tick_intervall_s" in lines[0] and "Extra inputs are not permitted" in lines[0]
+    assert not setup.store.exists()
+
+
+def test_stale_oracle_is_written_into_the_proposal(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    from faults.proxy import rpc
+
+    rpc(devnet.url, "evm_increaseTime", [2 * 3600])  # past the feeds' 1 h heartbeat
+    rpc(devnet.url, "evm_mine")
+    setup = make_setup()
+    d = start_daemon(setup, "--once")
+    assert d.proc.wait(timeout=240) == 0
+    d._reader.join(timeout=10)
+    records = _assert_once(setup)
+    defi = [r for r in records if r["status"] != "advisory"]
+    assert len(defi) == SENT
+    # The stale feeds are the DeFi layer's Chainlink oracles; the SPX ticket does not read them.
+    for r in defi:
+        assert any("stale answer" in w for w in r["warnings"])
