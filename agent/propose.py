@@ -112,7 +112,9 @@ class Proposer:
         if self.simulator is None:
             return await self._propose_all(snap, evaluation, self.rpc, tuple(warnings))
         if not (evaluation.topups() or evaluation.options()):
-            # Nothing to simulate: do not move the fork (anvil_reset costs ~40 upstream reads).
+            # Nothing to simulate: do not move the fork (anvil_reset costs ~40 upstream reads),
+            # only check that it still answers, so a frozen one is replaced before it is needed.
+            await self.simulator.keep_warm()
             return []
         async with self.simulator.sequence(snap.block_number) as fork_rpc:
             return await self._propose_all(snap, evaluation, fork_rpc, tuple(warnings))

@@ -149,33 +149,21 @@ class ForkSimulator:
         """The fork anvil's process id while it runs (memory watch, recycling)."""
         return self._anvil.pid if self._anvil and self._anvil.alive() else None
 
+    async def keep_warm(self) -> None:
+        """Between simulations: have a fork process that answers, without moving it (no
+        upstream read). A frozen fork costs one call timeout here and is replaced, instead of
+        surprising the next proposal; a dead one is started again."""
+        if self._anvil is None or not self._anvil.alive():
+            await self._start()
+            return
+        assert self._rpc is not None
+        await self._guard(self._rpc.request("eth_chainId"))
+
     async def ensure(self, head_block: int) -> RpcClient:
         """Have a live fork at ``head_block - block_lag``."""
         target = max(0, head_block - self.block_lag)
         if self._anvil is None or not self._anvil.alive():
-            await self.stop()
-            # The upstream URL (an API key in it, often) is given over RPC (anvil_reset), never
-            # on the command line where every local user could read it.
-            self._anvil = AnvilProcess(
-                chain_id=self.chain_id,
-                pid_dir=self.pid_dir,
-                die_with_parent=True,
-            )
-            try:
-                self._anvil.spawn()  # in this thread: the fork dies with the daemon (pdeathsig)
-                await asyncio.to_thread(self._anvil.wait_ready)
-            except Exception as exc:
-                self._anvil.stop()
-                self._anvil = None
-                raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork: {exc}") from None
-            # The fork is local: retries would only hide a dead process.
-            self._rpc = RpcClient(
-                self._anvil.url,
-                source=FORK_SOURCE,
-                retry=RetryPolicy(attempts=1),
-                timeout_s=self.call_timeout_s,
-            )
-            self._fork_block = None
+            await self._start()
         if self._fork_block != target:
             assert self._rpc is not None
             await self._guard(
@@ -187,6 +175,32 @@ class ForkSimulator:
             self._fork_block = target
         assert self._rpc is not None
         return self._rpc
+
+    async def _start(self) -> None:
+        """A new fork process (not yet forking: ``ensure`` points it at the upstream)."""
+        await self.stop()
+        # The upstream URL (an API key in it, often) is given over RPC (anvil_reset), never
+        # on the command line where every local user could read it.
+        self._anvil = AnvilProcess(
+            chain_id=self.chain_id,
+            pid_dir=self.pid_dir,
+            die_with_parent=True,
+        )
+        try:
+            self._anvil.spawn()  # in this thread: the fork dies with the daemon (pdeathsig)
+            await asyncio.to_thread(self._anvil.wait_ready)
+        except Exception as exc:
+            self._anvil.stop()
+            self._anvil = None
+            raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork: {exc}") from None
+        # The fork is local: retries would only hide a dead process.
+        self._rpc = RpcClient(
+            self._anvil.url,
+            source=FORK_SOURCE,
+            retry=RetryPolicy(attempts=1),
+            timeout_s=self.call_timeout_s,
+        )
+        self._fork_block = None
 
     @contextlib.asynccontextmanager
     async def sequence(self, head_block: int) -> AsyncIterator[RpcClient]:
