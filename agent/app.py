@@ -47,12 +47,15 @@ class App:
         self._store_path = store_path or settings.agent.store_path
         self._journal_path = journal_path or settings.agent.journal_path
         self._store_synchronous: Synchronous = store_synchronous
+        # One single-chain view of the settings per chain ([[chains]]), the first one primary.
+        self.chains: dict[str, Settings] = {v.chain.name: v for v in settings.chain_views()}
+        self.primary: Settings = next(iter(self.chains.values()))
         self._http: HttpClient | None = None
         self._rpcs: dict[str, RpcClient] = {}
         self._store: Store | None = None
         self._journal: ProposalJournal | None = None
-        self._simulator: ForkSimulator | None = None
-        self._sinks: ProposalSinks | None = None
+        self._simulators: dict[str, ForkSimulator] = {}
+        self._sinks: dict[str, ProposalSinks] = {}
         self._ops: Operations | None = None
         self._locks: list[ExclusiveLock] = []
 
@@ -66,12 +69,7 @@ class App:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if (
-            self._http is not None
-            or self._rpcs
-            or self._simulator is not None
-            or self._ops is not None
-        ):
+        if self._http is not None or self._rpcs or self._simulators or self._ops is not None:
             raise RuntimeError("network parts need `async with App(...)` to be closed")
         if self._store is not None:
             self._store.close()
@@ -107,16 +105,21 @@ class App:
         return self._http
 
     def has_rpc(self, chain: ChainConfig | None = None) -> bool:
-        return bool((chain or self.settings.chain).rpc_url.get_secret_value())
+        return bool((chain or self.primary.chain).rpc_url.get_secret_value())
 
     def rpc(self, chain: ChainConfig | None = None) -> RpcClient:
-        """The RPC client of ``chain`` (the configured chain by default), one per chain:
+        """The RPC client of ``chain`` (the first configured chain by default), one per chain:
         ``rpc_url`` alone, or with ``rpc_urls`` a pool rotated on failure (counted in ops)."""
-        chain = chain or self.settings.chain
+        chain = chain or self.primary.chain
         client = self._rpcs.get(chain.name)
         if client is None:
             if not self.has_rpc(chain):
-                raise AgentError(f"{self.settings.origin}: chain.rpc_url is not set")
+                what = (
+                    f"the rpc_url of chain {chain.name!r}"
+                    if self.settings.multi_chain
+                    else "chain.rpc_url"
+                )
+                raise AgentError(f"{self.settings.origin}: {what} is not set")
             if chain.rpc_urls:
                 client = self.ops.chain_rpc(chain)
             else:
@@ -148,37 +151,49 @@ class App:
         return self._journal
 
     def simulator(self, layout: MarketLayout) -> ForkSimulator | None:
-        """The fork simulator (None when ``simulator.enabled`` is off); its anvil starts on the
-        first simulation and stops when the app closes."""
+        """The fork simulator of the layout's chain, one per chain (None when
+        ``simulator.enabled`` is off); its anvil starts on the first simulation and stops when
+        the app closes."""
         if not self.settings.simulator.enabled:
             return None
-        if self._simulator is None:
-            chain = self.settings.chain
-            self._simulator = ForkSimulator(
+        sim = self._simulators.get(layout.chain)
+        if sim is None:
+            view = self._chain(layout.chain)
+            chain = view.chain
+            sim = ForkSimulator(
                 chain.rpc_url.get_secret_value(),
                 pool=layout.pool,
-                block_lag=self.settings.simulator.block_lag,
+                block_lag=view.simulator.block_lag,
                 chain_id=chain.chain_id,
-                call_timeout_s=self.settings.simulator.call_timeout_s,
+                call_timeout_s=view.simulator.call_timeout_s,
                 pid_dir=str(recovery.fork_pid_dir(self._store_path)),
             )
-        return self._simulator
+            self._simulators[layout.chain] = sim
+        return sim
 
     @property
     def sinks(self) -> ProposalSinks:
-        if self._sinks is None:
-            s = self.settings
-            self._sinks = ProposalSinks(
+        """The first chain's sinks (the S&P 500 tickets go through them)."""
+        return self.sinks_for(self.primary)
+
+    def sinks_for(self, view: Settings) -> ProposalSinks:
+        """The sinks of one chain: its Safe files (chain id), Safe service and live sender;
+        the journal, the store (ledger, outbox) and the notifications are shared."""
+        s = self._chain(view.chain.name)
+        got = self._sinks.get(s.chain.name)
+        if got is None:
+            got = ProposalSinks(
                 s.sinks,
                 journal=self.journal,
                 store=self.store,
-                rpc=self.rpc(),
+                rpc=self.rpc(s.chain),
                 http=self.http,
                 chain_id=s.chain.chain_id,
                 console=s.agent.log_format == "console",
                 on_published=self._published,
             )
-        return self._sinks
+            self._sinks[s.chain.name] = got
+        return got
 
     def _published(self, record: Mapping[str, Any]) -> None:
         # Each journalled proposal or advisory ticket is counted and notified, when the
@@ -186,14 +201,23 @@ class App:
         if self._ops is not None:
             self._ops.proposals([record])
 
-    def proposer(self, layout: MarketLayout) -> Proposer:
+    def _chain(self, name: str) -> Settings:
+        try:
+            return self.chains[name]
+        except KeyError:
+            raise AgentError(f"{self.settings.origin}: no chain named {name!r}") from None
+
+    def proposer(self, layout: MarketLayout, view: Settings | None = None) -> Proposer:
+        """The proposer of one position (``view``: a position view of the settings; by default
+        the single-chain settings), on its chain's RPC, fork and sinks."""
+        view = view or self.primary
         return Proposer(
-            self.settings,
+            view,
             layout,
-            rpc=self.rpc(),
+            rpc=self.rpc(view.chain),
             store=self.store,
             simulator=self.simulator(layout),
-            sinks=self.sinks,
+            sinks=self.sinks_for(view),
         )
 
     # -- shutdown -------------------------------------------------------------------------
@@ -204,10 +228,8 @@ class App:
         closers = []
         if self._ops is not None:
             closers.append(self._ops.close)
-        if self._sinks is not None:
-            closers.append(self._sinks.close)
-        if self._simulator is not None:
-            closers.append(self._simulator.stop)
+        closers += [sinks.close for sinks in self._sinks.values()]
+        closers += [sim.stop for sim in self._simulators.values()]
         if self._http is not None:
             closers.append(self._http.close)
         closers += [rpc.close for rpc in self._rpcs.values()]
@@ -222,7 +244,9 @@ class App:
         for lock in self._locks:
             lock.release()
         self._locks = []
-        self._sinks = self._simulator = self._http = self._store = self._ops = None
+        self._http = self._store = self._ops = None
+        self._sinks.clear()
+        self._simulators.clear()
         self._rpcs.clear()
         if first is not None:
             raise first

@@ -77,8 +77,11 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
                     else "HF n/a"
                 )
             spend = (r.get("sizing") or {}).get("spend_usd")
+            acct = str(r.get("account") or "")
+            # chain and position (the position's name, else the chain and the short account)
+            where = r.get("position") or f"{r.get('chain')}:{acct[:6]}..{acct[-4:]}"
             print(
-                f"{r['id']}  {r['created_at']}  {r['status']:<18} {r['action']:<18} "
+                f"{r['id']}  {r['created_at']}  {where:<24} {r['status']:<18} {r['action']:<18} "
                 + (f"${spend:,.2f}  " if spend is not None else "")
                 + hf
             )

@@ -9,11 +9,21 @@ models of every stage.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.collectors.config import CollectorsConfig
@@ -67,9 +77,14 @@ class WatchConfig(BaseModel):
 
 
 class PositionConfig(BaseModel):
-    """The account whose position the agent protects."""
+    """The account whose position the agent protects (``[position]``, or one entry of
+    ``[[positions]]``, where ``chain`` names its chain)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # default: chain:account
+    chain: str | None = None  # [[positions]]: the [[chains]] entry the position is on
+    # The health factor a protection restores for this position (default: policy's).
+    target_health_factor: Decimal | None = Field(None, gt=1)
     account: Address | None = None
     kind: Literal["safe", "eoa"] = "safe"
     multisend_call_only: Address | None = None
@@ -95,6 +110,11 @@ class OptionsConfig(BaseModel):
     quote_decimals: int = Field(6, ge=0, le=36)
     slippage_bps: int = Field(100, ge=0, le=5_000)  # premiumLimit = quote x (1 + bps/1e4)
     lot_wad: int = Field(10**16, gt=0)  # contract sizes round down to this (18 decimals)
+    # With [[chains]]: the chain whose venue buys the put ladder (default: the first chain with
+    # a venue) and the buying account (default: the first position on that chain). The ladder
+    # hedges every position's collateral, wherever the position is.
+    chain: str | None = None
+    account: Address | None = None
 
     @property
     def configured(self) -> bool:
@@ -115,6 +135,17 @@ class SimulatorConfig(BaseModel):
     # Restart the fork anvil between ticks once its resident memory passes this (anvil's memory
     # grows on a long-lived fork that is reset every tick); 0 = never.
     recycle_rss_mb: int = Field(1024, ge=0)
+
+
+class ChainSection(ChainConfig):
+    """One entry of ``[[chains]]``: a chain and the venues on it. ``rpc_url_env`` names the
+    environment variable holding the URL (a provider key stays out of files)."""
+
+    rpc_url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    uniswap: UniswapConfig = UniswapConfig()  # the DEX a deleverage on this chain swaps through
+    options: OptionsConfig = OptionsConfig()  # the put venue on this chain (if any)
+    block_lag: int | None = Field(None, ge=0)  # this chain's fork lag (default: simulator's)
+    safe_service_url: str | None = Field(None, pattern=r"^https?://")  # this chain's service
 
 
 class ScenarioConfig(BaseModel):
@@ -138,6 +169,9 @@ class Settings(BaseSettings):
     policy: PolicyConfig = PolicyConfig()
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
+    # Several chains and positions under one budget (instead of [chain] and [position]).
+    chains: tuple[ChainSection, ...] = ()
+    positions: tuple[PositionConfig, ...] = ()
     # Where the values came from, for messages ("config/devnet.toml").
     origin: str = "defaults"
 
@@ -151,6 +185,143 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _chains_or_chain(self) -> Settings:
+        """``[[chains]]`` + ``[[positions]]`` replace ``[chain]`` + ``[position]``; mixing them
+        would leave one of the two silently unused."""
+        if not self.chains:
+            if self.positions:
+                raise ValueError("[[positions]] needs [[chains]] (one chain: use [position])")
+            return self
+        clash = sorted({"chain", "position", "uniswap"} & self.model_fields_set)
+        if clash:
+            sections = ", ".join(f"[{c}]" for c in clash)
+            raise ValueError(
+                f"[[chains]] and [[positions]] replace {sections}: move them into the entries"
+            )
+        if self.options.configured or self.options.pool_factory:
+            raise ValueError("with [[chains]], a put venue's addresses go under [chains.options]")
+        names = [c.name for c in self.chains]
+        for seen in (names, [str(c.chain_id) for c in self.chains]):
+            dup = {x for x in seen if seen.count(x) > 1}
+            if dup:
+                raise ValueError(f"[[chains]]: {sorted(dup)} appear more than once")
+        if not self.positions:
+            raise ValueError("[[chains]] needs at least one [[positions]] entry")
+        for i, p in enumerate(self.positions):
+            if p.chain not in names:
+                raise ValueError(
+                    f"positions[{i}].chain = {p.chain!r} is not a [[chains]] name ({names})"
+                )
+        given = [p.name for p in self.positions if p.name]
+        if len(given) != len(set(given)):
+            raise ValueError("[[positions]]: two positions have the same name")
+        if self.options.chain is not None and self.options.chain not in names:
+            raise ValueError(f"options.chain = {self.options.chain!r} is not a [[chains]] name")
+        if len(self.chains) > 1:
+            if self.sinks.live.enabled:
+                raise ValueError(
+                    "sinks.live.enabled supports one chain: its signer and private RPC are one "
+                    "chain's; propose through Safe files or the Safe service for several"
+                )
+            if self.sinks.safe_service.enabled and any(
+                c.safe_service_url is None for c in self.chains
+            ):
+                raise ValueError(
+                    "sinks.safe_service with several chains: give each [[chains]] entry its "
+                    "safe_service_url (the service is per chain)"
+                )
+        return self
+
+    # -- the single-chain views every stage works with ------------------------------------
+
+    @property
+    def multi_chain(self) -> bool:
+        return bool(self.chains)
+
+    def chain_views(self) -> tuple[Settings, ...]:
+        """One single-chain view per chain (``[chain]`` filled from its ``[[chains]]`` entry):
+        the collectors, discovery and the fork of that chain read it. Without ``[[chains]]``
+        the settings themselves."""
+        if not self.chains:
+            return (self,)
+        return tuple(self._view(c, self._positions_on(c.name)[0:1]) for c in self.chains)
+
+    def position_views(self) -> tuple[Settings, ...]:
+        """One view per position, with its chain's venues: its proposer plans with it."""
+        if not self.chains:
+            return (self,)
+        by_name = {c.name: c for c in self.chains}
+        return tuple(self._view(by_name[str(p.chain)], (p,)) for p in self.positions)
+
+    def put_view(self) -> Settings | None:
+        """Where the put ladder is planned: the chain of ``options.chain`` (default: the
+        first chain with a configured venue) and its buyer (``options.account``, default the
+        first position there). None when no chain has a venue. The ladder's size is bounded by
+        every position's collateral, on every chain."""
+        if not self.chains:
+            return self
+        o = self.options
+        candidates = [
+            c
+            for c in self.chains
+            if (o.chain == c.name)
+            or (o.chain is None and c.options.enabled and c.options.configured)
+        ]
+        if not candidates:
+            return None
+        chain = candidates[0]
+        here = self._positions_on(chain.name)
+        buyer = here[0] if here else self.positions[0].model_copy(update={"chain": chain.name})
+        if o.account is not None:
+            buyer = buyer.model_copy(update={"account": o.account, "name": None})
+        view = self._view(chain, (buyer,))
+        venue = chain.options.model_copy(
+            update={
+                "enabled": o.enabled and chain.options.enabled,
+                "slippage_bps": o.slippage_bps,
+                "lot_wad": o.lot_wad,
+            }
+        )
+        return view.model_copy(update={"options": venue})
+
+    def _positions_on(self, chain: str) -> tuple[PositionConfig, ...]:
+        return tuple(p for p in self.positions if p.chain == chain)
+
+    def _view(self, c: ChainSection, positions: tuple[PositionConfig, ...]) -> Settings:
+        chain = ChainConfig.model_construct(
+            **{k: getattr(c, k) for k in ChainConfig.model_fields}  # validated with c
+        )
+        pos = positions[0] if positions else PositionConfig(chain=c.name)
+        if pos.name is None:
+            who = pos.account or pos.deployment_safe
+            short = f"{who[:6]}..{who[-4:]}" if who.startswith("0x") else who
+            pos = pos.model_copy(update={"name": f"{c.name}:{short}"})
+        sim = self.simulator
+        if c.block_lag is not None:
+            sim = sim.model_copy(update={"block_lag": c.block_lag})
+        sinks = self.sinks
+        if c.safe_service_url is not None:
+            sinks = sinks.model_copy(
+                update={
+                    "safe_service": sinks.safe_service.model_copy(
+                        update={"base_url": c.safe_service_url}
+                    )
+                }
+            )
+        return self.model_copy(
+            update={
+                "chain": chain,
+                "position": pos,
+                "uniswap": c.uniswap,
+                "options": c.options,
+                "simulator": sim,
+                "sinks": sinks,
+                "chains": (),
+                "positions": (),
+            }
+        )
 
 
 def _format_validation(origin: str, exc: ValidationError) -> str:
@@ -178,9 +349,28 @@ def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -
         settings = Settings(**data, origin=origin)
     except ValidationError as exc:
         raise ConfigError(_format_validation(origin, exc)) from None
-    if settings.chain.deployment and resolve_deployment:
+    if settings.chains:
+        settings = _chain_urls_from_env(settings)
+        if resolve_deployment:
+            settings = apply_chain_deployments(settings)
+    elif settings.chain.deployment and resolve_deployment:
         settings = apply_deployment(settings, Path(settings.chain.deployment))
     return settings
+
+
+def _chain_urls_from_env(settings: Settings) -> Settings:
+    chains = []
+    for c in settings.chains:
+        if c.rpc_url_env:
+            url = os.environ.get(c.rpc_url_env, "")
+            if not url:
+                raise ConfigError(
+                    f"{settings.origin}: chain {c.name!r}: rpc_url_env names "
+                    f"{c.rpc_url_env}, which is not set in the environment"
+                )
+            c = c.model_copy(update={"rpc_url": SecretStr(url)})
+        chains.append(c)
+    return settings.model_copy(update={"chains": tuple(chains)})
 
 
 def chain_config_from_deployment(dep: dict[str, Any], **overrides: Any) -> ChainConfig:
@@ -216,59 +406,107 @@ def _deployment_chain_id(c: ChainConfig, deployed: int, path: Path) -> int:
     return deployed
 
 
-def apply_deployment(settings: Settings, path: Path) -> Settings:
-    """Fill chain and position addresses from a devnet deployment file; explicit values win."""
+def _read_deployment(path: Path) -> dict[str, Any]:
     try:
-        dep = json.loads(path.read_text(encoding="utf-8"))
+        dep: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DevnetError(
             f"devnet is not up: no deployment file at {path} (run `hedge-agent devnet up`)"
         ) from None
     except ValueError as exc:
         raise ConfigError(f"{path}: deployment file is not valid JSON: {exc}") from None
+    return dep
+
+
+def _filled_chain(c: ChainConfig, dep: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The chain fields a deployment fills (explicit values win), as an update."""
+    d = chain_config_from_deployment(dep, name=c.name, protocol=c.protocol)
+    return {
+        "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else d.rpc_url,
+        "chain_id": _deployment_chain_id(c, d.chain_id, path),
+        "pool_addresses_provider": c.pool_addresses_provider or d.pool_addresses_provider,
+        "reserves": c.reserves or d.reserves,
+        "accounts": c.accounts or d.accounts,
+        "feeds": dict(c.feeds) or d.feeds,
+        "perps": dict(c.perps) or d.perps,
+        "multicall3": d.multicall3,
+    }
+
+
+def _filled_position(pos: PositionConfig, dep: dict[str, Any]) -> PositionConfig:
+    return pos.model_copy(
+        update={
+            "account": pos.account or dep[pos.deployment_safe]["address"],
+            "multisend_call_only": pos.multisend_call_only or dep["safe"]["multisend_call_only"],
+        }
+    )
+
+
+def _filled_options(opt: OptionsConfig, dep: dict[str, Any]) -> OptionsConfig:
+    premia = dep.get("premia")
+    if premia and not opt.configured:
+        return opt.model_copy(
+            update={
+                k: premia[k]
+                for k in ("pool_factory", "oracle_adapter", "erc20_router", "base", "quote")
+            }
+        )
+    return opt
+
+
+def _filled_uniswap(uni: UniswapConfig, dep: dict[str, Any]) -> UniswapConfig:
+    if dep.get("uniswap") and not uni.configured:
+        u = dep["uniswap"]
+        return uni.model_copy(
+            update={
+                "factory": u["factory"],
+                "swap_router02": u["swap_router02"],
+                "quoter_v2": u["quoter_v2"],
+                "fees": {s: p["fee"] for s, p in u["pools"].items()},
+            }
+        )
+    return uni
+
+
+def apply_chain_deployments(settings: Settings) -> Settings:
+    """``[[chains]]`` entries with a ``deployment`` file (a devnet chain) get their addresses,
+    venues and positions filled from it, like ``apply_deployment`` for ``[chain]``."""
+    chains: list[ChainSection] = []
+    positions = list(settings.positions)
+    for c in settings.chains:
+        if not c.deployment:
+            chains.append(c)
+            continue
+        path = Path(c.deployment)
+        dep = _read_deployment(path)
+        try:
+            update = _filled_chain(c, dep, path) | {
+                "options": _filled_options(c.options, dep),
+                "uniswap": _filled_uniswap(c.uniswap, dep),
+            }
+            positions = [_filled_position(p, dep) if p.chain == c.name else p for p in positions]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: deployment file lacks {exc}") from None
+        chains.append(c.model_copy(update=update))
+    try:  # re-validated so the filled values are checked like hand-written ones
+        return Settings(
+            **settings.model_dump(exclude={"chains", "positions"}, exclude_unset=True),
+            chains=[c.model_dump() | {"rpc_url": c.rpc_url} for c in chains],
+            positions=[p.model_dump() for p in positions],
+        )
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(settings.origin, exc)) from None
+
+
+def apply_deployment(settings: Settings, path: Path) -> Settings:
+    """Fill chain and position addresses from a devnet deployment file; explicit values win."""
+    dep = _read_deployment(path)
     try:
         c = settings.chain
-        d = chain_config_from_deployment(dep, name=c.name, protocol=c.protocol)
-        chain = c.model_copy(
-            update={
-                "rpc_url": c.rpc_url if c.rpc_url.get_secret_value() else d.rpc_url,
-                "chain_id": _deployment_chain_id(c, d.chain_id, path),
-                "pool_addresses_provider": c.pool_addresses_provider or d.pool_addresses_provider,
-                "reserves": c.reserves or d.reserves,
-                "accounts": c.accounts or d.accounts,
-                "feeds": dict(c.feeds) or d.feeds,
-                "perps": dict(c.perps) or d.perps,
-                "multicall3": d.multicall3,
-            }
-        )
-        pos = settings.position
-        position = pos.model_copy(
-            update={
-                "account": pos.account or dep[pos.deployment_safe]["address"],
-                "multisend_call_only": pos.multisend_call_only
-                or dep["safe"]["multisend_call_only"],
-            }
-        )
-        opt = settings.options
-        premia = dep.get("premia")
-        if premia and not opt.configured:
-            opt = opt.model_copy(
-                update={
-                    k: premia[k]
-                    for k in ("pool_factory", "oracle_adapter", "erc20_router", "base", "quote")
-                }
-            )
-        uni = settings.uniswap
-        if dep.get("uniswap") and not uni.configured:
-            u = dep["uniswap"]
-            uni = uni.model_copy(
-                update={
-                    "factory": u["factory"],
-                    "swap_router02": u["swap_router02"],
-                    "quoter_v2": u["quoter_v2"],
-                    "fees": {s: p["fee"] for s, p in u["pools"].items()},
-                }
-            )
+        chain = c.model_copy(update=_filled_chain(c, dep, path))
+        position = _filled_position(settings.position, dep)
+        opt = _filled_options(settings.options, dep)
+        uni = _filled_uniswap(settings.uniswap, dep)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: deployment file lacks {exc}") from None
     # Re-validate so the filled values are checked like hand-written ones.

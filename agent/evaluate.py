@@ -8,7 +8,7 @@ the proposals journal, so they survive restarts like the spend ledger does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,7 @@ import pandas as pd
 
 from agent.config import Settings
 from agent.core.market import ChainSnapshot, MarketLayout
+from agent.core.units import WAD
 from agent.open_layers import open_layers_from_journal
 from agent.policy import (
     Decision,
@@ -52,13 +53,20 @@ def _keys(keys: Iterable[str], prefix: str) -> list[str]:
     return sorted(k for k in keys if k.startswith(prefix))
 
 
-def signal_inputs(store: Store, settings: Settings, layout: MarketLayout, at: int) -> SignalInputs:
-    """Every series the signals read, as known at ``at`` (nothing published later)."""
+def signal_inputs(
+    store: Store,
+    settings: Settings,
+    layout: MarketLayout | Sequence[MarketLayout],
+    at: int,
+) -> SignalInputs:
+    """Every series the signals read, as known at ``at`` (nothing published later): the TVL
+    of every watched market (one per chain), rates of every stored reserve."""
     since = at - int(LOOKBACK.total_seconds())
     watch = settings.watch
     stored = set(store.keys())
+    layouts = (layout,) if isinstance(layout, MarketLayout) else tuple(layout)
 
-    tvl_keys = {f"{layout.protocol}.{layout.chain}": f"tvl.{layout.protocol}.{layout.chain}"}
+    tvl_keys = {f"{m.protocol}.{m.chain}": f"tvl.{m.protocol}.{m.chain}" for m in layouts}
     tvl_keys |= {f"{p}": f"tvl.{p}.total" for p in watch.protocols if f"tvl.{p}.total" in stored}
     prints = {
         name: macro_prints_from_observations(store.observations(f"macro.{name}", known_by=at))
@@ -101,7 +109,7 @@ def signal_inputs(store: Store, settings: Settings, layout: MarketLayout, at: in
 
 
 def gather_signals(
-    store: Store, settings: Settings, layout: MarketLayout, at: int
+    store: Store, settings: Settings, layout: MarketLayout | Sequence[MarketLayout], at: int
 ) -> list[SignalResult]:
     """The signals at ``at`` through the driver the backtest uses."""
     inputs = signal_inputs(store, settings, layout, at)
@@ -133,6 +141,9 @@ def memory_from_journal(
 class Evaluation:
     decision: Decision
     session_id: str
+    # With several positions: their collateral together (USD base units, every chain), what
+    # the one put ladder hedges; 0 on one chain (the buyer's own collateral bounds the puts).
+    collateral_base: int = 0
 
     def topups(self) -> tuple[TopUpAction, ...]:
         return self.decision.topups()
@@ -175,27 +186,64 @@ class Evaluation:
         }
 
 
+@dataclass(frozen=True)
+class MarketRead:
+    """One chain's market as a tick read it: the layout from start-up and the snapshot."""
+
+    layout: MarketLayout
+    snap: ChainSnapshot
+
+
+def position_snapshots(
+    settings: Settings, markets: Mapping[str, MarketRead]
+) -> tuple[PositionSnapshot, ...]:
+    """Every configured position, as its own chain's snapshot reports it. A position whose
+    chain was not read this tick is left out (its protection waits for the next tick)."""
+    views = settings.position_views()
+    several = len(settings.chains) > 1
+    out = []
+    for v in views:
+        m = markets.get(v.chain.name)
+        if m is None:
+            continue
+        account = v.position.account or (m.layout.accounts[0] if m.layout.accounts else None)
+        if account is None or account not in m.snap.accounts:
+            continue
+        a = m.snap.accounts[account]
+        target = v.position.target_health_factor
+        out.append(
+            PositionSnapshot(
+                account,
+                a.total_collateral_base,
+                a.total_debt_base,
+                a.liquidation_threshold_bps,
+                a.health_factor_wad,
+                name=v.position.name or "",
+                chain=v.chain.name if settings.multi_chain else "",
+                target_health_factor_wad=None if target is None else int(target * WAD),
+                key_scope=str(v.chain.chain_id) if several else "",
+            )
+        )
+    return tuple(out)
+
+
 def evaluate(
     store: Store,
     settings: Settings,
     layout: MarketLayout,
     snap: ChainSnapshot,
     journal_records: Iterable[dict[str, Any]],
+    *,
+    markets: Mapping[str, MarketRead] | None = None,
 ) -> Evaluation:
+    """One decision for the tick. ``layout``/``snap`` are the first chain's (its block time is
+    the evaluation time); with several chains ``markets`` holds every chain read this tick,
+    and the positions on all of them share the decision's one budget."""
     at = snap.timestamp
     session_id = session_id_for(at)
-    signals = gather_signals(store, settings, layout, at)
-    account = settings.position.account or (layout.accounts[0] if layout.accounts else None)
-    position = None
-    if account is not None and account in snap.accounts:
-        a = snap.accounts[account]
-        position = PositionSnapshot(
-            account,
-            a.total_collateral_base,
-            a.total_debt_base,
-            a.liquidation_threshold_bps,
-            a.health_factor_wad,
-        )
+    markets = dict(markets or {layout.chain: MarketRead(layout, snap)})
+    signals = gather_signals(store, settings, [m.layout for m in markets.values()], at)
+    positions = position_snapshots(settings, markets)
     records = list(journal_records)
     memory, horizons = memory_from_journal(records)
     open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
@@ -206,12 +254,20 @@ def evaluate(
     )
     decision = decide(
         signals,
-        position,
+        positions,
         session,
         settings.policy,
         pd.Timestamp(at, unit="s", tz="UTC"),
         memory,
         open_layers=open_layers,
-        options_enabled=settings.options.enabled and settings.options.configured,
+        options_enabled=_options_on(settings),
     )
-    return Evaluation(decision, session_id)
+    several = len(positions) > 1
+    return Evaluation(
+        decision, session_id, sum(p.collateral_base for p in positions) if several else 0
+    )
+
+
+def _options_on(settings: Settings) -> bool:
+    puts = settings.put_view()
+    return puts is not None and puts.options.enabled and puts.options.configured

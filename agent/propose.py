@@ -104,29 +104,46 @@ class Proposer:
         return self.s.position.account or self.layout.accounts[0]
 
     async def propose(
-        self, snap: ChainSnapshot, evaluation: Evaluation, warnings: Sequence[str] = ()
+        self,
+        snap: ChainSnapshot,
+        evaluation: Evaluation,
+        warnings: Sequence[str] = (),
+        *,
+        actions: Sequence[TopUpAction | OptionAction] | None = None,
     ) -> list[dict[str, Any]]:
-        """Plan and simulate the decision's actions in order on one fork state, so each sees
-        the ones before it (the put planner reads wallet balances through the fork).
-        ``warnings`` (a stale feed) are written into every record of the tick."""
+        """Plan and simulate ``actions`` (default: all the decision's) in order on one fork
+        state, so each sees the ones before it (the put planner reads wallet balances through
+        the fork). ``warnings`` (a stale feed) are written into every record of the tick."""
+        todo: list[TopUpAction | OptionAction] = (
+            [*evaluation.topups(), *evaluation.options()] if actions is None else list(actions)
+        )
         if self.simulator is None:
-            return await self._propose_all(snap, evaluation, self.rpc, tuple(warnings))
-        if not (evaluation.topups() or evaluation.options()):
+            return await self._propose_all(snap, evaluation, todo, self.rpc, tuple(warnings))
+        if not todo:
             # Nothing to simulate: do not move the fork (anvil_reset costs ~40 upstream reads),
             # only check that it still answers, so a frozen one is replaced before it is needed.
             await self.simulator.keep_warm()
             return []
         async with self.simulator.sequence(snap.block_number) as fork_rpc:
-            return await self._propose_all(snap, evaluation, fork_rpc, tuple(warnings))
+            return await self._propose_all(snap, evaluation, todo, fork_rpc, tuple(warnings))
+
+    def owns(self, action: TopUpAction | OptionAction) -> bool:
+        """Whether ``action`` is this position's: its top-up (same chain and account), or the
+        put ladder when this proposer buys it."""
+        if isinstance(action, OptionAction):
+            return self.puts.venue is not None
+        return action.account.lower() == self.account.lower() and (
+            not action.chain or action.chain == self.s.chain.name
+        )
 
     async def _propose_all(
         self,
         snap: ChainSnapshot,
         evaluation: Evaluation,
+        actions: Sequence[TopUpAction | OptionAction],
         reader: RpcClient,
         warnings: tuple[str, ...] = (),
     ) -> list[dict[str, Any]]:
-        actions: list[TopUpAction | OptionAction] = [*evaluation.topups(), *evaluation.options()]
         out = []
         for action in actions:
             record = await self.propose_one(snap, evaluation, action, reader, warnings)
@@ -174,7 +191,16 @@ class Proposer:
             header = self._header(
                 snap, evaluation, action.idempotency_key, action.action_key, action.horizon
             )
-            draft = await plan_put(header, snap, self.layout, action, cap, self.puts, reader)
+            draft = await plan_put(
+                header,
+                snap,
+                self.layout,
+                action,
+                cap,
+                self.puts,
+                reader,
+                exposure_base=evaluation.collateral_base or None,
+            )
         if self.s.position.kind != "safe" or not draft.planned:
             return draft
         if not self.s.position.multisend_call_only:
@@ -218,6 +244,7 @@ class Proposer:
             chain_id=self.s.chain.chain_id,
             block_number=snap.block_number,
             account=self.account,
+            position=self.s.position.name or "",
             explanation=tuple(evaluation.explain()),
             evidence=evaluation.evidence(),
             policy=evaluation.policy_entry(action_key, horizon=horizon),

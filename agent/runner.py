@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
 from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
-from agent.evaluate import evaluate
+from agent.evaluate import Evaluation, MarketRead, evaluate
 from agent.ops.incremental import backfill_start
 from agent.propose import Proposer
 from agent.sinks import recovery
@@ -55,83 +55,160 @@ class TickReport:
 
 
 class Agent:
-    """The wired pipeline for one chain: parts from the composition root, no logic of its own."""
+    """The wired pipeline: parts from the composition root, no logic of its own. One chain or
+    several (``[[chains]]``): every chain is read concurrently each tick, one decision covers
+    every position under one budget, and each position is proposed on its own chain's fork."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.settings = app.settings
-        self.layout: MarketLayout | None = None
-        self.proposer: Proposer | None = None
+        self.layouts: dict[str, MarketLayout] = {}
+        # One per position, plus the put ladder's buyer when it is not a position.
+        self.proposers: list[Proposer] = []
         self.schedule = IntervalSchedule()
         self.ops = app.ops
         self._failures = 0  # consecutive failed ticks, for the exporter (tick_loop halts)
 
+    @property
+    def layout(self) -> MarketLayout | None:
+        """The first chain's market layout."""
+        return self.layouts.get(self.app.primary.chain.name)
+
+    @property
+    def proposer(self) -> Proposer | None:
+        return self.proposers[0] if self.proposers else None
+
+    def _fork_source(self, chain: str) -> str:
+        return "fork" if len(self.app.chains) == 1 else f"fork:{chain}"
+
     async def setup(self) -> MarketLayout:
         settings = self.settings
-        chain = settings.chain
-        rpc = self.app.rpc()  # a one-line error when chain.rpc_url is not set
-        await rpc.ensure_chain(chain.chain_id)
+        views = list(self.app.chains.values())
+        # a one-line error when a chain's rpc_url is not set or answers for another chain
+        await asyncio.gather(*(self.app.rpc(v.chain).ensure_chain(v.chain.chain_id) for v in views))
+        primary = self.app.primary
+        rpc = self.app.rpc()
         live = settings.sinks.live
-        if live.enabled:
+        if live.enabled:  # one chain only (the configuration refuses live with several)
             # Refuse to start rather than discover at the first proposal that live cannot work.
             if not settings.simulator.enabled:
                 raise ConfigError(
                     f"{settings.origin}: live submission needs the simulator (simulator.enabled)"
                 )
             check_live_allowed(
-                live, await rpc.chain_id(), chain.chain_id, True, live.signer_key is not None
+                live,
+                await rpc.chain_id(),
+                primary.chain.chain_id,
+                True,
+                live.signer_key is not None,
             )
-            log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
+            log.warning(
+                "live.enabled", note="simulated proposals will be SENT", chain=primary.chain.name
+            )
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
         await recovery.recover(live, rpc, self.app.store, self.app.journal)
-        self.layout = await discover(rpc, chain)
-        self.proposer = self.app.proposer(self.layout)
+        layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
+        self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
+        self.proposers = self._proposers()
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
-            f"rpc:{chain.name}",
+            *(f"rpc:{name}" for name in self.layouts),
             "store",
-            *(["fork"] if settings.simulator.enabled else []),
+            *(self._fork_source(n) for n in self.layouts if settings.simulator.enabled),
             *(f"api:{c.name}" for c in build_http_collectors(settings.collectors)),
         )
-        log.info(
-            "agent.ready",
-            chain=chain.name,
-            chain_id=chain.chain_id,
-            pool=self.layout.pool,
-            reserves=[r.symbol for r in self.layout.reserves],
-            accounts=list(self.layout.accounts),
-        )
+        for lay in self.layouts.values():
+            log.info(
+                "agent.ready",
+                chain=lay.chain,
+                chain_id=self.app.chains[lay.chain].chain.chain_id,
+                pool=lay.pool,
+                reserves=[r.symbol for r in lay.reserves],
+                accounts=list(lay.accounts),
+            )
+        if settings.multi_chain:
+            log.info(
+                "agent.positions",
+                positions=[
+                    f"{p.s.position.name} ({p.account} on {p.s.chain.name})" for p in self.proposers
+                ],
+                puts=next(
+                    (f"{p.s.chain.name} by {p.account}" for p in self.proposers if p.puts.venue),
+                    "none",
+                ),
+            )
+        assert self.layout is not None
         return self.layout
 
+    def _proposers(self) -> list[Proposer]:
+        """One proposer per position, on its chain; the put ladder goes to the position that
+        buys it (``options.chain``/``options.account``), or to a proposer of its own."""
+        settings = self.settings
+        if not settings.multi_chain:
+            assert self.layout is not None
+            return [self.app.proposer(self.layout)]
+        put = settings.put_view()
+        out: list[Proposer] = []
+        for view in settings.position_views():
+            buys = (
+                put is not None
+                and not any(p.puts.venue for p in out)
+                and put.chain.name == view.chain.name
+                and str(put.position.account).lower() == str(view.position.account).lower()
+            )
+            if buys:
+                assert put is not None
+                view = put
+            else:  # its puts are the ladder's, planned where the ladder is bought
+                view = view.model_copy(
+                    update={"options": view.options.model_copy(update={"enabled": False})}
+                )
+            out.append(self.app.proposer(self.layouts[view.chain.name], view))
+        if put is not None and not any(p.puts.venue for p in out):
+            out.append(self.app.proposer(self.layouts[put.chain.name], put))
+        return out
+
     async def backfill(self) -> int:
-        """Read on-chain history for the signal windows (one batched call per step)."""
-        assert self.layout is not None
+        """Read on-chain history for the signal windows (one batched call per step), every
+        chain concurrently."""
         hours = self.settings.agent.backfill_hours
         if hours <= 0:
             return 0
-        rpc = self.app.rpc()
+        counts = await asyncio.gather(
+            *(self._backfill(self.app.chains[name], lay) for name, lay in self.layouts.items())
+        )
+        return sum(counts)
+
+    async def _backfill(self, view: Settings, layout: MarketLayout) -> int:
+        hours = view.agent.backfill_hours
+        rpc = self.app.rpc(view.chain)
         head = await rpc.block_number()
         head_ts = int((await rpc.get_block(head))["timestamp"], 16)
-        step_s = self.settings.agent.backfill_step_s
+        step_s = view.agent.backfill_step_s
         # ops: after a restart only the downtime is read, not the whole window again
         since_ts = backfill_start(
-            self.app.store, self.layout, head_ts=head_ts, hours=hours, step_s=step_s
+            self.app.store, layout, head_ts=head_ts, hours=hours, step_s=step_s
         )
         snaps = await backfill_snapshots(
-            rpc, self.layout, since_ts=since_ts, until_block=head, step_s=step_s
+            rpc, layout, since_ts=since_ts, until_block=head, step_s=step_s
         )
         stored = 0
         for snap in snaps:
-            obs, _ = snapshot_observations(
-                snap, self.layout, net_of_debt=self.settings.chain.tvl_net_of_debt
-            )
+            obs, _ = snapshot_observations(snap, layout, net_of_debt=view.chain.tvl_net_of_debt)
             stored += self.app.store.upsert(obs)
-        log.info("backfill.done", snapshots=len(snaps), rows=stored, hours=hours, since_ts=since_ts)
+        log.info(
+            "backfill.done",
+            chain=layout.chain,
+            snapshots=len(snaps),
+            rows=stored,
+            hours=hours,
+            since_ts=since_ts,
+        )
         return stored
 
     async def tick(self, tick_id: int) -> TickReport:
-        """One tick, timed and counted for the exporter; between ticks the fork anvil is
+        """One tick, timed and counted for the exporter; between ticks a fork anvil is
         recycled once its memory passed ``simulator.recycle_rss_mb``."""
         t0 = time.monotonic()
         self.ops.telemetry.beat()
@@ -143,103 +220,177 @@ class Agent:
             raise
         self._failures = 0
         self.ops.telemetry.tick_ok(time.monotonic() - t0)
-        await self.ops.recycle_fork(
-            self.app.simulator(self.layout) if self.layout else None,
-            self.settings.simulator.recycle_rss_mb,
-        )
+        for lay in self.layouts.values():
+            await self.ops.recycle_fork(
+                self.app.simulator(lay), self.settings.simulator.recycle_rss_mb
+            )
         return report
 
-    def _report_sources(self, collected: CollectReport) -> None:
+    def _report_sources(self, chain: str, collected: CollectReport) -> None:
         """ops: each source's answer this tick (readiness; a notice when one fails too long)."""
-        assert self.layout is not None
+        several = len(self.app.chains) > 1
         for name, r in collected.sources.items():
             if name == "onchain":
-                self.ops.source(f"rpc:{self.layout.chain}", r.ok, "; ".join(r.errors) or None)
+                self.ops.source(f"rpc:{chain}", r.ok, "; ".join(r.errors) or None)
                 if r.ok:
                     self.ops.source("store", True)
             elif name in ("liquidations", "comet", "scenario"):
-                self.ops.source(name, r.ok, "; ".join(r.errors) or None)
+                label = f"{name}:{chain}" if several and name != "scenario" else name
+                self.ops.source(label, r.ok, "; ".join(r.errors) or None)
             else:
                 self.ops.source(f"api:{name}", r.ok, "; ".join(r.errors) or None)
 
-    async def _tick(self, tick_id: int) -> TickReport:
-        assert self.layout is not None and self.proposer is not None
-        structlog.contextvars.bind_contextvars(tick_id=tick_id)
-        METRICS.reset()
-        rpc = self.app.rpc()
+    async def _check_chain(self, view: Settings) -> None:
         try:  # every tick, not only at start: a provider moved to another chain halts
-            await rpc.ensure_chain(self.settings.chain.chain_id)
+            await self.app.rpc(view.chain).ensure_chain(view.chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
-        await recovery.each_tick(self.settings.sinks.live, rpc, self.app.store, self.app.journal)
-        # The same collection as `hedge-agent collect`: one failing side source is logged and
-        # skipped; without the chain snapshot there is nothing to evaluate, so the tick fails.
-        collected = await collect_once(
-            self.settings,
+
+    async def _collect(self, name: str, first: bool) -> CollectReport:
+        """One chain's sources. The chain-independent ones (HTTP APIs, the scenario feed, the
+        Comet markets) run with the first chain only."""
+        view = self.app.chains[name]
+        if not first:
+            view = view.model_copy(
+                update={
+                    "scenario": view.scenario.model_copy(update={"feed": None}),
+                    "collectors": view.collectors.model_copy(
+                        update={
+                            "comet": view.collectors.comet.model_copy(update={"enabled": False})
+                        }
+                    ),
+                }
+            )
+        return await collect_once(
+            view,
             self.app.store,
             http=self.app.http,
-            rpc=rpc,
-            layout=self.layout,
-            due=self.schedule,
+            rpc=self.app.rpc(view.chain),
+            layout=self.layouts[name],
+            due=self.schedule if first else _never,
         )
-        self._report_sources(collected)
-        snap = collected.snapshot
-        if snap is None:
-            onchain = collected.sources.get("onchain")
-            raise AgentError(
-                onchain.errors[0] if onchain and onchain.errors else "no chain snapshot this tick"
+
+    async def _tick(self, tick_id: int) -> TickReport:
+        assert self.layouts and self.proposers
+        structlog.contextvars.bind_contextvars(tick_id=tick_id)
+        METRICS.reset()
+        views = list(self.app.chains.values())
+        await asyncio.gather(*(self._check_chain(v) for v in views))
+        rpc = self.app.rpc()
+        await recovery.each_tick(self.settings.sinks.live, rpc, self.app.store, self.app.journal)
+        # The same collection as `hedge-agent collect`, every chain at once: one failing side
+        # source is logged and skipped; a chain without its snapshot is not evaluated this
+        # tick (its positions wait); without any snapshot there is nothing to evaluate.
+        names = list(self.layouts)
+        reports = await asyncio.gather(*(self._collect(n, i == 0) for i, n in enumerate(names)))
+        collected = dict(zip(names, reports, strict=True))
+        markets: dict[str, MarketRead] = {}
+        errors: list[str] = []
+        for name, report in collected.items():
+            self._report_sources(name, report)
+            if report.snapshot is None:
+                onchain = report.sources.get("onchain")
+                why = onchain.errors[0] if onchain and onchain.errors else "no chain snapshot"
+                errors.append(f"{name}: {why}" if len(names) > 1 else why)
+                continue
+            markets[name] = MarketRead(self.layouts[name], report.snapshot)
+            self.ops.telemetry.chain_read(
+                name, report.snapshot.block_number, report.snapshot.timestamp
             )
-        self.ops.telemetry.chain_read(self.layout.chain, snap.block_number, snap.timestamp)
+        if not markets:
+            raise AgentError("; ".join(errors) or "no chain snapshot this tick")
+        for e in errors:
+            log.warning("chain.unread", error=e, note="its positions wait for the next tick")
+        first = next(iter(markets.values()))
+        snap = first.snap
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         # Committed proposals still waiting for their journal line are part of the memory too.
         history = self.app.journal.records() + pending_records(self.app.store)
-        evaluation = evaluate(self.app.store, self.settings, self.layout, snap, history)
+        evaluation = evaluate(
+            self.app.store, self.settings, first.layout, snap, history, markets=markets
+        )
         for line in evaluation.log_lines():
             log.info("signal", **line)
         log.info("decision", **evaluation.summary())
         allowed = self.ops.proposals_allowed()  # the pause switch, read every tick
         self.ops.evaluated(evaluation.decision, evaluation.decision.signals, paused=not allowed)
         proposals: list[dict[str, Any]] = []
+        stored = sum(r.stored for r in collected.values())
         if allowed:
             # Each committed record is counted and notified by the sinks (App._published).
             # A proposal made while a feed is stale says so (the stale answers were not stored).
-            stale = [p for r in collected.sources.values() for p in r.problems if "stale" in p]
-            fork = self.app.simulator(self.layout)
-            try:
-                proposals = await self.proposer.propose(snap, evaluation, warnings=stale)
-            except Exception as exc:
-                if fork is not None:
-                    self.ops.source("fork", False, f"{type(exc).__name__}: {exc}")
-                raise
-            if fork is not None:
-                self.ops.source("fork", True)
+            stale = [
+                p
+                for report in collected.values()
+                for r in report.sources.values()
+                for p in r.problems
+                if "stale" in p
+            ]
+            proposals = await self._propose(markets, evaluation, stale)
             # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
             proposals += spx_advisory(
                 self.app.store,
-                self.settings,
+                self.app.primary,
                 self.app.sinks,
                 snap,
                 evaluation,
-                self.proposer.account,
+                self.proposers[0].account,
             )
         else:
             # Paused: recovery and retries of already-committed work ran above; nothing new.
-            if self.app.simulator(self.layout) is not None:
-                self.ops.telemetry.set_idle("fork", "paused: nothing is simulated")
+            if self.settings.simulator.enabled:
+                for name in self.layouts:
+                    self.ops.telemetry.set_idle(
+                        self._fork_source(name), "paused: nothing is simulated"
+                    )
             log.warning(
                 "proposals.paused",
                 withheld=len(evaluation.decision.actions),
                 note="hedge-agent resume to propose again",
             )
-        log.info(
-            "tick.done",
-            rpc=METRICS.snapshot(),
-            proposals=len(proposals),
-            stored=collected.stored,
+        log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(proposals), stored=stored)
+        return TickReport(tick_id, snap.block_number, snap.timestamp, stored, len(proposals))
+
+    async def _propose(
+        self, markets: Mapping[str, MarketRead], evaluation: Evaluation, stale: list[str]
+    ) -> list[dict[str, Any]]:
+        """Each position's actions through its proposer, on its chain's fork, in the order
+        of the decision's allocation (the position closest to liquidation first); one at a
+        time, so each proposal's cap check sees the spend of the ones before it."""
+        order = {a.account.lower() + a.chain: i for i, a in enumerate(evaluation.topups())}
+        proposers = sorted(
+            self.proposers,
+            key=lambda p: order.get(p.account.lower() + _chain_of(p, self.settings), len(order)),
         )
-        return TickReport(
-            tick_id, snap.block_number, snap.timestamp, collected.stored, len(proposals)
-        )
+        several = self.settings.multi_chain
+        out: list[dict[str, Any]] = []
+        for proposer in proposers:
+            chain = proposer.s.chain.name
+            read = markets.get(chain)
+            if read is None:
+                continue  # its chain was not read this tick
+            actions = (
+                [a for a in evaluation.decision.actions if proposer.owns(a)] if several else None
+            )
+            fork = self.app.simulator(read.layout)
+            try:
+                out += await proposer.propose(read.snap, evaluation, stale, actions=actions)
+            except Exception as exc:
+                if fork is not None:
+                    self.ops.source(self._fork_source(chain), False, f"{type(exc).__name__}: {exc}")
+                raise
+            if fork is not None:
+                self.ops.source(self._fork_source(chain), True)
+        return out
+
+
+def _never(_collector: object) -> bool:
+    return False
+
+
+def _chain_of(proposer: Proposer, settings: Settings) -> str:
+    # TopUpAction.chain is set only with several chains ([[chains]])
+    return proposer.s.chain.name if settings.multi_chain else ""
 
 
 async def tick_loop(

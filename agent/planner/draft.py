@@ -54,6 +54,7 @@ class ProposalHeader:
     evidence: Mapping[str, Any]
     policy: Mapping[str, Any]
     warnings: tuple[str, ...] = ()  # data problems of the tick (a stale oracle feed)
+    position: str = ""  # the configured position's name, when it has one
 
 
 @dataclass(frozen=True)
@@ -377,19 +378,28 @@ class PutConfig:
 
 
 def exposure_contracts(
-    snap: ChainSnapshot, layout: MarketLayout, account: str, underlying: str
+    snap: ChainSnapshot,
+    layout: MarketLayout,
+    account: str,
+    underlying: str,
+    collateral_base: int | None = None,
 ) -> int | None:
     """The position's collateral in units of the put's underlying (18 decimals): puts beyond
-    it would be speculation, not protection."""
+    it would be speculation, not protection. ``collateral_base`` replaces the account's own
+    collateral when the puts hedge several positions (every chain's, in the same USD base)."""
     acct = snap.accounts.get(account)
     try:
         under = layout.reserve(underlying)
     except AgentError:
         return None
     price = snap.reserves.get(under.symbol)
-    if acct is None or price is None or price.price_base <= 0:
+    if price is None or price.price_base <= 0:
         return None
-    return acct.total_collateral_base * WAD // price.price_base
+    if collateral_base is None:
+        if acct is None:
+            return None
+        collateral_base = acct.total_collateral_base
+    return collateral_base * WAD // price.price_base
 
 
 async def plan_put(
@@ -400,6 +410,8 @@ async def plan_put(
     cap: SpendCap,
     cfg: PutConfig,
     reader: RpcClient,
+    *,
+    exposure_base: int | None = None,
 ) -> Draft:
     """Quote and draft a put purchase within the cap. ``reader`` is where the venue is read:
     the fork while a sequence of proposals runs, so each sees the ones before it."""
@@ -420,7 +432,9 @@ async def plan_put(
             account=header.account,
             now=snap.timestamp,
             config=OptionsPlannerConfig(slippage_bps=cfg.slippage_bps, lot=cfg.lot_wad),
-            max_size=exposure_contracts(snap, layout, header.account, cfg.underlying),
+            max_size=exposure_contracts(
+                snap, layout, header.account, cfg.underlying, exposure_base
+            ),
         )
     except PlanningError as exc:
         return failed(header, kind, f"put {action.horizon}: {exc}")

@@ -6,6 +6,7 @@ from agent.policy.config import HorizonConfig, PolicyConfig
 from agent.policy.decide import FAMILIES, decide, health_factor_wad, required_topup_base
 from agent.policy.models import (
     Action,
+    Allocation,
     Decision,
     MemoryEntry,
     OptionAction,
@@ -21,6 +22,7 @@ from agent.policy.models import (
 __all__ = [
     "FAMILIES",
     "Action",
+    "Allocation",
     "BudgetState",
     "Decision",
     "HorizonConfig",

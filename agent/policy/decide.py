@@ -1,6 +1,6 @@
 """The DeFi layer rule, consensus gate, beta priority and sizing (DESIGN.md section 2).
 
-``decide(signals, position, session, cfg, at, memory) -> Decision`` is pure: same inputs, same
+``decide(signals, positions, session, cfg, at, memory) -> Decision`` is pure: same inputs, same
 decision; time is the ``at`` argument; hysteresis state comes in as ``memory`` and goes out as
 ``Decision.memory``.
 
@@ -17,7 +17,9 @@ decision; time is the ``at`` argument; hysteresis state comes in as ``memory`` a
    :mod:`agent.policy.budget`); options get ``option_spend_fraction`` of the layer split by horizon
    weight (each horizon at most once per session), the top-up gets up to the rest, sized
    ``D * H* / LT - C`` in base units. With options disabled (``options_enabled=False``) no put is
-   sized and the whole layer is the top-up's ceiling.
+   sized and the whole layer is the top-up's ceiling. With several positions (one budget for
+   every chain), the top-up share is allocated by severity: the lowest health factor first, each
+   position up to what its target needs (``Decision.allocations`` shows the split).
 5. **Hysteresis**: an action key proposed before is proposed again only in a new session and
    only if its trigger severity rose by ``hysteresis_step`` or ``cooldown_hours`` passed.
    Severity = how far past threshold the triggering signal is, in threshold units (S1 at -12%
@@ -38,6 +40,7 @@ from agent.policy.budget import OpenLayer, budget_state
 from agent.policy.config import PolicyConfig
 from agent.policy.models import (
     Action,
+    Allocation,
     Decision,
     MemoryEntry,
     OptionAction,
@@ -109,7 +112,7 @@ def _by_id(signals: Sequence[SignalResult]) -> dict[str, list[SignalResult]]:
 
 def decide(
     signals: Sequence[SignalResult],
-    position: PositionSnapshot | None,
+    position: PositionSnapshot | Sequence[PositionSnapshot] | None,
     session: SessionState,
     cfg: PolicyConfig,
     at: pd.Timestamp,
@@ -120,6 +123,13 @@ def decide(
     at = to_utc(at)
     at_unix = unix(at)
     memory = memory or PolicyMemory()
+    positions: tuple[PositionSnapshot, ...] = (
+        ()
+        if position is None
+        else (position,)
+        if isinstance(position, PositionSnapshot)
+        else tuple(position)
+    )
     notes: list[str] = []
     if session.session_id != session_id_for(at_unix):
         notes.append(
@@ -221,6 +231,7 @@ def decide(
 
     actions: list[Action] = []
     suppressed: list[Suppressed] = []
+    allocations: list[Allocation] = []
     new_entries: dict[str, MemoryEntry] = {}
     sev = severity if severity is not None else 0.0
 
@@ -242,37 +253,64 @@ def decide(
         )
 
     if acted and layer > 0:
-        # top-up
-        if position is not None:
-            target_wad = int(cfg.target_health_factor * WAD)
+        # protection, position by position: the lowest health factor (closest to liquidation)
+        # is served first, each up to what it needs, from what the ones before it left
+        left = topup_budget
+        for position in sorted(positions, key=lambda p: (p.health_factor_wad, -p.debt_base)):
+            target_wad = position.target_health_factor_wad or int(cfg.target_health_factor * WAD)
             req_base = required_topup_base(position, target_wad)
-            akey = f"topup:{position.account.lower()}"
+            scope = f"{position.key_scope}:" if position.key_scope else ""
+            akey = f"topup:{scope}{position.account.lower()}"
+            req_usd = _cents_up(Decimal(req_base) / Decimal(position.base_unit))
+            given = Decimal(0)
             if req_base == 0:
-                notes.append(
-                    f"{position.account}: health factor {position.health_factor_wad / WAD:.4f} >= target "
-                    f"{cfg.target_health_factor}; no top-up"
+                why = (
+                    f"{position.label}: health factor {position.health_factor_wad / WAD:.4f} >= "
+                    f"target {target_wad / WAD:g}; no top-up"
                 )
+                notes.append(why)
             elif (blocked := allowed(akey)) is not None:
                 suppressed.append(Suppressed(akey, blocked))
+                why = f"not proposed: {blocked}"
             else:
-                req_usd = _cents_up(Decimal(req_base) / Decimal(position.base_unit))
-                spend = min(req_usd, topup_budget)
+                spend = min(req_usd, left)
                 if spend < cfg.min_action_usd or spend <= 0:
-                    suppressed.append(
-                        Suppressed(
-                            akey, f"top-up budget ${spend} below minimum ${cfg.min_action_usd}"
-                        )
-                    )
+                    why = f"top-up budget ${spend} below minimum ${cfg.min_action_usd}"
+                    if left < topup_budget:
+                        why += " (the rest went to positions closer to liquidation)"
+                    suppressed.append(Suppressed(akey, why))
                 else:
                     ikey = idempotency_key(
-                        "collateral_top_up", position.account, session.session_id
+                        "collateral_top_up", f"{scope}{position.account}", session.session_id
                     )
                     actions.append(
                         TopUpAction(
-                            position.account, target_wad, spend, req_base, req_usd, ikey, akey
+                            position.account,
+                            target_wad,
+                            spend,
+                            req_base,
+                            req_usd,
+                            ikey,
+                            akey,
+                            chain=position.chain,
+                            position=position.name,
                         )
                     )
                     new_entries[akey] = MemoryEntry(sev, at_unix, session.session_id, ikey)
+                    given = spend
+                    left -= spend
+                    why = "needs all of it" if spend == req_usd else "limited by the budget left"
+            allocations.append(
+                Allocation(
+                    position.label,
+                    position.chain,
+                    position.account,
+                    position.health_factor_wad,
+                    req_usd,
+                    given,
+                    why,
+                )
+            )
         # option ladder (none when options are disabled: no put is planned or journaled)
         for h in cfg.horizons if options_enabled else ():
             akey = f"option:{cfg.option_underlying.lower()}:{h.name}"
@@ -336,4 +374,5 @@ def decide(
         budget_room_usd=room,
         budget_frees_next=budget.frees_next(),
         options_enabled=options_enabled,
+        allocations=tuple(allocations) if len(positions) > 1 else (),
     )

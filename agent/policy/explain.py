@@ -52,10 +52,18 @@ def explain_lines(d: Decision) -> list[str]:
     )
     if not d.options_enabled:
         lines.append("options disabled: no put is sized; the layer goes to protection")
+    if d.allocations:
+        lines.append("protection budget by severity (lowest health factor first):")
+        lines += [
+            f"  {a.position} on {a.chain}: HF {_num(a.health_factor_wad / 10**18 if a.health_factor_wad < 2**255 else None)}, "
+            f"needs ${a.required_usd}, allocated ${a.allocated_usd} ({a.note})"
+            for a in d.allocations
+        ]
     for a in d.actions:
         if isinstance(a, TopUpAction):
+            who = f"{a.position} ({a.account} on {a.chain})" if a.position else a.account
             lines.append(
-                f"action top-up {a.account}: to HF {a.target_health_factor_wad / 10**18:g}, required "
+                f"action top-up {who}: to HF {a.target_health_factor_wad / 10**18:g}, required "
                 f"{a.required_collateral_base} base (${a.required_collateral_usd}), max spend ${a.max_spend_usd} "
                 f"[key {a.idempotency_key}]"
             )

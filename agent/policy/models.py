@@ -31,6 +31,18 @@ class PositionSnapshot:
     liquidation_threshold_bps: int
     health_factor_wad: int
     base_unit: int = AAVE_BASE_UNIT_USD
+    # With several positions: which one (named in the allocation and the records), the health
+    # factor its protection restores (None: the policy's), and ``key_scope``, which keeps the
+    # action keys of the same account on two chains apart ("" on a single chain, so the keys
+    # a single-chain journal holds stay valid).
+    name: str = ""
+    chain: str = ""
+    target_health_factor_wad: int | None = None
+    key_scope: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.account
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +140,8 @@ class TopUpAction:
     idempotency_key: str
     action_key: str
     kind: Literal["collateral_top_up"] = "collateral_top_up"
+    chain: str = ""  # the position's chain and name (several positions); "" on one chain
+    position: str = ""
 
     @property
     def spend_usd(self) -> Decimal:
@@ -137,6 +151,7 @@ class TopUpAction:
         return {
             "kind": self.kind,
             "account": self.account,
+            **({"chain": self.chain, "position": self.position} if self.position else {}),
             "target_health_factor_wad": str(self.target_health_factor_wad),
             "target_health_factor": self.target_health_factor_wad / WAD,
             "max_spend_usd": str(self.max_spend_usd),
@@ -175,6 +190,34 @@ class OptionAction:
 
 
 Action = TopUpAction | OptionAction
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One position's share of the layer's protection budget. Positions are served by
+    severity, the lowest health factor (closest to liquidation) first; each gets what it
+    needs to reach its target, as far as the budget left after the ones before it allows."""
+
+    position: str
+    chain: str
+    account: str
+    health_factor_wad: int
+    required_usd: Decimal
+    allocated_usd: Decimal
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "chain": self.chain,
+            "account": self.account,
+            "health_factor": self.health_factor_wad / WAD
+            if self.health_factor_wad < 2**255
+            else None,
+            "required_usd": str(self.required_usd),
+            "allocated_usd": str(self.allocated_usd),
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +262,7 @@ class Decision:
     budget_room_usd: Decimal = Decimal(0)  # B - open layers, before this decision
     budget_frees_next: str = ""  # what frees room next, and when
     options_enabled: bool = True
+    allocations: tuple[Allocation, ...] = ()  # the protection budget across positions
 
     @property
     def session_remaining_usd(self) -> Decimal:
@@ -262,6 +306,7 @@ class Decision:
             "budget_room_usd": str(self.budget_room_usd),
             "budget_frees_next": self.budget_frees_next,
             "options_enabled": self.options_enabled,
+            "allocation": [a.as_dict() for a in self.allocations],
             "proposed_spend_usd": str(self.proposed_spend_usd),
             "actions": [a.as_dict() for a in self.actions],
             "suppressed": [

@@ -68,7 +68,9 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
     reasons = [str(x) for x in (record.get("explanation") or [])][:top_reasons]
     lines = [
         f"action: {record.get('action')}  status: {record.get('status')}",
-        f"account: {record.get('account')}  chain: {record.get('chain')}",
+        (f"position: {record['position']}  " if record.get("position") else "")
+        + f"account: {record.get('account')}  chain: {record.get('chain')}"
+        + f" ({record.get('chain_id')})",
         f"size: {size}",
         f"health factor: {_hf(sim.get('health_factor_before'))} -> "
         f"{_hf(sim.get('health_factor_after'))}",
@@ -91,7 +93,8 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
     return Notice(
         "proposal",
         f"proposal:{record.get('idempotency_key')}",
-        f"hedge-agent proposal: {record.get('action')} ({status})",
+        f"hedge-agent proposal: {record.get('action')} ({status})"
+        + f" on {record.get('position') or record.get('chain')}",
         "\n".join(lines),
         level,
     )

@@ -24,6 +24,7 @@ class Proposal(BaseModel):
     chain_id: int
     block_number: int
     account: str
+    position: str | None = None  # the configured position's name (several positions)
     action: ActionKind
     status: Status
     explanation: list[str]  # one line per fact, enough to recompute the decision by hand

@@ -69,6 +69,7 @@ def proposal_from(outcome: Outcome) -> Proposal:
             "chain_id": h.chain_id,
             "block_number": h.block_number,
             "account": h.account,
+            "position": h.position or None,
             "action": d.action,
             "status": outcome.status,
             "explanation": list(h.explanation),
