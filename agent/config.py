@@ -203,7 +203,13 @@ class Settings(BaseSettings):
         if self.options.configured or self.options.pool_factory:
             raise ValueError("with [[chains]], a put venue's addresses go under [chains.options]")
         names = [c.name for c in self.chains]
-        for seen in (names, [str(c.chain_id) for c in self.chains]):
+        # a devnet chain's id comes from its deployment file (checked once it is filled)
+        ids = [
+            str(c.chain_id)
+            for c in self.chains
+            if not c.deployment or "chain_id" in c.model_fields_set
+        ]
+        for seen in (names, ids):
             dup = {x for x in seen if seen.count(x) > 1}
             if dup:
                 raise ValueError(f"[[chains]]: {sorted(dup)} appear more than once")
