@@ -8,8 +8,7 @@ NM := toolchain/node_modules
 FOUNDRY_BINS := $(CURDIR)/$(NM)/@foundry-rs/anvil-linux-amd64/bin:$(CURDIR)/$(NM)/@foundry-rs/cast-linux-amd64/bin:$(CURDIR)/$(NM)/@foundry-rs/forge-linux-amd64/bin
 # Native binaries first on PATH: the npm launchers set TARGET_TOOL and break cast-inside-forge.
 export PATH := $(FOUNDRY_BINS):$(CURDIR)/$(BIN):$(PATH)
-DEVNET_CONFIG ?= config/devnet.toml
-LEAN_CONFIG ?= config/devnet-lean.toml
+MULTI_CONFIG ?= config/devnet-multi.toml
 SCENARIO ?= stress
 
 .PHONY: install toolchain contracts lint test faults demo abis clean
@@ -53,16 +52,15 @@ faults: install
 
 demo: install
 	@set -e; trap '$(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true' EXIT; \
-	rm -rf var/demo; $(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true; \
-	$(BIN)/hedge-agent devnet up; \
+	rm -rf var/demo-multi; $(BIN)/hedge-agent devnet down >/dev/null 2>&1 || true; \
+	$(BIN)/hedge-agent devnet up --chains 2; \
 	$(BIN)/hedge-agent devnet play $(SCENARIO); \
-	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(DEVNET_CONFIG) --once; \
-	echo; echo "==== second position: the empty-wallet Safe (deleverage) ===="; \
-	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(LEAN_CONFIG) --once; \
+	echo; echo "==== one tick: two positions on two chains, one budget ($(MULTI_CONFIG)) ===="; \
+	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(MULTI_CONFIG) --once; \
 	echo; echo "==== proposals ===="; \
-	$(BIN)/hedge-agent proposals list --config $(DEVNET_CONFIG); \
-	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo/safe-tx-builder 2>/dev/null || true; \
-	echo; echo "S&P 500 put ticket (advisory, for your broker):"; cat var/demo/spx_tickets.csv 2>/dev/null || echo "(none this run)"
+	$(BIN)/hedge-agent proposals list --config $(MULTI_CONFIG); \
+	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo-multi/safe-tx-builder 2>/dev/null || true; \
+	echo; echo "S&P 500 put ticket (advisory, for your broker):"; cat var/demo-multi/spx_tickets.csv 2>/dev/null || echo "(none this run)"
 
 clean:
 	rm -rf out var .pytest_cache .mypy_cache .ruff_cache
