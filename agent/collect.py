@@ -242,6 +242,24 @@ async def collect_once(
     return report
 
 
+def chain_only(view: Settings) -> Settings:
+    """A second chain's view for one collection: only what is read from that chain itself
+    (its snapshot and liquidation logs). The chain-independent sources (HTTP APIs, the scenario
+    feed, the configured Comet markets) are collected with the first chain only, once."""
+    cfg = view.collectors
+    off = {
+        name: sub.model_copy(update={"enabled": False})
+        for name in type(cfg).model_fields
+        if name != "liquidations" and hasattr(sub := getattr(cfg, name), "enabled")
+    }
+    return view.model_copy(
+        update={
+            "scenario": view.scenario.model_copy(update={"feed": None}),
+            "collectors": cfg.model_copy(update=off),
+        }
+    )
+
+
 class IntervalSchedule:
     """Which HTTP collectors are due: each runs at most once per its ``interval_s`` (the
     daemon's ``due`` for :func:`collect_once`). Holds one timestamp per source, no more."""

@@ -27,7 +27,7 @@ import structlog
 
 from agent.advisory import spx_advisory
 from agent.app import App
-from agent.collect import CollectReport, IntervalSchedule, collect_once
+from agent.collect import CollectReport, IntervalSchedule, chain_only, collect_once
 from agent.collectors import build_http_collectors
 from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
 from agent.config import Settings
@@ -247,27 +247,15 @@ class Agent:
             raise Halt(str(exc)) from exc
 
     async def _collect(self, name: str, first: bool) -> CollectReport:
-        """One chain's sources. The chain-independent ones (HTTP APIs, the scenario feed, the
-        Comet markets) run with the first chain only."""
+        """One chain's sources; the chain-independent ones run with the first chain only."""
         view = self.app.chains[name]
-        if not first:
-            view = view.model_copy(
-                update={
-                    "scenario": view.scenario.model_copy(update={"feed": None}),
-                    "collectors": view.collectors.model_copy(
-                        update={
-                            "comet": view.collectors.comet.model_copy(update={"enabled": False})
-                        }
-                    ),
-                }
-            )
         return await collect_once(
-            view,
+            view if first else chain_only(view),
             self.app.store,
             http=self.app.http,
             rpc=self.app.rpc(view.chain),
             layout=self.layouts[name],
-            due=self.schedule if first else _never,
+            due=self.schedule if first else None,
         )
 
     async def _tick(self, tick_id: int) -> TickReport:
@@ -382,10 +370,6 @@ class Agent:
             if fork is not None:
                 self.ops.source(self._fork_source(chain), True)
         return out
-
-
-def _never(_collector: object) -> bool:
-    return False
 
 
 def _chain_of(proposer: Proposer, settings: Settings) -> str:

@@ -99,7 +99,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from agent.app import App
-    from agent.collect import collect_once
+    from agent.collect import chain_only, collect_once
     from agent.config import load_settings
 
     settings = load_settings(args.config)
@@ -108,14 +108,25 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     async def loop() -> int:
         async with App(settings) as app:
-            rpc = app.rpc() if app.has_rpc() else None
+            views = list(app.chains.values())
             while True:
-                report = await collect_once(settings, app.store, http=app.http, rpc=rpc)
-                print(render_collect(report, path), flush=True)
-                for e in report.errors:
-                    print(f"error: {e}", file=sys.stderr)
+                ok = True
+                # every chain; the chain-independent sources once, with the first
+                for i, view in enumerate(views):
+                    report = await collect_once(
+                        view if i == 0 else chain_only(view),
+                        app.store,
+                        http=app.http,
+                        rpc=app.rpc(view.chain) if app.has_rpc(view.chain) else None,
+                    )
+                    if len(views) > 1:
+                        print(f"chain {view.chain.name}:")
+                    print(render_collect(report, path), flush=True)
+                    for e in report.errors:
+                        print(f"error: {e}", file=sys.stderr)
+                    ok = ok and report.ok
                 if args.once:
-                    return 0 if report.ok else 1
+                    return 0 if ok else 1
                 print(flush=True)
                 await asyncio.sleep(settings.agent.tick_interval_s)
 
@@ -128,7 +139,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from agent.app import App
-    from agent.backfill import Progress, backfill
+    from agent.backfill import BackfillReport, Progress, backfill
+    from agent.collect import chain_only
     from agent.commands.store import parse_when
     from agent.config import load_settings
 
@@ -140,15 +152,28 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     async def load() -> BackfillReport:
         # NORMAL is safe here: each step's rows and its checkpoint are one transaction.
         async with App(settings, store_synchronous="NORMAL") as app:
-            return await backfill(
-                settings,
-                app.store,
-                since=since,
-                http=app.http,
-                rpc=app.rpc() if app.has_rpc() else None,
-                restart=args.restart,
-                progress=progress,
+            views = list(app.chains.values())
+            reports = [
+                await backfill(
+                    view if i == 0 else chain_only(view),
+                    app.store,
+                    since=since,
+                    http=app.http,
+                    rpc=app.rpc(view.chain) if app.has_rpc(view.chain) else None,
+                    restart=args.restart,
+                    progress=progress,
+                )
+                for i, view in enumerate(views)  # every chain; HTTP history once, with the first
+            ]
+            if len(reports) == 1:
+                return reports[0]
+            merged = BackfillReport(
+                since=reports[0].since, elapsed_s=sum(r.elapsed_s for r in reports)
             )
+            for i, (view, r) in enumerate(zip(views, reports, strict=True)):
+                for name, task in r.tasks.items():
+                    merged.tasks[name if i == 0 else f"{name}:{view.chain.name}"] = task
+            return merged
 
     try:
         report = asyncio.run(load())

@@ -250,7 +250,9 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
     ck = Checks()
     try:
         s = load_settings(path, resolve_deployment=False)
-        if s.chain.deployment:
+        if s.multi_chain:
+            s = load_settings(path)  # [[chains]] with deployment files: filled per chain
+        elif s.chain.deployment:
             s = apply_deployment(s, Path(s.chain.deployment))
     except AgentError as exc:
         return [str(exc)], 0  # nothing else can be checked without a valid configuration
@@ -262,22 +264,43 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
         _writable_dir(ck, "sinks.safe_tx_builder_dir", Path(s.sinks.safe_tx_builder_dir))
     _listen(ck, s.agent.http.listen)
     _notify_urls(ck, s)
+    # Every chain (one view per position: its chain's RPC, its contracts, its Safe).
+    views = s.position_views()
+    checked: set[str] = set()
+    for view in views:
+        first = view.chain.name not in checked
+        checked.add(view.chain.name)
+        await _check_chain(ck, view, timeout_s, rpcs_too=first, several=s.multi_chain)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
+    return ck.problems, ck.passed
+
+
+async def _check_chain(
+    ck: Checks, s: Settings, timeout_s: float, *, rpcs_too: bool, several: bool
+) -> None:
+    """One chain's RPC URLs (chain id), the configured contracts and the position's Safe.
+    With several chains the labels name the chain (``chains.NAME.rpc_url``)."""
     once = RetryPolicy(attempts=1)
+    prefix = f"chains.{s.chain.name}." if several else "chain."
     rpcs: list[tuple[str, RpcClient]] = []
     url = s.chain.rpc_url.get_secret_value()
-    if ck.expect(bool(url), "chain.rpc_url: not set (HEDGE_AGENT_CHAIN__RPC_URL)"):
+    hint = "rpc_url_env" if several else "HEDGE_AGENT_CHAIN__RPC_URL"
+    if ck.expect(bool(url), f"{prefix}rpc_url: not set ({hint})"):
         rpcs.append(
-            ("chain.rpc_url", RpcClient(url, source="check", retry=once, timeout_s=timeout_s))
+            (f"{prefix}rpc_url", RpcClient(url, source="check", retry=once, timeout_s=timeout_s))
         )
-    rpcs += [
-        (
-            f"chain.rpc_urls[{i}]",
-            RpcClient(u.get_secret_value(), source="check", retry=once, timeout_s=timeout_s),
-        )
-        for i, u in enumerate(s.chain.rpc_urls)
-    ]
+    if rpcs_too:
+        rpcs += [
+            (
+                f"{prefix}rpc_urls[{i}]",
+                RpcClient(u.get_secret_value(), source="check", retry=once, timeout_s=timeout_s),
+            )
+            for i, u in enumerate(s.chain.rpc_urls)
+        ]
     live = s.sinks.live
-    if live.enabled and live.private_rpc_url is not None:
+    if rpcs_too and live.enabled and live.private_rpc_url is not None:
         rpcs.append(
             (
                 "sinks.live.private_rpc_url",
@@ -297,10 +320,6 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
                 *(_check_code(ck, chain_rpc, label, a) for label, a in _addresses(s))
             )
             await _check_safe(ck, s, chain_rpc)
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
     finally:
         for _, rpc in rpcs:
             await rpc.close()
-    return ck.problems, ck.passed
