@@ -1,4 +1,8 @@
-"""``hedge-agent devnet up|down|status|play``."""
+"""``hedge-agent devnet up|down|status|play``, on one devnet chain or several (``--chains``).
+
+Chain 1 is the devnet as it always was (chain id 31337, ``deployment.json``, ``anvil.log``);
+chain k >= 2 is another detached anvil with chain id 31337 + k - 1 and the same deployment,
+recorded beside the first one (``deployment-2.json``, ``anvil-2.log``)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,42 @@ import argparse
 import contextlib
 import os
 import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from agent.core.anvil import AnvilProcess, kill_process_group
+from agent.core.anvil import AnvilProcess, free_port, kill_process_group
 from agent.core.errors import DevnetError
+from agent.devnet.artifacts import ensure_forge_artifacts
 from agent.devnet.chain import Chain
-from agent.devnet.deploy import deploy, deployment_path, read_deployment, write_deployment
-from agent.devnet.scenario import DEFAULT_FEED_PATH, MarketState, load_scenario, market_state, play
+from agent.devnet.deploy import (
+    MAX_CHAINS,
+    chain_deployment_path,
+    chain_log_path,
+    deploy,
+    deployment_path,
+    devnet_chain_id,
+    read_deployment,
+    write_deployment,
+)
+from agent.devnet.scenario import (
+    DEFAULT_FEED_PATH,
+    MarketState,
+    PlayResult,
+    load_scenario,
+    market_state,
+    play_chains,
+)
+
+
+def _chain_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_CHAINS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_CHAINS}: {text!r}")
+    return n
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,20 +54,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     up = dsub.add_parser("up", help="start anvil (detached), deploy, write the deployment file")
     up.add_argument("--deployment", help="deployment file (default out/devnet/deployment.json)")
-    up.add_argument("--port", type=int, help="anvil port on 127.0.0.1 (default: a free port)")
+    up.add_argument(
+        "--port", type=int, help="chain 1's anvil port on 127.0.0.1 (default: a free port)"
+    )
+    up.add_argument(
+        "--chains",
+        type=_chain_count,
+        default=1,
+        help=f"how many devnet chains to start, 1..{MAX_CHAINS} (default 1); chain k has chain id"
+        " 31337+k-1 and its deployment file beside the first (deployment-2.json, ...)",
+    )
     up.set_defaults(handler=cmd_up)
 
-    down = dsub.add_parser("down", help="stop the devnet's anvil and remove the deployment file")
+    down = dsub.add_parser(
+        "down", help="stop every devnet chain's anvil and remove their deployment files"
+    )
     down.add_argument("--deployment")
     down.set_defaults(handler=cmd_down)
 
-    status = dsub.add_parser("status", help="show the devnet's chain and market state")
+    status = dsub.add_parser("status", help="show every devnet chain's market state")
     status.add_argument("--deployment")
     status.set_defaults(handler=cmd_status)
 
-    pl = dsub.add_parser("play", help="play config/scenarios/SCENARIO.toml on the devnet")
+    pl = dsub.add_parser(
+        "play", help="play config/scenarios/SCENARIO.toml on every devnet chain that is up"
+    )
     pl.add_argument("scenario", metavar="SCENARIO", help="scenario name or .toml path")
     pl.add_argument("--deployment")
+    pl.add_argument(
+        "--chain",
+        type=_chain_count,
+        metavar="K",
+        help="play on devnet chain K only (default: every chain that is up)",
+    )
     pl.add_argument("--feed", help=f"feed file to write (default {_rel(DEFAULT_FEED_PATH)})")
     pl.add_argument(
         "--pace",
@@ -69,14 +120,35 @@ def _is_anvil(pid: int) -> bool:
     return b"anvil" in cmdline.split(b"\0")[0]
 
 
-def _connect(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Chain]:
-    path = deployment_path(args.deployment)
-    dep = read_deployment(path)
-    if not _answers(dep["rpc_url"]):
-        raise DevnetError(
-            f"devnet at {dep['rpc_url']} does not answer (run `hedge-agent devnet up`)"
-        )
-    return path, dep, Chain(dep["rpc_url"])
+def _present(first: Path) -> list[tuple[int, Path]]:
+    """The chains whose deployment file exists beside ``first`` (chain 1's)."""
+    paths = ((k, chain_deployment_path(first, k)) for k in range(1, MAX_CHAINS + 1))
+    return [(k, p) for k, p in paths if p.exists()]
+
+
+def _connect(first: Path, only: int | None = None) -> list[tuple[int, Path, dict[str, Any]]]:
+    """Every devnet chain that is up (or chain ``only``); one line naming the chain's file when
+    a deployment file's anvil does not answer."""
+    present = _present(first)
+    if only is not None:
+        present = [(k, p) for k, p in present if k == only]
+        if not present:
+            raise DevnetError(
+                f"devnet chain {only} is not up: no deployment file at"
+                f" {_rel(chain_deployment_path(first, only))}"
+            )
+    if not present:
+        read_deployment(first)  # raises: "devnet is not up: no deployment file at ..."
+    out = []
+    for k, path in present:
+        dep = read_deployment(path)
+        if not _answers(dep["rpc_url"]):
+            where = "" if k == 1 else f" (chain {k}, {_rel(path)})"
+            raise DevnetError(
+                f"devnet at {dep['rpc_url']} does not answer{where} (run `hedge-agent devnet up`)"
+            )
+        out.append((k, path, dep))
+    return out
 
 
 def _summary(state: MarketState) -> str:
@@ -105,77 +177,157 @@ def _summary(state: MarketState) -> str:
     )
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    path = deployment_path(args.deployment)
-    if path.exists():
+def _chain_name(k: int, dep: dict[str, Any]) -> str:
+    return f"chain {k} (chain id {dep['chain_id']})"
+
+
+def _refuse_if_up(first: Path) -> None:
+    """Refuse when any chain's file beside ``first`` points at an answering anvil; then remove
+    the files whose anvil is gone (stale: a later chain's would otherwise count as up)."""
+    present = _present(first)
+    for k, path in present:
         try:
-            old_url: str | None = read_deployment(path)["rpc_url"]
+            url: str | None = read_deployment(path)["rpc_url"]
         except DevnetError:
-            old_url = None  # unreadable: overwrite it
-        if old_url and _answers(old_url):
+            url = None  # unreadable: stale
+        if url and _answers(url):
+            which = "devnet" if k == 1 else f"devnet chain {k}"
             raise DevnetError(
-                f"devnet already up at {old_url} ({path}); run `hedge-agent devnet down` first"
+                f"{which} already up at {url} ({_rel(path)}); run `hedge-agent devnet down` first"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    # Detached: anvil runs in its own session and outlives this command; `down` kills its group.
-    anvil = AnvilProcess(port=args.port, detach=True, log_path=path.parent / "anvil.log")
-    anvil.start()
+    for _k, path in present:
+        path.unlink(missing_ok=True)
+
+
+def _anvils(first: Path, n: int, port: int | None) -> list[AnvilProcess]:
+    used = {port} if port else set()
+    anvils = []
+    for k in range(1, n + 1):
+        p = port if k == 1 and port else free_port()
+        while p in used:  # two free_port() calls may return the same port
+            p = free_port()
+        used.add(p)
+        anvils.append(
+            AnvilProcess(
+                port=p,
+                # Chain 1 is anvil's default chain (31337), as a one-chain devnet always was.
+                chain_id=None if k == 1 else devnet_chain_id(k),
+                # Detached: anvil runs in its own session and outlives this command; `down`
+                # kills its group.
+                detach=True,
+                log_path=chain_log_path(first, k),
+            )
+        )
+    return anvils
+
+
+def _deploy_all(anvils: list[AnvilProcess]) -> list[dict[str, Any]]:
+    """Deploy every chain concurrently (each thread has its own anvil and client). On the first
+    failure every anvil is stopped at once, so the other deploys fail fast, and one line names
+    the chain that failed."""
+    ensure_forge_artifacts()  # once, before the threads: a build must not run twice at once
+    pool = ThreadPoolExecutor(max_workers=len(anvils), thread_name_prefix="devnet-deploy")
+    futures: dict[Future[dict[str, Any]], int] = {
+        pool.submit(deploy, a.url, anvil_pid=a.pid, chain_index=k): k
+        for k, a in enumerate(anvils, 1)
+    }
     try:
-        dep = deploy(anvil.url, anvil_pid=anvil.pid)
-        write_deployment(dep, path)
-        state = market_state(Chain(anvil.url), dep)
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = sorted((futures[f], f) for f in done if f.exception() is not None)
+        if failed:
+            k, fut = failed[0]
+            exc = fut.exception()
+            for a in anvils:
+                a.stop()
+            raise DevnetError(
+                f"devnet chain {k} (chain id {devnet_chain_id(k)}) failed to deploy: {exc}"
+            ) from exc
+        return [f.result() for f in sorted(futures, key=futures.__getitem__)]
     except BaseException:
-        anvil.stop()
+        for a in anvils:
+            a.stop()
         raise
-    print(f"devnet up at {anvil.url} (anvil pid {anvil.pid}) in {time.monotonic() - started:.1f}s")
-    print(f"  deployment: {_rel(path)}")
-    print(f"  Aave pool {dep['aave']['pool']}, Safe {dep['safe']['address']} (threshold 1 of 2)")
-    print(_summary(state))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    first = deployment_path(args.deployment)
+    n: int = args.chains
+    _refuse_if_up(first)
+    first.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    anvils = _anvils(first, n, args.port)
+    written: list[Path] = []
+    try:
+        for a in anvils:
+            a.spawn()
+        for a in anvils:
+            a.wait_ready()
+        deps = _deploy_all(anvils)
+        for k, dep in enumerate(deps, 1):
+            path = chain_deployment_path(first, k)
+            written.append(path)
+            write_deployment(dep, path)
+        states = [market_state(Chain(d["rpc_url"]), d) for d in deps]
+    except BaseException:
+        for a in anvils:
+            a.stop()
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    elapsed = time.monotonic() - started
+    for k, (dep, state) in enumerate(zip(deps, states, strict=True), 1):
+        name = "devnet" if n == 1 else f"devnet {_chain_name(k, dep)}"
+        print(f"{name} up at {dep['rpc_url']} (anvil pid {dep['anvil_pid']})")
+        print(f"  deployment: {_rel(chain_deployment_path(first, k))}")
+        print(
+            f"  Aave pool {dep['aave']['pool']}, Safe {dep['safe']['address']} (threshold 1 of 2)"
+        )
+        print(_summary(state))
+    print(f"{n} chain{'s' if n > 1 else ''} deployed in {elapsed:.1f}s")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    path = deployment_path(args.deployment)
-    try:
-        dep = read_deployment(path)
-    except DevnetError as exc:
-        if path.exists():
-            path.unlink()
-            print(f"removed unreadable deployment file {_rel(path)} ({exc})")
-        else:
-            print(f"devnet is not up (no deployment file at {_rel(path)})")
+    first = deployment_path(args.deployment)
+    present = _present(first)
+    if not present:
+        print(f"devnet is not up (no deployment file at {_rel(first)})")
         return 0
-    pid = dep.get("anvil_pid")
-    if isinstance(pid, int) and pid > 0 and pid != os.getpid() and _is_anvil(pid):
-        kill_process_group(pid)
-        print(f"stopped anvil pid {pid} ({dep['rpc_url']})")
-    else:
-        print(f"anvil for {dep['rpc_url']} is not running")
-    path.unlink(missing_ok=True)
+    for k, path in present:
+        try:
+            dep = read_deployment(path)
+        except DevnetError as exc:
+            path.unlink(missing_ok=True)
+            print(f"chain {k}: removed unreadable deployment file {_rel(path)} ({exc})")
+            continue
+        pid = dep.get("anvil_pid")
+        name = _chain_name(k, dep)
+        if isinstance(pid, int) and pid > 0 and pid != os.getpid() and _is_anvil(pid):
+            kill_process_group(pid)
+            print(f"{name}: stopped anvil pid {pid} ({dep['rpc_url']})")
+        else:
+            print(f"{name}: anvil for {dep['rpc_url']} is not running")
+        path.unlink(missing_ok=True)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path, dep, chain = _connect(args)
-    state = market_state(chain, dep)
-    print(
-        f"devnet up at {dep['rpc_url']} (chain {dep['chain_id']}, anvil pid {dep.get('anvil_pid')})"
-    )
-    print(f"  deployment: {_rel(path)}, deployed at block {dep['deployed_block']}")
-    print(_summary(state))
+    for k, path, dep in _connect(deployment_path(args.deployment)):
+        state = market_state(Chain(dep["rpc_url"]), dep)
+        print(
+            f"devnet {_chain_name(k, dep)} up at {dep['rpc_url']} (anvil pid {dep.get('anvil_pid')})"
+        )
+        print(f"  deployment: {_rel(path)}, deployed at block {dep['deployed_block']}")
+        print(_summary(state))
     return 0
 
 
-def cmd_play(args: argparse.Namespace) -> int:
-    _path, dep, _chain = _connect(args)
-    scenario = load_scenario(args.scenario)
-    feed = Path(args.feed) if args.feed else DEFAULT_FEED_PATH
-    result = play(dep, scenario, feed, pace=args.pace)
+def _play_block(k: int, dep: dict[str, Any], result: PlayResult) -> None:
     b, a = result.before, result.after
     print(
-        f"played scenario {result.scenario!r} (scenario data, not market data): "
-        f"{scenario.duration_hours} h, blocks {result.first_block}..{result.last_block}"
+        f"{_chain_name(k, dep)} at {dep['rpc_url']}: blocks {result.first_block}..{result.last_block}"
     )
     for sym in a.prices:
         print(
@@ -197,5 +349,18 @@ def cmd_play(args: argparse.Namespace) -> int:
             f"  empty-wallet Safe health factor: {b.lean_safe_health_factor:.4f}"
             f" -> {a.lean_safe_health_factor:.4f}"
         )
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    chains = _connect(deployment_path(args.deployment), only=args.chain)
+    scenario = load_scenario(args.scenario)
+    feed = Path(args.feed) if args.feed else DEFAULT_FEED_PATH
+    results = play_chains([dep for _k, _p, dep in chains], scenario, feed, pace=args.pace)
+    print(
+        f"played scenario {scenario.name!r} (scenario data, not market data): "
+        f"{scenario.duration_hours} h on {len(chains)} chain{'s' if len(chains) > 1 else ''}"
+    )
+    for (k, _path, dep), result in zip(chains, results, strict=True):
+        _play_block(k, dep, result)
     print(f"  feed file: {_rel(feed)}")
     return 0

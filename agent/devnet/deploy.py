@@ -47,6 +47,12 @@ from agent.planner.options import PremiaV3Venue
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"
+DEVNET_CHAIN_ID = 31337  # anvil's default: chain 1; chain k runs with 31337 + k - 1
+MAX_CHAINS = 3
+# Chain k's deployer starts at nonce (k - 1) x this, so no contract of one chain shares its
+# address with any contract of another (a reader pointed at the wrong chain then fails loudly
+# instead of reading a twin). Multicall3 stays at its canonical address on every chain.
+CHAIN_NONCE_STRIDE = 1_000_000
 FEED_DECIMALS = 8
 SAFE_HF_TARGET = Decimal("1.9")
 ZERO = "0x0000000000000000000000000000000000000000"
@@ -62,6 +68,24 @@ def deployment_path(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("HEDGE_AGENT_DEVNET_DEPLOYMENT", DEFAULT_DEPLOYMENT_PATH))
+
+
+def devnet_chain_id(index: int) -> int:
+    """The chain id of devnet chain ``index`` (1-based): 31337, 31338, ..."""
+    return DEVNET_CHAIN_ID + index - 1
+
+
+def chain_deployment_path(first: Path, index: int) -> Path:
+    """Chain ``index``'s deployment file, beside the first chain's: ``deployment.json``,
+    ``deployment-2.json``, ... (``X/foo.json`` -> ``X/foo-2.json``)."""
+    if index == 1:
+        return first
+    return first.with_name(f"{first.stem}-{index}{first.suffix}")
+
+
+def chain_log_path(first: Path, index: int) -> Path:
+    """Chain ``index``'s anvil log, beside its deployment file: ``anvil.log``, ``anvil-2.log``."""
+    return first.parent / ("anvil.log" if index == 1 else f"anvil-{index}.log")
 
 
 def _pct_ray(pct: str) -> int:
@@ -448,12 +472,20 @@ class Deployer:
         exec_batch(self.chain, addr, owner, safe["multisend_call_only"], calls)
 
 
-def deploy(url: str, *, anvil_pid: int | None = None) -> dict[str, Any]:
-    """Deploy everything onto the anvil at ``url`` and return the deployment record."""
+def deploy(url: str, *, anvil_pid: int | None = None, chain_index: int = 1) -> dict[str, Any]:
+    """Deploy everything onto the anvil at ``url`` and return the deployment record.
+
+    ``chain_index`` k >= 2 deploys devnet chain k: the same market, at addresses disjoint from
+    every other chain's (the deployer's nonce starts at ``(k - 1) * CHAIN_NONCE_STRIDE``)."""
+    if not 1 <= chain_index <= MAX_CHAINS:
+        raise DevnetError(f"devnet chain index must be 1..{MAX_CHAINS}, got {chain_index}")
     ensure_forge_artifacts()
     chain = Chain(url)
     chain_id = chain.chain_id()
     dep = Deployer(chain)
+    if chain_index > 1:
+        nonce = (chain_index - 1) * CHAIN_NONCE_STRIDE
+        chain.rpc("anvil_setNonce", [dep.deployer, hex(nonce)])
     aave = dep.aave()
     multicall = dep.multicall3()
     perp = dep.perp()

@@ -13,7 +13,8 @@ import json
 import time
 import tomllib
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -368,6 +369,7 @@ class PlayResult:
     after: MarketState
     liquidations: list[dict[str, Any]] = field(default_factory=list)
     feed_path: Path | None = None
+    chain_id: int = 0
 
 
 class Player:
@@ -386,6 +388,8 @@ class Player:
         accounts = chain.accounts()
         self.liquidator = accounts[9] if len(accounts) > 9 else self.deployer
         self.liquidations: list[dict[str, Any]] = []
+        # Several chains may play at once: every line names its chain.
+        self.log = log.bind(chain_id=dep.get("chain_id"))
         for feed in scenario.prices:
             if feed not in self.feeds:
                 raise DevnetError(f"scenario {scenario.name}: feed {feed!r} is not deployed")
@@ -439,7 +443,7 @@ class Player:
             free = int(rd[2]) - int(rd[3]) - int(rd[4])
             amount = min(want, balance, max(free, 0))
             if amount <= 0:
-                log.info(
+                self.log.info(
                     "devnet.scenario.withdraw_skipped",
                     hour=ev.hour,
                     whale=who,
@@ -448,7 +452,7 @@ class Player:
                 )
                 return 0
             self.chain.send(self.pool, "withdraw", t["address"], amount, who, sender=who)
-            log.info(
+            self.log.info(
                 "devnet.scenario.withdraw",
                 hour=ev.hour,
                 whale=who,
@@ -464,7 +468,7 @@ class Player:
                 raise DevnetError(f"scenario {self.sc.name}: unknown perp market {p['market']!r}")
             skew = int(Decimal(str(p["skew"])) * WAD)
             self.chain.send(market, "setSkew", skew, sender=self.deployer)
-            log.info(
+            self.log.info(
                 "devnet.scenario.set_skew",
                 hour=ev.hour,
                 market=p["market"],
@@ -484,7 +488,7 @@ class Player:
         cap = avail_base * 10 ** t["decimals"] * 99 // (price * 100)
         amount = min(want, cap, supply - debt)
         if amount <= 0:
-            log.info(
+            self.log.info(
                 "devnet.scenario.borrow_skipped",
                 hour=ev.hour,
                 asset=p["asset"],
@@ -493,7 +497,7 @@ class Player:
             )
             return 0
         self.chain.send(self.pool, "borrow", t["address"], amount, 2, 0, who, sender=who)
-        log.info(
+        self.log.info(
             "devnet.scenario.borrow",
             hour=ev.hour,
             whale=who,
@@ -530,7 +534,7 @@ class Player:
                     "tx": receipt["transactionHash"].to_0x_hex(),
                 }
             )
-            log.info(
+            self.log.info(
                 "devnet.scenario.liquidation",
                 hour=h,
                 user=user,
@@ -544,60 +548,101 @@ class Player:
 def play(
     dep: dict[str, Any],
     scenario: Scenario,
-    feed_path: Path = DEFAULT_FEED_PATH,
+    feed_path: Path | None = DEFAULT_FEED_PATH,
     *,
     pace: float = 0.0,
     on_hour: Callable[[int, MarketState], None] | None = None,
 ) -> PlayResult:
     """Run the scenario to the end. ``pace`` sleeps that many real seconds per simulated hour
     (for watching a live agent); ``on_hour`` gets the state after each hour."""
-    chain = Chain(dep["rpc_url"])
-    try:
-        chain.chain_id()
-    except DevnetError:
-        raise DevnetError(f"devnet at {dep['rpc_url']} does not answer") from None
-    player = Player(chain, dep, scenario)
-    before = market_state(chain, dep)
-    start = before.timestamp
+    hook = None if on_hour is None else (lambda h, _i, state: on_hour(h, state))
+    return play_chains([dep], scenario, feed_path, pace=pace, on_hour=hook)[0]
+
+
+def play_chains(
+    deps: Sequence[dict[str, Any]],
+    scenario: Scenario,
+    feed_path: Path | None = DEFAULT_FEED_PATH,
+    *,
+    pace: float = 0.0,
+    on_hour: Callable[[int, int, MarketState], None] | None = None,
+) -> list[PlayResult]:
+    """Play the scenario on several devnet chains in lockstep: every chain applies hour ``h``
+    (concurrently, one thread per chain: each has its own anvil and client) before any applies
+    ``h + 1``, so a paced run moves the chains together. The feed file holds chain-independent
+    series (macro prints, daily closes): written once (``None``: not at all), anchored at the
+    first chain's time. ``on_hour(h, i, state)`` gets chain ``deps[i]``'s state after hour h."""
+    if not deps:
+        raise DevnetError("no devnet chain to play the scenario on")
+    chains = []
+    for dep in deps:
+        chain = Chain(dep["rpc_url"])
+        try:
+            chain.chain_id()
+        except DevnetError:
+            raise DevnetError(f"devnet at {dep['rpc_url']} does not answer") from None
+        chains.append(chain)
+    # Every player checks the deployment against the scenario before any chain moves.
+    players = [Player(c, d, scenario) for c, d in zip(chains, deps, strict=True)]
+    befores = [market_state(c, d) for c, d in zip(chains, deps, strict=True)]
+    start = befores[0].timestamp
     feed = build_feed(scenario, start)
-    write_feed(feed, feed_path)
-    log.info(
-        "devnet.scenario.start",
-        scenario=scenario.name,
-        started_at=start,
-        block=before.block,
-        observations=len(feed["observations"]),
-        feed=str(feed_path),
-        data_origin="scenario",
-    )
-    for h in range(scenario.duration_hours + 1):
+    if feed_path is not None:
+        write_feed(feed, feed_path)
+    for p, b in zip(players, befores, strict=True):
+        p.log.info(
+            "devnet.scenario.start",
+            scenario=scenario.name,
+            started_at=b.timestamp,
+            block=b.block,
+            observations=len(feed["observations"]),
+            feed=str(feed_path),
+            data_origin="scenario",
+        )
+
+    def step(i: int, h: int) -> None:
+        chain = chains[i]
         if h > 0:
             chain.rpc("evm_increaseTime", [HOUR])
-        if player.hour(h) == 0:
+        if players[i].hour(h) == 0:
             chain.mine()  # one block per simulated hour at least
         if on_hour is not None:
-            on_hour(h, market_state(chain, dep))
-        if pace > 0:
-            time.sleep(pace)
-    after = market_state(chain, dep)
-    log.info(
-        "devnet.scenario.end",
-        scenario=scenario.name,
-        block=after.block,
-        eth_usd=after.prices.get("WETH"),
-        tvl_usd=after.tvl_usd,
-        usdc_utilisation=after.utilisation.get("USDC"),
-        liquidations=len(player.liquidations),
-        data_origin="scenario",
-    )
-    return PlayResult(
-        scenario=scenario.name,
-        started_at=start,
-        ended_at=after.timestamp,
-        first_block=before.block,
-        last_block=after.block,
-        before=before,
-        after=after,
-        liquidations=player.liquidations,
-        feed_path=feed_path,
-    )
+            on_hour(h, i, market_state(chain, deps[i]))
+
+    with ThreadPoolExecutor(max_workers=len(deps), thread_name_prefix="devnet-play") as pool:
+        for h in range(scenario.duration_hours + 1):
+            if len(deps) == 1:
+                step(0, h)
+            else:
+                # list() re-raises the first chain's error, after every chain's hour ended.
+                list(pool.map(step, range(len(deps)), [h] * len(deps)))
+            if pace > 0:
+                time.sleep(pace)
+    results = []
+    for chain, dep, player, before in zip(chains, deps, players, befores, strict=True):
+        after = market_state(chain, dep)
+        player.log.info(
+            "devnet.scenario.end",
+            scenario=scenario.name,
+            block=after.block,
+            eth_usd=after.prices.get("WETH"),
+            tvl_usd=after.tvl_usd,
+            usdc_utilisation=after.utilisation.get("USDC"),
+            liquidations=len(player.liquidations),
+            data_origin="scenario",
+        )
+        results.append(
+            PlayResult(
+                scenario=scenario.name,
+                started_at=before.timestamp,
+                ended_at=after.timestamp,
+                first_block=before.block,
+                last_block=after.block,
+                before=before,
+                after=after,
+                liquidations=player.liquidations,
+                feed_path=feed_path,
+                chain_id=int(dep["chain_id"]),
+            )
+        )
+    return results
