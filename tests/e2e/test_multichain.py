@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.e2e.test_demo_path import ROOT, cli
+from test_demo_path import ROOT, cli  # the sibling module (pytest puts tests/e2e on sys.path)
 
 pytestmark = pytest.mark.e2e
 
