@@ -240,11 +240,19 @@ class Agent:
             else:
                 self.ops.source(f"api:{name}", r.ok, "; ".join(r.errors) or None)
 
-    async def _check_chain(self, view: Settings) -> None:
-        try:  # every tick, not only at start: a provider moved to another chain halts
+    async def _check_chain(self, view: Settings) -> str | None:
+        """None when the chain's RPC answers for the configured chain; else why not. A
+        provider moved to another chain halts (checked every tick, not only at start); with
+        several chains, one that does not answer is left out of this tick."""
+        try:
             await self.app.rpc(view.chain).ensure_chain(view.chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
+        except AgentError as exc:
+            if len(self.app.chains) == 1:
+                raise
+            return str(exc)
+        return None
 
     async def _collect(self, name: str, first: bool) -> CollectReport:
         """One chain's sources; the chain-independent ones run with the first chain only."""
@@ -263,17 +271,24 @@ class Agent:
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
         views = list(self.app.chains.values())
-        await asyncio.gather(*(self._check_chain(v) for v in views))
-        rpc = self.app.rpc()
-        await recovery.each_tick(self.settings.sinks.live, rpc, self.app.store, self.app.journal)
+        checks = await asyncio.gather(*(self._check_chain(v) for v in views))
+        down = {v.chain.name: why for v, why in zip(views, checks, strict=True) if why}
+        errors = [f"{name}: {why}" for name, why in down.items()]
+        for name, why in down.items():
+            self.ops.source(f"rpc:{name}", False, why)
+        # Live sends (one chain only) settle on the first chain's RPC; journal lines that
+        # could not be written are retried either way.
+        await recovery.each_tick(
+            self.settings.sinks.live, self.app.rpc(), self.app.store, self.app.journal
+        )
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
-        # tick (its positions wait); without any snapshot there is nothing to evaluate.
-        names = list(self.layouts)
+        # tick (its positions wait); without any snapshot there is nothing to evaluate. The
+        # chain-independent sources go with the first chain that answers.
+        names = [n for n in self.layouts if n not in down]
         reports = await asyncio.gather(*(self._collect(n, i == 0) for i, n in enumerate(names)))
         collected = dict(zip(names, reports, strict=True))
         markets: dict[str, MarketRead] = {}
-        errors: list[str] = []
         for name, report in collected.items():
             self._report_sources(name, report)
             if report.snapshot is None:

@@ -105,6 +105,16 @@ def test_proposal_message_holds_what_a_reviewer_needs() -> None:
     assert "simulation: FAILED: HF" in failed.body and failed.level == "warning"
 
 
+def test_the_notice_names_the_chain_and_the_position() -> None:
+    # one chain: the chain and its id; several: the position's name too, in the title as well
+    one = proposal_notice(RECORD | {"chain_id": 31337})
+    assert "account: 0x000000000000000000000000000000000000dEaD  chain: devnet (31337)" in one.body
+    assert one.title.endswith("on devnet")
+    two = proposal_notice(RECORD | {"chain": "devnet2", "chain_id": 31338, "position": "lean-safe"})
+    assert "position: lean-safe  account: 0x" in two.body and "chain: devnet2 (31338)" in two.body
+    assert two.title == "hedge-agent proposal: collateral_top_up (simulated) on lean-safe"
+
+
 async def test_sent_to_a_local_webhook_once_within_the_cooldown(hook: Hook) -> None:
     counts: list[tuple[str, str]] = []
     notifier = Notifier(_cfg(hook.url), count=lambda k, o: counts.append((k, o)))

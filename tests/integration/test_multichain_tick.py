@@ -1,0 +1,108 @@
+"""The daemon's tick over two real devnet chains (chain ids 31337 and 31338): each read with
+one Multicall3 call per tick, and a chain whose anvil is killed mid-run leaves the other
+chain's reading, evaluation and readiness intact (its own positions wait, and say why)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from agent.app import App
+from agent.config import load_settings
+from agent.core.anvil import AnvilProcess
+from agent.core.metrics import METRICS
+from agent.devnet.chain import Chain
+from agent.devnet.deploy import deploy, devnet_chain_id
+from agent.runner import Agent
+
+
+@pytest.fixture
+def chain2() -> Iterator[tuple[AnvilProcess, dict[str, Any]]]:
+    """A second chain of our own (not the shared fixture): this test kills its anvil."""
+    anvil = AnvilProcess(chain_id=devnet_chain_id(2))
+    anvil.start()
+    try:
+        yield anvil, deploy(anvil.url, anvil_pid=anvil.pid, chain_index=2)
+    finally:
+        anvil.stop()
+
+
+def _config(tmp_path: Path, dep1: dict[str, Any], dep2: dict[str, Any]) -> Path:
+    for i, dep in ((1, dep1), (2, dep2)):
+        (tmp_path / f"dep{i}.json").write_text(json.dumps(dep))
+    off = "\n".join(
+        f"[collectors.{c}]\nenabled = false"
+        for c in ("defillama", "hyperliquid", "dydx", "closes", "liquidations")
+    )
+    path = tmp_path / "multi.toml"
+    path.write_text(
+        f"""
+[agent]
+store_path = "{tmp_path}/agent.sqlite"
+journal_path = "{tmp_path}/proposals.jsonl"
+backfill_hours = 0
+
+[[chains]]
+name = "one"
+deployment = "{tmp_path}/dep1.json"
+timeout_s = 2
+
+[[chains]]
+name = "two"
+deployment = "{tmp_path}/dep2.json"
+timeout_s = 2
+
+[[positions]]
+chain = "one"
+[[positions]]
+chain = "two"
+
+[simulator]
+enabled = false
+
+[sinks]
+safe_tx_builder_dir = "{tmp_path}/stb"
+{off}
+"""
+    )
+    return path
+
+
+async def test_each_chain_is_read_in_one_call_and_a_dead_chain_is_left_out(
+    tmp_path: Path, devnet: dict[str, Any], chain2: tuple[AnvilProcess, dict[str, Any]]
+) -> None:
+    anvil2, dep2 = chain2
+    settings = load_settings(_config(tmp_path, devnet, dep2))
+    async with App(settings) as app:
+        agent = Agent(app)
+        await agent.setup()
+        assert set(agent.layouts) == {"one", "two"}
+        assert [p.s.chain.chain_id for p in agent.proposers] == [31337, 31338]
+        await agent.tick(1)
+        # one snapshot call per chain per tick (eth_call to Multicall3), on each chain's RPC
+        calls = METRICS.snapshot()
+        assert calls["rpc:one"]["requests"] == calls["rpc:two"]["requests"]
+        store = app.store
+        one, two = store.latest("tvl.aave-v3.one"), store.latest("tvl.aave-v3.two")
+        assert one is not None and two is not None
+        assert one.source.startswith("onchain:one:") and two.source.startswith("onchain:two:")
+        assert app.ops.telemetry.dependencies["rpc:two"].ok
+
+        anvil2.stop()  # chain two's node is gone (process group killed)
+        Chain(devnet["rpc_url"]).mine(3600)
+        with structlog.testing.capture_logs() as events:
+            report = await agent.tick(2)  # does not raise: chain one is still protected
+        after = store.latest("tvl.aave-v3.one")
+        assert after is not None and after.ts > one.ts and report.timestamp == after.ts
+        assert store.latest("tvl.aave-v3.two") == two  # nothing new, nothing lost
+        (unread,) = [e for e in events if e["event"] == "chain.unread"]
+        assert unread["error"].startswith("two: ") and "its positions wait" in unread["note"]
+        dep = app.ops.telemetry.dependencies["rpc:two"]
+        assert not dep.ok and dep.error
+        assert app.ops.telemetry.dependencies["rpc:one"].ok
+        assert app.ops.telemetry.readiness()[0] is False  # /readyz tells the operator
