@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agent.cli import main
+from agent.config import load_settings
 from agent.core.anvil import AnvilProcess, free_port
 from agent.devnet.deploy import write_deployment
 
@@ -145,3 +146,41 @@ def test_a_broken_schema_is_the_only_line(
     code, lines = _check(p, capsys)
     assert code == 1
     assert len(lines) == 2 and "agent.tick_intervl_s: Extra inputs are not permitted" in lines[0]
+
+
+def test_every_chain_of_a_multichain_config_is_checked(
+    dep_path: Path,
+    devnet2: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dep2 = tmp_path / "deployment-2.json"
+    write_deployment(devnet2, dep2)
+    common = (
+        f'[agent]\nstore_path = "{tmp_path}/agent.sqlite"\njournal_path = "{tmp_path}/p.jsonl"\n'
+        f'[sinks]\nsafe_tx_builder_dir = "{tmp_path}/stb"\n'
+        "[collectors.defillama]\nenabled = false\n[collectors.hyperliquid]\nenabled = false\n"
+        "[collectors.dydx]\nenabled = false\n[collectors.closes]\nenabled = false\n"
+    )
+    chains = (
+        f'[[chains]]\nname = "one"\ndeployment = "{dep_path}"\n'
+        f'[[chains]]\nname = "two"\ndeployment = "{dep2}"\n'
+        '[[positions]]\nchain = "one"\n[[positions]]\nchain = "two"\n'
+    )
+    good = tmp_path / "multi.toml"
+    good.write_text(common + chains)
+    code, lines = _check(good, capsys)
+    assert code == 0, lines
+    one = load_settings(good)  # independent of check: what it should have looked at
+    assert [v.chain.chain_id for v in one.chain_views()] == [31337, 31338]
+    # chain two answering for another chain is named as chain two's problem, on one line
+    with AnvilProcess(chain_id=1) as other:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            common + chains.replace('name = "two"\n', f'name = "two"\nrpc_url = "{other.url}"\n')
+        )
+        code, lines = _check(bad, capsys)
+    assert code == 1
+    assert lines[:-1] == [
+        f"problem: chains.two.rpc_url {other.url}: chain id 1, configuration expects 31338"
+    ]
