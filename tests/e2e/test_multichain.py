@@ -70,15 +70,30 @@ def ledger_usd(cfg_dir: Path) -> Decimal:
         return sum((Decimal(r[0]) for r in c.execute("SELECT amount_usd FROM spends")), Decimal(0))
 
 
-def need_usd(dep: dict[str, Any], account: str, block: int, target: str) -> Decimal:
-    """What the position needs to reach ``target``: D * H / LT - C, read from the chain's Pool
-    at the tick's block (rounded up to the cent), independently of the agent."""
+def account_data(dep: dict[str, Any], account: str, block: int) -> tuple[int, ...]:
+    """``getUserAccountData`` from the chain's Pool at ``block``, through the Aave package's
+    own ABI (not the agent's reader)."""
     from agent.devnet.artifacts import npm_artifact
     from agent.devnet.chain import Chain
 
     chain = Chain(dep["rpc_url"])
-    pool = chain.at(dep["aave"]["pool"], npm_artifact("Pool"))  # the Aave package's own ABI
-    c, d, _, lt, _, _ = chain.call(pool, "getUserAccountData", account, block=block)
+    pool = chain.at(dep["aave"]["pool"], npm_artifact("Pool"))
+    return tuple(int(x) for x in chain.call(pool, "getUserAccountData", account, block=block))
+
+
+def oracle_price(dep: dict[str, Any], asset: str, block: int) -> int:
+    from agent.devnet.artifacts import npm_artifact
+    from agent.devnet.chain import Chain
+
+    chain = Chain(dep["rpc_url"])
+    oracle = chain.at(dep["aave"]["oracle"], npm_artifact("AaveOracle"))
+    return int(chain.call(oracle, "getAssetPrice", asset, block=block))
+
+
+def need_usd(dep: dict[str, Any], account: str, block: int, target: str) -> Decimal:
+    """What the position needs to reach ``target``: D * H / LT - C, read from the chain's Pool
+    at the tick's block (rounded up to the cent), independently of the agent."""
+    c, d, _, lt, _, _ = account_data(dep, account, block)
     exact = Fraction(d, 10**8) * Fraction(target) / Fraction(lt, 10_000) - Fraction(c, 10**8)
     return Decimal(math.ceil(exact * 100)) / 100
 
@@ -132,9 +147,23 @@ def test_two_positions_on_two_chains_in_one_budget(two_chains: dict[str, Any]) -
         assert batch["chainId"] == str(chain_id)
     # the lean Safe holds nothing to top up with: a deleverage through devnet2's Uniswap
     assert protect["lean-safe"]["action"] == "deleverage"
-    # the put ladder on the first chain's venue hedges both positions' collateral
+    # the put ladder on the first chain's venue hedges both positions' collateral: a rung
+    # capped by the exposure holds exactly both collaterals in WETH (lot 0.01), not one's
     puts = [r for r in rows if r["action"] == "option_put" and r["status"] == "simulated"]
     assert puts and {r["chain_id"] for r in puts} == {31337}
+    capped = [r for r in puts if r["option"]["capped_by"] == "exposure"]
+    assert capped, [r["option"] for r in puts]
+    both = (
+        account_data(deps["devnet"], main, blocks["devnet"])[0]
+        + account_data(deps["devnet2"], lean, blocks["devnet2"])[0]
+    )
+    weth_price = oracle_price(
+        deps["devnet"], deps["devnet"]["tokens"]["WETH"]["address"], blocks["devnet"]
+    )
+    lot = 10**16
+    for r in capped:
+        assert int(r["option"]["size"]) == both * 10**18 // weth_price // lot * lot
+        assert int(r["simulation"]["option_long_after"]) == int(r["option"]["size"])
     # one ledger: everything proposed on both chains (and the advisory ticket) within one cap
     assert 0 < ledger_usd(cfg.parent / "one") <= Decimal(250_000)
     # proposals list names the chain and the position
