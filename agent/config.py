@@ -220,6 +220,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"positions[{i}].chain = {p.chain!r} is not a [[chains]] name ({names})"
                 )
+        with_deployment = {c.name for c in self.chains if c.deployment}
+        for i, p in enumerate(self.positions):
+            if p.account is None and p.chain not in with_deployment:
+                raise ValueError(
+                    f"positions[{i}].account is required (chain {p.chain!r} has no "
+                    "deployment file to take it from)"
+                )
         given = [p.name for p in self.positions if p.name]
         if len(given) != len(set(given)):
             raise ValueError("[[positions]]: two positions have the same name")
@@ -296,9 +303,13 @@ class Settings(BaseSettings):
         return tuple(p for p in self.positions if p.chain == chain)
 
     def _view(self, c: ChainSection, positions: tuple[PositionConfig, ...]) -> Settings:
-        chain = ChainConfig.model_construct(
-            **{k: getattr(c, k) for k in ChainConfig.model_fields}  # validated with c
-        )
+        fields = {k: getattr(c, k) for k in ChainConfig.model_fields}
+        # the chain's snapshot reads every position on it (and the put buyer), listed or not
+        wanted = [p.account for p in self._positions_on(c.name) if p.account]
+        if self.options.account is not None and self.options.chain in (None, c.name):
+            wanted.append(self.options.account)
+        fields["accounts"] = tuple(dict.fromkeys([*c.accounts, *wanted]))
+        chain = ChainConfig.model_construct(**fields)  # validated with c
         pos = positions[0] if positions else PositionConfig(chain=c.name)
         if pos.name is None:
             who = pos.account or pos.deployment_safe

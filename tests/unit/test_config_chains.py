@@ -78,6 +78,8 @@ def test_views_carry_each_chain_and_position(
     )
     assert p_eth.position.name == "eth:0x0000..0001"  # named when not given
     assert p_eth.options.configured and not p_arb.options.configured
+    # each chain's snapshot reads its positions' accounts without listing them in `accounts`
+    assert (eth.chain.accounts, arb.chain.accounts) == ((A1,), (A2,))
     # the put ladder: the first chain with a venue, bought by its first position
     put = s.put_view()
     assert put is not None
@@ -134,6 +136,7 @@ def test_entries_are_checked_against_each_other(
         TWO_CHAINS.replace('name = "arb"\n', 'name = "eth"\n'): r"\['eth'\] appear more than once",
         TWO_CHAINS.split("[[positions]]")[0]: r"needs at least one \[\[positions\]\]",
         f'[[positions]]\naccount = "{A1}"\n': r"\[\[positions\]\] needs \[\[chains\]\]",
+        TWO_CHAINS.replace(f'account = "{A2}"\n', ""): r"positions\[0\]\.account is required",
     }
     for body, message in cases.items():
         with pytest.raises(ConfigError, match=message):
