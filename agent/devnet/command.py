@@ -203,10 +203,13 @@ def _anvils(first: Path, n: int, port: int | None) -> list[AnvilProcess]:
     used = {port} if port else set()
     anvils = []
     for k in range(1, n + 1):
-        p = port if k == 1 and port else free_port()
-        while p in used:  # two free_port() calls may return the same port
+        if k == 1 and port:
+            p = port
+        else:
             p = free_port()
-        used.add(p)
+            while p in used:  # two free_port() calls may return the same port
+                p = free_port()
+            used.add(p)
         anvils.append(
             AnvilProcess(
                 port=p,

@@ -42,3 +42,21 @@ def test_chain_counts_out_of_range_are_refused(
         build_parser().parse_args(["devnet", *argv])
     assert exc.value.code == 2
     assert "must be a whole number from 1 to 3" in capsys.readouterr().err
+
+
+def test_anvils_for_two_chains(tmp_path: Path) -> None:
+    """`--port` is chain 1's; chain 2 gets another port, its chain id and its own log."""
+    from agent.devnet.command import _anvils
+
+    first = tmp_path / "deployment.json"
+    a1, a2 = _anvils(first, 2, 18545)
+    assert (a1.port, a1.chain_id, a1.log_path, a1.detach) == (
+        18545,
+        None,
+        tmp_path / "anvil.log",
+        True,
+    )
+    assert a2.port != 18545 and a2.chain_id == 31338 and a2.log_path == tmp_path / "anvil-2.log"
+    assert "--chain-id" not in a1.command() and a2.command()[-2:] == ["--chain-id", "31338"]
+    b1, b2, b3 = _anvils(first, 3, None)
+    assert len({b1.port, b2.port, b3.port}) == 3
