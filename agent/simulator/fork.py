@@ -33,6 +33,7 @@ from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
+from agent.simulator.relay import ForkRelay, RelayStats
 
 GAS_FUNDING_WEI = 10 * 10**18
 SAFE_NONCE_SLOT = 5  # SafeStorage: singleton, modules, owners, ownerCount, threshold, nonce
@@ -124,6 +125,9 @@ class ForkSimulator:
         self._rpc: RpcClient | None = None
         self._fork_block: int | None = None
         self._in_sequence = False
+        # Between the fork and the upstream: remembers the state read at the fork's block
+        # (reverts and restarts do not fetch it again) and prefetches it when the fork moves.
+        self._relay = ForkRelay(upstream_url, timeout_s=call_timeout_s)
         self._abis = [
             load_abi(n)
             for n in (
@@ -149,6 +153,11 @@ class ForkSimulator:
         """The fork anvil's process id while it runs (memory watch, recycling)."""
         return self._anvil.pid if self._anvil and self._anvil.alive() else None
 
+    @property
+    def relay_stats(self) -> RelayStats:
+        """What the upstream relay served from memory, forwarded and prefetched."""
+        return self._relay.stats
+
     async def keep_warm(self) -> None:
         """Between simulations: have a fork process that answers, without moving it (no
         upstream read). A frozen fork costs one call timeout here and is replaced, instead of
@@ -166,12 +175,19 @@ class ForkSimulator:
             await self._start()
         if self._fork_block != target:
             assert self._rpc is not None
-            await self._guard(
-                self._rpc.request(
-                    "anvil_reset",
-                    [{"forking": {"jsonRpcUrl": self.upstream_url, "blockNumber": target}}],
+            # The last block's working set is fetched at the new block (in batches) while the
+            # fork resets, so the proposal finds it in the relay instead of one round trip each.
+            prefetch = asyncio.ensure_future(self._relay.move_to(target))
+            try:
+                await self._guard(
+                    self._rpc.request(
+                        "anvil_reset",
+                        [{"forking": {"jsonRpcUrl": self._relay.url, "blockNumber": target}}],
+                    )
                 )
-            )
+                await prefetch
+            finally:
+                prefetch.cancel()
             self._fork_block = target
         assert self._rpc is not None
         return self._rpc
@@ -179,8 +195,12 @@ class ForkSimulator:
     async def _start(self) -> None:
         """A new fork process (not yet forking: ``ensure`` points it at the upstream)."""
         await self.stop()
-        # The upstream URL (an API key in it, often) is given over RPC (anvil_reset), never
-        # on the command line where every local user could read it.
+        # The fork reads the upstream through the relay (on loopback): the upstream URL (an
+        # API key in it, often) stays in this process, never on a command line.
+        try:
+            await self._relay.start()
+        except OSError as exc:
+            raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork relay: {exc}") from None
         self._anvil = AnvilProcess(
             chain_id=self.chain_id,
             pid_dir=self.pid_dir,
@@ -244,6 +264,7 @@ class ForkSimulator:
         if self._anvil is not None:
             await asyncio.to_thread(self._anvil.stop)
             self._anvil = None
+        await self._relay.stop()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -276,6 +297,7 @@ class ForkSimulator:
             return TxOutcome(label, False, None, None, revert_reason=reason)
         tx["gas"] = hex(gas + gas // 5)
         tx_hash = await rpc.request("eth_sendTransaction", [tx])
+        self._relay.local_tx(str(tx_hash))  # its receipt is the fork's, never the upstream's
         receipt = await self._receipt(rpc, str(tx_hash))
         ok = receipt.get("status") == "0x1"
         return TxOutcome(
