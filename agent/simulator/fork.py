@@ -313,15 +313,18 @@ class ForkSimulator:
         self, rpc: RpcClient, tx_hash: str, timeout_s: float = 30.0
     ) -> dict[str, Any]:
         # Anvil mines on submission, but the receipt can lag the hash by a moment.
+        # It is there within a few milliseconds: poll soon, then back off.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        pause = 0.002
         while True:
             receipt = await rpc.request("eth_getTransactionReceipt", [tx_hash])
             if isinstance(receipt, dict):
                 return receipt
             if loop.time() > deadline:
                 raise SimulationError(f"fork did not mine {tx_hash} within {timeout_s:.0f}s")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _decode_logs(self, logs: Sequence[dict[str, Any]]) -> tuple[DecodedCall, ...]:
         out = []

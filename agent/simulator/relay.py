@@ -113,13 +113,11 @@ class ForkRelay:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Stopping does not wait for requests in flight: the fork they came from is gone.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self._port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._port = int(runner.addresses[0][1])
         self._runner = runner
         return self.url
 
