@@ -125,6 +125,8 @@ class ForkSimulator:
         self._rpc: RpcClient | None = None
         self._fork_block: int | None = None
         self._in_sequence = False
+        # What the fork loaded at its block before any snapshot (accounts, (account, slot)).
+        self._primed: tuple[set[str], set[tuple[str, str]]] = (set(), set())
         # Between the fork and the upstream: remembers the state read at the fork's block
         # (reverts and restarts do not fetch it again) and prefetches it when the fork moves.
         self._relay = ForkRelay(upstream_url, timeout_s=call_timeout_s)
@@ -175,6 +177,7 @@ class ForkSimulator:
             await self._start()
         if self._fork_block != target:
             assert self._rpc is not None
+            self._primed = (set(), set())
             # The last block's working set is fetched at the new block (in batches) while the
             # fork resets, so the proposal finds it in the relay instead of one round trip each.
             prefetch = asyncio.ensure_future(self._relay.move_to(target))
@@ -190,7 +193,25 @@ class ForkSimulator:
                 prefetch.cancel()
             self._fork_block = target
         assert self._rpc is not None
+        if not self._in_sequence:
+            await self._guard(self._prime(self._rpc))
         return self._rpc
+
+    async def _prime(self, rpc: RpcClient) -> None:
+        """Have the fork load, before the proposal's snapshot, the accounts and slots it read at
+        this block: anvil keeps what it loaded before a snapshot across ``evm_revert``, and
+        forgets what it loaded after. Served by the relay from memory, all at once."""
+        accounts, slots = self._relay.working_set()
+        accounts -= self._primed[0]
+        slots -= self._primed[1]
+        if not accounts and not slots:
+            return
+        await asyncio.gather(
+            *(rpc.request("eth_getBalance", [a, "latest"]) for a in sorted(accounts)),
+            *(rpc.request("eth_getStorageAt", [a, k, "latest"]) for a, k in sorted(slots)),
+        )
+        self._primed[0].update(accounts)
+        self._primed[1].update(slots)
 
     async def _start(self) -> None:
         """A new fork process (not yet forking: ``ensure`` points it at the upstream)."""
@@ -221,6 +242,7 @@ class ForkSimulator:
             timeout_s=self.call_timeout_s,
         )
         self._fork_block = None
+        self._primed = (set(), set())
 
     @contextlib.asynccontextmanager
     async def sequence(self, head_block: int) -> AsyncIterator[RpcClient]:

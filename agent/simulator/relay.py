@@ -132,6 +132,19 @@ class ForkRelay:
         if session is not None:
             await session.close()
 
+    def working_set(self) -> tuple[set[str], set[tuple[str, str]]]:
+        """Accounts and (account, slot) pairs the fork read at its block, or that were fetched
+        for it when it moved there."""
+        keys = {*self._used, *self._cache}
+        accounts, slots = set(), set()
+        for method, raw in keys:
+            params = json.loads(raw)
+            if method in ACCOUNT_READS and params:
+                accounts.add(str(params[0]))
+            elif method == "eth_getStorageAt" and len(params) == 3:
+                slots.add((str(params[0]), str(params[1])))
+        return accounts, slots
+
     def local_tx(self, tx_hash: str) -> None:
         """``tx_hash`` was sent to the fork (not to the chain)."""
         self._local_txs.add(tx_hash.lower())
@@ -209,10 +222,11 @@ class ForkRelay:
             return _key(method, [])
         if method == "eth_getBlockByHash":
             return _key(method, params)  # answered only when the block's number was asked
-        if method in AT_BLOCK:
-            here = hex(self._block)
-            if here in params:
-                return _key(method, [BLOCK if p == here else p for p in params])
+        if method in AT_BLOCK and params:
+            # The block is the last parameter of a state read, the first of a block read.
+            at = 0 if method == "eth_getBlockByNumber" else len(params) - 1
+            if params[at] == hex(self._block):
+                return _key(method, [BLOCK if i == at else p for i, p in enumerate(params)])
         return None
 
     def _local_answer(self, call: Any) -> tuple[bool, Any]:
