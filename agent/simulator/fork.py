@@ -36,6 +36,7 @@ from agent.planner.tx import PlannedTx
 from agent.simulator.relay import ForkRelay, RelayStats
 
 GAS_FUNDING_WEI = 10 * 10**18
+PRIME_LANES = 4  # concurrent reads when the fork loads its working set
 SAFE_NONCE_SLOT = 5  # SafeStorage: singleton, modules, owners, ownerCount, threshold, nonce
 T = TypeVar("T")
 FORK_SOURCE = "fork"
@@ -206,10 +207,17 @@ class ForkSimulator:
         slots -= self._primed[1]
         if not accounts and not slots:
             return
-        await asyncio.gather(
-            *(rpc.request("eth_getBalance", [a, "latest"]) for a in sorted(accounts)),
-            *(rpc.request("eth_getStorageAt", [a, k, "latest"]) for a, k in sorted(slots)),
-        )
+        calls = [("eth_getBalance", [a, "latest"]) for a in sorted(accounts)]
+        calls += [("eth_getStorageAt", [a, k, "latest"]) for a, k in sorted(slots)]
+        # A few at a time: each read in flight holds one of anvil's blocking threads, and a
+        # thread per read grew the fork's memory (glibc arenas) by ~25 MB at once.
+        lanes = asyncio.Semaphore(PRIME_LANES)
+
+        async def read(method: str, params: list[Any]) -> None:
+            async with lanes:
+                await rpc.request(method, params)
+
+        await asyncio.gather(*(read(m, p) for m, p in calls))
         self._primed[0].update(accounts)
         self._primed[1].update(slots)
 
