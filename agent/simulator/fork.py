@@ -5,6 +5,11 @@ One fork per chain, forked ``block_lag`` blocks behind the tip. Each proposal ru
 taken every time). When the chain moves on, the fork follows with ``anvil_reset``; if the
 process died, it is restarted.
 
+The fork reads its upstream through a relay on loopback (``relay.py``) that keeps the state
+read at the fork's block and fetches it in batches at the next block; before a proposal's
+snapshot the fork loads that state from the relay, because anvil forgets on ``evm_revert``
+whatever it fetched after the snapshot. A warm proposal then makes no upstream request.
+
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
 approving the Safe transaction hash on chain (``approveHash``), so the signatures are Safe's
@@ -201,7 +206,8 @@ class ForkSimulator:
     async def _prime(self, rpc: RpcClient) -> None:
         """Have the fork load, before the proposal's snapshot, the accounts and slots it read at
         this block: anvil keeps what it loaded before a snapshot across ``evm_revert``, and
-        forgets what it loaded after. Served by the relay from memory, all at once."""
+        forgets what it loaded after. Served by the relay from memory. Only a speed-up: a read
+        the fork refuses is left to the proposal (an upstream failure still replaces it)."""
         accounts, slots = self._relay.working_set()
         accounts -= self._primed[0]
         slots -= self._primed[1]
@@ -215,7 +221,11 @@ class ForkSimulator:
 
         async def read(method: str, params: list[Any]) -> None:
             async with lanes:
-                await rpc.request(method, params)
+                try:
+                    await rpc.request(method, params)
+                except RpcError as exc:
+                    if is_upstream_failure(exc):
+                        raise
 
         await asyncio.gather(*(read(m, p) for m, p in calls))
         self._primed[0].update(accounts)

@@ -9,18 +9,22 @@ fresh fork per proposal behind a 30 ms RPC).
 
 What it does:
 
-* State reads at an explicit block number (``eth_getStorageAt``, ``eth_getBalance``,
-  ``eth_getTransactionCount``, ``eth_getCode``, ``eth_getAccountInfo``) are immutable for that
-  block, so a successful answer is kept and given again to the fork without an upstream request,
-  while the fork stays at that block (proposals after the first, a fork replaced at the same
-  block).
-* When the fork moves to a new block, the reads the fork made at the last block (its working
-  set: the Safe, the pool, the tokens, the oracle...) are fetched at the new block in JSON-RPC
-  batches (one upstream request per ``batch_size`` reads) before the fork asks for them, so
-  moving forward costs a couple of round trips, not one per slot. Reads the fork does not ask
-  for again are dropped from the working set at the following block.
+* Answers fixed by the fork's block are kept while the fork stays at that block and given again
+  without an upstream request (proposals after the first, a fork replaced at the same block):
+  state reads at that block number (``eth_getStorageAt``, ``eth_getBalance``,
+  ``eth_getTransactionCount``, ``eth_getCode``, ``eth_getAccountInfo``), the block itself
+  (``eth_getBlockByNumber``, also by its hash) and ``eth_chainId``.
+* When the fork moves to a new block, what the fork asked at the last block (its working set:
+  the Safe, the pool, the tokens, the oracle...) is fetched at the new block in JSON-RPC batches
+  (one upstream request per ``batch_size`` reads) while anvil resets; the fork's own requests
+  for them wait for the batches, so moving costs a round trip or two, not one per slot. What the
+  fork does not ask for again drops out of the working set at the following block.
+* ``working_set()`` names those accounts and slots, so the simulator can have the fork load
+  them before its snapshot (anvil forgets on ``evm_revert`` what it fetched after one).
+* Lookups of transactions the fork mined itself (``local_tx``) are answered "not found" without
+  asking the upstream, which cannot know them.
 
-Everything else (blocks, chain id, receipts, reads at a tag such as ``latest``) is forwarded
+Everything else (other blocks, receipts, reads at a tag such as ``latest``) is forwarded
 unchanged, and the upstream's answer (status and body, errors included) goes back to the fork
 as it came, so upstream failures still surface as the fork's errors. A failed prefetch is only
 a missed optimisation: the fork then reads lazily, as without the relay. The upstream URL (often
