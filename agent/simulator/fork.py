@@ -5,6 +5,11 @@ One fork per chain, forked ``block_lag`` blocks behind the tip. Each proposal ru
 taken every time). When the chain moves on, the fork follows with ``anvil_reset``; if the
 process died, it is restarted.
 
+The fork reads its upstream through a relay on loopback (``relay.py``) that keeps the state
+read at the fork's block and fetches it in batches at the next block; before a proposal's
+snapshot the fork loads that state from the relay, because anvil forgets on ``evm_revert``
+whatever it fetched after the snapshot. A warm proposal then makes no upstream request.
+
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
 approving the Safe transaction hash on chain (``approveHash``), so the signatures are Safe's
@@ -33,8 +38,10 @@ from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
+from agent.simulator.relay import ForkRelay, RelayStats
 
 GAS_FUNDING_WEI = 10 * 10**18
+PRIME_LANES = 4  # concurrent reads when the fork loads its working set
 SAFE_NONCE_SLOT = 5  # SafeStorage: singleton, modules, owners, ownerCount, threshold, nonce
 T = TypeVar("T")
 FORK_SOURCE = "fork"
@@ -124,6 +131,11 @@ class ForkSimulator:
         self._rpc: RpcClient | None = None
         self._fork_block: int | None = None
         self._in_sequence = False
+        # What the fork loaded at its block before any snapshot (accounts, (account, slot)).
+        self._primed: tuple[set[str], set[tuple[str, str]]] = (set(), set())
+        # Between the fork and the upstream: remembers the state read at the fork's block
+        # (reverts and restarts do not fetch it again) and prefetches it when the fork moves.
+        self._relay = ForkRelay(upstream_url, timeout_s=call_timeout_s)
         self._abis = [
             load_abi(n)
             for n in (
@@ -149,6 +161,11 @@ class ForkSimulator:
         """The fork anvil's process id while it runs (memory watch, recycling)."""
         return self._anvil.pid if self._anvil and self._anvil.alive() else None
 
+    @property
+    def relay_stats(self) -> RelayStats:
+        """What the upstream relay served from memory, forwarded and prefetched."""
+        return self._relay.stats
+
     async def keep_warm(self) -> None:
         """Between simulations: have a fork process that answers, without moving it (no
         upstream read). A frozen fork costs one call timeout here and is replaced, instead of
@@ -166,21 +183,63 @@ class ForkSimulator:
             await self._start()
         if self._fork_block != target:
             assert self._rpc is not None
-            await self._guard(
-                self._rpc.request(
-                    "anvil_reset",
-                    [{"forking": {"jsonRpcUrl": self.upstream_url, "blockNumber": target}}],
+            self._primed = (set(), set())
+            # The last block's working set is fetched at the new block (in batches) while the
+            # fork resets, so the proposal finds it in the relay instead of one round trip each.
+            prefetch = asyncio.ensure_future(self._relay.move_to(target))
+            try:
+                await self._guard(
+                    self._rpc.request(
+                        "anvil_reset",
+                        [{"forking": {"jsonRpcUrl": self._relay.url, "blockNumber": target}}],
+                    )
                 )
-            )
+                await prefetch
+            finally:
+                prefetch.cancel()
             self._fork_block = target
         assert self._rpc is not None
+        if not self._in_sequence:
+            await self._guard(self._prime(self._rpc))
         return self._rpc
+
+    async def _prime(self, rpc: RpcClient) -> None:
+        """Have the fork load, before the proposal's snapshot, the accounts and slots it read at
+        this block: anvil keeps what it loaded before a snapshot across ``evm_revert``, and
+        forgets what it loaded after. Served by the relay from memory. Only a speed-up: a read
+        the fork refuses is left to the proposal (an upstream failure still replaces it)."""
+        accounts, slots = self._relay.working_set()
+        accounts -= self._primed[0]
+        slots -= self._primed[1]
+        if not accounts and not slots:
+            return
+        calls = [("eth_getBalance", [a, "latest"]) for a in sorted(accounts)]
+        calls += [("eth_getStorageAt", [a, k, "latest"]) for a, k in sorted(slots)]
+        # A few at a time: each read in flight holds one of anvil's blocking threads, and a
+        # thread per read grew the fork's memory (glibc arenas) by ~25 MB at once.
+        lanes = asyncio.Semaphore(PRIME_LANES)
+
+        async def read(method: str, params: list[Any]) -> None:
+            async with lanes:
+                try:
+                    await rpc.request(method, params)
+                except RpcError as exc:
+                    if is_upstream_failure(exc):
+                        raise
+
+        await asyncio.gather(*(read(m, p) for m, p in calls))
+        self._primed[0].update(accounts)
+        self._primed[1].update(slots)
 
     async def _start(self) -> None:
         """A new fork process (not yet forking: ``ensure`` points it at the upstream)."""
         await self.stop()
-        # The upstream URL (an API key in it, often) is given over RPC (anvil_reset), never
-        # on the command line where every local user could read it.
+        # The fork reads the upstream through the relay (on loopback): the upstream URL (an
+        # API key in it, often) stays in this process, never on a command line.
+        try:
+            await self._relay.start()
+        except OSError as exc:
+            raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork relay: {exc}") from None
         self._anvil = AnvilProcess(
             chain_id=self.chain_id,
             pid_dir=self.pid_dir,
@@ -201,6 +260,7 @@ class ForkSimulator:
             timeout_s=self.call_timeout_s,
         )
         self._fork_block = None
+        self._primed = (set(), set())
 
     @contextlib.asynccontextmanager
     async def sequence(self, head_block: int) -> AsyncIterator[RpcClient]:
@@ -244,6 +304,7 @@ class ForkSimulator:
         if self._anvil is not None:
             await asyncio.to_thread(self._anvil.stop)
             self._anvil = None
+        await self._relay.stop()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -276,6 +337,7 @@ class ForkSimulator:
             return TxOutcome(label, False, None, None, revert_reason=reason)
         tx["gas"] = hex(gas + gas // 5)
         tx_hash = await rpc.request("eth_sendTransaction", [tx])
+        self._relay.local_tx(str(tx_hash))  # its receipt is the fork's, never the upstream's
         receipt = await self._receipt(rpc, str(tx_hash))
         ok = receipt.get("status") == "0x1"
         return TxOutcome(
@@ -291,15 +353,18 @@ class ForkSimulator:
         self, rpc: RpcClient, tx_hash: str, timeout_s: float = 30.0
     ) -> dict[str, Any]:
         # Anvil mines on submission, but the receipt can lag the hash by a moment.
+        # It is there within a few milliseconds: poll soon, then back off.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        pause = 0.002
         while True:
             receipt = await rpc.request("eth_getTransactionReceipt", [tx_hash])
             if isinstance(receipt, dict):
                 return receipt
             if loop.time() > deadline:
                 raise SimulationError(f"fork did not mine {tx_hash} within {timeout_s:.0f}s")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _decode_logs(self, logs: Sequence[dict[str, Any]]) -> tuple[DecodedCall, ...]:
         out = []
