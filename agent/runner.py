@@ -240,19 +240,15 @@ class Agent:
             else:
                 self.ops.source(f"api:{name}", r.ok, "; ".join(r.errors) or None)
 
-    async def _check_chain(self, view: Settings) -> str | None:
-        """None when the chain's RPC answers for the configured chain; else why not. A
-        provider moved to another chain halts (checked every tick, not only at start); with
-        several chains, one that does not answer is left out of this tick."""
+    async def _diagnose(self, view: Settings) -> None:
+        """A chain gave no snapshot: if its RPC now answers for another chain, halt (a
+        provider moved to another chain); any other failure is the snapshot's own error."""
         try:
             await self.app.rpc(view.chain).ensure_chain(view.chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
-        except AgentError as exc:
-            if len(self.app.chains) == 1:
-                raise
-            return str(exc)
-        return None
+        except AgentError:
+            pass  # not answering at all: the snapshot's error says it
 
     async def _collect(self, name: str, first: bool) -> CollectReport:
         """One chain's sources; the chain-independent ones run with the first chain only."""
@@ -270,12 +266,6 @@ class Agent:
         assert self.layouts and self.proposers
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        views = list(self.app.chains.values())
-        checks = await asyncio.gather(*(self._check_chain(v) for v in views))
-        down = {v.chain.name: why for v, why in zip(views, checks, strict=True) if why}
-        errors = [f"{name}: {why}" for name, why in down.items()]
-        for name, why in down.items():
-            self.ops.source(f"rpc:{name}", False, why)
         # Live sends (one chain only) settle on the first chain's RPC; journal lines that
         # could not be written are retried either way.
         await recovery.each_tick(
@@ -284,22 +274,28 @@ class Agent:
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
         # tick (its positions wait); without any snapshot there is nothing to evaluate. The
-        # chain-independent sources go with the first chain that answers.
-        names = [n for n in self.layouts if n not in down]
+        # chain-independent sources go with the first chain.
+        names = list(self.layouts)
         reports = await asyncio.gather(*(self._collect(n, i == 0) for i, n in enumerate(names)))
         collected = dict(zip(names, reports, strict=True))
         markets: dict[str, MarketRead] = {}
+        errors: list[str] = []
         for name, report in collected.items():
             self._report_sources(name, report)
-            if report.snapshot is None:
+            view = self.app.chains[name]
+            snap = report.snapshot
+            if snap is None:
+                await self._diagnose(view)  # halts on a provider moved to another chain
                 onchain = report.sources.get("onchain")
                 why = onchain.errors[0] if onchain and onchain.errors else "no chain snapshot"
                 errors.append(f"{name}: {why}" if len(names) > 1 else why)
                 continue
-            markets[name] = MarketRead(self.layouts[name], report.snapshot)
-            self.ops.telemetry.chain_read(
-                name, report.snapshot.block_number, report.snapshot.timestamp
-            )
+            # Every tick, not only at start: the chain id read in the snapshot's own batch.
+            if snap.chain_id is not None and snap.chain_id != view.chain.chain_id:
+                wrong = self.app.rpc(view.chain).wrong_chain(snap.chain_id, view.chain.chain_id)
+                raise Halt(str(wrong))
+            markets[name] = MarketRead(self.layouts[name], snap)
+            self.ops.telemetry.chain_read(name, snap.block_number, snap.timestamp)
         if not markets:
             raise AgentError("; ".join(errors) or "no chain snapshot this tick")
         for e in errors:

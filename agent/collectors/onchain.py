@@ -143,6 +143,8 @@ def snapshot_calls(layout: MarketLayout) -> list[Call]:
     calls = [
         Call("block", layout.multicall3, mc, "getBlockNumber"),
         Call("time", layout.multicall3, mc, "getCurrentBlockTimestamp"),
+        # the chain id rides in the batch: no eth_chainId request per tick to check it
+        Call("chain_id", layout.multicall3, mc, "getChainId"),
     ]
     for r in layout.reserves:
         calls += [
@@ -233,6 +235,7 @@ async def read_snapshot(
         funding_per_day_wad=funding,
         failures=tuple(failures),
         extra={c.tag: out[c.tag] for c in extra if c.tag in out},
+        chain_id=int(out["chain_id"][0]) if "chain_id" in out else None,
     )
 
 

@@ -112,3 +112,4 @@ class ChainSnapshot:
     funding_per_day_wad: dict[str, int]
     failures: tuple[CallFailure, ...] = field(default_factory=tuple)
     extra: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # outputs of extra calls
+    chain_id: int | None = None  # block.chainid, read in the same batch (None: not read)

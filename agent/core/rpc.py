@@ -214,10 +214,15 @@ class RpcClient:
     async def ensure_chain(self, expected: int) -> None:
         actual = await self.chain_id()
         if actual != expected:
-            raise WrongChain(
-                self.source,
-                f"RPC {redact_url(self.url)} is on chain {actual}, configuration expects {expected}",
-            )
+            raise self.wrong_chain(actual, expected)
+
+    def wrong_chain(self, actual: int, expected: int) -> WrongChain:
+        """The one message for an RPC on another chain (``eth_chainId``, or the chain id the
+        tick's Multicall3 batch read)."""
+        return WrongChain(
+            self.source,
+            f"RPC {redact_url(self.url)} is on chain {actual}, configuration expects {expected}",
+        )
 
 
 def _is_rate_limit(payload: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.core.anvil import AnvilProcess
 from faults.conftest import ROOT, Daemon, Devnet, Setup, alive
 from faults.proxy import RpcProxy
 
@@ -446,8 +447,12 @@ def test_wrong_chain_id_mid_run_halts(
     d = start_daemon(setup)
     d.wait_for("tick.done", 1, timeout=240)
     forks = d.forks()
-    proxy.inject("chain:1", {"eth_chainId"})
-    assert d.proc.wait(timeout=60) == 2
+    # The provider now serves another chain (a real one: an anvil on chain id 1). The tick's
+    # snapshot batch reads the chain id itself (no eth_chainId per tick); here it finds no
+    # Multicall3, and the diagnosis of the failed snapshot asks the RPC which chain it is on.
+    with AnvilProcess(chain_id=1) as other:
+        proxy.upstream = other.url
+        assert d.proc.wait(timeout=60) == 2
     d._reader.join(timeout=10)
     assert (
         d.last_line().startswith("error: ")

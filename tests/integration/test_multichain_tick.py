@@ -15,6 +15,7 @@ import structlog
 from agent.app import App
 from agent.config import load_settings
 from agent.core.anvil import AnvilProcess
+from agent.core.errors import Halt
 from agent.core.metrics import METRICS
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import deploy, devnet_chain_id
@@ -107,3 +108,30 @@ async def test_each_chain_is_read_in_one_call_and_a_dead_chain_is_left_out(
         assert not dep.ok and dep.error
         assert app.ops.telemetry.dependencies["rpc:one"].ok
         assert app.ops.telemetry.readiness()[0] is False  # /readyz tells the operator
+
+
+async def test_the_chain_id_is_checked_in_the_snapshot_batch(
+    tmp_path: Path, devnet: dict[str, Any]
+) -> None:
+    """No eth_chainId per tick (the snapshot's Multicall3 batch reads block.chainid), and a
+    node whose chain id changes under the daemon still halts it, with the one message."""
+    (tmp_path / "dep.json").write_text(json.dumps(devnet))
+    path = tmp_path / "one.toml"
+    path.write_text(
+        f'[agent]\nstore_path = "{tmp_path}/a.sqlite"\njournal_path = "{tmp_path}/p.jsonl"\n'
+        f'backfill_hours = 0\n[chain]\nname = "one"\ndeployment = "{tmp_path}/dep.json"\n'
+        f'[simulator]\nenabled = false\n[sinks]\nsafe_tx_builder_dir = "{tmp_path}/stb"\n'
+        "[collectors.liquidations]\nenabled = false\n"
+    )
+    chain = Chain(devnet["rpc_url"])
+    async with App(load_settings(path)) as app:
+        agent = Agent(app)
+        await agent.setup()
+        await agent.tick(1)
+        assert METRICS.sources["rpc:one"].methods == {"eth_call": 1}  # the whole tick
+        chain.rpc("anvil_setChainId", [5])
+        try:
+            with pytest.raises(Halt, match=r"is on chain 5, configuration expects 31337"):
+                await agent.tick(2)
+        finally:
+            chain.rpc("anvil_setChainId", [31337])
