@@ -55,9 +55,9 @@ def test_reads_row_one_request_against_one_per_read(
         rows = asyncio.run(bench.row_reads(bench.Bench(devnet, devnet_url, proxy), (5,), reps=1))
     req = next(r for r in rows if r.metric == "upstream requests")
     assert req.project == 1 and req.met is True
-    # the baseline sends every read of the snapshot on its own: 2 block/time reads, 4 per
-    # reserve, per account 1 + 2 per reserve, one per feed and per perp
+    # the baseline sends every read of the snapshot on its own: 3 block/time/chain-id reads,
+    # 4 per reserve, per account 1 + 2 per reserve, one per feed and per perp
     n_res = len(devnet["tokens"])
     extra = len(devnet["chainlink"]) + len(devnet["perps"])
-    assert req.baseline == 2 + 4 * n_res + 5 * (1 + 2 * n_res) + extra
+    assert req.baseline == 3 + 4 * n_res + 5 * (1 + 2 * n_res) + extra
     assert "| 1 reads/tick" in bench.table(rows)
