@@ -11,8 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import StressedDevnet  # tests/e2e/conftest.py (annotation only)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,30 +33,34 @@ def _cli(*args: str) -> None:
     )
 
 
+DAEMON = ("tick_interval_s = 5", "tick_interval_s = 0.5\nerror_budget = 3\nerror_budget_s = 0")
+
+
 @pytest.fixture
-def devnet_config(tmp_path: Path) -> Iterator[tuple[Path, dict[str, object]]]:
+def devnet_config(
+    tmp_path: Path, stressed_devnet: StressedDevnet
+) -> tuple[Path, dict[str, object]]:
+    """The shared stressed devnet (tests/e2e/conftest.py): these tests only read the chain."""
+    config = tmp_path / "agent.toml"
+    config.write_text(stressed_devnet.config(tmp_path).replace(*DAEMON))
+    return config, stressed_devnet.dep
+
+
+@pytest.fixture
+def own_devnet_config(tmp_path: Path) -> Iterator[tuple[Path, dict[str, object]]]:
+    """A devnet of the test's own, for a test that takes the chain away (no scenario played:
+    a steady tick is all it needs before the chain goes)."""
     dep = tmp_path / "deployment.json"
     _cli("devnet", "up", "--deployment", str(dep))
     try:
-        _cli(
-            "devnet",
-            "play",
-            "stress",
-            "--deployment",
-            str(dep),
-            "--feed",
-            str(tmp_path / "feed.json"),
-        )
         config = tmp_path / "agent.toml"
         config.write_text(
             (ROOT / "config" / "devnet.toml")
             .read_text()
             .replace("out/devnet/deployment.json", str(dep))
-            .replace("out/devnet/scenario_feed.json", str(tmp_path / "feed.json"))
+            .replace('feed = "out/devnet/scenario_feed.json"', "")
             .replace("var/demo/", f"{tmp_path}/")
-            .replace(
-                "tick_interval_s = 5", "tick_interval_s = 0.5\nerror_budget = 3\nerror_budget_s = 0"
-            )
+            .replace(*DAEMON)
         )
         yield config, json.loads(dep.read_text())
     finally:
@@ -145,9 +153,9 @@ def test_sigterm_stops_the_daemon_and_its_fork(
 
 
 def test_chain_gone_spends_the_error_budget_then_halts(
-    devnet_config: tuple[Path, dict[str, object]],
+    own_devnet_config: tuple[Path, dict[str, object]],
 ) -> None:
-    config, dep = devnet_config
+    config, dep = own_devnet_config
     proc = _start(config)
     try:
         _events_until(proc, "tick.done", 1, timeout=120)

@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import StressedDevnet  # tests/e2e/conftest.py (annotation only)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,37 +40,21 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def devnet(
+    tmp_path_factory: pytest.TempPathFactory, stressed_devnet: StressedDevnet
+) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("demo")
-    deployment, feed = tmp / "deployment.json", tmp / "feed.json"
-    cli("devnet", "up", "--deployment", str(deployment))
-    try:
-        cli("devnet", "play", "stress", "--deployment", str(deployment), "--feed", str(feed))
-        config = tmp / "agent.toml"
-        config.write_text(
-            (ROOT / "config" / "devnet.toml")
-            .read_text()
-            .replace("out/devnet/deployment.json", str(deployment))
-            .replace("out/devnet/scenario_feed.json", str(feed))
-            .replace("var/demo/", f"{tmp}/")
-        )
-        lean = tmp / "lean.toml"
-        lean.write_text(
-            (ROOT / "config" / "devnet-lean.toml")
-            .read_text()
-            .replace("out/devnet/deployment.json", str(deployment))
-            .replace("out/devnet/scenario_feed.json", str(feed))
-            .replace("var/demo/", f"{tmp}/")
-        )
-        yield {
-            "tmp": tmp,
-            "config": config,
-            "lean": lean,
-            "deployment": deployment,
-            "journal": tmp / "proposals.jsonl",
-        }
-    finally:
-        cli("devnet", "down", "--deployment", str(deployment), check=False)
+    config = tmp / "agent.toml"
+    config.write_text(stressed_devnet.config(tmp))
+    lean = tmp / "lean.toml"
+    lean.write_text(stressed_devnet.config(tmp, "devnet-lean.toml"))
+    return {
+        "tmp": tmp,
+        "config": config,
+        "lean": lean,
+        "deployment": stressed_devnet.deployment,
+        "journal": tmp / "proposals.jsonl",
+    }
 
 
 def test_stress_scenario_yields_a_simulated_top_up_reaching_the_target(

@@ -20,12 +20,15 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.core.anvil import free_port
+
+if TYPE_CHECKING:
+    from conftest import StressedDevnet  # tests/e2e/conftest.py (annotation only)
 
 pytestmark = pytest.mark.e2e
 
@@ -98,33 +101,18 @@ def webhook() -> Iterator[Webhook]:
 
 
 @pytest.fixture
-def ops_config(tmp_path: Path, webhook: Webhook) -> Iterator[tuple[Path, int]]:
-    dep = tmp_path / "deployment.json"
-    _cli("devnet", "up", "--deployment", str(dep))
-    try:
-        feed = tmp_path / "feed.json"
-        _cli("devnet", "play", "stress", "--deployment", str(dep), "--feed", str(feed))
-        port = free_port()
-        config = tmp_path / "agent.toml"
-        config.write_text(
-            (ROOT / "config" / "devnet.toml")
-            .read_text()
-            .replace("out/devnet/deployment.json", str(dep))
-            .replace("out/devnet/scenario_feed.json", str(feed))
-            .replace("var/demo/", f"{tmp_path}/")
-            .replace("tick_interval_s = 5", "tick_interval_s = 0.5")
-            + f'\n[agent.http]\nlisten = "127.0.0.1:{port}"\n'
-            + f'\n[sinks.notify]\nurls = ["json://127.0.0.1:{webhook.port}/hook"]\n'
-            + "backoff_s = 0.2\n"
-        )
-        yield config, port
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "agent.cli", "devnet", "down", "--deployment", str(dep)],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=60,
-        )
+def ops_config(
+    tmp_path: Path, webhook: Webhook, stressed_devnet: StressedDevnet
+) -> tuple[Path, int]:
+    port = free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        stressed_devnet.config(tmp_path).replace("tick_interval_s = 5", "tick_interval_s = 0.5")
+        + f'\n[agent.http]\nlisten = "127.0.0.1:{port}"\n'
+        + f'\n[sinks.notify]\nurls = ["json://127.0.0.1:{webhook.port}/hook"]\n'
+        + "backoff_s = 0.2\n"
+    )
+    return config, port
 
 
 class Daemon:

@@ -12,15 +12,17 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import StressedDevnet  # tests/e2e/conftest.py (annotation only)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,28 +48,13 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def devnet(
+    tmp_path_factory: pytest.TempPathFactory, stressed_devnet: StressedDevnet
+) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("spx")
-    deployment, feed = tmp / "deployment.json", tmp / "feed.json"
-    cli("devnet", "up", "--deployment", str(deployment))
-    try:
-        cli("devnet", "play", "stress", "--deployment", str(deployment), "--feed", str(feed))
-        config = tmp / "agent.toml"
-        config.write_text(
-            (ROOT / "config" / "devnet.toml")
-            .read_text()
-            .replace("out/devnet/deployment.json", str(deployment))
-            .replace("out/devnet/scenario_feed.json", str(feed))
-            .replace("var/demo/", f"{tmp}/")
-        )
-        yield {"tmp": tmp, "config": config, "feed": feed}
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "agent.cli", "devnet", "down", "--deployment", str(deployment)],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=120,
-        )
+    config = tmp / "agent.toml"
+    config.write_text(stressed_devnet.config(tmp))
+    return {"tmp": tmp, "config": config, "feed": stressed_devnet.feed}
 
 
 def run_once(

@@ -1,0 +1,78 @@
+"""One stressed devnet for the e2e modules: `hedge-agent devnet up` and `devnet play stress`
+through the real CLI, once per session (the play is most of an e2e module's set-up time). Each
+module starts from the same chain state: ``stressed_devnet`` reverts the chain to the snapshot
+taken after the play when the module ends. A test that takes the chain away (kills its anvil)
+starts a devnet of its own instead."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.devnet.chain import Chain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"hedge-agent {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+
+
+@dataclass(frozen=True)
+class StressedDevnet:
+    deployment: Path  # the deployment file (`devnet up --deployment`)
+    feed: Path  # the scenario feed the play wrote
+    dep: dict[str, Any]
+
+    def config(self, tmp: Path, base: str = "devnet.toml") -> str:
+        """``config/<base>`` pointed at this devnet, with its store, journal and files in
+        ``tmp``."""
+        return (
+            (ROOT / "config" / base)
+            .read_text()
+            .replace("out/devnet/deployment.json", str(self.deployment))
+            .replace("out/devnet/scenario_feed.json", str(self.feed))
+            .replace("var/demo/", f"{tmp}/")
+        )
+
+
+@pytest.fixture(scope="session")
+def _stressed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressedDevnet]:
+    tmp = tmp_path_factory.mktemp("stressed-devnet")
+    deployment, feed = tmp / "deployment.json", tmp / "feed.json"
+    _cli("devnet", "up", "--deployment", str(deployment))
+    try:
+        _cli("devnet", "play", "stress", "--deployment", str(deployment), "--feed", str(feed))
+        yield StressedDevnet(deployment, feed, json.loads(deployment.read_text()))
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "agent.cli", "devnet", "down", "--deployment", str(deployment)],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def stressed_devnet(_stressed_session: StressedDevnet) -> Iterator[StressedDevnet]:
+    chain = Chain(str(_stressed_session.dep["rpc_url"]))
+    snapshot = chain.snapshot()
+    try:
+        yield _stressed_session
+    finally:
+        chain.revert(snapshot)
