@@ -2,8 +2,9 @@
 hysteresis). Pure; see :mod:`agent.policy.decide` for the rules and units."""
 
 from agent.policy.budget import BudgetState, OpenLayer, budget_state, protection_layer, put_layer
-from agent.policy.config import HorizonConfig, PolicyConfig
+from agent.policy.config import PolicyConfig
 from agent.policy.decide import FAMILIES, decide, health_factor_wad, required_topup_base
+from agent.policy.ladder import HorizonConfig
 from agent.policy.models import (
     Action,
     Allocation,

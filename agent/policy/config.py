@@ -10,28 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.policy.ladder import HorizonConfig, check_ladder
 from agent.policy.spx_config import SpxLayerConfig
-
-
-class HorizonConfig(BaseModel):
-    """One rung of the option ladder. ``weight`` is its share of the option spend;
-    ``otm_fraction`` how far out of the money the put strike is (0.10 = strike 10% below spot)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    dte_min: int = Field(ge=0)
-    dte_max: int = Field(ge=0)
-    weight: Decimal = Field(ge=0, le=1)
-    otm_fraction: Decimal = Field(ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _range(self) -> HorizonConfig:
-        if self.dte_max < self.dte_min:
-            raise ValueError(
-                f"horizon {self.name}: dte_max {self.dte_max} < dte_min {self.dte_min}"
-            )
-        return self
-
 
 DEFAULT_HORIZONS: tuple[HorizonConfig, ...] = (
     HorizonConfig(
@@ -102,12 +82,7 @@ class PolicyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _weights(self) -> PolicyConfig:
-        names = [h.name for h in self.horizons]
-        if len(set(names)) != len(names):
-            raise ValueError(f"horizon names must be unique, got {names}")
-        total = sum((h.weight for h in self.horizons), Decimal(0))
-        if self.horizons and total > 1:
-            raise ValueError(f"horizon weights sum to {total}, must be <= 1")
+        check_ladder(self.horizons)
         return self
 
     @property

@@ -12,29 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.policy.ladder import HorizonConfig, check_ladder
+
 # SPXW: PM-settled weeklies/dailies (every weekday; "Friday" = the Friday weeklies);
 # SPX: the AM-settled standard monthlies (third Friday of the month).
 SpxProduct = Literal["SPXW daily", "SPXW Friday", "SPX monthly"]
 
 
-class SpxHorizonConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    dte_min: int = Field(ge=0)
-    dte_max: int = Field(ge=0)
-    weight: Decimal = Field(ge=0, le=1)
-    otm_fraction: Decimal = Field(ge=0, lt=1)
+class SpxHorizonConfig(HorizonConfig):
+    """A rung of the SPX ladder: the DeFi ladder's rung plus the listed product it is bought
+    in and whether it is an outer wing."""
+
     product: SpxProduct
     # An outer wing: bought only when S10/S11 confirm S9 (``wing_min_consensus`` of them).
     outer_wing: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> SpxHorizonConfig:
-        if self.dte_max < self.dte_min:
-            raise ValueError(
-                f"spx horizon {self.name}: dte_max {self.dte_max} < dte_min {self.dte_min}"
-            )
-        return self
 
 
 DEFAULT_SPX_HORIZONS: tuple[SpxHorizonConfig, ...] = (
@@ -96,10 +87,5 @@ class SpxLayerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _weights(self) -> SpxLayerConfig:
-        names = [h.name for h in self.horizons]
-        if len(set(names)) != len(names):
-            raise ValueError(f"spx horizon names must be unique, got {names}")
-        total = sum((h.weight for h in self.horizons), Decimal(0))
-        if total > 1:
-            raise ValueError(f"spx horizon weights sum to {total}, must be <= 1")
+        check_ladder(self.horizons, "spx horizon")
         return self
