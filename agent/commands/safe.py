@@ -17,16 +17,36 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eth_utils.address import is_address, to_checksum_address
 
 from agent.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 
 def _address(value: str, what: str) -> str:
     if not is_address(value):
         raise ConfigError(f"{what} is not an address: {value!r}")
     return to_checksum_address(value)
+
+
+def _position(settings: Settings, name: str | None) -> Settings:
+    """The position (and its chain, its Safe service) the delegate is for: ``--position`` by
+    name; without it the one configured position."""
+    views = settings.position_views()
+    if name is None:
+        if len(views) > 1:
+            names = ", ".join(str(v.position.name) for v in views)
+            raise ConfigError(f"{settings.origin}: several positions: give --position ({names})")
+        return views[0]
+    for v in views:
+        if v.position.name == name:
+            return v
+    names = ", ".join(str(v.position.name) for v in views)
+    raise ConfigError(f"{settings.origin}: no position named {name!r} (positions: {names})")
 
 
 def _cmd_add_delegate(args: argparse.Namespace) -> int:
@@ -41,7 +61,7 @@ def _cmd_add_delegate(args: argparse.Namespace) -> int:
     )
     from agent.sinks.safe_service import SafeServiceClient, account_from_key
 
-    settings = load_settings(args.config)
+    settings = _position(load_settings(args.config), args.position)
     cfg = settings.sinks.safe_service
     chain_id = settings.chain.chain_id
     safe_raw = settings.position.account or (
@@ -124,5 +144,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--delegator", help="the owner that signed (with --signature)")
     a.add_argument("--signature", help="the owner's 65-byte EIP-712 signature, 0x-hex")
     a.add_argument("--label", default="hedge-agent", help="label shown by the service")
+    a.add_argument("--position", help="with [[positions]]: the position's name (its Safe, chain)")
     a.add_argument("--out", help="also write the typed data JSON to this file")
     a.set_defaults(handler=_cmd_add_delegate)

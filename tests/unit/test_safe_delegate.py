@@ -125,6 +125,27 @@ def test_cli_prints_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert DELEGATE_KEY[2:] not in out and API_KEY not in out
 
 
+def test_cli_picks_the_position_of_a_multichain_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = "0x0000000000000000000000000000000000000002"
+    p = tmp_path / "multi.toml"
+    p.write_text(
+        '[[chains]]\nname = "eth"\nchain_id = 1\n'
+        '[[chains]]\nname = "arb"\nchain_id = 42161\n'
+        f'[[positions]]\nchain = "eth"\nname = "main"\naccount = "{SAFE}"\n'
+        f'[[positions]]\nchain = "arb"\nname = "l2"\naccount = "{other}"\n'
+        f'[sinks.safe_service]\napi_key = "{API_KEY}"\ndelegate_key = "{DELEGATE_KEY}"\n'
+    )
+    # two positions: which one must be said
+    assert main(["safe", "add-delegate", "--config", str(p)]) == 2
+    assert "several positions: give --position (main, l2)" in capsys.readouterr().err
+    assert main(["safe", "add-delegate", "--config", str(p), "--position", "l2"]) == 0
+    assert f"Delegate {DELEGATE} for Safe {other} on chain 42161" in capsys.readouterr().out
+    assert main(["safe", "add-delegate", "--config", str(p), "--position", "x"]) == 2
+    assert "no position named 'x' (positions: main, l2)" in capsys.readouterr().err
+
+
 def test_cli_posts_the_owner_signature(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     svc = FakeSafeService(owners=[OWNER], api_key=API_KEY)
     with serve_in_thread(svc) as base:
