@@ -356,10 +356,10 @@ class Agent:
         """Each position's actions through its proposer, on its chain's fork, in the order
         of the decision's allocation (the position closest to liquidation first); one at a
         time, so each proposal's cap check sees the spend of the ones before it."""
-        order = {a.account.lower() + a.chain: i for i, a in enumerate(evaluation.topups())}
+        tops = evaluation.topups()  # in allocation order
         proposers = sorted(
             self.proposers,
-            key=lambda p: order.get(p.account.lower() + _chain_of(p, self.settings), len(order)),
+            key=lambda p: next((i for i, a in enumerate(tops) if p.owns(a)), len(tops)),
         )
         several = self.settings.multi_chain
         out: list[dict[str, Any]] = []
@@ -381,11 +381,6 @@ class Agent:
             if fork is not None:
                 self.ops.source(self._fork_source(chain), True)
         return out
-
-
-def _chain_of(proposer: Proposer, settings: Settings) -> str:
-    # TopUpAction.chain is set only with several chains ([[chains]])
-    return proposer.s.chain.name if settings.multi_chain else ""
 
 
 async def tick_loop(
