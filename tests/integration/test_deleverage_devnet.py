@@ -276,12 +276,19 @@ async def test_looped_deleverage_executes_at_zero_slippage(
     target = 16 * WAD // 10
     layout = await discover(rpc, chain_config_from_deployment(devnet))
     snap = await read_snapshot(rpc, layout)
-    plan = await plan_deleverage_onchain(
-        rpc, layout=layout, venue=venue(devnet), account_addr=safe, account=snap.accounts[safe],
-        collateral=layout.reserve("WBTC"), collateral_reserve=snap.reserves["WBTC"],
-        debt=layout.reserve("USDC"), debt_reserve=snap.reserves["USDC"],
-        target_hf_wad=target, hf_floor_wad=FLOOR, slippage_bps=0,
-    )  # fmt: skip
+    # Quoted where the daemon quotes: on the fork (its relay reads the devnet).
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        async with sim.sequence(snap.block_number) as fork:
+            plan = await plan_deleverage_onchain(
+                fork, layout=layout, venue=venue(devnet), account_addr=safe,
+                account=snap.accounts[safe], collateral=layout.reserve("WBTC"),
+                collateral_reserve=snap.reserves["WBTC"], debt=layout.reserve("USDC"),
+                debt_reserve=snap.reserves["USDC"], target_hf_wad=target, hf_floor_wad=FLOOR,
+                slippage_bps=0,
+            )  # fmt: skip
+    finally:
+        await sim.stop()
     assert len(plan.steps) >= 3 and plan.reaches_target
     assert all(s.min_out == s.quote_out for s in plan.steps)
     cum, over = 0, 0
