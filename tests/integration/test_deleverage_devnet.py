@@ -398,6 +398,12 @@ async def test_wallet_first_repays_half_and_deleverages_the_rest(
     assert draft.deleverage is not None and draft.deleverage["wallet_first"]["repay"] == str(wallet)
     assert draft.swap is not None
     sold = draft.swap.amount_in
+    # The ledger counts the wallet's capital (USDC at the oracle's $1: 6 -> 8 decimals) plus
+    # what the deleverage can lose.
+    usdc_price = int(snap.reserves["USDC"].price_base)
+    assert usdc_price == 10**8
+    cost_usd = Decimal(str(draft.deleverage["cost_usd"]))
+    assert abs(draft.spend_usd - (Decimal(wallet) / 10**6 + cost_usd)) < Decimal("0.00000002")
     assert int(draft.transactions[2].decoded.args["amount"]) == sold
 
     # Independent: the least WBTC that reaches the target after the same repay of the wallet.

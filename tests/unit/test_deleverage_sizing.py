@@ -323,3 +323,38 @@ async def test_render_states_the_bound_cost_and_the_wallet_part() -> None:
     bound = (combo.quote_out - combo.min_out) / 10**6
     assert f"slippage bound for signers execution: {bound:,.6f} USDC of the quote" in text
     assert "wallet first (repay+deleverage): repay 8,437.500000 ($8,437.50)" in text
+
+
+async def test_wallet_first_supplies_the_wallets_collateral_then_deleverages_the_rest() -> None:
+    """8 WETH in the wallet, about half the $32,727 top-up that HF 1.6 needs: the batch supplies
+    exactly those 8 WETH, then sells only what the rest needs (bisection on Decimal HFs here)."""
+    base = account(100, 120_000)
+    wallet = 8 * 10**18
+    acct = AccountState(**{**base.__dict__, "wallet_balances": {"WETH": wallet}})
+    target = 16 * WAD // 10
+    part = plan_wallet_part(
+        layout=LAYOUT, account_addr=SAFE, account=acct, collateral=WETH,
+        collateral_reserve=WETH_STATE, debt=USDC, debt_reserve=USDC_STATE,
+        target_hf_wad=target, max_spend_base=None, accrual_margin_s=0,
+    )  # fmt: skip
+    assert (part.repay, part.supply, part.supply_base) == (0, wallet, 16_000 * 10**8)
+    pool = CpPool()
+    combo = await plan(acct, target, pool, wallet=part)
+    assert combo.action == "top_up+deleverage" and combo.capital_base == 16_000 * 10**8
+    assert [t.decoded.method for t in combo.transactions] == [
+        "approve", "supply", "withdraw", "approve", "exactInputSingle", "approve", "repay",
+    ]  # fmt: skip
+    assert int(combo.transactions[1].decoded.args["amount"]) == wallet
+
+    def hf(a: int) -> Decimal:
+        out = CpPool._swap(pool.x, pool.y, a)[2] * 9950 // 10_000
+        c = Decimal(216_000) - Decimal(a) / 10**18 * 2000
+        return c * Decimal("0.825") / (Decimal(120_000) - Decimal(out) / 10**6)
+
+    lo, hi = 0, 20 * 10**18
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if hf(mid) >= Decimal("1.6") else (mid, hi)
+    assert hi <= combo.amount <= hi + hi // 10_000
+    assert Decimal("1.6") <= hf(combo.amount) < Decimal("1.6") * Decimal("1.0001")
+    assert combo.steps[0].hf_mid_wad >= FLOOR
