@@ -162,6 +162,9 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
         lines.append(f"      to {t.to}: {t.decoded.contract}.{t.decoded.method}")
     lines += [
         "",
+        "After the owners executed it: set roles.module only if it was deployed elsewhere, and",
+        "roles.from_block to a block at or before the execution (`roles check` reads the module's",
+        "events from there), then run `hedge-agent roles check`.",
         "Revoke: the owners call, from the Safe, disableModule(prevModule, module) on the Safe",
         "(removes the module: the key can do nothing), or assignRoles(agent, [role], [false]) on",
         "the module (keeps the module, removes the key).",
