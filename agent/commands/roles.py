@@ -172,6 +172,26 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def _allowance_hint(rpc: RpcClient, s: Settings, layout: MarketLayout) -> str:
+    """The missing allowance's error, with the session cap's share of today's collateral."""
+    from agent.core.abi import load_abi
+
+    c = layout.reserve(s.position.topup_asset)
+    erc20 = load_abi("ERC20")
+    (held,) = erc20.decode_output(
+        "balanceOf",
+        await rpc.eth_call(c.a_token, erc20.encode_hex("balanceOf", s.position.account)),
+    )
+    frac = s.policy.session_cap_fraction
+    whole = Decimal(int(held)) / Decimal(10) ** c.decimals
+    cap = (whole * frac).quantize(Decimal(1).scaleb(-c.decimals), rounding="ROUND_DOWN")
+    return (
+        f"{s.origin}: roles.allowance (whole {c.symbol} per UTC day) is not set; the session"
+        f" cap's share (policy.session_cap_fraction, {frac:%}) of the position's {whole:f}"
+        f' {c.symbol} collateral is: allowance = "{cap.normalize():f}"'
+    )
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.collectors.onchain import discover
@@ -187,7 +207,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         async with App(s) as app:
             rpc = app.rpc()
             layout = await discover(rpc, s.chain)
+            if s.roles.allowance is None and s.position.account:
+                raise ConfigError(await _allowance_hint(rpc, s, layout))
             spec = role_spec(s, layout)
+            code = await rpc.request("eth_getCode", [spec.module_address, "latest"])
+            if code not in ("0x", "0x0", None):
+                raise ConfigError(
+                    f"a module is already installed at {spec.module_address} (this Safe, role"
+                    " and salt): run `hedge-agent roles check`; for a second module set"
+                    " roles.salt_nonce"
+                )
             txs = owners_batch(spec)
             record = {
                 "id": f"roles-{key_text(spec.role_key)}",

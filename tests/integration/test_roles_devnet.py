@@ -379,8 +379,8 @@ def test_the_allowance_refills_at_the_next_utc_midnight(
 # -- roles plan -> owners execute -> roles check ------------------------------------------
 
 
-def _config(tmp_path: Path, dep_path: Path, extra: str = "") -> Path:
-    p = tmp_path / "agent.toml"
+def _config(tmp_path: Path, dep_path: Path, allowance: str = "2.5", name: str = "agent") -> Path:
+    p = tmp_path / f"{name}.toml"
     p.write_text(
         f'[agent]\nstore_path = "{tmp_path}/agent.sqlite"\njournal_path = "{tmp_path}/p.jsonl"\n'
         f'[chain]\nname = "devnet"\ndeployment = "{dep_path}"\n'
@@ -388,7 +388,8 @@ def _config(tmp_path: Path, dep_path: Path, extra: str = "") -> Path:
         f'[sinks]\nsafe_tx_builder_dir = "{tmp_path}/stb"\n'
         "[collectors.defillama]\nenabled = false\n[collectors.hyperliquid]\nenabled = false\n"
         "[collectors.dydx]\nenabled = false\n[collectors.closes]\nenabled = false\n"
-        f'[roles]\nagent = "{AGENT}"\nrole_key = "{ROLE}"\nallowance = "2.5"\n' + extra
+        f'[roles]\nagent = "{AGENT}"\nrole_key = "{ROLE}"\n'
+        + (f'allowance = "{allowance}"\n' if allowance else "")
     )
     return p
 
@@ -462,6 +463,12 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     # before the install: the check fails on the module's absence
     assert main(["roles", "check", "--config", str(cfg)]) == 1
     assert "no contract at this address" in capsys.readouterr().out
+    # without an allowance: the error suggests the session cap's 25% of the 10 WBTC collateral
+    bare = _config(tmp_path, dep_path, allowance="", name="bare")
+    assert main(["roles", "plan", "--config", str(bare)]) == 2
+    err = capsys.readouterr().err
+    assert "roles.allowance (whole WBTC per UTC day) is not set" in err
+    assert '25%) of the position\'s 10 WBTC collateral is: allowance = "2.5"' in err, err
 
     assert main(["roles", "plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -482,6 +489,9 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     assert main(["roles", "check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "MISMATCH" not in out and "19/19 match the plan" in out, out
+    # planning again would deploy onto the installed module: refused, with what to do instead
+    assert main(["roles", "plan", "--config", str(cfg)]) == 2
+    assert f"a module is already installed at {spec.module_address}" in capsys.readouterr().err
     assert main(["check", "--config", str(cfg)]) == 0, capsys.readouterr().out
     capsys.readouterr()
 
