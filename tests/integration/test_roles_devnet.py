@@ -42,7 +42,8 @@ from agent.planner.roles import (
     owners_batch,
     predicted_module_address,
 )
-from agent.planner.safe import build_safe_tx
+from agent.planner.safe import SafeTx, build_safe_tx
+from agent.planner.tx import call_tx
 from agent.planner.uniswap import UniswapVenue
 
 pytestmark = pytest.mark.integration
@@ -347,6 +348,68 @@ def test_withdraw_above_the_allowance_reverts(
     _send_as_agent(devnet_chain, s, s.pool, pool.encode("withdraw", wbtc, ALLOWANCE_WBTC, s.safe))
     one = pool.encode("withdraw", wbtc, 1, s.safe)
     assert _outcome(devnet_chain, s, s.pool, one).startswith(_violation(ALLOWANCE_EXCEEDED))
+
+
+def test_delegatecall_and_ether_out_revert(
+    devnet: dict[str, Any], devnet_chain: Chain, installed: RoleSpec
+) -> None:
+    """What the README promises beyond the issue's list: no delegatecall but the MultiSend
+    batch, no ETH out."""
+    s, pool = installed, load_abi("Pool")
+    withdraw = pool.encode("withdraw", s.collateral.address, 10**6, s.safe)
+    got = _outcome(devnet_chain, s, s.pool, withdraw, 1)  # the allowed call, delegatecalled
+    assert got.startswith(_violation(1)), got  # DelegateCallNotAllowed
+    # a batch of the allowed call through another MultiSend (no unwrapper registered for it)
+    other = devnet["uniswap"]["swap_router02"]
+    ms = load_abi("MultiSendCallOnly").encode(
+        "multiSend",
+        b"\x00"
+        + bytes.fromhex(s.pool[2:])
+        + bytes(32)
+        + len(withdraw).to_bytes(32, "big")
+        + withdraw,
+    )
+    assert "ConditionViolation" in _outcome(devnet_chain, s, other, ms, 1)
+    roles = load_abi("Roles")
+    resp = devnet_chain.w3.provider.make_request(
+        "eth_call",  # type: ignore[arg-type]
+        [
+            {
+                "from": AGENT,
+                "to": s.module_address,
+                "data": roles.encode_hex(
+                    "execTransactionWithRole", STRANGER, 10**15, b"", 0, s.role_key, True
+                ),
+            },
+            "latest",
+        ],
+    )
+    raw = resp["error"]["data"]
+    raw = raw["data"] if isinstance(raw, dict) else raw
+    got = decode_revert(bytes.fromhex(raw[2:]), [roles])
+    assert got.startswith(_violation(TARGET_NOT_ALLOWED)), got
+
+
+def test_a_batch_cannot_split_past_the_allowance(
+    devnet: dict[str, Any], devnet_chain: Chain, installed: RoleSpec
+) -> None:
+    """The calls of one MultiSend batch draw on the same allowance: two withdrawals of 60% each
+    revert in the module, two of 50% pass (and leave nothing)."""
+    s = installed
+
+    def batch(*amounts: int) -> SafeTx:
+        txs = [
+            call_tx("Pool", s.pool, "withdraw", s.collateral.address, a, s.safe, human="w")
+            for a in amounts
+        ]
+        return build_safe_tx(s.safe, s.multisend, txs)
+
+    over = batch(ALLOWANCE_WBTC * 6 // 10, ALLOWANCE_WBTC * 6 // 10)
+    got = _outcome(devnet_chain, s, over.to, bytes.fromhex(over.data[2:]), 1)
+    assert got.startswith(_violation(ALLOWANCE_EXCEEDED)), got
+    half = batch(ALLOWANCE_WBTC // 2, ALLOWANCE_WBTC - ALLOWANCE_WBTC // 2)
+    _send_as_agent(devnet_chain, s, half.to, bytes.fromhex(half.data[2:]), op=1)
+    assert _allowance_balance(devnet_chain, s, s.withdraw_key)[3] == 0
 
 
 def test_the_allowance_refills_at_the_next_utc_midnight(
