@@ -61,8 +61,14 @@ def _signal_log(r: SignalResult) -> dict[str, Any]:
 
 
 def decide_spx(
-    store: Store, settings: Settings, snap: ChainSnapshot, evaluation: Evaluation, account: str
+    store: Store,
+    settings: Settings,
+    snap: ChainSnapshot,
+    evaluation: Evaluation,
+    account: str,
+    session_spent_usd: Decimal,
 ) -> SpxDecision:
+    """``session_spent_usd``: the ledger after this tick's DeFi proposals."""
     at = pd.Timestamp(snap.timestamp, unit="s", tz="UTC")
     inputs = spx_inputs(store, snap.timestamp)
     signals = evaluate_spx_signals(inputs, at, settings.signals)
@@ -78,7 +84,7 @@ def decide_spx(
         at,
         settings.policy,
         # the ledger after this tick's DeFi proposals, not the decision's start-of-tick figure
-        session_spent_usd=store.session_spent_usd(evaluation.session_id),
+        session_spent_usd=session_spent_usd,
         exposure_usd=exposure,
         # B's room after this evaluation's DeFi layers (the journal's open layers included)
         open_remaining_usd=evaluation.decision.budget_room_usd
@@ -141,7 +147,8 @@ def spx_advisory(
     account: str,
 ) -> list[dict[str, Any]]:
     """The tick's SPX ticket as a list of zero or one journal records."""
-    d = decide_spx(store, settings, snap, evaluation, account)
+    spent = sinks.ledger.session_spent_usd(evaluation.session_id)
+    d = decide_spx(store, settings, snap, evaluation, account, spent)
     log.info(
         "spx.decision",
         fired=d.fired,

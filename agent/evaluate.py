@@ -35,6 +35,7 @@ from agent.signals import SignalInputs, evaluate_signals
 from agent.signals.base import SignalResult
 from agent.signals.macro import macro_prints_from_observations
 from agent.signals.rates import ReserveRates
+from agent.store.ledger import ProposalLedger
 from agent.store.sqlite import Store
 
 # Longest trailing window any signal reads (S3/S4 z-scores over 30 days, S8 over 90 returns).
@@ -234,6 +235,7 @@ def evaluate(
     snap: ChainSnapshot,
     journal_records: Iterable[dict[str, Any]],
     *,
+    ledger: ProposalLedger,
     markets: Mapping[str, MarketRead] | None = None,
 ) -> Evaluation:
     """One decision for the tick. ``layout``/``snap`` are the first chain's (its block time is
@@ -249,7 +251,7 @@ def evaluate(
     open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
     session = SessionState(
         session_id,
-        Decimal(store.session_spent_usd(session_id)),
+        Decimal(ledger.session_spent_usd(session_id)),
         frozenset(horizons.get(session_id, set())),
     )
     decision = decide(

@@ -41,7 +41,7 @@ from agent.policy import OptionAction, TopUpAction
 from agent.simulator.fork import ForkSimulator
 from agent.simulator.outcome import simulate
 from agent.sinks.publish import ProposalSinks
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 
 def deleverage_config(settings: Settings) -> DeleverageConfig | None:
@@ -79,14 +79,14 @@ class Proposer:
         layout: MarketLayout,
         *,
         rpc: RpcClient,
-        store: Store,
+        ledger: ProposalLedger,
         simulator: ForkSimulator | None,
         sinks: ProposalSinks,
     ) -> None:
         self.s = settings
         self.layout = layout
         self.rpc = rpc
-        self.store = store
+        self.ledger = ledger
         self.simulator = simulator
         self.sinks = sinks
         self.protection = ProtectionConfig(
@@ -219,7 +219,7 @@ class Proposer:
         return SpendCap(
             session_id=evaluation.session_id,
             cap_usd=Decimal(self.s.policy.session_cap_usd),
-            spent_usd=Decimal(self.store.session_spent_usd(evaluation.session_id)),
+            spent_usd=Decimal(self.ledger.session_spent_usd(evaluation.session_id)),
             priority=d.priority,
             size_fraction=d.size_fraction,
             budget=LayerBudget(

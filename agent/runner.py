@@ -110,7 +110,7 @@ class Agent:
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
         await recovery.recover(
-            live, rpc, self.app.store, self.app.journal, [self.app.sinks_for(v) for v in views]
+            live, rpc, self.app.ledger, self.app.journal, [self.app.sinks_for(v) for v in views]
         )
         layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
         self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
@@ -279,7 +279,7 @@ class Agent:
         await recovery.each_tick(
             self.settings.sinks.live,
             self.app.rpc(),
-            self.app.store,
+            self.app.ledger,
             self.app.journal,
             [self.app.sinks_for(v) for v in self.app.chains.values()],
         )
@@ -324,9 +324,15 @@ class Agent:
         snap = first.snap
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         # Committed proposals still waiting for their journal line are part of the memory too.
-        history = self.app.journal.records() + pending_records(self.app.store)
+        history = self.app.journal.records() + pending_records(self.app.ledger)
         evaluation = evaluate(
-            self.app.store, self.settings, first.layout, snap, history, markets=markets
+            self.app.store,
+            self.settings,
+            first.layout,
+            snap,
+            history,
+            ledger=self.app.ledger,
+            markets=markets,
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)

@@ -28,7 +28,7 @@ from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.sinks.config import LiveConfig
 from agent.sinks.safe_service import account_from_key
-from agent.store.sqlite import LiveSend, Store
+from agent.store.ledger import LiveSend, ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -281,15 +281,15 @@ class LiveSender:
 # -- crash-safe sending --------------------------------------------------------------------
 
 
-def open_sends_of(store: Store, account: str) -> list[LiveSend]:
+def open_sends_of(ledger: ProposalLedger, account: str) -> list[LiveSend]:
     """The signer's transactions still waiting for an answer from the chain. While there is
     one, no new transaction is signed (its nonce would collide with a private, invisible one)."""
-    return [s for s in store.live_sends(open_only=True) if s.account.lower() == account.lower()]
+    return [s for s in ledger.live_sends(open_only=True) if s.account.lower() == account.lower()]
 
 
 async def send_durably(
     sender: LiveSender,
-    store: Store,
+    ledger: ProposalLedger,
     idempotency_key: str,
     calls: Sequence[tuple[str, str, int]],
     *,
@@ -300,17 +300,17 @@ async def send_durably(
     after. A proposal that already has a transaction in the store gets none more: after a lost
     answer or a crash, start-up reconciliation finds the first by hash and nonce. Stops at the
     first transaction that is not mined successfully. Returns the journal view of every send."""
-    if store.live_sends(idempotency_key):
+    if ledger.live_sends(idempotency_key):
         log.warning(
             "live.already_sent",
             idempotency_key=idempotency_key,
             note="this proposal has a transaction already; not sending another",
         )
-        return [s.as_dict() for s in store.live_sends(idempotency_key)]
+        return [s.as_dict() for s in ledger.live_sends(idempotency_key)]
     for to, data, value in calls:
         signed = await sender.sign(to, data, value=value)
         tx = signed.tx
-        store.record_live_intent(
+        ledger.record_live_intent(
             tx_hash=tx.tx_hash,
             idempotency_key=idempotency_key,
             account=tx.sender,
@@ -322,30 +322,30 @@ async def send_durably(
             await sender.broadcast(signed)
         except RpcError as exc:
             # An explicit answer: the node refused it (nonce too low, underpriced, funds).
-            store.set_live_status(tx.tx_hash, "rejected", exc.rpc_message[:200])
+            ledger.set_live_status(tx.tx_hash, "rejected", exc.rpc_message[:200])
             log.error("live.rejected", tx_hash=tx.tx_hash, error=str(exc))
             break
         except SourceError as exc:
             # No answer (timeout, 5xx, garbage): it may or may not be in flight. The intent
             # stays open and reconciliation decides by hash and nonce; nothing is re-sent.
-            store.set_live_status(tx.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
+            ledger.set_live_status(tx.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
             log.error("live.answer_lost", tx_hash=tx.tx_hash, error=str(exc))
             break
-        store.set_live_status(tx.tx_hash, "sent")
+        ledger.set_live_status(tx.tx_hash, "sent")
         try:
             receipt = await sender.wait_receipt(tx.tx_hash, poll_s=poll_s)
         except LiveRefused as exc:
-            store.set_live_status(tx.tx_hash, "reverted", str(exc))
+            ledger.set_live_status(tx.tx_hash, "reverted", str(exc))
             break
         except SourceError as exc:
-            store.set_live_status(tx.tx_hash, "pending", str(exc)[:200])
+            ledger.set_live_status(tx.tx_hash, "pending", str(exc)[:200])
             break
-        store.set_live_status(tx.tx_hash, "mined", f"block {int(receipt['blockNumber'], 16)}")
-    return [s.as_dict() for s in store.live_sends(idempotency_key)]
+        ledger.set_live_status(tx.tx_hash, "mined", f"block {int(receipt['blockNumber'], 16)}")
+    return [s.as_dict() for s in ledger.live_sends(idempotency_key)]
 
 
 async def reconcile_live_sends(
-    store: Store, rpc: RpcClient, *, give_up_after_s: float
+    ledger: ProposalLedger, rpc: RpcClient, *, give_up_after_s: float
 ) -> list[LiveSend]:
     """Resolve every transaction without an outcome by its hash and nonce: mined (or
     reverted) when it has a receipt; ``replaced`` when its nonce was used by another
@@ -354,7 +354,7 @@ async def reconcile_live_sends(
     Returns the sends whose status changed."""
     changed = []
     now = time.time()
-    for s in store.live_sends(open_only=True):
+    for s in ledger.live_sends(open_only=True):
         receipt = await rpc.request("eth_getTransactionReceipt", [s.tx_hash])
         status, detail = s.status, s.detail
         if isinstance(receipt, dict):
@@ -370,7 +370,7 @@ async def reconcile_live_sends(
             elif now - s.created_at > give_up_after_s:
                 status, detail = "dropped", f"not mined within {give_up_after_s:g}s; not re-sent"
         if (status, detail) != (s.status, s.detail):
-            store.set_live_status(s.tx_hash, status, detail)
+            ledger.set_live_status(s.tx_hash, status, detail)
             log.warning(
                 "live.reconciled",
                 tx_hash=s.tx_hash,

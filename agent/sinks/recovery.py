@@ -26,7 +26,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import reconcile_live_sends
 from agent.sinks.outbox import flush_outbox, reconcile_spends
 from agent.sinks.publish import ProposalSinks
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -88,16 +88,16 @@ def reap_forks(store_path: str) -> list[int]:
 async def recover(
     live: LiveConfig,
     rpc: RpcClient,
-    store: Store,
+    ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
 ) -> None:
     """``sinks``: every chain's sinks, to deliver what a crash left undelivered."""
-    changed = await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
-    open_sends = store.live_sends(open_only=True)
+    changed = await reconcile_live_sends(ledger, rpc, give_up_after_s=_live_give_up_s(live))
+    open_sends = ledger.live_sends(open_only=True)
     delivered = [await s.deliver_pending() for s in sinks]
-    flushed = flush_outbox(store, journal)
-    added = reconcile_spends(store, journal.records())
+    flushed = flush_outbox(ledger, journal)
+    added = reconcile_spends(ledger, journal.records())
     log.info(
         "recovery.done",
         live_reconciled=len(changed),
@@ -111,14 +111,14 @@ async def recover(
 async def each_tick(
     live: LiveConfig,
     rpc: RpcClient,
-    store: Store,
+    ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
 ) -> None:
     """Open live sends get their outcome; outside sinks and journal lines that could not be
     written are retried."""
-    if store.live_sends(open_only=True):
-        await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+    if ledger.live_sends(open_only=True):
+        await reconcile_live_sends(ledger, rpc, give_up_after_s=_live_give_up_s(live))
     for s in sinks:
         await s.deliver_pending()
-    flush_outbox(store, journal)
+    flush_outbox(ledger, journal)

@@ -25,14 +25,16 @@ async def test_parts_are_built_once_shared_and_closed(tmp_path: Path) -> None:
         assert app.rpc() is app.rpc() and app.http is app.http and app.store is app.store
         sinks = app.sinks
         assert sinks.http is app.http and sinks.rpc is app.rpc() and sinks.journal is app.journal
-        assert sinks.store is app.store
+        assert sinks.ledger is app.ledger and app.ledger.db is app.store.db  # one file
         session = app.http.session()  # opened on first use
         rpc = app.rpc()
-        store = app.store
+        store, ledger = app.store, app.ledger
     assert session.closed
     assert rpc._session is None
     with pytest.raises(Exception, match="closed"):
         store.keys()
+    with pytest.raises(Exception, match="closed"):
+        ledger.spend_count()
 
 
 async def test_nothing_is_built_that_a_command_does_not_use(tmp_path: Path) -> None:
