@@ -397,6 +397,15 @@ class Agent:
         return out
 
 
+@dataclass
+class TickCount:
+    """Ticks run so far, kept outside the loop: a halt raises out of it, and the stop line
+    still reports what ran."""
+
+    ok: int = 0
+    failed: int = 0
+
+
 async def tick_loop(
     tick: Callable[[int], Awaitable[object]],
     *,
@@ -406,8 +415,10 @@ async def tick_loop(
     error_budget_s: float = 0.0,
     tick_timeout_s: float | None = None,
     once: bool = False,
+    count: TickCount | None = None,
 ) -> int:
-    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded.
+    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded (also
+    kept in ``count``, which survives a ``Halt``).
 
     Every exception a tick raises (the project's errors or any other) is logged with its
     traceback and spends the error budget: the daemon halts after ``error_budget`` consecutive
@@ -416,7 +427,7 @@ async def tick_loop(
     tick. ``Halt`` (a deliberate stop, e.g. live sending refused) and cancellation pass
     through at once."""
     budget = ErrorBudget(error_budget, error_budget_s)
-    done = 0
+    count = count if count is not None else TickCount()
     tick_id = 0
     while not stop.is_set():
         tick_id += 1
@@ -426,7 +437,7 @@ async def tick_loop(
                 stop, within(tick_timeout_s, work) if tick_timeout_s is not None else work
             )
             budget.ok()
-            done += 1
+            count.ok += 1
         except Interrupted:
             log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
             break
@@ -434,6 +445,7 @@ async def tick_loop(
             raise
         except Exception as exc:
             budget.failed()
+            count.failed += 1
             # A project error is one line; anything else is a bug and keeps its traceback.
             trace = {} if isinstance(exc, AgentError) else {"exc_info": exc}
             log.error(
@@ -463,7 +475,7 @@ async def tick_loop(
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-    return done
+    return count.ok
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:
@@ -472,7 +484,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = False
-    ticks = 0
+    count = TickCount()
     try:
         async with App(settings) as app:
             # One daemon per store and journal (the second refuses); fork anvils a daemon
@@ -490,7 +502,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                         await agent.setup()
                         started = True
                         await agent.backfill()
-                        ticks = await tasks.create_task(
+                        await tasks.create_task(
                             tick_loop(
                                 agent.tick,
                                 stop=stop,
@@ -499,6 +511,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                                 error_budget_s=settings.agent.error_budget_s,
                                 tick_timeout_s=settings.agent.tick_timeout_s,
                                 once=once,
+                                count=count,
                             ),
                             name="ticks",
                         )
@@ -518,5 +531,5 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if started:  # a failed start-up ends with the one-line error alone
-            log.info("agent.stopped", ticks=ticks)
+            log.info("agent.stopped", ticks=count.ok, failed_ticks=count.failed)
     return 0
