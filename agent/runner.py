@@ -313,6 +313,7 @@ class Agent:
         log.info("decision", **evaluation.summary())
         allowed = self.ops.proposals_allowed()  # the pause switch, read every tick
         self.ops.evaluated(evaluation.decision, evaluation.decision.signals, paused=not allowed)
+        self.ops.guarded(evaluation.guard)  # gauges; a critical HF is the first notice out
         proposals: list[dict[str, Any]] = []
         stored = sum(r.stored for r in collected.values())
         if allowed:
@@ -344,7 +345,7 @@ class Agent:
                     )
             log.warning(
                 "proposals.paused",
-                withheld=len(evaluation.decision.actions),
+                withheld=len(evaluation.actions()),
                 note="hedge-agent resume to propose again",
             )
         log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(proposals), stored=stored)
@@ -368,9 +369,7 @@ class Agent:
             read = markets.get(chain)
             if read is None:
                 continue  # its chain was not read this tick
-            actions = (
-                [a for a in evaluation.decision.actions if proposer.owns(a)] if several else None
-            )
+            actions = [a for a in evaluation.actions() if proposer.owns(a)] if several else None
             fork = self.app.simulator(read.layout)
             try:
                 out += await proposer.propose(read.snap, evaluation, stale, actions=actions)
