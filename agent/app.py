@@ -25,6 +25,7 @@ from agent.core.http import HttpClient
 from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
@@ -123,10 +124,11 @@ class App:
             if chain.rpc_urls:
                 client = self.ops.chain_rpc(chain)
             else:
-                client = RpcClient(
-                    chain.rpc_url.get_secret_value(),
+                client = RpcPool(
+                    [chain.rpc_url.get_secret_value()],
                     source=f"rpc:{chain.name}",
                     timeout_s=chain.timeout_s,
+                    deadline_s=chain.request_deadline_s,
                 )
             self._rpcs[chain.name] = client
         return client
@@ -161,7 +163,7 @@ class App:
             view = self._chain(layout.chain)
             chain = view.chain
             sim = ForkSimulator(
-                chain.rpc_url.get_secret_value(),
+                self.rpc(chain),  # the fork reads through the chain's pool and rotates with it
                 pool=layout.pool,
                 block_lag=view.simulator.block_lag,
                 chain_id=chain.chain_id,

@@ -57,6 +57,9 @@ class AgentSection(BaseModel):
     error_budget: int = Field(5, ge=1)
     error_budget_s: float = Field(120.0, ge=0)
     tick_timeout_s: float = Field(300.0, gt=0)  # a whole tick's deadline
+    # /readyz: a dependency checked every tick (the chain RPC, the store) whose last check is
+    # older than this is not ready (a hung tick checks nothing). None: max(30, 2 ticks).
+    readiness_max_age_s: float | None = Field(None, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
