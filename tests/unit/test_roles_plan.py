@@ -246,3 +246,17 @@ def test_missing_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
             artifacts.zodiac_artifact("Roles")
     finally:
         artifacts.zodiac_artifact.cache_clear()
+
+
+def test_an_event_with_the_same_signature_but_other_indexing_is_not_misread() -> None:
+    """Safe's ``EnabledModule(address indexed)`` and the Roles module's ``EnabledModule(address)``
+    share topic 0; each ABI decodes only its own (the fork's log decoding raised before)."""
+    safe, roles = load_abi("Safe"), load_abi("Roles")
+    topic = next(t for t, e in safe.events.items() if e["name"] == "EnabledModule")
+    assert topic in roles.events
+    module_log = ([topic], _word(AGENT))  # the module's: the address in data
+    safe_log = ([topic, _word(AGENT)], b"")  # the Safe's: the address in a topic
+    assert safe.decode_event(*module_log) is None
+    assert roles.decode_event(*safe_log) is None
+    assert roles.decode_event(*module_log).args == {"module": AGENT}  # type: ignore[union-attr]
+    assert safe.decode_event(*safe_log).args == {"module": AGENT}  # type: ignore[union-attr]
