@@ -378,6 +378,15 @@ async def plan_protection(
                 header, snap, layout, target, cfg, reader,
                 wallet_first=True, max_spend_base=max_spend_base,
             )  # fmt: skip
+            if spend_base(combined) > max_spend_base and combined.capital_base > 0:
+                # The cap binds: leave room for the deleverage's cost under it (twice the cost
+                # planned with the whole cap: the larger deleverage costs a little more).
+                room = max_spend_base - 2 * combined.cost_base
+                if room > 0:
+                    combined = await _plan_deleverage(
+                        header, snap, layout, target, cfg, reader,
+                        wallet_first=True, max_spend_base=room,
+                    )  # fmt: skip
         except AgentError as exc:
             errors.append(f"wallet first, then deleverage: {exc}")
     # A plan's safety margin can pass what the decision sized: each candidate's ledger spend

@@ -8,6 +8,7 @@ health factor, revert), with its amountOutMinimum taken from QuoterV2 less the s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ import pytest
 from agent.collectors.onchain import discover, read_snapshot
 from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
+from agent.core.errors import PlanningError
 from agent.core.market import AccountState, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
@@ -23,7 +25,7 @@ from agent.devnet.artifacts import forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.safe import Call, exec_batch, exec_transaction
 from agent.devnet.uniswap import sync_pools
-from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.deleverage import DeleveragePlan, onchain_quoter, plan_deleverage_onchain
 from agent.planner.draft import (
     DeleverageConfig,
     ProposalHeader,
@@ -35,6 +37,7 @@ from agent.planner.draft import (
 from agent.planner.repay import choose_protection, plan_repay
 from agent.planner.safe import build_safe_tx
 from agent.planner.topup import plan_topup
+from agent.planner.tx import call_tx
 from agent.planner.uniswap import UniswapVenue
 from agent.policy import TopUpAction
 from agent.simulator.fork import ForkSimulator
@@ -415,6 +418,32 @@ async def test_wallet_first_repays_half_and_deleverages_the_rest(
     least = _least_amount(c, devnet, safe, target, sold * 2, first=first)
     assert least <= sold <= least + least // 1000  # at most 10 bps more than the rest needs
 
+    # A session cap that allows only the wallet's value: the combined plan leaves room under it
+    # for its deleverage's cost (repays a little less, sells a little more), still one batch to
+    # the target.
+    cap_usd = Decimal(wallet) / 10**6
+    tight = await plan_protection(
+        header, snap, layout, replace(action, max_spend_usd=cap_usd),
+        SpendCap("s1", Decimal(250_000), Decimal(0)), cfg, rpc,
+    )  # fmt: skip
+    assert tight.planned and tight.comparison is not None, tight.error
+    assert tight.comparison["chosen"] == "repay+deleverage", tight.comparison
+    assert tight.spend_usd <= cap_usd
+    assert tight.deleverage is not None and tight.swap is not None
+    tight_repay = int(tight.transactions[1].decoded.args["amount"])
+    tight_cost = Decimal(str(tight.deleverage["cost_usd"]))
+    assert wallet - 3 * tight_cost * 10**6 < tight_repay < wallet
+    assert tight.swap.amount_in > sold
+    tb = as_safe_batch(tight, devnet["safe_lean"]["multisend_call_only"]).safe_tx
+    assert tb is not None
+    snap_id = c.snapshot()
+    try:
+        exec_transaction(c, safe, devnet["safe_lean"]["owners"][0], tb.to,
+                         bytes.fromhex(tb.data[2:]), operation=tb.operation)  # fmt: skip
+        assert target <= _hf(c, devnet, safe) <= target * 10_010 // 10_000
+    finally:
+        c.revert(snap_id)
+
     batch = as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"])
     assert batch.safe_tx is not None
     assert [sw["recipient"] for sw in _batch_swaps(batch.safe_tx.data)] == [safe]
@@ -563,3 +592,22 @@ async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
     assert rec["swap_amount_out"] == str(reference.quote_out)  # nothing moved the pool
     assert rec["swap_amount_out_minimum"] == str(reference.min_out)
     assert rec["left_in_wallet"] == str(reference.quote_out - reference.min_out)
+
+
+async def test_a_later_step_whose_earlier_calls_fail_is_not_quoted(
+    devnet: dict[str, Any], rpc: RpcClient
+) -> None:
+    """The quote of a later step runs the batch's earlier calls first; one that fails on the
+    chain (a withdrawal of more than the Safe holds) is a planning error naming that call."""
+    safe = devnet["safe_lean"]["address"]
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    plan, _ = await _plan(rpc, devnet, layout, safe, 17 * WAD // 10)
+    wbtc = layout.reserve("WBTC")
+    too_much = call_tx(
+        "Pool", layout.pool, "withdraw", wbtc.asset, plan.amount * 10**6, safe, human="x"
+    )
+    quote = onchain_quoter(rpc, venue(devnet), safe, wbtc, layout.reserve("USDC"))
+    ok = await quote(plan.transactions, plan.amount)
+    assert 0 < ok < plan.quote_out  # after the first swap the pool pays less
+    with pytest.raises(PlanningError, match=r"call 1 \(withdraw\) fails before the next step"):
+        await quote((too_much, *plan.transactions[1:]), plan.amount)

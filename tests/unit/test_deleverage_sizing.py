@@ -358,3 +358,58 @@ async def test_wallet_first_supplies_the_wallets_collateral_then_deleverages_the
     assert hi <= combo.amount <= hi + hi // 10_000
     assert Decimal("1.6") <= hf(combo.amount) < Decimal("1.6") * Decimal("1.0001")
     assert combo.steps[0].hf_mid_wad >= FLOOR
+
+
+async def test_a_reader_without_eth_simulate_cannot_quote_a_later_step() -> None:
+    """A later step needs ``eth_simulateV1`` on the reader (the fork has it). An RPC without it
+    (a real local JSON-RPC server answering -32601, as nodes do for an unknown method) is a
+    planning error naming the method and the reader, not a quote of the wrong pool state."""
+    from aiohttp import web
+
+    from agent.core.rpc import RpcClient
+    from agent.planner.deleverage import onchain_quoter
+
+    seen: list[str] = []
+
+    async def handle(req: web.Request) -> web.Response:
+        body = await req.json()
+        seen.append(body["method"])
+        err = {"code": -32601, "message": f"the method {body['method']} does not exist"}
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": err})
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        earlier = (await plan(account(100, 120_000), 16 * WAD // 10, CpPool())).transactions
+        async with RpcClient(url, source="rpc:plain") as rpc:
+            quote = onchain_quoter(rpc, VENUE, SAFE, WETH, USDC)
+            with pytest.raises(PlanningError, match=r"eth_simulateV1 failed on rpc:plain"):
+                await quote(earlier, 10**18)
+    finally:
+        await runner.cleanup()
+    assert seen == ["eth_simulateV1"]
+
+
+async def test_a_planner_bug_paying_the_router_is_refused_by_the_batch_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deliberate bug of issue 24 item 11: the swap's recipient written as the router. The
+    planner's own assertion on the decoded batch refuses it (no repay has to revert)."""
+    from agent.planner import deleverage as dl
+
+    real = dl.call_tx
+
+    def buggy(contract: str, to: str, fn: str, *args: Any, **kw: Any) -> PlannedTx:
+        if fn == "exactInputSingle":
+            p = list(args[0])
+            p[3] = ROUTER  # recipient
+            args = (tuple(p),)
+        return real(contract, to, fn, *args, **kw)
+
+    monkeypatch.setattr(dl, "call_tx", buggy)
+    with pytest.raises(PlanningError, match=f"swap recipient {ROUTER} is not the account"):
+        await plan(account(100, 120_000), 16 * WAD // 10, CpPool())
