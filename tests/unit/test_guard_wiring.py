@@ -1,6 +1,6 @@
 """The guard in the tick (agent/guarding.py), its configuration, its notice, its gauges, and the
 review that shows a tick's decision once. The pure rules are tests/unit/test_guard.py; the
-devnet run is tests/e2e/test_guard.py."""
+devnet run is tests/e2e/test_liquidation_guard.py."""
 
 from __future__ import annotations
 
