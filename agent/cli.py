@@ -25,7 +25,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from agent.core.errors import AgentError  # noqa: E402
+from agent.core.errors import AgentError, Halt  # noqa: E402
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
+    from agent.commands import roles as roles_command
     from agent.commands import safe as safe_command
     from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         store_command,
         backtest_command,
         safe_command,
+        roles_command,
         ops_command,
     ):
         module.register(sub)
@@ -145,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args)
         return code
-    except AgentError as exc:
+    except (AgentError, Halt) as exc:  # Halt stands outside AgentError (core/errors.py)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

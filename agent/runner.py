@@ -109,7 +109,9 @@ class Agent:
             )
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(live, rpc, self.app.store, self.app.journal)
+        await recovery.recover(
+            live, rpc, self.app.store, self.app.journal, [self.app.sinks_for(v) for v in views]
+        )
         layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
         self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
         self.proposers = self._proposers()
@@ -275,7 +277,11 @@ class Agent:
         # Live sends (one chain only) settle on the first chain's RPC; journal lines that
         # could not be written are retried either way.
         await recovery.each_tick(
-            self.settings.sinks.live, self.app.rpc(), self.app.store, self.app.journal
+            self.settings.sinks.live,
+            self.app.rpc(),
+            self.app.store,
+            self.app.journal,
+            [self.app.sinks_for(v) for v in self.app.chains.values()],
         )
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
