@@ -592,6 +592,14 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
             module, roles.encode("assignRoles", STRANGER, [role], [True]),
             f"role {ROLE} held by the agent's key only",
         ),
+        "repay revoked": (
+            module, roles.encode("revokeFunction", role, spec.pool, pool.selector("repay")),
+            "Pool.repay(asset = USDC, any amount, rate mode 2, onBehalfOf = Safe): not scoped",
+        ),
+        "router target revoked": (
+            module, roles.encode("revokeTarget", role, spec.swap_router02),
+            f"target {spec.swap_router02.lower()} scoped: cleared: None",
+        ),
         "module disabled": (
             spec.safe,
             load_abi("Safe").encode("disableModule", "0x0000000000000000000000000000000000000001", module),
