@@ -34,6 +34,7 @@ from agent.core.errors import ConfigError, DevnetError
 from agent.core.market import FeedConfig
 from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
+from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
 
@@ -97,6 +98,8 @@ class PositionConfig(BaseModel):
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
     # empty-wallet one); ignored when ``account`` is set.
     deployment_safe: Literal["safe", "safe_lean"] = "safe"
+    # this position's liquidation guard, where it differs from [guard]
+    guard: GuardOverrides | None = None
 
 
 class OptionsConfig(BaseModel):
@@ -196,6 +199,7 @@ class Settings(BaseSettings):
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
+    guard: GuardSection = GuardSection()  # the liquidation guard of every position
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
@@ -275,6 +279,17 @@ class Settings(BaseSettings):
                     "sinks.safe_service with several chains: give each [[chains]] entry its "
                     "safe_service_url (the service is per chain)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _guards(self) -> Settings:
+        """Each position's guard (``[guard]`` with its overrides) must be coherent."""
+        for i, p in enumerate(self.positions or (self.position,)):
+            try:
+                self.guard.record(p.guard)
+            except ValueError as e:
+                where = f"positions[{i}].guard" if self.positions else "position.guard"
+                raise ValueError(f"{where}: {e}") from None
         return self
 
     # -- the single-chain views every stage works with ------------------------------------

@@ -109,7 +109,9 @@ class Agent:
             )
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(live, rpc, self.app.store, self.app.journal)
+        await recovery.recover(
+            live, rpc, self.app.store, self.app.journal, [self.app.sinks_for(v) for v in views]
+        )
         layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
         self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
         self.proposers = self._proposers()
@@ -275,7 +277,11 @@ class Agent:
         # Live sends (one chain only) settle on the first chain's RPC; journal lines that
         # could not be written are retried either way.
         await recovery.each_tick(
-            self.settings.sinks.live, self.app.rpc(), self.app.store, self.app.journal
+            self.settings.sinks.live,
+            self.app.rpc(),
+            self.app.store,
+            self.app.journal,
+            [self.app.sinks_for(v) for v in self.app.chains.values()],
         )
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
@@ -327,6 +333,7 @@ class Agent:
         log.info("decision", **evaluation.summary())
         allowed = self.ops.proposals_allowed()  # the pause switch, read every tick
         self.ops.evaluated(evaluation.decision, evaluation.decision.signals, paused=not allowed)
+        self.ops.guarded(evaluation.guard)  # gauges; a critical HF is the first notice out
         proposals: list[dict[str, Any]] = []
         stored = sum(r.stored for r in collected.values())
         if allowed:
@@ -358,7 +365,7 @@ class Agent:
                     )
             log.warning(
                 "proposals.paused",
-                withheld=len(evaluation.decision.actions),
+                withheld=len(evaluation.actions()),
                 note="hedge-agent resume to propose again",
             )
         log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(proposals), stored=stored)
@@ -382,9 +389,7 @@ class Agent:
             read = markets.get(chain)
             if read is None:
                 continue  # its chain was not read this tick
-            actions = (
-                [a for a in evaluation.decision.actions if proposer.owns(a)] if several else None
-            )
+            actions = [a for a in evaluation.actions() if proposer.owns(a)] if several else None
             fork = self.app.simulator(read.layout)
             try:
                 out += await proposer.propose(read.snap, evaluation, stale, actions=actions)

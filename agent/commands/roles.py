@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agent.core.market import MarketLayout
     from agent.core.roles import InstalledRole
     from agent.core.rpc import RpcClient
-    from agent.planner.roles import CheckLine, RoleSpec
+    from agent.planner.roles import CheckLine, Probe, RoleSpec
 
 
 def role_view(settings: Settings, name: str | None) -> Settings:
@@ -162,6 +162,9 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
         lines.append(f"      to {t.to}: {t.decoded.contract}.{t.decoded.method}")
     lines += [
         "",
+        "After the owners executed it: set roles.module only if it was deployed elsewhere, and",
+        "roles.from_block to a block at or before the execution (`roles check` reads the module's",
+        "events from there), then run `hedge-agent roles check`.",
         "Revoke: the owners call, from the Safe, disableModule(prevModule, module) on the Safe",
         "(removes the module: the key can do nothing), or assignRoles(agent, [role], [false]) on",
         "the module (keeps the module, removes the key).",
@@ -169,11 +172,52 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def _allowance_hint(rpc: RpcClient, s: Settings, layout: MarketLayout) -> str:
+    """The missing allowance's error, with the session cap's share of today's collateral."""
+    from agent.core.abi import load_abi
+
+    c = layout.reserve(s.position.topup_asset)
+    erc20 = load_abi("ERC20")
+    (held,) = erc20.decode_output(
+        "balanceOf",
+        await rpc.eth_call(c.a_token, erc20.encode_hex("balanceOf", s.position.account)),
+    )
+    frac = s.policy.session_cap_fraction
+    whole = Decimal(int(held)) / Decimal(10) ** c.decimals
+    cap = (whole * frac).quantize(Decimal(1).scaleb(-c.decimals), rounding="ROUND_DOWN")
+    return (
+        f"{s.origin}: roles.allowance (whole {c.symbol} per UTC day) is not set; the session"
+        f" cap's share (policy.session_cap_fraction, {frac:%}) of the position's {whole:f}"
+        f' {c.symbol} collateral is: allowance = "{cap.normalize():f}"'
+    )
+
+
+async def _try(rpc: RpcClient, spec: RoleSpec, probe: Probe) -> str:
+    """``allowed``, or why the call was refused (the role's status, else the revert)."""
+    from agent.core.abi import decode_revert, load_abi, revert_data_from_rpc
+    from agent.core.errors import RpcError
+    from agent.core.roles import Status
+
+    call = {"from": spec.agent, "to": spec.module_address, "data": probe.calldata(spec)}
+    try:
+        await rpc.request("eth_call", [call, "latest"])
+        return "allowed"
+    except RpcError as exc:
+        data = revert_data_from_rpc(exc.data)
+    roles = load_abi("Roles")
+    violation = next(k for k, e in roles.errors.items() if e["name"] == "ConditionViolation")
+    if data and data[:4] == violation:
+        status = int.from_bytes(data[4:36], "big")
+        name = Status(status).name if status in Status._value2member_map_ else str(status)
+        return f"refused by the role ({name})"
+    return "reverted: " + decode_revert(data or b"", [roles])
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.collectors.onchain import discover
     from agent.config import load_settings
-    from agent.planner.roles import compare, key_text, owners_batch
+    from agent.planner.roles import compare, key_text, owners_batch, probes
     from agent.planner.safe import build_safe_tx
     from agent.sinks.safe_tx_builder import write_batch_file
 
@@ -184,7 +228,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         async with App(s) as app:
             rpc = app.rpc()
             layout = await discover(rpc, s.chain)
+            if s.roles.allowance is None and s.position.account:
+                raise ConfigError(await _allowance_hint(rpc, s, layout))
             spec = role_spec(s, layout)
+            code = await rpc.request("eth_getCode", [spec.module_address, "latest"])
+            if code not in ("0x", "0x0", None):
+                raise ConfigError(
+                    f"a module is already installed at {spec.module_address} (this Safe, role"
+                    " and salt): run `hedge-agent roles check`; for a second module set"
+                    " roles.salt_nonce"
+                )
             txs = owners_batch(spec)
             record = {
                 "id": f"roles-{key_text(spec.role_key)}",
@@ -221,11 +274,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                     f" gas {gas}"
                 )
                 lines = compare(spec, await read_role(fork, spec, from_block=res.fork_block))
+                tried = [(p, await _try(fork, spec, p)) for p in probes(spec)]
             bad = [ln for ln in lines if not ln.ok]
             print(f"the role as installed on the fork, read back ({len(lines)} checks):")
             for ln in lines:
                 print("  " + ln.render())
-            return 1 if bad else 0
+            print("calls by the agent's key through the role, on the fork:")
+            wrong = 0
+            for p, outcome in tried:
+                as_planned = (outcome == "allowed") == p.allowed
+                wrong += not as_planned
+                print(f"  {'ok      ' if as_planned else 'MISMATCH'} {p.label}: {outcome}")
+            return 1 if bad or wrong else 0
 
     return asyncio.run(plan())
 
