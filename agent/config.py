@@ -37,6 +37,7 @@ from agent.policy.config import PolicyConfig
 from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
+from agent.sinks.guardian import GuardianConfig
 
 
 class HttpEndpointConfig(BaseModel):
@@ -203,6 +204,7 @@ class Settings(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
+    guardian: GuardianConfig = GuardianConfig()  # the protection-budget EOA (sinks/guardian.py)
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()
