@@ -759,3 +759,37 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
     assert before == hf_old
     assert hf_new < hf_old  # the reorg's block holds the fall
     assert after == hf_new, f"simulated on the replaced block: HF {after} vs the chain's {hf_new}"
+
+
+def test_chain_time_going_back_is_refused(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """24.10: a node whose clock was set back mines a block two days before the last tick's
+    (a higher block, an earlier time): the tick is refused with both times named (the session
+    day would move back and Aave's index reads revert), and ticks resume once time is right."""
+    from faults.proxy import rpc
+
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    ticked = d.named("tick.done")[-1]["block_number"]
+    ts = int(rpc(devnet.url, "eth_getBlockByNumber", [hex(ticked), False])["timestamp"], 16)
+    try:
+        rpc(devnet.url, "anvil_setTime", [ts - 2 * 86_400])
+        rpc(devnet.url, "evm_mine")
+        failed = d.wait_for("tick.failed", 1, timeout=60)[0]
+        assert f"chain time went back: block {ticked + 1} has timestamp {ts - 2 * 86_400}" in str(
+            failed["error"]
+        ), failed["error"]
+        assert f"block {ticked} ticked before had {ts}" in str(failed["error"])
+    finally:
+        rpc(devnet.url, "anvil_setTime", [ts + 60])  # later tests start from a sane clock
+        rpc(devnet.url, "evm_mine")
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.named("tick.done")[-1]["block_number"] == ticked + 2
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
