@@ -77,7 +77,10 @@ def test_condition_trees_by_hand() -> None:
         (0, 5, 5, b""), (0, 1, 16, _word(WBTC)), (0, 1, 28, b"protector:wd.WBTC".ljust(32, b"\0")),
         (0, 1, 15, b""),
     ))  # fmt: skip
-    assert got["WBTC.approve"] == (WBTC, "095ea7b3", w((0, 5, 5, b""), (0, 1, 16, _word(ROUTER)), (0, 1, 0, b"")))  # fmt: skip
+    # Or (a logical node: paramType None=0, Or=2) over the spender, its children after the amount
+    assert got["WBTC.approve"] == (WBTC, "095ea7b3", w(
+        (0, 5, 5, b""), (0, 0, 2, b""), (0, 1, 0, b""), (1, 1, 16, _word(ROUTER)), (1, 1, 16, _word(POOL)),
+    ))  # fmt: skip
     assert got["USDC.approve"] == (USDC, "095ea7b3", w((0, 5, 5, b""), (0, 1, 16, _word(POOL)), (0, 1, 0, b"")))  # fmt: skip
     assert got["SwapRouter02.exactInputSingle"] == (ROUTER, "04e45aaf", w(
         (0, 5, 5, b""), (0, 3, 5, b""),
@@ -87,6 +90,9 @@ def test_condition_trees_by_hand() -> None:
     assert got["Pool.repay"] == (POOL, "573ade81", w(
         (0, 5, 5, b""), (0, 1, 16, _word(USDC)), (0, 1, 0, b""), (0, 1, 16, (2).to_bytes(32, "big")),
         (0, 1, 15, b""),
+    ))  # fmt: skip
+    assert got["Pool.supply"] == (POOL, "617ba037", w(
+        (0, 5, 5, b""), (0, 1, 16, _word(WBTC)), (0, 1, 0, b""), (0, 1, 15, b""), (0, 1, 0, b""),
     ))  # fmt: skip
     assert all(f.options == ExecutionOptions.NONE for f in function_scopes(s))
     assert scoped_targets(s) == (POOL, WBTC, ROUTER, USDC)
@@ -99,7 +105,7 @@ def test_owners_batch_decodes_to_the_plan() -> None:
     module = s.module_address
     assert methods == [
         (FACTORY, "deployModule"), (SAFE, "enableModule"), (module, "setTransactionUnwrapper"),
-        *[(module, "scopeTarget")] * 4, *[(module, "scopeFunction")] * 5,
+        *[(module, "scopeTarget")] * 4, *[(module, "scopeFunction")] * 6,
         *[(module, "setAllowance")] * 2, (module, "assignRoles"),
     ]  # fmt: skip
     deploy = txs[0].decoded.args
@@ -140,7 +146,7 @@ def test_compare_matches_and_names_each_difference() -> None:
     s = _spec()
     good = _installed(s)
     lines = compare(s, good)
-    assert all(ln.ok for ln in lines) and len(lines) == 19
+    assert all(ln.ok for ln in lines) and len(lines) == 20
     borrow = bytes.fromhex("a415bcad")
     withdraw = function_scopes(s)[0]
     cases = {
