@@ -25,7 +25,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from agent.core.errors import AgentError  # noqa: E402
+from agent.core.errors import AgentError, Halt  # noqa: E402
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.config import Settings, load_settings
     from agent.sinks.logging import configure_logging
-    from agent.sinks.render import render_proposal
+    from agent.sinks.render import ReviewPrinter
 
     # Reading the journal needs only its path, not a live devnet.
     settings = load_settings(args.config, resolve_deployment=False) if args.config else Settings()
@@ -95,8 +95,9 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
         if found is None:
             raise AgentError(f"no proposal {args.id!r} in {path}")
         chosen = [found]
+    review = ReviewPrinter()  # each decision once, its proposals referring to it
     for r in chosen:
-        print(json.dumps(r, indent=2) if args.json else render_proposal(r))
+        print(json.dumps(r, indent=2) if args.json else review.render(r))
         print()
     return 0
 
@@ -121,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
+    from agent.commands import roles as roles_command
     from agent.commands import safe as safe_command
+    from agent.commands import status as status_command
     from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
     from agent.ops import command as ops_command
@@ -132,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         store_command,
         backtest_command,
         safe_command,
+        roles_command,
         ops_command,
+        status_command,
     ):
         module.register(sub)
     return parser
@@ -145,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args)
         return code
-    except AgentError as exc:
+    except (AgentError, Halt) as exc:  # Halt stands outside AgentError (core/errors.py)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
