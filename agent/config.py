@@ -8,6 +8,7 @@ models of every stage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -385,16 +386,46 @@ class Settings(BaseSettings):
         )
 
 
+ENV_PREFIX = "HEDGE_AGENT_"
+
+
+def _env_naming(loc: tuple[int | str, ...]) -> str | None:
+    """The ``HEDGE_AGENT_*`` variable that set the key at ``loc`` (or a key under it)."""
+    want = (ENV_PREFIX + "__".join(str(x) for x in loc)).upper()
+    return next((n for n in os.environ if n.upper().startswith(want)), None)
+
+
+def _unknown_env_sections() -> None:
+    """pydantic-settings reads only the variables of known sections: a misspelt one
+    (``HEDGE_AGENT_SINKZ__NOTIFY__URLS``) would be ignored without a word. Variables without
+    ``__`` are left alone: the tools' own (``HEDGE_AGENT_ANVIL``, ...) look like that."""
+    sections = sorted(set(Settings.model_fields) - {"origin"})
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or "__" not in upper:
+            continue
+        section = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}__...?" if close else ""
+            raise ConfigError(
+                f"environment variable {name}: there is no configuration section "
+                f"[{section}]{hint} (sections: {', '.join(sections)})"
+            )
+
+
 def _format_validation(origin: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
+        env = _env_naming(tuple(err["loc"]))
+        parts.append(f"{loc}: {err['msg']}" + (f" (environment variable {env})" if env else ""))
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return f"{origin}: invalid configuration: " + "; ".join(parts) + more
 
 
 def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -> Settings:
+    _unknown_env_sections()
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:

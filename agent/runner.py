@@ -402,6 +402,15 @@ class Agent:
         return out
 
 
+@dataclass
+class TickCount:
+    """Ticks run so far, kept outside the loop: a halt raises out of it, and the stop line
+    still reports what ran."""
+
+    ok: int = 0
+    failed: int = 0
+
+
 async def tick_loop(
     tick: Callable[[int], Awaitable[object]],
     *,
@@ -411,8 +420,10 @@ async def tick_loop(
     error_budget_s: float = 0.0,
     tick_timeout_s: float | None = None,
     once: bool = False,
+    count: TickCount | None = None,
 ) -> int:
-    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded.
+    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded (also
+    kept in ``count``, which survives a ``Halt``).
 
     Every exception a tick raises (the project's errors or any other) is logged with its
     traceback and spends the error budget: the daemon halts after ``error_budget`` consecutive
@@ -421,7 +432,7 @@ async def tick_loop(
     tick. ``Halt`` (a deliberate stop, e.g. live sending refused) and cancellation pass
     through at once."""
     budget = ErrorBudget(error_budget, error_budget_s)
-    done = 0
+    count = count if count is not None else TickCount()
     tick_id = 0
     while not stop.is_set():
         tick_id += 1
@@ -431,7 +442,7 @@ async def tick_loop(
                 stop, within(tick_timeout_s, work) if tick_timeout_s is not None else work
             )
             budget.ok()
-            done += 1
+            count.ok += 1
         except Interrupted:
             log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
             break
@@ -439,6 +450,7 @@ async def tick_loop(
             raise
         except Exception as exc:
             budget.failed()
+            count.failed += 1
             # A project error is one line; anything else is a bug and keeps its traceback.
             trace = {} if isinstance(exc, AgentError) else {"exc_info": exc}
             log.error(
@@ -468,7 +480,7 @@ async def tick_loop(
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-    return done
+    return count.ok
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:
@@ -477,7 +489,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = False
-    ticks = 0
+    count = TickCount()
     try:
         async with App(settings) as app:
             # One daemon per store and journal (the second refuses); fork anvils a daemon
@@ -495,7 +507,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                         await agent.setup()
                         started = True
                         await agent.backfill()
-                        ticks = await tasks.create_task(
+                        await tasks.create_task(
                             tick_loop(
                                 agent.tick,
                                 stop=stop,
@@ -504,6 +516,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                                 error_budget_s=settings.agent.error_budget_s,
                                 tick_timeout_s=settings.agent.tick_timeout_s,
                                 once=once,
+                                count=count,
                             ),
                             name="ticks",
                         )
@@ -523,5 +536,5 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if started:  # a failed start-up ends with the one-line error alone
-            log.info("agent.stopped", ticks=ticks)
+            log.info("agent.stopped", ticks=count.ok, failed_ticks=count.failed)
     return 0
