@@ -266,3 +266,31 @@ def test_an_event_with_the_same_signature_but_other_indexing_is_not_misread() ->
     assert roles.decode_event(*safe_log) is None
     assert roles.decode_event(*module_log).args == {"module": AGENT}  # type: ignore[union-attr]
     assert safe.decode_event(*safe_log).args == {"module": AGENT}  # type: ignore[union-attr]
+
+
+def test_the_role_is_on_the_named_position(tmp_path: Path) -> None:
+    """With [[positions]]: ``--position`` wins, else ``roles.position``; with neither and
+    several positions, a one-line error naming them."""
+    from agent.commands.roles import role_view
+    from agent.config import load_settings
+
+    body = "".join(
+        f'[[chains]]\nname = "{c}"\nchain_id = {i}\nrpc_url = "http://127.0.0.1:{i}"\n'
+        f'pool_addresses_provider = "{POOL}"\n'
+        for i, c in ((1, "eth"), (10, "op"))
+    ) + "".join(
+        f'[[positions]]\nchain = "{c}"\nname = "{n}"\naccount = "{a}"\n'
+        f'multisend_call_only = "{MULTISEND}"\n'
+        for c, n, a in (("eth", "main", SAFE), ("op", "side", AGENT))
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\nposition = "side"\n')
+    s = load_settings(cfg)
+    assert (role_view(s, None).position.account, role_view(s, None).chain.name) == (AGENT, "op")
+    assert role_view(s, "main").position.account == SAFE
+    cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"several positions: set roles.position or give --position \(main, side\)",
+    ):
+        role_view(load_settings(cfg), None)
