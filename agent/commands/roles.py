@@ -33,7 +33,14 @@ def role_view(settings: Settings, name: str | None) -> Settings:
     one configured position."""
     from agent.commands.safe import _position
 
-    return _position(settings, name or settings.roles.position)
+    chosen = name or settings.roles.position
+    views = settings.position_views()
+    if chosen is None and len(views) > 1:
+        names = ", ".join(str(v.position.name) for v in views)
+        raise ConfigError(
+            f"{settings.origin}: several positions: set roles.position or give --position ({names})"
+        )
+    return _position(settings, chosen)
 
 
 def _zodiac_addresses(s: Settings) -> dict[str, str]:
