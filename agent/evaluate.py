@@ -299,6 +299,7 @@ def evaluate(
         {name: (m.layout, m.snap) for name, m in markets.items()},
         signals,
         records,
+        ledger=ledger,
         at=at,
         session_id=session_id,
     )

@@ -221,7 +221,7 @@ class Proposer:
             return SpendCap(
                 session_id=guard.ledger_session,
                 cap_usd=guard.cfg.budget_usd,
-                spent_usd=Decimal(self.store.session_spent_usd(guard.ledger_session)),
+                spent_usd=Decimal(self.ledger.session_spent_usd(guard.ledger_session)),
                 priority="guard",
             )
         # B bounds the open layers: this action's room is what the decision left for it (the

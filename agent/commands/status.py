@@ -114,9 +114,15 @@ async def _status(config: str) -> str:
         reads = await asyncio.gather(*(read(v) for v in views))
         markets = {v.chain.name: r for v, r in zip(views, reads, strict=True)}
         first = reads[0]
-        history = app.journal.records() + pending_records(app.store)
+        history = app.journal.records() + pending_records(app.ledger)
         evaluation = evaluate(
-            app.store, settings, first.layout, first.snap, history, markets=markets
+            app.store,
+            settings,
+            first.layout,
+            first.snap,
+            history,
+            ledger=app.ledger,
+            markets=markets,
         )
         return render_status(evaluation, first.snap.block_number, first.snap.timestamp)
 
