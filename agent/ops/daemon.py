@@ -16,6 +16,7 @@ from agent.config import Settings
 from agent.core.errors import ConfigError
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import HeadCheck, RpcPool
+from agent.ops.guardian import GuardianWatch
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.procmem import rss_bytes
 from agent.ops.server import OpsServer
@@ -25,6 +26,7 @@ from agent.sinks.notify import (
     Notice,
     Notifier,
     SourceWatch,
+    guard_critical_notice,
     halt_notice,
     pause_notice,
     proposal_notice,
@@ -48,6 +50,7 @@ class Operations:
         except ValueError as exc:
             raise ConfigError(f"{settings.origin}: {exc}") from None
         self.sources = SourceWatch(cfg.source_failing_after_s)
+        self.guardian = GuardianWatch(self.telemetry)
         self.switch = PauseSwitch(pause_path(a.store_path))
         self._pause: PauseState | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -142,10 +145,38 @@ class Operations:
         self.telemetry.signals(signals)
         self.telemetry.decision(decision, paused=paused)
 
+    def guarded(self, report: Any) -> None:
+        """The liquidation guard of every position (``agent.guarding.GuardReport``): its
+        gauges, one log line per position, and a critical HF as the first notice out."""
+        self.telemetry.guard(report.views)
+        for v in report.views:
+            g = v.prices
+            log.info(
+                "guard",
+                position=v.label,
+                chain=v.position.chain,
+                verdict=v.verdict.kind,
+                health_factor=v.verdict.health_factor_wad / 1e18
+                if v.verdict.health_factor_wad < 2**255
+                else None,
+                trigger_hf=v.verdict.trigger.trigger_hf_wad / 1e18,
+                stressed=v.verdict.trigger.stressed,
+                liquidation_price=None if g is None else g.liquidation_price / 1e8,
+                guard_price=None if g is None else g.guard_price / 1e8,
+                reason=v.verdict.reason,
+            )
+        for v in report.critical():
+            self._notify(guard_critical_notice(v.label, v.lines()))
+
     def proposals(self, records: Iterable[Mapping[str, Any]]) -> None:
         for r in records:
             self.telemetry.proposal(r)
             self._notify(proposal_notice(r))
+
+    async def watch_guardian(self, rpc: RpcClient, view: Settings) -> None:
+        """Between ticks: the guardian's balances and the guard actions they cover, as
+        gauges, at most every ``guardian.refresh_s``."""
+        await self.guardian.refresh(rpc, view)
 
     async def recycle_fork(self, simulator: ForkSimulator | None, limit_mb: int) -> bool:
         """Stop the fork anvil between ticks when its memory passed ``limit_mb``; the next
