@@ -34,7 +34,7 @@ from agent.core.market import FeedConfig
 from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
 from agent.signals.config import SignalsConfig
-from agent.sinks.config import SinksConfig
+from agent.sinks.config import GuardianConfig, SinksConfig
 
 
 class HttpEndpointConfig(BaseModel):
@@ -96,6 +96,10 @@ class PositionConfig(BaseModel):
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
     # empty-wallet one); ignored when ``account`` is set.
     deployment_safe: Literal["safe", "safe_lean"] = "safe"
+    # "autonomous": this position's protection (guard and layer rule: top-up, repay,
+    # deleverage; never puts) is SENT at once by [guardian] or the [roles] member, through the
+    # durable live path (sinks/autonomous.py). Default: proposals for the signers only.
+    execution: Literal["proposal", "autonomous"] = "proposal"
 
 
 class OptionsConfig(BaseModel):
@@ -198,6 +202,7 @@ class Settings(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
+    guardian: GuardianConfig = GuardianConfig()  # pays autonomous top-ups and repays
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()

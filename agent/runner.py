@@ -109,10 +109,16 @@ class Agent:
             )
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(live, rpc, self.app.store, self.app.journal)
+        await recovery.recover(
+            live, rpc, self.app.store, self.app.journal, chain_id=primary.chain.chain_id
+        )
         layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
         self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
         self.proposers = self._proposers()
+        # Autonomous sends of each chain: settled on that chain's RPC, and a fresh intent a
+        # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
+        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.recover_autonomous(sinks)
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
@@ -275,8 +281,14 @@ class Agent:
         # Live sends (one chain only) settle on the first chain's RPC; journal lines that
         # could not be written are retried either way.
         await recovery.each_tick(
-            self.settings.sinks.live, self.app.rpc(), self.app.store, self.app.journal
+            self.settings.sinks.live,
+            self.app.rpc(),
+            self.app.store,
+            self.app.journal,
+            chain_id=self.app.primary.chain.chain_id,
         )
+        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.settle_autonomous(sinks)
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
         # tick (its positions wait); without any snapshot there is nothing to evaluate. The

@@ -10,6 +10,7 @@ journaled spends missing from the ledger back into it.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import structlog
@@ -22,6 +23,7 @@ from agent.sinks.config import LiveConfig
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import reconcile_live_sends
 from agent.sinks.outbox import flush_outbox, reconcile_spends
+from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -81,8 +83,17 @@ def reap_forks(store_path: str) -> list[int]:
     return reaped
 
 
-async def recover(live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal) -> None:
-    changed = await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+async def recover(
+    live: LiveConfig,
+    rpc: RpcClient,
+    store: Store,
+    journal: ProposalJournal,
+    *,
+    chain_id: int | None = None,
+) -> None:
+    changed = await reconcile_live_sends(
+        store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+    )
     open_sends = store.live_sends(open_only=True)
     flushed = flush_outbox(store, journal)
     added = reconcile_spends(store, journal.records())
@@ -96,9 +107,38 @@ async def recover(live: LiveConfig, rpc: RpcClient, store: Store, journal: Propo
 
 
 async def each_tick(
-    live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal
+    live: LiveConfig,
+    rpc: RpcClient,
+    store: Store,
+    journal: ProposalJournal,
+    *,
+    chain_id: int | None = None,
 ) -> None:
     """Open live sends get their outcome; journal lines that could not be written are retried."""
     if store.live_sends(open_only=True):
-        await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+        await reconcile_live_sends(
+            store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+        )
     flush_outbox(store, journal)
+
+
+async def settle_autonomous(sinks: ProposalSinks) -> None:
+    """This chain's open autonomous sends get their outcome on the chain's own RPC."""
+    ex = sinks.executor
+    if ex is None or not sinks.store.live_sends(open_only=True):
+        return
+    await reconcile_live_sends(
+        sinks.store, ex.rpc, give_up_after_s=2 * ex.cfg.receipt_timeout_s, chain_id=ex.chain_id
+    )
+
+
+async def recover_autonomous(sinks: ProposalSinks) -> None:
+    """At start-up: settle this chain's autonomous sends, then broadcast again each fresh
+    intent whose nonce is unused (a kill between the intent and the broadcast), once."""
+    ex = sinks.executor
+    if ex is None:
+        return
+    await settle_autonomous(sinks)
+    sent = await ex.rebroadcast_fresh(sinks.store, now=time.time())
+    if sent:
+        log.warning("recovery.autonomous_rebroadcast", tx_hashes=sent)
