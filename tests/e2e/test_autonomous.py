@@ -218,3 +218,83 @@ def test_kill9_between_intent_and_broadcast_then_restart_sends_once(
         assert chain.revert(snap)
         # a fork anvil of the killed daemon is reaped by the restart (its pidfile names the
         # dead owner); nothing of this test stays running
+
+
+MEMBER_KEY = "0x" + hashlib.sha256(b"hedge-agent e2e protector").hexdigest()
+MEMBER = Account.from_key(MEMBER_KEY).address
+ALLOWANCE_WBTC = 25 * 10**7  # 2.5 WBTC a day: 25% of the lean Safe's 10 WBTC
+
+
+def test_role_deleverages_the_lean_safe_within_two_blocks(
+    tmp_path: Path, stressed_devnet: StressedDevnet
+) -> None:
+    """The empty-wallet Safe (WBTC collateral, no spare tokens): its only protection is a
+    deleverage, sent by the role's member as one ``execTransactionWithRole`` through the Roles
+    module the owners installed from ``roles plan``'s batch; no Safe signature is used."""
+    from agent.devnet.safe import Call, exec_batch
+    from agent.planner.roles import RoleSpec, Token, bytes32_string, owners_batch
+
+    dep = stressed_devnet.dep
+    chain = Chain(str(dep["rpc_url"]))
+    snap = chain.snapshot()
+    try:
+        t, z, lean = dep["tokens"], dep["zodiac"], dep["safe_lean"]
+        spec = RoleSpec(
+            chain_id=int(dep["chain_id"]),
+            safe=lean["address"],
+            pool=dep["aave"]["pool"],
+            swap_router02=dep["uniswap"]["swap_router02"],
+            collateral=Token("WBTC", t["WBTC"]["address"], 8),
+            debt=Token("USDC", t["USDC"]["address"], 6),
+            multisend=lean["multisend_call_only"],
+            unwrapper=z["multisend_unwrapper"],
+            mastercopy=z["roles_mastercopy"],
+            factory=z["module_proxy_factory"],
+            role_key=bytes32_string("hedge-agent-protector", "role"),
+            agent=MEMBER,
+            allowance=ALLOWANCE_WBTC,
+        )
+        calls = [Call(x.to, bytes.fromhex(x.data[2:])) for x in owners_batch(spec)]
+        exec_batch(chain, lean["address"], lean["owners"][0], lean["multisend_call_only"], calls)
+        chain.set_balance(MEMBER, 10**18)  # gas
+        safe_nonce = chain.rpc("eth_call", [{"to": lean["address"], "data": "0xaffed0e0"}])
+        text = (
+            stressed_devnet.config(tmp_path, "devnet-lean.toml").replace(
+                '[position]\nkind = "safe"', '[position]\nkind = "safe"\nexecution = "autonomous"'
+            )
+            + '\n[roles]\nagent = "' + MEMBER + '"\nallowance = "2.5"\n'
+            + '\n[sinks.autonomous.role_key]\nkey_env = "E2E_MEMBER_KEY"\n'
+        )  # fmt: skip
+        assert 'execution = "autonomous"' in text
+        config = tmp_path / "agent.toml"
+        config.write_text(text)
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run", "--once", "--config", str(config)],
+            cwd=ROOT,
+            env=_env() | {"E2E_MEMBER_KEY": MEMBER_KEY},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        auto = [r for r in _records(tmp_path) if r.get("autonomous")]
+        assert len(auto) == 1, [(r["action"], r.get("error")) for r in _records(tmp_path)]
+        r = auto[0]
+        a = r["autonomous"]
+        assert r["action"] == "deleverage" and a["mode"] == "role", a
+        assert a["status"] == "mined" and a["sender"] == MEMBER
+        assert r["deleverage"]["slippage_bps"] == 3  # planned for immediate execution
+        receipt = _receipt(chain, a["tx_hashes"][0])
+        assert receipt["to"].lower() == spec.module_address.lower()
+        assert receipt["from"].lower() == MEMBER.lower()
+        trigger, mined = int(r["block_number"]), int(receipt["blockNumber"], 16)
+        assert 0 < mined - trigger <= 2, (trigger, mined)
+        # no owner signed anything: the Safe's nonce is where the install left it
+        assert chain.rpc("eth_call", [{"to": lean["address"], "data": "0xaffed0e0"}]) == safe_nonce
+        hf_after = _account_data(chain, dep["aave"]["pool"], lean["address"], mined)[5]
+        fork_hf = float(r["simulation"]["health_factor_after"])
+        assert hf_after / 1e18 == pytest.approx(fork_hf, rel=1e-4)  # what the fork computed
+        assert hf_after / 1e18 >= float(r["comparison"]["target_health_factor"]) * 0.999
+        assert abs(a["health_factor_after"] - hf_after / 1e18) < 1e-9
+    finally:
+        assert chain.revert(snap)
