@@ -360,3 +360,44 @@ def autonomous_record(
         "health_factor_before": hf_before,
         "health_factor_after": hf_after,
     }
+
+
+def status_lines(
+    autonomous_positions: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    live_status: Mapping[str, str],
+    *,
+    last: int = 5,
+) -> list[str]:
+    """``hedge-agent status``'s lines of autonomous execution: which positions send at once,
+    and the latest autonomous transactions (what, when, by whom, hash and its status now, HF
+    before -> after). ``live_status``: each sent hash's status in the store (fresher than the
+    journal's copy)."""
+    if not autonomous_positions:
+        return ["autonomous execution: off (every proposal waits for the signers)"]
+    out = [f"autonomous execution: on for {', '.join(autonomous_positions)}"]
+    sent = [r for r in records if isinstance(r.get("autonomous"), Mapping)]
+    if not sent:
+        return [*out, "  no autonomous transaction yet"]
+    for r in sent[-last:]:
+        a = r["autonomous"]
+        who = r.get("position") or r.get("account")
+        if a.get("status") == "not_sent":
+            out.append(
+                f"  {r.get('created_at')} {r.get('action')} {who}: NOT sent: {a.get('why_not')}"
+            )
+            continue
+        hashes = [str(h) for h in a.get("tx_hashes") or ()] or [
+            str(s.get("tx_hash")) for s in r.get("live") or ()
+        ]
+        states = ", ".join(f"{h[:10]}.. {live_status.get(h, a.get('status'))}" for h in hashes)
+
+        def hf(v: Any) -> str:
+            return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
+        out.append(
+            f"  {r.get('created_at')} {r.get('action')} {who} by the {a.get('mode')}: "
+            f"{states or 'not sent yet'}; HF {hf(a.get('health_factor_before'))} -> "
+            f"{hf(a.get('health_factor_after'))}"
+        )
+    return out

@@ -3,7 +3,9 @@ runner has three call sites: ``take_locks`` (one daemon per store and journal), 
 (before anything else) and ``each_tick``.
 
 Start-up, in order: reap fork anvils a killed daemon left behind; reconcile every live send
-without an outcome by hash and nonce; journal committed proposals whose line is missing; put
+without an outcome by hash and nonce; deliver committed proposals whose outside sinks did not
+finish (the Safe Transaction Service post, found again by its safeTxHash, and the Builder file);
+journal committed proposals whose line is missing (once their live sends have an outcome); put
 journaled spends missing from the ledger back into it.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -88,19 +91,24 @@ async def recover(
     rpc: RpcClient,
     store: Store,
     journal: ProposalJournal,
+    sinks: Sequence[ProposalSinks] = (),
     *,
     chain_id: int | None = None,
 ) -> None:
+    """``sinks``: every chain's sinks, to deliver what a crash left undelivered. ``chain_id``:
+    the live sends settled here are that chain's (another chain's are read on its own RPC)."""
     changed = await reconcile_live_sends(
         store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
     )
     open_sends = store.live_sends(open_only=True)
+    delivered = [await s.deliver_pending() for s in sinks]
     flushed = flush_outbox(store, journal)
     added = reconcile_spends(store, journal.records())
     log.info(
         "recovery.done",
         live_reconciled=len(changed),
         live_open=len(open_sends),
+        sinks_redelivered=sum(delivered),
         journal_recovered=flushed,
         spends_recovered=added,
     )
@@ -111,14 +119,18 @@ async def each_tick(
     rpc: RpcClient,
     store: Store,
     journal: ProposalJournal,
+    sinks: Sequence[ProposalSinks] = (),
     *,
     chain_id: int | None = None,
 ) -> None:
-    """Open live sends get their outcome; journal lines that could not be written are retried."""
+    """Open live sends get their outcome; outside sinks and journal lines that could not be
+    written are retried."""
     if store.live_sends(open_only=True):
         await reconcile_live_sends(
             store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
         )
+    for s in sinks:
+        await s.deliver_pending()
     flush_outbox(store, journal)
 
 

@@ -167,6 +167,15 @@ def test_guardian_repays_within_two_blocks_to_the_hand_computed_hf(
         target = float(r["simulation"]["health_factor_after"])
         assert hf_after / 1e18 == pytest.approx(target, rel=1e-3)  # the fork said the same
         assert hf_after > hf_before
+        # `hedge-agent status` shows it
+        shown = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "status", "--config", str(tmp_path / "agent.toml")],
+            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert "autonomous execution: on for" in shown.stdout
+        assert f"repay_debt {r.get('position') or r['account']} by the guardian: " in shown.stdout
+        assert f"{a['tx_hashes'][0][:10]}.. mined" in shown.stdout
     finally:
         assert chain.revert(snap)
 

@@ -146,3 +146,31 @@ def test_an_autonomous_role_deleverage_is_planned_with_the_immediate_bound() -> 
     )
     cfg2 = deleverage_config(no_role)
     assert cfg2 is not None and cfg2.execution == "signers"  # nothing can send it at once
+
+
+def test_status_lines_show_what_was_sent_and_its_state_now() -> None:
+    from agent.sinks.autonomous import status_lines
+
+    assert status_lines([], [], {}) == [
+        "autonomous execution: off (every proposal waits for the signers)"
+    ]
+    h = "0x" + "ab" * 32
+    records = [
+        {"created_at": "2026-01-01T00:00:00Z", "action": "option_put", "position": "main"},
+        {"created_at": "2026-01-01T00:00:00Z", "action": "repay_debt", "position": "main",
+         "autonomous": {"mode": "guardian", "status": "mined", "tx_hashes": [h],
+                        "health_factor_before": 1.4311, "health_factor_after": 1.6000}},
+        {"created_at": "2026-01-02T00:00:00Z", "action": "deleverage", "position": "main",
+         "autonomous": {"status": "not_sent", "why_not": "a deleverage needs [roles]"}},
+    ]  # fmt: skip
+    lines = status_lines(["main"], records, {h: "mined"})
+    assert lines == [
+        "autonomous execution: on for main",
+        "  2026-01-01T00:00:00Z repay_debt main by the guardian: 0xabababab.. mined; "
+        "HF 1.431 -> 1.600",
+        "  2026-01-02T00:00:00Z deleverage main: NOT sent: a deleverage needs [roles]",
+    ]
+    assert status_lines(["main"], records[:1], {}) == [
+        "autonomous execution: on for main",
+        "  no autonomous transaction yet",
+    ]
