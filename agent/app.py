@@ -248,7 +248,7 @@ class App:
             rv = role_view(settings, None)
             if rv.chain.name == view.chain.name:
                 role = role_module(rv)
-        if role is None and not settings.guardian.configured:
+        if role is None and not settings.guardian.enabled:
             raise AgentError(
                 f'{settings.origin}: execution = "autonomous" on chain {view.chain.name!r} '
                 "needs [guardian] (top-ups, repays) or [roles] (deleverage)"

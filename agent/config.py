@@ -36,7 +36,8 @@ from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
 from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
-from agent.sinks.config import GuardianConfig, SinksConfig
+from agent.sinks.config import SinksConfig
+from agent.sinks.guardian import GuardianConfig
 
 
 class HttpEndpointConfig(BaseModel):
@@ -207,7 +208,8 @@ class Settings(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
-    guardian: GuardianConfig = GuardianConfig()  # pays autonomous top-ups and repays
+    # the protection-budget EOA (sinks/guardian.py); sends autonomous top-ups and repays
+    guardian: GuardianConfig = GuardianConfig()
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()

@@ -37,6 +37,7 @@ from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
+from agent.ops.guardian import guardian_view
 from agent.ops.incremental import backfill_start
 from agent.propose import Proposer
 from agent.sinks import recovery
@@ -238,6 +239,8 @@ class Agent:
             await self.ops.recycle_fork(
                 self.app.simulator(lay), self.settings.simulator.recycle_rss_mb
             )
+        if self.settings.guardian.enabled and (view := guardian_view(self.settings)):
+            await self.ops.watch_guardian(self.app.rpc(view.chain), view)
         return report
 
     def _report_sources(self, chain: str, collected: CollectReport) -> None:

@@ -301,7 +301,10 @@ def _agent_settings(
         text = text.replace(
             '[position]\nkind = "safe"', '[position]\nkind = "safe"\nexecution = "autonomous"'
         )
-        text += '\n[guardian.key]\nkey_env = "BENCH_GUARDIAN_KEY"\n'
+        from eth_account import Account
+
+        guardian = Account.from_key(GUARDIAN_KEY).address
+        text += f'\n[guardian]\naccount = "{guardian}"\nkey_env = "BENCH_GUARDIAN_KEY"\n'
     (tmp / "agent.toml").write_text(text)
     return load_settings(tmp / "agent.toml")
 

@@ -3,7 +3,7 @@ its protective proposal SENT at once, through the same durable path as live mode
 (``agent.sinks.live.send_durably``: intent journaled before the broadcast, reconciled by hash
 and nonce, never sent twice), by one of two keys that can do nothing but protect:
 
-* the guardian (``[guardian]``): its own tokens, ``Pool.supply``/``Pool.repay`` with
+* the guardian (``[guardian]``, ``agent/sinks/guardian.py``): its own tokens, ``Pool.supply``/``Pool.repay`` with
   ``onBehalfOf`` = the Safe (permissionless in Aave V3; no Safe signature). Only those two calls
   and the token's ``approve`` of the Pool are ever sent from it (checked call by call);
 * the Roles member (``[roles]``, ``sinks.autonomous.role_key``): the deleverage's MultiSend
@@ -35,7 +35,8 @@ from agent.core.abi import load_abi
 from agent.core.errors import ConfigError, RpcError, SourceError
 from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.draft import Draft
-from agent.sinks.config import AutonomousConfig, GuardianConfig, KeySource, LiveConfig
+from agent.sinks.config import AutonomousConfig, KeySource, LiveConfig
+from agent.sinks.guardian import GuardianConfig, load_guardian_key
 from agent.sinks.live import LiveSender, open_sends_of
 from agent.store.sqlite import Store
 
@@ -191,13 +192,9 @@ class AutonomousExecutor:
             fee_bump_bps=cfg.fee_bump_bps,
         )
         self.guardian: LiveSender | None = None
-        if guardian.key is not None:
-            acct = load_key(guardian.key, "guardian.key")
-            if guardian.address and acct.address.lower() != guardian.address.lower():
-                raise ConfigError(
-                    f"guardian.key is the key of {acct.address}, not of guardian.address "
-                    f"{guardian.address}"
-                )
+        if guardian.enabled:
+            # the key from guardian.key_env or the keystore, checked to be guardian.account's
+            acct = Account.from_key(load_guardian_key(guardian).get_secret_value())
             self.guardian = LiveSender(
                 live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
             )

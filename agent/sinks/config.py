@@ -89,20 +89,6 @@ class KeySource(BaseModel):
         return self
 
 
-class GuardianConfig(BaseModel):
-    """``[guardian]``: a separately funded account that supplies collateral to, or repays the
-    debt of, the Safe (Aave's ``onBehalfOf``: no Safe signature). It holds only the protection
-    budget. Off unless ``key`` is set."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    key: KeySource | None = None
-    address: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")  # checked against the key
-
-    @property
-    def configured(self) -> bool:
-        return self.key is not None
-
-
 class AutonomousConfig(BaseModel):
     """How autonomous protection is sent (per position: ``execution = "autonomous"``): the
     guardian's transactions, or the Roles module's ``execTransactionWithRole`` signed by

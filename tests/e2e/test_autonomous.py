@@ -48,7 +48,7 @@ def _config(tmp: Path, devnet: StressedDevnet, private_url: str | None = None) -
         '[position]\nkind = "safe"', '[position]\nkind = "safe"\nexecution = "autonomous"'
     )
     assert 'execution = "autonomous"' in text
-    text += '\n[guardian.key]\nkey_env = "E2E_GUARDIAN_KEY"\n'
+    text += f'\n[guardian]\naccount = "{GUARDIAN}"\nkey_env = "E2E_GUARDIAN_KEY"\n'
     if private_url:
         text = text.replace("[sinks]\n", f'[sinks]\nautonomous.private_rpc_url = "{private_url}"\n')
     path = tmp / "agent.toml"

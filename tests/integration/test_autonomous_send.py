@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from agent.core.anvil import AnvilProcess
 from agent.core.rpc import RpcClient
 from agent.sinks.autonomous import AutonomousExecutor
-from agent.sinks.config import AutonomousConfig, GuardianConfig, KeySource, LiveConfig
+from agent.sinks.config import AutonomousConfig, LiveConfig
+from agent.sinks.guardian import GuardianConfig
 from agent.sinks.live import LiveSender, send_durably
 from agent.store.sqlite import Store
 
@@ -108,7 +109,7 @@ async def test_restart_rebroadcasts_a_fresh_unsent_intent_once(
     async with RpcClient(anvil.url) as rpc:
         ex = AutonomousExecutor(
             AutonomousConfig(rebroadcast_within_s=600),
-            GuardianConfig(key=KeySource(key_env="G_KEY")),
+            GuardianConfig(account=ME, key_env="G_KEY"),
             None,
             chain_id=31337,
             rpc=rpc,
