@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
 from agent.core.errors import AgentError
 from agent.core.http import HttpClient
@@ -26,6 +25,7 @@ from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.ops.daemon import Operations
+from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
@@ -47,9 +47,10 @@ class App:
         self._store_path = store_path or settings.agent.store_path
         self._journal_path = journal_path or settings.agent.journal_path
         self._store_synchronous: Synchronous = store_synchronous
-        # One single-chain view of the settings per chain ([[chains]]), the first one primary.
-        self.chains: dict[str, Settings] = {v.chain.name: v for v in settings.chain_views()}
-        self.primary: Settings = next(iter(self.chains.values()))
+        # The typed chains, positions and put ladder every stage takes, built once here.
+        self.parts: Parts = build_parts(settings)
+        self.chains: dict[str, Chain] = {c.name: c for c in self.parts.chains}
+        self.positions: tuple[Position, ...] = self.parts.positions
         self._http: HttpClient | None = None
         self._rpcs: dict[str, RpcClient] = {}
         self._store: Store | None = None
@@ -104,29 +105,26 @@ class App:
             self._http = self.settings.collectors.http.client()
         return self._http
 
-    def has_rpc(self, chain: ChainConfig | None = None) -> bool:
-        return bool((chain or self.primary.chain).rpc_url.get_secret_value())
-
-    def rpc(self, chain: ChainConfig | None = None) -> RpcClient:
-        """The RPC client of ``chain`` (the first configured chain by default), one per chain:
-        ``rpc_url`` alone, or with ``rpc_urls`` a pool rotated on failure (counted in ops)."""
-        chain = chain or self.primary.chain
+    def rpc(self, chain: Chain) -> RpcClient:
+        """The RPC client of ``chain``, one per chain: ``rpc_url`` alone, or with ``rpc_urls`` a
+        pool rotated on failure (counted in ops)."""
         client = self._rpcs.get(chain.name)
         if client is None:
-            if not self.has_rpc(chain):
+            if not chain.has_rpc:
                 what = (
                     f"the rpc_url of chain {chain.name!r}"
                     if self.settings.multi_chain
                     else "chain.rpc_url"
                 )
                 raise AgentError(f"{self.settings.origin}: {what} is not set")
-            if chain.rpc_urls:
-                client = self.ops.chain_rpc(chain)
+            cfg = chain.config
+            if cfg.rpc_urls:
+                client = self.ops.chain_rpc(cfg)
             else:
                 client = RpcClient(
-                    chain.rpc_url.get_secret_value(),
+                    cfg.rpc_url.get_secret_value(),
                     source=f"rpc:{chain.name}",
-                    timeout_s=chain.timeout_s,
+                    timeout_s=cfg.timeout_s,
                 )
             self._rpcs[chain.name] = client
         return client
@@ -150,49 +148,40 @@ class App:
             self._journal = ProposalJournal(self._journal_path)
         return self._journal
 
-    def simulator(self, layout: MarketLayout) -> ForkSimulator | None:
-        """The fork simulator of the layout's chain, one per chain (None when
-        ``simulator.enabled`` is off); its anvil starts on the first simulation and stops when
-        the app closes."""
-        if not self.settings.simulator.enabled:
+    def simulator(self, chain: Chain, layout: MarketLayout) -> ForkSimulator | None:
+        """The fork simulator of ``chain``, one per chain (None when ``simulator.enabled`` is
+        off); its anvil starts on the first simulation and stops when the app closes."""
+        if not chain.fork.enabled:
             return None
-        sim = self._simulators.get(layout.chain)
+        sim = self._simulators.get(chain.name)
         if sim is None:
-            view = self._chain(layout.chain)
-            chain = view.chain
             sim = ForkSimulator(
-                chain.rpc_url.get_secret_value(),
+                chain.config.rpc_url.get_secret_value(),
                 pool=layout.pool,
-                block_lag=view.simulator.block_lag,
+                block_lag=chain.fork.block_lag,
                 chain_id=chain.chain_id,
-                call_timeout_s=view.simulator.call_timeout_s,
+                call_timeout_s=chain.fork.call_timeout_s,
                 pid_dir=str(recovery.fork_pid_dir(self._store_path)),
             )
-            self._simulators[layout.chain] = sim
+            self._simulators[chain.name] = sim
         return sim
 
-    @property
-    def sinks(self) -> ProposalSinks:
-        """The first chain's sinks (the S&P 500 tickets go through them)."""
-        return self.sinks_for(self.primary)
-
-    def sinks_for(self, view: Settings) -> ProposalSinks:
+    def sinks(self, chain: Chain) -> ProposalSinks:
         """The sinks of one chain: its Safe files (chain id), Safe service and live sender;
         the journal, the store (ledger, outbox) and the notifications are shared."""
-        s = self._chain(view.chain.name)
-        got = self._sinks.get(s.chain.name)
+        got = self._sinks.get(chain.name)
         if got is None:
             got = ProposalSinks(
-                s.sinks,
+                chain.sinks,
                 journal=self.journal,
                 store=self.store,
-                rpc=self.rpc(s.chain),
+                rpc=self.rpc(chain),
                 http=self.http,
-                chain_id=s.chain.chain_id,
-                console=s.agent.log_format == "console",
+                chain_id=chain.chain_id,
+                console=self.settings.agent.log_format == "console",
                 on_published=self._published,
             )
-            self._sinks[s.chain.name] = got
+            self._sinks[chain.name] = got
         return got
 
     def _published(self, record: Mapping[str, Any]) -> None:
@@ -201,23 +190,21 @@ class App:
         if self._ops is not None:
             self._ops.proposals([record])
 
-    def _chain(self, name: str) -> Settings:
-        try:
-            return self.chains[name]
-        except KeyError:
-            raise AgentError(f"{self.settings.origin}: no chain named {name!r}") from None
-
-    def proposer(self, layout: MarketLayout, view: Settings | None = None) -> Proposer:
-        """The proposer of one position (``view``: a position view of the settings; by default
-        the single-chain settings), on its chain's RPC, fork and sinks."""
-        view = view or self.primary
+    def proposer(
+        self, position: Position, layout: MarketLayout, puts: PutLadder | None = None
+    ) -> Proposer:
+        """The proposer of one position (and of the put ladder when ``puts`` is given), on its
+        chain's RPC, fork and sinks."""
+        chain = position.chain
         return Proposer(
-            view,
+            position,
             layout,
-            rpc=self.rpc(view.chain),
+            policy=self.settings.policy,
+            puts=puts,
+            rpc=self.rpc(chain),
             store=self.store,
-            simulator=self.simulator(layout),
-            sinks=self.sinks_for(view),
+            simulator=self.simulator(chain, layout),
+            sinks=self.sinks(chain),
         )
 
     # -- shutdown -------------------------------------------------------------------------

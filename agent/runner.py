@@ -27,7 +27,7 @@ import structlog
 
 from agent.advisory import spx_advisory
 from agent.app import App
-from agent.collect import CollectReport, IntervalSchedule, chain_only, collect_once
+from agent.collect import CollectReport, IntervalSchedule, collect_once
 from agent.collectors import build_http_collectors
 from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
 from agent.config import Settings
@@ -37,6 +37,7 @@ from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.evaluate import Evaluation, MarketRead, evaluate
 from agent.ops.incremental import backfill_start
+from agent.pipeline.parts import Chain
 from agent.propose import Proposer
 from agent.sinks import recovery
 from agent.sinks.live import check_live_allowed
@@ -69,27 +70,17 @@ class Agent:
         self.ops = app.ops
         self._failures = 0  # consecutive failed ticks, for the exporter (tick_loop halts)
 
-    @property
-    def layout(self) -> MarketLayout | None:
-        """The first chain's market layout."""
-        return self.layouts.get(self.app.primary.chain.name)
-
-    @property
-    def proposer(self) -> Proposer | None:
-        return self.proposers[0] if self.proposers else None
-
     def _fork_source(self, chain: str) -> str:
         return "fork" if len(self.app.chains) == 1 else f"fork:{chain}"
 
-    async def setup(self) -> MarketLayout:
+    async def setup(self) -> None:
         settings = self.settings
-        views = list(self.app.chains.values())
+        chains = list(self.app.chains.values())
         # a one-line error when a chain's rpc_url is not set or answers for another chain
-        await asyncio.gather(*(self.app.rpc(v.chain).ensure_chain(v.chain.chain_id) for v in views))
-        primary = self.app.primary
-        rpc = self.app.rpc()
+        await asyncio.gather(*(self.app.rpc(c).ensure_chain(c.chain_id) for c in chains))
         live = settings.sinks.live
         if live.enabled:  # one chain only (the configuration refuses live with several)
+            (chain,) = chains
             # Refuse to start rather than discover at the first proposal that live cannot work.
             if not settings.simulator.enabled:
                 raise ConfigError(
@@ -97,32 +88,30 @@ class Agent:
                 )
             check_live_allowed(
                 live,
-                await rpc.chain_id(),
-                primary.chain.chain_id,
+                await self.app.rpc(chain).chain_id(),
+                chain.chain_id,
                 True,
                 live.signer_key is not None,
             )
-            log.warning(
-                "live.enabled", note="simulated proposals will be SENT", chain=primary.chain.name
-            )
+            log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(live, rpc, self.app.store, self.app.journal)
-        layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
-        self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
+        await recovery.recover(live, self.app.rpc(chains[0]), self.app.store, self.app.journal)
+        layouts = await asyncio.gather(*(discover(self.app.rpc(c), c.config) for c in chains))
+        self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
         self.proposers = self._proposers()
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
             "store",
-            *(self._fork_source(n) for n in self.layouts if settings.simulator.enabled),
+            *(self._fork_source(c.name) for c in chains if c.fork.enabled),
             *(f"api:{c.name}" for c in build_http_collectors(settings.collectors)),
         )
         for lay in self.layouts.values():
             log.info(
                 "agent.ready",
                 chain=lay.chain,
-                chain_id=self.app.chains[lay.chain].chain.chain_id,
+                chain_id=self.app.chains[lay.chain].chain_id,
                 pool=lay.pool,
                 reserves=[r.symbol for r in lay.reserves],
                 accounts=list(lay.accounts),
@@ -131,42 +120,28 @@ class Agent:
             log.info(
                 "agent.positions",
                 positions=[
-                    f"{p.s.position.name} ({p.account} on {p.s.chain.name})" for p in self.proposers
+                    f"{p.position.name} ({p.account} on {p.chain.name})" for p in self.proposers
                 ],
                 puts=next(
-                    (f"{p.s.chain.name} by {p.account}" for p in self.proposers if p.puts.venue),
+                    (f"{p.chain.name} by {p.account}" for p in self.proposers if p.puts.venue),
                     "none",
                 ),
             )
-        assert self.layout is not None
-        return self.layout
 
     def _proposers(self) -> list[Proposer]:
         """One proposer per position, on its chain; the put ladder goes to the position that
         buys it (``options.chain``/``options.account``), or to a proposer of its own."""
-        settings = self.settings
-        if not settings.multi_chain:
-            assert self.layout is not None
-            return [self.app.proposer(self.layout)]
-        put = settings.put_view()
-        out: list[Proposer] = []
-        for view in settings.position_views():
-            buys = (
-                put is not None
-                and not any(p.puts.venue for p in out)
-                and put.chain.name == view.chain.name
-                and str(put.position.account).lower() == str(view.position.account).lower()
+        puts = self.app.parts.puts
+        out = [
+            self.app.proposer(
+                p,
+                self.layouts[p.chain.name],
+                puts if puts is not None and p == puts.buyer else None,
             )
-            if buys:
-                assert put is not None
-                view = put
-            else:  # its puts are the ladder's, planned where the ladder is bought
-                view = view.model_copy(
-                    update={"options": view.options.model_copy(update={"enabled": False})}
-                )
-            out.append(self.app.proposer(self.layouts[view.chain.name], view))
-        if put is not None and not any(p.puts.venue for p in out):
-            out.append(self.app.proposer(self.layouts[put.chain.name], put))
+            for p in self.app.positions
+        ]
+        if puts is not None and puts.buyer not in self.app.positions:
+            out.append(self.app.proposer(puts.buyer, self.layouts[puts.chain.name], puts))
         return out
 
     async def backfill(self) -> int:
@@ -180,12 +155,12 @@ class Agent:
         )
         return sum(counts)
 
-    async def _backfill(self, view: Settings, layout: MarketLayout) -> int:
-        hours = view.agent.backfill_hours
-        rpc = self.app.rpc(view.chain)
+    async def _backfill(self, chain: Chain, layout: MarketLayout) -> int:
+        hours = self.settings.agent.backfill_hours
+        rpc = self.app.rpc(chain)
         head = await rpc.block_number()
         head_ts = int((await rpc.get_block(head))["timestamp"], 16)
-        step_s = view.agent.backfill_step_s
+        step_s = self.settings.agent.backfill_step_s
         # ops: after a restart only the downtime is read, not the whole window again
         since_ts = backfill_start(
             self.app.store, layout, head_ts=head_ts, hours=hours, step_s=step_s
@@ -195,7 +170,7 @@ class Agent:
         )
         stored = 0
         for snap in snaps:
-            obs, _ = snapshot_observations(snap, layout, net_of_debt=view.chain.tvl_net_of_debt)
+            obs, _ = snapshot_observations(snap, layout, net_of_debt=chain.config.tvl_net_of_debt)
             stored += self.app.store.upsert(obs)
         log.info(
             "backfill.done",
@@ -220,10 +195,9 @@ class Agent:
             raise
         self._failures = 0
         self.ops.telemetry.tick_ok(time.monotonic() - t0)
-        for lay in self.layouts.values():
-            await self.ops.recycle_fork(
-                self.app.simulator(lay), self.settings.simulator.recycle_rss_mb
-            )
+        for name, lay in self.layouts.items():
+            chain = self.app.chains[name]
+            await self.ops.recycle_fork(self.app.simulator(chain, lay), chain.fork.recycle_rss_mb)
         return report
 
     def _report_sources(self, chain: str, collected: CollectReport) -> None:
@@ -240,11 +214,11 @@ class Agent:
             else:
                 self.ops.source(f"api:{name}", r.ok, "; ".join(r.errors) or None)
 
-    async def _diagnose(self, view: Settings) -> None:
+    async def _diagnose(self, chain: Chain) -> None:
         """A chain gave no snapshot: if its RPC now answers for another chain, halt (a
         provider moved to another chain); any other failure is the snapshot's own error."""
         try:
-            await self.app.rpc(view.chain).ensure_chain(view.chain.chain_id)
+            await self.app.rpc(chain).ensure_chain(chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
         except AgentError:
@@ -252,12 +226,14 @@ class Agent:
 
     async def _collect(self, name: str, first: bool) -> CollectReport:
         """One chain's sources; the chain-independent ones run with the first chain only."""
-        view = self.app.chains[name]
+        chain = self.app.chains[name]
         return await collect_once(
-            view if first else chain_only(view),
+            self.settings,
             self.app.store,
+            chain=chain,
+            shared=first,
             http=self.app.http,
-            rpc=self.app.rpc(view.chain),
+            rpc=self.app.rpc(chain),
             layout=self.layouts[name],
             due=self.schedule if first else None,
         )
@@ -269,7 +245,10 @@ class Agent:
         # Live sends (one chain only) settle on the first chain's RPC; journal lines that
         # could not be written are retried either way.
         await recovery.each_tick(
-            self.settings.sinks.live, self.app.rpc(), self.app.store, self.app.journal
+            self.settings.sinks.live,
+            self.app.rpc(next(iter(self.app.chains.values()))),
+            self.app.store,
+            self.app.journal,
         )
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
@@ -282,17 +261,17 @@ class Agent:
         errors: list[str] = []
         for name, report in collected.items():
             self._report_sources(name, report)
-            view = self.app.chains[name]
+            chain = self.app.chains[name]
             snap = report.snapshot
             if snap is None:
-                await self._diagnose(view)  # halts on a provider moved to another chain
+                await self._diagnose(chain)  # halts on a provider moved to another chain
                 onchain = report.sources.get("onchain")
                 why = onchain.errors[0] if onchain and onchain.errors else "no chain snapshot"
                 errors.append(f"{name}: {why}" if len(names) > 1 else why)
                 continue
             # Every tick, not only at start: the chain id read in the snapshot's own batch.
-            if snap.chain_id is not None and snap.chain_id != view.chain.chain_id:
-                wrong = self.app.rpc(view.chain).wrong_chain(snap.chain_id, view.chain.chain_id)
+            if snap.chain_id is not None and snap.chain_id != chain.chain_id:
+                wrong = self.app.rpc(chain).wrong_chain(snap.chain_id, chain.chain_id)
                 raise Halt(str(wrong))
             markets[name] = MarketRead(self.layouts[name], snap)
             self.ops.telemetry.chain_read(name, snap.block_number, snap.timestamp)
@@ -306,7 +285,12 @@ class Agent:
         # Committed proposals still waiting for their journal line are part of the memory too.
         history = self.app.journal.records() + pending_records(self.app.store)
         evaluation = evaluate(
-            self.app.store, self.settings, first.layout, snap, history, markets=markets
+            self.app.store,
+            self.settings,
+            self.app.positions,
+            markets,
+            history,
+            options_enabled=self.app.parts.puts is not None,
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)
@@ -327,20 +311,22 @@ class Agent:
             ]
             proposals = await self._propose(markets, evaluation, stale)
             # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+            ticket = self.proposers[0]
             proposals += spx_advisory(
                 self.app.store,
-                self.app.primary,
-                self.app.sinks,
-                snap,
+                self.settings,
+                ticket.chain,
+                self.app.sinks(ticket.chain),
+                markets[ticket.chain.name].snap if ticket.chain.name in markets else snap,
                 evaluation,
-                self.proposers[0].account,
+                ticket.account,
             )
         else:
             # Paused: recovery and retries of already-committed work ran above; nothing new.
-            if self.settings.simulator.enabled:
-                for name in self.layouts:
+            for chain in self.app.chains.values():
+                if chain.fork.enabled:
                     self.ops.telemetry.set_idle(
-                        self._fork_source(name), "paused: nothing is simulated"
+                        self._fork_source(chain.name), "paused: nothing is simulated"
                     )
             log.warning(
                 "proposals.paused",
@@ -361,17 +347,14 @@ class Agent:
             self.proposers,
             key=lambda p: next((i for i, a in enumerate(tops) if p.owns(a)), len(tops)),
         )
-        several = self.settings.multi_chain
         out: list[dict[str, Any]] = []
         for proposer in proposers:
-            chain = proposer.s.chain.name
+            chain = proposer.chain.name
             read = markets.get(chain)
             if read is None:
                 continue  # its chain was not read this tick
-            actions = (
-                [a for a in evaluation.decision.actions if proposer.owns(a)] if several else None
-            )
-            fork = self.app.simulator(read.layout)
+            actions = [a for a in evaluation.decision.actions if proposer.owns(a)]
+            fork = proposer.simulator
             try:
                 out += await proposer.propose(read.snap, evaluation, stale, actions=actions)
             except Exception as exc:
