@@ -24,6 +24,7 @@ from agent.core.http import HttpClient
 from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
 from agent.propose import Proposer
@@ -121,10 +122,11 @@ class App:
             if cfg.rpc_urls:
                 client = self.ops.chain_rpc(cfg)
             else:
-                client = RpcClient(
-                    cfg.rpc_url.get_secret_value(),
+                client = RpcPool(
+                    [cfg.rpc_url.get_secret_value()],
                     source=f"rpc:{chain.name}",
                     timeout_s=cfg.timeout_s,
+                    deadline_s=cfg.request_deadline_s,
                 )
             self._rpcs[chain.name] = client
         return client
@@ -156,7 +158,7 @@ class App:
         sim = self._simulators.get(chain.name)
         if sim is None:
             sim = ForkSimulator(
-                chain.config.rpc_url.get_secret_value(),
+                self.rpc(chain),  # the fork reads through the chain's pool and rotates with it
                 pool=layout.pool,
                 block_lag=chain.fork.block_lag,
                 chain_id=chain.chain_id,

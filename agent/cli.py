@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from agent.backtest import command as backtest_command
     from agent.commands import collect as collectors_command
+    from agent.commands import roles as roles_command
     from agent.commands import safe as safe_command
     from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         store_command,
         backtest_command,
         safe_command,
+        roles_command,
         ops_command,
     ):
         module.register(sub)

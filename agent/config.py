@@ -56,6 +56,9 @@ class AgentSection(BaseModel):
     error_budget: int = Field(5, ge=1)
     error_budget_s: float = Field(120.0, ge=0)
     tick_timeout_s: float = Field(300.0, gt=0)  # a whole tick's deadline
+    # /readyz: a dependency checked every tick (the chain RPC, the store) whose last check is
+    # older than this is not ready (a hung tick checks nothing). None: max(30, 2 ticks).
+    readiness_max_age_s: float | None = Field(None, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -148,6 +151,31 @@ class ChainSection(ChainConfig):
     safe_service_url: str | None = Field(None, pattern=r"^https?://")  # this chain's service
 
 
+class RolesConfig(BaseModel):
+    """The "protector" role (Zodiac Roles v2.1, ``hedge-agent roles plan``/``check``): the
+    agent's key may withdraw, swap and repay for the Safe within a daily allowance, nothing
+    else. Off unless ``agent`` is set. The devnet deployment fills the three Zodiac addresses;
+    elsewhere give the chain's Roles v2.1 mastercopy, ModuleProxyFactory and MultiSendUnwrapper."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    agent: Address | None = None  # the agent's key: the role's only member
+    position: str | None = None  # with [[positions]]: the position (its Safe) the role is on
+    role_key: str = Field("hedge-agent-protector", min_length=1, max_length=31)
+    # Collateral (the position's topup_asset) that may leave Aave, and be swapped, per UTC day,
+    # in whole tokens: the daily cap the chain enforces.
+    allowance: Decimal | None = Field(None, gt=0)
+    module: Address | None = None  # an installed module elsewhere than where `roles plan` puts it
+    salt_nonce: int = Field(0, ge=0)  # CREATE2 salt of the module proxy
+    from_block: int = Field(0, ge=0)  # `roles check` reads the module's events from here
+    mastercopy: Address | None = None
+    module_proxy_factory: Address | None = None
+    multisend_unwrapper: Address | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.agent is not None
+
+
 class ScenarioConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     feed: str | None = None  # scenario feed written by `hedge-agent devnet play`
@@ -169,6 +197,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = PolicyConfig()
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
+    roles: RolesConfig = RolesConfig()
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()

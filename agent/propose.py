@@ -51,7 +51,10 @@ def deleverage_config(u: UniswapConfig) -> DeleverageConfig | None:
     if venue is None:
         return None
     return DeleverageConfig(
-        venue=venue, hf_floor_wad=int(u.hf_floor * WAD), slippage_bps=u.slippage_bps
+        venue=venue,
+        hf_floor_wad=int(u.hf_floor * WAD),
+        slippage_bps=u.slippage_bps,
+        immediate_slippage_bps=u.immediate_slippage_bps,
     )
 
 

@@ -35,6 +35,7 @@ from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
 from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
+from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
 from agent.ops.incremental import backfill_start
 from agent.pipeline.parts import Chain
@@ -69,6 +70,7 @@ class Agent:
         self.schedule = IntervalSchedule()
         self.ops = app.ops
         self._failures = 0  # consecutive failed ticks, for the exporter (tick_loop halts)
+        self._heads: dict[str, HeadWatch] = {}  # per chain: a tick never goes back
 
     def _fork_source(self, chain: str) -> str:
         return "fork" if len(self.app.chains) == 1 else f"fork:{chain}"
@@ -107,6 +109,7 @@ class Agent:
             *(self._fork_source(c.name) for c in chains if c.fork.enabled),
             *(f"api:{c.name}" for c in build_http_collectors(settings.collectors)),
         )
+        self.ops.telemetry.expect_fresh(*(f"rpc:{name}" for name in self.layouts), "store")
         for lay in self.layouts.values():
             log.info(
                 "agent.ready",
@@ -227,13 +230,16 @@ class Agent:
     async def _collect(self, name: str, first: bool) -> CollectReport:
         """One chain's sources; the chain-independent ones run with the first chain only."""
         chain = self.app.chains[name]
+        rpc = self.app.rpc(chain)
+        if isinstance(rpc, RpcPool):
+            await rpc.check_heads()  # several URLs: leave one lagging behind the others
         return await collect_once(
             self.settings,
             self.app.store,
             chain=chain,
             shared=first,
             http=self.app.http,
-            rpc=self.app.rpc(chain),
+            rpc=rpc,
             layout=self.layouts[name],
             due=self.schedule if first else None,
         )
@@ -273,6 +279,14 @@ class Agent:
             if snap.chain_id is not None and snap.chain_id != chain.chain_id:
                 wrong = self.app.rpc(chain).wrong_chain(snap.chain_id, chain.chain_id)
                 raise Halt(str(wrong))
+            try:  # never a block, or a chain time, older than the last tick's
+                self._heads.setdefault(name, HeadWatch(f"rpc:{name}")).accept(
+                    snap.block_number, snap.timestamp
+                )
+            except ChainWentBack as exc:
+                self.ops.source(f"rpc:{name}", False, str(exc))
+                errors.append(f"{name}: {exc}" if len(names) > 1 else str(exc))
+                continue
             markets[name] = MarketRead(self.layouts[name], snap)
             self.ops.telemetry.chain_read(name, snap.block_number, snap.timestamp)
         if not markets:

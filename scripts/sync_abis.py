@@ -15,7 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.devnet.artifacts import ensure_forge_artifacts, forge_out, node_modules  # noqa: E402
+from agent.devnet.artifacts import (  # noqa: E402
+    ensure_forge_artifacts,
+    forge_out,
+    node_modules,
+    zodiac_artifact,
+)
 
 AAVE = "@aave/core-v3/artifacts/contracts"
 SAFE = "@safe-global/safe-contracts/build/artifacts/contracts"
@@ -71,6 +76,9 @@ NPM: dict[str, tuple[str, str]] = {
         "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
     ),
 }
+# Zodiac Roles v2.1, from the typechain build of zodiac-roles-sdk (JavaScript literals, no JSON
+# artifact): name in contracts_abi/ -> contract.
+ZODIAC: dict[str, str] = {"Roles": "Roles", "ModuleProxyFactory": "ModuleProxyFactory"}
 # ours, from forge output: name -> (file, contract)
 FORGE: dict[str, tuple[str, str]] = {
     "Multicall3": ("Multicall3.sol", "Multicall3"),
@@ -112,6 +120,14 @@ def main() -> int:
         abi = _abi(json.loads(path.read_text()), path)
         (out / f"{name}.json").write_text(json.dumps(abi, indent=2) + "\n")
         rows.append(f"| `{name}.json` | `{package}@{_version(package)}` | `node_modules/{rel}` |")
+    for name, contract in ZODIAC.items():
+        art = zodiac_artifact(contract)
+        (out / f"{name}.json").write_text(json.dumps(art.abi, indent=2) + "\n")
+        rel = art.path.relative_to(node_modules())
+        rows.append(
+            f"| `{name}.json` | `zodiac-roles-sdk@{_version('zodiac-roles-sdk')}` "
+            f"(`{contract}__factory`) | `node_modules/{rel}` |"
+        )
     for name, (file, contract) in FORGE.items():
         path = forge_out() / file / f"{contract}.json"
         abi = _abi(json.loads(path.read_text()), path)

@@ -56,6 +56,7 @@ from agent.policy import (
     TopUpAction,
     decide,
     health_factor_wad,
+    layer_trigger,
     protection_layer,
     put_layer,
     session_id_for,
@@ -380,13 +381,6 @@ def _open_layers(dec: Decision, at_unix: int, hold_days: int) -> list[OpenLayer]
     return out
 
 
-def _can_trigger(sig: tuple[SignalResult, ...]) -> bool:
-    """Whether a layer trigger path has all its signals firing (S1 and S2, or S3 and S4): on any
-    other day ``decide`` proposes nothing and leaves the memory as it was."""
-    fired = {r.id for r in sig if r.firing}
-    return {"S1", "S2"} <= fired or {"S3", "S4"} <= fired
-
-
 def replay_decisions(
     replay: Replay,
     scfg: SignalsConfig,
@@ -402,7 +396,7 @@ def replay_decisions(
     memory = PolicyMemory()
     layers: list[OpenLayer] = []
     for day, at, sig in zip(replay.days, replay.ats, replay.signals(scfg), strict=True):
-        if trigger_days_only and not _can_trigger(sig):
+        if trigger_days_only and not layer_trigger(sig).fired:
             continue
         at_unix = int(at.timestamp())
         layers = [la for la in layers if la.until > at_unix]  # expired layers free their room

@@ -43,6 +43,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+from agent.policy.decide import (
+    health_factor_wad,
+    required_deleverage_base,
+    required_repay_base,
+    required_topup_base,
+)
+from agent.policy.models import PositionSnapshot
+from agent.policy.pricing import black_scholes_put
+
 if TYPE_CHECKING:
     from agent.backtest.engine import BacktestResult
 
@@ -237,20 +247,6 @@ class PriceBook:
         mean = sum(rets) / window
         var = sum((r - mean) ** 2 for r in rets) / (window - 1)
         return math.sqrt(var * DAYS_PER_YEAR)
-
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def bs_put(spot: float, strike: float, vol: float, years: float, rate: float = 0.0) -> float:
-    """Black-Scholes price of a European put (no dividends)."""
-    if years <= 0 or vol <= 0:
-        return max(strike * math.exp(-rate * max(years, 0.0)) - spot, 0.0)
-    sd = vol * math.sqrt(years)
-    d1 = (math.log(spot / strike) + (rate + vol * vol / 2) * years) / sd
-    d2 = d1 - sd
-    return strike * math.exp(-rate * years) * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -583,26 +579,44 @@ def _size(
 ) -> _Pending:
     """Cut the protective amounts to what reaches the proposal's target HF from the position as it
     is at the proposal (less what earlier proposals still have pending); never above the amount
-    the backtest proposed."""
+    the backtest proposed. The amounts are the policy's own sizing functions
+    (:func:`required_topup_base` and its repay and deleverage siblings) on the position in Aave
+    base units."""
     due = day + timedelta(days=cfg.execution_delay_days)
     target = prop.target_health_factor
     if target is None:  # no target stated: apply as proposed
         return _Pending(due, prop, prop.topup_usd, prop.repay_usd, prop.deleverage_usd)
-    c_usd, d_usd, ltf = coll * pc, debt * pd_, lt / BPS
-    need_topup = max(0.0, target * d_usd / ltf - c_usd - sum(p.topup_usd for p in pending))
-    need_repay = max(0.0, d_usd - c_usd * ltf / target - sum(p.repay_usd for p in pending))
-    denom = target * (1 - swap) - ltf
-    need_delev = (
-        max(0.0, (target * d_usd - c_usd * ltf) / denom - sum(p.deleverage_usd for p in pending))
-        if denom > 0
-        else prop.deleverage_usd
+    need_topup, need_repay, need_delev = needed_usd(
+        coll * pc, debt * pd_, lt, target, round(swap * BPS)
     )
     return _Pending(
         due,
         prop,
-        min(prop.topup_usd, need_topup),
-        min(prop.repay_usd, need_repay),
-        min(prop.deleverage_usd, need_delev),
+        min(prop.topup_usd, max(0.0, need_topup - sum(p.topup_usd for p in pending))),
+        min(prop.repay_usd, max(0.0, need_repay - sum(p.repay_usd for p in pending))),
+        prop.deleverage_usd
+        if need_delev is None
+        else min(
+            prop.deleverage_usd, max(0.0, need_delev - sum(p.deleverage_usd for p in pending))
+        ),
+    )
+
+
+def needed_usd(
+    collateral_usd: float, debt_usd: float, lt_bps: int, target_hf: float, cost_bps: int
+) -> tuple[float, float, float | None]:
+    """Top-up, repay and deleverage (collateral sold) in USD that each alone take the position to
+    ``target_hf``: the policy's integer sizing on the position in Aave base units (1e-8 USD);
+    None for a deleverage that cannot reach the target at ``cost_bps``."""
+    c = round(collateral_usd * AAVE_BASE_UNIT_USD)
+    d = round(debt_usd * AAVE_BASE_UNIT_USD)
+    h = round(target_hf * WAD)
+    snap = PositionSnapshot("backtest", c, d, lt_bps, health_factor_wad(c, d, lt_bps))
+    delev = required_deleverage_base(c, d, lt_bps, h, cost_bps)
+    return (
+        required_topup_base(snap, h) / AAVE_BASE_UNIT_USD,
+        required_repay_base(c, d, lt_bps, h) / AAVE_BASE_UNIT_USD,
+        None if delev is None else delev / AAVE_BASE_UNIT_USD,
     )
 
 
@@ -615,7 +629,7 @@ def _buy_put(
         return f"{proposed}: put {order.horizon} on {order.underlying}: no price or vol on {day}"
     dte = order.dte(cfg.put_dte)
     strike = spot * (1 - order.otm_fraction)
-    unit = bs_put(spot, strike, vol, dte / DAYS_PER_YEAR)
+    unit = black_scholes_put(spot, strike, dte / DAYS_PER_YEAR, vol)
     if unit <= 0:
         return f"{proposed}: put {order.horizon}: zero Black-Scholes price on {day}"
     contracts = order.premium_usd / unit

@@ -142,6 +142,10 @@ class ContractAbi:
         if item is None:
             return None
         indexed = [p for p in item["inputs"] if p.get("indexed")]
+        if len(topics) - 1 != len(indexed):
+            # Same signature, other indexing (Safe's ``EnabledModule(address indexed)`` and a
+            # Zodiac module's ``EnabledModule(address)``): not this ABI's event.
+            return None
         plain = [p for p in item["inputs"] if not p.get("indexed")]
         try:
             plain_values = abi_decode(_types(plain), data)

@@ -6,7 +6,10 @@ Two kinds of input, both produced at build time:
   ``linkReferences``) under ``toolchain/node_modules`` — Aave V3 core, Safe 1.4.1 and Uniswap V3
   (core, periphery, SwapRouter02);
 * forge output under ``out/forge/<File>.sol/<Contract>.json`` for our own contracts and for
-  Chainlink's ``MockV3Aggregator`` (which its package ships only as source).
+  Chainlink's ``MockV3Aggregator`` (which its package ships only as source);
+* Zodiac Roles v2.1 (``zodiac-roles-sdk``): its typechain build (``build/typechain-*.js``) holds
+  each contract's ABI and creation code as JavaScript literals (no JSON artifact is shipped), read
+  by ``zodiac_artifact``; ``Roles`` links the ``Integrity`` and ``Packer`` libraries.
 
 ``HEDGE_AGENT_NODE_MODULES`` and ``HEDGE_AGENT_FORGE_OUT`` relocate them (e.g. in a container).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -62,9 +66,14 @@ NPM_ARTIFACTS: dict[str, str] = {
     "SwapRouter02": f"{UNI_ROUTER}/SwapRouter02.sol/SwapRouter02.json",
 }
 
+# Zodiac Roles v2.1 contracts the devnet deploys, from the typechain build of zodiac-roles-sdk.
+ZODIAC_TYPECHAIN = "zodiac-roles-sdk/build/typechain.js"
+ZODIAC_ARTIFACTS = ("Integrity", "Packer", "Roles", "ModuleProxyFactory", "MultiSendUnwrapper")
+
 # Forge output the deploy reads: (file, contract).
 FORGE_ARTIFACTS: dict[str, tuple[str, str]] = {
     "Multicall3": ("Multicall3.sol", "Multicall3"),
+    "SingletonFactory": ("SingletonFactory.sol", "SingletonFactory"),
     "PerpMarket": ("PerpMarket.sol", "PerpMarket"),
     "MockV3Aggregator": ("MockV3Aggregator.sol", "MockV3Aggregator"),
     "PremiaLikePutPool": ("PremiaLikePutPool.sol", "PremiaLikePutPool"),
@@ -148,6 +157,82 @@ def forge_artifact(name: str) -> Artifact:
     )
 
 
+def _zodiac_chunk() -> Path:
+    """The typechain chunk ``build/typechain.js`` re-exports (its name carries a build hash)."""
+    entry = node_modules() / ZODIAC_TYPECHAIN
+    try:
+        text = entry.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DevnetError(
+            f"compiled artifact missing: {entry} (run `make toolchain` (npm ci in toolchain/))"
+        ) from None
+    m = re.search(r"require\('\./(typechain-[\w-]+\.js)'\)", text)
+    if m is None:
+        raise DevnetError(f"{entry}: no typechain chunk required")
+    return entry.parent / m.group(1)
+
+
+def _balanced(text: str, start: int) -> str:
+    """The bracketed literal opening at ``text[start]`` (strings in it hold no quotes)."""
+    depth, in_str = 0, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if ch == '"':
+            in_str = not in_str
+        elif not in_str and ch in "[{":
+            depth += 1
+        elif not in_str and ch in "]}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    raise ValueError("unbalanced brackets")
+
+
+def _js_literal_to_json(lit: str) -> Any:
+    """The ABI literals are JSON with bare keys (``{ name: "x" }``): quote the keys."""
+    quoted = re.sub(r"([\[{,]\s*)([A-Za-z_$][\w$]*)\s*:", r'\1"\2":', lit)
+    return json.loads(quoted)
+
+
+@cache
+def zodiac_artifact(name: str) -> Artifact:
+    """``name``'s ABI and creation code from its ``<name>__factory.ts`` region of the chunk;
+    library placeholders (``__$<hash>$__``) become link references named after the library."""
+    path = _zodiac_chunk()
+    src = path.read_text(encoding="utf-8")
+    start = src.find(f"/{name}__factory.ts\n")
+    end = src.find("//#endregion", start)
+    if start < 0 or end < 0:
+        raise DevnetError(f"{path}: no {name}__factory in the typechain build")
+    region = src[start:end]
+    abi_m = re.search(r"const _abi(?:\$\d+)? = \[", region)
+    code_m = re.search(r'const _bytecode(?:\$\d+)? = "0x([0-9a-fA-F_$]+)";', region)
+    if abi_m is None or code_m is None:
+        raise DevnetError(f"{path}: {name}__factory has no ABI or bytecode")
+    try:
+        abi = _js_literal_to_json(_balanced(region, abi_m.end() - 1))
+    except ValueError as exc:
+        raise DevnetError(f"{path}: {name}'s ABI literal does not parse: {exc}") from None
+    code = code_m.group(1)
+    libs = dict(
+        re.findall(r'([0-9a-f]{34})[\\$_]+", "g"\), linkLibraryAddresses\["[^"]*:(\w+)"\]', region)
+    )
+    refs: dict[str, list[dict[str, int]]] = {}
+    for hit in re.finditer(r"__\$([0-9a-f]{34})\$__", code):
+        lib = libs.get(hit.group(1))
+        if lib is None:
+            raise DevnetError(f"{path}: {name} links an unknown library {hit.group(1)}")
+        refs.setdefault(lib, []).append({"start": hit.start() // 2, "length": 20})
+    return Artifact(
+        name=name,
+        abi=abi,
+        bytecode=code,
+        deployed_bytecode="",
+        link_references={"zodiac-roles-sdk": refs} if refs else {},
+        path=path,
+    )
+
+
 def _read_json(path: Path, hint: str) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text())
@@ -201,9 +286,11 @@ def ensure_forge_artifacts() -> None:
 
 def runtime_files() -> list[Path]:
     """Every compiled file ``deploy`` reads (for packaging the devnet without node_modules)."""
-    return [node_modules() / rel for rel in NPM_ARTIFACTS.values()] + [
-        forge_out() / f / f"{c}.json" for f, c in FORGE_ARTIFACTS.values()
-    ]
+    return (
+        [node_modules() / rel for rel in NPM_ARTIFACTS.values()]
+        + [node_modules() / ZODIAC_TYPECHAIN, _zodiac_chunk()]
+        + [forge_out() / f / f"{c}.json" for f, c in FORGE_ARTIFACTS.values()]
+    )
 
 
 if __name__ == "__main__":

@@ -20,25 +20,36 @@ a 25% ETH drawdown liquidates them, giving the scenario real ``LiquidationCall``
 Uniswap V3 (``agent.devnet.uniswap``): WETH/USDC and WBTC/USDC pools at the oracle price. Two
 Safes (same owners): ``safe`` (WETH collateral, spare WETH and USDC) and ``safe_lean`` (WBTC
 collateral, empty wallet: protectable only by a deleverage through Uniswap).
+
+Zodiac Roles v2.1 (``zodiac-roles-sdk``): the Roles mastercopy with its libraries, the
+ModuleProxyFactory and the MultiSendUnwrapper, for the "protector" role (``agent.planner.roles``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from eth_abi.abi import encode as encode_abi
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3.contract import Contract
 from web3.logs import DISCARD
 
 from agent.core.anvil import PROJECT_ROOT
 from agent.core.errors import DevnetError
 from agent.core.units import MAX_UINT256, RAY, WAD
-from agent.devnet.artifacts import ensure_forge_artifacts, forge_artifact, npm_artifact
+from agent.devnet.artifacts import (
+    ensure_forge_artifacts,
+    forge_artifact,
+    npm_artifact,
+    zodiac_artifact,
+)
 from agent.devnet.chain import Chain
 from agent.devnet.pricing import devnet_pool_keys
 from agent.devnet.safe import Call, encode, exec_batch
@@ -46,6 +57,9 @@ from agent.devnet.uniswap import deploy_uniswap
 from agent.planner.options import PremiaV3Venue
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
+# ERC-2470's singleton factory: Zodiac Roles v2 writes each role's packed conditions as contract
+# code CREATE2-deployed through it, at this address on every chain.
+SINGLETON_FACTORY_ADDRESS = "0xce0042B868300000d44A59004Da54A005ffdcf9f"
 DEFAULT_DEPLOYMENT_PATH = PROJECT_ROOT / "out" / "devnet" / "deployment.json"
 DEVNET_CHAIN_ID = 31337  # anvil's default: chain 1; chain k runs with 31337 + k - 1
 MAX_CHAINS = 3
@@ -364,6 +378,49 @@ class Deployer:
             "fallback_handler": handler.address,
         }
 
+    def zodiac(self) -> dict[str, str]:
+        """Zodiac Roles v2.1 from ``zodiac-roles-sdk``: the ``Roles`` mastercopy (linked to its
+        ``Integrity`` and ``Packer`` libraries), the ``ModuleProxyFactory`` a Safe's owners
+        deploy their module proxy through, and the ``MultiSendUnwrapper`` that lets the role
+        check each call of a MultiSend batch. Nothing is installed on a Safe here: that is the
+        owners' batch ``hedge-agent roles plan`` writes."""
+        d = self.deployer
+        self.chain.set_code(
+            SINGLETON_FACTORY_ADDRESS, "0x" + forge_artifact("SingletonFactory").deployed_bytecode
+        )
+        integrity = self.chain.deploy(zodiac_artifact("Integrity"), sender=d)
+        packer = self.chain.deploy(zodiac_artifact("Packer"), sender=d)
+        mastercopy = self.roles_mastercopy(
+            {"Integrity": integrity.address, "Packer": packer.address}
+        )
+        factory = self.chain.deploy(zodiac_artifact("ModuleProxyFactory"), sender=d)
+        unwrapper = self.chain.deploy(zodiac_artifact("MultiSendUnwrapper"), sender=d)
+        return {
+            "singleton_factory": SINGLETON_FACTORY_ADDRESS,
+            "roles_mastercopy": mastercopy,
+            "module_proxy_factory": factory.address,
+            "multisend_unwrapper": unwrapper.address,
+            "integrity": integrity.address,
+            "packer": packer.address,
+        }
+
+    def roles_mastercopy(self, libraries: dict[str, str]) -> str:
+        """The package's build of ``Roles`` has 25,286 bytes of runtime code, over EIP-170's
+        24,576 (the mainnet mastercopy is a smaller build), so a CREATE fails on a chain that
+        enforces the limit. Its runtime code (``roles_runtime_code``: the slice the constructor
+        returns, library addresses linked) is placed with ``anvil_setCode``, as Multicall3 is,
+        and initialised with ``setUp`` as the constructor would, so nobody can take it over.
+        The address is fixed per chain id (distinct on every devnet chain)."""
+        addr = to_checksum_address(
+            keccak(f"hedge-agent devnet zodiac roles {self.chain.chain_id()}".encode())[12:]
+        )
+        self.chain.set_code(addr, roles_runtime_code(libraries))
+        one = "0x0000000000000000000000000000000000000001"
+        roles = self.chain.at(addr, zodiac_artifact("Roles"))
+        init = encode_abi(["address", "address", "address"], [one, one, one])
+        self.send(roles, "setUp", init)
+        return addr
+
     def new_safe(self, singleton: Contract, factory: Contract, handler: str, *, salt: int) -> str:
         initializer = encode(singleton, "setup", self.owners, 1, ZERO, b"", handler, ZERO, 0, ZERO)
         receipt = self.chain.send(
@@ -472,6 +529,20 @@ class Deployer:
         exec_batch(self.chain, addr, owner, safe["multisend_call_only"], calls)
 
 
+def roles_runtime_code(libraries: dict[str, str]) -> str:
+    """``Roles``' runtime code: what its creation code's constructor copies out and returns
+    (``PUSH2 len DUP1 PUSH3 offset PUSH0 CODECOPY PUSH0 RETURN INVALID``). The contract has no
+    immutables, so this is byte for byte what a CREATE leaves (a devnet test compares them)."""
+    creation = zodiac_artifact("Roles").linked(libraries)[2:]
+    m = re.search(r"61([0-9a-f]{4})80620([0-9a-f]{5})5f395ff3fe", creation)
+    if m is None:
+        raise DevnetError("Roles creation code: no constructor return of the runtime code found")
+    length, offset = int(m.group(1), 16), int(m.group(2), 16)
+    if 2 * (offset + length) > len(creation):
+        raise DevnetError("Roles creation code: the runtime slice runs past its end")
+    return "0x" + creation[2 * offset : 2 * (offset + length)]
+
+
 def deploy(url: str, *, anvil_pid: int | None = None, chain_index: int = 1) -> dict[str, Any]:
     """Deploy everything onto the anvil at ``url`` and return the deployment record.
 
@@ -496,6 +567,7 @@ def deploy(url: str, *, anvil_pid: int | None = None, chain_index: int = 1) -> d
     dep.seed(pool)
     dep.safe_position(pool, safe)
     safe_lean = dep.lean_safe(pool, safe)
+    zodiac = dep.zodiac()  # last: every address deployed before it stays where it was
     block = chain.block_number()
     return {
         "version": 1,
@@ -524,6 +596,7 @@ def deploy(url: str, *, anvil_pid: int | None = None, chain_index: int = 1) -> d
         "uniswap": uniswap,
         "safe": safe,
         "safe_lean": safe_lean,
+        "zodiac": zodiac,
         "accounts": {"deployer": dep.deployer, "whales": list(dep.whales)},
     }
 

@@ -271,10 +271,36 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
         first = position.chain.name not in checked
         checked.add(position.chain.name)
         await _check_chain(ck, s, position, timeout_s, rpcs_too=first, several=s.multi_chain)
+    if s.roles.configured:
+        await _check_roles(ck, s, timeout_s)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
     return ck.problems, ck.passed
+
+
+async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
+    """With ``[roles]``: the installed protector role against its plan, one line per fact."""
+    from agent.commands.roles import check_lines, role_position
+
+    try:
+        position = role_position(s, None)
+    except AgentError as exc:
+        ck.fail(f"roles: {exc}")
+        return
+    url = position.chain.config.rpc_url.get_secret_value()
+    if not url:
+        return  # reported with the chain
+    rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
+    try:
+        lines = await check_lines(s, position, rpc)
+    except AgentError as exc:
+        ck.fail(f"roles: cannot read the role ({exc})")
+        return
+    finally:
+        await rpc.close()
+    for line in lines:
+        ck.expect(line.ok, f"roles: {line.render()}")
 
 
 async def _check_chain(

@@ -15,7 +15,7 @@ from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
 from agent.core.errors import ConfigError
 from agent.core.rpc import RpcClient
-from agent.core.rpc_pool import RpcPool
+from agent.core.rpc_pool import HeadCheck, RpcPool
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.procmem import rss_bytes
 from agent.ops.server import OpsServer
@@ -36,7 +36,11 @@ log = structlog.get_logger("agent.ops")
 class Operations:
     def __init__(self, settings: Settings) -> None:
         a = settings.agent
-        self.telemetry = Telemetry(tick_interval_s=a.tick_interval_s, error_budget=a.error_budget)
+        self.telemetry = Telemetry(
+            tick_interval_s=a.tick_interval_s,
+            error_budget=a.error_budget,
+            readiness_max_age_s=a.readiness_max_age_s or max(30.0, 2 * a.tick_interval_s),
+        )
         self.server = OpsServer(self.telemetry, a.http.listen) if a.http.listen else None
         cfg = settings.sinks.notify
         try:
@@ -52,17 +56,34 @@ class Operations:
         """The chain's client: ``rpc_url`` alone, or with ``rpc_urls`` as a rotating pool whose
         switches are counted per reason."""
         source = f"rpc:{chain.name}"
-        if not chain.rpc_urls:
-            return RpcClient(
-                chain.rpc_url.get_secret_value(), source=source, timeout_s=chain.timeout_s
-            )
         urls = [u.get_secret_value() for u in (chain.rpc_url, *chain.rpc_urls)]
 
         def rotated(reason: str) -> None:
             self.telemetry.rpc_rotations.labels(chain.name, reason).inc()
             log.warning("rpc.rotated", chain=chain.name, reason=reason)
 
-        return RpcPool(urls, source=source, timeout_s=chain.timeout_s, on_rotate=rotated)
+        def heads(check: HeadCheck) -> None:
+            self.telemetry.rpc_heads(chain.name, check)
+            if check.lagging:
+                log.warning(
+                    "rpc.lagging",
+                    chain=chain.name,
+                    lagging=list(check.lagging),
+                    best_head=check.best,
+                    max_lag_blocks=chain.max_lag_blocks,
+                    using=check.active,
+                    providers=check.describe(),
+                )
+
+        return RpcPool(
+            urls,
+            source=source,
+            timeout_s=chain.timeout_s,
+            deadline_s=chain.request_deadline_s,
+            max_lag_blocks=chain.max_lag_blocks,
+            on_rotate=rotated,
+            on_heads=heads,
+        )
 
     def _count_notice(self, kind: str, outcome: str) -> None:
         self.telemetry.notifications.labels(kind, outcome).inc()

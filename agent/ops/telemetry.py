@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from agent.core.metrics import METRICS
+from agent.core.rpc_pool import HeadCheck
 
 PREFIX = "hedge_agent"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -30,15 +31,22 @@ class DependencyState:
 
 
 class Telemetry:
-    def __init__(self, *, tick_interval_s: float, error_budget: int) -> None:
+    def __init__(
+        self, *, tick_interval_s: float, error_budget: int, readiness_max_age_s: float = 30.0
+    ) -> None:
         self.tick_interval_s = tick_interval_s
         self.error_budget = error_budget
+        self.readiness_max_age_s = readiness_max_age_s
         self.registry = CollectorRegistry(auto_describe=True)
         self.started_at = time.time()
         self.last_beat = self.started_at  # last sign of life of the tick loop
         self.dependencies: dict[str, DependencyState] = {}
         self.expected: set[str] = set()  # dependencies that must have answered before ready
         self.idle: dict[str, str] = {}  # dependencies deliberately not checked now, and why
+        # Checked every tick (the chain RPC, the store): a last check older than
+        # readiness_max_age_s is not ready, whatever it said (a hung RPC checks nothing).
+        self.fresh: set[str] = set()
+        self.providers: dict[str, dict[str, Any]] = {}  # chain -> each RPC URL's head and lag
         r = self.registry
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
@@ -99,6 +107,16 @@ class Telemetry:
             "rpc_rotations",
             "Switches to the next RPC URL of a chain, by reason (429, 5xx, timeout, error)",
             ["chain", "reason"],
+        )
+        self.provider_head = gauge(
+            "rpc_provider_head_block",
+            "Head block each RPC URL of a chain answered at its last head check",
+            ["chain", "provider"],
+        )
+        self.provider_lag = gauge(
+            "rpc_provider_lag_blocks",
+            "Blocks each RPC URL of a chain was behind the best head at its last head check",
+            ["chain", "provider"],
         )
         self.session_cap = gauge("session_cap_usd", "Session (UTC day) spend cap")
         self.session_spent = gauge("session_spent_usd", "Spend proposed in the current session")
@@ -233,6 +251,18 @@ class Telemetry:
     def set_idle(self, name: str, why: str) -> None:
         self.idle[name] = why
 
+    def expect_fresh(self, *names: str) -> None:
+        """``names`` are checked every tick: their readiness expires."""
+        self.fresh.update(names)
+
+    def rpc_heads(self, chain: str, check: HeadCheck) -> None:
+        """A head check of a chain's RPC URLs (``RpcPool.check_heads``)."""
+        for h in check.heads:
+            if h.head is not None:
+                self.provider_head.labels(chain, h.source).set(h.head)
+                self.provider_lag.labels(chain, h.source).set(h.lag_blocks)
+        self.providers[chain] = check.describe()
+
     # -- the HTTP answers ------------------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -245,8 +275,10 @@ class Telemetry:
         limit = 3 * self.tick_interval_s
         return age <= limit, {"last_beat_age_s": round(age, 3), "limit_s": limit}
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when every expected dependency answered its last check (idle ones excepted)."""
+    def readiness(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
+        """Ready when every expected dependency answered its last check (idle ones excepted),
+        and the dependencies checked every tick were checked within ``readiness_max_age_s``."""
+        now = time.time() if now is None else now
         deps: dict[str, Any] = {}
         ready = True
         for name in sorted(self.expected | set(self.dependencies)):
@@ -258,8 +290,20 @@ class Telemetry:
                 deps[name] = {"ok": False, "error": "not checked yet"}
                 ready = False
                 continue
-            deps[name] = {"ok": st.ok, "checked_at": round(st.at, 3)}
+            age = now - st.at
+            ok = st.ok
+            deps[name] = {"ok": ok, "checked_at": round(st.at, 3), "age_s": round(age, 1)}
             if st.error:
                 deps[name]["error"] = st.error
-            ready = ready and st.ok
-        return ready, {"ready": ready, "dependencies": deps}
+            if ok and name in self.fresh and age > self.readiness_max_age_s:
+                ok = False
+                deps[name] |= {
+                    "ok": False,
+                    "error": f"last checked {age:.0f}s ago, more than readiness_max_age_s "
+                    f"({self.readiness_max_age_s:g}s): the tick is stuck or failing",
+                }
+            ready = ready and ok
+        body: dict[str, Any] = {"ready": ready, "dependencies": deps}
+        if self.providers:
+            body["rpc_providers"] = self.providers
+        return ready, body

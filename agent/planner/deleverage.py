@@ -19,30 +19,52 @@ last amount is then checked against the target with its own quote and nudged up 
 Loop: the withdrawal lands before its repay, so HF first falls to ``(W - x * LT_a) / D``. When
 reaching the target in one step would take that below ``hf_floor``, each step withdraws only
 what keeps it at the floor, swaps and repays, and the next step starts from the improved
-position, all in the same batch. Later steps are quoted on the pool as the earlier swaps leave
-it: the output of step k is ``quote(A_k) - quote(A_{k-1})`` with ``A_k`` the cumulative amount
-(Uniswap V3's exact-input swaps compose along one direction).
+position, all in the same batch. Each step is quoted on its own amount against the pool as the
+batch's earlier calls leave it (``eth_simulateV1``: the earlier calls run as the Safe, then
+QuoterV2). The difference of two cumulative quotes is not what the pool pays: a swap split in
+two rounds down twice, so ``quote(A_k) - quote(A_{k-1})`` can be a unit above the second
+swap's output, and with ``slippage_bps = 0`` that step reverts ("Too little received").
+
+Slippage bound: a batch that waits for its signers executes hours later and needs room for the
+pool to move (``[uniswap] slippage_bps``, 50 by default); a batch executed at once (autonomous
+execution) only needs room for the block it lands in (``immediate_slippage_bps``, 3 by
+default). The bound is what the repay gives up: the collateral sold grows by about
+``H / (H - LT)`` times the bound (about 2x at HF 1.6), so the proposal states it in the debt
+asset and in bps.
+
+Wallet first (:func:`plan_wallet_then_deleverage`): what the Safe's wallet holds of the debt
+asset is repaid first, and of the collateral supplied, in the same batch; the deleverage sells
+only what the rest of the target needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from agent.core.abi import load_abi
-from agent.core.errors import PlanningError
+from agent.core.errors import PlanningError, RpcError
 from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, BPS, WAD, token_to_float
-from agent.planner.repay import DEFAULT_ACCRUAL_MARGIN_S, VARIABLE_RATE_MODE, projected_debt_base
+from agent.planner.repay import (
+    DEFAULT_ACCRUAL_MARGIN_S,
+    VARIABLE_RATE_MODE,
+    plan_repay,
+    projected_debt_base,
+)
+from agent.planner.topup import plan_topup
 from agent.planner.tx import PlannedTx, approve_if_short, call_tx
 from agent.planner.uniswap import FEE_UNITS, UniswapVenue, quote_exact_input_single
 
 MAX_STEPS = 12
 MAX_REFINE = 12
 
-# amount_in (cumulative, collateral units) -> amount_out (debt units) from QuoterV2.
-QuoteFn = Callable[[int], Awaitable[int]]
+# (the batch's earlier calls, executed as the account first; amount_in in collateral units)
+# -> amount_out (debt units) QuoterV2 returns on the pool as those calls leave it.
+QuoteFn = Callable[[Sequence[PlannedTx], int], Awaitable[int]]
+Execution = Literal["signers", "immediate"]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -58,6 +80,23 @@ class DeleverageStep:
     repay_value_base: int
     hf_mid_wad: int  # after the withdrawal, before the repay
     hf_after_wad: int
+
+
+@dataclass(frozen=True)
+class WalletPart:
+    """What a combined plan takes from the Safe's wallet before it deleverages: a repay of the
+    debt asset and/or a supply of the collateral, the first calls of the batch."""
+
+    repay: int = 0  # debt token units repaid from the wallet
+    repay_base: int = 0
+    supply: int = 0  # collateral token units supplied from the wallet
+    supply_base: int = 0
+    transactions: tuple[PlannedTx, ...] = ()
+
+    @property
+    def value_base(self) -> int:
+        """Capital committed from the wallet (oracle value)."""
+        return self.repay_base + self.supply_base
 
 
 @dataclass(frozen=True)
@@ -77,6 +116,23 @@ class DeleveragePlan:
     oracle_price_wad: int  # collateral price in the debt asset (oracle), whole tokens, wad
     debt_price_base: int
     transactions: tuple[PlannedTx, ...]
+    execution: Execution = "signers"
+    wallet: WalletPart | None = None  # a combined plan: the wallet's part, before the steps
+
+    @property
+    def action(self) -> str:
+        """The comparison's name for this plan: ``deleverage`` or, with the wallet first,
+        ``repay+deleverage`` / ``top_up+deleverage`` / ``repay+top_up+deleverage``."""
+        w = self.wallet
+        if w is None:
+            return "deleverage"
+        parts = [n for n, v in (("repay", w.repay), ("top_up", w.supply)) if v]
+        return "+".join([*parts, "deleverage"])
+
+    @property
+    def capital_base(self) -> int:
+        """Capital committed from the wallet (0 for a pure deleverage)."""
+        return 0 if self.wallet is None else self.wallet.value_base
 
     @property
     def amount(self) -> int:
@@ -117,6 +173,11 @@ class DeleveragePlan:
         return max(0, self.quote_value_base - self.repaid_base)
 
     @property
+    def slippage_bound(self) -> int:
+        """Debt token units the slippage bound gives up: quoted minus what the batch repays."""
+        return self.quote_out - self.min_out
+
+    @property
     def cost_base(self) -> int:
         """Fee + price impact + slippage bound: the most the deleverage can lose at market."""
         return self.fee_base + self.impact_base + self.slippage_base
@@ -144,7 +205,21 @@ class DeleveragePlan:
         dd, dc = self.debt_asset.decimals, self.asset.decimals
         oracle = self.oracle_price_wad / WAD
         execp = self.execution_price_wad / WAD
+        wallet: dict[str, Any] | None = None
+        if self.wallet is not None:
+            w = self.wallet
+            wallet = {
+                "repay": str(w.repay),
+                "repay_human": token_to_float(w.repay, dd),
+                "repay_usd": w.repay_base / AAVE_BASE_UNIT_USD,
+                "supply": str(w.supply),
+                "supply_human": token_to_float(w.supply, dc),
+                "supply_usd": w.supply_base / AAVE_BASE_UNIT_USD,
+            }
         return {
+            "plan": self.action,
+            "wallet_first": wallet,
+            "execution": self.execution,
             "venue": "uniswap-v3",
             "pair": f"{self.asset.symbol}/{self.debt_asset.symbol}",
             "fee_tier": self.fee,
@@ -155,6 +230,13 @@ class DeleveragePlan:
             "amount_out_minimum": str(self.min_out),
             "amount_out_minimum_human": token_to_float(self.min_out, dd),
             "slippage_bps": self.slippage_bps,
+            # What the bound costs: quoted output the repay gives up (it stays in the wallet
+            # when the pool does not move), in the debt asset and in bps of the quote.
+            "slippage_bound": str(self.slippage_bound),
+            "slippage_bound_human": token_to_float(self.slippage_bound, dd),
+            "slippage_bound_bps": self.slippage_bound * 10_000 / self.quote_out
+            if self.quote_out
+            else None,
             "oracle_price": oracle,
             "quoted_price": execp,
             "price_vs_oracle_bps": (1 - execp / oracle) * 10_000 if oracle else None,
@@ -232,9 +314,15 @@ async def plan_deleverage(
     router_allowance: int = 0,
     pool_allowance: int | None = None,
     accrual_margin_s: int = DEFAULT_ACCRUAL_MARGIN_S,
+    execution: Execution = "signers",
+    wallet: WalletPart | None = None,
 ) -> DeleveragePlan:
-    """Plan the deleverage batch. ``quote(cumulative_amount_in)`` returns QuoterV2's amountOut
-    for selling that much collateral on the current pool (the caller binds the pool)."""
+    """Plan the deleverage batch. ``quote(earlier_calls, amount_in)`` returns QuoterV2's
+    amountOut for selling ``amount_in`` of collateral on the pool as the batch's earlier calls
+    (executed as the account) leave it; the caller binds the pool.
+
+    ``wallet`` (a combined plan) is the wallet's part: its calls open the batch, and its repay
+    and supply count in the position the steps start from."""
     if account.total_debt_base == 0:
         raise PlanningError(f"{account_addr} has no debt to repay")
     fee = venue.fees.get(collateral.symbol)
@@ -247,10 +335,16 @@ async def plan_deleverage(
     debt_now = projected_debt_base(
         account.total_debt_base, debt_reserve.variable_borrow_rate_ray, accrual_margin_s
     )
-    pos = _Position(account.total_collateral_base * account.liquidation_threshold_bps, debt_now)
+    prefix: tuple[PlannedTx, ...] = () if wallet is None else wallet.transactions
+    pos = _Position(
+        account.total_collateral_base * account.liquidation_threshold_bps
+        + (0 if wallet is None else wallet.supply_base * lt),
+        debt_now - (0 if wallet is None else wallet.repay_base),
+    )
     if pos.hf() >= target_hf_wad:
         raise PlanningError(
-            f"{account_addr} already at health factor {account.health_factor_wad / WAD:.3f} >= target"
+            f"{account_addr} already at health factor {pos.hf() / WAD:.3f} >= target"
+            + (" with the wallet's part" if wallet is not None else "")
         )
     if pos.hf() <= hf_floor_wad:
         raise PlanningError(
@@ -267,16 +361,47 @@ async def plan_deleverage(
     def debt_value(b: int) -> int:
         return int(b * pd // 10**dd)
 
-    cache: dict[int, int] = {0: 0}
+    def c_human(a: int) -> str:
+        return f"{token_to_float(a, dc):.8f} {collateral.symbol}"
 
-    async def q(cum: int) -> int:
-        if cum not in cache:
-            cache[cum] = await quote(cum)
-        return cache[cum]
+    def d_human(b: int) -> str:
+        return f"{token_to_float(b, dd):.6f} {debt.symbol}"
 
-    async def step_out(done: int, a: int) -> tuple[int, int]:
-        """(quote, min_out) for selling ``a`` after ``done`` was sold in earlier steps."""
-        out = await q(done + a) - await q(done)
+    def step_calls(a: int, m: int, hf_mid: int, hf_after: int, tag: str) -> list[PlannedTx]:
+        """A step's withdraw, swap and repay (the approvals are added once, below)."""
+        return [
+            call_tx(
+                "Pool", layout.pool, "withdraw", collateral.asset, a, account_addr,
+                human=f"{tag}withdraw {c_human(a)} of collateral from Aave V3"
+                f" (HF {hf_mid / WAD:.4f} until the repay)",
+            ),
+            call_tx(
+                "SwapRouter02", venue.swap_router02, "exactInputSingle",
+                (collateral.asset, debt.asset, fee, account_addr, a, m, 0),
+                human=f"{tag}swap {c_human(a)} for at least {d_human(m)}"
+                f" on Uniswap V3 ({fee / 10_000:.2f}% pool)",
+            ),
+            call_tx(
+                "Pool", layout.pool, "repay", debt.asset, m, VARIABLE_RATE_MODE, account_addr,
+                human=f"{tag}repay {d_human(m)} of variable debt for {account_addr}"
+                f" (HF {hf_after / WAD:.4f})",
+            ),
+        ]  # fmt: skip
+
+    def approve(token: str, spender: str, amount: int) -> PlannedTx:
+        return call_tx("ERC20", token, "approve", spender, amount, human="(simulation only)")
+
+    # The calls that run before the step being quoted, as the quote's simulation executes them:
+    # the wallet's part, then every earlier step with exact approvals.
+    earlier: list[PlannedTx] = list(prefix)
+    cache: dict[tuple[int, int], int] = {}
+
+    async def step_out(a: int) -> tuple[int, int]:
+        """(quote, min_out) for selling ``a`` after the batch's earlier calls."""
+        key = (len(earlier), a)
+        if key not in cache:
+            cache[key] = await quote(tuple(earlier), a)
+        out = cache[key]
         return out, _min_out(out, slippage_bps)
 
     def after(p: _Position, a: int, m: int) -> _Position:
@@ -302,7 +427,7 @@ async def plan_deleverage(
             nxt = min(units(x), a_floor)
             if nxt <= 0:
                 break
-            out, m = await step_out(done, nxt)
+            out, m = await step_out(nxt)
             if m <= 0:
                 raise PlanningError(f"QuoterV2 returns nothing for {nxt} {collateral.symbol}")
             # The realised ratio of this size (fee, impact and slippage bound included).
@@ -313,11 +438,11 @@ async def plan_deleverage(
         if a <= 0:
             capped = "collateral" if left <= 0 else "floor_steps"
             break
-        out, m = await step_out(done, a)
+        out, m = await step_out(a)
         nudges = 0
         while after(pos, a, m).hf() < target_hf_wad and a < a_floor and nudges < 64:
             a = min(a_floor, a + max(1, a // 10_000))  # +1 bp, until the quote reaches the target
-            out, m = await step_out(done, a)
+            out, m = await step_out(a)
             nudges += 1
         mid = _Position(pos.weighted - value(a) * lt, pos.debt).hf()
         nxt_pos = after(pos, a, m)
@@ -336,6 +461,9 @@ async def plan_deleverage(
                 hf_after_wad=nxt_pos.hf(),
             )
         )
+        w, s, r = step_calls(a, m, mid, nxt_pos.hf(), "")
+        earlier += [w, approve(collateral.asset, venue.swap_router02, a), s]
+        earlier += [approve(debt.asset, layout.pool, m), r]
         done += a
         pos = nxt_pos
         if a >= left and pos.hf() < target_hf_wad:
@@ -351,23 +479,12 @@ async def plan_deleverage(
     pool_allowance = (
         account.pool_allowances.get(debt.symbol, 0) if pool_allowance is None else pool_allowance
     )
-    txs: list[PlannedTx] = []
-
-    def c_human(a: int) -> str:
-        return f"{token_to_float(a, dc):.8f} {collateral.symbol}"
-
-    def d_human(b: int) -> str:
-        return f"{token_to_float(b, dd):.6f} {debt.symbol}"
-
-    for i, s in enumerate(steps, 1):
+    txs: list[PlannedTx] = list(prefix)
+    for i, st in enumerate(steps, 1):
         tag = f"step {i}/{len(steps)}: " if len(steps) > 1 else ""
-        txs.append(
-            call_tx(
-                "Pool", layout.pool, "withdraw", collateral.asset, s.withdraw, account_addr,
-                human=f"{tag}withdraw {c_human(s.withdraw)} of collateral from Aave V3"
-                f" (HF {s.hf_mid_wad / WAD:.4f} until the repay)",
-            )
-        )  # fmt: skip
+        w, s, r = step_calls(st.withdraw, st.min_out, st.hf_mid_wad, st.hf_after_wad, tag)
+        s = replace(s, human=s.human[:-1] + f"; quoted {d_human(st.quote_out)})")
+        txs.append(w)
         if i == 1:
             txs += approve_if_short(
                 collateral.asset,
@@ -376,16 +493,7 @@ async def plan_deleverage(
                 router_allowance,
                 human=f"approve SwapRouter02 to pull {c_human(total_in)}",
             )
-        params = (
-            collateral.asset, debt.asset, fee, account_addr, s.withdraw, s.min_out, 0,
-        )  # fmt: skip
-        txs.append(
-            call_tx(
-                "SwapRouter02", venue.swap_router02, "exactInputSingle", params,
-                human=f"{tag}swap {c_human(s.withdraw)} for at least {d_human(s.min_out)}"
-                f" on Uniswap V3 ({fee / 10_000:.2f}% pool; quoted {d_human(s.quote_out)})",
-            )
-        )  # fmt: skip
+        txs.append(s)
         if i == 1:
             txs += approve_if_short(
                 debt.asset,
@@ -394,14 +502,8 @@ async def plan_deleverage(
                 pool_allowance,
                 human=f"approve Aave V3 Pool to pull {d_human(total_min)}",
             )
-        txs.append(
-            call_tx(
-                "Pool", layout.pool, "repay", debt.asset, s.min_out, VARIABLE_RATE_MODE,
-                account_addr,
-                human=f"{tag}repay {d_human(s.min_out)} of variable debt for {account_addr}"
-                f" (HF {s.hf_after_wad / WAD:.4f})",
-            )
-        )  # fmt: skip
+        txs.append(r)
+    _check_swap_recipients(txs, account_addr)
     oracle_price_wad = pc * WAD // pd
     return DeleveragePlan(
         account=account_addr,
@@ -419,7 +521,141 @@ async def plan_deleverage(
         oracle_price_wad=oracle_price_wad,
         debt_price_base=pd,
         transactions=tuple(txs),
+        execution=execution,
+        wallet=wallet,
     )
+
+
+def _check_swap_recipients(txs: Sequence[PlannedTx], account_addr: str) -> None:
+    """Every swap of the batch pays the account: a swap paying anyone else (the router keeps
+    what it is sent to itself) would leave the repay unfunded or give the proceeds away."""
+    for t in txs:
+        if t.decoded.method == "exactInputSingle":
+            to = str(t.decoded.args["params"]["recipient"])
+            if to.lower() != account_addr.lower():
+                raise PlanningError(f"swap recipient {to} is not the account {account_addr}")
+
+
+def plan_wallet_part(
+    *,
+    layout: MarketLayout,
+    account_addr: str,
+    account: AccountState,
+    collateral: ReserveMeta,
+    collateral_reserve: ReserveState,
+    debt: ReserveMeta,
+    debt_reserve: ReserveState,
+    target_hf_wad: int,
+    max_spend_base: int | None,
+    accrual_margin_s: int = DEFAULT_ACCRUAL_MARGIN_S,
+) -> WalletPart:
+    """The wallet's part of a combined plan: repay with the wallet's debt asset, then supply the
+    wallet's collateral, each sized to the target and cut to the wallet and the spend cap.
+    Raises when the wallet holds neither, or when it alone reaches the target (then the repay or
+    top-up on its own is the plan, not a combination)."""
+    calls: list[PlannedTx] = []
+    repay = repay_base = supply = supply_base = 0
+    room = max_spend_base
+    if account.wallet_balances.get(debt.symbol, 0) > 0:
+        rp = plan_repay(
+            layout=layout, account_addr=account_addr, account=account, asset=debt,
+            reserve=debt_reserve, target_hf_wad=target_hf_wad, max_spend_base=room,
+            accrual_margin_s=accrual_margin_s,
+        )  # fmt: skip
+        if rp.capped_by is None:
+            raise PlanningError(f"the wallet's {debt.symbol} alone reaches the target")
+        repay, repay_base = rp.amount, rp.value_base
+        calls += rp.transactions
+        room = None if room is None else max(0, room - repay_base)
+    if account.wallet_balances.get(collateral.symbol, 0) > 0 and room != 0:
+        rest = replace(account, total_debt_base=account.total_debt_base - repay_base)
+        tp = plan_topup(
+            layout=layout, account_addr=account_addr, account=rest, asset=collateral,
+            reserve=collateral_reserve, target_hf_wad=target_hf_wad, max_spend_base=room,
+            allowance=account.pool_allowances.get(collateral.symbol, 0),
+        )  # fmt: skip
+        if tp.capped_by is None:
+            raise PlanningError("the wallet alone reaches the target")
+        supply, supply_base = tp.amount, tp.value_base
+        calls += tp.transactions
+    if not calls:
+        raise PlanningError(
+            f"the wallet holds no {debt.symbol} or {collateral.symbol} to use first"
+        )
+    return WalletPart(repay, repay_base, supply, supply_base, tuple(calls))
+
+
+async def read_deleverage_inputs(
+    rpc: RpcClient, *, venue: UniswapVenue, account_addr: str, collateral: ReserveMeta
+) -> tuple[int, int]:
+    """The collateral's aToken balance and the router's allowance on the collateral."""
+    erc20 = load_abi("ERC20")
+    (balance,) = erc20.decode_output(
+        "balanceOf",
+        await rpc.eth_call(collateral.a_token, erc20.encode_hex("balanceOf", account_addr)),
+    )
+    (allowance,) = erc20.decode_output(
+        "allowance",
+        await rpc.eth_call(
+            collateral.asset, erc20.encode_hex("allowance", account_addr, venue.swap_router02)
+        ),
+    )
+    return int(balance), int(allowance)
+
+
+def onchain_quoter(
+    rpc: RpcClient,
+    venue: UniswapVenue,
+    account_addr: str,
+    collateral: ReserveMeta,
+    debt: ReserveMeta,
+) -> QuoteFn:
+    """QuoterV2 on ``rpc``. With no earlier swap in the batch, a plain ``eth_call``; after one,
+    ``eth_simulateV1``: the batch's earlier calls run as the account (no signature: validation
+    off), then QuoterV2 quotes this step on the pool as they left it."""
+    fee = venue.fees.get(collateral.symbol)
+    if fee is None:
+        raise PlanningError(f"no Uniswap V3 fee tier configured for {collateral.symbol}")
+    quoter = load_abi("QuoterV2")
+
+    async def quote(earlier: Sequence[PlannedTx], amount_in: int) -> int:
+        if not any(t.decoded.method == "exactInputSingle" for t in earlier):
+            q = await quote_exact_input_single(
+                rpc, venue.quoter_v2, collateral.asset, debt.asset, fee, amount_in
+            )
+            return q.amount_out
+        data = quoter.encode_hex(
+            "quoteExactInputSingle", (collateral.asset, debt.asset, amount_in, fee, 0)
+        )
+        calls = [{"from": account_addr, "to": t.to, "data": t.data} for t in earlier]
+        calls.append({"from": account_addr, "to": venue.quoter_v2, "data": data})
+        try:
+            res = await rpc.request(
+                "eth_simulateV1",
+                [{"blockStateCalls": [{"calls": calls}], "validation": False}, "latest"],
+            )
+        except RpcError as exc:
+            raise PlanningError(
+                f"cannot quote a later deleverage step on the pool after the earlier ones:"
+                f" eth_simulateV1 failed on {rpc.source} ({exc})"
+            ) from None
+        results = res[0]["calls"]
+        for i, (t, r) in enumerate(zip(earlier, results, strict=False), 1):
+            if int(r.get("status", "0x0"), 16) != 1:
+                raise PlanningError(
+                    f"the batch's call {i} ({t.decoded.method}) fails before the next step:"
+                    f" {r.get('error') or r.get('returnData')}"
+                )
+        last = results[-1]
+        if int(last.get("status", "0x0"), 16) != 1:
+            raise PlanningError(
+                f"QuoterV2 {venue.quoter_v2}: no quote for {amount_in} of {collateral.symbol}"
+                f" after the earlier steps: {last.get('error') or last.get('returnData')}"
+            )
+        raw = bytes.fromhex(str(last["returnData"])[2:])
+        return int(quoter.decode_output("quoteExactInputSingle", raw)[0])
+
+    return quote
 
 
 async def plan_deleverage_onchain(
@@ -437,44 +673,37 @@ async def plan_deleverage_onchain(
     hf_floor_wad: int,
     slippage_bps: int,
     accrual_margin_s: int = DEFAULT_ACCRUAL_MARGIN_S,
+    execution: Execution = "signers",
+    wallet: WalletPart | None = None,
 ) -> DeleveragePlan:
     """``plan_deleverage`` with its chain inputs read through ``rpc``: the collateral's aToken
-    balance, the router allowance, and QuoterV2 quotes on the venue's pool."""
-    erc20 = load_abi("ERC20")
-    (balance,) = erc20.decode_output(
-        "balanceOf",
-        await rpc.eth_call(collateral.a_token, erc20.encode_hex("balanceOf", account_addr)),
+    balance, the router allowance, and QuoterV2 quotes on the venue's pool (each step after
+    the batch's earlier calls)."""
+    balance, allowance = await read_deleverage_inputs(
+        rpc, venue=venue, account_addr=account_addr, collateral=collateral
     )
-    (allowance,) = erc20.decode_output(
-        "allowance",
-        await rpc.eth_call(
-            collateral.asset, erc20.encode_hex("allowance", account_addr, venue.swap_router02)
-        ),
-    )
-    fee = venue.fees.get(collateral.symbol)
-    if fee is None:
-        raise PlanningError(f"no Uniswap V3 fee tier configured for {collateral.symbol}")
-
-    async def quote(amount_in: int) -> int:
-        q = await quote_exact_input_single(
-            rpc, venue.quoter_v2, collateral.asset, debt.asset, fee, amount_in
-        )
-        return q.amount_out
-
+    pool_allowance: int | None = None
+    if wallet is not None and wallet.repay:
+        # The wallet's repay approves exactly its amount when short, and the pool pulls it all.
+        had = account.pool_allowances.get(debt.symbol, 0)
+        pool_allowance = had - wallet.repay if had >= wallet.repay else 0
     return await plan_deleverage(
-        quote,
+        onchain_quoter(rpc, venue, account_addr, collateral, debt),
         layout=layout,
         venue=venue,
         account_addr=account_addr,
         account=account,
         collateral=collateral,
         collateral_reserve=collateral_reserve,
-        collateral_balance=int(balance),
+        collateral_balance=balance,
         debt=debt,
         debt_reserve=debt_reserve,
         target_hf_wad=target_hf_wad,
         hf_floor_wad=hf_floor_wad,
         slippage_bps=slippage_bps,
-        router_allowance=int(allowance),
+        router_allowance=allowance,
+        pool_allowance=pool_allowance,
         accrual_margin_s=accrual_margin_s,
+        execution=execution,
+        wallet=wallet,
     )

@@ -22,7 +22,12 @@ from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.multicall import Call
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
-from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.deleverage import (
+    DeleveragePlan,
+    Execution,
+    plan_deleverage_onchain,
+    plan_wallet_part,
+)
 from agent.planner.options import OptionsPlannerConfig, PremiaV3Venue, plan_option_action
 from agent.planner.repay import ProtectionPlan, RepayPlan, choose_protection, plan_repay
 from agent.planner.safe import SafeTx, build_safe_tx
@@ -189,7 +194,16 @@ class DeleverageConfig:
 
     venue: UniswapVenue
     hf_floor_wad: int  # no step may take the health factor below this before its repay
-    slippage_bps: int  # amountOutMinimum = quote x (1 - bps / 1e4)
+    slippage_bps: int  # amountOutMinimum = quote x (1 - bps / 1e4), a batch waiting for signers
+    # A batch executed at once (autonomous execution) lands within a block or two: its bound
+    # only has to cover that, and every bp of it sells about 2 bps more collateral.
+    immediate_slippage_bps: int = 3
+    execution: Execution = "signers"
+
+    @property
+    def bound_bps(self) -> int:
+        """The slippage bound for how soon the batch executes."""
+        return self.immediate_slippage_bps if self.execution == "immediate" else self.slippage_bps
 
 
 @dataclass(frozen=True)
@@ -201,8 +215,11 @@ class ProtectionConfig:
 
 def spend_base(plan: ProtectionPlan) -> int:
     """What the session ledger counts: the capital of a top-up or a repay; for a deleverage,
-    which commits no new capital, the most it can lose (fee + impact + slippage bound)."""
-    return plan.cost_base if isinstance(plan, DeleveragePlan) else plan.value_base
+    which commits no new capital, the most it can lose (fee + impact + slippage bound); for a
+    combined plan, the wallet's capital plus its deleverage's cost."""
+    if isinstance(plan, DeleveragePlan):
+        return plan.capital_base + plan.cost_base
+    return plan.value_base
 
 
 def _action(plan: ProtectionPlan) -> ActionKind:
@@ -220,9 +237,14 @@ async def _plan_deleverage(
     target_hf_wad: int,
     cfg: ProtectionConfig,
     reader: RpcClient | None,
+    *,
+    wallet_first: bool = False,
+    max_spend_base: int | None = None,
 ) -> DeleveragePlan:
     """Sell the position's collateral (``topup_asset``) for its debt (``repay_asset``) through
-    the configured Uniswap V3 venue, quoted on ``reader`` (the fork while a sequence runs)."""
+    the configured Uniswap V3 venue, quoted on ``reader`` (the fork while a sequence runs).
+    ``wallet_first`` plans the combined plan: the wallet's repay and top-up first (within
+    ``max_spend_base``), the deleverage for the rest."""
     d = cfg.deleverage
     if d is None:
         raise PlanningError("no DEX configured ([uniswap] in the config)")
@@ -236,20 +258,50 @@ async def _plan_deleverage(
         c_state, d_state = snap.reserves[collateral.symbol], snap.reserves[debt.symbol]
     except KeyError as exc:
         raise PlanningError(f"no reserve data for {exc} in this tick") from None
+    account = snap.accounts[header.account]
+    wallet = None
+    if wallet_first:
+        wallet = plan_wallet_part(
+            layout=layout, account_addr=header.account, account=account,
+            collateral=collateral, collateral_reserve=c_state, debt=debt, debt_reserve=d_state,
+            target_hf_wad=target_hf_wad, max_spend_base=max_spend_base,
+        )  # fmt: skip
     return await plan_deleverage_onchain(
         reader,
         layout=layout,
         venue=d.venue,
         account_addr=header.account,
-        account=snap.accounts[header.account],
+        account=account,
         collateral=collateral,
         collateral_reserve=c_state,
         debt=debt,
         debt_reserve=d_state,
         target_hf_wad=target_hf_wad,
         hf_floor_wad=d.hf_floor_wad,
-        slippage_bps=d.slippage_bps,
+        slippage_bps=d.bound_bps,
+        execution=d.execution,
+        wallet=wallet,
     )
+
+
+def _fits(
+    plan: DeleveragePlan | None, name: str, max_spend_base: int, cap: SpendCap, errors: list[str]
+) -> DeleveragePlan | None:
+    """The plan when its ledger spend (what a deleverage can lose, plus a combined plan's
+    wallet capital) fits the session cap and the open-layer room like any other spend."""
+    if plan is None:
+        return None
+    spend = spend_base(plan)
+    if spend > max_spend_base:
+        errors.append(
+            f"{name}: its cost ${spend / AAVE_BASE_UNIT_USD:,.2f} would exceed"
+            f" the ${max_spend_base / AAVE_BASE_UNIT_USD:,.2f} the session cap still allows"
+        )
+        return None
+    if why := cap.refusal(Decimal(spend) / AAVE_BASE_UNIT_USD):
+        errors.append(f"{name}: {why}")
+        return None
+    return plan
 
 
 async def plan_protection(
@@ -262,8 +314,9 @@ async def plan_protection(
     reader: RpcClient | None = None,
 ) -> Draft:
     """Plan every protection the Safe can pay for (a top-up, a repay, a deleverage through the
-    DEX), each sized to the action's target health factor within the cap, and draft the one
-    :func:`choose_protection` picks. ``reader`` is where the deleverage's swap is quoted (the
+    DEX, and when the wallet holds part of what is needed, the wallet's repay or top-up first
+    with a deleverage for the rest, in one batch), each sized to the action's target health
+    factor within the cap, and draft the one :func:`choose_protection` picks. ``reader`` is where the deleverage's swap is quoted (the
     fork while a sequence runs). What could not be planned, and why, is listed in the
     comparison's ``not_planned``."""
     kind: ActionKind = "collateral_top_up"
@@ -276,6 +329,7 @@ async def plan_protection(
     topup: TopUpPlan | None = None
     repay: RepayPlan | None = None
     deleverage: DeleveragePlan | None = None
+    combined: DeleveragePlan | None = None
     try:
         asset = layout.reserve(cfg.topup_asset)
         topup = plan_topup(
@@ -308,6 +362,33 @@ async def plan_protection(
         deleverage = await _plan_deleverage(header, snap, layout, target, cfg, reader)
     except AgentError as exc:
         errors.append(f"deleverage: {exc}")
+    # The wallet first, a deleverage for the rest: when the wallet holds some of the debt asset
+    # or the collateral, and neither the repay nor the top-up reaches the target on its own
+    # (one of them is then the plan, at no loss to the market).
+    holds = any(
+        account.wallet_balances.get(sym, 0) > 0 for sym in (cfg.repay_asset, cfg.topup_asset) if sym
+    )
+    if (
+        holds
+        and cfg.deleverage is not None
+        and not any(p is not None and p.capped_by is None for p in (topup, repay))
+    ):
+        try:
+            combined = await _plan_deleverage(
+                header, snap, layout, target, cfg, reader,
+                wallet_first=True, max_spend_base=max_spend_base,
+            )  # fmt: skip
+            if spend_base(combined) > max_spend_base and combined.capital_base > 0:
+                # The cap binds: leave room for the deleverage's cost under it (twice the cost
+                # planned with the whole cap: the larger deleverage costs a little more).
+                room = max_spend_base - 2 * combined.cost_base
+                if room > 0:
+                    combined = await _plan_deleverage(
+                        header, snap, layout, target, cfg, reader,
+                        wallet_first=True, max_spend_base=room,
+                    )  # fmt: skip
+        except AgentError as exc:
+            errors.append(f"wallet first, then deleverage: {exc}")
     # A plan's safety margin can pass what the decision sized: each candidate's ledger spend
     # must fit the session cap and the open-layer room (a deleverage is a protective layer too).
     if topup is not None and (why := cap.refusal(Decimal(spend_base(topup)) / AAVE_BASE_UNIT_USD)):
@@ -316,19 +397,11 @@ async def plan_protection(
     if repay is not None and (why := cap.refusal(Decimal(spend_base(repay)) / AAVE_BASE_UNIT_USD)):
         repay = None
         errors.append(f"repay: {why}")
-    if deleverage is not None and deleverage.cost_base > max_spend_base:
-        # The ledger counts what a deleverage can lose; that must fit like any other spend.
-        errors.append(
-            f"deleverage: its cost ${deleverage.cost_base / AAVE_BASE_UNIT_USD:,.2f} would exceed"
-            f" the ${max_spend_base / AAVE_BASE_UNIT_USD:,.2f} the session cap still allows"
-        )
-        deleverage = None
-    if deleverage is not None and (
-        why := cap.refusal(Decimal(spend_base(deleverage)) / AAVE_BASE_UNIT_USD)
-    ):
-        deleverage = None
-        errors.append(f"deleverage: {why}")
-    plan, comparison = choose_protection(topup, repay, deleverage=deleverage, target_hf_wad=target)
+    deleverage = _fits(deleverage, "deleverage", max_spend_base, cap, errors)
+    combined = _fits(combined, "wallet first, then deleverage", max_spend_base, cap, errors)
+    plan, comparison = choose_protection(
+        topup, repay, deleverage=deleverage, target_hf_wad=target, combined=combined
+    )
     comparison = comparison | {"not_planned": errors}
     if plan is None:
         return failed(
@@ -361,7 +434,7 @@ async def plan_protection(
         deleverage=plan.swap_summary() if isinstance(plan, DeleveragePlan) else None,
         spend_usd=spend_usd,
         target_hf_wad=target,
-        label=f"{chosen} {plan.asset.symbol}",
+        label=f"{plan.action if isinstance(plan, DeleveragePlan) else chosen} {plan.asset.symbol}",
         swap=swap,
     )
 

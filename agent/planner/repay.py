@@ -193,7 +193,9 @@ def plan_repay(
 # the value they lose to the market first (0 for a top-up or a repay: the capital stays the
 # treasury's; fee + price impact + slippage bound for a deleverage), then by the capital they
 # commit (top-up and repay), so a wallet that holds the debt asset repays rather than sells
-# collateral. ``cost_usd`` in the comparison is what the issue defines: capital committed for a
+# collateral. A combined plan (the wallet's repay or top-up first, a deleverage for the rest)
+# loses only its smaller deleverage's cost, so it beats the full deleverage when the wallet
+# holds part of what the target needs. ``cost_usd`` in the comparison is what the issue defines: capital committed for a
 # top-up or repay, fee + impact + slippage bound for a deleverage.
 
 
@@ -216,6 +218,10 @@ class _Deleverage(Protocol):
     @property
     def cost_base(self) -> int: ...
     @property
+    def capital_base(self) -> int: ...
+    @property
+    def action(self) -> str: ...
+    @property
     def transactions(self) -> tuple[PlannedTx, ...]: ...
 
 
@@ -227,14 +233,15 @@ def _action(plan: ProtectionPlan) -> str:
         return "repay_debt"
     if isinstance(plan, TopUpPlan):
         return "collateral_top_up"
-    return "deleverage"
+    return plan.action  # "deleverage", or the wallet first then a deleverage
 
 
 def _cost(plan: ProtectionPlan) -> int:
-    """The issue's cost: capital committed (top-up, repay) or fee + impact + slippage bound."""
+    """The issue's cost: capital committed (top-up, repay) or fee + impact + slippage bound
+    (a combined plan: the wallet's capital plus its deleverage's)."""
     if isinstance(plan, TopUpPlan | RepayPlan):
         return plan.value_base
-    return plan.cost_base
+    return plan.capital_base + plan.cost_base
 
 
 def _loss(plan: ProtectionPlan) -> int:
@@ -275,20 +282,24 @@ def choose_protection(
     *,
     deleverage: _Deleverage | None = None,
     target_hf_wad: int | None = None,
+    combined: _Deleverage | None = None,
 ) -> tuple[ProtectionPlan | None, dict[str, Any]]:
     """Pick the protection among the plans the Safe can pay for (any may be ``None``).
 
     A plan reaches the target when it is not capped (wallet, session cap, debt, collateral,
     floor steps) and its expected health factor is at least ``target_hf_wad`` (defaults to the
     repay plan's target). Among those that reach it, the least value lost to the market wins,
-    then the least capital committed; ties go to the earlier of top-up, repay, deleverage. When
+    then the least capital committed; ties go to the earlier of top-up, repay, deleverage,
+    combined (``combined``: the wallet's part first, then a deleverage for the rest). When
     none reaches it, the one ending at the highest health factor wins (cheaper on a tie).
     Returns ``(chosen, comparison)``; ``comparison`` is JSON-ready for the proposal record and
     says for every alternative what it costs and why it lost.
     """
     if target_hf_wad is None and repay is not None:
         target_hf_wad = repay.target_hf_wad
-    options: list[ProtectionPlan] = [p for p in (topup, repay, deleverage) if p is not None]
+    options: list[ProtectionPlan] = [
+        p for p in (topup, repay, deleverage, combined) if p is not None
+    ]
     comparison: dict[str, Any] = {
         "target_health_factor": None if target_hf_wad is None else target_hf_wad / WAD,
         "options": [],

@@ -34,7 +34,10 @@ class UniswapConfig(BaseModel):
     swap_router02: Address | None = None
     quoter_v2: Address | None = None
     fees: dict[str, int] = Field(default_factory=lambda: {"WETH": 500, "WBTC": 3000})
-    slippage_bps: int = Field(50, ge=0, le=2_000)  # amountOutMinimum = quote x (1 - bps/1e4)
+    # amountOutMinimum = quote x (1 - bps/1e4): a batch that waits hours for its signers needs
+    # room for the pool to move; one executed at once (autonomous) only for its block.
+    slippage_bps: int = Field(50, ge=0, le=2_000)
+    immediate_slippage_bps: int = Field(3, ge=0, le=2_000)
     # No step of a deleverage may take HF below this between its withdrawal and its repay.
     hf_floor: Decimal = Field(Decimal("1.05"), gt=1)
 

@@ -3,7 +3,14 @@ hysteresis). Pure; see :mod:`agent.policy.decide` for the rules and units."""
 
 from agent.policy.budget import BudgetState, OpenLayer, budget_state, protection_layer, put_layer
 from agent.policy.config import PolicyConfig
-from agent.policy.decide import FAMILIES, decide, health_factor_wad, required_topup_base
+from agent.policy.decide import (
+    FAMILIES,
+    LayerTrigger,
+    decide,
+    health_factor_wad,
+    layer_trigger,
+    required_topup_base,
+)
 from agent.policy.ladder import HorizonConfig
 from agent.policy.models import (
     Action,
@@ -27,6 +34,7 @@ __all__ = [
     "BudgetState",
     "Decision",
     "HorizonConfig",
+    "LayerTrigger",
     "MemoryEntry",
     "OpenLayer",
     "OptionAction",
@@ -40,6 +48,7 @@ __all__ = [
     "decide",
     "health_factor_wad",
     "idempotency_key",
+    "layer_trigger",
     "protection_layer",
     "put_layer",
     "required_topup_base",

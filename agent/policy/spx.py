@@ -34,7 +34,6 @@ One ticket per session (idempotency key over ``spx_put_ticket|spx|session``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -58,6 +57,7 @@ from pandas.tseries.holiday import (
 
 from agent.policy.config import PolicyConfig
 from agent.policy.models import Decision, idempotency_key
+from agent.policy.pricing import black_scholes_put
 from agent.policy.spx_config import SpxHorizonConfig, SpxProduct
 from agent.signals.base import InputRef, SignalResult, aggregate_status, to_utc, unix
 
@@ -166,23 +166,7 @@ def choose_expiry(
     return None if best is None else (best[2], -best[1])
 
 
-# -- pricing -----------------------------------------------------------------------------------
-
-
-def _n(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def black_scholes_put(
-    spot: float, strike: float, tau_years: float, vol: float, rate: float
-) -> float:
-    """European put ``K e^{-rT} N(-d2) - S N(-d1)``, no dividends (index points)."""
-    if tau_years <= 0 or vol <= 0:
-        return max(strike - spot, 0.0)
-    vs = vol * math.sqrt(tau_years)
-    d1 = (math.log(spot / strike) + (rate + vol * vol / 2) * tau_years) / vs
-    d2 = d1 - vs
-    return strike * math.exp(-rate * tau_years) * _n(-d2) - spot * _n(-d1)
+# -- pricing (Black-Scholes: agent.policy.pricing) ------------------------------------------------
 
 
 def tick_for(price: Decimal) -> Decimal:

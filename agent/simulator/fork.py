@@ -6,7 +6,12 @@ taken every time). When the chain moves on, the fork follows with ``anvil_reset`
 process died, it is restarted.
 
 The fork reads its upstream through a relay on loopback (``relay.py``) that keeps the state
-read at the fork's block and fetches it in batches at the next block; before a proposal's
+read at the fork's block and fetches it in batches at the next block. The upstream is the
+chain's RPC client: with several URLs (``RpcPool``) the relay forwards to the one the chain's
+reads use and rotates with them. The fork's block is the block with the hash the upstream
+names at its height when the fork moves: a reorg that replaces it at the same height moves the
+fork (``anvil_reset``) like a new block does, instead of simulating on the replaced block.
+Before a proposal's
 snapshot the fork loads that state from the relay, because anvil forgets on ``evm_revert``
 whatever it fetched after the snapshot. A warm proposal then makes no upstream request.
 
@@ -36,6 +41,7 @@ from agent.core.errors import (
 )
 from agent.core.multicall import Call
 from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
 from agent.simulator.relay import ForkRelay, RelayStats
@@ -112,7 +118,7 @@ class SimulationResult:
 class ForkSimulator:
     def __init__(
         self,
-        upstream_url: str,
+        upstream: str | RpcClient,
         *,
         pool: str,
         block_lag: int = 0,
@@ -120,7 +126,13 @@ class ForkSimulator:
         call_timeout_s: float = 20.0,
         pid_dir: str | None = None,
     ) -> None:
-        self.upstream_url = upstream_url
+        # The chain's client (an App's, closed by the App), or a URL (a client of its own).
+        self._own_upstream = isinstance(upstream, str)
+        self.upstream: RpcClient = (
+            RpcPool([upstream], source=FORK_SOURCE + ":upstream", timeout_s=call_timeout_s)
+            if isinstance(upstream, str)
+            else upstream
+        )
         # A frozen fork (alive, not answering) costs at most this per call, then is replaced.
         self.call_timeout_s = call_timeout_s
         self.pid_dir = pid_dir
@@ -130,12 +142,18 @@ class ForkSimulator:
         self._anvil: AnvilProcess | None = None
         self._rpc: RpcClient | None = None
         self._fork_block: int | None = None
+        self._fork_hash: str | None = None
         self._in_sequence = False
         # What the fork loaded at its block before any snapshot (accounts, (account, slot)).
         self._primed: tuple[set[str], set[tuple[str, str]]] = (set(), set())
         # Between the fork and the upstream: remembers the state read at the fork's block
         # (reverts and restarts do not fetch it again) and prefetches it when the fork moves.
-        self._relay = ForkRelay(upstream_url, timeout_s=call_timeout_s)
+        pooled = self.upstream if isinstance(self.upstream, RpcPool) else None
+        self._relay = ForkRelay(
+            pooled or self.upstream.url,
+            timeout_s=call_timeout_s,
+            upstream_timeout_s=min(call_timeout_s, pooled.timeout_s) if pooled else None,
+        )
         self._abis = [
             load_abi(n)
             for n in (
@@ -176,17 +194,36 @@ class ForkSimulator:
         assert self._rpc is not None
         await self._guard(self._rpc.request("eth_chainId"))
 
+    @property
+    def upstream_url(self) -> str:
+        """The URL the fork reads now (the chain pool's current one)."""
+        return self._relay.upstream_url
+
+    async def _block_hash(self, number: int) -> str:
+        """The hash of the chain's block ``number`` now (one upstream request)."""
+        try:
+            block = await self.upstream.get_block(number)
+        except (SourceError, RpcError) as exc:
+            raise ForkUnavailable(FORK_SOURCE, f"the fork's upstream failed: {exc}") from None
+        return str(block.get("hash", "")).lower()
+
     async def ensure(self, head_block: int) -> RpcClient:
-        """Have a live fork at ``head_block - block_lag``."""
+        """Have a live fork at ``head_block - block_lag``, on the block the chain has at that
+        height now (a block replaced by a reorg at the same height is a new block)."""
         target = max(0, head_block - self.block_lag)
+        if self._in_sequence and self._fork_block == target:
+            block_hash = self._fork_hash  # pinned by the sequence: its proposals build on it
+        else:
+            block_hash = await self._block_hash(target)
         if self._anvil is None or not self._anvil.alive():
             await self._start()
-        if self._fork_block != target:
+        if self._fork_block != target or self._fork_hash != block_hash:
             assert self._rpc is not None
             self._primed = (set(), set())
+            self._fork_block = self._fork_hash = None
             # The last block's working set is fetched at the new block (in batches) while the
             # fork resets, so the proposal finds it in the relay instead of one round trip each.
-            prefetch = asyncio.ensure_future(self._relay.move_to(target))
+            prefetch = asyncio.ensure_future(self._relay.move_to(target, block_hash))
             try:
                 await self._guard(
                     self._rpc.request(
@@ -197,7 +234,13 @@ class ForkSimulator:
                 await prefetch
             finally:
                 prefetch.cancel()
-            self._fork_block = target
+            if self._relay.replaced:
+                raise ForkUnavailable(
+                    FORK_SOURCE,
+                    f"block {target} was replaced (a reorg) while the fork moved to it: "
+                    "forked again at the next tick",
+                )
+            self._fork_block, self._fork_hash = target, block_hash
         assert self._rpc is not None
         if not self._in_sequence:
             await self._guard(self._prime(self._rpc))
@@ -259,7 +302,7 @@ class ForkSimulator:
             retry=RetryPolicy(attempts=1),
             timeout_s=self.call_timeout_s,
         )
-        self._fork_block = None
+        self._fork_block = self._fork_hash = None
         self._primed = (set(), set())
 
     @contextlib.asynccontextmanager
@@ -298,6 +341,8 @@ class ForkSimulator:
             raise
 
     async def stop(self) -> None:
+        if self._own_upstream:
+            await self.upstream.close()
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None

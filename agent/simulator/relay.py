@@ -30,8 +30,15 @@ as it came, so upstream failures still surface as the fork's errors. A failed pr
 a missed optimisation: the fork then reads lazily, as without the relay. The upstream URL (often
 with an API key in it) stays in this process; the fork only knows the loopback address.
 
-One caveat, the same as anvil's own cache: values are keyed by block number, so a reorg that
-replaces the fork's block while the fork stays at that number is not seen until the fork moves.
+The fork's block is named by its number and its hash: what is kept belongs to one block hash,
+and a block replaced at the same height (a reorg) is a move like any other (``move_to`` with the
+new hash forgets the old answers). A block answer whose hash is not the expected one (the block
+was replaced while the fork moved to it) is not kept and marks the move ``replaced``, so the
+simulator forks again instead of simulating on the replaced block.
+
+The upstream is the chain's RPC pool (``agent.core.rpc_pool``): the relay forwards to the URL the
+chain's reads use, and a URL that refuses, times out or answers 429/5xx is reported to the pool
+(which moves on) and the request tried at the next URL, so the fork rotates with the reads.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -71,6 +78,42 @@ BLOCK = "<block>"  # stands for the fork's block in a remembered call
 Key = tuple[str, str]  # (method, JSON of the parameters, the block as BLOCK)
 
 
+class Upstream(Protocol):
+    """Where the fork's reads go: the URL in use, told when it failed (``RpcPool``)."""
+
+    @property
+    def active_url(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...  # how many URLs a request may try
+
+    def failed(self, url: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FixedUpstream:
+    """One URL, never rotated."""
+
+    url: str
+    size: int = 1
+
+    @property
+    def active_url(self) -> str:
+        return self.url
+
+    def failed(self, url: str, reason: str) -> None:
+        pass
+
+
+def _failure_reason(status: int) -> str | None:
+    """An upstream HTTP status another URL might not give."""
+    if status == 429:
+        return "429"
+    if status == 408:
+        return "timeout"
+    return "5xx" if status >= 500 else None
+
+
 @dataclass
 class RelayStats:
     """Counters since the relay was created (they survive fork restarts)."""
@@ -92,12 +135,24 @@ def _at(key: Key, block: int) -> dict[str, Any]:
 
 
 class ForkRelay:
-    def __init__(self, upstream_url: str, *, timeout_s: float = 20.0, batch_size: int = 100):
-        self.upstream_url = upstream_url
+    def __init__(
+        self,
+        upstream: str | Upstream,
+        *,
+        timeout_s: float = 20.0,
+        upstream_timeout_s: float | None = None,
+        batch_size: int = 100,
+    ):
+        self.upstream: Upstream = FixedUpstream(upstream) if isinstance(upstream, str) else upstream
         self.timeout_s = timeout_s
+        # One upstream URL's share: shorter than the fork's own call timeout, so a hung URL
+        # leaves time for the next one.
+        self.upstream_timeout_s = upstream_timeout_s or timeout_s
         self.batch_size = batch_size
         self.stats = RelayStats()
         self._block: int | None = None
+        self._hash: str | None = None  # the fork's block is this one, not any block at its height
+        self.replaced = False  # a block answer at the fork's height had another hash
         self._cache: dict[Key, Any] = {}  # answers at ``_block``
         self._used: set[Key] = set()  # what the fork asked for at ``_block``
         self._local_txs: set[str] = set()  # hashes of transactions the fork mined
@@ -110,11 +165,17 @@ class ForkRelay:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
+    @property
+    def upstream_url(self) -> str:
+        return self.upstream.active_url
+
     async def start(self) -> str:
         """Listen on a free loopback port (in the running event loop); returns the URL."""
         if self._runner is not None:
             return self.url
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.upstream_timeout_s)
+        )
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/", self._handle)
         # Stopping does not wait for requests in flight: the fork they came from is gone.
@@ -153,11 +214,12 @@ class ForkRelay:
         """``tx_hash`` was sent to the fork (not to the chain)."""
         self._local_txs.add(tx_hash.lower())
 
-    async def move_to(self, block: int) -> None:
-        """The fork is about to fork at ``block``: forget the last block's answers and fetch
-        what the fork asked for at the last block, at ``block``, in JSON-RPC batches (the
-        fork's own requests for them wait for the batches). Never raises: best effort."""
-        if block == self._block:
+    async def move_to(self, block: int, block_hash: str | None = None) -> None:
+        """The fork is about to fork at ``block`` (the block with ``block_hash``; None: any
+        block at that height): forget the last block's answers and fetch what the fork asked
+        for at the last block, at ``block``, in JSON-RPC batches (the fork's own requests for
+        them wait for the batches). Never raises: best effort."""
+        if block == self._block and block_hash == self._hash and not self.replaced:
             return
         work = sorted(self._used) if self._block is not None else []
         # anvil 1.7.1 reads an account either with eth_getAccountInfo or with three reads, and
@@ -168,6 +230,8 @@ class ForkRelay:
         }
         work = sorted({*work, *extra})
         self._block = block
+        self._hash = block_hash.lower() if block_hash else None
+        self.replaced = False
         self._cache = {}
         self._used = set()
         self._local_txs = set()
@@ -176,26 +240,36 @@ class ForkRelay:
         done = self._prefetching = asyncio.Event()
         try:
             chunks = [work[i : i + self.batch_size] for i in range(0, len(work), self.batch_size)]
-            await asyncio.gather(*(self._prefetch(block, c) for c in chunks))
+            await asyncio.gather(*(self._prefetch(block, self._hash, c) for c in chunks))
         finally:
             done.set()
             if self._prefetching is done:
                 self._prefetching = None
 
-    async def _prefetch(self, block: int, keys: list[Key]) -> None:
+    async def _prefetch(self, block: int, block_hash: str | None, keys: list[Key]) -> None:
         body = [{**_at(k, block), "id": i} for i, k in enumerate(keys)]
         session = self._session
         if session is None:
             return
         self.stats.prefetch_requests += 1
+        url = self.upstream.active_url
         try:
-            async with session.post(self.upstream_url, json=body) as resp:
+            async with session.post(url, json=body) as resp:
                 if resp.status != 200:
+                    reason = _failure_reason(resp.status)
+                    if reason is not None:
+                        self.upstream.failed(url, reason)
                     return
                 answers = json.loads(await resp.read())
-        except (aiohttp.ClientError, TimeoutError, ValueError, RuntimeError):
+        except TimeoutError:
+            self.upstream.failed(url, "timeout")
+            return
+        except aiohttp.ClientError:
+            self.upstream.failed(url, "unreachable")
+            return
+        except (ValueError, RuntimeError):
             return  # RuntimeError: the session was closed (the fork was stopped meanwhile)
-        if not isinstance(answers, list) or self._block != block:
+        if not isinstance(answers, list) or (self._block, self._hash) != (block, block_hash):
             return  # no batch support, or the fork moved on meanwhile
         for a in answers:
             i = a.get("id") if isinstance(a, dict) else None
@@ -209,6 +283,14 @@ class ForkRelay:
         result = answer["result"]
         if key[0] == "eth_getBlockByNumber" and result is None:
             return False  # not there yet: ask again next time
+        if (
+            key[0] == "eth_getBlockByNumber"
+            and self._hash is not None
+            and isinstance(result, dict)
+            and str(result.get("hash", "")).lower() != self._hash
+        ):
+            self.replaced = True  # a reorg replaced the block while the fork moved to it
+            return False
         self._cache[key] = result
         if key[0] == "eth_getBlockByNumber" and isinstance(result, dict) and "hash" in result:
             full = json.loads(key[1])[1:]
@@ -280,20 +362,40 @@ class ForkRelay:
             return web.Response(status=503, text="fork relay stopping")
         block = self._block
         self.stats.forwarded += 1
-        try:
-            async with session.post(
-                self.upstream_url, data=raw, headers={"Content-Type": "application/json"}
-            ) as resp:
-                status, out = resp.status, await resp.read()
-                ctype = resp.headers.get("Content-Type", "application/json")
-                retry_after = resp.headers.get("Retry-After")
-        except TimeoutError:
-            return web.Response(status=504, text="fork relay: the upstream timed out")
-        except (aiohttp.ClientError, RuntimeError) as exc:
-            # No URL in the text: it may carry the provider's key, and the fork logs it.
-            return web.Response(
-                status=502, text=f"fork relay: the upstream failed ({exc.__class__.__name__})"
-            )
+        # Each URL of the chain's pool gets its turn; the last failure goes to the fork as
+        # it came (the fork then fails, and the tick is retried).
+        for left in range(max(1, self.upstream.size) - 1, -1, -1):
+            url = self.upstream.active_url
+            try:
+                async with session.post(
+                    url, data=raw, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    status, out = resp.status, await resp.read()
+                    ctype = resp.headers.get("Content-Type", "application/json")
+                    retry_after = resp.headers.get("Retry-After")
+            except TimeoutError:
+                self.upstream.failed(url, "timeout")
+                if left:
+                    continue
+                return web.Response(status=504, text="fork relay: the upstream timed out")
+            except aiohttp.ClientError as exc:
+                self.upstream.failed(url, "unreachable")
+                if left:
+                    continue
+                # No URL in the text: it may carry the provider's key, and the fork logs it.
+                return web.Response(
+                    status=502, text=f"fork relay: the upstream failed ({exc.__class__.__name__})"
+                )
+            except RuntimeError as exc:  # the session was closed: the fork is being stopped
+                return web.Response(
+                    status=502, text=f"fork relay: the upstream failed ({exc.__class__.__name__})"
+                )
+            reason = _failure_reason(status)
+            if reason is None:
+                break
+            self.upstream.failed(url, reason)
+            if not left:
+                break
         if status == 200 and block == self._block and any(k is not None for k in keys):
             self._remember(out, calls, keys, batch=batch)
         headers = {"Retry-After": retry_after} if retry_after else None

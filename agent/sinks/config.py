@@ -75,8 +75,10 @@ class NotifyConfig(BaseModel):
     source_failing_after_s: float = Field(900.0, ge=0)  # a source failing this long is notified
     queue_size: int = Field(256, ge=1)
     attempts: int = Field(4, ge=1)
-    backoff_s: float = Field(2.0, ge=0)  # doubled after each failed attempt
-    timeout_s: float = Field(20.0, gt=0)  # one delivery attempt to all URLs
+    backoff_s: float = Field(2.0, ge=0)  # doubled after each failed attempt (core/retry jitter)
+    # The TOTAL deadline of one delivery attempt to all URLs (not per read): the attempt's
+    # process is killed at it, and when the daemon stops.
+    timeout_s: float = Field(20.0, gt=0)
 
 
 class SinksConfig(BaseModel):

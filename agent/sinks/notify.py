@@ -3,8 +3,11 @@ long, per pause/resume. Sent through apprise (one URL scheme for Slack, Telegram
 email, generic JSON webhooks).
 
 Delivery never sits on the tick's path: ``submit`` only puts a notice on a bounded queue and
-returns; one task of its own sends them, each attempt in a worker thread under a timeout, retried
-with a doubling backoff. A full queue drops the oldest non-proposal notice to make room for a
+returns; one task of its own sends them, retried under the project's one retry policy
+(``agent.core.retry``). Each attempt runs apprise in a short-lived child process
+(``notify_child``) under a TOTAL deadline: apprise times out per read, so an endpoint trickling
+one byte a second would otherwise hold the attempt for ever, and a thread cannot be cancelled
+(the daemon could not exit). The child is killed at the deadline or when the notifier stops. A full queue drops the oldest non-proposal notice to make room for a
 proposal (the proposal itself is always in the journal; the notice is how people hear of it).
 The same key is not sent twice within the cooldown.
 """
@@ -13,22 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
 
+from agent.core.errors import SourceError, TransportError
+from agent.core.retry import RetryPolicy, retryable, with_retries
 from agent.sinks.config import NotifyConfig
 
 log = structlog.get_logger("agent.notify")
 
 Kind = Literal["proposal", "halt", "source_failing", "paused", "resumed", "source_recovered"]
 Level = Literal["info", "success", "warning", "failure"]
-# (title, body, level) -> delivered; runs in a worker thread.
-Send = Callable[[str, str, Level], bool]
+# (title, body, level): delivered when it returns; raises a SourceError when not (retried as
+# ``agent.core.retry`` decides).
+Send = Callable[[str, str, Level], Awaitable[None]]
 # (kind, outcome) -> None; how the exporter counts notifications.
 Counter = Callable[[str, str], None]
 
@@ -152,7 +160,12 @@ class SourceWatch:
         )
 
 
+SOURCE = "notify"
+
+
 def apprise_sender(cfg: NotifyConfig) -> Send:
+    """Check every URL with apprise now (a bad one is a config error naming only its scheme);
+    the returned send delivers through a ``notify_child`` process within ``cfg.timeout_s``."""
     import apprise  # imported here: only daemons with notifications configured need it
 
     ap = apprise.Apprise()
@@ -161,17 +174,45 @@ def apprise_sender(cfg: NotifyConfig) -> Send:
             # The URL may hold a token: name its scheme only.
             scheme = url.get_secret_value().split("://", 1)[0]
             raise ValueError(f"sinks.notify.urls: apprise does not accept a {scheme}:// URL")
-    types = {
-        "info": apprise.NotifyType.INFO,
-        "success": apprise.NotifyType.SUCCESS,
-        "warning": apprise.NotifyType.WARNING,
-        "failure": apprise.NotifyType.FAILURE,
-    }
+    urls = [u.get_secret_value() for u in cfg.urls]
 
-    def send(title: str, body: str, level: Level) -> bool:
-        return bool(ap.notify(body=body, title=title, notify_type=types[level]))
+    async def send(title: str, body: str, level: Level) -> None:
+        payload = {
+            "urls": urls,
+            "title": title,
+            "body": body,
+            "level": level,
+            "deadline_s": cfg.timeout_s,
+        }
+        await deliver_in_child(json.dumps(payload).encode(), cfg.timeout_s)
 
     return send
+
+
+async def deliver_in_child(payload: bytes, timeout_s: float) -> None:
+    """One attempt: a ``notify_child`` process fed ``payload`` on stdin, killed (and reaped)
+    at ``timeout_s`` or when the caller is cancelled."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.sinks.notify_child",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await proc.communicate(payload)
+    except TimeoutError:
+        raise TransportError(SOURCE, f"no answer within {timeout_s:g} s") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode == 2:
+        raise SourceError(SOURCE, "apprise rejected a URL")  # checked at start; not retried
+    if proc.returncode != 0:
+        raise TransportError(SOURCE, f"endpoint refused or failed (exit {proc.returncode})")
 
 
 class Notifier:
@@ -182,8 +223,14 @@ class Notifier:
         send: Send | None = None,
         count: Counter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
+        # The one retry policy (core/retry.py): ``backoff_s`` doubling, with jitter.
+        self._retry = RetryPolicy(
+            attempts=cfg.attempts, base_delay_s=cfg.backoff_s, max_delay_s=max(cfg.backoff_s, 300.0)
+        )
+        self._sleep = sleep
         self.enabled = bool(cfg.urls) or send is not None
         self._send = send if send is not None else (apprise_sender(cfg) if cfg.urls else None)
         self._count = count or (lambda kind, outcome: None)
@@ -260,33 +307,41 @@ class Notifier:
             await self._deliver(self._queue.popleft())
 
     async def _deliver(self, notice: Notice) -> None:
-        assert self._send is not None
-        delay = self.cfg.backoff_s
-        for attempt in range(1, self.cfg.attempts + 1):
+        send = self._send
+        assert send is not None
+        tries = 0
+
+        async def attempt(n: int) -> None:
+            nonlocal tries
+            tries = n + 1
             try:
-                ok = await asyncio.wait_for(
-                    asyncio.to_thread(self._send, notice.title, notice.body, notice.level),
-                    timeout=self.cfg.timeout_s,
-                )
-                error = None if ok else "endpoint refused"
-            except TimeoutError:
-                ok, error = False, f"no answer within {self.cfg.timeout_s} s"
-            except Exception as exc:  # an endpoint's failure must never end the notifier
-                ok, error = False, f"{type(exc).__name__}: {exc}"
-            if ok:
-                self._count(notice.kind, "sent")
-                log.info("notify.sent", kind=notice.kind, key=notice.key, attempt=attempt)
-                return
-            log.warning(
-                "notify.retry" if attempt < self.cfg.attempts else "notify.failed",
-                kind=notice.kind,
-                key=notice.key,
-                attempt=attempt,
-                error=error,
+                await send(notice.title, notice.body, notice.level)
+            except SourceError as exc:
+                if tries < self.cfg.attempts and retryable(exc):
+                    log.warning(
+                        "notify.retry",
+                        kind=notice.kind,
+                        key=notice.key,
+                        attempt=tries,
+                        error=str(exc),
+                    )
+                raise
+
+        try:
+            await with_retries(
+                attempt,
+                self._retry,
+                source=SOURCE,
+                what=notice.kind,
+                sleep=self._sleep,
             )
-            if attempt < self.cfg.attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        self._count(notice.kind, "failed")
-        # Allow the same notice again at once: it was never delivered.
-        self._last.pop(notice.key, None)
+        except SourceError as exc:
+            self._count(notice.kind, "failed")
+            log.warning(
+                "notify.failed", kind=notice.kind, key=notice.key, attempt=tries, error=str(exc)
+            )
+            # Allow the same notice again at once: it was never delivered.
+            self._last.pop(notice.key, None)
+            return
+        self._count(notice.kind, "sent")
+        log.info("notify.sent", kind=notice.kind, key=notice.key, attempt=tries)

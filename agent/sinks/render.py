@@ -78,6 +78,19 @@ def render_proposal(p: dict[str, Any]) -> str:
             f" cost ${dl['cost_usd']:,.2f} = fee ${dl['fee_usd']:,.2f} + price impact ${dl['price_impact_usd']:,.2f}"
             f" ({dl['price_impact_bps']:.1f} bps) + slippage bound ${dl['slippage_bound_usd']:,.2f}"
         )
+        if dl.get("slippage_bound") is not None:
+            lines.append(
+                f"    slippage bound for {dl.get('execution', 'signers')} execution:"
+                f" {dl['slippage_bound_human']:,.6f} {dl['pair'].split('/')[-1]} of the quote"
+                f" ({dl['slippage_bound_bps'] or 0:.2f} bps) repaid less, kept in the wallet"
+            )
+        if dl.get("wallet_first"):
+            w = dl["wallet_first"]
+            lines.append(
+                f"    wallet first ({dl['plan']}): repay {w['repay_human']:,.6f}"
+                f" (${w['repay_usd']:,.2f}), supply {w['supply_human']:,.8f}"
+                f" (${w['supply_usd']:,.2f}), then sell only what the rest needs"
+            )
     if p.get("safe_tx_builder_file"):
         lines.append(f"  Safe Transaction Builder file: {p['safe_tx_builder_file']}")
     if p.get("safe_service"):

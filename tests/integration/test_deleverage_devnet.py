@@ -8,14 +8,16 @@ health factor, revert), with its amountOutMinimum taken from QuoterV2 less the s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from agent.collectors.onchain import discover, read_snapshot
 from agent.config import chain_config_from_deployment
 from agent.core.abi import load_abi
+from agent.core.errors import PlanningError
 from agent.core.market import AccountState, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
@@ -23,7 +25,7 @@ from agent.devnet.artifacts import forge_artifact, npm_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.safe import Call, exec_batch, exec_transaction
 from agent.devnet.uniswap import sync_pools
-from agent.planner.deleverage import DeleveragePlan, plan_deleverage_onchain
+from agent.planner.deleverage import DeleveragePlan, onchain_quoter, plan_deleverage_onchain
 from agent.planner.draft import (
     DeleverageConfig,
     ProposalHeader,
@@ -35,6 +37,7 @@ from agent.planner.draft import (
 from agent.planner.repay import choose_protection, plan_repay
 from agent.planner.safe import build_safe_tx
 from agent.planner.topup import plan_topup
+from agent.planner.tx import call_tx
 from agent.planner.uniswap import UniswapVenue
 from agent.policy import TopUpAction
 from agent.simulator.fork import ForkSimulator
@@ -102,20 +105,69 @@ def _single_step_calls(dep: dict[str, Any], safe: str, amount: int, min_out: int
     ]
 
 
-def _hf_if_executed(chain: Chain, dep: dict[str, Any], safe: str, amount: int) -> int:
-    s = dep["safe_lean"]
+def _quote(chain: Chain, dep: dict[str, Any], amount: int) -> int:
+    if amount == 0:
+        return 0
     quoter = chain.at(dep["uniswap"]["quoter_v2"], npm_artifact("QuoterV2"))
     wbtc, usdc = dep["tokens"]["WBTC"]["address"], dep["tokens"]["USDC"]["address"]
     fee = dep["uniswap"]["pools"]["WBTC"]["fee"]
-    out = quoter.functions.quoteExactInputSingle((wbtc, usdc, amount, fee, 0)).call()[0]
-    min_out = out * (10_000 - SLIPPAGE_BPS) // 10_000
+    return int(quoter.functions.quoteExactInputSingle((wbtc, usdc, amount, fee, 0)).call()[0])
+
+
+def _hf_if_executed(
+    chain: Chain,
+    dep: dict[str, Any],
+    safe: str,
+    amount: int,
+    *,
+    slippage_bps: int = SLIPPAGE_BPS,
+    first: tuple[Call, ...] = (),
+) -> int:
+    """HF after executing ``first`` (hand-written calls) then a one-step deleverage of
+    ``amount`` whose repay is the quote less ``slippage_bps``, through the Safe; reverted."""
+    s = dep["safe_lean"]
+    min_out = _quote(chain, dep, amount) * (10_000 - slippage_bps) // 10_000
     snap = chain.snapshot()
     try:
         exec_batch(chain, safe, s["owners"][0], s["multisend_call_only"],
-                   _single_step_calls(dep, safe, amount, min_out))  # fmt: skip
+                   [*first, *_single_step_calls(dep, safe, amount, min_out)])  # fmt: skip
         return _hf(chain, dep, safe)
     finally:
         chain.revert(snap)
+
+
+def _least_amount(
+    chain: Chain, dep: dict[str, Any], safe: str, target: int, hi: int, **kw: Any
+) -> int:
+    """The smallest withdrawal that reaches ``target`` when executed (bisection on the chain)."""
+    lo = 0
+    assert _hf_if_executed(chain, dep, safe, hi, **kw) >= target
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _hf_if_executed(chain, dep, safe, mid, **kw) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _batch_swaps(st_data: str) -> list[dict[str, Any]]:
+    """Every exactInputSingle of a Safe MultiSend batch, decoded from the signed bytes: the
+    packed calls are unpacked here (operation, to, value, length, data) independently of the
+    planner's encoding."""
+    ms, router = load_abi("MultiSendCallOnly"), load_abi("SwapRouter02")
+    call = ms.decode_call(bytes.fromhex(st_data[2:]))
+    assert call is not None and call.method == "multiSend"
+    packed = bytes.fromhex(str(call.args["transactions"])[2:])
+    i, out = 0, []
+    while i < len(packed):
+        n = int.from_bytes(packed[i + 53 : i + 85], "big")
+        data = packed[i + 85 : i + 85 + n]
+        i += 85 + n
+        inner = router.decode_call(data)
+        if inner is not None and inner.method == "exactInputSingle":
+            out.append(dict(inner.args["params"]))
+    return out
 
 
 async def test_deleverage_reaches_target_and_no_more(
@@ -142,17 +194,12 @@ async def test_deleverage_reaches_target_and_no_more(
     assert 0 < plan.impact_base < plan.value_base // 100
 
     # Independent reference: the smallest amount that reaches the target when executed.
-    lo, hi = 0, plan.amount * 2
-    assert _hf_if_executed(devnet_chain, devnet, safe, hi) >= target
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _hf_if_executed(devnet_chain, devnet, safe, mid) >= target:
-            hi = mid
-        else:
-            lo = mid
+    hi = _least_amount(devnet_chain, devnet, safe, target, plan.amount * 2)
     assert hi <= plan.amount <= hi + hi // 1000  # the planner's size: at most 10 bps more
 
     st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
+    # The swap pays the Safe (asserted on the signed bytes, not left to the repay to revert).
+    assert [sw["recipient"] for sw in _batch_swaps(st.data)] == [safe]
     exec_transaction(devnet_chain, safe, devnet["safe_lean"]["owners"][0], st.to,
                      bytes.fromhex(st.data[2:]), operation=st.operation)  # fmt: skip
     hf = _hf(devnet_chain, devnet, safe)
@@ -204,6 +251,217 @@ async def test_looped_deleverage_stays_above_floor(
         assert mid - s.hf_mid_wad < WAD // 1000
         assert abs(after - s.hf_after_wad) < WAD // 1000
     assert target <= seen_after[-1] <= target * 10_010 // 10_000
+
+
+def _btc_falls_to(c: Chain, dep: dict[str, Any], usd: int) -> None:
+    """The BTC oracle moves to ``usd`` and the Uniswap pool follows it."""
+    feed = c.at(dep["chainlink"]["BTC/USD"], forge_artifact("MockV3Aggregator"))
+    c.send(feed, "updateAnswer", usd * 10**8, sender=dep["accounts"]["deployer"])
+    oracle = c.at(dep["aave"]["oracle"], npm_artifact("AaveOracle"))
+    prices = {
+        t["address"]: int(c.call(oracle, "getAssetPrice", t["address"]))
+        for t in dep["tokens"].values()
+    }
+    assert sync_pools(c, dep, prices) >= 1
+
+
+async def test_looped_deleverage_executes_at_zero_slippage(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """Each later step is quoted on the pool as the earlier swaps leave it, so with
+    ``slippage_bps = 0`` (amountOutMinimum = the quote, repaid in full) the whole looped batch
+    executes through the Safe: no "Too little received", and nothing is left in the wallet.
+    The difference of cumulative quotes (the old quote) asks a later swap for more than it
+    pays, so the old batch reverts."""
+    c = devnet_chain
+    safe = devnet["safe_lean"]["address"]
+    _btc_falls_to(c, devnet, 46_300)
+    target = 16 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    # Quoted where the daemon quotes: on the fork (its relay reads the devnet).
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        async with sim.sequence(snap.block_number) as fork:
+            plan = await plan_deleverage_onchain(
+                fork, layout=layout, venue=venue(devnet), account_addr=safe,
+                account=snap.accounts[safe], collateral=layout.reserve("WBTC"),
+                collateral_reserve=snap.reserves["WBTC"], debt=layout.reserve("USDC"),
+                debt_reserve=snap.reserves["USDC"], target_hf_wad=target, hf_floor_wad=FLOOR,
+                slippage_bps=0,
+            )  # fmt: skip
+    finally:
+        await sim.stop()
+    assert len(plan.steps) >= 3 and plan.reaches_target
+    assert all(s.min_out == s.quote_out for s in plan.steps)
+    cum, over = 0, 0
+    for s in plan.steps:
+        over += _quote(c, devnet, cum + s.withdraw) - _quote(c, devnet, cum) - s.quote_out
+        cum += s.withdraw
+    assert over >= 1  # the cumulative differences ask for more than the pool pays
+
+    st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
+    swaps = _batch_swaps(st.data)
+    assert len(swaps) == len(plan.steps)
+    assert all(sw["recipient"] == safe for sw in swaps)  # the Safe, never the router
+    exec_transaction(c, safe, devnet["safe_lean"]["owners"][0], st.to,
+                     bytes.fromhex(st.data[2:]), operation=st.operation)  # fmt: skip
+    hf = _hf(c, devnet, safe)
+    assert target <= hf <= target * 10_010 // 10_000
+    usdc = c.at(devnet["tokens"]["USDC"]["address"], npm_artifact("MintableERC20"))
+    assert int(c.call(usdc, "balanceOf", safe)) == 0  # every swap paid exactly its quote
+
+
+async def test_immediate_execution_sells_within_10_bps_of_the_true_minimum(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """Executed at once, the batch's slippage bound is a few bps (``immediate_slippage_bps``,
+    3): the collateral it sells is within 10 bps of the true minimum, the least withdrawal
+    that reaches the target when its swap's whole output is repaid (bisection on the chain,
+    the repay equal to QuoterV2's exact output). The 50 bps bound of a batch that waits for
+    signers sells about twice its bound more, and the proposal says what the bound costs."""
+    safe = devnet["safe_lean"]["address"]
+    target = 17 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    header = ProposalHeader(
+        "a2", "protect:lean", "2026-01-01T00:00:00+00:00", "devnet", 31337, snap.block_number,
+        safe, (), {}, {},
+    )  # fmt: skip
+    action = TopUpAction(safe, target, Decimal(100_000), 0, Decimal(0), "protect:lean", "k")
+    cap = SpendCap("s1", Decimal(250_000), Decimal(0))
+
+    def cfg(execution: Literal["signers", "immediate"]) -> ProtectionConfig:
+        d = DeleverageConfig(venue(devnet), FLOOR, SLIPPAGE_BPS, execution=execution)
+        return ProtectionConfig("WBTC", "USDC", d)
+
+    now = await plan_protection(header, snap, layout, action, cap, cfg("immediate"), rpc)
+    later = await plan_protection(header, snap, layout, action, cap, cfg("signers"), rpc)
+    assert now.swap is not None and later.swap is not None and now.deleverage is not None
+    dl = now.deleverage
+    assert dl["execution"] == "immediate" and dl["slippage_bps"] == 3
+    quote_out = int(dl["quote_out"])
+    assert int(dl["amount_out_minimum"]) == quote_out * 9997 // 10_000
+    assert dl["slippage_bound"] == str(quote_out - quote_out * 9997 // 10_000)
+    assert 3.0 <= dl["slippage_bound_bps"] < 3.01
+    true_min = _least_amount(
+        devnet_chain, devnet, safe, target, now.swap.amount_in * 2, slippage_bps=0
+    )
+    assert true_min <= now.swap.amount_in <= true_min + true_min // 1000  # within 10 bps
+    excess_bps = (later.swap.amount_in - true_min) * 10_000 / true_min
+    assert 80 < excess_bps < 2.5 * SLIPPAGE_BPS  # the 50 bps bound: ~1.9x its bound
+
+
+async def test_wallet_first_repays_half_and_deleverages_the_rest(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """The lean Safe holds half the USDC a repay to the target needs: the chosen plan is one
+    batch that repays exactly the wallet's USDC and sells only what the rest needs (the least
+    amount found by bisection on the chain with the same repay first), simulated on the fork,
+    executed through the Safe to the target, and losing about half what the full deleverage
+    loses."""
+    c = devnet_chain
+    safe = devnet["safe_lean"]["address"]
+    target = 17 * WAD // 10
+    pool_c = c.at(devnet["aave"]["pool"], npm_artifact("Pool"))
+    coll, debt, *_, lt_bps, _, hf0 = c.call(pool_c, "getUserAccountData", safe)
+    # By hand: repay R = D - C * LT / 1.7 (base units, 8 decimals; USDC at $1 has 6).
+    need_base = debt - coll * lt_bps * 10 // (17 * 10_000)
+    wallet = need_base // 100 // 2  # half, in USDC units
+    usdc_addr = devnet["tokens"]["USDC"]["address"]
+    usdc = c.at(usdc_addr, npm_artifact("MintableERC20"))
+    c.send(usdc, "mint", safe, wallet, sender=devnet["accounts"]["deployer"])
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    assert snap.accounts[safe].wallet_balances["USDC"] == wallet
+    header = ProposalHeader(
+        "a3", "protect:lean", "2026-01-01T00:00:00+00:00", "devnet", 31337, snap.block_number,
+        safe, (), {}, {},
+    )  # fmt: skip
+    cfg = ProtectionConfig("WBTC", "USDC", DeleverageConfig(venue(devnet), FLOOR, SLIPPAGE_BPS))
+    action = TopUpAction(safe, target, Decimal(100_000), 0, Decimal(0), "protect:lean", "k")
+    draft = await plan_protection(
+        header, snap, layout, action, SpendCap("s1", Decimal(250_000), Decimal(0)), cfg, rpc
+    )
+    assert draft.planned and draft.action == "deleverage", draft.error
+    assert draft.comparison is not None and draft.comparison["chosen"] == "repay+deleverage"
+    rows = {r["action"]: r for r in draft.comparison["options"]}
+    assert set(rows) == {"repay_debt", "deleverage", "repay+deleverage"}
+    assert rows["repay_debt"]["capped_by"] == "wallet" and not rows["repay_debt"]["reaches_target"]
+    assert (
+        0.4
+        < rows["repay+deleverage"]["value_lost_usd"] / rows["deleverage"]["value_lost_usd"]
+        < 0.6
+    )
+    methods = [t.decoded.method for t in draft.transactions]
+    assert methods == ["approve", "repay", "withdraw", "approve", "exactInputSingle", "approve",
+                       "repay"]  # fmt: skip
+    repay_first = draft.transactions[1].decoded.args
+    assert int(repay_first["amount"]) == wallet  # the wallet's whole balance, first
+    assert draft.deleverage is not None and draft.deleverage["wallet_first"]["repay"] == str(wallet)
+    assert draft.swap is not None
+    sold = draft.swap.amount_in
+    # The ledger counts the wallet's capital (USDC at the oracle's $1: 6 -> 8 decimals) plus
+    # what the deleverage can lose.
+    usdc_price = int(snap.reserves["USDC"].price_base)
+    assert usdc_price == 10**8
+    cost_usd = Decimal(str(draft.deleverage["cost_usd"]))
+    assert abs(draft.spend_usd - (Decimal(wallet) / 10**6 + cost_usd)) < Decimal("0.00000002")
+    assert int(draft.transactions[2].decoded.args["amount"]) == sold
+
+    # Independent: the least WBTC that reaches the target after the same repay of the wallet.
+    pool_addr, erc20 = devnet["aave"]["pool"], load_abi("ERC20")
+    first = (
+        Call(usdc_addr, erc20.encode("approve", pool_addr, wallet)),
+        Call(pool_addr, load_abi("Pool").encode("repay", usdc_addr, wallet, 2, safe)),
+    )
+    least = _least_amount(c, devnet, safe, target, sold * 2, first=first)
+    assert least <= sold <= least + least // 1000  # at most 10 bps more than the rest needs
+
+    # A session cap that allows only the wallet's value: the combined plan leaves room under it
+    # for its deleverage's cost (repays a little less, sells a little more), still one batch to
+    # the target.
+    cap_usd = Decimal(wallet) / 10**6
+    tight = await plan_protection(
+        header, snap, layout, replace(action, max_spend_usd=cap_usd),
+        SpendCap("s1", Decimal(250_000), Decimal(0)), cfg, rpc,
+    )  # fmt: skip
+    assert tight.planned and tight.comparison is not None, tight.error
+    assert tight.comparison["chosen"] == "repay+deleverage", tight.comparison
+    assert tight.spend_usd <= cap_usd
+    assert tight.deleverage is not None and tight.swap is not None
+    tight_repay = int(tight.transactions[1].decoded.args["amount"])
+    tight_cost = Decimal(str(tight.deleverage["cost_usd"]))
+    assert wallet - 3 * tight_cost * 10**6 < tight_repay < wallet
+    assert tight.swap.amount_in > sold
+    tb = as_safe_batch(tight, devnet["safe_lean"]["multisend_call_only"]).safe_tx
+    assert tb is not None
+    snap_id = c.snapshot()
+    try:
+        exec_transaction(c, safe, devnet["safe_lean"]["owners"][0], tb.to,
+                         bytes.fromhex(tb.data[2:]), operation=tb.operation)  # fmt: skip
+        assert target <= _hf(c, devnet, safe) <= target * 10_010 // 10_000
+    finally:
+        c.revert(snap_id)
+
+    batch = as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"])
+    assert batch.safe_tx is not None
+    assert [sw["recipient"] for sw in _batch_swaps(batch.safe_tx.data)] == [safe]
+    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    try:
+        outcome = await simulate(batch, sim, snap.block_number)
+    finally:
+        await sim.stop()
+    rec = outcome.simulation_record()
+    assert outcome.status == "simulated" and rec is not None, rec
+    assert target / WAD <= rec["health_factor_after"] <= target / WAD * 1.001
+    st = batch.safe_tx
+    exec_transaction(c, safe, devnet["safe_lean"]["owners"][0], st.to,
+                     bytes.fromhex(st.data[2:]), operation=st.operation)  # fmt: skip
+    hf = _hf(c, devnet, safe)
+    assert hf0 < target <= hf <= target * 10_010 // 10_000
+    left = int(c.call(usdc, "balanceOf", safe))
+    assert left == int(draft.deleverage["quote_out"]) - int(draft.deleverage["amount_out_minimum"])
 
 
 async def test_pool_moved_past_slippage_reverts_with_reason(
@@ -334,3 +592,22 @@ async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
     assert rec["swap_amount_out"] == str(reference.quote_out)  # nothing moved the pool
     assert rec["swap_amount_out_minimum"] == str(reference.min_out)
     assert rec["left_in_wallet"] == str(reference.quote_out - reference.min_out)
+
+
+async def test_a_later_step_whose_earlier_calls_fail_is_not_quoted(
+    devnet: dict[str, Any], rpc: RpcClient
+) -> None:
+    """The quote of a later step runs the batch's earlier calls first; one that fails on the
+    chain (a withdrawal of more than the Safe holds) is a planning error naming that call."""
+    safe = devnet["safe_lean"]["address"]
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    plan, _ = await _plan(rpc, devnet, layout, safe, 17 * WAD // 10)
+    wbtc = layout.reserve("WBTC")
+    too_much = call_tx(
+        "Pool", layout.pool, "withdraw", wbtc.asset, plan.amount * 10**6, safe, human="x"
+    )
+    quote = onchain_quoter(rpc, venue(devnet), safe, wbtc, layout.reserve("USDC"))
+    ok = await quote(plan.transactions, plan.amount)
+    assert 0 < ok < plan.quote_out  # after the first swap the pool pays less
+    with pytest.raises(PlanningError, match=r"call 1 \(withdraw\) fails before the next step"):
+        await quote((too_much, *plan.transactions[1:]), plan.amount)

@@ -57,8 +57,13 @@ def test_deployment_record_shape(devnet: dict[str, Any], tmp_path: Path) -> None
         "uniswap",
         "safe",
         "safe_lean",
+        "zodiac",
         "accounts",
     }
+    assert set(devnet["zodiac"]) == {
+        "singleton_factory", "roles_mastercopy", "module_proxy_factory", "multisend_unwrapper",
+        "integrity", "packer",
+    }  # fmt: skip
     assert {"pool_factory", "oracle_adapter", "erc20_router", "base", "quote"} <= set(
         devnet["premia"]
     )

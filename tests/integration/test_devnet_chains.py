@@ -22,7 +22,12 @@ from agent.cli import main
 from agent.core.anvil import find_tool, kill_process_group
 from agent.devnet.artifacts import npm_artifact
 from agent.devnet.chain import Chain
-from agent.devnet.deploy import ASSETS, MULTICALL3_ADDRESS, health_factor
+from agent.devnet.deploy import (
+    ASSETS,
+    MULTICALL3_ADDRESS,
+    SINGLETON_FACTORY_ADDRESS,
+    health_factor,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,12 +112,12 @@ def test_two_chains_up_status_play_down(
     pids = [r1["anvil_pid"], r2["anvil_pid"]]
     for pid in pids:
         assert _alive(pid) and os.getpgid(pid) == pid  # detached, own group for `down`
-    # Same market, disjoint addresses: only Multicall3 (canonical) and anvil's accounts repeat,
-    # and chain 2 has no code where chain 1's pool and Safe are.
+    # Same market, disjoint addresses: only Multicall3 and ERC-2470's singleton factory
+    # (canonical) and anvil's accounts repeat, and chain 2 has no code where chain 1's pool and
+    # Safe are.
     accounts = {a.lower() for a in rpc_call_sync(r1["rpc_url"], "eth_accounts")}  # type: ignore[attr-defined]
-    assert _addresses(r1) & _addresses(r2) == {MULTICALL3_ADDRESS.lower()} | (
-        accounts & _addresses(r1)
-    )
+    canonical = {MULTICALL3_ADDRESS.lower(), SINGLETON_FACTORY_ADDRESS.lower()}
+    assert _addresses(r1) & _addresses(r2) == canonical | (accounts & _addresses(r1))
     for record, other in ((r1, r2), (r2, r1)):
         for addr in (record["aave"]["pool"], record["safe"]["address"]):
             assert rpc_call_sync(record["rpc_url"], "eth_getCode", [addr, "latest"]) != "0x"

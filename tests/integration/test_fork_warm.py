@@ -85,7 +85,11 @@ async def test_warm_fork_reads_the_upstream_once_per_block_and_matches_a_fresh_f
             assert cold.requests > 50  # a new fork reads every account and slot it touches
             c0 = proxy.counts()
             second = await warm.simulate_safe(head, st, safe, "top-up", reads=reads)
-            assert proxy.counts().minus(c0).requests == 0  # all of it kept across the revert
+            # All of it kept across the revert; one request asks the block's hash (a reorg at
+            # the same height is a new block: issue 24.5).
+            again_reads = proxy.counts().minus(c0)
+            assert again_reads.requests == 1, again_reads
+            assert dict(again_reads.methods) == {"eth_getBlockByNumber": 1}
             _same(second, first)
             assert warm.relay_stats.served >= cold.methods["eth_getStorageAt"]
 
@@ -103,9 +107,10 @@ async def test_warm_fork_reads_the_upstream_once_per_block_and_matches_a_fresh_f
             await _pinned(warm, head)
             moved = await warm.simulate_safe(head, st, safe, "top-up", reads=reads)
             step = proxy.counts().minus(c0)
-            # anvil_reset's block and chain id, the working set in one JSON-RPC batch, and a
-            # slot keyed by the block number itself (the EIP-2935 block-hash history)
-            assert step.requests <= 5, step
+            # the block's hash, anvil_reset's block and chain id, the working set in one
+            # JSON-RPC batch, and a slot keyed by the block number itself (the EIP-2935
+            # block-hash history)
+            assert step.requests <= 6, step
             assert sum(step.methods.values()) > 50  # the same reads, batched
             assert moved.reads["nonce"] == (nonce + 3 + 1,)  # executed at the new nonce
             assert moved.fork_block == head
@@ -123,7 +128,7 @@ async def test_warm_fork_reads_the_upstream_once_per_block_and_matches_a_fresh_f
             again = await warm.simulate_safe(head, st, safe, "top-up", reads=reads)
             restart = proxy.counts().minus(c0)
             assert "eth_getStorageAt" not in restart.methods, restart
-            assert restart.requests <= 4, restart
+            assert restart.requests <= 5, restart  # the block's hash, and a new anvil's start
             _same(again, reference)
         finally:
             await warm.stop()

@@ -20,7 +20,6 @@ from agent.backtest.outcome import (
     PriceBook,
     Proposal,
     PutOrder,
-    bs_put,
     liquidate,
     proposal_from_actions,
     simulate,
@@ -152,15 +151,6 @@ def _bs_put_by_hand(s: float, k: float, vol: float, t: float, r: float = 0.0) ->
     d1 = (math.log(s / k) + (r + vol**2 / 2) * t) / (vol * math.sqrt(t))
     d2 = d1 - vol * math.sqrt(t)
     return k * math.exp(-r * t) * n.cdf(-d2) - s * n.cdf(-d1)
-
-
-def test_black_scholes_put_against_hand_values() -> None:
-    # Hull's textbook example: S 42, K 40, r 10%, vol 20%, 6 months -> put 0.81
-    assert bs_put(42, 40, 0.2, 0.5, 0.1) == pytest.approx(0.8086, abs=5e-5)
-    # at the money with r = 0: S * (2 N(vol * sqrt(T) / 2) - 1) = 100 * (2 N(0.1) - 1) = 7.9656
-    assert bs_put(100, 100, 0.2, 1.0) == pytest.approx(100 * (2 * NormalDist().cdf(0.1) - 1))
-    assert bs_put(100, 100, 0.2, 1.0) == pytest.approx(7.9656, abs=5e-5)
-    assert bs_put(100, 90, 0.8, 0.0) == 0.0  # expired out of the money: intrinsic
 
 
 def test_put_bought_after_the_delay_pays_at_expiry() -> None:

@@ -4,6 +4,7 @@ it forwards, what it fetches in batches when the fork moves, and what it passes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agent.core.anvil import free_port
+from agent.core.rpc_pool import RpcPool
 from agent.simulator.relay import ForkRelay
 
 SAFE = "0x" + "5a" * 20
@@ -26,6 +29,7 @@ class Upstream:
         self.calls: Counter[str] = Counter()
         self.status = 200
         self.batches = True
+        self.reorgs = 0  # blocks replaced at their height so far: in their values and hashes
 
     def answer(self, call: dict[str, Any]) -> dict[str, Any]:
         self.calls[call["method"]] += 1
@@ -33,8 +37,11 @@ class Upstream:
         if call["method"] == "eth_getStorageAt":
             if p[2] == "latest":
                 return {"jsonrpc": "2.0", "id": call["id"], "result": hex(999)}
-            value = int(p[2], 16) * 1000 + int(p[1], 16)
+            value = int(p[2], 16) * 1000 + int(p[1], 16) + 100_000 * self.reorgs
             return {"jsonrpc": "2.0", "id": call["id"], "result": hex(value)}
+        if call["method"] == "eth_getBlockByNumber":
+            block = {"number": p[0], "hash": _hash(int(p[0], 16), self.reorgs)}
+            return {"jsonrpc": "2.0", "id": call["id"], "result": block}
         if call["method"] == "eth_getBalance":
             return {"jsonrpc": "2.0", "id": call["id"], "result": p[1]}
         if call["method"] == "eth_chainId":
@@ -55,18 +62,28 @@ class Upstream:
         return web.json_response(self.answer(body))
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
-    up = Upstream()
+def _hash(block: int, reorgs: int) -> str:
+    return "0x" + f"{reorgs:02x}{block:062x}"
+
+
+@contextlib.asynccontextmanager
+async def _serve(up: Upstream) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/", up.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield up, f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    up = Upstream()
+    async with _serve(up) as url:
+        yield up, url
 
 
 async def _rpc(url: str, method: str, *params: Any) -> tuple[int, Any]:
@@ -148,5 +165,80 @@ async def test_errors_pass_through_and_are_not_kept(upstream: tuple[Upstream, st
         before = up.requests
         _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x1", "0x6")
         assert out["result"] == hex(6001) and up.requests == before
+    finally:
+        await relay.stop()
+
+
+async def test_the_relay_rotates_with_the_chains_pool() -> None:
+    """Issue 24.3: the fork reads through the chain's RPC pool. With the first URL refusing,
+    the fork's read goes to the second (and the pool, which the chain's reads share, moves
+    there); once the reads have moved, the fork goes straight to the URL they use."""
+    second, third = Upstream(), Upstream()
+    refusing = f"http://127.0.0.1:{free_port()}/"
+    rotations: list[str] = []
+    async with _serve(second) as url2, _serve(third) as url3:
+        pool = RpcPool([refusing, url2, url3], source="rpc:test", on_rotate=rotations.append)
+        relay = ForkRelay(pool, timeout_s=5)
+        await relay.start()
+        try:
+            await relay.move_to(5)
+            _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x1", "0x5")
+            assert out["result"] == hex(5001)
+            assert rotations == ["unreachable"] and pool.active_url == url2
+            assert (second.requests, third.requests) == (1, 0)
+            second.status = 503  # the second fails too: the pool moves on, and so does the fork
+            _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x2", "0x5")
+            assert out["result"] == hex(5002)
+            assert rotations == ["unreachable", "5xx"] and pool.active_url == url3
+            # the chain's reads are where the fork's went
+            assert await pool.request("eth_chainId") == "0x1" and third.requests == 2
+            # every URL failing (429, refused, 503): the last failure goes to the fork as it came
+            third.status = 429
+            status, text = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x3", "0x5")
+            assert (status, text) == (503, "gateway down")
+            assert rotations[-3:] == ["429", "unreachable", "5xx"] and pool.active_url == url3
+        finally:
+            await relay.stop()
+            await pool.close()
+
+
+async def test_a_block_replaced_at_the_same_height_is_a_new_block(
+    upstream: tuple[Upstream, str],
+) -> None:
+    """Issue 24.5: what the relay keeps belongs to one block hash. A reorg at the fork's height
+    (same number, another hash) forgets it; a block answer with another hash than the one the
+    fork moved to marks the move replaced and is not kept."""
+    up, url = upstream
+    relay = ForkRelay(url)
+    await relay.start()
+    try:
+        await relay.move_to(5, _hash(5, 0))
+        _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x1", "0x5")
+        assert out["result"] == hex(5001)
+        _, blk = await _rpc(relay.url, "eth_getBlockByNumber", "0x5", False)
+        assert blk["result"]["hash"] == _hash(5, 0) and not relay.replaced
+        up.reorgs = 1  # block 5 replaced: same height, other state, other hash
+        await relay.move_to(5, _hash(5, 0))  # the same block: nothing to do
+        _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x1", "0x5")
+        assert out["result"] == hex(5001)  # kept (the relay was told it is the same block)
+        await relay.move_to(5, _hash(5, 1))  # the new block at the same height
+        _, out = await _rpc(relay.url, "eth_getStorageAt", SAFE, "0x1", "0x5")
+        assert out["result"] == hex(105_001)  # the replacing block's state, not the old one
+        # Moved to a hash the upstream no longer has at that height (the block was replaced
+        # between the simulator asking its hash and the fork reading it):
+        _, blk = await _rpc(relay.url, "eth_getBlockByNumber", "0x5", False)  # the fork's read
+        assert blk["result"]["hash"] == _hash(5, 1)
+        up.reorgs = 2
+        await relay.move_to(6, _hash(6, 1))
+        assert relay.replaced  # the batch fetched at the move had block 6 with another hash
+        asked = up.calls["eth_getBlockByNumber"]
+        for _ in range(2):
+            _, blk = await _rpc(relay.url, "eth_getBlockByNumber", "0x6", False)
+            assert blk["result"]["hash"] == _hash(6, 2)
+        assert up.calls["eth_getBlockByNumber"] == asked + 2  # never kept: asked each time
+        await relay.move_to(6, _hash(6, 1))  # a replaced move is never "the same block"
+        assert relay.replaced
+        await relay.move_to(6, _hash(6, 2))
+        assert not relay.replaced
     finally:
         await relay.stop()

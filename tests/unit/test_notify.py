@@ -5,9 +5,11 @@ endpoint that never holds up the caller."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from pydantic import SecretStr
 
 from agent.sinks.config import NotifyConfig
 from agent.sinks.notify import (
+    Level,
     Notice,
     Notifier,
     SourceWatch,
@@ -182,11 +185,103 @@ async def test_a_slow_endpoint_never_holds_up_the_caller(hook: Hook) -> None:
         await notifier.stop(drain_s=0.1)
 
 
+async def _never_called(title: str, body: str, level: Level) -> None:
+    raise AssertionError("not started: nothing is sent")
+
+
+def _children() -> list[int]:
+    """This process's notify_child processes still running."""
+    me = str(os.getpid())
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if ppid == me and b"notify_child" in cmd and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
+@dataclass
+class Trickle:
+    url: str = ""
+    arrived: list[float] = field(default_factory=list)
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def trickle() -> AsyncIterator[Trickle]:
+    """A webhook that answers 200 and then sends its body one byte a second for a minute (a
+    per-read timeout never fires)."""
+    t = Trickle()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        t.arrived.append(time.monotonic())
+        t.got.set()
+        await request.read()
+        resp = web.StreamResponse(status=200, headers={"Content-Length": "60"})
+        await resp.prepare(request)
+        for _ in range(60):
+            await resp.write(b" ")
+            await asyncio.sleep(1.0)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t.url = f"json://127.0.0.1:{server.port}/hook"
+    try:
+        yield t
+    finally:
+        await server.close()
+
+
+async def test_a_trickling_endpoint_is_cut_at_the_total_deadline(trickle: Trickle) -> None:
+    # Each attempt ends at its 2 s TOTAL deadline (apprise alone would read one byte a second
+    # for a minute), is retried under core/retry's policy, and the notice then counts failed.
+    counts: list[tuple[str, str]] = []
+    done = asyncio.Event()
+
+    def count(kind: str, outcome: str) -> None:
+        counts.append((kind, outcome))
+        done.set()
+
+    notifier = Notifier(_cfg(trickle.url, timeout_s=2.0, attempts=2), count=count)
+    notifier.start()
+    t0 = time.monotonic()
+    try:
+        notifier.submit(halt_notice("x"))
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        await notifier.stop(drain_s=0.1)
+    assert counts == [("halt", "failed")]
+    assert len(trickle.arrived) == 2
+    # two 2 s attempts and one 0.05-0.1 s backoff: well under the minute the body takes
+    assert time.monotonic() - t0 < 12
+    assert _children() == []
+
+
+async def test_stop_kills_a_delivery_in_flight(trickle: Trickle) -> None:
+    notifier = Notifier(_cfg(trickle.url, timeout_s=60.0, attempts=4))
+    notifier.start()
+    notifier.submit(halt_notice("x"))
+    await asyncio.wait_for(trickle.got.wait(), 30)
+    assert _children()  # the attempt is in flight, in its child
+    t1 = time.monotonic()
+    await notifier.stop(drain_s=0.5)
+    assert time.monotonic() - t1 < 2.0
+    assert _children() == []
+
+
 def test_a_full_queue_keeps_proposals_and_drops_the_rest() -> None:
     counts: list[tuple[str, str]] = []
     notifier = Notifier(
         NotifyConfig(queue_size=2),
-        send=lambda t, b, lvl: True,
+        send=_never_called,
         count=lambda k, o: counts.append((k, o)),
     )
     assert notifier.submit(Notice("source_failing", "s1", "t", "b"))

@@ -72,6 +72,30 @@ def test_ready_only_when_every_expected_dependency_answered() -> None:
         t.close()
 
 
+def test_readiness_expires_when_a_tick_checks_nothing() -> None:
+    """Issue 24.8: an RPC that hangs stops the tick from checking anything; the last check
+    (it answered) must not keep /readyz green for ever. Dependencies not checked every tick
+    (HTTP APIs on their own schedule) do not expire."""
+    t = Telemetry(tick_interval_s=5, error_budget=5, readiness_max_age_s=30)
+    try:
+        t.expect("rpc:devnet", "store", "api:defillama")
+        t.expect_fresh("rpc:devnet", "store")
+        for name in ("rpc:devnet", "store", "api:defillama"):
+            t.dependency(name, True)
+        now = time.time()
+        assert t.readiness(now + 29)[0]
+        ready, body = t.readiness(now + 46)
+        rpc = body["dependencies"]["rpc:devnet"]
+        assert not ready and not rpc["ok"] and rpc["age_s"] >= 46
+        assert "last checked 46s ago, more than readiness_max_age_s (30s)" in rpc["error"]
+        assert body["dependencies"]["api:defillama"]["ok"]  # on its own schedule
+        t.dependency("rpc:devnet", True)
+        t.dependency("store", True)
+        assert t.readiness(time.time() + 1)[0]  # a new check makes it ready again
+    finally:
+        t.close()
+
+
 def test_request_counters_follow_the_shared_client_metrics() -> None:
     t = Telemetry(tick_interval_s=10, error_budget=5)
     try:

@@ -1,0 +1,278 @@
+"""``hedge-agent roles plan`` and ``hedge-agent roles check``: install and verify the
+"protector" role (Zodiac Roles v2.1, ``agent.planner.roles``) on a position's Safe.
+
+* ``plan`` writes the owners' one-time batch as a Safe Transaction Builder file and a readable
+  listing, simulates it on a fork of the chain (as the owners will execute it) and, on the fork,
+  reads the installed role back and checks it against the plan. Nothing is sent.
+* ``check`` reads the installed role from the chain and prints, line by line, whether it matches
+  the plan (exit 1 on any mismatch). ``hedge-agent check`` runs the same lines with ``[roles]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+    from agent.core.market import MarketLayout
+    from agent.core.roles import InstalledRole
+    from agent.core.rpc import RpcClient
+    from agent.pipeline.parts import Position
+    from agent.planner.roles import CheckLine, RoleSpec
+
+
+def role_position(settings: Settings, name: str | None) -> Position:
+    """The position the role is on: ``--position``, else ``roles.position``, else the one
+    configured position."""
+    from agent.pipeline.parts import build_parts
+
+    try:
+        return build_parts(settings).position(name or settings.roles.position)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.origin}: {exc}") from None
+
+
+def _zodiac_addresses(s: Settings, deployment: str | None) -> dict[str, str]:
+    """The Zodiac addresses: configured, else from the devnet deployment file."""
+    r = s.roles
+    out = {
+        "roles_mastercopy": r.mastercopy,
+        "module_proxy_factory": r.module_proxy_factory,
+        "multisend_unwrapper": r.multisend_unwrapper,
+    }
+    if None in out.values() and deployment:
+        try:
+            dep = json.loads(Path(deployment).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{deployment}: cannot read the deployment: {exc}") from None
+        z = dep.get("zodiac") or {}
+        out = {k: v or z.get(k) for k, v in out.items()}
+    missing = [k for k, v in out.items() if not v]
+    if missing:
+        names = {
+            "roles_mastercopy": "mastercopy",
+            "module_proxy_factory": "module_proxy_factory",
+            "multisend_unwrapper": "multisend_unwrapper",
+        }
+        raise ConfigError(
+            f"{s.origin}: [roles] needs the chain's Zodiac Roles v2.1 addresses: "
+            + ", ".join(f"roles.{names[k]}" for k in missing)
+        )
+    return {k: str(v) for k, v in out.items()}
+
+
+def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
+    """The role of position ``p``, from ``[roles]``, the position and its chain's market."""
+    from eth_utils.address import to_checksum_address
+
+    from agent.planner.roles import RoleSpec, Token, bytes32_string
+
+    r, uniswap = s.roles, p.chain.dex
+    if r.agent is None:
+        raise ConfigError(f"{s.origin}: roles.agent (the agent's key address) is not set")
+    if r.allowance is None:
+        raise ConfigError(
+            f"{s.origin}: roles.allowance (whole {p.topup_asset} per UTC day) is not set"
+        )
+    if p.kind != "safe" or not p.account:
+        raise ConfigError(f"{s.origin}: the role is installed on a Safe: position.account")
+    if not p.repay_asset:
+        raise ConfigError(f"{s.origin}: position.repay_asset (the debt a deleverage repays)")
+    if not p.multisend_call_only:
+        raise ConfigError(f"{s.origin}: position.multisend_call_only is not set")
+    if not uniswap.swap_router02:
+        raise ConfigError(f"{s.origin}: uniswap.swap_router02 (the deleverage's DEX) is not set")
+    z = _zodiac_addresses(s, p.chain.config.deployment)
+    c, d = layout.reserve(p.topup_asset), layout.reserve(p.repay_asset)
+    units = r.allowance * Decimal(10) ** c.decimals
+    if units != units.to_integral_value():
+        raise ConfigError(
+            f"{s.origin}: roles.allowance {r.allowance} has more than {c.decimals} decimals"
+        )
+    return RoleSpec(
+        chain_id=p.chain.chain_id,
+        safe=to_checksum_address(p.account),
+        pool=to_checksum_address(layout.pool),
+        swap_router02=to_checksum_address(uniswap.swap_router02),
+        collateral=Token(c.symbol, to_checksum_address(c.asset), c.decimals),
+        debt=Token(d.symbol, to_checksum_address(d.asset), d.decimals),
+        multisend=to_checksum_address(p.multisend_call_only),
+        unwrapper=to_checksum_address(z["multisend_unwrapper"]),
+        mastercopy=to_checksum_address(z["roles_mastercopy"]),
+        factory=to_checksum_address(z["module_proxy_factory"]),
+        role_key=bytes32_string(r.role_key, "roles.role_key"),
+        agent=to_checksum_address(r.agent),
+        allowance=int(units),
+        salt_nonce=r.salt_nonce,
+        module=r.module,
+    )
+
+
+async def read_role(rpc: RpcClient, spec: RoleSpec, *, from_block: int = 0) -> InstalledRole:
+    from agent.collectors.roles import read_installed_role
+    from agent.core.roles import MULTISEND_SELECTOR
+
+    return await read_installed_role(
+        rpc,
+        module=spec.module_address,
+        safe=spec.safe,
+        role_key=spec.role_key,
+        agent=spec.agent,
+        allowance_keys=(spec.withdraw_key, spec.swap_key),
+        unwrap_targets=((spec.multisend, MULTISEND_SELECTOR),),
+        from_block=from_block,
+    )
+
+
+async def check_lines(s: Settings, p: Position, rpc: RpcClient) -> tuple[CheckLine, ...]:
+    """``roles check``'s lines for position ``p`` (its chain's ``rpc``)."""
+    from agent.collectors.onchain import discover
+    from agent.planner.roles import compare
+
+    layout = await discover(rpc, p.chain.config)
+    spec = role_spec(s, p, layout)
+    return compare(spec, await read_role(rpc, spec, from_block=s.roles.from_block))
+
+
+def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
+    from agent.core.units import token_to_float
+    from agent.planner.roles import function_scopes, key_text
+
+    c = spec.collateral
+    lines = [
+        f"Zodiac Roles v2.1 'protector' role for Safe {spec.safe} (chain {spec.chain_id})",
+        f"module (CREATE2, ModuleProxyFactory {spec.factory}): {spec.module_address}",
+        f"role {key_text(spec.role_key)} -> the agent's key {spec.agent}",
+        f"daily allowance: {token_to_float(spec.allowance, c.decimals):g} {c.symbol} withdrawn"
+        f" and {token_to_float(spec.allowance, c.decimals):g} {c.symbol} swapped per UTC day",
+        "",
+        "The key may call exactly:",
+        *(f"  - {f.label}" for f in function_scopes(spec)),
+        "  (as single calls or inside one MultiSendCallOnly batch; nothing else, no value, no",
+        "   delegatecall of its own)",
+        "",
+        f"The owners' batch ({len(txs)} calls, one Safe transaction: {batch_path.name}):",
+    ]
+    for i, t in enumerate(txs, 1):
+        lines.append(f"  {i:2d}. {t.human}")
+        lines.append(f"      to {t.to}: {t.decoded.contract}.{t.decoded.method}")
+    lines += [
+        "",
+        "Revoke: the owners call, from the Safe, disableModule(prevModule, module) on the Safe",
+        "(removes the module: the key can do nothing), or assignRoles(agent, [role], [false]) on",
+        "the module (keeps the module, removes the key).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from agent.app import App
+    from agent.collectors.onchain import discover
+    from agent.config import load_settings
+    from agent.planner.roles import compare, key_text, owners_batch
+    from agent.planner.safe import build_safe_tx
+    from agent.sinks.safe_tx_builder import write_batch_file
+
+    s = load_settings(args.config)
+    p = role_position(s, args.position)
+    out_dir = Path(args.out or s.sinks.safe_tx_builder_dir or "var/roles")
+
+    async def plan() -> int:
+        async with App(s) as app:
+            rpc = app.rpc(p.chain)
+            layout = await discover(rpc, p.chain.config)
+            spec = role_spec(s, p, layout)
+            txs = owners_batch(spec)
+            record = {
+                "id": f"roles-{key_text(spec.role_key)}",
+                "action": "roles_install",
+                "chain_id": spec.chain_id,
+                "account": spec.safe,
+                "created_at": datetime.now(UTC).isoformat(),
+                "idempotency_key": spec.module_address,
+                "explanation": [
+                    f"install the Zodiac Roles v2.1 protector role for {spec.agent}",
+                ],
+                "transactions": [t.as_dict() for t in txs],
+            }
+            path = write_batch_file(record, out_dir)
+            text = _listing(spec, txs, path)
+            listing = path.with_suffix(".txt")
+            listing.write_text(text, encoding="utf-8")
+            print(text)
+            print(f"Safe Transaction Builder file: {path}\nlisting: {listing}\n")
+            sim = app.simulator(p.chain, layout)
+            if sim is None:
+                print("simulation: off (simulator.enabled = false)")
+                return 0
+            head = await rpc.block_number()
+            safe_tx = build_safe_tx(spec.safe, spec.multisend, txs)
+            async with sim.sequence(head) as fork:
+                res = await sim.simulate_safe(head, safe_tx, spec.safe, "roles install", inner=txs)
+                gas = res.transactions[-1].gas_used if res.transactions else None
+                if not res.success:
+                    print(f"simulation on a fork at block {res.fork_block}: FAILED ({res.error})")
+                    return 1
+                print(
+                    f"simulation on a fork at block {res.fork_block}: executed by the owners,"
+                    f" gas {gas}"
+                )
+                lines = compare(spec, await read_role(fork, spec, from_block=res.fork_block))
+            bad = [ln for ln in lines if not ln.ok]
+            print(f"the role as installed on the fork, read back ({len(lines)} checks):")
+            for ln in lines:
+                print("  " + ln.render())
+            return 1 if bad else 0
+
+    return asyncio.run(plan())
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from agent.app import App
+    from agent.config import load_settings
+
+    s = load_settings(args.config)
+    p = role_position(s, args.position)
+
+    async def check() -> int:
+        async with App(s) as app:
+            lines = await check_lines(s, p, app.rpc(p.chain))
+        for ln in lines:
+            print(ln.render())
+        bad = sum(not ln.ok for ln in lines)
+        print(
+            f"{len(lines) - bad}/{len(lines)} match the plan" + (f"; {bad} MISMATCH" if bad else "")
+        )
+        return 1 if bad else 0
+
+    return asyncio.run(check())
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "roles", help="the Zodiac Roles v2 protector role: plan its install, check it"
+    )
+    roles_sub = p.add_subparsers(dest="roles_command", required=True)
+    a = roles_sub.add_parser(
+        "plan",
+        help="write the owners' one-time batch (Safe Transaction Builder file + listing), "
+        "simulated on a fork",
+    )
+    a.add_argument("--config", required=True, help="TOML configuration file")
+    a.add_argument("--position", help="with [[positions]]: the position's name (its Safe)")
+    a.add_argument("--out", help="directory for the files (default: sinks.safe_tx_builder_dir)")
+    a.set_defaults(handler=_cmd_plan)
+    c = roles_sub.add_parser(
+        "check", help="read the installed role from the chain and compare it with the plan"
+    )
+    c.add_argument("--config", required=True, help="TOML configuration file")
+    c.add_argument("--position", help="with [[positions]]: the position's name (its Safe)")
+    c.set_defaults(handler=_cmd_check)
