@@ -25,7 +25,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from agent.core.errors import AgentError  # noqa: E402
+from agent.core.errors import AgentError, Halt  # noqa: E402
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args)
         return code
-    except AgentError as exc:
+    except (AgentError, Halt) as exc:  # Halt stands outside AgentError (core/errors.py)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

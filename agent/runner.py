@@ -98,7 +98,10 @@ class Agent:
             log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
-        await recovery.recover(live, self.app.rpc(chains[0]), self.app.store, self.app.journal)
+        sinks = [self.app.sinks(c) for c in chains]
+        await recovery.recover(
+            live, self.app.rpc(chains[0]), self.app.store, self.app.journal, sinks
+        )
         layouts = await asyncio.gather(*(discover(self.app.rpc(c), c.config) for c in chains))
         self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
         self.proposers = self._proposers()
@@ -255,6 +258,7 @@ class Agent:
             self.app.rpc(next(iter(self.app.chains.values()))),
             self.app.store,
             self.app.journal,
+            [self.app.sinks(c) for c in self.app.chains.values()],
         )
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this

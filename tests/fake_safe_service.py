@@ -97,6 +97,11 @@ class FakeSafeService:
     received: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     force_post: tuple[int, str] | None = None  # answer every multisig POST with this body
     refuse_posts: set[int] = field(default_factory=set)  # these POSTs (0-based) as non-delegate
+    # The next ``late_replies`` multisig POSTs are answered ``reply_delay_s`` late, AFTER the
+    # transaction is stored: a client that times out (or is killed) meanwhile never learns that
+    # it was queued (a lost reply).
+    late_replies: int = 0
+    reply_delay_s: float = 0.0
     _post_count: int = 0
     base: str = ""
 
@@ -263,6 +268,9 @@ class FakeSafeService:
             delegate = body["sender"] if body["sender"] not in self.owners else None
             self.txs[mine] = self._stored(body, mine, proposer=self.owners[0] if delegate else body["sender"],
                                           delegate=delegate)  # fmt: skip
+        if self.late_replies > 0:
+            self.late_replies -= 1
+            await asyncio.sleep(self.reply_delay_s)
         return web.Response(status=201)  # the real service answers an empty body
 
     async def post_delegate(self, request: web.Request) -> web.Response:

@@ -166,11 +166,34 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
         lines.append(f"      to {t.to}: {t.decoded.contract}.{t.decoded.method}")
     lines += [
         "",
+        "After the owners executed it: set roles.module only if it was deployed elsewhere, and",
+        "roles.from_block to a block at or before the execution (`roles check` reads the module's",
+        "events from there), then run `hedge-agent roles check`.",
         "Revoke: the owners call, from the Safe, disableModule(prevModule, module) on the Safe",
         "(removes the module: the key can do nothing), or assignRoles(agent, [role], [false]) on",
         "the module (keeps the module, removes the key).",
     ]
     return "\n".join(lines) + "\n"
+
+
+async def _allowance_hint(rpc: RpcClient, s: Settings, p: Position, layout: MarketLayout) -> str:
+    """The missing allowance's error, with the session cap's share of today's collateral."""
+    from agent.core.abi import load_abi
+
+    c = layout.reserve(p.topup_asset)
+    erc20 = load_abi("ERC20")
+    (held,) = erc20.decode_output(
+        "balanceOf",
+        await rpc.eth_call(c.a_token, erc20.encode_hex("balanceOf", p.account)),
+    )
+    frac = s.policy.session_cap_fraction
+    whole = Decimal(int(held)) / Decimal(10) ** c.decimals
+    cap = (whole * frac).quantize(Decimal(1).scaleb(-c.decimals), rounding="ROUND_DOWN")
+    return (
+        f"{s.origin}: roles.allowance (whole {c.symbol} per UTC day) is not set; the session"
+        f" cap's share (policy.session_cap_fraction, {frac:%}) of the position's {whole:f}"
+        f' {c.symbol} collateral is: allowance = "{cap.normalize():f}"'
+    )
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -189,7 +212,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         async with App(s) as app:
             rpc = app.rpc(p.chain)
             layout = await discover(rpc, p.chain.config)
+            if s.roles.allowance is None and p.account:
+                raise ConfigError(await _allowance_hint(rpc, s, p, layout))
             spec = role_spec(s, p, layout)
+            code = await rpc.request("eth_getCode", [spec.module_address, "latest"])
+            if code not in ("0x", "0x0", None):
+                raise ConfigError(
+                    f"a module is already installed at {spec.module_address} (this Safe, role"
+                    " and salt): run `hedge-agent roles check`; for a second module set"
+                    " roles.salt_nonce"
+                )
             txs = owners_batch(spec)
             record = {
                 "id": f"roles-{key_text(spec.role_key)}",

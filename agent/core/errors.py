@@ -1,6 +1,17 @@
 """The agent's exception tree. Library errors (aiohttp, eth_abi, sqlite3, pydantic) are translated
 into these in one place per boundary, so callers catch ours and messages name the source.
 
+    BaseException
+    ├── Halt                    stop the daemon on purpose (error budget spent, unsafe state)
+    │   └── LiveRefused         live sending refused (``agent.sinks.live``)
+    └── Exception
+        └── AgentError          see below
+
+``Halt`` stands outside ``AgentError`` and ``Exception``, beside ``SystemExit``: the sites that
+catch ``AgentError`` (a source failed, a plan could not be drafted: log it and go on) or
+``Exception`` (one source must never stop the others) cannot swallow a deliberate stop. Only
+the tick loop, the daemon's ``run`` and the command line name it.
+
     AgentError                  base; ``str(e)`` is a one-line message fit for an operator
     ├── ConfigError             a config file or value is wrong (names the file/key)
     ├── SourceError             a data source failed or answered nonsense (``source`` names it)
@@ -15,8 +26,7 @@ into these in one place per boundary, so callers catch ours and messages name th
     ├── StoreError              the observation store failed
     ├── PlanningError           a decision cannot be turned into transactions
     ├── SimulationError         the fork could not be started or driven
-    ├── DevnetError             the local devnet is not up / could not be deployed
-    └── Halt                    stop the daemon on purpose (error budget spent, unsafe state)
+    └── DevnetError             the local devnet is not up / could not be deployed
 """
 
 from __future__ import annotations
@@ -106,5 +116,6 @@ class DevnetError(AgentError):
     pass
 
 
-class Halt(AgentError):
-    """Raised to stop the daemon on purpose; the runner still runs shutdown."""
+class Halt(BaseException):  # a stop, like SystemExit, not an error
+    """Raised to stop the daemon on purpose; the runner still runs shutdown. ``str(e)`` is
+    the one-line reason."""

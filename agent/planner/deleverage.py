@@ -32,9 +32,9 @@ default). The bound is what the repay gives up: the collateral sold grows by abo
 ``H / (H - LT)`` times the bound (about 2x at HF 1.6), so the proposal states it in the debt
 asset and in bps.
 
-Wallet first (:func:`plan_wallet_then_deleverage`): what the Safe's wallet holds of the debt
-asset is repaid first, and of the collateral supplied, in the same batch; the deleverage sells
-only what the rest of the target needs.
+Wallet first (:func:`plan_wallet_part`, then ``plan_deleverage(wallet=...)``): what the Safe's
+wallet holds of the debt asset is repaid first, and of the collateral supplied, in the same
+batch; the deleverage sells only what the rest of the target needs.
 """
 
 from __future__ import annotations

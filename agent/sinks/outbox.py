@@ -16,6 +16,9 @@ from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
 
+# The statuses whose spend the ledger counts: what could be executed (``Outcome.spends``) and
+# the S&P 500 advisory ticket (its cost if every leg fills at its limit).
+SPENDING = ("simulated", "planned", "advisory")
 NOT_SENT = {"status": "not_sent", "detail": "interrupted before signing; not retried"}
 
 
@@ -46,13 +49,25 @@ def with_live_outcome(store: Store, record: dict[str, Any]) -> dict[str, Any]:
     return record | {"live": [s.as_dict() for s in sends] or [NOT_SENT]}
 
 
+def awaiting_live(store: Store, record: dict[str, Any]) -> bool:
+    """Whether ``record`` has a live send without an outcome yet: its journal line waits for
+    what reconciliation decides (mined, reverted, replaced, dropped), so the journal never
+    keeps an ``intent`` or ``sent`` that the store later settled."""
+    return "live" in record and bool(
+        store.live_sends(str(record["idempotency_key"]), open_only=True)
+    )
+
+
 def flush_outbox(store: Store, journal: ProposalJournal) -> int:
-    """Journal every committed proposal whose line is missing; returns lines written."""
+    """Journal every committed proposal whose line is missing and ready (its outside sinks
+    done, its live sends settled); returns lines written."""
     written = 0
-    for record in store.outbox():
+    for record in store.outbox(delivered=True):
         key = str(record["idempotency_key"])
         if journal.has(key):
             store.clear_outbox(key)
+            continue
+        if awaiting_live(store, record):
             continue
         if not publish(store, journal, with_live_outcome(store, record)):
             break  # the journal is still unwritable; keep the order, retry next time
@@ -62,14 +77,15 @@ def flush_outbox(store: Store, journal: ProposalJournal) -> int:
 
 
 def reconcile_spends(store: Store, records: list[dict[str, Any]]) -> int:
-    """A journaled proposal that could be executed must be in the spend ledger (journals
-    written before the outbox existed could miss it after a store error). Returns rows added."""
+    """A journaled proposal that could be executed, or an advisory ticket, must be in the
+    spend ledger (a store rebuilt from the journal, or journals written before the outbox
+    existed). Returns rows added."""
     have = store.spend_keys()
     added = 0
     for r in records:
         sizing = r.get("sizing") or {}
         key = r.get("idempotency_key")
-        if r.get("status") not in ("simulated", "planned") or key in have:
+        if r.get("status") not in SPENDING or key in have:
             continue
         try:
             amount = Decimal(str(sizing["spend_usd"]))

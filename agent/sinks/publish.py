@@ -8,11 +8,16 @@ The record is validated once, when it is built from the typed stages; what the s
 file path, the service's answer, the sent transactions) comes back as typed values and is set on
 the frozen model, so the journal line is exactly the serialised record.
 
-Durability (issue 11): the record and its spend commit in ONE store transaction (the outbox,
-``Store.commit_proposal``); live sends are journaled as intents before each broadcast
-(``send_durably``); then the journal line is written from the outbox, and retried every tick
+Durability (issues 11, 24): the record and its spend commit in ONE store transaction (the
+outbox, ``Store.commit_proposal``) BEFORE anything leaves the process. Then the outside sinks
+run (``deliver``: the Safe Transaction Service post, idempotent by safeTxHash, and the Builder
+file named by the proposal id), each answer written back into the outbox; a crash or a failed
+store write after them leaves the proposal committed and undelivered, and the next tick (or
+start-up) delivers it again without a second queue entry or a second file. Live sends are
+journaled as intents before each broadcast (``send_durably``). The journal line is written from
+the outbox once the sinks are done and every live send has an outcome, and retried every tick
 when the journal cannot be written (``agent.sinks.outbox``). A proposal is never lost, never
-journaled twice, and its transactions are never sent twice.
+journaled twice, never queued twice, and its transactions are never sent twice.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from agent.simulator.outcome import Outcome
 from agent.sinks.config import SinksConfig
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send_durably
+from agent.sinks.outbox import awaiting_live
 from agent.sinks.outbox import publish as publish_from_outbox
 from agent.sinks.proposal import Proposal
 from agent.sinks.render import render_proposal
-from agent.sinks.safe_service import SafeServiceSink
-from agent.sinks.safe_tx_builder import write_batch_file
+from agent.sinks.safe_service import SafeServiceSink, safe_tx_from_record
+from agent.sinks.safe_tx_builder import remove_batch_file, write_batch_file
 from agent.sinks.spx_ticket import append_ticket_csv
 from agent.store.sqlite import Store
 
@@ -173,15 +179,8 @@ class ProposalSinks:
             log.warning("live.deferred", idempotency_key=key, reason=blocked)
             return None  # not recorded: planned again next tick
         updates: dict[str, Any] = {}
-        if draft.safe_tx is not None and self.cfg.safe_tx_builder_dir:
-            path = write_batch_file(proposal.record(), self.cfg.safe_tx_builder_dir)
-            updates["safe_tx_builder_file"] = str(path)
         if service_nonce is not None:
             updates["safe_service"] = dict(service_nonce)
-        if sim is not None and sim.success:
-            sent = await self._to_service(draft)
-            if sent is not None:
-                updates["safe_service"] = dict(service_nonce or {}) | sent
         calls: list[tuple[str, str, int]] | None = None
         if live:
             assert self._live is not None
@@ -201,11 +200,15 @@ class ProposalSinks:
         spend: tuple[str, Decimal, int] | None,
         live_calls: list[tuple[str, str, int]] | None = None,
     ) -> dict[str, Any] | None:
-        """The durable tail: record and spend in one store transaction, then the live sends
-        (each journaled before it is broadcast), then the journal line (retried from the
-        outbox if the journal cannot be written)."""
-        if not self.store.commit_proposal(record, spend):
+        """The durable tail: record and spend in one store transaction, then the outside
+        sinks (retried from the outbox if they fail), then the live sends (each journaled
+        before it is broadcast), then the journal line (retried from the outbox if the journal
+        cannot be written, or once the live sends have an outcome)."""
+        delivered = not self._due(record)
+        if not self.store.commit_proposal(record, spend, delivered=delivered):
             return None
+        if not delivered:
+            record, delivered = await self._deliver_logged(record)
         if live_calls is not None:
             assert self._live is not None
             key = str(record["idempotency_key"])
@@ -216,10 +219,22 @@ class ProposalSinks:
                 # proposal is planned and sent next tick instead of journaled as not sent.
                 if not self.store.live_sends(key):
                     self.store.retract_proposal(key)
+                    # Planned again next tick under a new id: no file of this one stays
+                    # behind (the service's queue entry is found again by its safeTxHash).
+                    if "safe_tx_builder_file" in record:
+                        remove_batch_file(str(record["safe_tx_builder_file"]))
                 raise
             record = record | {"live": sent}
             self.store.update_outbox(record)
-        publish_from_outbox(self.store, self.journal, record)
+        if delivered:
+            if awaiting_live(self.store, record):
+                log.warning(
+                    "journal.awaiting_live",
+                    idempotency_key=record["idempotency_key"],
+                    note="the journal line is written once its live send has an outcome",
+                )
+            else:
+                publish_from_outbox(self.store, self.journal, record)
         self._log(record)
         if self._on_published is not None:
             self._on_published(record)
@@ -257,13 +272,75 @@ class ProposalSinks:
             self._on_published(record)
         return record
 
-    async def _to_service(self, draft: Draft) -> dict[str, Any] | None:
-        st = draft.safe_tx
-        if self._service is None or st is None or st.nonce is None:
-            return None  # off, not a Safe, or no nonce could be planned (the entry says why)
-        # Never raises for the service: a refused post leaves its reason in the record, and the
-        # proposal still goes to the journal and the Builder file.
-        return await self._service.submit(st, draft.header.block_number)
+    def _due(self, record: Mapping[str, Any]) -> list[str]:
+        """The outside sinks ``record`` still has to go to, from what the record holds (so a
+        retry after a crash does only what is missing)."""
+        due: list[str] = []
+        st = record.get("safe_tx")
+        if st is None:
+            return due
+        ss = record.get("safe_service") or {}
+        if (
+            self._service is not None
+            and record.get("status") == "simulated"
+            and st.get("nonce") is not None
+            and not ("safe_tx_hash" in ss or "error" in ss)
+        ):
+            due.append("safe_service")
+        if self.cfg.safe_tx_builder_dir and "safe_tx_builder_file" not in record:
+            due.append("safe_tx_builder")
+        return due
+
+    async def deliver(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Send a committed proposal to its outside sinks and write each answer into the
+        outbox: the Safe Transaction Service first (idempotent: a transaction the service
+        already holds is not posted again, see ``safe_service.propose``), then the Builder file
+        (``<id>-<action>.json``, rewritten in place on a retry). Returns the updated record,
+        marked delivered. Raises ``StoreError`` when the file or the outbox cannot be written;
+        the proposal stays undelivered and is retried (``deliver_pending``)."""
+        due = self._due(record)
+        if "safe_service" in due:
+            assert self._service is not None
+            st = safe_tx_from_record(record)
+            # Never raises for the service: a refused post leaves its reason in the record.
+            sent = await self._service.submit(st, int(record["block_number"]))
+            record = record | {"safe_service": dict(record.get("safe_service") or {}) | sent}
+            self.store.update_outbox(record)
+        if "safe_tx_builder" in due:
+            assert self.cfg.safe_tx_builder_dir
+            path = write_batch_file(record, self.cfg.safe_tx_builder_dir)
+            record = record | {"safe_tx_builder_file": str(path)}
+        self.store.update_outbox(record, delivered=True)
+        return record
+
+    async def _deliver_logged(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        try:
+            return await self.deliver(record), True
+        except StoreError as exc:
+            log.error(
+                "sinks.deliver_failed",
+                idempotency_key=record.get("idempotency_key"),
+                error=str(exc),
+                note="proposal committed; its Safe sinks and journal line are retried every tick",
+            )
+            return record, False
+
+    async def deliver_pending(self) -> int:
+        """Deliver every committed proposal of this chain whose outside sinks did not finish
+        (a crash or a failed write after the commit); returns how many were delivered."""
+        done = 0
+        for record in self.store.outbox(delivered=False):
+            if int(record.get("chain_id", -1)) != self.chain_id:
+                continue
+            key = record.get("idempotency_key")
+            log.warning("sinks.redeliver", idempotency_key=key, id=record.get("id"))
+            try:
+                await self.deliver(record)
+            except StoreError as exc:
+                log.error("sinks.deliver_failed", idempotency_key=key, error=str(exc))
+                break  # the disk is still full or read-only: next tick
+            done += 1
+        return done
 
     async def _live_blocked(self, outcome: Outcome) -> str | None:
         """Refuse (raise) when live sending is unsafe; a reason to wait when the signer still

@@ -3,13 +3,16 @@ runner has three call sites: ``take_locks`` (one daemon per store and journal), 
 (before anything else) and ``each_tick``.
 
 Start-up, in order: reap fork anvils a killed daemon left behind; reconcile every live send
-without an outcome by hash and nonce; journal committed proposals whose line is missing; put
+without an outcome by hash and nonce; deliver committed proposals whose outside sinks did not
+finish (the Safe Transaction Service post, found again by its safeTxHash, and the Builder file);
+journal committed proposals whose line is missing (once their live sends have an outcome); put
 journaled spends missing from the ledger back into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -22,6 +25,7 @@ from agent.sinks.config import LiveConfig
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import reconcile_live_sends
 from agent.sinks.outbox import flush_outbox, reconcile_spends
+from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -81,24 +85,40 @@ def reap_forks(store_path: str) -> list[int]:
     return reaped
 
 
-async def recover(live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal) -> None:
+async def recover(
+    live: LiveConfig,
+    rpc: RpcClient,
+    store: Store,
+    journal: ProposalJournal,
+    sinks: Sequence[ProposalSinks] = (),
+) -> None:
+    """``sinks``: every chain's sinks, to deliver what a crash left undelivered."""
     changed = await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
     open_sends = store.live_sends(open_only=True)
+    delivered = [await s.deliver_pending() for s in sinks]
     flushed = flush_outbox(store, journal)
     added = reconcile_spends(store, journal.records())
     log.info(
         "recovery.done",
         live_reconciled=len(changed),
         live_open=len(open_sends),
+        sinks_redelivered=sum(delivered),
         journal_recovered=flushed,
         spends_recovered=added,
     )
 
 
 async def each_tick(
-    live: LiveConfig, rpc: RpcClient, store: Store, journal: ProposalJournal
+    live: LiveConfig,
+    rpc: RpcClient,
+    store: Store,
+    journal: ProposalJournal,
+    sinks: Sequence[ProposalSinks] = (),
 ) -> None:
-    """Open live sends get their outcome; journal lines that could not be written are retried."""
+    """Open live sends get their outcome; outside sinks and journal lines that could not be
+    written are retried."""
     if store.live_sends(open_only=True):
         await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+    for s in sinks:
+        await s.deliver_pending()
     flush_outbox(store, journal)

@@ -374,6 +374,13 @@ class SafeServiceClient:
                 out.append(q)
         return tuple(sorted(out, key=lambda q: -q.nonce))
 
+    async def multisig_endpoint(self, safe: str) -> tuple[ApiVersion, str]:
+        """The API and the proposal endpoint (host and path) of ``safe``, for the record."""
+        api, safes, _ = await self._paths()
+        req = self._request("POST", f"{safes}/{to_checksum_address(safe)}/multisig-transactions/",
+                            label="propose")  # fmt: skip
+        return api, req.safe_path
+
     async def post_multisig(self, safe: str, body: dict[str, Any]) -> tuple[ApiVersion, str]:
         """POST a proposal; returns the API used and the endpoint (host and path) for the record."""
         api, safes, _ = await self._paths()
@@ -387,10 +394,29 @@ class SafeServiceClient:
         )  # fmt: skip
         return api, req.safe_path
 
-    async def get_multisig(self, tx_hash: str) -> dict[str, Any]:
-        api, _, detail = await self._paths()
+    async def find_multisig(self, tx_hash: str) -> dict[str, Any] | None:
+        """The service's transaction ``tx_hash``, or None when it does not have it (HTTP 404)."""
+        _, _, detail = await self._paths()
         req = self._request("GET", f"{detail}/{tx_hash}/", label="multisig-transaction")
-        got = decode_json(req, await self._send(req, f"reading back {tx_hash}"))
+        try:
+            resp = await self.http.request(req)
+        except HttpStatusError as exc:
+            if exc.status == 404:
+                return None
+            raise SourceError(
+                SOURCE, f"looking up {tx_hash} ({req.safe_path}): "
+                f"{describe_service_error(exc.status, exc.body)}"
+            ) from None  # fmt: skip
+        return await self._multisig(req, resp, tx_hash)
+
+    async def get_multisig(self, tx_hash: str) -> dict[str, Any]:
+        _, _, detail = await self._paths()
+        req = self._request("GET", f"{detail}/{tx_hash}/", label="multisig-transaction")
+        return await self._multisig(req, await self._send(req, f"reading back {tx_hash}"), tx_hash)
+
+    async def _multisig(self, req: Request, resp: Response, tx_hash: str) -> dict[str, Any]:
+        api = await self.api()
+        got = decode_json(req, resp)
         if not isinstance(got, dict):
             raise MalformedResponse(SOURCE, f"{tx_hash}: expected an object")
         for name in ("nonce", "safeTxGas", "baseGas"):
@@ -413,10 +439,16 @@ class NoncePlan:
     onchain_nonce: int
     queued_nonces: tuple[int, ...]
     nonce: int
+    # The safeTxHash of the same transaction already pending at ``nonce`` (then it is not
+    # proposed again at a new nonce).
+    already_queued: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nonce": self.nonce, "onchain_nonce": self.onchain_nonce,
-                "queued_nonces": list(self.queued_nonces)}  # fmt: skip
+        out = {"nonce": self.nonce, "onchain_nonce": self.onchain_nonce,
+               "queued_nonces": list(self.queued_nonces)}  # fmt: skip
+        if self.already_queued is not None:
+            out["already_queued"] = self.already_queued
+        return out
 
 
 def next_nonce(onchain_nonce: int, queued: tuple[QueuedTx, ...], at_least: int = 0) -> NoncePlan:
@@ -427,11 +459,39 @@ def next_nonce(onchain_nonce: int, queued: tuple[QueuedTx, ...], at_least: int =
     return NoncePlan(onchain_nonce, pending, nonce)
 
 
+def already_queued(st: SafeTx, queued: tuple[QueuedTx, ...], *, chain_id: int) -> QueuedTx | None:
+    """The pending transaction of the queue that IS ``st`` (its safeTxHash at that entry's
+    nonce is the entry's), if any: the signers already have it, so it must not be proposed at
+    another nonce (they would execute it twice)."""
+    for q in sorted(queued, key=lambda q: q.nonce):
+        if q.is_executed:
+            continue
+        if (
+            "0x" + safe_tx_hash(st, chain_id=chain_id, nonce=q.nonce).hex()
+            == q.safe_tx_hash.lower()
+        ):
+            return q
+    return None
+
+
 async def plan_nonce(
-    client: SafeServiceClient, rpc: RpcClient, safe: str, *, at_least: int = 0
+    client: SafeServiceClient,
+    rpc: RpcClient,
+    safe: str,
+    *,
+    at_least: int = 0,
+    same_as: tuple[SafeTx, int] | None = None,
 ) -> NoncePlan:
+    """The nonce for a new proposal; with ``same_as=(st, chain_id)``, the nonce at which the
+    queue already holds that very transaction (``NoncePlan.already_queued``), when it does."""
     onchain = await read_safe_nonce(rpc, safe)
-    return next_nonce(onchain, await client.queued(safe, onchain), at_least)
+    queued = await client.queued(safe, onchain)
+    plan = next_nonce(onchain, queued, at_least)
+    if same_as is not None:
+        same = already_queued(same_as[0], queued, chain_id=same_as[1])
+        if same is not None:
+            return replace(plan, nonce=same.nonce, already_queued=same.safe_tx_hash)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -446,6 +506,11 @@ class ServiceProposal:
     proposer: str | None = None
     queued: bool = False
     read_back_error: str | None = None
+    # The service had it before this post (a post whose outcome was not recorded, after a
+    # crash or a failed store write): not posted again.
+    already_queued: bool = False
+    # The post's reply was lost or an error, but the service holds the transaction.
+    post_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"safe": self.safe, "nonce": self.nonce, "safe_tx_hash": self.safe_tx_hash,
@@ -454,6 +519,10 @@ class ServiceProposal:
             out["proposer"] = self.proposer
         if self.read_back_error is not None:
             out["read_back_error"] = self.read_back_error
+        if self.already_queued:
+            out["already_queued"] = True
+        if self.post_error is not None:
+            out["post_error"] = self.post_error
         return out
 
 
@@ -470,6 +539,10 @@ def _signer(cfg: SafeServiceConfig) -> LocalAccount:
 async def propose(client: SafeServiceClient, st: SafeTx, *, chain_id: int) -> ServiceProposal:
     """Sign ``st`` at ``st.nonce`` with the delegate key, POST it, and read it back.
 
+    Idempotent: a transaction the service already holds (same safeTxHash) is not posted again,
+    and a post whose reply is lost or an error counts as queued when the service holds the
+    transaction after it; what the service answers is what the record says.
+
     Raises ``ConfigError`` when not enabled/configured and ``SourceError`` (source
     ``safe-tx-service``) with the service's reason, one line naming the field, when it refuses."""
     signer = _signer(client.cfg)
@@ -480,14 +553,38 @@ async def propose(client: SafeServiceClient, st: SafeTx, *, chain_id: int) -> Se
     hx = "0x" + h.hex()
     body = proposal_body(st, nonce=st.nonce, tx_hash=h, sender=signer.address,
                          signature=sign_safe_tx_hash(signer, h), origin=client.cfg.origin)  # fmt: skip
-    api, url = await client.post_multisig(safe, body)
+    api, url = await client.multisig_endpoint(safe)
     proposal = ServiceProposal(safe, st.nonce, hx, signer.address, url, api)
     try:
-        back = await client.get_multisig(hx)
+        back = await client.find_multisig(hx)
     except SourceError as exc:
-        # Posted (201) but not confirmed: say so; re-posting is harmless (keyed by safeTxHash).
-        proposal = replace(proposal, read_back_error=str(exc))
+        # The look-up is a courtesy (the post is keyed by safeTxHash too): the post's answer
+        # says what is wrong.
+        log.info("safe_service.lookup_failed", safe_tx_hash=hx, error=str(exc))
+        back = None
+    if back is not None:
+        proposal = replace(proposal, already_queued=True)
     else:
+        try:
+            await client.post_multisig(safe, body)
+        except SourceError as exc:
+            # A lost reply (timeout, gateway error) does not say the service refused it: the
+            # service's own answer for the hash decides.
+            try:
+                back = await client.find_multisig(hx)
+            except SourceError:
+                back = None
+            if back is None:
+                raise
+            proposal = replace(proposal, post_error=str(exc))
+        else:
+            try:
+                back = await client.get_multisig(hx)
+            except SourceError as exc:
+                # Posted (201) but not confirmed: say so; re-posting is harmless (keyed by
+                # safeTxHash).
+                proposal = replace(proposal, read_back_error=str(exc))
+    if back is not None:
         problems = [
             f"{k} {back.get(k)!r} != {v!r}"
             for k, v in (("safeTxHash", hx), ("nonce", st.nonce), ("safe", safe))
@@ -526,11 +623,23 @@ class SafeServiceSink:
         key = (to_checksum_address(st.safe), block)
         try:
             plan = await plan_nonce(
-                self.client, rpc, st.safe, at_least=self._posted.get(key, -1) + 1
+                self.client,
+                rpc,
+                st.safe,
+                at_least=self._posted.get(key, -1) + 1,
+                same_as=(st, self.chain_id),
             )
         except AgentError as exc:
             log.warning("safe_service.queue_unreadable", error=str(exc))
             return st, {"error": f"not proposed: queue unreadable: {exc}"}
+        if plan.already_queued is not None:
+            log.warning(
+                "safe_service.already_queued",
+                safe_tx_hash=plan.already_queued,
+                nonce=plan.nonce,
+                note="the same transaction is pending in the queue: kept at its nonce, not "
+                "proposed again at a new one",
+            )
         return replace(st, nonce=plan.nonce), plan.as_dict()
 
     async def submit(self, st: SafeTx, block: int) -> dict[str, Any]:

@@ -227,8 +227,16 @@ def build_batch(record: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
+def remove_batch_file(path: str | Path) -> None:
+    """Remove a proposal's file (its proposal was retracted); a missing file is fine."""
+    with contextlib.suppress(OSError):
+        Path(path).unlink()
+
+
 def write_batch_file(proposal_record: dict[str, Any], directory: str | Path) -> Path:
-    """Write ``<directory>/<id>-<action>.json`` atomically and return its path."""
+    """Write ``<directory>/<id>-<action>.json`` atomically and return its path. The name
+    depends only on the proposal's id and action, so a retry of the same proposal replaces its
+    file instead of adding one."""
     batch = build_batch(proposal_record)
     out_dir = Path(directory)
     name = f"{proposal_record.get('id', 'proposal')}-{proposal_record.get('action', 'batch')}.json"

@@ -99,6 +99,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX live_sends_key ON live_sends (idempotency_key);
     """,
+    # 3 -> 4: whether a committed proposal went to its outside sinks (the Builder file, the Safe
+    # Transaction Service). They run after the commit, so a crash or a failed store write after
+    # them never makes the proposal planned again; rows from before were delivered first.
+    """
+    ALTER TABLE outbox ADD COLUMN delivered INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -460,19 +466,22 @@ class Store:
         self,
         record: dict[str, Any],
         spend: tuple[str, Decimal, int] | None,
+        *,
+        delivered: bool = True,
     ) -> bool:
         """The proposal's durable step: its record into the outbox and its spend
         ``(session_id, amount_usd, at)`` into the ledger, in ONE transaction, so a store error
-        can never leave a journaled proposal out of the session cap. The journal line is
-        written from the outbox afterwards (and again at start-up if that failed). Returns
-        False if the key is already in the outbox (nothing written)."""
+        can never leave a journaled proposal out of the session cap. ``delivered=False``: the
+        outside sinks (Builder file, Safe Transaction Service) are still to run, after this
+        commit. The journal line is written from the outbox afterwards (and again at start-up
+        if that failed). Returns False if the key is already in the outbox (nothing written)."""
         key = str(record["idempotency_key"])
         amount = None if spend is None else self._amount(spend[1])
         with self._tx() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO outbox (idempotency_key, record, created_at) "
-                "VALUES (?, ?, ?)",
-                (key, json.dumps(record, default=str), int(time.time())),
+                "INSERT OR IGNORE INTO outbox (idempotency_key, record, created_at, delivered) "
+                "VALUES (?, ?, ?, ?)",
+                (key, json.dumps(record, default=str), int(time.time()), int(delivered)),
             )
             if cur.rowcount != 1:
                 return False
@@ -484,17 +493,29 @@ class Store:
                 )
             return True
 
-    def update_outbox(self, record: dict[str, Any]) -> None:
+    def update_outbox(self, record: dict[str, Any], *, delivered: bool | None = None) -> None:
+        """Replace a committed proposal's record (what a sink answered); ``delivered``: set
+        whether its outside sinks are done, in the same write."""
         with self._tx() as c:
             c.execute(
-                "UPDATE outbox SET record = ? WHERE idempotency_key = ?",
-                (json.dumps(record, default=str), str(record["idempotency_key"])),
+                "UPDATE outbox SET record = ?, delivered = COALESCE(?, delivered) "
+                "WHERE idempotency_key = ?",
+                (
+                    json.dumps(record, default=str),
+                    None if delivered is None else int(delivered),
+                    str(record["idempotency_key"]),
+                ),
             )
 
-    def outbox(self) -> list[dict[str, Any]]:
-        """Proposals committed but not yet in the journal, oldest first."""
+    def outbox(self, *, delivered: bool | None = None) -> list[dict[str, Any]]:
+        """Proposals committed but not yet in the journal, oldest first; ``delivered``: only
+        those whose outside sinks are done (True) or still to run (False)."""
+        sql = "SELECT record FROM outbox"
+        args: tuple[int, ...] = ()
+        if delivered is not None:
+            sql, args = sql + " WHERE delivered = ?", (int(delivered),)
         with self._read() as c:
-            rows = c.execute("SELECT record FROM outbox ORDER BY created_at, rowid").fetchall()
+            rows = c.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def in_outbox(self, idempotency_key: str) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fake_safe_service import FakeSafeService, serve_in_thread
 
 from agent.core.anvil import AnvilProcess
 from faults.conftest import ROOT, Daemon, Devnet, Setup, alive
@@ -543,3 +544,178 @@ def test_stale_oracle_is_written_into_the_proposal(
     # The stale feeds are the DeFi layer's Chainlink oracles; the SPX ticket does not read them.
     for r in defi:
         assert any("stale answer" in w for w in r["warnings"])
+
+
+# -- 9. the Safe Transaction Service and the Builder files (issue 24 items 1, 2, 10) -----------
+# The real fake service (tests/fake_safe_service.py, an aiohttp server on loopback that
+# recomputes every safeTxHash itself) with the devnet Safe's owners and one delegate.
+
+DELEGATE_KEY = "0x" + "4c" * 32
+
+
+@pytest.fixture
+def service(devnet: Devnet) -> Iterator[FakeSafeService]:
+    from eth_account import Account
+
+    svc = FakeSafeService(
+        chain_id=int(devnet.dep.get("chain_id", 31337)),
+        owners=list(devnet.dep["safe"]["owners"]),
+        delegates={Account.from_key(DELEGATE_KEY).address},
+    )
+    with serve_in_thread(svc):
+        yield svc
+
+
+def _with_service(setup: Setup, svc: FakeSafeService, timeout_s: float = 5) -> Setup:
+    setup.config.write_text(
+        setup.config.read_text()
+        + f'\n[sinks.safe_service]\nenabled = true\nbase_url = "{svc.base}"\n'
+        f'delegate_key = "{DELEGATE_KEY}"\ntimeout_s = {timeout_s}\n'
+    )
+    return setup
+
+
+def _wait(cond: Callable[[], object], what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _queued_once(svc: FakeSafeService, devnet: Devnet, records: list[dict[str, object]]) -> None:
+    """The Safe's queue holds each proposed transaction once: no calldata at two nonces, one
+    entry per simulated Safe proposal, at the nonce and hash its journal record names."""
+    safe = str(devnet.dep["safe"]["address"])
+    queue = svc.queue(safe)
+    calls = [(t["to"], t["value"], t["data"], t["operation"]) for t in queue]
+    assert len(calls) == len(set(calls)), f"the same transaction queued twice: {queue}"
+    safe_records = [r for r in records if r.get("safe_tx") and r["status"] == "simulated"]
+    assert len(queue) == len(safe_records) == SENT
+    by_hash = {t["safeTxHash"]: t for t in queue}
+    for r in safe_records:
+        ss = r["safe_service"]
+        assert isinstance(ss, dict) and ss.get("queued") is True and "error" not in ss, ss
+        assert by_hash[ss["safe_tx_hash"]]["nonce"] == ss["nonce"] == r["safe_tx"]["nonce"]  # type: ignore[index]
+
+
+def _one_builder_file_each(setup: Setup, records: list[dict[str, object]]) -> None:
+    files = sorted(p.name for p in (setup.dir / "safe-tx-builder").glob("*.json"))
+    named = sorted(Path(str(r["safe_tx_builder_file"])).name for r in records if r.get("safe_tx"))
+    assert files == named, f"Builder files {files} != the journal's {named}"
+    assert len(files) == SENT
+
+
+def test_kill9_between_service_post_and_commit_queues_once(
+    devnet: Devnet,
+    service: FakeSafeService,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """kill -9 while the service holds the first post's reply (it has queued the repay): after
+    the restart the repay is found in the queue by its safeTxHash, not proposed again at the
+    next nonce, and it has one Builder file."""
+    setup = _with_service(make_setup(), service)
+    service.late_replies, service.reply_delay_s = 1, 60
+    d = start_daemon(setup)
+    _wait(lambda: service.txs, "the first post to reach the service")
+    d.kill()
+    assert setup.records() == []
+    service.late_replies = 0
+    d2 = start_daemon(setup)
+    d2.wait_for("tick.done", 2, timeout=240)
+    assert d2.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    _queued_once(service, devnet, records)
+    _one_builder_file_each(setup, records)
+    repay = [r for r in records if r["action"] in ("repay_debt", "collateral_top_up")]
+    assert repay and repay[0]["safe_service"]["already_queued"] is True  # type: ignore[index]
+    assert d2.named("recovery.done")[0]["sinks_redelivered"] == 1
+
+
+def test_store_write_failing_after_the_service_post_queues_once(
+    devnet: Devnet,
+    service: FakeSafeService,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """The disk fills while the service holds the first post's reply (RLIMIT_FSIZE 0 set on the
+    running daemon: every store, journal and file write fails with EFBIG, as with ENOSPC), and
+    frees up after the failure: the repay is queued once and has one Builder file."""
+    setup = _with_service(make_setup(), service)
+    service.late_replies, service.reply_delay_s = 1, 2
+    d = start_daemon(setup)
+    _wait(lambda: service.txs, "the first post to reach the service")
+    # The soft limit only: lowering the hard one could not be undone without CAP_SYS_RESOURCE.
+    soft, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (0, hard))
+    try:
+        _wait(
+            lambda: d.named("sinks.deliver_failed") or d.named("tick.failed"),
+            "a failed write",
+            timeout=60,
+        )
+    finally:
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 2, timeout=240)
+    assert d.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    _queued_once(service, devnet, records)
+    _one_builder_file_each(setup, records)
+
+
+def test_lost_service_reply_is_recorded_queued(
+    devnet: Devnet,
+    service: FakeSafeService,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """Every reply to the repay's post is lost (each attempt times out after the service
+    queued it): the record says queued, as the service does, with the lost reply noted."""
+    setup = _with_service(make_setup(), service, timeout_s=1)
+    service.late_replies, service.reply_delay_s = 10, 3
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    service.late_replies = 0
+    assert d.stop() == 0
+    records = _assert_once(setup)
+    assert len(records) == PROPOSALS
+    _queued_once(service, devnet, records)
+    repay = next(r for r in records if r["action"] in ("repay_debt", "collateral_top_up"))
+    ss = repay["safe_service"]
+    assert isinstance(ss, dict) and "timeout after" in str(ss.get("post_error")), ss
+
+
+def test_kill9_after_the_live_intent_journals_what_recovery_decided(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """Issue 24 item 9: kill -9 while the first broadcast hangs (its intent is in the store,
+    the transaction never reached the chain). After the restart, reconciliation gives up on it
+    ("dropped", never re-sent) and the journal line says so, not "intent"."""
+    setup = make_setup(live=True)
+    setup.config.write_text(
+        setup.config.read_text().replace("receipt_timeout_s = 20", "receipt_timeout_s = 10")
+    )
+    nonce0 = devnet.nonce()
+    proxy.inject("hang", {SEND})
+    d = start_daemon(setup)
+    proxy.wait_for(SEND, 1, forwarded=False, timeout=240)
+    d.kill()
+    assert [s[1] for s in setup.live_sends()] == ["intent"]
+    proxy.clear()
+    d2 = start_daemon(setup)
+    d2.wait_for("live.reconciled", 1, timeout=120)
+    _wait(lambda: len(setup.records()) == PROPOSALS, "every journal line", timeout=240)
+    assert d2.stop() == 0
+    records = _assert_once(setup)
+    dropped = [r for r in records if r.get("live") and r["live"][0]["status"] == "dropped"]
+    assert len(dropped) == 1, [r.get("live") for r in records]
+    assert not [r for r in records if any(s["status"] == "intent" for s in r.get("live") or [])]
+    statuses = sorted(s[1] for s in setup.live_sends())
+    assert statuses == ["dropped"] + ["mined"] * (SENT - 1)
+    assert proxy.forwarded[SEND] == SENT - 1 and devnet.nonce() - nonce0 == SENT - 1

@@ -42,7 +42,8 @@ from agent.planner.roles import (
     owners_batch,
     predicted_module_address,
 )
-from agent.planner.safe import build_safe_tx
+from agent.planner.safe import SafeTx, build_safe_tx
+from agent.planner.tx import call_tx
 from agent.planner.uniswap import UniswapVenue
 
 pytestmark = pytest.mark.integration
@@ -349,6 +350,68 @@ def test_withdraw_above_the_allowance_reverts(
     assert _outcome(devnet_chain, s, s.pool, one).startswith(_violation(ALLOWANCE_EXCEEDED))
 
 
+def test_delegatecall_and_ether_out_revert(
+    devnet: dict[str, Any], devnet_chain: Chain, installed: RoleSpec
+) -> None:
+    """What the README promises beyond the issue's list: no delegatecall but the MultiSend
+    batch, no ETH out."""
+    s, pool = installed, load_abi("Pool")
+    withdraw = pool.encode("withdraw", s.collateral.address, 10**6, s.safe)
+    got = _outcome(devnet_chain, s, s.pool, withdraw, 1)  # the allowed call, delegatecalled
+    assert got.startswith(_violation(1)), got  # DelegateCallNotAllowed
+    # a batch of the allowed call through another MultiSend (no unwrapper registered for it)
+    other = devnet["uniswap"]["swap_router02"]
+    ms = load_abi("MultiSendCallOnly").encode(
+        "multiSend",
+        b"\x00"
+        + bytes.fromhex(s.pool[2:])
+        + bytes(32)
+        + len(withdraw).to_bytes(32, "big")
+        + withdraw,
+    )
+    assert "ConditionViolation" in _outcome(devnet_chain, s, other, ms, 1)
+    roles = load_abi("Roles")
+    resp = devnet_chain.w3.provider.make_request(
+        "eth_call",  # type: ignore[arg-type]
+        [
+            {
+                "from": AGENT,
+                "to": s.module_address,
+                "data": roles.encode_hex(
+                    "execTransactionWithRole", STRANGER, 10**15, b"", 0, s.role_key, True
+                ),
+            },
+            "latest",
+        ],
+    )
+    raw = resp["error"]["data"]
+    raw = raw["data"] if isinstance(raw, dict) else raw
+    got = decode_revert(bytes.fromhex(raw[2:]), [roles])
+    assert got.startswith(_violation(TARGET_NOT_ALLOWED)), got
+
+
+def test_a_batch_cannot_split_past_the_allowance(
+    devnet: dict[str, Any], devnet_chain: Chain, installed: RoleSpec
+) -> None:
+    """The calls of one MultiSend batch draw on the same allowance: two withdrawals of 60% each
+    revert in the module, two of 50% pass (and leave nothing)."""
+    s = installed
+
+    def batch(*amounts: int) -> SafeTx:
+        txs = [
+            call_tx("Pool", s.pool, "withdraw", s.collateral.address, a, s.safe, human="w")
+            for a in amounts
+        ]
+        return build_safe_tx(s.safe, s.multisend, txs)
+
+    over = batch(ALLOWANCE_WBTC * 6 // 10, ALLOWANCE_WBTC * 6 // 10)
+    got = _outcome(devnet_chain, s, over.to, bytes.fromhex(over.data[2:]), 1)
+    assert got.startswith(_violation(ALLOWANCE_EXCEEDED)), got
+    half = batch(ALLOWANCE_WBTC // 2, ALLOWANCE_WBTC - ALLOWANCE_WBTC // 2)
+    _send_as_agent(devnet_chain, s, half.to, bytes.fromhex(half.data[2:]), op=1)
+    assert _allowance_balance(devnet_chain, s, s.withdraw_key)[3] == 0
+
+
 def test_the_allowance_refills_at_the_next_utc_midnight(
     devnet: dict[str, Any], devnet_chain: Chain
 ) -> None:
@@ -379,8 +442,8 @@ def test_the_allowance_refills_at_the_next_utc_midnight(
 # -- roles plan -> owners execute -> roles check ------------------------------------------
 
 
-def _config(tmp_path: Path, dep_path: Path, extra: str = "") -> Path:
-    p = tmp_path / "agent.toml"
+def _config(tmp_path: Path, dep_path: Path, allowance: str = "2.5", name: str = "agent") -> Path:
+    p = tmp_path / f"{name}.toml"
     p.write_text(
         f'[agent]\nstore_path = "{tmp_path}/agent.sqlite"\njournal_path = "{tmp_path}/p.jsonl"\n'
         f'[chain]\nname = "devnet"\ndeployment = "{dep_path}"\n'
@@ -388,7 +451,8 @@ def _config(tmp_path: Path, dep_path: Path, extra: str = "") -> Path:
         f'[sinks]\nsafe_tx_builder_dir = "{tmp_path}/stb"\n'
         "[collectors.defillama]\nenabled = false\n[collectors.hyperliquid]\nenabled = false\n"
         "[collectors.dydx]\nenabled = false\n[collectors.closes]\nenabled = false\n"
-        f'[roles]\nagent = "{AGENT}"\nrole_key = "{ROLE}"\nallowance = "2.5"\n' + extra
+        f'[roles]\nagent = "{AGENT}"\nrole_key = "{ROLE}"\n'
+        + (f'allowance = "{allowance}"\n' if allowance else "")
     )
     return p
 
@@ -462,6 +526,12 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     # before the install: the check fails on the module's absence
     assert main(["roles", "check", "--config", str(cfg)]) == 1
     assert "no contract at this address" in capsys.readouterr().out
+    # without an allowance: the error suggests the session cap's 25% of the 10 WBTC collateral
+    bare = _config(tmp_path, dep_path, allowance="", name="bare")
+    assert main(["roles", "plan", "--config", str(bare)]) == 2
+    err = capsys.readouterr().err
+    assert "roles.allowance (whole WBTC per UTC day) is not set" in err
+    assert '25%) of the position\'s 10 WBTC collateral is: allowance = "2.5"' in err, err
 
     assert main(["roles", "plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -482,6 +552,9 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     assert main(["roles", "check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "MISMATCH" not in out and "19/19 match the plan" in out, out
+    # planning again would deploy onto the installed module: refused, with what to do instead
+    assert main(["roles", "plan", "--config", str(cfg)]) == 2
+    assert f"a module is already installed at {spec.module_address}" in capsys.readouterr().err
     assert main(["check", "--config", str(cfg)]) == 0, capsys.readouterr().out
     capsys.readouterr()
 
@@ -518,6 +591,14 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
         "second member": (
             module, roles.encode("assignRoles", STRANGER, [role], [True]),
             f"role {ROLE} held by the agent's key only",
+        ),
+        "repay revoked": (
+            module, roles.encode("revokeFunction", role, spec.pool, pool.selector("repay")),
+            "Pool.repay(asset = USDC, any amount, rate mode 2, onBehalfOf = Safe): not scoped",
+        ),
+        "router target revoked": (
+            module, roles.encode("revokeTarget", role, spec.swap_router02),
+            f"target {spec.swap_router02.lower()} scoped: cleared: None",
         ),
         "module disabled": (
             spec.safe,

@@ -78,14 +78,19 @@ async def test_simulated_and_queued_at_the_next_free_nonce(
             planned, entry = await sink.reserve_nonce(st, rpc, block)
             res = await sim.simulate_safe(block, planned, safe, "approve")
             sent = await sink.submit(planned, block)
-            # A second proposal in the same tick comes after the first.
-            again, entry2 = await sink.reserve_nonce(st, rpc, block)
+            # A second proposal in the same tick comes after the first...
+            other = SafeTx(safe=safe, to=usdc, value=0, operation=0,
+                           data=load_abi("ERC20").encode_hex("approve", devnet["aave"]["pool"], 1))  # fmt: skip
+            again, entry2 = await sink.reserve_nonce(other, rpc, block)
+            # ...and the same transaction again keeps the nonce it is queued at (issue 24).
+            same, entry3 = await sink.reserve_nonce(st, rpc, block)
     finally:
         await sim.stop()
     assert entry == {"nonce": onchain + 2, "onchain_nonce": onchain,
                      "queued_nonces": [onchain, onchain + 1]}  # fmt: skip
     assert planned.nonce == onchain + 2 and again.nonce == onchain + 3
     assert entry2["queued_nonces"] == [onchain, onchain + 1, onchain + 2]
+    assert same.nonce == onchain + 2 and entry3["already_queued"] == sent["safe_tx_hash"]
     # Queued by the service at that nonce, under the hash it computes itself (eth-account).
     assert sent["queued"] and sent["nonce"] == onchain + 2 and sent["api"] == "v2"
     mine = service.queue(safe)[-1]

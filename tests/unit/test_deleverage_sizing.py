@@ -392,3 +392,24 @@ async def test_a_reader_without_eth_simulate_cannot_quote_a_later_step() -> None
     finally:
         await runner.cleanup()
     assert seen == ["eth_simulateV1"]
+
+
+async def test_a_planner_bug_paying_the_router_is_refused_by_the_batch_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deliberate bug of issue 24 item 11: the swap's recipient written as the router. The
+    planner's own assertion on the decoded batch refuses it (no repay has to revert)."""
+    from agent.planner import deleverage as dl
+
+    real = dl.call_tx
+
+    def buggy(contract: str, to: str, fn: str, *args: Any, **kw: Any) -> PlannedTx:
+        if fn == "exactInputSingle":
+            p = list(args[0])
+            p[3] = ROUTER  # recipient
+            args = (tuple(p),)
+        return real(contract, to, fn, *args, **kw)
+
+    monkeypatch.setattr(dl, "call_tx", buggy)
+    with pytest.raises(PlanningError, match=f"swap recipient {ROUTER} is not the account"):
+        await plan(account(100, 120_000), 16 * WAD // 10, CpPool())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -312,3 +313,125 @@ async def test_tick_deadline_and_stop_signal() -> None:
         await unless_stopped(stop, stuck())
     assert cancelled.is_set()
     assert await unless_stopped(asyncio.Event(), asyncio.sleep(0, result=3)) == 3
+
+
+# -- issue 24: one transaction, the advisory spend, the journal after the live outcome --------
+
+
+def test_a_failing_spend_insert_leaves_neither_the_proposal_nor_the_spend(tmp_path: Path) -> None:
+    """A SQLite trigger makes the spend insert inside ``commit_proposal`` fail: a commit in two
+    transactions would keep the outbox row (a journaled proposal outside the session cap)."""
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TRIGGER spend_fails BEFORE INSERT ON spends "
+            "BEGIN SELECT RAISE(ABORT, 'spend insert failed (test trigger)'); END"
+        )
+    with pytest.raises(StoreError, match="spend insert failed"):
+        store.commit_proposal(_record("k1"), ("2026-01-01", Decimal("10"), 1))
+    assert store.outbox() == [] and not store.in_outbox("k1")
+    assert store.spend_count() == 0
+    with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER spend_fails")
+    assert store.commit_proposal(_record("k1"), ("2026-01-01", Decimal("10"), 1))
+    assert store.in_outbox("k1") and store.session_spent_usd("2026-01-01") == Decimal("10")
+    store.close()
+
+
+def test_a_store_rebuilt_from_the_journal_has_every_spend_the_advisory_ticket_too(
+    tmp_path: Path,
+) -> None:
+    """Issue 24 item 7: the S&P 500 ticket's spend was left out when the ledger was rebuilt."""
+    first = Store(tmp_path / "a.sqlite")
+    journal = ProposalJournal(tmp_path / "j.jsonl")
+    for rec, spend in (
+        (_record("k1", spend=55_000.5), Decimal("55000.5")),
+        (_record("k2", "advisory", spend=1_234.25), Decimal("1234.25")),
+        (_record("k3", "simulation_failed"), None),
+    ):
+        assert first.commit_proposal(rec, None if spend is None else ("2026-01-01", spend, 1))
+    assert flush_outbox(first, journal) == 3
+    # by hand: 55000.5 + 1234.25, the failed simulation spends nothing
+    assert first.session_spent_usd("2026-01-01") == Decimal("56234.75")
+    rebuilt = Store(tmp_path / "b.sqlite")
+    assert reconcile_spends(rebuilt, journal.records()) == 2
+    assert rebuilt.session_spent_usd("2026-01-01") == Decimal("56234.75")
+    assert rebuilt.spend_keys() == {"k1", "k2"}
+    first.close()
+    rebuilt.close()
+
+
+def test_the_journal_line_waits_for_the_live_outcome(tmp_path: Path) -> None:
+    """Issue 24 item 9: a send without an outcome (an intent left by a crash) keeps the line in
+    the outbox; once reconciliation decides (here: dropped) the line says so, not "intent"."""
+    store = Store(tmp_path / "s.sqlite")
+    journal = ProposalJournal(tmp_path / "j.jsonl")
+    rec = _record("k1") | {"live": []}
+    assert store.commit_proposal(rec, ("2026-01-01", Decimal("10"), 1))
+    store.record_live_intent(
+        tx_hash="0xab", idempotency_key="k1", account=SAFE, nonce=7, chain_id=1, raw_tx="0x01"
+    )
+    assert flush_outbox(store, journal) == 0 and journal.read() == [] and store.in_outbox("k1")
+    store.set_live_status("0xab", "dropped", "not mined within 40s; not re-sent")
+    assert flush_outbox(store, journal) == 1
+    (line,) = journal.read()
+    assert [s["status"] for s in line["live"]] == ["dropped"]
+    assert store.outbox() == []
+    store.close()
+
+
+def test_outside_sinks_run_after_the_commit_and_are_retried(tmp_path: Path) -> None:
+    """Issue 24 items 1-2: a Builder directory that cannot be written does not undo or repeat
+    the commit; the proposal waits undelivered (no journal line), and the retry writes ONE file
+    under the proposal's id."""
+    from agent.core.abi import DecodedCall
+    from agent.core.http import HttpClient
+    from agent.core.rpc import RpcClient
+    from agent.planner.draft import Draft, ProposalHeader
+    from agent.planner.safe import SafeTx
+    from agent.planner.tx import PlannedTx
+    from agent.simulator.fork import SimulationResult
+    from agent.simulator.outcome import Outcome
+    from agent.sinks.config import SinksConfig
+    from agent.sinks.publish import ProposalSinks
+
+    blocked = tmp_path / "builder"
+    blocked.write_text("")  # a file where the directory should be: every write fails
+    store = Store(tmp_path / "s.sqlite")
+    journal = ProposalJournal(tmp_path / "j.jsonl")
+    header = ProposalHeader("id1", "k1", "2026-01-01T00:00:00+00:00", "mainnet", 1, 100, SAFE,
+                            (), {}, {})  # fmt: skip
+    st = SafeTx(SAFE, SAFE, 0, "0x", 0)
+    tx = PlannedTx(SAFE, 0, "0x", DecodedCall("Safe", "nonce", {}), "read the nonce")
+    draft = Draft(header, "collateral_top_up", transactions=(tx,), safe_tx=st)
+    outcome = Outcome(draft, SimulationResult(True, 99, None, None, ()))
+
+    async def run() -> tuple[dict[str, Any] | None, int]:
+        async with HttpClient() as h, RpcClient("http://127.0.0.1:9") as rpc:
+            sinks = ProposalSinks(SinksConfig(safe_tx_builder_dir=str(blocked / "x")),
+                                  journal=journal, store=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
+            with capture_logs() as logs:
+                first = await sinks.publish(outcome, session_id="s", at=1)
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+                "sinks.deliver_failed"
+            ]
+            # committed (in the cap, seen) but not delivered, so not journaled
+            assert first is not None and store.in_outbox("k1") and journal.read() == []
+            assert store.session_spent_usd("s") == 0 and store.spend_count() == 1
+            assert sinks.seen("k1")
+            assert await sinks.deliver_pending() == 0  # still blocked
+            blocked.unlink()
+            n = await sinks.deliver_pending()
+            await sinks.deliver_pending()  # nothing left: no second file
+            return first, n
+
+    _, delivered = asyncio.run(run())
+    assert delivered == 1
+    assert flush_outbox(store, journal) == 1
+    (line,) = journal.read()
+    assert line["id"] == "id1" and line["safe_tx_builder_file"] == str(
+        blocked / "x" / "id1-collateral_top_up.json"
+    )
+    assert [p.name for p in (blocked / "x").iterdir()] == ["id1-collateral_top_up.json"]
+    store.close()

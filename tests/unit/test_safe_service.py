@@ -403,3 +403,64 @@ async def test_publish_posts_at_the_reserved_nonce_and_keeps_the_plan(
     assert ss["queued"] and ss["nonce"] == 7 and ss["queued_nonces"] == [5, 6]
     ((_, _, body),) = service.posts()
     assert body["nonce"] == "7" and ss["safe_tx_hash"] == safe_tx_hash_reference(body, 1)
+
+
+# -- issue 24: idempotent proposals --------------------------------------------------------------
+
+
+async def test_a_transaction_the_service_holds_is_not_posted_again(
+    service: FakeSafeService,
+) -> None:
+    """The same transaction at the same nonce (a retry after a crash): found by its safeTxHash
+    and recorded as queued, without a second post."""
+    st = SafeTx(**{**ST.__dict__, "nonce": 7})
+    async with http() as h:
+        client = SafeServiceClient(h, cfg(service.base))
+        first = await propose(client, st, chain_id=1)
+        again = await propose(client, st, chain_id=1)
+    assert len(service.posts()) == 1 and len(service.queue(SAFE)) == 1
+    assert first.queued and not first.already_queued
+    assert again.queued and again.already_queued and again.safe_tx_hash == first.safe_tx_hash
+    assert again.as_dict()["already_queued"] is True
+
+
+async def test_a_lost_reply_is_queued_when_the_service_has_it(service: FakeSafeService) -> None:
+    """Every reply to the post comes after the client's timeout, but the service queued the
+    transaction: the proposal says queued (not rejected), with the lost reply noted."""
+    service.late_replies, service.reply_delay_s = 5, 1.0
+    st = SafeTx(**{**ST.__dict__, "nonce": 7})
+    async with http() as h:
+        p = await propose(SafeServiceClient(h, cfg(service.base, timeout_s=0.3)), st, chain_id=1)
+    assert p.queued and p.post_error is not None and "timeout after" in p.post_error
+    body = {"safe": SAFE, "to": MULTISEND, "value": "0", "data": ST.data, "operation": 1,
+            "nonce": "7"}  # fmt: skip
+    assert p.safe_tx_hash == safe_tx_hash_reference(body, 1) and len(service.queue(SAFE)) == 1
+
+
+async def test_a_refused_post_is_still_an_error(service: FakeSafeService) -> None:
+    service.refuse_posts = {0}
+    async with http() as h:
+        with pytest.raises(SourceError, match="is not an owner or delegate"):
+            await propose(SafeServiceClient(h, cfg(service.base)),
+                          SafeTx(**{**ST.__dict__, "nonce": 7}), chain_id=1)  # fmt: skip
+    assert service.txs == {}
+
+
+def test_the_queue_entry_of_the_same_transaction_keeps_its_nonce() -> None:
+    """``already_queued`` matches by the hash the SERVICE computed (eth-account's EIP-712, not
+    ours) at the queued nonce: the same call at nonce 6 is found; another call is not."""
+    from agent.sinks.safe_service import QueuedTx, already_queued
+
+    def queued(nonce: int, data: str) -> QueuedTx:
+        body = {"safe": SAFE, "to": SAFE, "value": "0", "data": data, "operation": 0,
+                "nonce": str(nonce)}  # fmt: skip
+        return QueuedTx(nonce, safe_tx_hash_reference(body, 1), False)
+
+    st = SafeTx(SAFE, SAFE, 0, "0x01", 0)
+    q = (queued(5, "0x"), queued(6, "0x01"), queued(7, "0x02"))
+    found = already_queued(st, q, chain_id=1)
+    assert found is not None and found.nonce == 6
+    assert already_queued(SafeTx(SAFE, SAFE, 0, "0x03", 0), q, chain_id=1) is None
+    assert already_queued(st, q, chain_id=10) is None  # another chain: another hash
+    executed = (QueuedTx(6, q[1].safe_tx_hash, True),)
+    assert already_queued(st, executed, chain_id=1) is None
