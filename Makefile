@@ -59,6 +59,8 @@ demo: install
 	HEDGE_AGENT_AGENT__LOG_FORMAT=console $(BIN)/hedge-agent run --config $(MULTI_CONFIG) --once; \
 	echo; echo "==== proposals ===="; \
 	$(BIN)/hedge-agent proposals list --config $(MULTI_CONFIG); \
+	echo; echo "==== hedge-agent status: every position, its liquidation and guard price ===="; \
+	$(BIN)/hedge-agent status --config $(MULTI_CONFIG); \
 	echo; echo "Safe Transaction Builder files:"; ls -1 var/demo-multi/safe-tx-builder 2>/dev/null || true; \
 	echo; echo "S&P 500 put ticket (advisory, for your broker):"; cat var/demo-multi/spx_tickets.csv 2>/dev/null || echo "(none this run)"
 

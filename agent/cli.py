@@ -42,7 +42,7 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.config import Settings, load_settings
     from agent.sinks.logging import configure_logging
-    from agent.sinks.render import render_proposal
+    from agent.sinks.render import ReviewPrinter
 
     # Reading the journal needs only its path, not a live devnet.
     settings = load_settings(args.config, resolve_deployment=False) if args.config else Settings()
@@ -95,8 +95,9 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
         if found is None:
             raise AgentError(f"no proposal {args.id!r} in {path}")
         chosen = [found]
+    review = ReviewPrinter()  # each decision once, its proposals referring to it
     for r in chosen:
-        print(json.dumps(r, indent=2) if args.json else render_proposal(r))
+        print(json.dumps(r, indent=2) if args.json else review.render(r))
         print()
     return 0
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.commands import collect as collectors_command
     from agent.commands import roles as roles_command
     from agent.commands import safe as safe_command
+    from agent.commands import status as status_command
     from agent.commands import store as store_command
     from agent.devnet import command as devnet_command
     from agent.ops import command as ops_command
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         safe_command,
         roles_command,
         ops_command,
+        status_command,
     ):
         module.register(sub)
     return parser

@@ -8,6 +8,7 @@ models of every stage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -33,6 +34,7 @@ from agent.core.errors import ConfigError, DevnetError
 from agent.core.market import FeedConfig
 from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
+from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
 
@@ -96,6 +98,8 @@ class PositionConfig(BaseModel):
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
     # empty-wallet one); ignored when ``account`` is set.
     deployment_safe: Literal["safe", "safe_lean"] = "safe"
+    # this position's liquidation guard, where it differs from [guard]
+    guard: GuardOverrides | None = None
 
 
 class OptionsConfig(BaseModel):
@@ -195,6 +199,7 @@ class Settings(BaseSettings):
     scenario: ScenarioConfig = ScenarioConfig()
     signals: SignalsConfig = SignalsConfig()
     policy: PolicyConfig = PolicyConfig()
+    guard: GuardSection = GuardSection()  # the liquidation guard of every position
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
@@ -276,6 +281,17 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _guards(self) -> Settings:
+        """Each position's guard (``[guard]`` with its overrides) must be coherent."""
+        for i, p in enumerate(self.positions or (self.position,)):
+            try:
+                self.guard.record(p.guard)
+            except ValueError as e:
+                where = f"positions[{i}].guard" if self.positions else "position.guard"
+                raise ValueError(f"{where}: {e}") from None
+        return self
+
     # The typed chains and positions the stages take are built from these settings once, by
     # the composition root (agent.pipeline.parts.build_parts).
 
@@ -285,16 +301,46 @@ class Settings(BaseSettings):
         return bool(self.chains)
 
 
+ENV_PREFIX = "HEDGE_AGENT_"
+
+
+def _env_naming(loc: tuple[int | str, ...]) -> str | None:
+    """The ``HEDGE_AGENT_*`` variable that set the key at ``loc`` (or a key under it)."""
+    want = (ENV_PREFIX + "__".join(str(x) for x in loc)).upper()
+    return next((n for n in os.environ if n.upper().startswith(want)), None)
+
+
+def _unknown_env_sections() -> None:
+    """pydantic-settings reads only the variables of known sections: a misspelt one
+    (``HEDGE_AGENT_SINKZ__NOTIFY__URLS``) would be ignored without a word. Variables without
+    ``__`` are left alone: the tools' own (``HEDGE_AGENT_ANVIL``, ...) look like that."""
+    sections = sorted(set(Settings.model_fields) - {"origin"})
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or "__" not in upper:
+            continue
+        section = upper[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}__...?" if close else ""
+            raise ConfigError(
+                f"environment variable {name}: there is no configuration section "
+                f"[{section}]{hint} (sections: {', '.join(sections)})"
+            )
+
+
 def _format_validation(origin: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
+        env = _env_naming(tuple(err["loc"]))
+        parts.append(f"{loc}: {err['msg']}" + (f" (environment variable {env})" if env else ""))
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return f"{origin}: invalid configuration: " + "; ".join(parts) + more
 
 
 def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -> Settings:
+    _unknown_env_sections()
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:

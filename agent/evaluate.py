@@ -15,7 +15,7 @@ clock runs ahead or behind another still has its newest observations used.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from agent.config import Settings
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.units import WAD
+from agent.guarding import GuardReport, evaluate_guard, is_guard_key
 from agent.open_layers import open_layers_from_journal
 from agent.pipeline.parts import Position
 from agent.policy import (
@@ -177,16 +178,38 @@ class Evaluation:
     # With several positions: their collateral together (USD base units, every chain), what
     # the one put ladder hedges; 0 on one chain (the buyer's own collateral bounds the puts).
     collateral_base: int = 0
+    # every position's liquidation guard this tick (agent/guarding.py)
+    guard: GuardReport = field(default_factory=GuardReport)
     at: int = 0  # the evaluation time (unix s): the latest block time among the chains read
 
     def topups(self) -> tuple[TopUpAction, ...]:
-        return self.decision.topups()
+        """The guard's protections first, then the layer's top-ups of the positions the guard
+        does not protect this tick (both aim at a target HF: one protection per position)."""
+        layer = tuple(
+            a for a in self.decision.topups() if not self.guard.protects(a.account, a.chain)
+        )
+        return (*self.guard.actions(), *layer)
 
     def options(self) -> tuple[OptionAction, ...]:
         return self.decision.options()
 
+    def actions(self) -> tuple[TopUpAction | OptionAction, ...]:
+        return (*self.topups(), *self.options())
+
     def explain(self) -> list[str]:
-        return explain_lines(self.decision)
+        withheld = [
+            f"layer top-up of {a.position or a.account} not proposed: the guard protects it "
+            "(its proposal is made or pending)"
+            for a in self.decision.topups()
+            if self.guard.protects(a.account, a.chain)
+        ]
+        return explain_lines(self.decision) + self.guard.lines() + withheld
+
+    def ledger_session(self, action: TopUpAction | OptionAction) -> str:
+        """The spend-ledger session an action's spend is recorded under: the guard's own, or
+        the layer rule's (the session cap's)."""
+        view = self.guard.view_of(action.action_key)
+        return self.session_id if view is None else view.ledger_session
 
     def summary(self) -> dict[str, Any]:
         return self.decision.summary()
@@ -211,13 +234,18 @@ class Evaluation:
         }
 
     def policy_entry(self, action_key: str, horizon: str | None = None) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "action_key": action_key,
             "severity": self.decision.severity or 0.0,
             "at": self.decision.at,
             "session_id": self.session_id,
             "horizon": horizon,
         }
+        view = self.guard.view_of(action_key) if is_guard_key(action_key) else None
+        if view is not None:
+            return entry | view.policy()
+        paths = " and ".join(self.decision.trigger_paths) or "no trigger"
+        return entry | {"reason": f"layer rule: {paths}, priority {self.decision.priority}"}
 
 
 @dataclass(frozen=True)
@@ -265,6 +293,10 @@ def position_snapshots(
     return tuple(out)
 
 
+def _same(p: Position, s: PositionSnapshot) -> bool:
+    return p.chain.name == s.chain and p.name == s.name
+
+
 def evaluate(
     store: Store,
     settings: Settings,
@@ -303,7 +335,21 @@ def evaluate(
         open_layers=open_layers,
         options_enabled=options_enabled,
     )
+    guard = evaluate_guard(
+        settings,
+        store,
+        [(p, s) for p in positions for s in snaps if _same(p, s)],
+        {name: (m.layout, m.snap) for name, m in markets.items()},
+        signals,
+        records,
+        at=at,
+        session_id=session_id,
+    )
     several = len(snaps) > 1
     return Evaluation(
-        decision, session_id, sum(p.collateral_base for p in snaps) if several else 0, at=at
+        decision,
+        session_id,
+        sum(p.collateral_base for p in snaps) if several else 0,
+        guard=guard,
+        at=at,
     )

@@ -125,7 +125,7 @@ class Proposer:
         state, so each sees the ones before it (the put planner reads wallet balances through
         the fork). ``warnings`` (a stale feed) are written into every record of the tick."""
         todo: list[TopUpAction | OptionAction] = (
-            [*evaluation.topups(), *evaluation.options()] if actions is None else list(actions)
+            list(evaluation.actions()) if actions is None else list(actions)
         )
         if self.simulator is None:
             return await self._propose_all(snap, evaluation, todo, self.rpc, tuple(warnings))
@@ -177,7 +177,7 @@ class Proposer:
         outcome = await simulate(draft, self.simulator, snap.block_number)
         return await self.sinks.publish(
             outcome,
-            session_id=evaluation.session_id,
+            session_id=evaluation.ledger_session(action),
             at=snap.timestamp,
             service_nonce=service_nonce,
         )
@@ -220,6 +220,16 @@ class Proposer:
 
     def _cap(self, evaluation: Evaluation, action: TopUpAction | OptionAction) -> SpendCap:
         d = evaluation.decision
+        guard = evaluation.guard.view_of(action.action_key)
+        if guard is not None:
+            # The guard's own budget, in its own ledger session: neither the layer's session
+            # cap nor B (issue 22).
+            return SpendCap(
+                session_id=guard.ledger_session,
+                cap_usd=guard.cfg.budget_usd,
+                spent_usd=Decimal(self.store.session_spent_usd(guard.ledger_session)),
+                priority="guard",
+            )
         # B bounds the open layers: this action's room is what the decision left for it (the
         # room after every action it sized, plus this action's own share).
         return SpendCap(

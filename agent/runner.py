@@ -315,6 +315,7 @@ class Agent:
         log.info("decision", **evaluation.summary())
         allowed = self.ops.proposals_allowed()  # the pause switch, read every tick
         self.ops.evaluated(evaluation.decision, evaluation.decision.signals, paused=not allowed)
+        self.ops.guarded(evaluation.guard)  # gauges; a critical HF is the first notice out
         proposals: list[dict[str, Any]] = []
         stored = sum(r.stored for r in collected.values())
         if allowed:
@@ -348,7 +349,7 @@ class Agent:
                     )
             log.warning(
                 "proposals.paused",
-                withheld=len(evaluation.decision.actions),
+                withheld=len(evaluation.actions()),
                 note="hedge-agent resume to propose again",
             )
         log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(proposals), stored=stored)
@@ -371,7 +372,7 @@ class Agent:
             read = markets.get(chain)
             if read is None:
                 continue  # its chain was not read this tick
-            actions = [a for a in evaluation.decision.actions if proposer.owns(a)]
+            actions = [a for a in evaluation.actions() if proposer.owns(a)]
             fork = proposer.simulator
             try:
                 out += await proposer.propose(read.snap, evaluation, stale, actions=actions)
@@ -384,6 +385,15 @@ class Agent:
         return out
 
 
+@dataclass
+class TickCount:
+    """Ticks run so far, kept outside the loop: a halt raises out of it, and the stop line
+    still reports what ran."""
+
+    ok: int = 0
+    failed: int = 0
+
+
 async def tick_loop(
     tick: Callable[[int], Awaitable[object]],
     *,
@@ -393,8 +403,10 @@ async def tick_loop(
     error_budget_s: float = 0.0,
     tick_timeout_s: float | None = None,
     once: bool = False,
+    count: TickCount | None = None,
 ) -> int:
-    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded.
+    """Run ``tick`` until ``stop`` is set; returns the number of ticks that succeeded (also
+    kept in ``count``, which survives a ``Halt``).
 
     Every exception a tick raises (the project's errors or any other) is logged with its
     traceback and spends the error budget: the daemon halts after ``error_budget`` consecutive
@@ -403,7 +415,7 @@ async def tick_loop(
     tick. ``Halt`` (a deliberate stop, e.g. live sending refused) and cancellation pass
     through at once."""
     budget = ErrorBudget(error_budget, error_budget_s)
-    done = 0
+    count = count if count is not None else TickCount()
     tick_id = 0
     while not stop.is_set():
         tick_id += 1
@@ -413,7 +425,7 @@ async def tick_loop(
                 stop, within(tick_timeout_s, work) if tick_timeout_s is not None else work
             )
             budget.ok()
-            done += 1
+            count.ok += 1
         except Interrupted:
             log.warning("tick.interrupted", note="stop signal; the tick was cancelled")
             break
@@ -421,6 +433,7 @@ async def tick_loop(
             raise
         except Exception as exc:
             budget.failed()
+            count.failed += 1
             # A project error is one line; anything else is a bug and keeps its traceback.
             trace = {} if isinstance(exc, AgentError) else {"exc_info": exc}
             log.error(
@@ -450,7 +463,7 @@ async def tick_loop(
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-    return done
+    return count.ok
 
 
 async def run(settings: Settings, *, once: bool = False) -> int:
@@ -459,7 +472,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = False
-    ticks = 0
+    count = TickCount()
     try:
         async with App(settings) as app:
             # One daemon per store and journal (the second refuses); fork anvils a daemon
@@ -477,7 +490,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                         await agent.setup()
                         started = True
                         await agent.backfill()
-                        ticks = await tasks.create_task(
+                        await tasks.create_task(
                             tick_loop(
                                 agent.tick,
                                 stop=stop,
@@ -486,6 +499,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                                 error_budget_s=settings.agent.error_budget_s,
                                 tick_timeout_s=settings.agent.tick_timeout_s,
                                 once=once,
+                                count=count,
                             ),
                             name="ticks",
                         )
@@ -505,5 +519,5 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if started:  # a failed start-up ends with the one-line error alone
-            log.info("agent.stopped", ticks=ticks)
+            log.info("agent.stopped", ticks=count.ok, failed_ticks=count.failed)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -585,7 +586,27 @@ ROWS: dict[str, Callable[[Bench], Coroutine[Any, Any, list[Row]]]] = {
 }
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends the run like Ctrl-C: every ``with`` and ``finally`` runs, so the devnet
+    anvil, the forks and the child processes are stopped (Python's default would exit at
+    once and leave them running)."""
+    raise SystemExit(128 + signum)
+
+
+def _stop_child(proc: subprocess.Popen[str] | None) -> None:
+    """A child gets SIGTERM first (so it stops its own anvils), then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--latency-ms", type=float, default=30.0, help="proxy round trip (ms)")
     ap.add_argument("--rows", default="1,2,3,4,5,6", help="comma-separated rows to run")
@@ -605,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     rows: list[Row] = []
     with (
-        AnvilProcess() as anvil,
+        AnvilProcess(die_with_parent=True) as anvil,  # even a kill -9 of this run stops it
         RpcProxy(anvil.url, args.latency_ms) as proxy,
         tempfile.TemporaryDirectory() as tmp,
     ):
@@ -647,9 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += finish_memory(bench, mem, args.ticks)
         finally:
             for proc in (mem, child):
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                _stop_child(proc)
     rows.sort(key=lambda r: r.row)
     total = time.perf_counter() - t_start
     if args.json:

@@ -241,6 +241,9 @@ async def soak(args: argparse.Namespace) -> int:
         print("too short to compare halves")
         return 1
     first, mid, last = samples[0], samples[len(samples) // 2], samples[-1]
+    # The fork starts with the first move: its figures start at the first sample it is in.
+    forked = [s for s in samples if s.fork_rss is not None] or samples
+    f0, fmid = forked[0], forked[len(forked) // 2]
     span = last.t_s - first.t_s
     print(f"ticks {first.ticks:,} -> {last.ticks:,} in {span:,.0f} s; failed ticks {int(failed)}")
     print(
@@ -253,13 +256,13 @@ async def soak(args: argparse.Namespace) -> int:
         f"2nd half {_per(mid, last, 'agent_rss', 'ticks')}"
     )
     print(
-        f"fork growth per move:  whole {_per(first, last, 'fork_rss', 'moves')}, "
-        f"1st half {_per(first, mid, 'fork_rss', 'moves')}, "
-        f"2nd half {_per(mid, last, 'fork_rss', 'moves')}"
+        f"fork growth per move:  whole {_per(f0, last, 'fork_rss', 'moves')}, "
+        f"1st half {_per(f0, fmid, 'fork_rss', 'moves')}, "
+        f"2nd half {_per(fmid, last, 'fork_rss', 'moves')}"
     )
     print(
         f"open files: agent {first.agent_fds} -> {last.agent_fds}, "
-        f"fork {first.fork_fds} -> {last.fork_fds}"
+        f"fork {f0.fork_fds} -> {last.fork_fds}"
     )
     return 0
 

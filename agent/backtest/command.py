@@ -34,11 +34,13 @@ from agent.backtest.engine import (
     build_inputs,
     run_backtest,
 )
+from agent.backtest.guard_table import GuardReport
 from agent.backtest.outcome import (
     PRESETS,
     OutcomeConfig,
     OutcomeReport,
     PositionSpec,
+    PriceBook,
     outcome_report,
     price_book,
     proposals_from_backtest,
@@ -46,6 +48,7 @@ from agent.backtest.outcome import (
 from agent.backtest.spx import spx_summary
 from agent.backtest.sweep import parse_axis, run_sweep, sweep_table
 from agent.core.errors import ConfigError
+from agent.core.units import WAD
 from agent.policy import PolicyConfig
 from agent.signals import SignalInputs, SignalsConfig, s8_beta_one
 from agent.signals.base import to_utc
@@ -172,15 +175,19 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     )
     for line in summary_table(res):
         print(line)
+    for flag in data.release_flags(args.from_, args.to):
+        print(f"flag: {flag}")
     print()
     for line in spx_summary(res.days):  # the SPX layer rule (issue 15)
         print(line)
-    want = args.outcome or bool(args.outcome_markdown)
+    want = args.outcome or bool(args.outcome_markdown) or bool(args.guard_markdown)
     reports = _outcomes(args, data, inputs, specs, res) if want else []
     if args.json:
         payload = res.to_json()
         if reports:
             payload["outcomes"] = [r.record() for r in reports]
+        if getattr(args, "guard_records", None):
+            payload["guarded_outcomes"] = args.guard_records
         _write_json(args.json, payload)
         print(f"wrote {args.json}")
     if args.chart:
@@ -290,6 +297,7 @@ def _outcomes(
         {a: data.series(f"low.{a}") for a in assets if data.has(f"low.{a}")},
     )
     reports = []
+    guard_reports: list[list[GuardReport]] = []
     for i, spec in enumerate(specs):
         res = first
         if i > 0:  # the rule sizes on this position and buys puts on its collateral
@@ -311,7 +319,131 @@ def _outcomes(
         for line in outcome_lines(rep):
             print(line)
         reports.append(rep)
+        if args.guard:
+            guard_reports.append(_guard_reports(args, data, spec, book, res, cfg))
+    if args.guard_markdown:
+        from agent.backtest.guard_table import guard_markdown
+
+        parts = []
+        for mode_i, _ in enumerate(args.execution or ["autonomous"]):
+            parts.append(guard_markdown([reps[mode_i] for reps in guard_reports]))
+        _write_text(args.guard_markdown, "\n".join(parts))
+        print(f"wrote {args.guard_markdown}")
+    if args.json and guard_reports:
+        args.guard_records = [r.record() for reps in guard_reports for r in reps]
     return reports
+
+
+def parse_execution(text: str) -> tuple[str, int]:
+    """``autonomous``, ``signers`` (one day, today's behaviour) or ``signers:<N>h|<N>d``."""
+    if text == "autonomous":
+        return "autonomous", 0
+    if text == "signers":
+        return "signers", 24
+    kind, _, delay = text.partition(":")
+    if kind == "signers" and delay[:-1].isdigit() and delay[-1:] in ("h", "d"):
+        return "signers", int(delay[:-1]) * (24 if delay.endswith("d") else 1)
+    raise ConfigError(
+        f"--execution: {text!r} is not autonomous, signers or signers:<N>h / signers:<N>d"
+    )
+
+
+def _daily_rates(series: pd.Series) -> dict[date, float]:
+    """Stablecoin borrow rate per UTC day, carried over gaps of up to 7 days."""
+    out: dict[date, float] = {}
+    last: tuple[date, float] | None = None
+    if series.empty:
+        return out
+    days = pd.date_range(series.index[0].normalize(), series.index[-1].normalize(), freq="D")
+    idx = pd.DatetimeIndex(series.index)
+    by_day = {ts.date(): float(v) for ts, v in zip(idx, series.to_numpy(), strict=True)}
+    for d in days:
+        day = d.date()
+        if day in by_day:
+            last = (day, by_day[day])
+        if last is not None and (day - last[0]).days <= 7:
+            out[day] = last[1]
+    return out
+
+
+def _guard_reports(
+    args: argparse.Namespace,
+    data: HistoricalData,
+    spec: PositionSpec,
+    book: PriceBook,
+    res: BacktestResult,
+    cfg: OutcomeConfig,
+) -> list[GuardReport]:
+    """The guarded outcome of ``spec`` per ``--execution`` mode (robustness rows with the first)."""
+    from agent.backtest.guard_table import Inputs, guard_lines, guard_report, parse_hf_range
+    from agent.backtest.guarded import GuardModel, bars_for
+    from agent.backtest.hourly import load_hourly
+    from agent.backtest.outcome import NAMED_EPISODES
+    from agent.policy.guard import GuardConfig
+
+    try:
+        hfs = parse_hf_range(args.opening_hf) if args.opening_hf else (spec.health_factor,)
+        guard = GuardConfig(
+            trigger_hf_wad=int(Decimal(args.guard_trigger_hf) * WAD),
+            target_hf_wad=int(Decimal(args.guard_target_hf) * WAD),
+            critical_hf_wad=int(Decimal(args.guard_critical_hf) * WAD),
+            budget_usd=args.guard_budget_usd,
+            stress_trigger_hf_wad=(
+                int(Decimal(args.stress_trigger_hf) * WAD) if args.stress_trigger_hf else None
+            ),
+        )
+        modes = [parse_execution(t) for t in args.execution or ["autonomous"]]
+    except ValueError as e:
+        raise ConfigError(f"--outcome: {e}") from None
+    d = Path(args.data_dir)
+    hourly = load_hourly(d, [spec.collateral])
+    path = hourly.get(spec.collateral)
+    windows = [(lbl, a, b) for lbl, a, b in NAMED_EPISODES if args.from_ <= a and b <= args.to]
+    notes = []
+    if path is None:
+        notes.append(f"no hourly prices for {spec.collateral} in {d}: daily bars only")
+    else:
+        for lbl, a, b in windows:
+            src = path.sources_between(a, b)
+            notes.append(f"{lbl}: " + ", ".join(f"{k} {v}h" for k, v in src.items()))
+    rkey = "rate.aave-v2.ethereum.usdc.supply_apy"
+    rates = _daily_rates(data.series(rkey)) if data.has(rkey) else {}
+    notes.append(
+        "borrow interest daily at the shipped Aave v2 USDC rate "
+        f"({min(rates) if rates else '-'}..{max(rates) if rates else '-'}; "
+        f"PROVENANCE: supply or borrow is ambiguous), {args.borrow_apr_fallback:.1%} APR outside it"
+    )
+    notes.append(
+        "the layer rule's proposals (sized on the preset's opening HF, cut to what reaches their "
+        "target) and puts run beside the guard, executed "
+        f"{cfg.execution_delay_days} day(s) later at the close"
+    )
+    inp = Inputs(
+        {(a, b): bars_for(path, book, spec.collateral, a, b) for _, a, b in windows},
+        {r.day: frozenset(x.id for x in r.signals if x.firing) for r in res.days},
+        rates,
+        proposals_from_backtest(res),
+        book,
+        cfg,
+        args.borrow_apr_fallback,
+    )
+    out = []
+    for i, (mode, delay) in enumerate(modes):
+        model = GuardModel(
+            guard=guard,
+            gap_bps=args.guard_gap_bps,
+            execution=mode,  # type: ignore[arg-type]
+            delay_hours=delay,
+            swap_cost_bps=args.swap_cost_bps,
+            gas_usd=args.gas_usd,
+            stress_aware=args.stress_trigger_hf is not None,
+        )
+        rep = guard_report(spec, windows, hfs, model, inp, robustness=i == 0, notes=notes)
+        print()
+        for line in guard_lines(rep):
+            print(line)
+        out.append(rep)
+    return out
 
 
 def _write_text(path: str, text: str) -> None:
@@ -454,6 +586,53 @@ def _outcome_args(p: argparse.ArgumentParser) -> None:
         "--oracle-step-bps", type=_bps, default=50, help="oracle deviation step (default 50)"
     )
     g.add_argument("--outcome-markdown", help="also write the outcome tables as Markdown here")
+    g.add_argument(
+        "--guard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the liquidation guard hour by hour over the named windows (default on)",
+    )
+    g.add_argument(
+        "--execution",
+        action="append",
+        metavar="MODE",
+        help="guard execution: autonomous (default), signers (1-day delay), signers:<N>h or "
+        "signers:<N>d (repeatable: one table each)",
+    )
+    g.add_argument(
+        "--opening-hf",
+        metavar="HF|LO:HI:STEP",
+        help="open the preset at each of these health factors (e.g. 1.30:2.00:0.005); "
+        "default: the preset's",
+    )
+    g.add_argument(
+        "--guard-gap-bps",
+        type=_bps,
+        default=100,
+        help="the price moves this far against the guard while its transaction lands (100)",
+    )
+    g.add_argument("--guard-trigger-hf", default="1.30", help="guard trigger HF (1.30)")
+    g.add_argument("--guard-target-hf", default="1.60", help="guard target HF (1.60)")
+    g.add_argument("--guard-critical-hf", default="1.10", help="guard critical HF (1.10)")
+    g.add_argument(
+        "--stress-trigger-hf",
+        default="1.45",
+        help="trigger HF while a stress signal (S1-S7) fires (1.45); empty: never raised",
+    )
+    g.add_argument(
+        "--guard-budget-usd",
+        type=_decimal,
+        default=Decimal(100_000),
+        help="the guard's money per UTC day for repays (100000); the rest is a deleverage",
+    )
+    g.add_argument("--gas-usd", type=float, default=20.0, help="gas per guard transaction ($20)")
+    g.add_argument(
+        "--borrow-apr-fallback",
+        type=float,
+        default=0.05,
+        help="borrow APR on days without a shipped stablecoin rate (0.05)",
+    )
+    g.add_argument("--guard-markdown", help="also write the guard tables as Markdown here")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

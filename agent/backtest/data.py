@@ -7,6 +7,11 @@ The files shipped in ``data/history`` (gzipped copies; see its PROVENANCE.md) ar
 available by ``known_by``; UTC index; ``name`` = key, ``attrs["source"]`` = source) and
 ``observations(key)`` like ``Store.observations``.
 
+S2's prints count from their real release (``cpi_ppi_release_dates.csv``: every CPI and PPI
+release, 08:30 New York time, for reference months 2018-10..2025-07, PROVENANCE (g)); a month
+outside that calendar keeps the importer's 15th-of-next-month fallback, and
+:attr:`HistoricalData.release_calendar` says which months did (the command prints it).
+
 Price sets: ``"yahoo"`` (main: BTC/ETH/^GSPC from Yahoo, with the BTC/ETH intraday lows) or
 ``"crosscheck"`` (Coinbase closes and FRED SP500; no lows), never mixed under one key.
 """
@@ -14,9 +19,11 @@ Price sets: ``"yahoo"`` (main: BTC/ETH/^GSPC from Yahoo, with the BTC/ETH intrad
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -55,6 +62,68 @@ PRICE_FILES: dict[PriceSet, dict[str, str]] = {
     },
 }
 REQUIRED_KEYS = ("tvl.chain.total",)
+# Not observations: the CPI/PPI release calendar that sets the macro prints' ``known_at``.
+RELEASE_DATES_FILE = "cpi_ppi_release_dates.csv"
+CALENDAR_FILES = (RELEASE_DATES_FILE,)
+_RELEASE_SERIES = {"macro.cpi": "CPI", "macro.ppi": "PPI"}
+_NEW_YORK = ZoneInfo("America/New_York")
+
+
+@dataclass(frozen=True)
+class ReleaseCalendar:
+    """Real release times (unix) per (series, reference month "YYYY-MM")."""
+
+    released_at: Mapping[tuple[str, str], int]
+
+    def span(self, series: str) -> tuple[str, str] | None:
+        months = sorted(m for s, m in self.released_at if s == series)
+        return (months[0], months[-1]) if months else None
+
+    def describe(self) -> str:
+        spans = {s: self.span(s) for s in ("CPI", "PPI")}
+        return "; ".join(f"{s} {a}..{b}" for s, sp in spans.items() if sp for a, b in [sp])
+
+
+def read_release_calendar(path: Path) -> ReleaseCalendar:
+    """``series, reference_month, release_date, release_time_et, ...``: the release instant is
+    the date and time in New York (EST/EDT as on that day), stored as UTC."""
+    import csv
+    import gzip
+    import io
+
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode("utf-8")
+    out: dict[tuple[str, str], int] = {}
+    for n, r in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            hh, mm = (int(x) for x in r["release_time_et"].split(":"))
+            d = datetime.fromisoformat(r["release_date"]).replace(hour=hh, minute=mm)
+            month = r["reference_month"].strip()
+            datetime.strptime(month, "%Y-%m")
+            out[(r["series"].strip().upper(), month)] = int(d.replace(tzinfo=_NEW_YORK).timestamp())
+        except (KeyError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{path}: line {n}: bad release row ({e})") from None
+    return ReleaseCalendar(out)
+
+
+def with_release_dates(
+    key: str, rows: tuple[Observation, ...], cal: ReleaseCalendar
+) -> tuple[tuple[Observation, ...], int]:
+    """The macro prints with ``known_at`` = their real release where the calendar has it (the
+    importer's fallback otherwise); also how many kept the fallback."""
+    series = _RELEASE_SERIES.get(key)
+    if series is None:
+        return rows, 0
+    out, fallback = [], 0
+    for o in rows:
+        month = datetime.fromtimestamp(o.ts, UTC).strftime("%Y-%m")
+        rel = cal.released_at.get((series, month))
+        if rel is None:
+            fallback += 1
+            out.append(o)
+        else:
+            out.append(replace(o, known_at=rel))
+    return tuple(out), fallback
 
 
 def default_data_dir() -> Path:
@@ -71,6 +140,7 @@ class HistoricalData:
     observations_by_key: Mapping[str, tuple[Observation, ...]]
     data_dir: Path | None = None
     skipped: tuple[str, ...] = ()
+    release_calendar: ReleaseCalendar | None = None  # None: every macro print on the fallback
     _cache: dict[tuple[str, int | None], pd.Series] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -102,6 +172,27 @@ class HistoricalData:
         self._cache[ck] = s
         return s
 
+    def release_flags(self, start: date, end: date) -> list[str]:
+        """One line per macro series whose prints released inside ``[start, end]`` include
+        months beyond the release calendar (those count from the 15th-of-month fallback)."""
+        lo = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp())
+        hi = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp()) + 86_399
+        cal = self.release_calendar
+        out = []
+        for key, series in _RELEASE_SERIES.items():
+            months = [
+                datetime.fromtimestamp(o.ts, UTC).strftime("%Y-%m")
+                for o in self.observations_by_key.get(key, ())
+                if lo <= o.available_at <= hi
+            ]
+            beyond = [m for m in months if cal is None or (series, m) not in cal.released_at]
+            if beyond:
+                out.append(
+                    f"S2 {series}: {len(beyond)} reference month(s) beyond the release calendar "
+                    f"({beyond[0]}..{beyond[-1]}) count from the 15th of the next month (fallback)"
+                )
+        return out
+
     def truncated(self, until_unix: int) -> HistoricalData:
         """Only what was known by ``until_unix`` (``available_at <= until``): the data as it stood
         on that day. Used to prove the replay has no look-ahead."""
@@ -112,6 +203,7 @@ class HistoricalData:
             },
             self.data_dir,
             self.skipped,
+            self.release_calendar,
         )
 
 
@@ -140,4 +232,12 @@ def load_history(data_dir: str | Path | None = None, prices: PriceSet = "yahoo")
         by_key[key] = tuple(o for o in res.observations if o.key == key)
         if first:
             skipped += [f"{fname}: {s}" for s in res.skipped[:5]]
-    return HistoricalData(by_key, d, tuple(skipped))
+    cal_path = find_file(d, RELEASE_DATES_FILE)
+    cal = read_release_calendar(cal_path) if cal_path is not None else None
+    if cal is None:
+        skipped.append(f"{RELEASE_DATES_FILE}: missing, S2 uses the 15th-of-month fallback")
+    else:
+        for key in _RELEASE_SERIES:
+            if key in by_key:
+                by_key[key], _ = with_release_dates(key, by_key[key], cal)
+    return HistoricalData(by_key, d, tuple(skipped), release_calendar=cal)

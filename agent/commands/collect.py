@@ -71,6 +71,29 @@ def render_collect(report: CollectReport, store_path: str) -> str:
     return "\n".join(lines)
 
 
+def collect_summary(reports: list[CollectReport]) -> str | None:
+    """One line naming every source that failed or answered only in part (a stale oracle, an
+    unreadable Comet market, an undecodable log), or None when everything was read: a cron job
+    gets a non-zero exit and this line."""
+    failed: list[str] = []
+    partial: list[str] = []
+    for report in reports:
+        for name, r in sorted(report.sources.items()):
+            if r.errors:
+                failed.append(name)
+            elif r.problems:
+                partial.append(f"{name} ({len(r.problems)} problems)")
+    if not failed and not partial:
+        return None
+    total = sum(len(r.sources) for r in reports)
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {total} sources failed: {', '.join(failed)}")
+    if partial:
+        parts.append(f"{len(partial)} read in part: {', '.join(partial)}")
+    return "collect: " + "; ".join(parts)
+
+
 def render_backfill(report: BackfillReport) -> str:
     lines = [
         f"backfill since {_iso(report.since)}: {report.rows} observations written "
@@ -110,7 +133,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         async with App(settings) as app:
             chains = app.parts.chains
             while True:
-                ok = True
+                reports = []
                 # every chain; the chain-independent sources once, with the first
                 for i, chain in enumerate(chains):
                     report = await collect_once(
@@ -126,9 +149,12 @@ def _cmd_collect(args: argparse.Namespace) -> int:
                     print(render_collect(report, path), flush=True)
                     for e in report.errors:
                         print(f"error: {e}", file=sys.stderr)
-                    ok = ok and report.ok
+                    reports.append(report)
+                summary = collect_summary(reports)
+                if summary is not None:
+                    print(summary, file=sys.stderr, flush=True)
                 if args.once:
-                    return 0 if ok else 1
+                    return 0 if summary is None else 1
                 print(flush=True)
                 await asyncio.sleep(settings.agent.tick_interval_s)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from agent.core.roles import InstalledRole
     from agent.core.rpc import RpcClient
     from agent.pipeline.parts import Position
-    from agent.planner.roles import CheckLine, RoleSpec
+    from agent.planner.roles import CheckLine, Probe, RoleSpec
 
 
 def role_position(settings: Settings, name: str | None) -> Position:
@@ -196,11 +196,32 @@ async def _allowance_hint(rpc: RpcClient, s: Settings, p: Position, layout: Mark
     )
 
 
+async def _try(rpc: RpcClient, spec: RoleSpec, probe: Probe) -> str:
+    """``allowed``, or why the call was refused (the role's status, else the revert)."""
+    from agent.core.abi import decode_revert, load_abi, revert_data_from_rpc
+    from agent.core.errors import RpcError
+    from agent.core.roles import Status
+
+    call = {"from": spec.agent, "to": spec.module_address, "data": probe.calldata(spec)}
+    try:
+        await rpc.request("eth_call", [call, "latest"])
+        return "allowed"
+    except RpcError as exc:
+        data = revert_data_from_rpc(exc.data)
+    roles = load_abi("Roles")
+    violation = next(k for k, e in roles.errors.items() if e["name"] == "ConditionViolation")
+    if data and data[:4] == violation:
+        status = int.from_bytes(data[4:36], "big")
+        name = Status(status).name if status in Status._value2member_map_ else str(status)
+        return f"refused by the role ({name})"
+    return "reverted: " + decode_revert(data or b"", [roles])
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.collectors.onchain import discover
     from agent.config import load_settings
-    from agent.planner.roles import compare, key_text, owners_batch
+    from agent.planner.roles import compare, key_text, owners_batch, probes
     from agent.planner.safe import build_safe_tx
     from agent.sinks.safe_tx_builder import write_batch_file
 
@@ -258,11 +279,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                     f" gas {gas}"
                 )
                 lines = compare(spec, await read_role(fork, spec, from_block=res.fork_block))
+                tried = [(pr, await _try(fork, spec, pr)) for pr in probes(spec)]
             bad = [ln for ln in lines if not ln.ok]
             print(f"the role as installed on the fork, read back ({len(lines)} checks):")
             for ln in lines:
                 print("  " + ln.render())
-            return 1 if bad else 0
+            print("calls by the agent's key through the role, on the fork:")
+            wrong = 0
+            for pr, outcome in tried:
+                as_planned = (outcome == "allowed") == pr.allowed
+                wrong += not as_planned
+                print(f"  {'ok      ' if as_planned else 'MISMATCH'} {pr.label}: {outcome}")
+            return 1 if bad or wrong else 0
 
     return asyncio.run(plan())
 

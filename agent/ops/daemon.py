@@ -25,6 +25,7 @@ from agent.sinks.notify import (
     Notice,
     Notifier,
     SourceWatch,
+    guard_critical_notice,
     halt_notice,
     pause_notice,
     proposal_notice,
@@ -141,6 +142,29 @@ class Operations:
     def evaluated(self, decision: Any, signals: Iterable[Any], *, paused: bool) -> None:
         self.telemetry.signals(signals)
         self.telemetry.decision(decision, paused=paused)
+
+    def guarded(self, report: Any) -> None:
+        """The liquidation guard of every position (``agent.guarding.GuardReport``): its
+        gauges, one log line per position, and a critical HF as the first notice out."""
+        self.telemetry.guard(report.views)
+        for v in report.views:
+            g = v.prices
+            log.info(
+                "guard",
+                position=v.label,
+                chain=v.position.chain,
+                verdict=v.verdict.kind,
+                health_factor=v.verdict.health_factor_wad / 1e18
+                if v.verdict.health_factor_wad < 2**255
+                else None,
+                trigger_hf=v.verdict.trigger.trigger_hf_wad / 1e18,
+                stressed=v.verdict.trigger.stressed,
+                liquidation_price=None if g is None else g.liquidation_price / 1e8,
+                guard_price=None if g is None else g.guard_price / 1e8,
+                reason=v.verdict.reason,
+            )
+        for v in report.critical():
+            self._notify(guard_critical_notice(v.label, v.lines()))
 
     def proposals(self, records: Iterable[Mapping[str, Any]]) -> None:
         for r in records:

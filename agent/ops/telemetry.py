@@ -152,6 +152,27 @@ class Telemetry:
         self.forks_recycled = counter(
             "forks_recycled", "Simulator forks restarted because their memory grew"
         )
+        # The liquidation guard (issue 22): each position as the last tick read it.
+        pos = ["position", "chain"]
+        self.position_hf = gauge("position_health_factor", "Health factor of the position", pos)
+        self.guard_trigger = gauge(
+            "guard_trigger_health_factor", "The guard's trigger in force (raised under stress)", pos
+        )
+        self.liquidation_price = gauge(
+            "liquidation_price_usd", "Collateral price at which HF = 1", [*pos, "asset"]
+        )
+        self.guard_price = gauge(
+            "guard_price_usd", "Collateral price at which HF = the guard's trigger", [*pos, "asset"]
+        )
+        self.liquidation_distance = gauge(
+            "liquidation_distance_ratio", "(price - liquidation price) / price", pos
+        )
+        self.guard_pending = gauge(
+            "guard_pending", "1 while a guard proposal is pending (disarmed), 0 armed", pos
+        )
+        self.guard_critical = gauge("guard_critical", "1 while HF <= the critical HF", pos)
+        self.guard_spent = gauge("guard_spent_usd", "The guard's spend today", pos)
+        self.guard_budget = gauge("guard_budget_usd", "The guard's budget per day", pos)
         self.error_budget_left.set(error_budget)
         self.paused.set(0)
         METRICS.observers.append(self._observe_request)
@@ -221,6 +242,24 @@ class Telemetry:
         self.open_layer_budget.set(float(decision.budget_usd))
         self.open_layers.set(float(decision.open_layers_usd))
         self.open_layer_room.set(float(decision.budget_room_usd))
+
+    def guard(self, views: Iterable[Any]) -> None:
+        """``views``: ``agent.guarding.GuardView`` records of the last tick."""
+        for v in views:
+            p, verdict = v.position, v.verdict
+            labels = (p.label, p.chain or "")
+            if verdict.health_factor_wad < 2**255:
+                self.position_hf.labels(*labels).set(verdict.health_factor_wad / 1e18)
+            self.guard_trigger.labels(*labels).set(verdict.trigger.trigger_hf_wad / 1e18)
+            self.guard_pending.labels(*labels).set(1 if verdict.state.pending else 0)
+            self.guard_critical.labels(*labels).set(1 if verdict.critical else 0)
+            self.guard_spent.labels(*labels).set(float(v.spent_usd))
+            self.guard_budget.labels(*labels).set(float(v.cfg.budget_usd))
+            g = v.prices
+            if g is not None:
+                self.liquidation_price.labels(*labels, v.asset).set(g.liquidation_price / 1e8)
+                self.guard_price.labels(*labels, v.asset).set(g.guard_price / 1e8)
+                self.liquidation_distance.labels(*labels).set(g.liquidation_distance_bps / 1e4)
 
     def session_ledger(self, cap_usd: float, spent_usd: float) -> None:
         """The ledger after this tick's proposals (the decision saw it before them)."""

@@ -27,6 +27,7 @@ from agent.config import (
 )
 from agent.core.errors import ConfigError
 from agent.planner.uniswap import UniswapConfig
+from agent.policy.guard import GuardConfig
 from agent.sinks.config import SinksConfig
 
 
@@ -60,8 +61,8 @@ class Chain:
 @dataclass(frozen=True)
 class Position:
     """One protected account on one chain. ``account`` None: the chain's first configured
-    account (a single chain without ``position.account``). ``guard`` is the place of the
-    position's guard settings (issue 22); none yet."""
+    account (a single chain without ``position.account``). ``guard``: its liquidation guard
+    (``[guard]`` merged with the position's overrides)."""
 
     name: str
     chain: Chain
@@ -71,7 +72,7 @@ class Position:
     topup_asset: str = "WETH"
     repay_asset: str | None = "USDC"
     target_health_factor: Decimal | None = None
-    guard: None = None
+    guard: GuardConfig | None = None  # [guard] with the position's overrides
 
     @property
     def key_scope(self) -> str:
@@ -137,7 +138,7 @@ def _accounts(c: ChainConfig, wanted: list[str]) -> ChainConfig:
     return ChainConfig.model_validate(fields | {"accounts": accounts})
 
 
-def _position(p: PositionConfig, chain: Chain, name: str) -> Position:
+def _position(s: Settings, p: PositionConfig, chain: Chain, name: str) -> Position:
     return Position(
         name=name,
         chain=chain,
@@ -147,6 +148,7 @@ def _position(p: PositionConfig, chain: Chain, name: str) -> Position:
         topup_asset=p.topup_asset,
         repay_asset=p.repay_asset,
         target_health_factor=p.target_health_factor,
+        guard=s.guard.record(p.guard),
     )
 
 
@@ -160,7 +162,7 @@ def _single(s: Settings) -> Parts:
         sinks=s.sinks,
     )
     # one position keeps the records' single-chain shape: named only when the file names it
-    position = _position(s.position, chain, s.position.name or "")
+    position = _position(s, s.position, chain, s.position.name or "")
     o = s.options
     puts = PutLadder(chain, position, o) if o.enabled and o.configured else None
     return Parts((chain,), (position,), puts)
@@ -182,6 +184,7 @@ def _several(s: Settings) -> Parts:
     by_name = {c.name: c for c in chains}
     positions = tuple(
         _position(
+            s,
             p,
             by_name[str(p.chain)],
             p.name or _default_name(str(p.chain), p.account or p.deployment_safe),

@@ -287,6 +287,42 @@ def owners_batch(spec: RoleSpec) -> tuple[PlannedTx, ...]:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A call the agent's key makes through the role, and whether the role must let it pass."""
+
+    label: str
+    to: str
+    data: bytes
+    allowed: bool
+
+    def calldata(self, spec: RoleSpec) -> str:
+        """``execTransactionWithRole(to, 0, data, call, role, shouldRevert = true)``."""
+        return load_abi("Roles").encode_hex(
+            "execTransactionWithRole", self.to, 0, self.data, 0, spec.role_key, True
+        )
+
+
+def probes(spec: RoleSpec) -> tuple[Probe, ...]:
+    """One allowed and a few forbidden one-unit calls, for trying the installed role on a fork."""
+    pool, erc20 = load_abi("Pool"), load_abi("ERC20")
+    c, d, safe, key = spec.collateral, spec.debt, spec.safe, spec.agent
+    return (
+        Probe(f"withdraw 1 unit of {c.symbol} to the Safe", spec.pool,
+              pool.encode("withdraw", c.address, 1, safe), True),
+        Probe(f"withdraw 1 unit of {c.symbol} to the agent's key", spec.pool,
+              pool.encode("withdraw", c.address, 1, key), False),
+        Probe(f"withdraw one day's allowance + 1 of {c.symbol}", spec.pool,
+              pool.encode("withdraw", c.address, spec.allowance + 1, safe), False),
+        Probe(f"borrow 1 unit of {d.symbol}", spec.pool,
+              pool.encode("borrow", d.address, 1, VARIABLE_RATE_MODE, 0, safe), False),
+        Probe(f"transfer 1 unit of {d.symbol} to the agent's key", d.address,
+              erc20.encode("transfer", key, 1), False),
+        Probe(f"approve the agent's key to spend {c.symbol}", c.address,
+              erc20.encode("approve", key, 1), False),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class CheckLine:
     ok: bool
     what: str

@@ -135,12 +135,12 @@ def effective_trigger(cfg: GuardConfig, firing: Collection[str]) -> GuardTrigger
         return GuardTrigger(cfg.trigger_hf_wad, False, stress, f"trigger HF {base}")
     if len(stress) >= cfg.stress_min_firing:
         t = cfg.stress_trigger_hf_wad
+        raised = f"raised from {base}" if t > cfg.trigger_hf_wad else "its stressed level too"
         return GuardTrigger(
             t,
             True,
             stress,
-            f"trigger HF {t / WAD:g} (raised from {base}: market stress, "
-            f"{', '.join(stress)} firing)",
+            f"trigger HF {t / WAD:g} ({raised}: market stress, {', '.join(stress)} firing)",
         )
     return GuardTrigger(
         cfg.trigger_hf_wad,
@@ -313,3 +313,21 @@ def with_last(state: GuardState, hf_wad: int, at: int) -> GuardState:
     """A pending state as a proposal journaled at ``at`` with ``hf_wad`` leaves it (how a
     restart rebuilds the state from the journal)."""
     return replace(state, armed=False, last_hf_wad=hf_wad, last_at=at)
+
+
+def state_since(
+    cfg: GuardConfig,
+    last_hf_wad: int,
+    last_at: int,
+    highest_hf_since_wad: int | None,
+    trigger_hf_wad: int,
+) -> GuardState:
+    """The state the last proposal (at ``last_hf_wad``, time ``last_at``) left, given the
+    highest HF seen after it (None: none seen): re-armed if HF rose above the trigger in force
+    plus the margin meanwhile, else still pending. How the daemon rebuilds the state each tick
+    from durable records (the journal and the stored health factors), restart or not."""
+    if highest_hf_since_wad is not None and (
+        highest_hf_since_wad > trigger_hf_wad + cfg.rearm_margin_wad
+    ):
+        return GuardState()
+    return GuardState(False, last_hf_wad, last_at)

@@ -32,7 +32,9 @@ from agent.sinks.config import NotifyConfig
 
 log = structlog.get_logger("agent.notify")
 
-Kind = Literal["proposal", "halt", "source_failing", "paused", "resumed", "source_recovered"]
+Kind = Literal[
+    "proposal", "halt", "source_failing", "paused", "resumed", "source_recovered", "guard_critical"
+]
 Level = Literal["info", "success", "warning", "failure"]
 # (title, body, level): delivered when it returns; raises a SourceError when not (retried as
 # ``agent.core.retry`` decides).
@@ -105,6 +107,17 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
         + f" on {record.get('position') or record.get('chain')}",
         "\n".join(lines),
         level,
+    )
+
+
+def guard_critical_notice(position: str, lines: list[str]) -> Notice:
+    """A position at or below its critical health factor (the liquidation guard)."""
+    return Notice(
+        "guard_critical",
+        f"guard_critical:{position}",
+        f"CRITICAL: {position} near liquidation",
+        "\n".join(lines),
+        "failure",
     )
 
 
@@ -260,16 +273,21 @@ class Notifier:
             log.warning("notify.dropped", kind=notice.kind, key=notice.key, note="queue full")
             return False
         self._last[notice.key] = now
-        self._queue.append(notice)
+        if notice.kind == "guard_critical":  # the highest priority: out before anything queued
+            self._queue.appendleft(notice)
+        else:
+            self._queue.append(notice)
         self._idle.clear()
         self._wake.set()
         return True
 
     def _make_room(self, incoming: Notice) -> bool:
-        if incoming.kind != "proposal":
+        if incoming.kind not in ("proposal", "guard_critical"):
             return False
+        # a critical health factor is the highest priority: it may push out anything else
+        keep = ("guard_critical",) if incoming.kind == "guard_critical" else ("proposal",)
         for old in self._queue:
-            if old.kind != "proposal":
+            if old.kind not in keep:
                 self._queue.remove(old)
                 self._count(old.kind, "dropped")
                 log.warning(

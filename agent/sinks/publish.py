@@ -40,7 +40,7 @@ from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send
 from agent.sinks.outbox import awaiting_live
 from agent.sinks.outbox import publish as publish_from_outbox
 from agent.sinks.proposal import Proposal
-from agent.sinks.render import render_proposal
+from agent.sinks.render import CONSOLE
 from agent.sinks.safe_service import SafeServiceSink, safe_tx_from_record
 from agent.sinks.safe_tx_builder import remove_batch_file, write_batch_file
 from agent.sinks.spx_ticket import append_ticket_csv
@@ -368,6 +368,6 @@ class ProposalSinks:
         if self.console:
             # A terminal gets the readable block instead of one very long line.
             log.info("proposal", **head)
-            print(render_proposal(record), flush=True)
+            print(CONSOLE.render(record), flush=True)  # a tick's decision once
             return
         log.info("proposal", **head, **{k: v for k, v in record.items() if k not in head})

@@ -1,7 +1,14 @@
-"""Readable rendering of a proposal record, for a terminal and for `hedge-agent proposals show`."""
+"""Readable rendering of a proposal record, for a terminal and for `hedge-agent proposals show`.
+
+One tick's decision explains every proposal of that tick: the review shows it once (a
+"decision" block, identified by a digest of its lines) and each proposal refers to it and says
+what it is for (its policy entry's reason: ``guard: ...`` or ``layer rule: ...``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,21 +21,76 @@ def _hf(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.4f}"
 
 
-def render_proposal(p: dict[str, Any]) -> str:
+def decision_id(p: dict[str, Any]) -> str:
+    """A short digest of the decision that explains ``p`` (the same for every proposal of
+    one tick's decision)."""
+    text = "\n".join(str(x) for x in p.get("explanation", []))
+    return "d-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def render_decision(p: dict[str, Any]) -> str:
+    """The decision behind ``p``, once per tick in a review."""
+    lines = [f"Decision {decision_id(p)}  (block {p.get('block_number')}, {p['created_at']}): why"]
+    lines += [f"    {line}" for line in p.get("explanation", [])]
+    return "\n".join(lines)
+
+
+class ReviewPrinter:
+    """Renders proposals in order, each decision once (the first proposal of a tick carries
+    it; the others refer to it)."""
+
+    def __init__(self) -> None:
+        self._shown: str | None = None
+
+    def render(self, p: dict[str, Any]) -> str:
+        d = decision_id(p)
+        head = "" if d == self._shown else render_decision(p) + "\n\n"
+        self._shown = d
+        return head + render_proposal(p, decision_shown=True)
+
+
+# The daemon's console: one printer for every chain's sinks, so a decision shared by the
+# proposals of several chains is printed once.
+CONSOLE = ReviewPrinter()
+
+
+def render_proposals(records: Iterable[dict[str, Any]]) -> str:
+    printer = ReviewPrinter()
+    return "\n\n".join(printer.render(r) for r in records)
+
+
+def render_proposal(p: dict[str, Any], *, decision_shown: bool = False) -> str:
+    """One proposal; with ``decision_shown`` its decision is referred to, not repeated."""
     sim = p.get("simulation") or {}
     sizing = p.get("sizing") or {}
+    policy = p.get("policy") or {}
     lines = [
-        f"Proposal {p['id']}  [{p['status']}]  {p['action']}",
+        f"Proposal {p['id']}  [{p['status']}]  {p['action']}"
+        + ("  (liquidation guard)" if policy.get("guard") else ""),
         f"  chain {p['chain']} (id {p['chain_id']}), account {p['account']}, created {p['created_at']}",
         f"  idempotency key {p['idempotency_key']}",
-        "  why:",
     ]
-    lines += [f"    {line}" for line in p.get("explanation", [])]
-    lines.append(
-        f"  sizing: spend ${sizing.get('spend_usd', 0):,.2f}; session spent before ${sizing.get('session_spent_before_usd', 0):,.2f}, "
-        f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
-        + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
-    )
+    if policy.get("reason"):
+        lines.append(f"  for: {policy['reason']}")
+    if decision_shown:
+        lines.append(f"  why: decision {decision_id(p)} (above)")
+    else:
+        lines.append(f"  why (decision {decision_id(p)}):")
+        lines += [f"    {line}" for line in p.get("explanation", [])]
+    guard = policy.get("guard")
+    if isinstance(guard, dict):
+        lines.append(
+            f"  sizing: spend ${sizing.get('spend_usd', 0):,.2f} from the guard's own budget "
+            f"${sizing.get('session_cap_usd', 0):,.2f} per day (spent before "
+            f"${sizing.get('session_spent_before_usd', 0):,.2f}, ledger {guard.get('ledger_session')})"
+            + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
+        )
+    else:
+        lines.append(
+            f"  sizing: spend ${sizing.get('spend_usd', 0):,.2f}; session spent before ${sizing.get('session_spent_before_usd', 0):,.2f}, "
+            f"remaining after ${sizing.get('session_remaining_after_usd', 0):,.2f} of cap ${sizing.get('session_cap_usd', 0):,.2f}"
+            + (f" (capped by {sizing['capped_by']})" if sizing.get("capped_by") else "")
+        )
     if "defined_risk_budget_usd" in sizing:
         lines.append(
             f"  open-layer budget: B ${sizing['defined_risk_budget_usd']:,.2f}, open before ${sizing.get('open_layers_usd', 0):,.2f}, "

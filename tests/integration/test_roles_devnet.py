@@ -536,6 +536,17 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     assert main(["roles", "plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "executed by the owners" in out and "MISMATCH" not in out
+    # on the fork, the installed role lets the key withdraw to the Safe and refuses the rest
+    tried = out[out.index("calls by the agent's key through the role, on the fork:") :]
+    for line in (
+        "ok       withdraw 1 unit of WBTC to the Safe: allowed",
+        "ok       withdraw 1 unit of WBTC to the agent's key: refused by the role (PARAMETER_NOT_ALLOWED)",
+        "ok       withdraw one day's allowance + 1 of WBTC: refused by the role (ALLOWANCE_EXCEEDED)",
+        "ok       borrow 1 unit of USDC: refused by the role (FUNCTION_NOT_ALLOWED)",
+        "ok       transfer 1 unit of USDC to the agent's key: refused by the role (FUNCTION_NOT_ALLOWED)",
+        "ok       approve the agent's key to spend WBTC: refused by the role (PARAMETER_NOT_ALLOWED)",
+    ):
+        assert line in tried, tried
     files = sorted((tmp_path / "stb").glob("roles-*.json"))
     assert len(files) == 1 and files[0].with_suffix(".txt").is_file()
     batch = json.loads(files[0].read_text())

@@ -215,7 +215,7 @@ def test_real_history_proposals_and_cli(tmp_path: Path, capsys: pytest.CaptureFi
     # the shipped Yahoo file has the day's low: 2020-03-13 traded down to $95.18, closed $133.20
     assert data.series("low.eth")["2020-03-13"] == pytest.approx(95.184303, rel=1e-6)
     # the thin interface passes on whatever the rule proposed (whatever its sizing rules are)
-    res = run_backtest(data, "2020-03-10", "2020-03-15")
+    res = run_backtest(data, "2022-06-10", "2022-06-16")
     props = proposals_from_backtest(res)
     acted = [r.decision for r in res.days if r.decision.actions]
     assert props and len(props) == len(acted)

@@ -200,3 +200,14 @@ def test_liquidation_and_guard_prices_by_hand() -> None:
     assert c * (g.guard_price - 1) * 8250 * WAD < w("1.3") * d * 10_000 * p0
     assert price_at_hf(0, 1, 8250, 1, WAD) is None
     assert price_at_hf(1, 0, 8250, 1, WAD) is None
+
+
+def test_state_since_rebuilds_pending_or_rearmed() -> None:
+    from agent.policy.guard import state_since
+
+    # last proposal at HF 1.29; the highest HF since decides (trigger 1.30 + margin 0.05)
+    assert state_since(CFG, w("1.29"), AT, None, w("1.3")) == GuardState(False, w("1.29"), AT)
+    assert state_since(CFG, w("1.29"), AT, w("1.35"), w("1.3")).pending
+    assert state_since(CFG, w("1.29"), AT, w("1.35") + 1, w("1.3")) == GuardState()
+    # under the stressed trigger 1.45 a recovery to 1.42 does not re-arm
+    assert state_since(CFG, w("1.40"), AT, w("1.42"), w("1.45")).pending
