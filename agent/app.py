@@ -198,6 +198,9 @@ class App:
         """The proposer of one position (and of the put ladder when ``puts`` is given), on its
         chain's RPC, fork and sinks."""
         chain = position.chain
+        sinks = self.sinks(chain)
+        if sinks.executor is None:
+            self._attach_executor(sinks, chain, layout)
         return Proposer(
             position,
             layout,
@@ -206,8 +209,48 @@ class App:
             rpc=self.rpc(chain),
             store=self.store,
             simulator=self.simulator(chain, layout),
-            sinks=self.sinks(chain),
+            sinks=sinks,
         )
+
+    def autonomous_accounts(self, chain: str) -> frozenset[str]:
+        """The positions on ``chain`` with ``execution = "autonomous"`` (lower-case accounts)."""
+        return frozenset(
+            str(p.account).lower()
+            for p in self.positions
+            if p.chain.name == chain and p.execution == "autonomous"
+        )
+
+    def _attach_executor(self, sinks: ProposalSinks, chain: Chain, layout: MarketLayout) -> None:
+        """Autonomous execution on this chain (issue 23), when a position on it asks for it
+        and [guardian] or [roles] is configured: the executor gets the chain's RPC (or the
+        private send URL), the Pool of its market and the role's module on the role's Safe."""
+        accounts = self.autonomous_accounts(chain.name)
+        settings = self.settings
+        if not accounts:
+            return
+        role = None
+        if settings.roles.configured:
+            from agent.commands.roles import role_module, role_position
+
+            rp = role_position(settings, None)
+            if rp.chain.name == chain.name:
+                role = role_module(settings, rp)
+        if role is None and not settings.guardian.enabled:
+            raise AgentError(
+                f'{settings.origin}: execution = "autonomous" on chain {chain.name!r} '
+                "needs [guardian] (top-ups, repays) or [roles] (deleverage)"
+            )
+        from agent.sinks.autonomous import AutonomousExecutor
+
+        sinks.executor = AutonomousExecutor(
+            settings.sinks.autonomous,
+            settings.guardian,
+            role,
+            chain_id=chain.chain_id,
+            rpc=self.rpc(chain),
+            pool=layout.pool,
+        )
+        sinks.autonomous_accounts = accounts
 
     # -- shutdown -------------------------------------------------------------------------
 

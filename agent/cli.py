@@ -80,8 +80,10 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
             acct = str(r.get("account") or "")
             # chain and position (the position's name, else the chain and the short account)
             where = r.get("position") or f"{r.get('chain')}:{acct[:6]}..{acct[-4:]}"
+            # a liquidation guard's proposal says so
+            act = str(r["action"]) + (" (guard)" if (r.get("policy") or {}).get("guard") else "")
             print(
-                f"{r['id']}  {r['created_at']}  {where:<24} {r['status']:<18} {r['action']:<18} "
+                f"{r['id']}  {r['created_at']}  {where:<24} {r['status']:<18} {act:<18} "
                 + (f"${spend:,.2f}  " if spend is not None else "")
                 + hf
             )

@@ -46,7 +46,8 @@ from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
 
-def deleverage_config(u: UniswapConfig) -> DeleverageConfig | None:
+def deleverage_config(u: UniswapConfig, *, immediate: bool = False) -> DeleverageConfig | None:
+    """``immediate``: the deleverage is sent at once (an autonomous position with [roles])."""
     venue = u.venue()
     if venue is None:
         return None
@@ -55,6 +56,9 @@ def deleverage_config(u: UniswapConfig) -> DeleverageConfig | None:
         hf_floor_wad=int(u.hf_floor * WAD),
         slippage_bps=u.slippage_bps,
         immediate_slippage_bps=u.immediate_slippage_bps,
+        # sent at once through the Roles module (sinks/autonomous.py): mined within a block or
+        # two, so its bound is the immediate one; otherwise it waits for the signers
+        execution="immediate" if immediate else "signers",
     )
 
 
@@ -99,7 +103,7 @@ class Proposer:
         self.protection = ProtectionConfig(
             topup_asset=self.position.topup_asset,
             repay_asset=self.position.repay_asset,
-            deleverage=deleverage_config(self.chain.dex),
+            deleverage=deleverage_config(self.chain.dex, immediate=position.immediate),
         )
         venue = puts.venue if puts is not None else None
         self.puts = PutConfig(

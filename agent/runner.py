@@ -37,6 +37,7 @@ from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
+from agent.ops.guardian import guardian_position
 from agent.ops.incremental import backfill_start
 from agent.pipeline.parts import Chain
 from agent.propose import Proposer
@@ -72,6 +73,13 @@ class Agent:
         self._failures = 0  # consecutive failed ticks, for the exporter (tick_loop halts)
         self._heads: dict[str, HeadWatch] = {}  # per chain: a tick never goes back
 
+    def _live_chain(self) -> Chain:
+        """The chain of the live sender's sends: live sending is one chain's (the configuration
+        refuses it with several), so with it on this is the one chain; without it no live
+        sender's send exists, and the reconciliation (by chain id) finds none."""
+        (chain, *_) = self.app.chains.values()
+        return chain
+
     def _fork_source(self, chain: str) -> str:
         return "fork" if len(self.app.chains) == 1 else f"fork:{chain}"
 
@@ -99,12 +107,17 @@ class Agent:
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
         sinks = [self.app.sinks(c) for c in chains]
+        lc = self._live_chain()
         await recovery.recover(
-            live, self.app.rpc(chains[0]), self.app.store, self.app.journal, sinks
+            live, self.app.rpc(lc), self.app.store, self.app.journal, sinks, chain_id=lc.chain_id
         )
         layouts = await asyncio.gather(*(discover(self.app.rpc(c), c.config) for c in chains))
         self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
         self.proposers = self._proposers()
+        # Autonomous sends of each chain: settled on that chain's RPC, and a fresh intent a
+        # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
+        for own in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.recover_autonomous(own)
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
@@ -204,6 +217,9 @@ class Agent:
         for name, lay in self.layouts.items():
             chain = self.app.chains[name]
             await self.ops.recycle_fork(self.app.simulator(chain, lay), chain.fork.recycle_rss_mb)
+        guarded = guardian_position(self.settings, self.app.positions)
+        if self.settings.guardian.enabled and guarded is not None:
+            await self.ops.watch_guardian(self.app.rpc(guarded.chain), self.settings, guarded)
         return report
 
     def _report_sources(self, chain: str, collected: CollectReport) -> None:
@@ -251,15 +267,19 @@ class Agent:
         assert self.layouts and self.proposers
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        # Live sends (one chain only) settle on the first chain's RPC; journal lines that
-        # could not be written are retried either way.
+        # Live sends settle on their chain's RPC (autonomous sends: each chain's, below);
+        # journal lines that could not be written are retried either way.
+        lc = self._live_chain()
         await recovery.each_tick(
             self.settings.sinks.live,
-            self.app.rpc(next(iter(self.app.chains.values()))),
+            self.app.rpc(lc),
             self.app.store,
             self.app.journal,
             [self.app.sinks(c) for c in self.app.chains.values()],
+            chain_id=lc.chain_id,
         )
+        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.settle_autonomous(sinks)
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
         # tick (its positions wait); without any snapshot there is nothing to evaluate. The

@@ -62,7 +62,7 @@ class ChainConfig(BaseModel):
     tvl_net_of_debt: bool = False
     timeout_s: float = Field(10.0, gt=0)  # one HTTP attempt at one URL
     # One request in all (every URL and retry of rpc_url/rpc_urls): a hung provider costs this.
-    request_deadline_s: float = Field(25.0, gt=0)
+    request_deadline_s: float = Field(12.0, gt=0)
     # With rpc_urls: a URL whose head is more than this behind the best one is left (and taken
     # back once it is within the bound again).
     max_lag_blocks: int = Field(10, ge=0)

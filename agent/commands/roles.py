@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from agent.core.rpc import RpcClient
     from agent.pipeline.parts import Position
     from agent.planner.roles import CheckLine, Probe, RoleSpec
+    from agent.sinks.autonomous import RoleTarget
 
 
 def role_position(settings: Settings, name: str | None) -> Position:
@@ -34,8 +35,15 @@ def role_position(settings: Settings, name: str | None) -> Position:
     configured position."""
     from agent.pipeline.parts import build_parts
 
+    chosen = name or settings.roles.position
+    positions = build_parts(settings).positions
+    if chosen is None and len(positions) > 1:
+        names = ", ".join(p.name for p in positions)
+        raise ConfigError(
+            f"{settings.origin}: several positions: set roles.position or give --position ({names})"
+        )
     try:
-        return build_parts(settings).position(name or settings.roles.position)
+        return build_parts(settings).position(chosen)
     except ConfigError as exc:
         raise ConfigError(f"{settings.origin}: {exc}") from None
 
@@ -113,6 +121,32 @@ def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
         allowance=int(units),
         salt_nonce=r.salt_nonce,
         module=r.module,
+    )
+
+
+def role_module(s: Settings, p: Position) -> RoleTarget:
+    """Where the role member sends: the module on the role's Safe (position ``p``'s;
+    ``roles.module``, else the address ``roles plan`` installs it at) and the role key."""
+    from eth_abi.abi import encode as abi_encode
+    from eth_utils.address import to_checksum_address
+
+    from agent.core.abi import load_abi
+    from agent.planner.roles import bytes32_string, predicted_module_address
+    from agent.sinks.autonomous import RoleTarget
+
+    r = s.roles
+    if not p.account:
+        raise ConfigError(f"{s.origin}: the role is on a Safe: position.account")
+    safe = to_checksum_address(p.account)
+    module = r.module
+    if module is None:
+        z = _zodiac_addresses(s, p.chain.config.deployment)
+        init = load_abi("Roles").encode("setUp", abi_encode(["address"] * 3, [safe] * 3))
+        module = predicted_module_address(
+            z["module_proxy_factory"], z["roles_mastercopy"], init, r.salt_nonce
+        )
+    return RoleTarget(
+        safe, to_checksum_address(module), bytes32_string(r.role_key, "roles.role_key")
     )
 
 

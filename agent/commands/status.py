@@ -120,8 +120,17 @@ async def _status(config: str) -> str:
             history,
             options_enabled=app.parts.puts is not None,
         )
+        from agent.sinks.autonomous import status_lines
+
+        auto = [p.name or str(p.account) for p in app.positions if p.execution == "autonomous"]
+        sends = {s.tx_hash: s.status for s in app.store.live_sends()}
         newest = max(reads, key=lambda r: r.snap.timestamp).snap
-        return render_status(evaluation, newest.block_number, evaluation.at)
+        return "\n".join(
+            [
+                render_status(evaluation, newest.block_number, evaluation.at),
+                *status_lines(auto, history, sends),
+            ]
+        )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -73,6 +73,10 @@ class Position:
     repay_asset: str | None = "USDC"
     target_health_factor: Decimal | None = None
     guard: GuardConfig | None = None  # [guard] with the position's overrides
+    execution: Literal["proposal", "autonomous"] = "proposal"
+    # its protection is sent at once through the Roles module (autonomous, with [roles]):
+    # mined within a block or two, so a deleverage takes the immediate slippage bound
+    immediate: bool = False
 
     @property
     def key_scope(self) -> str:
@@ -149,6 +153,8 @@ def _position(s: Settings, p: PositionConfig, chain: Chain, name: str) -> Positi
         repay_asset=p.repay_asset,
         target_health_factor=p.target_health_factor,
         guard=s.guard.record(p.guard),
+        execution=p.execution,
+        immediate=p.execution == "autonomous" and s.roles.configured,
     )
 
 

@@ -4,11 +4,14 @@ key run the planner's deleverage batch (``agent.planner.deleverage``) and nothin
 The role allows exactly (every other target, function or parameter reverts in the module):
 
 * ``Pool.withdraw(asset = collateral, amount = WithinAllowance(withdraw key), to = the Safe)``;
-* ``collateral.approve(spender = SwapRouter02, any amount)`` and
-  ``debt.approve(spender = Pool, any amount)`` (the only two approvals the batch makes);
+* ``collateral.approve(spender = SwapRouter02 or Pool, any amount)`` and
+  ``debt.approve(spender = Pool, any amount)`` (the approvals the batches make);
 * ``SwapRouter02.exactInputSingle({tokenIn = collateral, tokenOut = debt, recipient = the Safe,
   amountIn = WithinAllowance(swap key)})``;
-* ``Pool.repay(asset = debt, interestRateMode = 2 (variable), onBehalfOf = the Safe)``.
+* ``Pool.repay(asset = debt, interestRateMode = 2 (variable), onBehalfOf = the Safe)``;
+* ``Pool.supply(asset = collateral, onBehalfOf = the Safe)``: the wallet-first deleverage
+  (``plan_wallet_part``) tops up from the Safe's wallet before it sells collateral. It moves the
+  Safe's own collateral into its own position, so it needs no allowance.
 
 "The Safe" is ``EqualToAvatar``: the module's avatar, whatever address it is. Both allowances
 hold the configured daily amount of collateral and refill to it at every UTC midnight (period
@@ -160,7 +163,7 @@ _ROOT = Condition(0, ParamType.CALLDATA, Operator.MATCHES)
 
 
 def function_scopes(spec: RoleSpec) -> tuple[FunctionScope, ...]:
-    """The five scoped functions, each a ``Matches`` over its parameters in order."""
+    """The six scoped functions, each a ``Matches`` over its parameters in order."""
     pool, erc20, router = load_abi("Pool"), load_abi("ERC20"), load_abi("SwapRouter02")
     c, d = spec.collateral, spec.debt
     withdraw = FunctionScope(
@@ -172,8 +175,14 @@ def function_scopes(spec: RoleSpec) -> tuple[FunctionScope, ...]:
     approve_c = FunctionScope(
         target=c.address,
         selector=erc20.selector("approve"),
-        conditions=(_ROOT, _eq(0, spec.swap_router02), _pass(0)),
-        label=f"{c.symbol}.approve(spender = SwapRouter02, any amount)",
+        conditions=(
+            _ROOT,
+            Condition(0, ParamType.NONE, Operator.OR),  # logical nodes carry no type (v2)
+            _pass(0),
+            _eq(1, spec.swap_router02),
+            _eq(1, spec.pool),
+        ),
+        label=f"{c.symbol}.approve(spender = SwapRouter02 or Pool, any amount)",
     )
     # exactInputSingle((tokenIn, tokenOut, fee, recipient, amountIn, amountOutMinimum,
     # sqrtPriceLimitX96)): one static tuple, matched field by field.
@@ -212,7 +221,13 @@ def function_scopes(spec: RoleSpec) -> tuple[FunctionScope, ...]:
         ),
         label=f"Pool.repay(asset = {d.symbol}, any amount, rate mode 2, onBehalfOf = Safe)",
     )
-    return (withdraw, approve_c, swap, approve_d, repay)
+    supply = FunctionScope(
+        target=spec.pool,
+        selector=pool.selector("supply"),
+        conditions=(_ROOT, _eq(0, c.address), _pass(0), _avatar(0), _pass(0)),
+        label=f"Pool.supply(asset = {c.symbol}, any amount, onBehalfOf = Safe)",
+    )
+    return (withdraw, approve_c, swap, approve_d, repay, supply)
 
 
 def scoped_targets(spec: RoleSpec) -> tuple[str, ...]:

@@ -122,6 +122,10 @@ def test_guard_proposes_the_whole_target_then_holds(
     ]
     assert [g["verdict"] for g in guards] == ["hold"], guards
 
+    # the listing marks the guard's proposal
+    listing = cli("proposals", "list", "--config", str(config)).stdout
+    assert any(p["id"] in x and "deleverage (guard)" in x for x in listing.splitlines())
+
     # status: HF, the prices at HF 1 and HF 1.40 (rounded up to the oracle's 1e-8 dollars)
     out = cli("status", "--config", str(config)).stdout
     liq = math.ceil(Fraction(price * d * 10_000, c * lt))

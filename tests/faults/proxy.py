@@ -10,6 +10,8 @@ any provider. Faults are real HTTP behaviour, chosen per JSON-RPC method:
 ``chain:<id>``  ``eth_chainId`` answers another chain
 ``lose``        forwarded to anvil, then answered with HTTP 502 (the answer is lost)
 ``delay:<s>``   forwarded after s seconds
+``lag:<n>``     a provider n blocks behind: ``eth_blockNumber`` answers the head minus n, and a
+                read at ``latest`` is made at that block
 """
 
 from __future__ import annotations
@@ -144,6 +146,21 @@ class RpcProxy:
         async with self._session.post(self.upstream, json=body) as resp:
             return resp.status, await resp.read()
 
+    async def _lagging(self, body: Any, calls: list[Any], behind: int) -> web.Response:
+        _, raw = await self._forward({"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"})
+        head = max(0, int(json.loads(raw)["result"], 16) - behind)
+        if all(c.get("method") == "eth_blockNumber" for c in calls):
+            out = [{"jsonrpc": "2.0", "id": c.get("id"), "result": hex(head)} for c in calls]
+            return web.json_response(out if isinstance(body, list) else out[0])
+        for c in calls:
+            c["params"] = [
+                hex(head) if p in ("latest", "pending") else p for p in c.get("params", [])
+            ]
+        status, payload = await self._forward(body)
+        for c in calls:
+            self.forwarded[str(c.get("method"))] += 1
+        return web.Response(status=status, body=payload, content_type="application/json")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         calls = body if isinstance(body, list) else [body]
@@ -177,6 +194,8 @@ class RpcProxy:
                 )
             if kind.startswith("delay:"):
                 await asyncio.sleep(float(kind.split(":")[1]))
+            if kind.startswith("lag:"):
+                return await self._lagging(body, calls, int(kind.split(":")[1]))
             if kind == "lose":
                 await self._forward(body)
                 for c in calls:

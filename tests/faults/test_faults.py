@@ -719,3 +719,253 @@ def test_kill9_after_the_live_intent_journals_what_recovery_decided(
     statuses = sorted(s[1] for s in setup.live_sends())
     assert statuses == ["dropped"] + ["mined"] * (SENT - 1)
     assert proxy.forwarded[SEND] == SENT - 1 and devnet.nonce() - nonce0 == SENT - 1
+
+
+# -- 10. the chain RPC pool: rotation reaches the fork, lagging providers, hangs, reorgs --------
+# (issue 24 items 3, 4, 5, 8, 10)
+
+
+def _with_second_url(setup: Setup, first: RpcProxy, second: RpcProxy) -> None:
+    setup.config.write_text(
+        setup.config.read_text().replace(
+            f'rpc_url = "{first.url}"', f'rpc_url = "{first.url}"\nrpc_urls = ["{second.url}"]'
+        )
+    )
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_first_rpc_url_refusing_the_fork_rotates_too(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """24.3: with the first of the chain's URLs refusing, the reads rotate to the second, and
+    so does the fork (its relay reads through the chain's pool): the first tick proposes."""
+    second = RpcProxy(devnet.url)
+    try:
+        setup = make_setup()
+        _with_second_url(setup, proxy, second)
+        proxy.stop()  # the first URL refuses connections from the start
+        d = start_daemon(setup)
+        d.wait_for("tick.done", 1, timeout=240)
+        assert d.named("tick.failed") == []
+        assert d.named("tick.done")[0]["proposals"] == PROPOSALS
+        # the fork's reads (anvil's state fetches through the relay) went to the second URL
+        assert second.forwarded["eth_getStorageAt"] + second.forwarded["eth_getAccountInfo"] > 0
+        assert proxy.seen == {}
+        assert d.stop() == 0
+        records = _assert_once(setup)
+        assert len(records) == PROPOSALS and {r["status"] for r in records} <= SIMULATED
+    finally:
+        second.close()
+
+
+def test_lagging_provider_is_left_and_a_tick_never_goes_back(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """24.4: the first URL 50 blocks behind is noticed (compared with the second's head),
+    warned about and left; the first is taken back once it recovers; /readyz names the lag.
+    When every URL answers an older block than the last tick's, the tick is refused."""
+    from agent.core.anvil import free_port
+    from faults.proxy import rpc
+
+    head = int(rpc(devnet.url, "eth_blockNumber"), 16)
+    behind = min(50, head // 2)
+    port = free_port()
+    second = RpcProxy(devnet.url)
+    try:
+        setup = make_setup(extra=f'\n[agent.http]\nlisten = "127.0.0.1:{port}"\n')
+        _with_second_url(setup, proxy, second)
+        proxy.inject(f"lag:{behind}")
+        d = start_daemon(setup)
+        (lagging, *_) = d.wait_for("rpc.lagging", 1, timeout=240)
+        assert lagging["lagging"] == ["rpc:devnet"] and lagging["best_head"] == head
+        assert lagging["using"] == "rpc:devnet#2"
+        first_tick = d.wait_for("tick.done", 1)[0]
+        assert first_tick["block_number"] == head  # not head - 50
+        status, body = _get(port, "/readyz")
+        assert status == 200, body
+        providers = body["rpc_providers"]["devnet"]  # type: ignore[index]
+        assert providers["rpc:devnet"] == {
+            "head": head - behind,
+            "lag_blocks": behind,
+            "active": False,
+        }
+        assert providers["rpc:devnet#2"]["active"] is True
+        # the first recovers: it is the preferred URL again
+        proxy.clear()
+        calls = proxy.forwarded["eth_call"]
+        rotated = d.wait_for("rpc.rotated", 2, timeout=60)
+        assert [r["reason"] for r in rotated] == ["lagging", "recovered"]
+        done = len(d.named("tick.done"))
+        d.wait_for("tick.done", done + 1, timeout=60)
+        assert proxy.forwarded["eth_call"] > calls
+        # every URL now answers an older block: not ticked, and /readyz says why
+        proxy.inject(f"lag:{behind}")
+        second.inject(f"lag:{behind}")
+        failed = d.wait_for("tick.failed", 1, timeout=60)[0]
+        assert f"block {head - behind} is older than block {head}" in str(failed["error"])
+        status, body = _get(port, "/readyz")
+        rpc_dep = body["dependencies"]["rpc:devnet"]  # type: ignore[index]
+        assert status == 503 and "is older than block" in rpc_dep["error"]
+        proxy.clear()
+        second.clear()
+        done = len(d.named("tick.done"))
+        d.wait_for("tick.done", done + 1, timeout=60)
+        assert d.stop() == 0
+        assert len(_assert_once(setup)) == PROPOSALS
+    finally:
+        second.close()
+
+
+def test_hung_rpc_is_bounded_and_readiness_expires(
+    proxy: RpcProxy, make_setup: Callable[..., Setup], start_daemon: Callable[..., Daemon]
+) -> None:
+    """24.8 and 24.10: an RPC that accepts and never answers, with the default timeouts: each
+    request ends at its deadline (chain.request_deadline_s, every retry included), so the tick
+    fails in well under the ~100 s it took; meanwhile /readyz turns 503 once the last check is
+    older than agent.readiness_max_age_s, and green again when the RPC answers."""
+    from agent.core.anvil import free_port
+
+    port = free_port()
+    setup = make_setup(
+        extra_agent="readiness_max_age_s = 5",
+        extra=f'\n[agent.http]\nlisten = "127.0.0.1:{port}"\n',
+    )
+    # no tick deadline short enough to hide the requests' own bound
+    setup.config.write_text(
+        setup.config.read_text().replace("tick_timeout_s = 60", "tick_timeout_s = 300")
+    )
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    assert _get(port, "/readyz")[0] == 200
+    proxy.inject("hang")
+    t0 = time.monotonic()
+    status, body = 200, {}
+    while status == 200 and time.monotonic() - t0 < 20:
+        time.sleep(0.5)
+        status, body = _get(port, "/readyz")
+    expired_after = time.monotonic() - t0
+    assert status == 503, body
+    assert "more than readiness_max_age_s (5s)" in body["dependencies"]["rpc:devnet"]["error"]  # type: ignore[index]
+    assert expired_after < 5 + 1 + 3  # the age limit, one tick interval, slack
+    failed = d.wait_for("tick.failed", 1, timeout=120)
+    took = time.monotonic() - t0
+    assert "request deadline (12s" in str(failed[0]["error"]), failed[0]["error"]
+    # Three requests in a row meet the hang (the snapshot, the head for the liquidation scan,
+    # the failed snapshot's diagnosis), 12 s each; before: 3 x (3 attempts x 10 s) ~ 95 s.
+    assert took < 45, took
+    proxy.clear()
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert _get(port, "/readyz")[0] == 200
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
+def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet) -> None:
+    """24.5: the chain's head block is replaced at the same height (anvil_reorg) by one where
+    ETH fell 20%. The fork, already at that height, must simulate on the new block: the
+    health factor it reads equals the chain's after the reorg, not the replaced block's."""
+    import asyncio
+
+    from eth_abi.abi import encode as abi_encode
+    from eth_utils.crypto import keccak
+
+    from agent.core.abi import load_abi
+    from agent.simulator.fork import ForkSimulator
+    from faults.proxy import rpc
+
+    dep = devnet.dep
+    safe, pool_addr = dep["safe"]["address"], dep["aave"]["pool"]
+    pool = load_abi("Pool")
+    feed = load_abi("AggregatorV3")
+
+    def chain_hf() -> int:
+        raw = rpc(
+            devnet.url,
+            "eth_call",
+            [{"to": pool_addr, "data": pool.encode_hex("getUserAccountData", safe)}, "latest"],
+        )
+        return int(pool.decode_output("getUserAccountData", bytes.fromhex(raw[2:]))[5])
+
+    eth_usd = dep["chainlink"]["ETH/USD"]
+    raw = rpc(
+        devnet.url,
+        "eth_call",
+        [{"to": eth_usd, "data": feed.encode_hex("latestRoundData")}, "latest"],
+    )
+    answer = int(feed.decode_output("latestRoundData", bytes.fromhex(raw[2:]))[1])
+    fall = keccak(text="updateAnswer(int256)")[:4] + abi_encode(["int256"], [answer * 8 // 10])
+    tx = {"from": dep["accounts"]["deployer"], "to": eth_usd, "data": "0x" + fall.hex()}
+
+    async def run() -> tuple[int, int, int, int]:
+        sim = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
+        try:
+            head = int(rpc(devnet.url, "eth_blockNumber"), 16)
+            old_hash = rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"]
+            fork = await sim.ensure(head)
+            before = (await sim.account_view(fork, safe)).health_factor_wad
+            hf_old = chain_hf()
+            rpc(devnet.url, "anvil_reorg", [1, [[tx, 0]]])  # block `head` replaced
+            assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
+            assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
+            fork = await sim.ensure(head)
+            after = (await sim.account_view(fork, safe)).health_factor_wad
+            return before, hf_old, after, chain_hf()
+        finally:
+            await sim.stop()
+
+    before, hf_old, after, hf_new = asyncio.run(run())
+    assert before == hf_old
+    assert hf_new < hf_old  # the reorg's block holds the fall
+    assert after == hf_new, f"simulated on the replaced block: HF {after} vs the chain's {hf_new}"
+
+
+def test_chain_time_going_back_is_refused(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """24.10: a node whose clock was set back mines a block two days before the last tick's
+    (a higher block, an earlier time): the tick is refused with both times named (the session
+    day would move back and Aave's index reads revert), and ticks resume once time is right."""
+    from faults.proxy import rpc
+
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    ticked = d.named("tick.done")[-1]["block_number"]
+    ts = int(rpc(devnet.url, "eth_getBlockByNumber", [hex(ticked), False])["timestamp"], 16)
+    try:
+        rpc(devnet.url, "anvil_setTime", [ts - 2 * 86_400])
+        rpc(devnet.url, "evm_mine")
+        failed = d.wait_for("tick.failed", 1, timeout=60)[0]
+        assert f"chain time went back: block {ticked + 1} has timestamp {ts - 2 * 86_400}" in str(
+            failed["error"]
+        ), failed["error"]
+        assert f"block {ticked} ticked before had {ts}" in str(failed["error"])
+    finally:
+        rpc(devnet.url, "anvil_setTime", [ts + 60])  # later tests start from a sane clock
+        rpc(devnet.url, "evm_mine")
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.named("tick.done")[-1]["block_number"] == ticked + 2
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from agent.devnet.artifacts import zodiac_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import roles_runtime_code, write_deployment
 from agent.devnet.safe import Call, exec_batch, exec_transaction
-from agent.planner.deleverage import plan_deleverage_onchain
+from agent.planner.deleverage import plan_deleverage_onchain, plan_wallet_part
 from agent.planner.roles import (
     ALLOWANCE_PERIOD_S,
     CheckLine,
@@ -55,6 +56,7 @@ ALLOWANCE_WBTC = 25 * 10**7  # 2.5 WBTC a day: 25% of the lean Safe's 10 WBTC co
 # ConditionViolation statuses (Roles v2.1 ``Status``).
 TARGET_NOT_ALLOWED, FUNCTION_NOT_ALLOWED, PARAMETER_NOT_ALLOWED = 2, 3, 7
 ALLOWANCE_EXCEEDED = 17
+OR_VIOLATION = 5
 
 
 def _spec(dep: dict[str, Any], allowance: int = ALLOWANCE_WBTC) -> RoleSpec:
@@ -248,6 +250,55 @@ async def test_the_planners_deleverage_batch_passes_through_the_role(
     assert [(e["address"], e["args"]["module"]) for e in ok] == [(safe, spec.module_address)]
 
 
+async def test_a_wallet_first_deleverage_batch_passes_through_the_role(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """The combined plan on the Safe with spare WETH and USDC: repay and top-up from the
+    wallet (capped by the spend cap), then withdraw-swap-repay for the rest, one batch."""
+    s, t, z = devnet["safe"], devnet["tokens"], devnet["zodiac"]
+    spec = replace(
+        _spec(devnet),
+        safe=s["address"],
+        collateral=Token("WETH", t["WETH"]["address"], 18),
+        allowance=100 * WAD,  # 25% of the 400 WETH collateral
+    )
+    assert spec.mastercopy == z["roles_mastercopy"]
+    calls = [Call(x.to, bytes.fromhex(x.data[2:])) for x in owners_batch(spec)]
+    exec_batch(devnet_chain, s["address"], s["owners"][0], s["multisend_call_only"], calls)
+    devnet_chain.impersonate(AGENT)
+    devnet_chain.set_balance(AGENT, 10 * WAD)
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    acct = snap.accounts[spec.safe]
+    weth, usdc = layout.reserve("WETH"), layout.reserve("USDC")
+    target = 3 * WAD
+    wallet = plan_wallet_part(
+        layout=layout, account_addr=spec.safe, account=acct, collateral=weth,
+        collateral_reserve=snap.reserves["WETH"], debt=usdc, debt_reserve=snap.reserves["USDC"],
+        target_hf_wad=target, max_spend_base=200_000 * 10**8,
+    )  # fmt: skip
+    assert wallet.repay > 0 and wallet.supply > 0
+    u = devnet["uniswap"]
+    venue = UniswapVenue(
+        u["factory"],
+        u["swap_router02"],
+        u["quoter_v2"],
+        {k: p["fee"] for k, p in u["pools"].items()},
+    )
+    plan = await plan_deleverage_onchain(
+        rpc, layout=layout, venue=venue, account_addr=spec.safe, account=acct,
+        collateral=weth, collateral_reserve=snap.reserves["WETH"], debt=usdc,
+        debt_reserve=snap.reserves["USDC"], target_hf_wad=target, hf_floor_wad=105 * WAD // 100,
+        slippage_bps=50, wallet=wallet,
+    )  # fmt: skip
+    methods = [x.decoded.method for x in plan.transactions]
+    assert "supply" in methods and methods.count("repay") >= 2 and "withdraw" in methods
+    st = build_safe_tx(spec.safe, spec.multisend, plan.transactions)
+    _send_as_agent(devnet_chain, spec, st.to, bytes.fromhex(st.data[2:]), op=1)
+    pool = devnet_chain.contract(spec.pool, load_abi("Pool").abi)
+    assert int(pool.functions.getUserAccountData(spec.safe).call()[5]) >= target
+
+
 # -- what the key cannot do (one test each) ------------------------------------------------
 
 
@@ -287,16 +338,17 @@ def test_approve_to_another_spender_reverts(
 ) -> None:
     erc20 = load_abi("ERC20")
     s = installed
-    for token, spender in (
-        (s.collateral.address, STRANGER),
-        (s.collateral.address, s.pool),  # the collateral goes to the router only
-        (s.debt.address, STRANGER),
-        (s.debt.address, s.swap_router02),  # the debt asset goes to the pool only
+    for token, spender, status in (
+        # the collateral's spender is an Or (router or pool): neither branch holds
+        (s.collateral.address, STRANGER, OR_VIOLATION),
+        (s.debt.address, STRANGER, PARAMETER_NOT_ALLOWED),
+        (s.debt.address, s.swap_router02, PARAMETER_NOT_ALLOWED),  # the debt: the pool only
     ):
         got = _outcome(devnet_chain, s, token, erc20.encode("approve", spender, 10**30))
-        assert got.startswith(_violation(PARAMETER_NOT_ALLOWED)), (token, spender, got)
-    # the allowed twins pass
+        assert got.startswith(_violation(status)), (token, spender, got)
+    # the allowed twins pass (the collateral to the router, or to the pool for a top-up)
     assert _outcome(devnet_chain, s, s.collateral.address, erc20.encode("approve", s.swap_router02, 10**30)) == "ok"  # fmt: skip
+    assert _outcome(devnet_chain, s, s.collateral.address, erc20.encode("approve", s.pool, 10**30)) == "ok"  # fmt: skip
     assert _outcome(devnet_chain, s, s.debt.address, erc20.encode("approve", s.pool, 10**30)) == "ok"  # fmt: skip
 
 
@@ -544,7 +596,7 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
         "ok       withdraw one day's allowance + 1 of WBTC: refused by the role (ALLOWANCE_EXCEEDED)",
         "ok       borrow 1 unit of USDC: refused by the role (FUNCTION_NOT_ALLOWED)",
         "ok       transfer 1 unit of USDC to the agent's key: refused by the role (FUNCTION_NOT_ALLOWED)",
-        "ok       approve the agent's key to spend WBTC: refused by the role (PARAMETER_NOT_ALLOWED)",
+        "ok       approve the agent's key to spend WBTC: refused by the role (OR_VIOLATION)",
     ):
         assert line in tried, tried
     files = sorted((tmp_path / "stb").glob("roles-*.json"))
@@ -552,7 +604,7 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
     batch = json.loads(files[0].read_text())
     spec = _spec(devnet)
     assert batch["meta"]["createdFromSafeAddress"] == spec.safe
-    assert len(batch["transactions"]) == 3 + 4 + 5 + 2 + 1  # deploy, enable, unwrap; targets...
+    assert len(batch["transactions"]) == 3 + 4 + 6 + 2 + 1  # deploy, enable, unwrap; targets...
 
     # the owners import the file and execute it: calls encoded from the file itself
     calls = [_encode_builder_tx(t) for t in batch["transactions"]]
@@ -562,7 +614,7 @@ def test_plan_execute_check_matches_and_each_changed_scope_is_a_mismatch(
 
     assert main(["roles", "check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "MISMATCH" not in out and "19/19 match the plan" in out, out
+    assert "MISMATCH" not in out and "20/20 match the plan" in out, out
     # planning again would deploy onto the installed module: refused, with what to do instead
     assert main(["roles", "plan", "--config", str(cfg)]) == 2
     assert f"a module is already installed at {spec.module_address}" in capsys.readouterr().err

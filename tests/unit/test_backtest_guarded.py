@@ -194,7 +194,10 @@ def test_cli_guarded_outcome_on_the_shipped_history(
     assert "Guarded outcome, position 'eth'" in out and "execution signers, 4h delay" in out
     assert "note: May 2022 (Terra): bitstamp ETH/USD 744h" in out
     assert "robustness: lows 5% deeper (total)" in out and "baseline, the same guard" in out
-    assert "| May 2022 (Terra) (05-01..05-31) | 3 |" in md.read_text()
+    text = md.read_text()
+    assert text.startswith("##### Execution: signers, 4h delay\n")
+    assert "| May 2022 (Terra) (05-01..05-31) | 3 |" in text
+    assert "Hourly prices: May 2022 (Terra): bitstamp ETH/USD 744h." in text
     (rep,) = json.loads(js.read_text())["guarded_outcomes"]
     (w,) = rep["windows"]
     assert w["starts"] == 3 and [s["opening_hf"] for s in w["per_start"]] == [1.4, 1.45, 1.5]

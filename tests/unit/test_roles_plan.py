@@ -77,7 +77,10 @@ def test_condition_trees_by_hand() -> None:
         (0, 5, 5, b""), (0, 1, 16, _word(WBTC)), (0, 1, 28, b"protector:wd.WBTC".ljust(32, b"\0")),
         (0, 1, 15, b""),
     ))  # fmt: skip
-    assert got["WBTC.approve"] == (WBTC, "095ea7b3", w((0, 5, 5, b""), (0, 1, 16, _word(ROUTER)), (0, 1, 0, b"")))  # fmt: skip
+    # Or (a logical node: paramType None=0, Or=2) over the spender, its children after the amount
+    assert got["WBTC.approve"] == (WBTC, "095ea7b3", w(
+        (0, 5, 5, b""), (0, 0, 2, b""), (0, 1, 0, b""), (1, 1, 16, _word(ROUTER)), (1, 1, 16, _word(POOL)),
+    ))  # fmt: skip
     assert got["USDC.approve"] == (USDC, "095ea7b3", w((0, 5, 5, b""), (0, 1, 16, _word(POOL)), (0, 1, 0, b"")))  # fmt: skip
     assert got["SwapRouter02.exactInputSingle"] == (ROUTER, "04e45aaf", w(
         (0, 5, 5, b""), (0, 3, 5, b""),
@@ -87,6 +90,9 @@ def test_condition_trees_by_hand() -> None:
     assert got["Pool.repay"] == (POOL, "573ade81", w(
         (0, 5, 5, b""), (0, 1, 16, _word(USDC)), (0, 1, 0, b""), (0, 1, 16, (2).to_bytes(32, "big")),
         (0, 1, 15, b""),
+    ))  # fmt: skip
+    assert got["Pool.supply"] == (POOL, "617ba037", w(
+        (0, 5, 5, b""), (0, 1, 16, _word(WBTC)), (0, 1, 0, b""), (0, 1, 15, b""), (0, 1, 0, b""),
     ))  # fmt: skip
     assert all(f.options == ExecutionOptions.NONE for f in function_scopes(s))
     assert scoped_targets(s) == (POOL, WBTC, ROUTER, USDC)
@@ -99,7 +105,7 @@ def test_owners_batch_decodes_to_the_plan() -> None:
     module = s.module_address
     assert methods == [
         (FACTORY, "deployModule"), (SAFE, "enableModule"), (module, "setTransactionUnwrapper"),
-        *[(module, "scopeTarget")] * 4, *[(module, "scopeFunction")] * 5,
+        *[(module, "scopeTarget")] * 4, *[(module, "scopeFunction")] * 6,
         *[(module, "setAllowance")] * 2, (module, "assignRoles"),
     ]  # fmt: skip
     deploy = txs[0].decoded.args
@@ -140,7 +146,7 @@ def test_compare_matches_and_names_each_difference() -> None:
     s = _spec()
     good = _installed(s)
     lines = compare(s, good)
-    assert all(ln.ok for ln in lines) and len(lines) == 19
+    assert all(ln.ok for ln in lines) and len(lines) == 20
     borrow = bytes.fromhex("a415bcad")
     withdraw = function_scopes(s)[0]
     cases = {
@@ -264,3 +270,31 @@ def test_an_event_with_the_same_signature_but_other_indexing_is_not_misread() ->
     assert roles.decode_event(*safe_log) is None
     assert roles.decode_event(*module_log).args == {"module": AGENT}  # type: ignore[union-attr]
     assert safe.decode_event(*safe_log).args == {"module": AGENT}  # type: ignore[union-attr]
+
+
+def test_the_role_is_on_the_named_position(tmp_path: Path) -> None:
+    """With [[positions]]: ``--position`` wins, else ``roles.position``; with neither and
+    several positions, a one-line error naming them."""
+    from agent.commands.roles import role_position
+    from agent.config import load_settings
+
+    body = "".join(
+        f'[[chains]]\nname = "{c}"\nchain_id = {i}\nrpc_url = "http://127.0.0.1:{i}"\n'
+        f'pool_addresses_provider = "{POOL}"\n'
+        for i, c in ((1, "eth"), (10, "op"))
+    ) + "".join(
+        f'[[positions]]\nchain = "{c}"\nname = "{n}"\naccount = "{a}"\n'
+        f'multisend_call_only = "{MULTISEND}"\n'
+        for c, n, a in (("eth", "main", SAFE), ("op", "side", AGENT))
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\nposition = "side"\n')
+    s = load_settings(cfg)
+    assert (role_position(s, None).account, role_position(s, None).chain.name) == (AGENT, "op")
+    assert role_position(s, "main").account == SAFE
+    cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"several positions: set roles.position or give --position \(main, side\)",
+    ):
+        role_position(load_settings(cfg), None)
