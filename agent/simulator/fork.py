@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -215,6 +215,39 @@ class ForkSimulator:
             block_hash = self._fork_hash  # pinned by the sequence: its proposals build on it
         else:
             block_hash = await self._block_hash(target)
+        return await self._ensure_at(target, block_hash)
+
+    async def _verified(
+        self, head_block: int, run: Callable[[RpcClient], Awaitable[SimulationResult]]
+    ) -> SimulationResult:
+        """``run`` a dry-run on the fork at the block. When the fork already stands there, the
+        chain's hash for that height is asked while the dry-run runs (a warm dry-run waits for
+        no upstream request), and a block replaced meanwhile (a reorg) is forked and the
+        dry-run run again on the new block."""
+        target = max(0, head_block - self.block_lag)
+        for _ in range(2):
+            known = self._fork_hash
+            warm = (
+                not self._in_sequence
+                and self._fork_block == target
+                and known is not None
+                and self._anvil is not None
+                and self._anvil.alive()
+            )
+            if not warm:
+                return await run(await self.ensure(head_block))
+            check = asyncio.ensure_future(self._block_hash(target))
+            try:
+                res = await run(await self._ensure_at(target, known))
+                now = await check
+            finally:
+                check.cancel()
+            if now == known:
+                return res
+            self._fork_hash = None  # replaced during the dry-run: the next ensure resets
+        raise ForkUnavailable(FORK_SOURCE, f"block {target} kept being replaced (reorgs)")
+
+    async def _ensure_at(self, target: int, block_hash: str | None) -> RpcClient:
         if self._anvil is None or not self._anvil.alive():
             await self._start()
         if self._fork_block != target or self._fork_hash != block_hash:
@@ -441,19 +474,21 @@ class ForkSimulator:
         batch be replayed call by call from the Safe to name the call that reverts and why
         (the Safe itself only reports GS013); ``reads`` run on the fork after success."""
         return await self._guard(
-            self._simulate_safe_at(head_block, safe_tx, account, label, inner, reads)
+            self._verified(
+                head_block,
+                lambda rpc: self._simulate_safe_at(rpc, safe_tx, account, label, inner, reads),
+            )
         )
 
     async def _simulate_safe_at(
         self,
-        head_block: int,
+        rpc: RpcClient,
         safe_tx: SafeTx,
         account: str,
         label: str,
         inner: Sequence[PlannedTx],
         reads: Sequence[Call],
     ) -> SimulationResult:
-        rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
         try:
@@ -587,17 +622,20 @@ class ForkSimulator:
         *,
         reads: Sequence[Call] = (),
     ) -> SimulationResult:
-        return await self._guard(self._simulate_eoa_at(head_block, sender, txs, account, reads))
+        return await self._guard(
+            self._verified(
+                head_block, lambda rpc: self._simulate_eoa_at(rpc, sender, txs, account, reads)
+            )
+        )
 
     async def _simulate_eoa_at(
         self,
-        head_block: int,
+        rpc: RpcClient,
         sender: str,
         txs: Sequence[PlannedTx],
         account: str,
         reads: Sequence[Call],
     ) -> SimulationResult:
-        rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
         try:

@@ -911,30 +911,45 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
         [{"to": eth_usd, "data": feed.encode_hex("latestRoundData")}, "latest"],
     )
     answer = int(feed.decode_output("latestRoundData", bytes.fromhex(raw[2:]))[1])
-    fall = keccak(text="updateAnswer(int256)")[:4] + abi_encode(["int256"], [answer * 8 // 10])
-    tx = {"from": dep["accounts"]["deployer"], "to": eth_usd, "data": "0x" + fall.hex()}
+    deployer = dep["accounts"]["deployer"]
 
-    async def run() -> tuple[int, int, int, int]:
+    def reorg_to(price: int) -> None:
+        """Replace the head block (same height, a new hash) by one setting the ETH price."""
+        head = int(rpc(devnet.url, "eth_blockNumber"), 16)
+        old_hash = rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"]
+        data = keccak(text="updateAnswer(int256)")[:4] + abi_encode(["int256"], [price])
+        tx = {"from": deployer, "to": eth_usd, "data": "0x" + data.hex()}
+        rpc(devnet.url, "anvil_reorg", [1, [[tx, 0]]])
+        assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
+        assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
+
+    async def run() -> list[tuple[int, int]]:
         sim = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
+        seen: list[tuple[int, int]] = []  # (the fork's HF, the chain's HF)
         try:
             head = int(rpc(devnet.url, "eth_blockNumber"), 16)
-            old_hash = rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"]
             fork = await sim.ensure(head)
-            before = (await sim.account_view(fork, safe)).health_factor_wad
-            hf_old = chain_hf()
-            rpc(devnet.url, "anvil_reorg", [1, [[tx, 0]]])  # block `head` replaced
-            assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
-            assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
+            seen.append(((await sim.account_view(fork, safe)).health_factor_wad, chain_hf()))
+            # ETH falls 20% in a block replacing the head: a dry-run on the warm fork (the
+            # hash is checked while it runs) records the new block's HF as its "before"
+            reorg_to(answer * 8 // 10)
+            res = await sim.simulate_eoa(head, deployer, [], safe)
+            assert res.success and res.before is not None, res.error
+            seen.append((res.before.health_factor_wad, chain_hf()))
+            # and again, 10% down from the start, read through ensure()
+            reorg_to(answer * 9 // 10)
             fork = await sim.ensure(head)
-            after = (await sim.account_view(fork, safe)).health_factor_wad
-            return before, hf_old, after, chain_hf()
+            seen.append(((await sim.account_view(fork, safe)).health_factor_wad, chain_hf()))
+            return seen
         finally:
             await sim.stop()
 
-    before, hf_old, after, hf_new = asyncio.run(run())
-    assert before == hf_old
-    assert hf_new < hf_old  # the reorg's block holds the fall
-    assert after == hf_new, f"simulated on the replaced block: HF {after} vs the chain's {hf_new}"
+    seen = asyncio.run(run())
+    (hf0, chain0), (hf1, chain1), (hf2, chain2) = seen
+    assert hf0 == chain0
+    assert chain1 < chain2 < chain0  # each replacing block holds its price
+    assert hf1 == chain1, f"simulated on the replaced block: HF {hf1} vs the chain's {chain1}"
+    assert hf2 == chain2, f"simulated on the replaced block: HF {hf2} vs the chain's {chain2}"
 
 
 def test_chain_time_going_back_is_refused(
