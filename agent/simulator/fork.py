@@ -212,10 +212,17 @@ class ForkSimulator:
         height now (a block replaced by a reorg at the same height is a new block)."""
         target = max(0, head_block - self.block_lag)
         if self._in_sequence and self._fork_block == target:
-            block_hash = self._fork_hash  # pinned by the sequence: its proposals build on it
-        else:
-            block_hash = await self._block_hash(target)
-        return await self._ensure_at(target, block_hash)
+            # pinned by the sequence: its proposals build on it
+            return await self._ensure_at(target, self._fork_hash)
+        alive = self._anvil is not None and self._anvil.alive()
+        if alive and self._fork_block == target:
+            return await self._ensure_at(target, await self._block_hash(target))
+        # Moving: the block's hash is asked while the fork resets (no added round trip).
+        pending = asyncio.ensure_future(self._block_hash(target))
+        try:
+            return await self._ensure_at(target, None, pending)
+        finally:
+            pending.cancel()
 
     async def _verified(
         self, head_block: int, run: Callable[[RpcClient], Awaitable[SimulationResult]]
@@ -247,10 +254,14 @@ class ForkSimulator:
             self._fork_hash = None  # replaced during the dry-run: the next ensure resets
         raise ForkUnavailable(FORK_SOURCE, f"block {target} kept being replaced (reorgs)")
 
-    async def _ensure_at(self, target: int, block_hash: str | None) -> RpcClient:
+    async def _ensure_at(
+        self, target: int, block_hash: str | None, pending: asyncio.Future[str] | None = None
+    ) -> RpcClient:
+        """The fork at block ``target`` with ``block_hash`` (or the hash ``pending`` gives,
+        asked while the fork moves)."""
         if self._anvil is None or not self._anvil.alive():
             await self._start()
-        if self._fork_block != target or self._fork_hash != block_hash:
+        if pending is not None or self._fork_block != target or self._fork_hash != block_hash:
             assert self._rpc is not None
             self._primed = (set(), set())
             self._fork_block = self._fork_hash = None
@@ -267,6 +278,9 @@ class ForkSimulator:
                 await prefetch
             finally:
                 prefetch.cancel()
+            if pending is not None:
+                block_hash = await pending
+                self._relay.pin(block_hash)
             if self._relay.replaced:
                 raise ForkUnavailable(
                     FORK_SOURCE,

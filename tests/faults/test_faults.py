@@ -923,33 +923,33 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
         assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
         assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
 
-    async def run() -> list[tuple[int, int]]:
-        sim = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
-        seen: list[tuple[int, int]] = []  # (the fork's HF, the chain's HF)
+    async def run() -> tuple[int, int, int, int, int]:
+        # Two forks at the head: one dry-runs (the hash is checked while it runs), one is
+        # asked through ensure() (the hash is checked before).
+        by_run = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
+        by_ensure = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
         try:
             head = int(rpc(devnet.url, "eth_blockNumber"), 16)
-            fork = await sim.ensure(head)
-            seen.append(((await sim.account_view(fork, safe)).health_factor_wad, chain_hf()))
-            # ETH falls 20% in a block replacing the head: a dry-run on the warm fork (the
-            # hash is checked while it runs) records the new block's HF as its "before"
-            reorg_to(answer * 8 // 10)
-            res = await sim.simulate_eoa(head, deployer, [], safe)
+            await by_run.ensure(head)
+            fork = await by_ensure.ensure(head)
+            hf0 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+            chain0 = chain_hf()
+            reorg_to(answer * 8 // 10)  # ETH falls 20% in a block replacing the head
+            res = await by_run.simulate_eoa(head, deployer, [], safe)
             assert res.success and res.before is not None, res.error
-            seen.append((res.before.health_factor_wad, chain_hf()))
-            # and again, 10% down from the start, read through ensure()
-            reorg_to(answer * 9 // 10)
-            fork = await sim.ensure(head)
-            seen.append(((await sim.account_view(fork, safe)).health_factor_wad, chain_hf()))
-            return seen
+            fork = await by_ensure.ensure(head)
+            hf2 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+            return hf0, chain0, res.before.health_factor_wad, hf2, chain_hf()
         finally:
-            await sim.stop()
+            await by_run.stop()
+            await by_ensure.stop()
 
-    seen = asyncio.run(run())
-    (hf0, chain0), (hf1, chain1), (hf2, chain2) = seen
+    hf0, chain0, by_run, by_ensure, chain1 = asyncio.run(run())
     assert hf0 == chain0
-    assert chain1 < chain2 < chain0  # each replacing block holds its price
-    assert hf1 == chain1, f"simulated on the replaced block: HF {hf1} vs the chain's {chain1}"
-    assert hf2 == chain2, f"simulated on the replaced block: HF {hf2} vs the chain's {chain2}"
+    assert chain1 < chain0  # the replacing block holds the fall
+    # what a proposal records as "before", and what ensure() gives: the new block's
+    assert by_run == chain1, f"simulated on the replaced block: HF {by_run} vs {chain1}"
+    assert by_ensure == chain1, f"simulated on the replaced block: HF {by_ensure} vs {chain1}"
 
 
 def test_chain_time_going_back_is_refused(
