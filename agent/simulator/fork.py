@@ -13,7 +13,8 @@ names at its height when the fork moves: a reorg that replaces it at the same he
 fork (``anvil_reset``) like a new block does, instead of simulating on the replaced block.
 Before a proposal's
 snapshot the fork loads that state from the relay, because anvil forgets on ``evm_revert``
-whatever it fetched after the snapshot. A warm proposal then makes no upstream request.
+whatever it fetched after the snapshot. A warm proposal then makes one upstream request, the
+block's hash (sent while it runs: a reorg at the same height is noticed).
 
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
