@@ -37,6 +37,7 @@ from agent.policy.config import PolicyConfig
 from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
 from agent.sinks.config import SinksConfig
+from agent.sinks.guardian import GuardianConfig
 
 
 class HttpEndpointConfig(BaseModel):
@@ -98,6 +99,10 @@ class PositionConfig(BaseModel):
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
     # empty-wallet one); ignored when ``account`` is set.
     deployment_safe: Literal["safe", "safe_lean"] = "safe"
+    # "autonomous": this position's protection (guard and layer rule: top-up, repay,
+    # deleverage; never puts) is SENT at once by [guardian] or the [roles] member, through the
+    # durable live path (sinks/autonomous.py). Default: proposals for the signers only.
+    execution: Literal["proposal", "autonomous"] = "proposal"
     # this position's liquidation guard, where it differs from [guard]
     guard: GuardOverrides | None = None
 
@@ -203,6 +208,8 @@ class Settings(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
+    # the protection-budget EOA (sinks/guardian.py); sends autonomous top-ups and repays
+    guardian: GuardianConfig = GuardianConfig()
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()

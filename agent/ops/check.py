@@ -246,7 +246,11 @@ def _notify_urls(ck: Checks, s: Settings) -> None:
         ck.fail(str(exc))
 
 
-async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], int]:
+async def run_check(
+    path: str, *, timeout_s: float = 10.0, notes: list[str] | None = None
+) -> tuple[list[str], int]:
+    """Problems and the number of checks passed; facts worth printing on success too (the
+    guardian's balances) are appended to ``notes``."""
     ck = Checks()
     try:
         s = load_settings(path, resolve_deployment=False)
@@ -273,10 +277,56 @@ async def run_check(path: str, *, timeout_s: float = 10.0) -> tuple[list[str], i
         await _check_chain(ck, view, timeout_s, rpcs_too=first, several=s.multi_chain)
     if s.roles.configured:
         await _check_roles(ck, s, timeout_s)
+    if s.guardian.enabled:
+        await _check_guardian(ck, s, timeout_s, notes if notes is not None else [])
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
     return ck.problems, ck.passed
+
+
+async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list[str]) -> None:
+    """With ``[guardian]``: its key loads and is its account's (named, never shown), its gas,
+    and its balances with the guard actions they still cover (into ``notes``)."""
+    from agent.ops.guardian import guardian_view, read_guardian
+    from agent.sinks.guardian import load_guardian_key
+
+    g = s.guardian
+    try:
+        load_guardian_key(g)
+        ck.ok()
+    except AgentError as exc:
+        ck.fail(f"guardian: {exc}")
+    view = guardian_view(s)
+    if view is None:
+        ck.fail(
+            "guardian.position: name the [[positions]] entry it protects"
+            + (f" ({g.position!r} is none of them)" if g.position else "")
+        )
+        return
+    ck.ok()
+    url = view.chain.rpc_url.get_secret_value()
+    if not url or view.position.account is None:
+        return  # reported with the chain
+    rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
+    try:
+        report = await read_guardian(rpc, view)
+    except AgentError as exc:
+        ck.fail(f"guardian: cannot read its balances ({exc})")
+        return
+    finally:
+        await rpc.close()
+    notes += report.lines()
+    min_wei = int(g.min_gas_eth * 10**18)
+    ck.expect(
+        report.gas_wei >= min_wei,
+        f"guardian {g.account}: {report.gas_wei / 10**18:.4f} ETH of gas, below "
+        f"guardian.min_gas_eth {g.min_gas_eth}",
+    )
+    ck.expect(
+        report.covers is None or report.covers > 0,
+        f"guardian {g.account}: its balances cover no guard action at the current debt",
+    )
 
 
 async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:

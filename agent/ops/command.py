@@ -37,7 +37,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from agent.ops.check import run_check
 
-    problems, passed = asyncio.run(run_check(args.config))
+    notes: list[str] = []
+    problems, passed = asyncio.run(run_check(args.config, notes=notes))
+    for line in notes:
+        print(line)
     for p in problems:
         print(f"problem: {p}")
     if problems:
