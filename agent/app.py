@@ -213,14 +213,57 @@ class App:
         """The proposer of one position (``view``: a position view of the settings; by default
         the single-chain settings), on its chain's RPC, fork and sinks."""
         view = view or self.primary
+        sinks = self.sinks_for(view)
+        if sinks.executor is None:
+            self._attach_executor(sinks, view, layout)
         return Proposer(
             view,
             layout,
             rpc=self.rpc(view.chain),
             store=self.store,
             simulator=self.simulator(layout),
-            sinks=self.sinks_for(view),
+            sinks=sinks,
         )
+
+    def autonomous_accounts(self, chain: str) -> frozenset[str]:
+        """The positions on ``chain`` with ``execution = "autonomous"`` (lower-case accounts)."""
+        return frozenset(
+            str(v.position.account).lower()
+            for v in self.settings.position_views()
+            if v.chain.name == chain and v.position.execution == "autonomous"
+        )
+
+    def _attach_executor(self, sinks: ProposalSinks, view: Settings, layout: MarketLayout) -> None:
+        """Autonomous execution on this chain (issue 23), when a position on it asks for it
+        and [guardian] or [roles] is configured: the executor gets the chain's RPC (or the
+        private send URL), the Pool of its market and the role's module on the role's Safe."""
+        accounts = self.autonomous_accounts(view.chain.name)
+        settings = self.settings
+        if not accounts:
+            return
+        role = None
+        if settings.roles.configured:
+            from agent.commands.roles import role_module, role_view
+
+            rv = role_view(settings, None)
+            if rv.chain.name == view.chain.name:
+                role = role_module(rv)
+        if role is None and not settings.guardian.enabled:
+            raise AgentError(
+                f'{settings.origin}: execution = "autonomous" on chain {view.chain.name!r} '
+                "needs [guardian] (top-ups, repays) or [roles] (deleverage)"
+            )
+        from agent.sinks.autonomous import AutonomousExecutor
+
+        sinks.executor = AutonomousExecutor(
+            settings.sinks.autonomous,
+            settings.guardian,
+            role,
+            chain_id=view.chain.chain_id,
+            rpc=self.rpc(view.chain),
+            pool=layout.pool,
+        )
+        sinks.autonomous_accounts = accounts
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -99,6 +99,10 @@ class PositionConfig(BaseModel):
     # On the devnet, which Safe of the deployment file this position is ("safe_lean": the
     # empty-wallet one); ignored when ``account`` is set.
     deployment_safe: Literal["safe", "safe_lean"] = "safe"
+    # "autonomous": this position's protection (guard and layer rule: top-up, repay,
+    # deleverage; never puts) is SENT at once by [guardian] or the [roles] member, through the
+    # durable live path (sinks/autonomous.py). Default: proposals for the signers only.
+    execution: Literal["proposal", "autonomous"] = "proposal"
     # this position's liquidation guard, where it differs from [guard]
     guard: GuardOverrides | None = None
 
@@ -204,7 +208,8 @@ class Settings(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     roles: RolesConfig = RolesConfig()
-    guardian: GuardianConfig = GuardianConfig()  # the protection-budget EOA (sinks/guardian.py)
+    # the protection-budget EOA (sinks/guardian.py); sends autonomous top-ups and repays
+    guardian: GuardianConfig = GuardianConfig()
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()

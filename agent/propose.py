@@ -54,6 +54,13 @@ def deleverage_config(settings: Settings) -> DeleverageConfig | None:
         hf_floor_wad=int(u.hf_floor * WAD),
         slippage_bps=u.slippage_bps,
         immediate_slippage_bps=u.immediate_slippage_bps,
+        # sent at once through the Roles module (sinks/autonomous.py): mined within a block or
+        # two, so its bound is the immediate one; otherwise it waits for the signers
+        execution=(
+            "immediate"
+            if settings.position.execution == "autonomous" and settings.roles.configured
+            else "signers"
+        ),
     )
 
 

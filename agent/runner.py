@@ -37,6 +37,7 @@ from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
+from agent.ops.guardian import guardian_view
 from agent.ops.incremental import backfill_start
 from agent.propose import Proposer
 from agent.sinks import recovery
@@ -110,11 +111,20 @@ class Agent:
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
         await recovery.recover(
-            live, rpc, self.app.store, self.app.journal, [self.app.sinks_for(v) for v in views]
+            live,
+            rpc,
+            self.app.store,
+            self.app.journal,
+            [self.app.sinks_for(v) for v in views],
+            chain_id=primary.chain.chain_id,
         )
         layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
         self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
         self.proposers = self._proposers()
+        # Autonomous sends of each chain: settled on that chain's RPC, and a fresh intent a
+        # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
+        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.recover_autonomous(sinks)
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
@@ -229,6 +239,8 @@ class Agent:
             await self.ops.recycle_fork(
                 self.app.simulator(lay), self.settings.simulator.recycle_rss_mb
             )
+        if self.settings.guardian.enabled and (view := guardian_view(self.settings)):
+            await self.ops.watch_guardian(self.app.rpc(view.chain), view)
         return report
 
     def _report_sources(self, chain: str, collected: CollectReport) -> None:
@@ -282,7 +294,10 @@ class Agent:
             self.app.store,
             self.app.journal,
             [self.app.sinks_for(v) for v in self.app.chains.values()],
+            chain_id=self.app.primary.chain.chain_id,
         )
+        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.settle_autonomous(sinks)
         # The same collection as `hedge-agent collect`, every chain at once: one failing side
         # source is logged and skipped; a chain without its snapshot is not evaluated this
         # tick (its positions wait); without any snapshot there is nothing to evaluate. The

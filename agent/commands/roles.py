@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agent.core.roles import InstalledRole
     from agent.core.rpc import RpcClient
     from agent.planner.roles import CheckLine, Probe, RoleSpec
+    from agent.sinks.autonomous import RoleTarget
 
 
 def role_view(settings: Settings, name: str | None) -> Settings:
@@ -116,6 +117,32 @@ def role_spec(s: Settings, layout: MarketLayout) -> RoleSpec:
         allowance=int(units),
         salt_nonce=r.salt_nonce,
         module=r.module,
+    )
+
+
+def role_module(s: Settings) -> RoleTarget:
+    """Where the role member sends: the module on the role's Safe (``roles.module``, else the
+    address ``roles plan`` installs it at) and the role key."""
+    from eth_abi.abi import encode as abi_encode
+    from eth_utils.address import to_checksum_address
+
+    from agent.core.abi import load_abi
+    from agent.planner.roles import bytes32_string, predicted_module_address
+    from agent.sinks.autonomous import RoleTarget
+
+    r, p = s.roles, s.position
+    if not p.account:
+        raise ConfigError(f"{s.origin}: the role is on a Safe: position.account")
+    safe = to_checksum_address(p.account)
+    module = r.module
+    if module is None:
+        z = _zodiac_addresses(s)
+        init = load_abi("Roles").encode("setUp", abi_encode(["address"] * 3, [safe] * 3))
+        module = predicted_module_address(
+            z["module_proxy_factory"], z["roles_mastercopy"], init, r.salt_nonce
+        )
+    return RoleTarget(
+        safe, to_checksum_address(module), bytes32_string(r.role_key, "roles.role_key")
     )
 
 

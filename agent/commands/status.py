@@ -118,7 +118,20 @@ async def _status(config: str) -> str:
         evaluation = evaluate(
             app.store, settings, first.layout, first.snap, history, markets=markets
         )
-        return render_status(evaluation, first.snap.block_number, first.snap.timestamp)
+        from agent.sinks.autonomous import status_lines
+
+        auto = [
+            str(v.position.name or v.position.account)
+            for v in settings.position_views()
+            if v.position.execution == "autonomous"
+        ]
+        sends = {s.tx_hash: s.status for s in app.store.live_sends()}
+        return "\n".join(
+            [
+                render_status(evaluation, first.snap.block_number, first.snap.timestamp),
+                *status_lines(auto, history, sends),
+            ]
+        )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

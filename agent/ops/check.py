@@ -278,19 +278,17 @@ async def run_check(
     if s.roles.configured:
         await _check_roles(ck, s, timeout_s)
     if s.guardian.enabled:
-        await _check_guardian(ck, s, views, timeout_s, notes if notes is not None else [])
+        await _check_guardian(ck, s, timeout_s, notes if notes is not None else [])
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
     return ck.problems, ck.passed
 
 
-async def _check_guardian(
-    ck: Checks, s: Settings, views: tuple[Settings, ...], timeout_s: float, notes: list[str]
-) -> None:
+async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list[str]) -> None:
     """With ``[guardian]``: its key loads and is its account's (named, never shown), its gas,
     and its balances with the guard actions they still cover (into ``notes``)."""
-    from agent.ops.guardian import read_guardian
+    from agent.ops.guardian import guardian_view, read_guardian
     from agent.sinks.guardian import load_guardian_key
 
     g = s.guardian
@@ -299,14 +297,14 @@ async def _check_guardian(
         ck.ok()
     except AgentError as exc:
         ck.fail(f"guardian: {exc}")
-    mine = [v for v in views if not s.multi_chain or v.position.name == g.position]
-    if not ck.expect(
-        len(mine) == 1,
-        "guardian.position: name the [[positions]] entry it protects"
-        + (f" ({g.position!r} is none of them)" if g.position else ""),
-    ):
+    view = guardian_view(s)
+    if view is None:
+        ck.fail(
+            "guardian.position: name the [[positions]] entry it protects"
+            + (f" ({g.position!r} is none of them)" if g.position else "")
+        )
         return
-    view = mine[0]
+    ck.ok()
     url = view.chain.rpc_url.get_secret_value()
     if not url or view.position.account is None:
         return  # reported with the chain

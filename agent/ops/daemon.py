@@ -16,6 +16,7 @@ from agent.config import Settings
 from agent.core.errors import ConfigError
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import HeadCheck, RpcPool
+from agent.ops.guardian import GuardianWatch
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.procmem import rss_bytes
 from agent.ops.server import OpsServer
@@ -49,6 +50,7 @@ class Operations:
         except ValueError as exc:
             raise ConfigError(f"{settings.origin}: {exc}") from None
         self.sources = SourceWatch(cfg.source_failing_after_s)
+        self.guardian = GuardianWatch(self.telemetry)
         self.switch = PauseSwitch(pause_path(a.store_path))
         self._pause: PauseState | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -170,6 +172,11 @@ class Operations:
         for r in records:
             self.telemetry.proposal(r)
             self._notify(proposal_notice(r))
+
+    async def watch_guardian(self, rpc: RpcClient, view: Settings) -> None:
+        """Between ticks: the guardian's balances and the guard actions they cover, as
+        gauges, at most every ``guardian.refresh_s``."""
+        await self.guardian.refresh(rpc, view)
 
     async def recycle_fork(self, simulator: ForkSimulator | None, limit_mb: int) -> bool:
         """Stop the fork anvil between ticks when its memory passed ``limit_mb``; the next

@@ -6,14 +6,22 @@ top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads only; nev
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import structlog
+
 from agent.collectors.onchain import discover, read_snapshot
 from agent.config import Settings
+from agent.core.errors import AgentError
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+from agent.ops.telemetry import Telemetry
 from agent.planner.guardian import actions_covered, guard_action_base
+
+log = structlog.get_logger("agent.ops")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,45 @@ class GuardianReport:
         ]
         out += [f"  {h.render()}" for h in self.holdings]
         return out
+
+
+def guardian_view(s: Settings) -> Settings | None:
+    """The position view the guardian protects: the one position, or with ``[[positions]]``
+    the one ``guardian.position`` names (None when it names none)."""
+    views = s.position_views()
+    if not s.multi_chain:
+        return views[0]
+    mine = [v for v in views if v.position.name == s.guardian.position]
+    return mine[0] if len(mine) == 1 else None
+
+
+class GuardianWatch:
+    """The daemon's guardian gauges, re-read between ticks at most every ``refresh_s``; a
+    failed read is logged and leaves the last figures (it never fails a tick)."""
+
+    def __init__(self, telemetry: Telemetry, clock: Callable[[], float] = time.monotonic) -> None:
+        self.telemetry = telemetry
+        self.clock = clock
+        self._next = 0.0
+        self.last: GuardianReport | None = None
+
+    async def refresh(self, rpc: RpcClient, view: Settings) -> GuardianReport | None:
+        now = self.clock()
+        if now < self._next:
+            return None
+        self._next = now + view.guardian.refresh_s
+        try:
+            report = await read_guardian(rpc, view)
+        except AgentError as exc:
+            log.warning("guardian.unreadable", error=str(exc))
+            return None
+        t = self.telemetry
+        for h in report.holdings:
+            t.guardian_balance.labels(h.symbol).set(h.value_base / AAVE_BASE_UNIT_USD)
+        t.guardian_gas.set(report.gas_wei / WAD)
+        t.guardian_covers.set(-1 if report.covers is None else report.covers)
+        self.last = report
+        return report
 
 
 async def read_guardian(rpc: RpcClient, s: Settings) -> GuardianReport:

@@ -173,6 +173,16 @@ class Telemetry:
         self.guard_critical = gauge("guard_critical", "1 while HF <= the critical HF", pos)
         self.guard_spent = gauge("guard_spent_usd", "The guard's spend today", pos)
         self.guard_budget = gauge("guard_budget_usd", "The guard's budget per day", pos)
+        # The guardian account (issue 23 item 1), refreshed every guardian.refresh_s.
+        self.guardian_balance = gauge(
+            "guardian_balance_usd", "The guardian's balance at the oracle price", ["asset"]
+        )
+        self.guardian_gas = gauge("guardian_gas_eth", "The guardian's native balance for gas")
+        self.guardian_covers = gauge(
+            "guardian_actions_covered",
+            "Guard actions (trigger to target at the current debt) the guardian's balances pay "
+            "for; -1 while the position has no debt",
+        )
         self.error_budget_left.set(error_budget)
         self.paused.set(0)
         METRICS.observers.append(self._observe_request)

@@ -62,6 +62,53 @@ class LiveConfig(BaseModel):
     min_priority_fee_wei: int = Field(10**9, ge=1)  # Protect drops 0-priority-fee transactions
     gas_limit_multiplier_bps: int = Field(12_000, ge=10_000)  # on top of eth_estimateGas
     receipt_timeout_s: float = Field(300.0, gt=0)
+    # EIP-1559 fee cap: maxFeePerGas never above it; a base fee above it defers the send.
+    max_fee_per_gas_wei: int | None = Field(None, gt=0)
+    # A transaction without a receipt this long is replaced: same nonce, fees bumped by
+    # ``fee_bump_bps`` (nodes want >= 10%), within the cap. None: never replaced.
+    replace_after_s: float | None = Field(None, gt=0)
+    fee_bump_bps: int = Field(1_250, ge=1_000, le=10_000)
+
+
+class KeySource(BaseModel):
+    """Where a signing key comes from: never the config file. ``key_env`` names an environment
+    variable holding the 0x-hex key; or ``keystore`` is an encrypted JSON keystore (eth-account)
+    whose password is in the environment variable ``password_env``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    keystore: str | None = None
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeySource:
+        if (self.key_env is None) == (self.keystore is None):
+            raise ValueError("give exactly one of key_env (an environment variable) or keystore")
+        if self.keystore is not None and self.password_env is None:
+            raise ValueError("a keystore needs password_env (the variable holding its password)")
+        return self
+
+
+class AutonomousConfig(BaseModel):
+    """How autonomous protection is sent (per position: ``execution = "autonomous"``): the
+    guardian's transactions, or the Roles module's ``execTransactionWithRole`` signed by
+    ``role_key`` (the member of ``[roles]``). Fees under ``max_fee_per_gas_wei``, a stuck
+    transaction replaced after ``replace_after_s``; ``private_rpc_url`` (optional, may embed a
+    key) receives the raw transactions instead of the chain's RPC (a swap in the public mempool
+    can be sandwiched)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role_key: KeySource | None = None
+    private_rpc_url: SecretStr | None = None
+    max_fee_per_gas_wei: int = Field(200 * 10**9, gt=0)
+    min_priority_fee_wei: int = Field(10**9, ge=1)
+    replace_after_s: float = Field(24.0, gt=0)  # about two blocks
+    fee_bump_bps: int = Field(1_250, ge=1_000, le=10_000)
+    gas_limit_multiplier_bps: int = Field(13_000, ge=10_000)
+    receipt_timeout_s: float = Field(180.0, gt=0)
+    # After a restart, an intent (signed, perhaps not broadcast) this young is broadcast again:
+    # the same signed bytes, so the same hash and nonce; older ones are left to reconciliation.
+    rebroadcast_within_s: float = Field(600.0, ge=0)
 
 
 class NotifyConfig(BaseModel):
@@ -88,6 +135,7 @@ class SinksConfig(BaseModel):
     spx_ticket_csv: str | None = "var/spx_tickets.csv"
     safe_service: SafeServiceConfig = SafeServiceConfig()
     live: LiveConfig = LiveConfig()
+    autonomous: AutonomousConfig = AutonomousConfig()
     notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")

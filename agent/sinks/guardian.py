@@ -42,6 +42,7 @@ class GuardianConfig(BaseModel):
     # what the guardian's balance is counted in: the reserves it holds for top-ups and repays
     assets: tuple[str, ...] = ("WETH", "USDC")
     min_gas_eth: Decimal = Field(Decimal("0.05"), ge=0)  # below this `check` warns
+    refresh_s: float = Field(300.0, gt=0)  # the daemon re-reads its balances this often
 
     @model_validator(mode="after")
     def _one_key_source(self) -> GuardianConfig:

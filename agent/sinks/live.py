@@ -110,6 +110,8 @@ def exec_transaction_calldata(st: SafeTx, signatures: bytes) -> str:
 class SignedTx:
     tx: SentTx
     raw: str  # the signed transaction, 0x-hex (what eth_sendRawTransaction receives)
+    value: int = 0
+    data: str = "0x"
 
 
 @dataclass(frozen=True)
@@ -143,29 +145,49 @@ class LiveSender:
     SOURCE = "private-rpc"
 
     def __init__(
-        self, cfg: LiveConfig, *, chain_id: int, read_rpc: RpcClient | None = None
+        self,
+        cfg: LiveConfig,
+        *,
+        chain_id: int,
+        read_rpc: RpcClient | None = None,
+        account: LocalAccount | None = None,
+        send_rpc: RpcClient | None = None,
     ) -> None:
-        if cfg.signer_key is None or not cfg.signer_key.get_secret_value():
+        """``account`` and ``send_rpc`` (not closed here) replace ``cfg.signer_key`` and
+        ``cfg.private_rpc_url``: the autonomous executor's guardian and role member."""
+        if account is None and (cfg.signer_key is None or not cfg.signer_key.get_secret_value()):
             raise ConfigError("sinks.live.signer_key is not set")
-        if cfg.private_rpc_url is None or not cfg.private_rpc_url.get_secret_value():
+        if send_rpc is None and (
+            cfg.private_rpc_url is None or not cfg.private_rpc_url.get_secret_value()
+        ):
             raise ConfigError("sinks.live.private_rpc_url is not set")
-        self._account: LocalAccount = account_from_key(cfg.signer_key, "sinks.live.signer_key")
-        self._url: SecretStr = cfg.private_rpc_url
-        # Not retried: a timeout after the node accepted the transaction must not look like a
-        # failure that is sent again with a new nonce; the caller re-reads state instead.
-        self.private = RpcClient(cfg.private_rpc_url.get_secret_value(), source=self.SOURCE,
+        self._account: LocalAccount = account or account_from_key(
+            cfg.signer_key or SecretStr(""), "sinks.live.signer_key"
+        )
+        self._own_private = send_rpc is None
+        if send_rpc is None:
+            assert cfg.private_rpc_url is not None
+            # Not retried: a timeout after the node accepted the transaction must not look like
+            # a failure that is sent again with a new nonce; the caller re-reads state instead.
+            send_rpc = RpcClient(cfg.private_rpc_url.get_secret_value(), source=self.SOURCE,
                                  retry=RetryPolicy(attempts=1))  # fmt: skip
+        self.private = send_rpc
         self.read = read_rpc or self.private
         self.chain_id = chain_id
         self.cfg = cfg
         self._chain_checked = False
 
     @property
+    def send_rpc(self) -> RpcClient:
+        return self.private
+
+    @property
     def address(self) -> str:
         return str(self._account.address)
 
     async def close(self) -> None:
-        await self.private.close()
+        if self._own_private:
+            await self.private.close()
 
     async def __aenter__(self) -> LiveSender:
         return self
@@ -181,7 +203,14 @@ class LiveSender:
         except SourceError:
             tip = 0
         tip = max(tip, self.cfg.min_priority_fee_wei)
-        return 2 * base + tip, tip
+        max_fee = 2 * base + tip
+        cap = self.cfg.max_fee_per_gas_wei
+        if cap is not None:
+            # Under the cap: a base fee that rises past it leaves the transaction waiting (and
+            # replaced with bumped fees, still within the cap) rather than paying any price.
+            max_fee = min(max_fee, cap)
+            tip = min(tip, max_fee)
+        return max_fee, tip
 
     async def sign(self, to: str, data: str, *, value: int = 0, gas: int | None = None) -> SignedTx:
         """Sign one transaction at the signer's nonce, re-read now (``pending``), so a signer
@@ -205,6 +234,11 @@ class LiveSender:
             )
             gas = est * self.cfg.gas_limit_multiplier_bps // 10_000
         max_fee, tip = await self._fees()
+        return self._signed(to, data, value, nonce, gas, max_fee, tip)
+
+    def _signed(
+        self, to: str, data: str, value: int, nonce: int, gas: int, max_fee: int, tip: int
+    ) -> SignedTx:
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
@@ -219,10 +253,32 @@ class LiveSender:
         signed = self._account.sign_transaction(tx)
         return SignedTx(
             SentTx(
-                "0x" + bytes(signed.hash).hex(), sender, to, nonce, gas, max_fee, tip, self.chain_id
+                "0x" + bytes(signed.hash).hex(),
+                self.address,
+                to,
+                nonce,
+                gas,
+                max_fee,
+                tip,
+                self.chain_id,
             ),
             "0x" + bytes(signed.raw_transaction).hex(),
+            value,
+            data,
         )
+
+    async def replacement(self, stuck: SignedTx) -> SignedTx | None:
+        """The stuck transaction again at its nonce with both fees raised by ``fee_bump_bps``
+        (and at least to what the chain asks now), or None when that would pass the cap."""
+        bump = 10_000 + self.cfg.fee_bump_bps
+        t = stuck.tx
+        tip = max(-(-t.max_priority_fee_per_gas * bump // 10_000), self.cfg.min_priority_fee_wei)
+        now_fee, _ = await self._fees()
+        max_fee = max(-(-t.max_fee_per_gas * bump // 10_000), now_fee, tip)
+        cap = self.cfg.max_fee_per_gas_wei
+        if cap is not None and max_fee > cap:
+            return None
+        return self._signed(t.to, stuck.data, stuck.value, t.nonce, t.gas, max_fee, tip)
 
     async def broadcast(self, signed: SignedTx) -> SentTx:
         """``eth_sendRawTransaction`` once (never retried: see ``__init__``)."""
@@ -333,28 +389,90 @@ async def send_durably(
             break
         store.set_live_status(tx.tx_hash, "sent")
         try:
-            receipt = await sender.wait_receipt(tx.tx_hash, poll_s=poll_s)
-        except LiveRefused as exc:
-            store.set_live_status(tx.tx_hash, "reverted", str(exc))
-            break
+            mined, receipt = await _wait_or_replace(sender, store, idempotency_key, signed, poll_s)
         except SourceError as exc:
-            store.set_live_status(tx.tx_hash, "pending", str(exc)[:200])
+            for s in store.live_sends(idempotency_key, open_only=True):
+                store.set_live_status(s.tx_hash, "pending", str(exc)[:200])
             break
-        store.set_live_status(tx.tx_hash, "mined", f"block {int(receipt['blockNumber'], 16)}")
+        block = int(receipt["blockNumber"], 16)
+        if int(receipt.get("status", "0x0"), 16) != 1:
+            store.set_live_status(mined, "reverted", f"live transaction {mined} reverted on chain")
+            log.error("live.reverted", tx_hash=mined, block_number=block)
+            break
+        log.info("live.mined", tx_hash=mined, block_number=block,
+                 gas_used=int(receipt["gasUsed"], 16))  # fmt: skip
+        store.set_live_status(mined, "mined", f"block {block}")
     return [s.as_dict() for s in store.live_sends(idempotency_key)]
 
 
+async def _wait_or_replace(
+    sender: LiveSender, store: Store, key: str, first: SignedTx, poll_s: float
+) -> tuple[str, dict[str, Any]]:
+    """The receipt of ``first`` or of a replacement of it: every ``cfg.replace_after_s``
+    without a receipt, the transaction is signed again at the same nonce with fees bumped
+    (within ``cfg.max_fee_per_gas_wei``), journaled as an intent under the same proposal, and
+    broadcast. Only one of them can be mined; the others end ``replaced``. Returns the mined
+    hash and its receipt; ``SourceError`` after ``cfg.receipt_timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + sender.cfg.receipt_timeout_s
+    every = sender.cfg.replace_after_s
+    next_at = None if every is None else loop.time() + every
+    tried = [first]
+    while True:
+        for s in reversed(tried):
+            receipt = await sender.read.request("eth_getTransactionReceipt", [s.tx.tx_hash])
+            if isinstance(receipt, dict):
+                for other in tried:
+                    if other is not s:
+                        store.set_live_status(other.tx.tx_hash, "replaced",
+                                              f"nonce {s.tx.nonce} was mined as {s.tx.tx_hash}")  # fmt: skip
+                return s.tx.tx_hash, receipt
+        now = loop.time()
+        if now >= deadline:
+            raise SourceError(
+                LiveSender.SOURCE,
+                f"transaction {first.tx.tx_hash} not mined within "
+                f"{sender.cfg.receipt_timeout_s:g}s (a private RPC drops it after ~25 blocks)",
+            )
+        if next_at is not None and every is not None and now >= next_at:
+            next_at = now + every
+            new = await sender.replacement(tried[-1])
+            if new is None:
+                log.warning("live.replace_capped", tx_hash=tried[-1].tx.tx_hash,
+                            cap_wei=sender.cfg.max_fee_per_gas_wei)  # fmt: skip
+            else:
+                t = new.tx
+                store.record_live_intent(tx_hash=t.tx_hash, idempotency_key=key, account=t.sender,
+                                         nonce=t.nonce, chain_id=t.chain_id, raw_tx=new.raw)  # fmt: skip
+                try:
+                    await sender.broadcast(new)
+                except RpcError as exc:
+                    # Refused (underpriced, or the first was just mined): the first stands.
+                    store.set_live_status(t.tx_hash, "rejected", exc.rpc_message[:200])
+                except SourceError as exc:
+                    store.set_live_status(t.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
+                    tried.append(new)
+                else:
+                    store.set_live_status(t.tx_hash, "sent", f"replaces {tried[-1].tx.tx_hash}")
+                    log.warning("live.replaced", old=tried[-1].tx.tx_hash, new=t.tx_hash,
+                                nonce=t.nonce, max_fee_per_gas=t.max_fee_per_gas)  # fmt: skip
+                    tried.append(new)
+        await asyncio.sleep(poll_s)
+
+
 async def reconcile_live_sends(
-    store: Store, rpc: RpcClient, *, give_up_after_s: float
+    store: Store, rpc: RpcClient, *, give_up_after_s: float, chain_id: int | None = None
 ) -> list[LiveSend]:
     """Resolve every transaction without an outcome by its hash and nonce: mined (or
     reverted) when it has a receipt; ``replaced`` when its nonce was used by another
     transaction; ``dropped`` when neither after ``give_up_after_s``; otherwise still open
     (a private RPC's pending transactions are invisible until mined). Never re-sends.
-    Returns the sends whose status changed."""
+    Returns the sends whose status changed. ``chain_id``: only that chain's sends."""
     changed = []
     now = time.time()
     for s in store.live_sends(open_only=True):
+        if chain_id is not None and s.chain_id != chain_id:
+            continue  # another chain's send: read on its own RPC
         receipt = await rpc.request("eth_getTransactionReceipt", [s.tx_hash])
         status, detail = s.status, s.detail
         if isinstance(receipt, dict):

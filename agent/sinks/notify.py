@@ -90,6 +90,20 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
     ]
     if record.get("error"):
         lines.append(f"error: {record['error']}")
+    auto = record.get("autonomous")
+    if isinstance(auto, Mapping):
+        # Sent at once, not waiting for signers (issue 23): what, why, hash, HF before -> after.
+        if auto.get("status") == "not_sent":
+            lines.insert(0, f"NOT sent autonomously: {auto.get('why_not')}")
+        else:
+            lines[0:0] = [
+                f"SENT autonomously by the {auto.get('mode')} {auto.get('sender')}: "
+                f"{auto.get('status')}",
+                f"tx: {', '.join(str(h) for h in auto.get('tx_hashes') or ()) or 'none'}",
+                f"health factor on chain: {_hf(auto.get('health_factor_before'))} -> "
+                f"{_hf(auto.get('health_factor_after'))}",
+                f"why: {auto.get('why')}",
+            ]
     ticket = record.get("ticket")
     if isinstance(ticket, Mapping):
         # An SPX advisory ticket: nothing is sent; a person places the order.
@@ -100,10 +114,14 @@ def proposal_notice(record: Mapping[str, Any], *, top_reasons: int = 3) -> Notic
         lines += [f"- {r}" for r in reasons]
     status = str(record.get("status"))
     level: Level = "success" if status == "simulated" else "warning"
+    sent = isinstance(auto, Mapping) and auto.get("status") not in (None, "not_sent")
+    if sent and isinstance(auto, Mapping) and auto.get("status") != "mined":
+        level = "failure"  # sent but not (yet) mined: someone should look
     return Notice(
         "proposal",
         f"proposal:{record.get('idempotency_key')}",
-        f"hedge-agent proposal: {record.get('action')} ({status})"
+        ("hedge-agent EXECUTED: " if sent else "hedge-agent proposal: ")
+        + f"{record.get('action')} ({status})"
         + f" on {record.get('position') or record.get('chain')}",
         "\n".join(lines),
         level,

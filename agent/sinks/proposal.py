@@ -40,6 +40,9 @@ class Proposal(BaseModel):
     safe_tx_builder_file: str | None = None
     safe_service: dict[str, Any] | None = None
     live: list[dict[str, Any]] | None = None
+    # sent at once by the guardian or the Roles member (sinks/autonomous.py): how, why, the
+    # transactions, HF before -> after; or why it stayed a proposal
+    autonomous: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] | None = None  # data problems of the tick (a stale oracle feed)
     ticket: dict[str, Any] | None = None  # advisory S&P 500 put ticket: legs, estimate, limit

@@ -34,6 +34,13 @@ from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
 from agent.simulator.outcome import Outcome
+from agent.sinks.autonomous import (
+    PROTECTIVE,
+    AutonomousExecutor,
+    NotRouted,
+    Route,
+    autonomous_record,
+)
 from agent.sinks.config import SinksConfig
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import LiveSender, check_live_allowed, open_sends_of, send_durably
@@ -109,8 +116,14 @@ class ProposalSinks:
         chain_id: int,
         console: bool = False,
         on_published: Callable[[Mapping[str, Any]], None] | None = None,
+        executor: AutonomousExecutor | None = None,
+        autonomous_accounts: frozenset[str] = frozenset(),
     ) -> None:
         self.cfg = cfg
+        # Autonomous execution (issue 23): the positions (lower-case accounts) whose protection
+        # is sent at once, and the executor that sends it.
+        self.executor = executor
+        self.autonomous_accounts = autonomous_accounts
         # Told of every journalled record (the daemon's metrics and notifications).
         self._on_published = on_published
         self.journal = journal
@@ -127,6 +140,8 @@ class ProposalSinks:
         )
 
     async def close(self) -> None:
+        if self.executor is not None:
+            await self.executor.close()
         if self._live is not None:
             await self._live.close()
             self._live = None
@@ -182,6 +197,7 @@ class ProposalSinks:
         if service_nonce is not None:
             updates["safe_service"] = dict(service_nonce)
         calls: list[tuple[str, str, int]] | None = None
+        route: Route | None = None
         if live:
             assert self._live is not None
             updates["live"] = []  # filled by the sends; "not_sent" if interrupted before
@@ -190,15 +206,45 @@ class ProposalSinks:
                 if draft.safe_tx is not None
                 else [(t.to, t.data, t.value) for t in draft.transactions]
             )
+        elif self._autonomous(outcome):
+            assert self.executor is not None
+            try:
+                route = await self.executor.route(draft)
+            except NotRouted as exc:
+                # Stays a proposal for the signers; the record says why it was not sent.
+                updates["autonomous"] = {"status": "not_sent", "why_not": str(exc)}
+                log.warning("autonomous.not_routed", idempotency_key=key, reason=str(exc))
+            else:
+                blocked = await self.executor.blocked(route.sender, self.store)
+                if blocked:
+                    log.warning("autonomous.deferred", idempotency_key=key, reason=blocked)
+                    return None  # not recorded: planned again next tick
+                calls = list(route.calls)
+                updates["live"] = []
+                updates["autonomous"] = {"status": "intent", "mode": route.mode,
+                                         "sender": route.sender.address}  # fmt: skip
         record = proposal.model_copy(update=updates).record()
         spend = (session_id, draft.spend_usd, at) if outcome.spends else None
-        return await self._commit(record, spend, calls)
+        return await self._commit(record, spend, calls, route)
+
+    def _autonomous(self, outcome: Outcome) -> bool:
+        """This proposal is protection of a position with ``execution = "autonomous"``, and
+        its simulation passed."""
+        d, sim = outcome.draft, outcome.result
+        return (
+            self.executor is not None
+            and sim is not None
+            and sim.success
+            and d.action in PROTECTIVE
+            and d.header.account.lower() in self.autonomous_accounts
+        )
 
     async def _commit(
         self,
         record: dict[str, Any],
         spend: tuple[str, Decimal, int] | None,
         live_calls: list[tuple[str, str, int]] | None = None,
+        route: Route | None = None,
     ) -> dict[str, Any] | None:
         """The durable tail: record and spend in one store transaction, then the outside
         sinks (retried from the outbox if they fail), then the live sends (each journaled
@@ -210,10 +256,11 @@ class ProposalSinks:
         if not delivered:
             record, delivered = await self._deliver_logged(record)
         if live_calls is not None:
-            assert self._live is not None
+            sender = route.sender if route is not None else self._live
+            assert sender is not None
             key = str(record["idempotency_key"])
             try:
-                sent = await send_durably(self._live, self.store, key, live_calls)
+                sent = await send_durably(sender, self.store, key, live_calls)
             except BaseException:
                 # Nothing signed yet (nonce or fee reads failed): undo the commit so the
                 # proposal is planned and sent next tick instead of journaled as not sent.
@@ -225,6 +272,8 @@ class ProposalSinks:
                         remove_batch_file(str(record["safe_tx_builder_file"]))
                 raise
             record = record | {"live": sent}
+            if route is not None:
+                record = record | {"autonomous": await self._executed(record, route, sent)}
             self.store.update_outbox(record)
         if delivered:
             if awaiting_live(self.store, record):
@@ -271,6 +320,22 @@ class ProposalSinks:
         if self._on_published is not None:
             self._on_published(record)
         return record
+
+    async def _executed(
+        self, record: Mapping[str, Any], route: Route, sent: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The journal's view of an autonomous execution: HF before (the tick's read) and
+        after (read on the chain once the transactions are mined)."""
+        assert self.executor is not None
+        sim = record.get("simulation") or {}
+        explanation = record.get("explanation") or []
+        policy = record.get("policy") or {}
+        why = str(policy.get("reason") or (explanation[0] if explanation else record["action"]))
+        after = await self.executor.health_factor(str(record["account"]))
+        out = autonomous_record(route, sent, why, sim.get("health_factor_before"), after)
+        log.warning("autonomous.executed", idempotency_key=record["idempotency_key"],
+                    action=record["action"], **out)  # fmt: skip
+        return out
 
     def _due(self, record: Mapping[str, Any]) -> list[str]:
         """The outside sinks ``record`` still has to go to, from what the record holds (so a

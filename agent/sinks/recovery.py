@@ -12,6 +12,7 @@ journaled spends missing from the ledger back into it.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,9 +92,14 @@ async def recover(
     store: Store,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
+    *,
+    chain_id: int | None = None,
 ) -> None:
-    """``sinks``: every chain's sinks, to deliver what a crash left undelivered."""
-    changed = await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+    """``sinks``: every chain's sinks, to deliver what a crash left undelivered. ``chain_id``:
+    the live sends settled here are that chain's (another chain's are read on its own RPC)."""
+    changed = await reconcile_live_sends(
+        store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+    )
     open_sends = store.live_sends(open_only=True)
     delivered = [await s.deliver_pending() for s in sinks]
     flushed = flush_outbox(store, journal)
@@ -114,11 +120,37 @@ async def each_tick(
     store: Store,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
+    *,
+    chain_id: int | None = None,
 ) -> None:
     """Open live sends get their outcome; outside sinks and journal lines that could not be
     written are retried."""
     if store.live_sends(open_only=True):
-        await reconcile_live_sends(store, rpc, give_up_after_s=_live_give_up_s(live))
+        await reconcile_live_sends(
+            store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+        )
     for s in sinks:
         await s.deliver_pending()
     flush_outbox(store, journal)
+
+
+async def settle_autonomous(sinks: ProposalSinks) -> None:
+    """This chain's open autonomous sends get their outcome on the chain's own RPC."""
+    ex = sinks.executor
+    if ex is None or not sinks.store.live_sends(open_only=True):
+        return
+    await reconcile_live_sends(
+        sinks.store, ex.rpc, give_up_after_s=2 * ex.cfg.receipt_timeout_s, chain_id=ex.chain_id
+    )
+
+
+async def recover_autonomous(sinks: ProposalSinks) -> None:
+    """At start-up: settle this chain's autonomous sends, then broadcast again each fresh
+    intent whose nonce is unused (a kill between the intent and the broadcast), once."""
+    ex = sinks.executor
+    if ex is None:
+        return
+    await settle_autonomous(sinks)
+    sent = await ex.rebroadcast_fresh(sinks.store, now=time.time())
+    if sent:
+        log.warning("recovery.autonomous_rebroadcast", tx_hashes=sent)

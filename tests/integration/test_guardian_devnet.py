@@ -156,19 +156,9 @@ async def test_guardian_supply_and_repay_on_behalf_of_the_safe(
     assert end_snap.accounts[GUARDIAN].wallet_balances["USDC"] == g2.wallet_balances["USDC"] - r
 
 
-def test_check_shows_the_balances_and_the_guard_actions_they_cover(
-    devnet: dict[str, Any],
-    devnet_chain: Chain,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from agent.cli import main
-    from agent.devnet.deploy import ASSETS, write_deployment
+def _config(devnet: dict[str, Any], tmp_path: Path) -> Path:
+    from agent.devnet.deploy import write_deployment
 
-    tokens = {s: t["address"] for s, t in devnet["tokens"].items()}
-    _fund(devnet, devnet_chain, tokens)
-    monkeypatch.setenv("DEVNET_GUARDIAN_KEY", GUARDIAN_KEY)
     dep = tmp_path / "deployment.json"
     write_deployment(devnet, dep)
     config = tmp_path / "agent.toml"
@@ -180,21 +170,75 @@ def test_check_shows_the_balances_and_the_guard_actions_they_cover(
         "[collectors.dydx]\nenabled = false\n[collectors.closes]\nenabled = false\n"
         f'[guardian]\naccount = "{GUARDIAN}"\nkey_env = "DEVNET_GUARDIAN_KEY"\n'
     )
-    code = main(["check", "--config", str(config)])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0, out
-    # By hand, from the Safe's debt and the oracle: the guard's defaults trigger 1.30, target
-    # 1.60. A USDC repay takes D * (1 - 1.3/1.6) = 0.1875 D; a WETH top-up D * 0.3 / LT_weth.
-    pool = devnet_chain.contract(devnet["aave"]["pool"], load_abi("Pool").abi)
-    d = Decimal(devnet_chain.call(pool, "getUserAccountData", devnet["safe"]["address"])[1])
-    oracle = devnet_chain.contract(devnet["aave"]["oracle"], load_abi("AaveOracle").abi)
-    p_weth = Decimal(devnet_chain.call(oracle, "getAssetPrice", tokens["WETH"]))
-    p_usdc = Decimal(devnet_chain.call(oracle, "getAssetPrice", tokens["USDC"]))
+    return config
+
+
+def _by_hand(devnet: dict[str, Any], chain: Chain) -> tuple[int, int, Decimal]:
+    """Guard actions the funded guardian covers, by hand from the Safe's debt and the oracle:
+    the guard's defaults trigger 1.30, target 1.60; a USDC repay takes D * (1 - 1.3/1.6), a
+    WETH top-up D * 0.3 / LT_weth. (repays, top-ups, the USDC price in base units)"""
+    from agent.devnet.deploy import ASSETS
+
+    tokens = {s: t["address"] for s, t in devnet["tokens"].items()}
+    pool = chain.contract(devnet["aave"]["pool"], load_abi("Pool").abi)
+    d = Decimal(chain.call(pool, "getUserAccountData", devnet["safe"]["address"])[1])
+    oracle = chain.contract(devnet["aave"]["oracle"], load_abi("AaveOracle").abi)
+    p_weth = Decimal(chain.call(oracle, "getAssetPrice", tokens["WETH"]))
+    p_usdc = Decimal(chain.call(oracle, "getAssetPrice", tokens["USDC"]))
     lt_weth = Decimal(next(a.lt for a in ASSETS if a.symbol == "WETH"))
     repay_each = d - d * 13 // 16  # the planner's integer form of D * (1 - 1.3/1.6)
     top_each = -(-d * 3 * 10_000 // (10 * lt_weth))
-    repays = int(500_000 * p_usdc // repay_each)
-    tops = int(200 * p_weth // top_each)
+    return int(500_000 * p_usdc // repay_each), int(200 * p_weth // top_each), p_usdc
+
+
+async def test_the_daemon_gauges_and_their_refresh(
+    devnet: dict[str, Any],
+    devnet_chain: Chain,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.config import load_settings
+    from agent.ops.guardian import GuardianWatch, guardian_view
+    from agent.ops.telemetry import Telemetry
+
+    _fund(devnet, devnet_chain, {s: t["address"] for s, t in devnet["tokens"].items()})
+    monkeypatch.setenv("DEVNET_GUARDIAN_KEY", GUARDIAN_KEY)
+    view = guardian_view(load_settings(_config(devnet, tmp_path)))
+    assert view is not None
+    repays, tops, p_usdc = _by_hand(devnet, devnet_chain)
+    now = [1000.0]
+    t = Telemetry(tick_interval_s=5, error_budget=3)
+    watch = GuardianWatch(t, clock=lambda: now[0])
+    async with RpcClient(devnet["rpc_url"], source="rpc:devnet") as rpc:
+        assert await watch.refresh(rpc, view) is not None
+        text = t.render().decode()
+        assert f"hedge_agent_guardian_actions_covered {float(repays + tops)}" in text
+        assert "hedge_agent_guardian_gas_eth 1.0" in text
+        usdc = float(500_000 * p_usdc / 10**8)
+        assert f'hedge_agent_guardian_balance_usd{{asset="USDC"}} {usdc}' in text
+        now[0] += 299  # within guardian.refresh_s (300): no read
+        assert await watch.refresh(rpc, view) is None
+        now[0] += 1
+        assert await watch.refresh(rpc, view) is not None
+
+
+def test_check_shows_the_balances_and_the_guard_actions_they_cover(
+    devnet: dict[str, Any],
+    devnet_chain: Chain,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent.cli import main
+
+    tokens = {s: t["address"] for s, t in devnet["tokens"].items()}
+    _fund(devnet, devnet_chain, tokens)
+    monkeypatch.setenv("DEVNET_GUARDIAN_KEY", GUARDIAN_KEY)
+    config = _config(devnet, tmp_path)
+    code = main(["check", "--config", str(config)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0, out
+    repays, tops, p_usdc = _by_hand(devnet, devnet_chain)
     assert repays >= 1 and tops >= 1
     head = f"guardian {GUARDIAN} for {devnet['safe']['address']}: {repays + tops} guard action(s)"
     assert out[0].startswith(head), out

@@ -1,0 +1,400 @@
+"""Autonomous protection (issue 23 items 4-5): a position with ``execution = "autonomous"`` gets
+its protective proposal SENT at once, through the same durable path as live mode
+(``agent.sinks.live.send_durably``: intent journaled before the broadcast, reconciled by hash
+and nonce, never sent twice), by one of two keys that can do nothing but protect:
+
+* the guardian (``[guardian]``, ``agent/sinks/guardian.py``): its own tokens, ``Pool.supply``/``Pool.repay`` with
+  ``onBehalfOf`` = the Safe (permissionless in Aave V3; no Safe signature). Only those two calls
+  and the token's ``approve`` of the Pool are ever sent from it (checked call by call);
+* the Roles member (``[roles]``, ``sinks.autonomous.role_key``): the deleverage's MultiSend
+  batch as one ``Roles.execTransactionWithRole``; the module enforces the role's scope and its
+  daily allowance on chain, and a batch outside it reverts in ``eth_estimateGas`` before
+  anything is signed.
+
+Puts and the S&P 500 ticket are never sent: they stay proposals. Which path a draft takes is
+:meth:`AutonomousExecutor.route`; a draft it cannot route stays a proposal and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from eth_abi.abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from pydantic import SecretStr
+
+from agent.core.abi import load_abi
+from agent.core.errors import ConfigError, RpcError, SourceError
+from agent.core.rpc import RetryPolicy, RpcClient
+from agent.planner.draft import Draft
+from agent.sinks.config import AutonomousConfig, KeySource, LiveConfig
+from agent.sinks.guardian import GuardianConfig, load_guardian_key
+from agent.sinks.live import LiveSender, open_sends_of
+from agent.store.sqlite import Store
+
+log = structlog.get_logger(__name__)
+
+Mode = Literal["guardian", "role"]
+APPROVE = bytes.fromhex("095ea7b3")  # approve(address,uint256)
+SUPPLY = bytes.fromhex("617ba037")  # supply(address,uint256,address,uint16)
+REPAY = bytes.fromhex("573ade81")  # repay(address,uint256,uint256,address)
+PROTECTIVE = ("collateral_top_up", "repay_debt", "deleverage")
+
+
+def load_key(src: KeySource, what: str) -> LocalAccount:
+    """The signer ``src`` names: an environment variable's hex key, or an encrypted keystore
+    (eth-account) with its password from the environment. Errors name the source, never the
+    key or the password."""
+    if src.key_env is not None:
+        raw = os.environ.get(src.key_env, "").strip()
+        if not raw:
+            raise ConfigError(f"{what}: environment variable {src.key_env} is not set")
+        try:
+            acct: LocalAccount = Account.from_key(raw)
+        except Exception:  # eth_keys raises several types; none of their text is echoed
+            raise ConfigError(
+                f"{what}: {src.key_env} does not hold a 32-byte hex private key"
+            ) from None
+        return acct
+    assert src.keystore is not None and src.password_env is not None  # the model checks both
+    password = os.environ.get(src.password_env)
+    if password is None:
+        raise ConfigError(f"{what}: environment variable {src.password_env} is not set")
+    try:
+        blob = json.loads(Path(src.keystore).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what}: keystore {src.keystore}: {exc}") from None
+    try:
+        key = Account.decrypt(blob, password)
+    except Exception:
+        raise ConfigError(
+            f"{what}: keystore {src.keystore} could not be decrypted with {src.password_env}"
+        ) from None
+    acct = Account.from_key(key)
+    return acct
+
+
+@dataclass(frozen=True)
+class RoleTarget:
+    """Where the role's transactions go: the Roles module on the Safe and the role's key."""
+
+    safe: str
+    module: str
+    role_key: bytes  # bytes32
+
+
+@dataclass(frozen=True)
+class Route:
+    mode: Mode
+    sender: LiveSender
+    calls: tuple[tuple[str, str, int], ...]  # (to, data, value) in order
+    note: str
+
+
+class NotRouted(Exception):
+    """The draft stays a proposal; the message says why."""
+
+
+def _word_address(word: bytes) -> str:
+    return to_checksum_address(word[12:32])
+
+
+def guardian_calls(
+    draft: Draft, pool: str, guardian: str
+) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
+    """The top-up's or repay's calls as the guardian sends them, after checking each: only
+    ``token.approve(Pool, n)``, ``Pool.supply(asset, n, onBehalfOf = the Safe, 0)`` and
+    ``Pool.repay(asset, n, 2, onBehalfOf = the Safe)``. Returns the calls and, per token, the
+    amount the guardian must hold."""
+    safe = to_checksum_address(draft.header.account)
+    pool = to_checksum_address(pool)
+    calls: list[tuple[str, str, int]] = []
+    need: dict[str, int] = {}
+    for t in draft.transactions:
+        data = bytes.fromhex(t.data[2:])
+        sel, args = data[:4], data[4:]
+        to = to_checksum_address(t.to)
+        if t.value:
+            raise NotRouted("a guardian call with ETH value")
+        if sel == APPROVE:
+            spender, _amount = abi_decode(["address", "uint256"], args)
+            if to_checksum_address(spender) != pool:
+                raise NotRouted(f"an approve to {spender}, not the Pool")
+        elif sel in (SUPPLY, REPAY) and to == pool:
+            if sel == SUPPLY:
+                asset, amount, on_behalf, _ref = abi_decode(
+                    ["address", "uint256", "address", "uint16"], args
+                )
+            else:
+                asset, amount, _mode, on_behalf = abi_decode(
+                    ["address", "uint256", "uint256", "address"], args
+                )
+            if to_checksum_address(on_behalf) != safe:
+                raise NotRouted(f"onBehalfOf {on_behalf} is not the position's Safe {safe}")
+            asset = to_checksum_address(asset)
+            need[asset] = need.get(asset, 0) + int(amount)
+        else:
+            raise NotRouted(f"call {sel.hex()} to {to} is not a supply, repay or approve")
+        calls.append((to, t.data, 0))
+    if not need:
+        raise NotRouted("no supply or repay in the draft")
+    del guardian  # the caller reads its balances; kept in the signature for the reader
+    return calls, need
+
+
+class AutonomousExecutor:
+    """One chain's autonomous sending: the guardian's and the role member's senders (each a
+    :class:`LiveSender` sending to ``private_rpc_url`` or the chain's RPC, fees under the cap,
+    stuck transactions replaced) and the rules of which draft each may send."""
+
+    def __init__(
+        self,
+        cfg: AutonomousConfig,
+        guardian: GuardianConfig,
+        role: RoleTarget | None,
+        *,
+        chain_id: int,
+        rpc: RpcClient,
+        pool: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rpc = rpc
+        self.chain_id = chain_id
+        self.role = role
+        self.pool = pool
+        send = rpc
+        self._own_send: RpcClient | None = None
+        if cfg.private_rpc_url is not None and cfg.private_rpc_url.get_secret_value():
+            # Not retried: a timeout after the node took the transaction must not look like a
+            # failure; reconciliation decides by hash and nonce.
+            self._own_send = RpcClient(
+                cfg.private_rpc_url.get_secret_value(),
+                source="private-rpc",
+                retry=RetryPolicy(attempts=1),
+            )
+            send = self._own_send
+        live = LiveConfig(
+            enabled=True,
+            signer_key=SecretStr("unused"),  # the account is passed in; see LiveSender
+            min_priority_fee_wei=cfg.min_priority_fee_wei,
+            gas_limit_multiplier_bps=cfg.gas_limit_multiplier_bps,
+            receipt_timeout_s=cfg.receipt_timeout_s,
+            max_fee_per_gas_wei=cfg.max_fee_per_gas_wei,
+            replace_after_s=cfg.replace_after_s,
+            fee_bump_bps=cfg.fee_bump_bps,
+        )
+        self.guardian: LiveSender | None = None
+        if guardian.enabled:
+            # the key from guardian.key_env or the keystore, checked to be guardian.account's
+            acct = Account.from_key(load_guardian_key(guardian).get_secret_value())
+            self.guardian = LiveSender(
+                live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
+            )
+        self.member: LiveSender | None = None
+        if role is not None:
+            if cfg.role_key is None:
+                raise ConfigError(
+                    "[roles] is configured for autonomous execution but "
+                    "sinks.autonomous.role_key (the role member's key) is not"
+                )
+            acct = load_key(cfg.role_key, "sinks.autonomous.role_key")
+            self.member = LiveSender(
+                live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
+            )
+
+    async def close(self) -> None:
+        if self._own_send is not None:
+            await self._own_send.close()
+
+    def senders(self) -> list[LiveSender]:
+        return [s for s in (self.guardian, self.member) if s is not None]
+
+    async def route(self, draft: Draft) -> Route:
+        """How ``draft`` is sent, or ``NotRouted`` saying why it stays a proposal."""
+        if draft.action not in PROTECTIVE:
+            raise NotRouted(f"a {draft.action} is never sent autonomously")
+        if draft.deleverage is not None:
+            if self.member is None or self.role is None:
+                raise NotRouted("a deleverage needs [roles] and sinks.autonomous.role_key")
+            st = draft.safe_tx
+            if st is None or st.safe.lower() != self.role.safe.lower():
+                raise NotRouted(f"the role is on {self.role.safe}, not on {draft.header.account}")
+            data = load_abi("Roles").encode_hex(
+                "execTransactionWithRole",
+                st.to,
+                st.value,
+                bytes.fromhex(st.data[2:]),
+                st.operation,
+                self.role.role_key,
+                True,  # shouldRevert: a failing inner call reverts the whole transaction
+            )
+            return Route(
+                "role",
+                self.member,
+                ((self.role.module, data, 0),),
+                f"deleverage through the Roles module {self.role.module} (one "
+                "execTransactionWithRole of the MultiSend batch)",
+            )
+        if self.guardian is None:
+            raise NotRouted(f"a {draft.action} needs [guardian]")
+        if self.pool is None:
+            raise NotRouted("the Pool address is unknown")
+        calls, need = guardian_calls(draft, self.pool, self.guardian.address)
+        erc20 = load_abi("ERC20")
+        kept: list[tuple[str, str, int]] = []
+        for token, amount in need.items():
+            raw = await self.rpc.eth_call(
+                token, erc20.encode_hex("balanceOf", self.guardian.address)
+            )
+            held = int(erc20.decode_output("balanceOf", raw)[0])
+            if held < amount:
+                raise NotRouted(
+                    f"the guardian {self.guardian.address} holds {held} of {token}, the "
+                    f"{draft.action} needs {amount}: fund it"
+                )
+        for to, data, value in calls:
+            if bytes.fromhex(data[2:10]) == APPROVE:
+                # An approval the guardian already gave (README: approve the Pool once) is not
+                # sent again: one transaction fewer, one block sooner.
+                raw = await self.rpc.eth_call(
+                    to, erc20.encode_hex("allowance", self.guardian.address, self.pool)
+                )
+                if int(erc20.decode_output("allowance", raw)[0]) >= need.get(
+                    to_checksum_address(to), 0
+                ):
+                    continue
+            kept.append((to, data, value))
+        return Route(
+            "guardian",
+            self.guardian,
+            tuple(kept),
+            f"the guardian {self.guardian.address} pays from its own balance (onBehalfOf the Safe)",
+        )
+
+    async def blocked(self, sender: LiveSender, store: Store) -> str | None:
+        """A reason to wait this tick: the sender has a transaction without an outcome (its
+        nonce would collide), or the base fee is above the cap."""
+        waiting = open_sends_of(store, sender.address)
+        if waiting:
+            w = waiting[0]
+            return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"
+        block = await self.rpc.get_block("latest")
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
+        if base >= self.cfg.max_fee_per_gas_wei:
+            return (
+                f"base fee {base} wei is at or above the cap sinks.autonomous.max_fee_per_gas_wei "
+                f"({self.cfg.max_fee_per_gas_wei})"
+            )
+        return None
+
+    async def rebroadcast_fresh(self, store: Store, *, now: float) -> list[str]:
+        """After a restart: each of this chain's open intents of the guardian or the role
+        member younger than ``rebroadcast_within_s`` whose nonce is still unused is broadcast
+        again, as the very bytes that were journaled (same hash, same nonce: it can only ever
+        be mined once). Returns the hashes broadcast."""
+        out = []
+        for sender in self.senders():
+            for s in open_sends_of(store, sender.address):
+                if s.chain_id != self.chain_id or s.status not in ("intent", "sent"):
+                    continue
+                if now - s.created_at > self.cfg.rebroadcast_within_s:
+                    continue
+                used = int(
+                    await self.rpc.request("eth_getTransactionCount", [s.account, "latest"]), 16
+                )
+                if used > s.nonce or not s.raw_tx:
+                    continue
+                try:
+                    await sender.send_rpc.request("eth_sendRawTransaction", [s.raw_tx])
+                except RpcError as exc:
+                    if "already known" not in exc.rpc_message.lower():
+                        log.error("autonomous.rebroadcast_refused", tx_hash=s.tx_hash,
+                                  error=exc.rpc_message[:200])  # fmt: skip
+                        continue
+                except SourceError as exc:
+                    log.error("autonomous.rebroadcast_lost", tx_hash=s.tx_hash, error=str(exc))
+                    continue
+                store.set_live_status(s.tx_hash, "sent", "re-broadcast after a restart")
+                log.warning("autonomous.rebroadcast", tx_hash=s.tx_hash, nonce=s.nonce,
+                            idempotency_key=s.idempotency_key)  # fmt: skip
+                out.append(s.tx_hash)
+        return out
+
+    async def health_factor(self, account: str) -> float | None:
+        """The account's HF on the chain now (after the protective transaction)."""
+        if self.pool is None:
+            return None
+        pool = load_abi("Pool")
+        try:
+            raw = await self.rpc.eth_call(self.pool, pool.encode_hex("getUserAccountData", account))
+        except SourceError:
+            return None
+        return int(pool.decode_output("getUserAccountData", raw)[5]) / 10**18
+
+
+def autonomous_record(
+    route: Route, sends: Sequence[Mapping[str, Any]], why: str, hf_before: Any, hf_after: Any
+) -> dict[str, Any]:
+    """What the journal, the notice and ``status`` show of one autonomous execution."""
+    mined = [s for s in sends if s.get("status") == "mined"]
+    return {
+        "mode": route.mode,
+        "sender": route.sender.address,
+        "how": route.note,
+        "why": why,
+        "tx_hashes": [str(s.get("tx_hash")) for s in sends],
+        "status": "mined"
+        if mined and len(mined) == len(route.calls)
+        else (str(sends[-1].get("status")) if sends else "not_sent"),
+        "health_factor_before": hf_before,
+        "health_factor_after": hf_after,
+    }
+
+
+def status_lines(
+    autonomous_positions: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    live_status: Mapping[str, str],
+    *,
+    last: int = 5,
+) -> list[str]:
+    """``hedge-agent status``'s lines of autonomous execution: which positions send at once,
+    and the latest autonomous transactions (what, when, by whom, hash and its status now, HF
+    before -> after). ``live_status``: each sent hash's status in the store (fresher than the
+    journal's copy)."""
+    if not autonomous_positions:
+        return ["autonomous execution: off (every proposal waits for the signers)"]
+    out = [f"autonomous execution: on for {', '.join(autonomous_positions)}"]
+    sent = [r for r in records if isinstance(r.get("autonomous"), Mapping)]
+    if not sent:
+        return [*out, "  no autonomous transaction yet"]
+    for r in sent[-last:]:
+        a = r["autonomous"]
+        who = r.get("position") or r.get("account")
+        if a.get("status") == "not_sent":
+            out.append(
+                f"  {r.get('created_at')} {r.get('action')} {who}: NOT sent: {a.get('why_not')}"
+            )
+            continue
+        hashes = [str(h) for h in a.get("tx_hashes") or ()] or [
+            str(s.get("tx_hash")) for s in r.get("live") or ()
+        ]
+        states = ", ".join(f"{h[:10]}.. {live_status.get(h, a.get('status'))}" for h in hashes)
+
+        def hf(v: Any) -> str:
+            return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
+        out.append(
+            f"  {r.get('created_at')} {r.get('action')} {who} by the {a.get('mode')}: "
+            f"{states or 'not sent yet'}; HF {hf(a.get('health_factor_before'))} -> "
+            f"{hf(a.get('health_factor_after'))}"
+        )
+    return out
