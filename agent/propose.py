@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.config import Settings
+from agent.config import OptionsConfig
 from agent.core.errors import AgentError
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
 from agent.evaluate import Evaluation
+from agent.pipeline.parts import Position, PutLadder
 from agent.planner.draft import (
     DeleverageConfig,
     Draft,
@@ -37,15 +38,16 @@ from agent.planner.draft import (
     plan_put,
 )
 from agent.planner.options import PremiaV3Venue
-from agent.policy import OptionAction, TopUpAction
+from agent.planner.uniswap import UniswapConfig
+from agent.policy import OptionAction, PolicyConfig, TopUpAction
 from agent.simulator.fork import ForkSimulator
 from agent.simulator.outcome import simulate
 from agent.sinks.publish import ProposalSinks
 from agent.store.ledger import ProposalLedger
 
 
-def deleverage_config(settings: Settings) -> DeleverageConfig | None:
-    u = settings.uniswap
+def deleverage_config(u: UniswapConfig, *, immediate: bool = False) -> DeleverageConfig | None:
+    """``immediate``: the deleverage is sent at once (an autonomous position with [roles])."""
     venue = u.venue()
     if venue is None:
         return None
@@ -56,16 +58,11 @@ def deleverage_config(settings: Settings) -> DeleverageConfig | None:
         immediate_slippage_bps=u.immediate_slippage_bps,
         # sent at once through the Roles module (sinks/autonomous.py): mined within a block or
         # two, so its bound is the immediate one; otherwise it waits for the signers
-        execution=(
-            "immediate"
-            if settings.position.execution == "autonomous" and settings.roles.configured
-            else "signers"
-        ),
+        execution="immediate" if immediate else "signers",
     )
 
 
-def options_venue(settings: Settings) -> PremiaV3Venue | None:
-    o = settings.options
+def options_venue(o: OptionsConfig) -> PremiaV3Venue | None:
     if not (o.enabled and o.configured):
         return None
     assert o.pool_factory and o.oracle_adapter and o.base and o.quote and o.erc20_router
@@ -80,38 +77,45 @@ def options_venue(settings: Settings) -> PremiaV3Venue | None:
 
 
 class Proposer:
+    """The proposer of one position on its chain; with ``puts`` it also buys the put ladder
+    (``position`` is then the ladder's buyer)."""
+
     def __init__(
         self,
-        settings: Settings,
+        position: Position,
         layout: MarketLayout,
         *,
+        policy: PolicyConfig,
+        puts: PutLadder | None,
         rpc: RpcClient,
         ledger: ProposalLedger,
         simulator: ForkSimulator | None,
         sinks: ProposalSinks,
     ) -> None:
-        self.s = settings
+        self.position = position
+        self.chain = position.chain
+        self.policy = policy
         self.layout = layout
         self.rpc = rpc
         self.ledger = ledger
         self.simulator = simulator
         self.sinks = sinks
         self.protection = ProtectionConfig(
-            topup_asset=settings.position.topup_asset,
-            repay_asset=settings.position.repay_asset,
-            deleverage=deleverage_config(settings),
+            topup_asset=self.position.topup_asset,
+            repay_asset=self.position.repay_asset,
+            deleverage=deleverage_config(self.chain.dex, immediate=position.immediate),
         )
-        o = settings.options
+        venue = puts.venue if puts is not None else None
         self.puts = PutConfig(
-            venue=options_venue(settings),
-            slippage_bps=o.slippage_bps,
-            lot_wad=o.lot_wad,
-            underlying=settings.policy.option_underlying,
+            venue=None if venue is None else options_venue(venue),
+            slippage_bps=100 if venue is None else venue.slippage_bps,
+            lot_wad=10**16 if venue is None else venue.lot_wad,
+            underlying=policy.option_underlying,
         )
 
     @property
     def account(self) -> str:
-        return self.s.position.account or self.layout.accounts[0]
+        return self.position.account or self.layout.accounts[0]
 
     async def propose(
         self,
@@ -142,9 +146,7 @@ class Proposer:
         put ladder when this proposer buys it."""
         if isinstance(action, OptionAction):
             return self.puts.venue is not None
-        return action.account.lower() == self.account.lower() and (
-            not action.chain or action.chain == self.s.chain.name
-        )
+        return action.account.lower() == self.account.lower() and action.chain == self.chain.name
 
     async def _propose_all(
         self,
@@ -211,13 +213,14 @@ class Proposer:
                 reader,
                 exposure_base=evaluation.collateral_base or None,
             )
-        if self.s.position.kind != "safe" or not draft.planned:
+        pos = self.position
+        if pos.kind != "safe" or not draft.planned:
             return draft
-        if not self.s.position.multisend_call_only:
+        if not pos.multisend_call_only:
             raise AgentError(
-                f"{self.s.origin}: position.multisend_call_only is required for a Safe"
+                f"position {pos.name or self.account}: multisend_call_only is required for a Safe"
             )
-        return as_safe_batch(draft, self.s.position.multisend_call_only)
+        return as_safe_batch(draft, pos.multisend_call_only)
 
     def _cap(self, evaluation: Evaluation, action: TopUpAction | OptionAction) -> SpendCap:
         d = evaluation.decision
@@ -235,7 +238,7 @@ class Proposer:
         # room after every action it sized, plus this action's own share).
         return SpendCap(
             session_id=evaluation.session_id,
-            cap_usd=Decimal(self.s.policy.session_cap_usd),
+            cap_usd=Decimal(self.policy.session_cap_usd),
             spent_usd=Decimal(self.ledger.session_spent_usd(evaluation.session_id)),
             priority=d.priority,
             size_fraction=d.size_fraction,
@@ -260,11 +263,11 @@ class Proposer:
             id=uuid.uuid4().hex[:12],
             idempotency_key=key,
             created_at=datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
-            chain=self.s.chain.name,
-            chain_id=self.s.chain.chain_id,
+            chain=self.chain.name,
+            chain_id=self.chain.chain_id,
             block_number=snap.block_number,
             account=self.account,
-            position=self.s.position.name or "",
+            position=self.position.name,
             explanation=tuple(evaluation.explain()),
             evidence=evaluation.evidence(),
             policy=evaluation.policy_entry(action_key, horizon=horizon),

@@ -16,6 +16,7 @@ from agent.core.models import Observation
 from agent.core.units import WAD
 from agent.guarding import GuardReport, evaluate_guard, last_guard_proposals
 from agent.ops.telemetry import Telemetry
+from agent.pipeline.parts import build_parts
 from agent.policy import PositionSnapshot
 from agent.signals.base import InputRef, SignalResult
 from agent.sinks.config import NotifyConfig
@@ -67,9 +68,18 @@ def store(tmp_path: Path) -> Any:
 
 def run(store: Store, p: PositionSnapshot, records: list[dict[str, Any]], signals=()) -> Any:  # type: ignore[no-untyped-def]
     settings = Settings()
+    (position,) = build_parts(settings).positions
     ledger = ProposalLedger(store.db)  # the spends, in the store's file
     return evaluate_guard(
-        settings, store, [p], {}, list(signals), records, ledger=ledger, at=AT, session_id="s"
+        settings,
+        store,
+        [(position, p)],
+        {},
+        list(signals),
+        records,
+        ledger=ledger,
+        at=AT,
+        session_id="s",
     )
 
 
@@ -150,10 +160,11 @@ def test_gauges_carry_hf_and_prices(store: Store) -> None:
         chains=[{"name": "c", "rpc_url": "http://127.0.0.1:1", "chain_id": 1}],
         positions=[{"chain": "c", "name": "main", "account": ACCT, "topup_asset": "WETH"}],
     )
+    (position,) = build_parts(settings).positions
     report = evaluate_guard(
         settings,
         store,
-        [p],
+        [(position, p)],
         {"c": (layout, snap)},
         [],
         [],
