@@ -399,13 +399,13 @@ def _guard_reports(
     hourly = load_hourly(d, [spec.collateral])
     path = hourly.get(spec.collateral)
     windows = [(lbl, a, b) for lbl, a, b in NAMED_EPISODES if args.from_ <= a and b <= args.to]
-    notes = []
+    notes, sources = [], []
     if path is None:
         notes.append(f"no hourly prices for {spec.collateral} in {d}: daily bars only")
     else:
         for lbl, a, b in windows:
             src = path.sources_between(a, b)
-            notes.append(f"{lbl}: " + ", ".join(f"{k} {v}h" for k, v in src.items()))
+            sources.append(f"{lbl}: " + ", ".join(f"{k} {v}h" for k, v in src.items()))
     rkey = "rate.aave-v2.ethereum.usdc.supply_apy"
     rates = _daily_rates(data.series(rkey)) if data.has(rkey) else {}
     notes.append(
@@ -438,7 +438,9 @@ def _guard_reports(
             gas_usd=args.gas_usd,
             stress_aware=args.stress_trigger_hf is not None,
         )
-        rep = guard_report(spec, windows, hfs, model, inp, robustness=i == 0, notes=notes)
+        rep = guard_report(
+            spec, windows, hfs, model, inp, robustness=i == 0, notes=notes, sources=sources
+        )
         print()
         for line in guard_lines(rep):
             print(line)

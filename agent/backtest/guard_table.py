@@ -132,6 +132,12 @@ class GuardReport:
     windows: tuple[WindowRow, ...]
     robustness: tuple[tuple[str, tuple[WindowRow, ...]], ...]
     notes: tuple[str, ...]
+    sources: tuple[str, ...] = ()  # the hourly price sources per window
+
+    @property
+    def execution(self) -> str:
+        m = self.model
+        return "autonomous" if m.execution == "autonomous" else f"signers, {m.delay_hours}h delay"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -139,6 +145,7 @@ class GuardReport:
             "model": self.model.describe(),
             "opening_hfs": list(self.opening_hfs),
             "notes": list(self.notes),
+            "sources": list(self.sources),
             "windows": [w.record() for w in self.windows],
             "robustness": [
                 {"scenario": name, "windows": [w.record() for w in rows]}
@@ -214,6 +221,7 @@ def guard_report(
     *,
     robustness: bool = True,
     notes: Sequence[str] = (),
+    sources: Sequence[str] = (),
 ) -> GuardReport:
     rows = tuple(_window(lbl, s, e, spec, hfs, model, inp, 0.0) for lbl, s, e in windows)
     rob: list[tuple[str, tuple[WindowRow, ...]]] = []
@@ -226,7 +234,7 @@ def guard_report(
                     tuple(_window(lbl, s, e, spec, hfs, m, inp, deeper) for lbl, s, e in windows),
                 )
             )
-    return GuardReport(spec, model, tuple(hfs), rows, tuple(rob), tuple(notes))
+    return GuardReport(spec, model, tuple(hfs), rows, tuple(rob), tuple(notes), tuple(sources))
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -307,7 +315,7 @@ def header_lines(rep: GuardReport) -> list[str]:
         rep.model.describe(),
         f"critical HF {g.critical_hf_wad / WAD:g}, re-armed above trigger + {g.rearm_margin_wad / WAD:g}, "
         f"pending re-proposal a further {g.step_wad / WAD:g} below",
-        *(f"note: {n}" for n in rep.notes),
+        *(f"note: {n}" for n in (*rep.sources, *rep.notes)),
     ]
 
 
@@ -325,12 +333,12 @@ def guard_lines(rep: GuardReport) -> list[str]:
 
 
 def guard_markdown(reports: Sequence[GuardReport]) -> str:
+    """One execution mode: a table per position, its hourly sources, then the settings."""
     parts: list[str] = []
+    if reports:
+        parts += [f"##### Execution: {reports[0].execution}", ""]
     for rep in reports:
-        parts += [
-            f"**{rep.position.name}**, {line}" if i == 0 else line
-            for i, line in enumerate(header_lines(rep)[:1])
-        ]
+        parts.append(f"**{rep.position.name}**: " + header_lines(rep)[0].split(": ", 1)[1] + ".")
         parts.append("")
         parts.append("| window | " + " | ".join(HEAD) + " |")
         parts.append("|---|" + "---:|" * len(HEAD))
@@ -338,8 +346,10 @@ def guard_markdown(reports: Sequence[GuardReport]) -> str:
             parts.append(f"| {label} | " + " | ".join(cells) + " |")
         parts.append("")
         parts.append(_baseline(rep) + ".")
+        if rep.sources:
+            parts.append("Hourly prices: " + "; ".join(rep.sources) + ".")
         parts.append("")
     if reports:
         parts.append("Settings: " + reports[0].model.describe() + ".")
-        parts += [f"Note: {n}" for n in reports[0].notes]
+        parts += [f"Note: {n}." for n in reports[0].notes]
     return "\n".join(parts) + "\n"

@@ -59,7 +59,7 @@ from agent.backtest.outcome import (
     liquidate,
     needed_usd,
 )
-from agent.core.units import WAD
+from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.policy.guard import (
     NO_DEBT_HF,
     GuardConfig,
@@ -67,6 +67,7 @@ from agent.policy.guard import (
     effective_trigger,
     guard_room_usd,
     guard_verdict,
+    price_at_hf,
 )
 
 ExecutionMode = Literal["autonomous", "signers"]
@@ -269,6 +270,15 @@ class _GuardOrder:
     reason: str
 
 
+def _guard_price(pos: _Pos, ref_price: float, lt: int, trigger_hf_wad: int) -> float | None:
+    """The collateral price at which HF = the trigger: the daemon's :func:`price_at_hf` on the
+    position in Aave base units (1e-8 USD), prices at 1e-8."""
+    c = round(pos.coll * ref_price * AAVE_BASE_UNIT_USD)
+    d = round(pos.debt * AAVE_BASE_UNIT_USD)
+    p = price_at_hf(c, d, lt, round(ref_price * AAVE_BASE_UNIT_USD), trigger_hf_wad)
+    return None if p is None else p / AAVE_BASE_UNIT_USD
+
+
 def _hf_wad(hf: float) -> int:
     return NO_DEBT_HF if math.isinf(hf) else int(hf * WAD)
 
@@ -446,12 +456,14 @@ def simulate_guarded(
                 for _ in range(20):  # re-checked after each action: the guard price moves down
                     if pos.debt <= 0 or pos.coll <= 0:
                         break
-                    t = trigger_now(day).trigger_hf_wad / WAD
-                    gp = t * pos.debt * BPS / (pos.coll * lt)  # HF = trigger
-                    if low > gp:
+                    t_wad = trigger_now(day).trigger_hf_wad
+                    gp = _guard_price(pos, bar.open, lt, t_wad)
+                    if gp is None or low > gp:
                         break
                     p = min(gp, bar.open)  # opened below the guard price: acts at the open
-                    seen = _hf(pos.coll, pos.debt, p, 1.0, lt)
+                    # the price went through the guard price: the guard saw HF <= trigger
+                    # (price_at_hf rounds the level up, so HF there may read a hair above)
+                    seen = min(_hf(pos.coll, pos.debt, p, 1.0, lt), t_wad / WAD)
                     if not guard_at(seen, bar.end, p * (1 - gap), day):
                         break
             liquidations_at(low, bar.open, day)

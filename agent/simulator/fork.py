@@ -13,7 +13,8 @@ names at its height when the fork moves: a reorg that replaces it at the same he
 fork (``anvil_reset``) like a new block does, instead of simulating on the replaced block.
 Before a proposal's
 snapshot the fork loads that state from the relay, because anvil forgets on ``evm_revert``
-whatever it fetched after the snapshot. A warm proposal then makes no upstream request.
+whatever it fetched after the snapshot. A warm proposal then makes one upstream request, the
+block's hash (sent while it runs: a reorg at the same height is noticed).
 
 A Safe proposal is executed as the owners will sign it: one ``execTransaction`` (a
 ``MultiSendCallOnly`` batch when there are several calls), with the owners impersonated and
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -212,12 +213,56 @@ class ForkSimulator:
         height now (a block replaced by a reorg at the same height is a new block)."""
         target = max(0, head_block - self.block_lag)
         if self._in_sequence and self._fork_block == target:
-            block_hash = self._fork_hash  # pinned by the sequence: its proposals build on it
-        else:
-            block_hash = await self._block_hash(target)
+            # pinned by the sequence: its proposals build on it
+            return await self._ensure_at(target, self._fork_hash)
+        alive = self._anvil is not None and self._anvil.alive()
+        if alive and self._fork_block == target:
+            return await self._ensure_at(target, await self._block_hash(target))
+        # Moving: the block's hash is asked while the fork resets (no added round trip).
+        pending = asyncio.ensure_future(self._block_hash(target))
+        try:
+            return await self._ensure_at(target, None, pending)
+        finally:
+            pending.cancel()
+
+    async def _verified(
+        self, head_block: int, run: Callable[[RpcClient], Awaitable[SimulationResult]]
+    ) -> SimulationResult:
+        """``run`` a dry-run on the fork at the block. When the fork already stands there, the
+        chain's hash for that height is asked while the dry-run runs (a warm dry-run waits for
+        no upstream request), and a block replaced meanwhile (a reorg) is forked and the
+        dry-run run again on the new block."""
+        target = max(0, head_block - self.block_lag)
+        for _ in range(2):
+            known = self._fork_hash
+            warm = (
+                not self._in_sequence
+                and self._fork_block == target
+                and known is not None
+                and self._anvil is not None
+                and self._anvil.alive()
+            )
+            if not warm:
+                return await run(await self.ensure(head_block))
+            check = asyncio.ensure_future(self._block_hash(target))
+            try:
+                res = await run(await self._ensure_at(target, known))
+                now = await check
+            finally:
+                check.cancel()
+            if now == known:
+                return res
+            self._fork_hash = None  # replaced during the dry-run: the next ensure resets
+        raise ForkUnavailable(FORK_SOURCE, f"block {target} kept being replaced (reorgs)")
+
+    async def _ensure_at(
+        self, target: int, block_hash: str | None, pending: asyncio.Future[str] | None = None
+    ) -> RpcClient:
+        """The fork at block ``target`` with ``block_hash`` (or the hash ``pending`` gives,
+        asked while the fork moves)."""
         if self._anvil is None or not self._anvil.alive():
             await self._start()
-        if self._fork_block != target or self._fork_hash != block_hash:
+        if pending is not None or self._fork_block != target or self._fork_hash != block_hash:
             assert self._rpc is not None
             self._primed = (set(), set())
             self._fork_block = self._fork_hash = None
@@ -234,6 +279,9 @@ class ForkSimulator:
                 await prefetch
             finally:
                 prefetch.cancel()
+            if pending is not None:
+                block_hash = await pending
+                self._relay.pin(block_hash)
             if self._relay.replaced:
                 raise ForkUnavailable(
                     FORK_SOURCE,
@@ -441,19 +489,21 @@ class ForkSimulator:
         batch be replayed call by call from the Safe to name the call that reverts and why
         (the Safe itself only reports GS013); ``reads`` run on the fork after success."""
         return await self._guard(
-            self._simulate_safe_at(head_block, safe_tx, account, label, inner, reads)
+            self._verified(
+                head_block,
+                lambda rpc: self._simulate_safe_at(rpc, safe_tx, account, label, inner, reads),
+            )
         )
 
     async def _simulate_safe_at(
         self,
-        head_block: int,
+        rpc: RpcClient,
         safe_tx: SafeTx,
         account: str,
         label: str,
         inner: Sequence[PlannedTx],
         reads: Sequence[Call],
     ) -> SimulationResult:
-        rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
         try:
@@ -587,17 +637,20 @@ class ForkSimulator:
         *,
         reads: Sequence[Call] = (),
     ) -> SimulationResult:
-        return await self._guard(self._simulate_eoa_at(head_block, sender, txs, account, reads))
+        return await self._guard(
+            self._verified(
+                head_block, lambda rpc: self._simulate_eoa_at(rpc, sender, txs, account, reads)
+            )
+        )
 
     async def _simulate_eoa_at(
         self,
-        head_block: int,
+        rpc: RpcClient,
         sender: str,
         txs: Sequence[PlannedTx],
         account: str,
         reads: Sequence[Call],
     ) -> SimulationResult:
-        rpc = await self.ensure(head_block)
         snap = await rpc.request("evm_snapshot")
         keep = False
         try:

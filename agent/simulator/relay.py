@@ -210,6 +210,21 @@ class ForkRelay:
                 slots.add((str(params[0]), str(params[1])))
         return accounts, slots
 
+    def pin(self, block_hash: str) -> None:
+        """The fork's block is the one with ``block_hash``, known only once the move began: a
+        block answer kept meanwhile with another hash marks the move replaced."""
+        pinned = block_hash.lower()
+        if self._hash is not None and self._hash != pinned:
+            self.replaced = True  # what is kept was for the block this one replaced
+        self._hash = pinned
+        for (method, _), value in list(self._cache.items()):
+            if (
+                method == "eth_getBlockByNumber"
+                and isinstance(value, dict)
+                and str(value.get("hash", "")).lower() != pinned
+            ):
+                self.replaced = True
+
     def local_tx(self, tx_hash: str) -> None:
         """``tx_hash`` was sent to the fork (not to the chain)."""
         self._local_txs.add(tx_hash.lower())
@@ -219,8 +234,9 @@ class ForkRelay:
         block at that height): forget the last block's answers and fetch what the fork asked
         for at the last block, at ``block``, in JSON-RPC batches (the fork's own requests for
         them wait for the batches). Never raises: best effort."""
-        if block == self._block and block_hash == self._hash and not self.replaced:
-            return
+        same = block_hash is None or block_hash.lower() == self._hash
+        if block == self._block and same and not self.replaced:
+            return  # (a hash to come is checked by ``pin``)
         work = sorted(self._used) if self._block is not None else []
         # anvil 1.7.1 reads an account either with eth_getAccountInfo or with three reads, and
         # which one changes from one reset to the next: an account read either way is fetched

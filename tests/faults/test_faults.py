@@ -911,30 +911,45 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
         [{"to": eth_usd, "data": feed.encode_hex("latestRoundData")}, "latest"],
     )
     answer = int(feed.decode_output("latestRoundData", bytes.fromhex(raw[2:]))[1])
-    fall = keccak(text="updateAnswer(int256)")[:4] + abi_encode(["int256"], [answer * 8 // 10])
-    tx = {"from": dep["accounts"]["deployer"], "to": eth_usd, "data": "0x" + fall.hex()}
+    deployer = dep["accounts"]["deployer"]
 
-    async def run() -> tuple[int, int, int, int]:
-        sim = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
+    def reorg_to(price: int) -> None:
+        """Replace the head block (same height, a new hash) by one setting the ETH price."""
+        head = int(rpc(devnet.url, "eth_blockNumber"), 16)
+        old_hash = rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"]
+        data = keccak(text="updateAnswer(int256)")[:4] + abi_encode(["int256"], [price])
+        tx = {"from": deployer, "to": eth_usd, "data": "0x" + data.hex()}
+        rpc(devnet.url, "anvil_reorg", [1, [[tx, 0]]])
+        assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
+        assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
+
+    async def run() -> tuple[int, int, int, int, int]:
+        # Two forks at the head: one dry-runs (the hash is checked while it runs), one is
+        # asked through ensure() (the hash is checked before).
+        by_run = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
+        by_ensure = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
         try:
             head = int(rpc(devnet.url, "eth_blockNumber"), 16)
-            old_hash = rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"]
-            fork = await sim.ensure(head)
-            before = (await sim.account_view(fork, safe)).health_factor_wad
-            hf_old = chain_hf()
-            rpc(devnet.url, "anvil_reorg", [1, [[tx, 0]]])  # block `head` replaced
-            assert int(rpc(devnet.url, "eth_blockNumber"), 16) == head
-            assert rpc(devnet.url, "eth_getBlockByNumber", [hex(head), False])["hash"] != old_hash
-            fork = await sim.ensure(head)
-            after = (await sim.account_view(fork, safe)).health_factor_wad
-            return before, hf_old, after, chain_hf()
+            await by_run.ensure(head)
+            fork = await by_ensure.ensure(head)
+            hf0 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+            chain0 = chain_hf()
+            reorg_to(answer * 8 // 10)  # ETH falls 20% in a block replacing the head
+            res = await by_run.simulate_eoa(head, deployer, [], safe)
+            assert res.success and res.before is not None, res.error
+            fork = await by_ensure.ensure(head)
+            hf2 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+            return hf0, chain0, res.before.health_factor_wad, hf2, chain_hf()
         finally:
-            await sim.stop()
+            await by_run.stop()
+            await by_ensure.stop()
 
-    before, hf_old, after, hf_new = asyncio.run(run())
-    assert before == hf_old
-    assert hf_new < hf_old  # the reorg's block holds the fall
-    assert after == hf_new, f"simulated on the replaced block: HF {after} vs the chain's {hf_new}"
+    hf0, chain0, by_run, by_ensure, chain1 = asyncio.run(run())
+    assert hf0 == chain0
+    assert chain1 < chain0  # the replacing block holds the fall
+    # what a proposal records as "before", and what ensure() gives: the new block's
+    assert by_run == chain1, f"simulated on the replaced block: HF {by_run} vs {chain1}"
+    assert by_ensure == chain1, f"simulated on the replaced block: HF {by_ensure} vs {chain1}"
 
 
 def test_chain_time_going_back_is_refused(

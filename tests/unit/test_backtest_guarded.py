@@ -194,8 +194,31 @@ def test_cli_guarded_outcome_on_the_shipped_history(
     assert "Guarded outcome, position 'eth'" in out and "execution signers, 4h delay" in out
     assert "note: May 2022 (Terra): bitstamp ETH/USD 744h" in out
     assert "robustness: lows 5% deeper (total)" in out and "baseline, the same guard" in out
-    assert "| May 2022 (Terra) (05-01..05-31) | 3 |" in md.read_text()
+    text = md.read_text()
+    assert text.startswith("##### Execution: signers, 4h delay\n")
+    assert "| May 2022 (Terra) (05-01..05-31) | 3 |" in text
+    assert "Hourly prices: May 2022 (Terra): bitstamp ETH/USD 744h." in text
     (rep,) = json.loads(js.read_text())["guarded_outcomes"]
     (w,) = rep["windows"]
     assert w["starts"] == 3 and [s["opening_hf"] for s in w["per_start"]] == [1.4, 1.45, 1.5]
     assert w["liquidated_with"] <= w["liquidated_without"]
+
+
+def test_daily_bar_acts_at_the_guard_price_less_the_gap_then_checks_the_low() -> None:
+    # a day with no hourly price: open 100, low 80, close 95. The guard price (HF 1.30) is
+    # 1.3 x 1e6 / (18,750 x 0.8) = 86.667; the guard fills there less 1%: 85.8
+    day = [Bar(T0, 100, 100, 100, True), Bar(T0 + 3600, 100, 80, 95, False)]
+    g = run(day)
+    (act,) = g.actions
+    assert act.price_usd == pytest.approx(1.3e6 / 15_000 * 0.99, rel=1e-9)
+    # HF there 18,750 x 85.8 x 0.8 / 1e6 = 1.287; to 1.6 needs a repay of 195,625: the budget
+    # repays 100,000, then sells (1.6 x 900,000 - 18,750 x 85.8 x 0.8) / 0.7952 of collateral
+    assert act.repay_usd == pytest.approx(100_000, abs=1e-6)
+    x = (1.6 * 900_000 - 18_750 * 85.8 * 0.8) / 0.7952
+    assert act.collateral_sold_usd == pytest.approx(x, rel=1e-6)
+    # re-checked: the new guard price (~69.7) is below the day's low, so no second action, and
+    # the liquidation check at 80 finds HF 1.49
+    coll, debt = 18_750 - x / 85.8, 900_000 - x * 0.997
+    assert not g.liquidations
+    assert coll * 80 * 0.8 / debt == pytest.approx(1.4918, abs=1e-4)
+    assert g.bars_daily == 1 and g.bars_hourly == 1

@@ -413,3 +413,22 @@ async def test_a_planner_bug_paying_the_router_is_refused_by_the_batch_check(
     monkeypatch.setattr(dl, "call_tx", buggy)
     with pytest.raises(PlanningError, match=f"swap recipient {ROUTER} is not the account"):
         await plan(account(100, 120_000), 16 * WAD // 10, CpPool())
+
+
+async def test_every_call_credits_the_account_with_variable_rate_mode() -> None:
+    """Withdraw to the account, swap proceeds to the account, repay the amountOutMinimum of
+    variable debt (rate mode 2) on behalf of the account (mutation audit: wrong recipient,
+    wrong onBehalfOf, wrong rate mode)."""
+    from eth_utils.address import to_checksum_address
+
+    p = await plan(account(100, 120_000), 16 * WAD // 10, CpPool())
+    withdraw, _, swap, approve, repay = p.transactions
+    acct = to_checksum_address(SAFE)
+    assert list(withdraw.decoded.args.values()) == [to_checksum_address(WETH.asset), p.amount, acct]
+    params = swap.decoded.args["params"]
+    assert to_checksum_address(str(params["recipient"])) == acct
+    assert int(params["amountIn"]) == p.amount
+    m = int(params["amountOutMinimum"])
+    assert repay.to == POOL
+    assert list(repay.decoded.args.values()) == [to_checksum_address(USDC.asset), m, 2, acct]
+    assert list(approve.decoded.args.values()) == [POOL, m]

@@ -416,3 +416,21 @@ def test_devnet_contracts_use_premia_selectors(ours: str, theirs: str, required:
             shared += 1
         assert not (required & real.keys()) - mine.keys(), f"missing {kind}s"
     assert shared >= len(required)
+
+
+def test_premium_limit_rounds_up() -> None:
+    from agent.planner.options import premium_limit_for
+
+    # 1_000_001 * 1.01 = 1_010_001.01 quote units: the limit is rounded UP so a fill at the
+    # quote plus slippage never reverts for a unit; and exact products stay exact.
+    assert premium_limit_for(1_000_001, 100) == 1_010_002
+    assert premium_limit_for(1_000_000, 100) == 1_010_000
+    assert premium_limit_for(1_000_001, 0) == 1_000_001
+
+
+async def test_plan_is_capped_at_the_exposure_size() -> None:
+    # 1010.005 buys 100 contracts (test above); the exposure caps it at 50: half the premium.
+    plan = await _plan(FakeVenue(), "1010.005", max_size=50 * WAD)
+    assert plan.size == 50 * WAD and plan.capped_by == "exposure"
+    assert plan.premium_quote == 500_000_000 and plan.premium_limit == 505_000_000
+    assert (await _plan(FakeVenue(), "1010.005", max_size=100 * WAD)).capped_by is None

@@ -389,3 +389,20 @@ def test_options_off_means_all_protection() -> None:
     assert decide(sigs, big, session(), cfg, AT, None, options_enabled=False).topups()[
         0
     ].max_spend_usd == Decimal("125000.00")
+
+
+def test_each_rung_is_its_weight_of_the_premium_budget_rounded_down_to_the_cent() -> None:
+    """B = $100,001: cap $25,000.25, S&P first sizes at half: layer $12,500.12 (cents down),
+    options 40% = $5,000.04; rungs 40/35/25% of that, each floored to the cent, so the ladder
+    never spends a cent above its budget (mutation audit: rounding direction)."""
+    cfg = PolicyConfig(budget_usd=Decimal(100_001), gate_mode="design")
+    half = run([sig("S1"), sig("S2"), *quiet("S8")], cfg)
+    assert half.layer_usd == Decimal("12500.12")
+    spends = {o.horizon: o.spend_usd for o in half.options()}
+    # 5000.04 x 0.40 = 2000.016, x 0.35 = 1750.014, x 0.25 = 1250.01: by hand, floored
+    assert spends == {
+        "short": Decimal("2000.01"),
+        "intermediate": Decimal("1750.01"),
+        "structural": Decimal("1250.01"),
+    }
+    assert sum(spends.values()) <= Decimal("5000.04")

@@ -66,3 +66,41 @@ def test_layer_trigger_paths() -> None:
     assert layer_trigger(_fire("S3", "S4")).paths == ("S3+S4",)
     assert not layer_trigger(_fire("S1", "S3")).fired
     assert layer_trigger(_fire("S1", "S2", "S3", "S4")).paths == ("S1+S2", "S3+S4")
+
+
+def test_required_topup_and_repay_are_the_exact_minimum() -> None:
+    """``required_topup_base`` and ``required_repay_base`` against exact rational arithmetic:
+    the amount reaches the target and one base unit less does not (mutation audit: a floor
+    where a ceiling belongs lands the position a hair below target)."""
+    import random
+
+    from agent.policy.decide import required_repay_base, required_topup_base
+    from agent.policy.models import PositionSnapshot
+
+    bps = 10_000
+    # A case by hand: C = 0, D = 1, LT = 1 bp, target 1 + 1e-18. Need x with x*1*WAD >= (WAD+1)*BPS
+    # i.e. x >= 10000.00...01: x = 10001.
+    p = PositionSnapshot("0xa", 0, 1, 1, 0)
+    assert required_topup_base(p, WAD + 1) == 10_001
+    rng = random.Random(24)
+    for _ in range(3_000):
+        c = rng.randrange(0, 10**12)
+        d = rng.randrange(1, 10**12)
+        lt = rng.choice([1, 7, 8250, rng.randrange(1, bps)])
+        t = rng.randrange(WAD, 3 * WAD)
+        hf = c * lt * WAD // (d * bps)
+        x = required_topup_base(PositionSnapshot("0xa", c, d, lt, hf), t)
+
+        # (C' * LT / BPS) / D' >= t / WAD, exactly
+        def reaches(cc: int, dd: int) -> bool:
+            return dd <= 0 or cc * lt * WAD >= t * dd * bps  # noqa: B023 (called in this pass)
+
+        if reaches(c, d):
+            assert x == 0
+        else:
+            assert reaches(c + x, d) and not reaches(c + x - 1, d), (c, d, lt, t, x)
+        y = required_repay_base(c, d, lt, t)
+        if reaches(c, d):
+            assert y == 0
+        else:
+            assert reaches(c, d - y) and not reaches(c, d - y + 1), (c, d, lt, t, y)

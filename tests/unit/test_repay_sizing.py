@@ -178,3 +178,17 @@ def test_neither_reaches_picks_higher_hf_and_none() -> None:
     assert choose_protection(None, None)[0] is None
     only, cmp1 = choose_protection(top, None, target_hf_wad=target)
     assert only is top and cmp1["options"][0]["reaches_target"] is False
+
+
+def test_capped_by_the_debt_balance_at_the_debt_not_above() -> None:
+    """Aave never pulls more than the debt: a need above the variable debt balance is cut to
+    exactly that balance and flagged (mutation audit: a cap compared against the wrong bound)."""
+    acct = account(20_000, 10_000, 8250, usdc=5_000 * 10**6)
+    plan = repay(acct, 18 * WAD // 10, debt_balance=500 * 10**6)  # needs 833.333334 USDC
+    assert plan.amount == 500 * 10**6 and plan.capped_by == "debt"
+    assert plan.value_base == 500 * 10**8 and not plan.reaches_target
+    # HF after repaying $500 of $10,000 against C*LT = $16,500: 16500/9500, by hand
+    hf = Decimal(16_500) / Decimal(9_500)
+    assert abs(Decimal(plan.hf_expected_wad) / WAD - hf) < Decimal("1e-15")
+    exact = repay(acct, 18 * WAD // 10, debt_balance=833_333_334)  # the balance covers it
+    assert exact.amount == 833_333_334 and exact.capped_by is None

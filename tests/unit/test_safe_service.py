@@ -464,3 +464,22 @@ def test_the_queue_entry_of_the_same_transaction_keeps_its_nonce() -> None:
     assert already_queued(st, q, chain_id=10) is None  # another chain: another hash
     executed = (QueuedTx(6, q[1].safe_tx_hash, True),)
     assert already_queued(st, executed, chain_id=1) is None
+
+
+def test_safe_tx_hash_covers_every_field_in_order_against_eth_account() -> None:
+    """With every gas field non-zero and distinct (the proposals leave them 0, which hides a
+    swapped pair), our safeTxHash equals eth-account's EIP-712 hash of the same message, and
+    changing any one field or the nonce changes it (mutation audit: hash over wrong fields)."""
+    refund = to_checksum_address("0x" + "ab" * 20)
+    token = to_checksum_address("0x" + "cd" * 20)
+    st = SafeTx(SAFE, MULTISEND, 3, "0x8d80ff0a01", 1, safe_tx_gas=50_000, base_gas=21_000,
+                gas_price=7, gas_token=token, refund_receiver=refund)  # fmt: skip
+    body = {"safe": SAFE, "to": MULTISEND, "value": "3", "data": "0x8d80ff0a01", "operation": 1,
+            "safeTxGas": "50000", "baseGas": "21000", "gasPrice": "7", "gasToken": token,
+            "refundReceiver": refund, "nonce": "9"}  # fmt: skip
+    ours = "0x" + safe_tx_hash(st, chain_id=10, nonce=9).hex()
+    assert ours == safe_tx_hash_reference(body, 10)
+    swapped = SafeTx(**{**st.__dict__, "safe_tx_gas": 21_000, "base_gas": 50_000})
+    assert safe_tx_hash(swapped, chain_id=10, nonce=9) != safe_tx_hash(st, chain_id=10, nonce=9)
+    assert safe_tx_hash(st, chain_id=10, nonce=10) != safe_tx_hash(st, chain_id=10, nonce=9)
+    assert safe_tx_hash(st, chain_id=1, nonce=9) != safe_tx_hash(st, chain_id=10, nonce=9)

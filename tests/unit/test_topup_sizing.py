@@ -90,3 +90,39 @@ def test_smaller_cap_and_wallet_cap_the_amount() -> None:
     assert plan.hf_expected_wad < 19 * WAD // 10
     plan = _plan(None, wallet=10**17)  # 0.1 WETH in the wallet
     assert plan.capped_by == "wallet" and plan.amount == 10**17
+
+
+def test_caps_round_the_spend_down_and_the_wallet_binds_at_its_edge() -> None:
+    """The spend cap converts to token units rounded DOWN (never a wei above the cap), and a
+    need one unit above the wallet is cut to the wallet (mutation audit)."""
+    from agent.planner.topup import apply_caps
+
+    price, cap = 3_000 * 10**8, 1_000 * 10**8 + 1  # $3000 WETH, a $1000.00000001 cap
+    amount, by = apply_caps(
+        10**18, wallet=10**24, max_spend_base=cap, price_base=price, decimals=18
+    )
+    assert by == "session_cap"
+    assert amount == cap * 10**18 // price == 333_333_333_336_666_666  # floor, by hand
+    assert amount * price <= cap * 10**18 < (amount + 1) * price  # at the cap, not one wei past
+    w = 5 * 10**17
+    assert apply_caps(w + 1, wallet=w, max_spend_base=None, price_base=price, decimals=18) == (
+        w,
+        "wallet",
+    )
+    assert apply_caps(w, wallet=w, max_spend_base=None, price_base=price, decimals=18) == (w, None)
+
+
+def test_supply_is_on_behalf_of_the_account_with_the_planned_amount() -> None:
+    from eth_utils.address import to_checksum_address
+
+    plan = _plan(None)
+    approve, supply = plan.transactions
+    assert supply.to == "0x" + "44" * 20 and supply.decoded.method == "supply"
+    # supply(asset, amount, onBehalfOf, referralCode): the collateral is credited to the account
+    assert list(supply.decoded.args.values()) == [
+        to_checksum_address("0x" + "11" * 20),
+        plan.amount,
+        to_checksum_address("0x" + "77" * 20),
+        0,
+    ]
+    assert list(approve.decoded.args.values())[1] == plan.amount

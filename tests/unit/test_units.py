@@ -32,3 +32,12 @@ def test_token_to_float_keeps_precision_for_large_amounts() -> None:
         123456789.01234567
     )
     assert token_to_float(1, 6) == 1e-6
+
+
+def test_ray_and_wad_to_float_divide_by_their_own_unit() -> None:
+    # A ray read as a wad (or the reverse) is off by 1e9: pin both against the hand value.
+    from agent.core.units import RAY, WAD, ray_to_float, wad_to_float
+
+    assert ray_to_float(3 * RAY // 2) == 1.5
+    assert ray_to_float(5 * RAY // 100) == 0.05  # a 5% APR as Aave stores it
+    assert wad_to_float(3 * WAD // 2) == 1.5
