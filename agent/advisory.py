@@ -24,6 +24,7 @@ from agent.config import Settings
 from agent.core.market import ChainSnapshot
 from agent.core.units import AAVE_BASE_UNIT_USD
 from agent.evaluate import Evaluation
+from agent.pipeline.parts import Chain
 from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
 from agent.signals.base import SignalResult
 from agent.signals.spx import SpxInputs, evaluate_spx_signals, latest_close
@@ -63,8 +64,11 @@ def _signal_log(r: SignalResult) -> dict[str, Any]:
 def decide_spx(
     store: Store, settings: Settings, snap: ChainSnapshot, evaluation: Evaluation, account: str
 ) -> SpxDecision:
-    at = pd.Timestamp(snap.timestamp, unit="s", tz="UTC")
-    inputs = spx_inputs(store, snap.timestamp)
+    """At the tick's evaluation time (``evaluation.at``; the snapshot's time when unset); the
+    exposure is ``account``'s collateral in ``snap``."""
+    t = evaluation.at or snap.timestamp
+    at = pd.Timestamp(t, unit="s", tz="UTC")
+    inputs = spx_inputs(store, t)
     signals = evaluate_spx_signals(inputs, at, settings.signals)
     for r in signals:
         log.info("signal", **_signal_log(r))
@@ -87,7 +91,7 @@ def decide_spx(
 
 
 def ticket_record(
-    d: SpxDecision, settings: Settings, snap: ChainSnapshot, account: str
+    d: SpxDecision, chain: Chain, snap: ChainSnapshot, account: str
 ) -> dict[str, Any]:
     sev = next((r.value for r in d.signals if r.id == "S9"), None) or 0.0
     spend = float(d.spend_usd)
@@ -95,8 +99,8 @@ def ticket_record(
         "id": uuid.uuid4().hex[:12],
         "idempotency_key": d.idempotency_key,
         "created_at": datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
-        "chain": settings.chain.name,
-        "chain_id": settings.chain.chain_id,
+        "chain": chain.name,
+        "chain_id": chain.chain_id,
         "block_number": snap.block_number,
         "account": account,
         "action": ACTION,
@@ -135,6 +139,7 @@ def ticket_record(
 def spx_advisory(
     store: Store,
     settings: Settings,
+    chain: Chain,
     sinks: ProposalSinks,
     snap: ChainSnapshot,
     evaluation: Evaluation,
@@ -154,7 +159,7 @@ def spx_advisory(
     )
     if not d.fired:
         return []
-    proposal = Proposal.model_validate(ticket_record(d, settings, snap, account))
+    proposal = Proposal.model_validate(ticket_record(d, chain, snap, account))
     record = sinks.publish_advisory(
         proposal, session_id=d.session_id, spend_usd=d.spend_usd, at=snap.timestamp
     )

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
 from agent.core.errors import AgentError
 from agent.core.http import HttpClient
@@ -27,6 +26,7 @@ from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
+from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
 from agent.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
@@ -48,9 +48,10 @@ class App:
         self._store_path = store_path or settings.agent.store_path
         self._journal_path = journal_path or settings.agent.journal_path
         self._store_synchronous: Synchronous = store_synchronous
-        # One single-chain view of the settings per chain ([[chains]]), the first one primary.
-        self.chains: dict[str, Settings] = {v.chain.name: v for v in settings.chain_views()}
-        self.primary: Settings = next(iter(self.chains.values()))
+        # The typed chains, positions and put ladder every stage takes, built once here.
+        self.parts: Parts = build_parts(settings)
+        self.chains: dict[str, Chain] = {c.name: c for c in self.parts.chains}
+        self.positions: tuple[Position, ...] = self.parts.positions
         self._http: HttpClient | None = None
         self._rpcs: dict[str, RpcClient] = {}
         self._store: Store | None = None
@@ -105,30 +106,27 @@ class App:
             self._http = self.settings.collectors.http.client()
         return self._http
 
-    def has_rpc(self, chain: ChainConfig | None = None) -> bool:
-        return bool((chain or self.primary.chain).rpc_url.get_secret_value())
-
-    def rpc(self, chain: ChainConfig | None = None) -> RpcClient:
-        """The RPC client of ``chain`` (the first configured chain by default), one per chain:
-        ``rpc_url`` alone, or with ``rpc_urls`` a pool rotated on failure (counted in ops)."""
-        chain = chain or self.primary.chain
+    def rpc(self, chain: Chain) -> RpcClient:
+        """The RPC client of ``chain``, one per chain: ``rpc_url`` alone, or with ``rpc_urls`` a
+        pool rotated on failure (counted in ops)."""
         client = self._rpcs.get(chain.name)
         if client is None:
-            if not self.has_rpc(chain):
+            if not chain.has_rpc:
                 what = (
                     f"the rpc_url of chain {chain.name!r}"
                     if self.settings.multi_chain
                     else "chain.rpc_url"
                 )
                 raise AgentError(f"{self.settings.origin}: {what} is not set")
-            if chain.rpc_urls:
-                client = self.ops.chain_rpc(chain)
+            cfg = chain.config
+            if cfg.rpc_urls:
+                client = self.ops.chain_rpc(cfg)
             else:
                 client = RpcPool(
-                    [chain.rpc_url.get_secret_value()],
+                    [cfg.rpc_url.get_secret_value()],
                     source=f"rpc:{chain.name}",
-                    timeout_s=chain.timeout_s,
-                    deadline_s=chain.request_deadline_s,
+                    timeout_s=cfg.timeout_s,
+                    deadline_s=cfg.request_deadline_s,
                 )
             self._rpcs[chain.name] = client
         return client
@@ -152,49 +150,40 @@ class App:
             self._journal = ProposalJournal(self._journal_path)
         return self._journal
 
-    def simulator(self, layout: MarketLayout) -> ForkSimulator | None:
-        """The fork simulator of the layout's chain, one per chain (None when
-        ``simulator.enabled`` is off); its anvil starts on the first simulation and stops when
-        the app closes."""
-        if not self.settings.simulator.enabled:
+    def simulator(self, chain: Chain, layout: MarketLayout) -> ForkSimulator | None:
+        """The fork simulator of ``chain``, one per chain (None when ``simulator.enabled`` is
+        off); its anvil starts on the first simulation and stops when the app closes."""
+        if not chain.fork.enabled:
             return None
-        sim = self._simulators.get(layout.chain)
+        sim = self._simulators.get(chain.name)
         if sim is None:
-            view = self._chain(layout.chain)
-            chain = view.chain
             sim = ForkSimulator(
                 self.rpc(chain),  # the fork reads through the chain's pool and rotates with it
                 pool=layout.pool,
-                block_lag=view.simulator.block_lag,
+                block_lag=chain.fork.block_lag,
                 chain_id=chain.chain_id,
-                call_timeout_s=view.simulator.call_timeout_s,
+                call_timeout_s=chain.fork.call_timeout_s,
                 pid_dir=str(recovery.fork_pid_dir(self._store_path)),
             )
-            self._simulators[layout.chain] = sim
+            self._simulators[chain.name] = sim
         return sim
 
-    @property
-    def sinks(self) -> ProposalSinks:
-        """The first chain's sinks (the S&P 500 tickets go through them)."""
-        return self.sinks_for(self.primary)
-
-    def sinks_for(self, view: Settings) -> ProposalSinks:
+    def sinks(self, chain: Chain) -> ProposalSinks:
         """The sinks of one chain: its Safe files (chain id), Safe service and live sender;
         the journal, the store (ledger, outbox) and the notifications are shared."""
-        s = self._chain(view.chain.name)
-        got = self._sinks.get(s.chain.name)
+        got = self._sinks.get(chain.name)
         if got is None:
             got = ProposalSinks(
-                s.sinks,
+                chain.sinks,
                 journal=self.journal,
                 store=self.store,
-                rpc=self.rpc(s.chain),
+                rpc=self.rpc(chain),
                 http=self.http,
-                chain_id=s.chain.chain_id,
-                console=s.agent.log_format == "console",
+                chain_id=chain.chain_id,
+                console=self.settings.agent.log_format == "console",
                 on_published=self._published,
             )
-            self._sinks[s.chain.name] = got
+            self._sinks[chain.name] = got
         return got
 
     def _published(self, record: Mapping[str, Any]) -> None:
@@ -203,54 +192,52 @@ class App:
         if self._ops is not None:
             self._ops.proposals([record])
 
-    def _chain(self, name: str) -> Settings:
-        try:
-            return self.chains[name]
-        except KeyError:
-            raise AgentError(f"{self.settings.origin}: no chain named {name!r}") from None
-
-    def proposer(self, layout: MarketLayout, view: Settings | None = None) -> Proposer:
-        """The proposer of one position (``view``: a position view of the settings; by default
-        the single-chain settings), on its chain's RPC, fork and sinks."""
-        view = view or self.primary
-        sinks = self.sinks_for(view)
+    def proposer(
+        self, position: Position, layout: MarketLayout, puts: PutLadder | None = None
+    ) -> Proposer:
+        """The proposer of one position (and of the put ladder when ``puts`` is given), on its
+        chain's RPC, fork and sinks."""
+        chain = position.chain
+        sinks = self.sinks(chain)
         if sinks.executor is None:
-            self._attach_executor(sinks, view, layout)
+            self._attach_executor(sinks, chain, layout)
         return Proposer(
-            view,
+            position,
             layout,
-            rpc=self.rpc(view.chain),
+            policy=self.settings.policy,
+            puts=puts,
+            rpc=self.rpc(chain),
             store=self.store,
-            simulator=self.simulator(layout),
+            simulator=self.simulator(chain, layout),
             sinks=sinks,
         )
 
     def autonomous_accounts(self, chain: str) -> frozenset[str]:
         """The positions on ``chain`` with ``execution = "autonomous"`` (lower-case accounts)."""
         return frozenset(
-            str(v.position.account).lower()
-            for v in self.settings.position_views()
-            if v.chain.name == chain and v.position.execution == "autonomous"
+            str(p.account).lower()
+            for p in self.positions
+            if p.chain.name == chain and p.execution == "autonomous"
         )
 
-    def _attach_executor(self, sinks: ProposalSinks, view: Settings, layout: MarketLayout) -> None:
+    def _attach_executor(self, sinks: ProposalSinks, chain: Chain, layout: MarketLayout) -> None:
         """Autonomous execution on this chain (issue 23), when a position on it asks for it
         and [guardian] or [roles] is configured: the executor gets the chain's RPC (or the
         private send URL), the Pool of its market and the role's module on the role's Safe."""
-        accounts = self.autonomous_accounts(view.chain.name)
+        accounts = self.autonomous_accounts(chain.name)
         settings = self.settings
         if not accounts:
             return
         role = None
         if settings.roles.configured:
-            from agent.commands.roles import role_module, role_view
+            from agent.commands.roles import role_module, role_position
 
-            rv = role_view(settings, None)
-            if rv.chain.name == view.chain.name:
-                role = role_module(rv)
+            rp = role_position(settings, None)
+            if rp.chain.name == chain.name:
+                role = role_module(settings, rp)
         if role is None and not settings.guardian.enabled:
             raise AgentError(
-                f'{settings.origin}: execution = "autonomous" on chain {view.chain.name!r} '
+                f'{settings.origin}: execution = "autonomous" on chain {chain.name!r} '
                 "needs [guardian] (top-ups, repays) or [roles] (deleverage)"
             )
         from agent.sinks.autonomous import AutonomousExecutor
@@ -259,8 +246,8 @@ class App:
             settings.sinks.autonomous,
             settings.guardian,
             role,
-            chain_id=view.chain.chain_id,
-            rpc=self.rpc(view.chain),
+            chain_id=chain.chain_id,
+            rpc=self.rpc(chain),
             pool=layout.pool,
         )
         sinks.autonomous_accounts = accounts

@@ -56,13 +56,19 @@ from agent.collectors.liquidations import (
     hour_floor,
     liquidation_volume,
 )
-from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
+from agent.collectors.onchain import (
+    ChainConfig,
+    backfill_snapshots,
+    discover,
+    snapshot_observations,
+)
 from agent.config import Settings
 from agent.core.errors import AgentError, StoreError
 from agent.core.http import HttpClient
 from agent.core.market import MarketLayout
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
+from agent.pipeline.parts import Chain, build_parts
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -235,18 +241,21 @@ def http_tasks(
 
 def chain_tasks(
     settings: Settings,
+    chain: ChainConfig,
     rpc: RpcClient,
     layout: MarketLayout,
     since: int,
     *,
+    comet: bool = True,
     segment_steps: int = 24,
 ) -> list[Task]:
-    """On-chain history: snapshots every ``agent.backfill_step_s`` (plus Comet rates at the same
-    blocks) and liquidation volume per hour, both pinned to the head of their first run."""
-    chain = settings.chain
+    """On-chain history of one chain: snapshots every ``agent.backfill_step_s`` (plus, with
+    ``comet``, Comet rates at the same blocks) and liquidation volume per hour, both pinned to
+    the head of their first run."""
     step_s = settings.agent.backfill_step_s
     clock = BlockClock(rpc)
-    comet_on = settings.collectors.comet.enabled and bool(settings.collectors.comet.markets)
+    comet_cfg = settings.collectors.comet
+    comet_on = comet and comet_cfg.enabled and bool(comet_cfg.markets)
 
     async def head_now() -> int:
         return max(0, await rpc.block_number() - settings.collectors.liquidations.confirmations)
@@ -272,7 +281,7 @@ def chain_tasks(
             obs += rows
             if comet_on:
                 try:
-                    rates, _ = await comet_collect(rpc, settings, block=snap.block_number)
+                    rates, _ = await comet_collect(rpc, chain, comet_cfg, block=snap.block_number)
                     obs += rates
                 except AgentError as exc:  # e.g. Comet not deployed yet at that block
                     log.info("backfill.comet_unreadable", block=snap.block_number, error=str(exc))
@@ -393,6 +402,8 @@ async def backfill(
     store: Store,
     *,
     since: int,
+    chain: Chain | None = None,
+    shared: bool = True,
     http: HttpClient | None = None,
     rpc: RpcClient | None = None,
     restart: bool = False,
@@ -400,8 +411,12 @@ async def backfill(
     on_step: Callable[[str, int], None] | None = None,
     segment_steps: int = 24,
 ) -> BackfillReport:
-    """Backfill every configured source from ``since`` (unix s). Resumable (see the module)."""
-    if http is None or (rpc is None and bool(settings.chain.rpc_url.get_secret_value())):
+    """Backfill every configured source from ``since`` (unix s) for one chain (default: the
+    settings' one chain); the chain-independent sources only when ``shared``. Resumable (see
+    the module)."""
+    if chain is None:
+        (chain,) = build_parts(settings).chains[:1]
+    if http is None or (rpc is None and chain.has_rpc):
         # Clients from the composition root, closed before returning.
         from agent.app import App
 
@@ -410,8 +425,10 @@ async def backfill(
                 settings,
                 store,
                 since=since,
+                chain=chain,
+                shared=shared,
                 http=http or app.http,
-                rpc=rpc or (app.rpc() if app.has_rpc() else None),
+                rpc=rpc or (app.rpc(chain) if chain.has_rpc else None),
                 restart=restart,
                 progress=progress,
                 on_step=on_step,
@@ -419,21 +436,23 @@ async def backfill(
             )
     t0 = time.perf_counter()
     report = BackfillReport(since=since)
-    chain = settings.chain
+    cfg = chain.config
     try:
-        tasks, skipped = http_tasks(settings, http, since)
+        tasks, skipped = http_tasks(settings, http, since) if shared else ([], {})
         for name, why in skipped.items():
             report.tasks[name] = TaskReport(name, skipped=why)
-        if rpc is not None and chain.pool_addresses_provider is not None:
+        if rpc is not None and cfg.pool_addresses_provider is not None:
             try:
-                await rpc.ensure_chain(chain.chain_id)
-                layout = await discover(rpc, chain)
+                await rpc.ensure_chain(cfg.chain_id)
+                layout = await discover(rpc, cfg)
             except AgentError as exc:
                 report.tasks[f"onchain:{chain.name}"] = TaskReport(
                     f"onchain:{chain.name}", error=f"market discovery failed: {exc}"
                 )
             else:
-                tasks += chain_tasks(settings, rpc, layout, since, segment_steps=segment_steps)
+                tasks += chain_tasks(
+                    settings, cfg, rpc, layout, since, comet=shared, segment_steps=segment_steps
+                )
         else:
             report.tasks[f"onchain:{chain.name}"] = TaskReport(
                 f"onchain:{chain.name}", skipped="chain.rpc_url / pool_addresses_provider not set"

@@ -28,7 +28,9 @@ import structlog
 
 from agent.collectors import HttpCollector, build_http_collectors
 from agent.collectors.comet import comet_calls, comet_observations
+from agent.collectors.config import CollectorsConfig, CometConfig
 from agent.collectors.onchain import (
+    ChainConfig,
     discover,
     read_snapshot,
     snapshot_observations,
@@ -43,6 +45,7 @@ from agent.core.models import Observation
 from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
 from agent.ops.incremental import collect_new_liquidations
+from agent.pipeline.parts import Chain, build_parts
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -135,12 +138,10 @@ async def _run(report: CollectReport, store: Store, source: str, produce: Produc
 
 
 async def comet_collect(
-    rpc: RpcClient, settings: Settings, *, block: int | str = "latest"
+    rpc: RpcClient, chain: ChainConfig, cfg: CometConfig, *, block: int | str = "latest"
 ) -> tuple[list[Observation], list[str]]:
     """Every configured Comet market in one Multicall3 ``eth_call``. A market whose reads fail
     is a problem naming it; if none could be read, the source fails."""
-    chain = settings.chain
-    cfg = settings.collectors.comet
     mc = load_abi("Multicall3")
     calls = [
         Call("block", chain.multicall3, mc, "getBlockNumber"),
@@ -181,6 +182,8 @@ async def collect_once(
     settings: Settings,
     store: Store,
     *,
+    chain: Chain | None = None,
+    shared: bool = True,
     http: HttpClient | None = None,
     rpc: RpcClient | None = None,
     layout: MarketLayout | None = None,
@@ -188,20 +191,26 @@ async def collect_once(
 ) -> CollectReport:
     """Run every configured collector once, store the observations, report per source.
 
-    ``hedge-agent collect`` and the daemon's tick both collect through here. The daemon passes
-    its market ``layout`` (discovered once at start-up) and ``due``, which picks the HTTP
-    collectors whose interval has passed; ``report.snapshot`` is the chain snapshot the tick
-    evaluates. Without ``http``/``rpc`` the clients come from the composition root and are
-    closed before returning."""
-    if http is None or (rpc is None and bool(settings.chain.rpc_url.get_secret_value())):
+    ``hedge-agent collect`` and the daemon's tick both collect through here, once per chain
+    (``chain``: default the settings' one chain); the chain-independent sources (HTTP APIs,
+    the scenario feed, the Comet markets) only when ``shared``. The daemon passes its market
+    ``layout`` (discovered once at start-up) and ``due``, which picks the HTTP collectors whose
+    interval has passed; ``report.snapshot`` is the chain snapshot the tick evaluates. Without
+    ``http``/``rpc`` the clients come from the composition root and are closed before
+    returning."""
+    if chain is None:
+        (chain,) = build_parts(settings).chains[:1]
+    if http is None or (rpc is None and chain.has_rpc):
         from agent.app import App
 
         async with App(settings) as app:
             return await collect_once(
                 settings,
                 store,
+                chain=chain,
+                shared=shared,
                 http=http or app.http,
-                rpc=rpc or (app.rpc() if app.has_rpc() else None),
+                rpc=rpc or (app.rpc(chain) if chain.has_rpc else None),
                 layout=layout,
                 due=due,
             )
@@ -209,10 +218,15 @@ async def collect_once(
     t0 = time.perf_counter()
     report = CollectReport()
     cfg = settings.collectors
-    http_collectors = [c for c in build_http_collectors(cfg) if due is None or due(c)]
+    if not shared:  # this chain's own sources only: its snapshot and liquidation logs
+        off = {"enabled": False}
+        cfg = cfg.model_copy(update={"comet": cfg.comet.model_copy(update=off)})
+    http_collectors = (
+        [c for c in build_http_collectors(cfg) if due is None or due(c)] if shared else []
+    )
     jobs: list[Awaitable[None]] = []
     if rpc is not None:
-        jobs.append(_chain_sources(report, store, settings, rpc, layout))
+        jobs.append(_chain_sources(report, store, chain.config, cfg, rpc, layout))
     else:
         why = "chain.rpc_url is not set"
         report.skipped["onchain"] = why
@@ -220,7 +234,7 @@ async def collect_once(
             report.skipped["liquidations"] = why
         if cfg.comet.enabled and cfg.comet.markets:
             report.skipped["comet"] = why
-    if settings.scenario.feed:
+    if settings.scenario.feed and shared:
         feed = settings.scenario.feed
 
         async def scenario() -> tuple[list[Observation], list[str]]:
@@ -240,24 +254,6 @@ async def collect_once(
         elapsed_s=round(report.elapsed_s, 3),
     )
     return report
-
-
-def chain_only(view: Settings) -> Settings:
-    """A second chain's view for one collection: only what is read from that chain itself
-    (its snapshot and liquidation logs). The chain-independent sources (HTTP APIs, the scenario
-    feed, the configured Comet markets) are collected with the first chain only, once."""
-    cfg = view.collectors
-    off = {
-        name: sub.model_copy(update={"enabled": False})
-        for name in type(cfg).model_fields
-        if name != "liquidations" and hasattr(sub := getattr(cfg, name), "enabled")
-    }
-    return view.model_copy(
-        update={
-            "scenario": view.scenario.model_copy(update={"feed": None}),
-            "collectors": cfg.model_copy(update=off),
-        }
-    )
 
 
 class IntervalSchedule:
@@ -287,12 +283,11 @@ def _http_source(collector: HttpCollector, http: HttpClient) -> Produce:
 async def _chain_sources(
     report: CollectReport,
     store: Store,
-    settings: Settings,
+    chain: ChainConfig,
+    cfg: CollectorsConfig,
     rpc: RpcClient,
     known_layout: MarketLayout | None = None,
 ) -> None:
-    chain = settings.chain
-    cfg = settings.collectors
     layout: MarketLayout | None = known_layout
     layout_error: str | None = None
 
@@ -352,7 +347,7 @@ async def _chain_sources(
         async def comet() -> tuple[list[Observation], list[str]]:
             if layout is None:  # the chain id was not checked by discovery
                 await rpc.ensure_chain(chain.chain_id)
-            return await comet_collect(rpc, settings)
+            return await comet_collect(rpc, chain, cfg.comet)
 
         jobs.append(_run(report, store, "comet", comet))
     await asyncio.gather(*jobs)

@@ -147,6 +147,10 @@ class SimulatorConfig(BaseModel):
     # Restart the fork anvil between ticks once its resident memory passes this (anvil's memory
     # grows on a long-lived fork that is reset every tick); 0 = never.
     recycle_rss_mb: int = Field(1024, ge=0)
+    # At start-up, plan and simulate each position's protection once on its fork and discard
+    # it, so the fork's relay knows the position's working set and the first trigger's proposal
+    # is as warm as the later ones (issue 23: autonomous protection within a block or two).
+    warm_up: bool = True
 
 
 class ChainSection(ChainConfig):
@@ -299,98 +303,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{where}: {e}") from None
         return self
 
-    # -- the single-chain views every stage works with ------------------------------------
+    # The typed chains and positions the stages take are built from these settings once, by
+    # the composition root (agent.pipeline.parts.build_parts).
 
     @property
     def multi_chain(self) -> bool:
+        """Whether the file uses ``[[chains]]`` (labels then name ``chains.NAME``)."""
         return bool(self.chains)
-
-    def chain_views(self) -> tuple[Settings, ...]:
-        """One single-chain view per chain (``[chain]`` filled from its ``[[chains]]`` entry):
-        the collectors, discovery and the fork of that chain read it. Without ``[[chains]]``
-        the settings themselves."""
-        if not self.chains:
-            return (self,)
-        return tuple(self._view(c, self._positions_on(c.name)[0:1]) for c in self.chains)
-
-    def position_views(self) -> tuple[Settings, ...]:
-        """One view per position, with its chain's venues: its proposer plans with it."""
-        if not self.chains:
-            return (self,)
-        by_name = {c.name: c for c in self.chains}
-        return tuple(self._view(by_name[str(p.chain)], (p,)) for p in self.positions)
-
-    def put_view(self) -> Settings | None:
-        """Where the put ladder is planned: the chain of ``options.chain`` (default: the
-        first chain with a configured venue) and its buyer (``options.account``, default the
-        first position there). None when no chain has a venue. The ladder's size is bounded by
-        every position's collateral, on every chain."""
-        if not self.chains:
-            return self
-        o = self.options
-        candidates = [
-            c
-            for c in self.chains
-            if (o.chain == c.name)
-            or (o.chain is None and c.options.enabled and c.options.configured)
-        ]
-        if not candidates:
-            return None
-        chain = candidates[0]
-        here = self._positions_on(chain.name)
-        buyer = here[0] if here else self.positions[0].model_copy(update={"chain": chain.name})
-        if o.account is not None:
-            buyer = buyer.model_copy(update={"account": o.account, "name": None})
-        view = self._view(chain, (buyer,))
-        venue = chain.options.model_copy(
-            update={
-                "enabled": o.enabled and chain.options.enabled,
-                "slippage_bps": o.slippage_bps,
-                "lot_wad": o.lot_wad,
-            }
-        )
-        return view.model_copy(update={"options": venue})
-
-    def _positions_on(self, chain: str) -> tuple[PositionConfig, ...]:
-        return tuple(p for p in self.positions if p.chain == chain)
-
-    def _view(self, c: ChainSection, positions: tuple[PositionConfig, ...]) -> Settings:
-        fields = {k: getattr(c, k) for k in ChainConfig.model_fields}
-        # the chain's snapshot reads every position on it (and the put buyer), listed or not
-        wanted = [p.account for p in self._positions_on(c.name) if p.account]
-        if self.options.account is not None and self.options.chain in (None, c.name):
-            wanted.append(self.options.account)
-        fields["accounts"] = tuple(dict.fromkeys([*c.accounts, *wanted]))
-        chain = ChainConfig.model_construct(**fields)  # validated with c
-        pos = positions[0] if positions else PositionConfig(chain=c.name)
-        if pos.name is None:
-            who = pos.account or pos.deployment_safe
-            short = f"{who[:6]}..{who[-4:]}" if who.startswith("0x") else who
-            pos = pos.model_copy(update={"name": f"{c.name}:{short}"})
-        sim = self.simulator
-        if c.block_lag is not None:
-            sim = sim.model_copy(update={"block_lag": c.block_lag})
-        sinks = self.sinks
-        if c.safe_service_url is not None:
-            sinks = sinks.model_copy(
-                update={
-                    "safe_service": sinks.safe_service.model_copy(
-                        update={"base_url": c.safe_service_url}
-                    )
-                }
-            )
-        return self.model_copy(
-            update={
-                "chain": chain,
-                "position": pos,
-                "uniswap": c.uniswap,
-                "options": c.options,
-                "simulator": sim,
-                "sinks": sinks,
-                "chains": (),
-                "positions": (),
-            }
-        )
 
 
 ENV_PREFIX = "HEDGE_AGENT_"

@@ -4,6 +4,12 @@ The runner's view of the middle of the pipeline: read the windows each signal ne
 store (only what was known at the evaluation time), run the pure signal functions, and hand
 their results to the pure policy. Hysteresis memory and the horizons already bought come from
 the proposals journal, so they survive restarts like the spend ledger does.
+
+One clock per tick: the evaluation time is the latest block time among the chains read this
+tick (:func:`evaluation_time`; chain time, not the host's clock, so a devnet's warped time is
+the market's time), and the session day follows from it. Each chain's own series (its TVL,
+reserve rates, liquidations) are read as known at that chain's own block time, so a chain whose
+clock runs ahead or behind another still has its newest observations used.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.units import WAD
 from agent.guarding import GuardReport, evaluate_guard, is_guard_key
 from agent.open_layers import open_layers_from_journal
+from agent.pipeline.parts import Position
 from agent.policy import (
     Decision,
     MemoryEntry,
@@ -38,11 +45,13 @@ from agent.signals.macro import macro_prints_from_observations
 from agent.signals.rates import ReserveRates
 from agent.store.sqlite import Store
 
+_PER_CHAIN = ("tvl", "rate", "liquidations")
+
 # Longest trailing window any signal reads (S3/S4 z-scores over 30 days, S8 over 90 returns).
 LOOKBACK = pd.Timedelta(days=140)
 
 
-def _series(store: Store, key: str, at: int, since: int) -> pd.Series:
+def _read(store: Store, key: str, at: int, since: int) -> pd.Series:
     s = store.series(key, since=since, until=at, known_by=at)
     latest = store.latest(key, known_by=at)
     if latest is not None:
@@ -59,13 +68,26 @@ def signal_inputs(
     settings: Settings,
     layout: MarketLayout | Sequence[MarketLayout],
     at: int,
+    *,
+    chain_at: Mapping[str, int] | None = None,
 ) -> SignalInputs:
     """Every series the signals read, as known at ``at`` (nothing published later): the TVL
-    of every watched market (one per chain), rates of every stored reserve."""
-    since = at - int(LOOKBACK.total_seconds())
+    of every watched market (one per chain), rates of every stored reserve. A series of one
+    chain (``<kind>.<protocol>.<chain>...``) is read as known at that chain's own time
+    ``chain_at[chain]`` (default ``at``)."""
     watch = settings.watch
     stored = set(store.keys())
     layouts = (layout,) if isinstance(layout, MarketLayout) else tuple(layout)
+    own = dict(chain_at or {})
+
+    def _series(store: Store, key: str, at_: int, _since: int) -> pd.Series:
+        # a chain's own series (tvl|rate|liquidations.<protocol>.<chain>...) at its own time
+        kind, _, rest = key.partition(".")
+        chain = rest.split(".")[1] if kind in _PER_CHAIN and rest.count(".") >= 1 else ""
+        t = own.get(chain, at_)
+        return _read(store, key, t, t - int(LOOKBACK.total_seconds()))
+
+    since = at - int(LOOKBACK.total_seconds())
 
     tvl_keys = {f"{m.protocol}.{m.chain}": f"tvl.{m.protocol}.{m.chain}" for m in layouts}
     tvl_keys |= {f"{p}": f"tvl.{p}.total" for p in watch.protocols if f"tvl.{p}.total" in stored}
@@ -127,7 +149,7 @@ def memory_from_journal(
         pol = r.get("policy")
         if not isinstance(pol, dict) or r.get("status") in ("planning_failed",):
             continue
-        entries[pol["action_key"]] = MemoryEntry(
+        entries[_scoped(str(pol["action_key"]), r.get("chain_id"))] = MemoryEntry(
             float(pol["severity"]),
             int(pol["at"]),
             str(pol["session_id"]),
@@ -136,6 +158,17 @@ def memory_from_journal(
         if pol.get("horizon"):
             horizons.setdefault(str(pol["session_id"]), set()).add(str(pol["horizon"]))
     return PolicyMemory().updated(entries), horizons
+
+
+def _scoped(action_key: str, chain_id: object) -> str:
+    """A top-up's action key with its chain: ``topup:<chain id>:<account>``. Records written
+    before the chain was part of every key hold ``topup:<account>`` (single-chain journals);
+    they are read as their record's chain's (a one-time alias: every record written now
+    carries the chain), so upgrading keeps their hysteresis and once-per-session memory."""
+    kind, _, rest = action_key.partition(":")
+    if kind == "topup" and ":" not in rest and chain_id is not None:
+        return f"topup:{chain_id}:{rest}"
+    return action_key
 
 
 @dataclass(frozen=True)
@@ -147,6 +180,7 @@ class Evaluation:
     collateral_base: int = 0
     # every position's liquidation guard this tick (agent/guarding.py)
     guard: GuardReport = field(default_factory=GuardReport)
+    at: int = 0  # the evaluation time (unix s): the latest block time among the chains read
 
     def topups(self) -> tuple[TopUpAction, ...]:
         """The guard's protections first, then the layer's top-ups of the positions the guard
@@ -222,23 +256,27 @@ class MarketRead:
     snap: ChainSnapshot
 
 
+def evaluation_time(markets: Mapping[str, MarketRead]) -> int:
+    """The tick's one evaluation time: the latest block time among the chains read."""
+    return max(m.snap.timestamp for m in markets.values())
+
+
 def position_snapshots(
-    settings: Settings, markets: Mapping[str, MarketRead]
+    positions: Iterable[Position], markets: Mapping[str, MarketRead]
 ) -> tuple[PositionSnapshot, ...]:
     """Every configured position, as its own chain's snapshot reports it. A position whose
-    chain was not read this tick is left out (its protection waits for the next tick)."""
-    views = settings.position_views()
-    several = len(settings.chains) > 1
+    chain was not read this tick is left out (its protection waits for the next tick). Its
+    chain is always part of its keys (``key_scope``: the chain id)."""
     out = []
-    for v in views:
-        m = markets.get(v.chain.name)
+    for p in positions:
+        m = markets.get(p.chain.name)
         if m is None:
             continue
-        account = v.position.account or (m.layout.accounts[0] if m.layout.accounts else None)
+        account = p.account or (m.layout.accounts[0] if m.layout.accounts else None)
         if account is None or account not in m.snap.accounts:
             continue
         a = m.snap.accounts[account]
-        target = v.position.target_health_factor
+        target = p.target_health_factor
         out.append(
             PositionSnapshot(
                 account,
@@ -246,32 +284,39 @@ def position_snapshots(
                 a.total_debt_base,
                 a.liquidation_threshold_bps,
                 a.health_factor_wad,
-                name=v.position.name or "",
-                chain=v.chain.name if settings.multi_chain else "",
+                name=p.name,
+                chain=p.chain.name,
                 target_health_factor_wad=None if target is None else int(target * WAD),
-                key_scope=str(v.chain.chain_id) if several else "",
+                key_scope=p.key_scope,
             )
         )
     return tuple(out)
 
 
+def _same(p: Position, s: PositionSnapshot) -> bool:
+    return p.chain.name == s.chain and p.name == s.name
+
+
 def evaluate(
     store: Store,
     settings: Settings,
-    layout: MarketLayout,
-    snap: ChainSnapshot,
+    positions: Sequence[Position],
+    markets: Mapping[str, MarketRead],
     journal_records: Iterable[dict[str, Any]],
     *,
-    markets: Mapping[str, MarketRead] | None = None,
+    options_enabled: bool,
 ) -> Evaluation:
-    """One decision for the tick. ``layout``/``snap`` are the first chain's (its block time is
-    the evaluation time); with several chains ``markets`` holds every chain read this tick,
-    and the positions on all of them share the decision's one budget."""
-    at = snap.timestamp
+    """One decision for the tick over every chain read (``markets``, by chain name): the
+    positions on all of them share the decision's one budget. The evaluation time is
+    :func:`evaluation_time`; each chain's own series are read at its own block time."""
+    at = evaluation_time(markets)
     session_id = session_id_for(at)
-    markets = dict(markets or {layout.chain: MarketRead(layout, snap)})
-    signals = gather_signals(store, settings, [m.layout for m in markets.values()], at)
-    positions = position_snapshots(settings, markets)
+    chain_at = {name: m.snap.timestamp for name, m in markets.items()}
+    inputs = signal_inputs(
+        store, settings, [m.layout for m in markets.values()], at, chain_at=chain_at
+    )
+    signals = evaluate_signals(inputs, pd.Timestamp(at, unit="s", tz="UTC"), settings.signals)
+    snaps = position_snapshots(positions, markets)
     records = list(journal_records)
     memory, horizons = memory_from_journal(records)
     open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
@@ -282,30 +327,29 @@ def evaluate(
     )
     decision = decide(
         signals,
-        positions,
+        snaps,
         session,
         settings.policy,
         pd.Timestamp(at, unit="s", tz="UTC"),
         memory,
         open_layers=open_layers,
-        options_enabled=_options_on(settings),
+        options_enabled=options_enabled,
     )
     guard = evaluate_guard(
         settings,
         store,
-        positions,
+        [(p, s) for p in positions for s in snaps if _same(p, s)],
         {name: (m.layout, m.snap) for name, m in markets.items()},
         signals,
         records,
         at=at,
         session_id=session_id,
     )
-    several = len(positions) > 1
+    several = len(snaps) > 1
     return Evaluation(
-        decision, session_id, sum(p.collateral_base for p in positions) if several else 0, guard
+        decision,
+        session_id,
+        sum(p.collateral_base for p in snaps) if several else 0,
+        guard=guard,
+        at=at,
     )
-
-
-def _options_on(settings: Settings) -> bool:
-    puts = settings.put_view()
-    return puts is not None and puts.options.enabled and puts.options.configured

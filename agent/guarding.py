@@ -20,6 +20,7 @@ from typing import Any
 from agent.config import Settings
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+from agent.pipeline.parts import Position
 from agent.policy import PositionSnapshot, TopUpAction
 from agent.policy.guard import (
     GuardConfig,
@@ -199,32 +200,25 @@ def _state(
 
 
 def _collateral(
-    settings: Settings,
-    p: PositionSnapshot,
-    markets: Mapping[str, tuple[MarketLayout, ChainSnapshot]],
-) -> tuple[Settings | None, str, int | None]:
-    """The position's settings view, its collateral symbol and the oracle price of it."""
-    for view in settings.position_views():
-        name = view.position.name or ""
-        if settings.multi_chain and (name != p.name or view.chain.name != p.chain):
-            continue
-        read = markets.get(view.chain.name)
-        if read is None:
-            return view, view.position.topup_asset, None
-        layout, snap = read
-        try:
-            symbol = layout.reserve(view.position.topup_asset).symbol
-        except Exception:  # an unlisted asset: no price, the guard still runs on the HF
-            return view, view.position.topup_asset, None
-        r = snap.reserves.get(symbol)
-        return view, symbol, None if r is None else r.price_base
-    return None, "", None
+    position: Position, markets: Mapping[str, tuple[MarketLayout, ChainSnapshot]]
+) -> tuple[str, int | None]:
+    """The position's collateral symbol and the oracle price of it."""
+    read = markets.get(position.chain.name)
+    if read is None:
+        return position.topup_asset, None
+    layout, snap = read
+    try:
+        symbol = layout.reserve(position.topup_asset).symbol
+    except Exception:  # an unlisted asset: no price, the guard still runs on the HF
+        return position.topup_asset, None
+    r = snap.reserves.get(symbol)
+    return symbol, None if r is None else r.price_base
 
 
 def evaluate_guard(
     settings: Settings,
     store: Store,
-    positions: Sequence[PositionSnapshot],
+    positions: Sequence[tuple[Position, PositionSnapshot]],
     markets: Mapping[str, tuple[MarketLayout, ChainSnapshot]],
     signals: Sequence[SignalResult],
     records: Iterable[Mapping[str, Any]],
@@ -232,13 +226,14 @@ def evaluate_guard(
     at: int,
     session_id: str,
 ) -> GuardReport:
-    """Every position's guard at ``at`` (the tick's chain time)."""
+    """Every position's guard at ``at`` (the tick's chain time); each position with its
+    snapshot this tick."""
     firing = {r.id for r in signals if r.firing}
     lasts = last_guard_proposals(records)
     views = []
-    for p in positions:
-        view, asset, price = _collateral(settings, p, markets)
-        cfg = settings.guard.record(view.position.guard if view is not None else None)
+    for position, p in positions:
+        asset, price = _collateral(position, markets)
+        cfg = position.guard or settings.guard.record(None)
         trigger = effective_trigger(cfg, firing)
         scope = f"{p.key_scope}:" if p.key_scope else ""
         akey = f"{GUARD_PREFIX}{scope}{p.account.lower()}"

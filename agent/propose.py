@@ -18,12 +18,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.config import Settings
+import structlog
+
+from agent.config import OptionsConfig
 from agent.core.errors import AgentError
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
 from agent.evaluate import Evaluation
+from agent.pipeline.parts import Position, PutLadder
 from agent.planner.draft import (
     DeleverageConfig,
     Draft,
@@ -37,15 +40,18 @@ from agent.planner.draft import (
     plan_put,
 )
 from agent.planner.options import PremiaV3Venue
-from agent.policy import OptionAction, TopUpAction
+from agent.planner.uniswap import UniswapConfig
+from agent.policy import OptionAction, PolicyConfig, TopUpAction
 from agent.simulator.fork import ForkSimulator
 from agent.simulator.outcome import simulate
 from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
+log = structlog.get_logger(__name__)
 
-def deleverage_config(settings: Settings) -> DeleverageConfig | None:
-    u = settings.uniswap
+
+def deleverage_config(u: UniswapConfig, *, immediate: bool = False) -> DeleverageConfig | None:
+    """``immediate``: the deleverage is sent at once (an autonomous position with [roles])."""
     venue = u.venue()
     if venue is None:
         return None
@@ -56,16 +62,11 @@ def deleverage_config(settings: Settings) -> DeleverageConfig | None:
         immediate_slippage_bps=u.immediate_slippage_bps,
         # sent at once through the Roles module (sinks/autonomous.py): mined within a block or
         # two, so its bound is the immediate one; otherwise it waits for the signers
-        execution=(
-            "immediate"
-            if settings.position.execution == "autonomous" and settings.roles.configured
-            else "signers"
-        ),
+        execution="immediate" if immediate else "signers",
     )
 
 
-def options_venue(settings: Settings) -> PremiaV3Venue | None:
-    o = settings.options
+def options_venue(o: OptionsConfig) -> PremiaV3Venue | None:
     if not (o.enabled and o.configured):
         return None
     assert o.pool_factory and o.oracle_adapter and o.base and o.quote and o.erc20_router
@@ -80,38 +81,45 @@ def options_venue(settings: Settings) -> PremiaV3Venue | None:
 
 
 class Proposer:
+    """The proposer of one position on its chain; with ``puts`` it also buys the put ladder
+    (``position`` is then the ladder's buyer)."""
+
     def __init__(
         self,
-        settings: Settings,
+        position: Position,
         layout: MarketLayout,
         *,
+        policy: PolicyConfig,
+        puts: PutLadder | None,
         rpc: RpcClient,
         store: Store,
         simulator: ForkSimulator | None,
         sinks: ProposalSinks,
     ) -> None:
-        self.s = settings
+        self.position = position
+        self.chain = position.chain
+        self.policy = policy
         self.layout = layout
         self.rpc = rpc
         self.store = store
         self.simulator = simulator
         self.sinks = sinks
         self.protection = ProtectionConfig(
-            topup_asset=settings.position.topup_asset,
-            repay_asset=settings.position.repay_asset,
-            deleverage=deleverage_config(settings),
+            topup_asset=self.position.topup_asset,
+            repay_asset=self.position.repay_asset,
+            deleverage=deleverage_config(self.chain.dex, immediate=position.immediate),
         )
-        o = settings.options
+        venue = puts.venue if puts is not None else None
         self.puts = PutConfig(
-            venue=options_venue(settings),
-            slippage_bps=o.slippage_bps,
-            lot_wad=o.lot_wad,
-            underlying=settings.policy.option_underlying,
+            venue=None if venue is None else options_venue(venue),
+            slippage_bps=100 if venue is None else venue.slippage_bps,
+            lot_wad=10**16 if venue is None else venue.lot_wad,
+            underlying=policy.option_underlying,
         )
 
     @property
     def account(self) -> str:
-        return self.s.position.account or self.layout.accounts[0]
+        return self.position.account or self.layout.accounts[0]
 
     async def propose(
         self,
@@ -137,14 +145,70 @@ class Proposer:
         async with self.simulator.sequence(snap.block_number) as fork_rpc:
             return await self._propose_all(snap, evaluation, todo, fork_rpc, tuple(warnings))
 
+    async def warm_up(self, snap: ChainSnapshot) -> bool:
+        """Start-up priming: plan and simulate this position's protection (to half a point of
+        HF above where it stands) and, when this proposer buys it, the put ladder on the fork,
+        and discard them: nothing is published or recorded. The fork's relay keeps the state
+        it read (the position's working set: reserves, tokens, the Safe, the DEX and put pools)
+        and fetches it again in one batch when the fork moves to a later block, so the first
+        trigger's proposal is as warm as the later ones. Only a speed-up: a failure is logged
+        and start-up goes on."""
+        account = snap.accounts.get(self.account)
+        if self.simulator is None or account is None or account.total_debt_base == 0:
+            return False
+        hf = min(account.health_factor_wad, 10 * WAD)
+        key = f"warm-up:{self.account.lower()}"
+        action = TopUpAction(
+            account=self.account,
+            target_health_factor_wad=hf + WAD // 2,
+            max_spend_usd=Decimal(10**12),
+            required_collateral_base=0,
+            required_collateral_usd=Decimal(0),
+            idempotency_key=key,
+            action_key=key,
+        )
+        header = ProposalHeader(
+            id=key,
+            idempotency_key=key,
+            created_at=datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
+            chain=self.chain.name,
+            chain_id=self.chain.chain_id,
+            block_number=snap.block_number,
+            account=self.account,
+            explanation=(),
+            evidence={},
+            policy={},
+        )
+        cap = SpendCap(session_id=key, cap_usd=Decimal(10**12), spent_usd=Decimal(0))
+        multisend = self.position.multisend_call_only
+        safe = self.position.kind == "safe" and multisend is not None
+        try:
+            async with self.simulator.sequence(snap.block_number) as fork_rpc:
+                draft = await plan_protection(
+                    header, snap, self.layout, action, cap, self.protection, fork_rpc
+                )
+                if safe and draft.planned and multisend:
+                    draft = as_safe_batch(draft, multisend)
+                await simulate(draft, self.simulator, snap.block_number)
+                if self.puts.venue is not None:
+                    for h in self.policy.horizons:
+                        put = OptionAction(h.name, self.puts.underlying, h.dte_min, h.dte_max,
+                                           h.otm_fraction, Decimal(1_000), key, key)  # fmt: skip
+                        d = await plan_put(header, snap, self.layout, put, cap, self.puts, fork_rpc)
+                        if safe and d.planned and multisend:
+                            d = as_safe_batch(d, multisend)
+                        await simulate(d, self.simulator, snap.block_number)
+        except AgentError as exc:
+            log.warning("fork.warm_up_failed", account=self.account, error=str(exc))
+            return False
+        return True
+
     def owns(self, action: TopUpAction | OptionAction) -> bool:
         """Whether ``action`` is this position's: its top-up (same chain and account), or the
         put ladder when this proposer buys it."""
         if isinstance(action, OptionAction):
             return self.puts.venue is not None
-        return action.account.lower() == self.account.lower() and (
-            not action.chain or action.chain == self.s.chain.name
-        )
+        return action.account.lower() == self.account.lower() and action.chain == self.chain.name
 
     async def _propose_all(
         self,
@@ -211,13 +275,14 @@ class Proposer:
                 reader,
                 exposure_base=evaluation.collateral_base or None,
             )
-        if self.s.position.kind != "safe" or not draft.planned:
+        pos = self.position
+        if pos.kind != "safe" or not draft.planned:
             return draft
-        if not self.s.position.multisend_call_only:
+        if not pos.multisend_call_only:
             raise AgentError(
-                f"{self.s.origin}: position.multisend_call_only is required for a Safe"
+                f"position {pos.name or self.account}: multisend_call_only is required for a Safe"
             )
-        return as_safe_batch(draft, self.s.position.multisend_call_only)
+        return as_safe_batch(draft, pos.multisend_call_only)
 
     def _cap(self, evaluation: Evaluation, action: TopUpAction | OptionAction) -> SpendCap:
         d = evaluation.decision
@@ -235,7 +300,7 @@ class Proposer:
         # room after every action it sized, plus this action's own share).
         return SpendCap(
             session_id=evaluation.session_id,
-            cap_usd=Decimal(self.s.policy.session_cap_usd),
+            cap_usd=Decimal(self.policy.session_cap_usd),
             spent_usd=Decimal(self.store.session_spent_usd(evaluation.session_id)),
             priority=d.priority,
             size_fraction=d.size_fraction,
@@ -260,11 +325,11 @@ class Proposer:
             id=uuid.uuid4().hex[:12],
             idempotency_key=key,
             created_at=datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
-            chain=self.s.chain.name,
-            chain_id=self.s.chain.chain_id,
+            chain=self.chain.name,
+            chain_id=self.chain.chain_id,
             block_number=snap.block_number,
             account=self.account,
-            position=self.s.position.name or "",
+            position=self.position.name,
             explanation=tuple(evaluation.explain()),
             evidence=evaluation.evidence(),
             policy=evaluation.policy_entry(action_key, horizon=horizon),

@@ -27,18 +27,24 @@ import structlog
 
 from agent.advisory import spx_advisory
 from agent.app import App
-from agent.collect import CollectReport, IntervalSchedule, chain_only, collect_once
+from agent.collect import CollectReport, IntervalSchedule, collect_once
 from agent.collectors import build_http_collectors
-from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
+from agent.collectors.onchain import (
+    backfill_snapshots,
+    discover,
+    read_snapshot,
+    snapshot_observations,
+)
 from agent.config import Settings
 from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
-from agent.core.market import MarketLayout
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
-from agent.ops.guardian import guardian_view
+from agent.ops.guardian import guardian_position
 from agent.ops.incremental import backfill_start
+from agent.pipeline.parts import Chain
 from agent.propose import Proposer
 from agent.sinks import recovery
 from agent.sinks.live import check_live_allowed
@@ -72,27 +78,24 @@ class Agent:
         self._failures = 0  # consecutive failed ticks, for the exporter (tick_loop halts)
         self._heads: dict[str, HeadWatch] = {}  # per chain: a tick never goes back
 
-    @property
-    def layout(self) -> MarketLayout | None:
-        """The first chain's market layout."""
-        return self.layouts.get(self.app.primary.chain.name)
-
-    @property
-    def proposer(self) -> Proposer | None:
-        return self.proposers[0] if self.proposers else None
+    def _live_chain(self) -> Chain:
+        """The chain of the live sender's sends: live sending is one chain's (the configuration
+        refuses it with several), so with it on this is the one chain; without it no live
+        sender's send exists, and the reconciliation (by chain id) finds none."""
+        (chain, *_) = self.app.chains.values()
+        return chain
 
     def _fork_source(self, chain: str) -> str:
         return "fork" if len(self.app.chains) == 1 else f"fork:{chain}"
 
-    async def setup(self) -> MarketLayout:
+    async def setup(self) -> None:
         settings = self.settings
-        views = list(self.app.chains.values())
+        chains = list(self.app.chains.values())
         # a one-line error when a chain's rpc_url is not set or answers for another chain
-        await asyncio.gather(*(self.app.rpc(v.chain).ensure_chain(v.chain.chain_id) for v in views))
-        primary = self.app.primary
-        rpc = self.app.rpc()
+        await asyncio.gather(*(self.app.rpc(c).ensure_chain(c.chain_id) for c in chains))
         live = settings.sinks.live
         if live.enabled:  # one chain only (the configuration refuses live with several)
+            (chain,) = chains
             # Refuse to start rather than discover at the first proposal that live cannot work.
             if not settings.simulator.enabled:
                 raise ConfigError(
@@ -100,36 +103,33 @@ class Agent:
                 )
             check_live_allowed(
                 live,
-                await rpc.chain_id(),
-                primary.chain.chain_id,
+                await self.app.rpc(chain).chain_id(),
+                chain.chain_id,
                 True,
                 live.signer_key is not None,
             )
-            log.warning(
-                "live.enabled", note="simulated proposals will be SENT", chain=primary.chain.name
-            )
+            log.warning("live.enabled", note="simulated proposals will be SENT", chain=chain.name)
         # Before anything else the daemon does: live sends without an outcome are settled,
         # proposals committed but not journaled get their line.
+        sinks = [self.app.sinks(c) for c in chains]
+        lc = self._live_chain()
         await recovery.recover(
-            live,
-            rpc,
-            self.app.store,
-            self.app.journal,
-            [self.app.sinks_for(v) for v in views],
-            chain_id=primary.chain.chain_id,
+            live, self.app.rpc(lc), self.app.store, self.app.journal, sinks, chain_id=lc.chain_id
         )
-        layouts = await asyncio.gather(*(discover(self.app.rpc(v.chain), v.chain) for v in views))
-        self.layouts = {v.chain.name: lay for v, lay in zip(views, layouts, strict=True)}
+        layouts = await asyncio.gather(*(discover(self.app.rpc(c), c.config) for c in chains))
+        self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
         self.proposers = self._proposers()
         # Autonomous sends of each chain: settled on that chain's RPC, and a fresh intent a
         # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
-        for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
-            await recovery.recover_autonomous(sinks)
+        for own in {id(p.sinks): p.sinks for p in self.proposers}.values():
+            await recovery.recover_autonomous(own)
+        if settings.simulator.enabled and settings.simulator.warm_up:
+            await self._warm_up()
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
             "store",
-            *(self._fork_source(n) for n in self.layouts if settings.simulator.enabled),
+            *(self._fork_source(c.name) for c in chains if c.fork.enabled),
             *(f"api:{c.name}" for c in build_http_collectors(settings.collectors)),
         )
         self.ops.telemetry.expect_fresh(*(f"rpc:{name}" for name in self.layouts), "store")
@@ -137,7 +137,7 @@ class Agent:
             log.info(
                 "agent.ready",
                 chain=lay.chain,
-                chain_id=self.app.chains[lay.chain].chain.chain_id,
+                chain_id=self.app.chains[lay.chain].chain_id,
                 pool=lay.pool,
                 reserves=[r.symbol for r in lay.reserves],
                 accounts=list(lay.accounts),
@@ -146,42 +146,45 @@ class Agent:
             log.info(
                 "agent.positions",
                 positions=[
-                    f"{p.s.position.name} ({p.account} on {p.s.chain.name})" for p in self.proposers
+                    f"{p.position.name} ({p.account} on {p.chain.name})" for p in self.proposers
                 ],
                 puts=next(
-                    (f"{p.s.chain.name} by {p.account}" for p in self.proposers if p.puts.venue),
+                    (f"{p.chain.name} by {p.account}" for p in self.proposers if p.puts.venue),
                     "none",
                 ),
             )
-        assert self.layout is not None
-        return self.layout
+
+    async def _warm_up(self) -> None:
+        """Each position's fork primed with its working set before the first tick (one
+        snapshot read per chain): the first trigger's proposal does not pay a cold fork."""
+        t0 = time.perf_counter()
+        snaps: dict[str, ChainSnapshot] = {}
+        warmed = 0
+        for p in self.proposers:
+            name = p.chain.name
+            try:
+                if name not in snaps:
+                    snaps[name] = await read_snapshot(self.app.rpc(p.chain), self.layouts[name])
+            except AgentError as exc:
+                log.warning("fork.warm_up_failed", chain=name, error=str(exc))
+                continue
+            warmed += await p.warm_up(snaps[name])
+        log.info("fork.warmed", positions=warmed, ms=round((time.perf_counter() - t0) * 1000))
 
     def _proposers(self) -> list[Proposer]:
         """One proposer per position, on its chain; the put ladder goes to the position that
         buys it (``options.chain``/``options.account``), or to a proposer of its own."""
-        settings = self.settings
-        if not settings.multi_chain:
-            assert self.layout is not None
-            return [self.app.proposer(self.layout)]
-        put = settings.put_view()
-        out: list[Proposer] = []
-        for view in settings.position_views():
-            buys = (
-                put is not None
-                and not any(p.puts.venue for p in out)
-                and put.chain.name == view.chain.name
-                and str(put.position.account).lower() == str(view.position.account).lower()
+        puts = self.app.parts.puts
+        out = [
+            self.app.proposer(
+                p,
+                self.layouts[p.chain.name],
+                puts if puts is not None and p == puts.buyer else None,
             )
-            if buys:
-                assert put is not None
-                view = put
-            else:  # its puts are the ladder's, planned where the ladder is bought
-                view = view.model_copy(
-                    update={"options": view.options.model_copy(update={"enabled": False})}
-                )
-            out.append(self.app.proposer(self.layouts[view.chain.name], view))
-        if put is not None and not any(p.puts.venue for p in out):
-            out.append(self.app.proposer(self.layouts[put.chain.name], put))
+            for p in self.app.positions
+        ]
+        if puts is not None and puts.buyer not in self.app.positions:
+            out.append(self.app.proposer(puts.buyer, self.layouts[puts.chain.name], puts))
         return out
 
     async def backfill(self) -> int:
@@ -195,12 +198,12 @@ class Agent:
         )
         return sum(counts)
 
-    async def _backfill(self, view: Settings, layout: MarketLayout) -> int:
-        hours = view.agent.backfill_hours
-        rpc = self.app.rpc(view.chain)
+    async def _backfill(self, chain: Chain, layout: MarketLayout) -> int:
+        hours = self.settings.agent.backfill_hours
+        rpc = self.app.rpc(chain)
         head = await rpc.block_number()
         head_ts = int((await rpc.get_block(head))["timestamp"], 16)
-        step_s = view.agent.backfill_step_s
+        step_s = self.settings.agent.backfill_step_s
         # ops: after a restart only the downtime is read, not the whole window again
         since_ts = backfill_start(
             self.app.store, layout, head_ts=head_ts, hours=hours, step_s=step_s
@@ -210,7 +213,7 @@ class Agent:
         )
         stored = 0
         for snap in snaps:
-            obs, _ = snapshot_observations(snap, layout, net_of_debt=view.chain.tvl_net_of_debt)
+            obs, _ = snapshot_observations(snap, layout, net_of_debt=chain.config.tvl_net_of_debt)
             stored += self.app.store.upsert(obs)
         log.info(
             "backfill.done",
@@ -235,12 +238,12 @@ class Agent:
             raise
         self._failures = 0
         self.ops.telemetry.tick_ok(time.monotonic() - t0)
-        for lay in self.layouts.values():
-            await self.ops.recycle_fork(
-                self.app.simulator(lay), self.settings.simulator.recycle_rss_mb
-            )
-        if self.settings.guardian.enabled and (view := guardian_view(self.settings)):
-            await self.ops.watch_guardian(self.app.rpc(view.chain), view)
+        for name, lay in self.layouts.items():
+            chain = self.app.chains[name]
+            await self.ops.recycle_fork(self.app.simulator(chain, lay), chain.fork.recycle_rss_mb)
+        guarded = guardian_position(self.settings, self.app.positions)
+        if self.settings.guardian.enabled and guarded is not None:
+            await self.ops.watch_guardian(self.app.rpc(guarded.chain), self.settings, guarded)
         return report
 
     def _report_sources(self, chain: str, collected: CollectReport) -> None:
@@ -257,11 +260,11 @@ class Agent:
             else:
                 self.ops.source(f"api:{name}", r.ok, "; ".join(r.errors) or None)
 
-    async def _diagnose(self, view: Settings) -> None:
+    async def _diagnose(self, chain: Chain) -> None:
         """A chain gave no snapshot: if its RPC now answers for another chain, halt (a
         provider moved to another chain); any other failure is the snapshot's own error."""
         try:
-            await self.app.rpc(view.chain).ensure_chain(view.chain.chain_id)
+            await self.app.rpc(chain).ensure_chain(chain.chain_id)
         except WrongChain as exc:
             raise Halt(str(exc)) from exc
         except AgentError:
@@ -269,13 +272,15 @@ class Agent:
 
     async def _collect(self, name: str, first: bool) -> CollectReport:
         """One chain's sources; the chain-independent ones run with the first chain only."""
-        view = self.app.chains[name]
-        rpc = self.app.rpc(view.chain)
+        chain = self.app.chains[name]
+        rpc = self.app.rpc(chain)
         if isinstance(rpc, RpcPool):
             await rpc.check_heads()  # several URLs: leave one lagging behind the others
         return await collect_once(
-            view if first else chain_only(view),
+            self.settings,
             self.app.store,
+            chain=chain,
+            shared=first,
             http=self.app.http,
             rpc=rpc,
             layout=self.layouts[name],
@@ -286,15 +291,16 @@ class Agent:
         assert self.layouts and self.proposers
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        # Live sends (one chain only) settle on the first chain's RPC; journal lines that
-        # could not be written are retried either way.
+        # Live sends settle on their chain's RPC (autonomous sends: each chain's, below);
+        # journal lines that could not be written are retried either way.
+        lc = self._live_chain()
         await recovery.each_tick(
             self.settings.sinks.live,
-            self.app.rpc(),
+            self.app.rpc(lc),
             self.app.store,
             self.app.journal,
-            [self.app.sinks_for(v) for v in self.app.chains.values()],
-            chain_id=self.app.primary.chain.chain_id,
+            [self.app.sinks(c) for c in self.app.chains.values()],
+            chain_id=lc.chain_id,
         )
         for sinks in {id(p.sinks): p.sinks for p in self.proposers}.values():
             await recovery.settle_autonomous(sinks)
@@ -309,17 +315,17 @@ class Agent:
         errors: list[str] = []
         for name, report in collected.items():
             self._report_sources(name, report)
-            view = self.app.chains[name]
+            chain = self.app.chains[name]
             snap = report.snapshot
             if snap is None:
-                await self._diagnose(view)  # halts on a provider moved to another chain
+                await self._diagnose(chain)  # halts on a provider moved to another chain
                 onchain = report.sources.get("onchain")
                 why = onchain.errors[0] if onchain and onchain.errors else "no chain snapshot"
                 errors.append(f"{name}: {why}" if len(names) > 1 else why)
                 continue
             # Every tick, not only at start: the chain id read in the snapshot's own batch.
-            if snap.chain_id is not None and snap.chain_id != view.chain.chain_id:
-                wrong = self.app.rpc(view.chain).wrong_chain(snap.chain_id, view.chain.chain_id)
+            if snap.chain_id is not None and snap.chain_id != chain.chain_id:
+                wrong = self.app.rpc(chain).wrong_chain(snap.chain_id, chain.chain_id)
                 raise Halt(str(wrong))
             try:  # never a block, or a chain time, older than the last tick's
                 self._heads.setdefault(name, HeadWatch(f"rpc:{name}")).accept(
@@ -341,7 +347,12 @@ class Agent:
         # Committed proposals still waiting for their journal line are part of the memory too.
         history = self.app.journal.records() + pending_records(self.app.store)
         evaluation = evaluate(
-            self.app.store, self.settings, first.layout, snap, history, markets=markets
+            self.app.store,
+            self.settings,
+            self.app.positions,
+            markets,
+            history,
+            options_enabled=self.app.parts.puts is not None,
         )
         for line in evaluation.log_lines():
             log.info("signal", **line)
@@ -363,20 +374,22 @@ class Agent:
             ]
             proposals = await self._propose(markets, evaluation, stale)
             # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
+            ticket = self.proposers[0]
             proposals += spx_advisory(
                 self.app.store,
-                self.app.primary,
-                self.app.sinks,
-                snap,
+                self.settings,
+                ticket.chain,
+                self.app.sinks(ticket.chain),
+                markets[ticket.chain.name].snap if ticket.chain.name in markets else snap,
                 evaluation,
-                self.proposers[0].account,
+                ticket.account,
             )
         else:
             # Paused: recovery and retries of already-committed work ran above; nothing new.
-            if self.settings.simulator.enabled:
-                for name in self.layouts:
+            for chain in self.app.chains.values():
+                if chain.fork.enabled:
                     self.ops.telemetry.set_idle(
-                        self._fork_source(name), "paused: nothing is simulated"
+                        self._fork_source(chain.name), "paused: nothing is simulated"
                     )
             log.warning(
                 "proposals.paused",
@@ -397,15 +410,14 @@ class Agent:
             self.proposers,
             key=lambda p: next((i for i, a in enumerate(tops) if p.owns(a)), len(tops)),
         )
-        several = self.settings.multi_chain
         out: list[dict[str, Any]] = []
         for proposer in proposers:
-            chain = proposer.s.chain.name
+            chain = proposer.chain.name
             read = markets.get(chain)
             if read is None:
                 continue  # its chain was not read this tick
-            actions = [a for a in evaluation.actions() if proposer.owns(a)] if several else None
-            fork = self.app.simulator(read.layout)
+            actions = [a for a in evaluation.actions() if proposer.owns(a)]
+            fork = proposer.simulator
             try:
                 out += await proposer.propose(read.snap, evaluation, stale, actions=actions)
             except Exception as exc:

@@ -379,7 +379,7 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     from agent.app import App
     from agent.backtest.data import load_history
     from agent.backtest.engine import build_inputs, run_backtest
-    from agent.evaluate import evaluate
+    from agent.evaluate import MarketRead, evaluate
     from agent.runner import Agent
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
@@ -388,14 +388,24 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
         settings = _agent_settings(b, Path(tmp), b.devnet_url)
         async with App(settings) as app:
             agent = Agent(app)
-            layout = await agent.setup()
+            await agent.setup()
             await agent.tick(1)
-            snap = await read_snapshot(app.rpc(), layout)
+            (chain,) = app.chains.values()
+            layout = agent.layouts[chain.name]
+            snap = await read_snapshot(app.rpc(chain), layout)
+            markets = {chain.name: MarketRead(layout, snap)}
             records = list(app.journal.records())
             wall, cpu = [], []
             for _ in range(100):
                 t0, c0 = time.perf_counter(), time.thread_time()
-                ev = evaluate(app.store, settings, layout, snap, records)
+                ev = evaluate(
+                    app.store,
+                    settings,
+                    app.positions,
+                    markets,
+                    records,
+                    options_enabled=app.parts.puts is not None,
+                )
                 cpu.append((time.thread_time() - c0) * 1000)
                 wall.append((time.perf_counter() - t0) * 1000)
             assert not ev.topups(), "a steady devnet should not trigger"

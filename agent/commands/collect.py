@@ -122,7 +122,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from agent.app import App
-    from agent.collect import chain_only, collect_once
+    from agent.collect import collect_once
     from agent.config import load_settings
 
     settings = load_settings(args.config)
@@ -131,19 +131,21 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     async def loop() -> int:
         async with App(settings) as app:
-            views = list(app.chains.values())
+            chains = app.parts.chains
             while True:
                 reports = []
                 # every chain; the chain-independent sources once, with the first
-                for i, view in enumerate(views):
+                for i, chain in enumerate(chains):
                     report = await collect_once(
-                        view if i == 0 else chain_only(view),
+                        settings,
                         app.store,
+                        chain=chain,
+                        shared=i == 0,
                         http=app.http,
-                        rpc=app.rpc(view.chain) if app.has_rpc(view.chain) else None,
+                        rpc=app.rpc(chain) if chain.has_rpc else None,
                     )
-                    if len(views) > 1:
-                        print(f"chain {view.chain.name}:")
+                    if len(chains) > 1:
+                        print(f"chain {chain.name}:")
                     print(render_collect(report, path), flush=True)
                     for e in report.errors:
                         print(f"error: {e}", file=sys.stderr)
@@ -166,7 +168,6 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.backfill import BackfillReport, Progress, backfill
-    from agent.collect import chain_only
     from agent.commands.store import parse_when
     from agent.config import load_settings
 
@@ -178,27 +179,29 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     async def load() -> BackfillReport:
         # NORMAL is safe here: each step's rows and its checkpoint are one transaction.
         async with App(settings, store_synchronous="NORMAL") as app:
-            views = list(app.chains.values())
+            chains = app.parts.chains
             reports = [
                 await backfill(
-                    view if i == 0 else chain_only(view),
+                    settings,
                     app.store,
                     since=since,
+                    chain=chain,
+                    shared=i == 0,
                     http=app.http,
-                    rpc=app.rpc(view.chain) if app.has_rpc(view.chain) else None,
+                    rpc=app.rpc(chain) if chain.has_rpc else None,
                     restart=args.restart,
                     progress=progress,
                 )
-                for i, view in enumerate(views)  # every chain; HTTP history once, with the first
+                for i, chain in enumerate(chains)  # every chain; HTTP history once, with the first
             ]
             if len(reports) == 1:
                 return reports[0]
             merged = BackfillReport(
                 since=reports[0].since, elapsed_s=sum(r.elapsed_s for r in reports)
             )
-            for i, (view, r) in enumerate(zip(views, reports, strict=True)):
+            for i, (chain, r) in enumerate(zip(chains, reports, strict=True)):
                 for name, task in r.tasks.items():
-                    merged.tasks[name if i == 0 else f"{name}:{view.chain.name}"] = task
+                    merged.tasks[name if i == 0 else f"{name}:{chain.name}"] = task
             return merged
 
     try:

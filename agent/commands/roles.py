@@ -25,26 +25,30 @@ if TYPE_CHECKING:
     from agent.core.market import MarketLayout
     from agent.core.roles import InstalledRole
     from agent.core.rpc import RpcClient
+    from agent.pipeline.parts import Position
     from agent.planner.roles import CheckLine, Probe, RoleSpec
     from agent.sinks.autonomous import RoleTarget
 
 
-def role_view(settings: Settings, name: str | None) -> Settings:
-    """The position view the role is on: ``--position``, else ``roles.position``, else the
-    one configured position."""
-    from agent.commands.safe import _position
+def role_position(settings: Settings, name: str | None) -> Position:
+    """The position the role is on: ``--position``, else ``roles.position``, else the one
+    configured position."""
+    from agent.pipeline.parts import build_parts
 
     chosen = name or settings.roles.position
-    views = settings.position_views()
-    if chosen is None and len(views) > 1:
-        names = ", ".join(str(v.position.name) for v in views)
+    positions = build_parts(settings).positions
+    if chosen is None and len(positions) > 1:
+        names = ", ".join(p.name for p in positions)
         raise ConfigError(
             f"{settings.origin}: several positions: set roles.position or give --position ({names})"
         )
-    return _position(settings, chosen)
+    try:
+        return build_parts(settings).position(chosen)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.origin}: {exc}") from None
 
 
-def _zodiac_addresses(s: Settings) -> dict[str, str]:
+def _zodiac_addresses(s: Settings, deployment: str | None) -> dict[str, str]:
     """The Zodiac addresses: configured, else from the devnet deployment file."""
     r = s.roles
     out = {
@@ -52,11 +56,11 @@ def _zodiac_addresses(s: Settings) -> dict[str, str]:
         "module_proxy_factory": r.module_proxy_factory,
         "multisend_unwrapper": r.multisend_unwrapper,
     }
-    if None in out.values() and s.chain.deployment:
+    if None in out.values() and deployment:
         try:
-            dep = json.loads(Path(s.chain.deployment).read_text(encoding="utf-8"))
+            dep = json.loads(Path(deployment).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{s.chain.deployment}: cannot read the deployment: {exc}") from None
+            raise ConfigError(f"{deployment}: cannot read the deployment: {exc}") from None
         z = dep.get("zodiac") or {}
         out = {k: v or z.get(k) for k, v in out.items()}
     missing = [k for k, v in out.items() if not v]
@@ -73,13 +77,13 @@ def _zodiac_addresses(s: Settings) -> dict[str, str]:
     return {k: str(v) for k, v in out.items()}
 
 
-def role_spec(s: Settings, layout: MarketLayout) -> RoleSpec:
-    """The role of ``s``'s position, from ``[roles]``, the position and the chain's market."""
+def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
+    """The role of position ``p``, from ``[roles]``, the position and its chain's market."""
     from eth_utils.address import to_checksum_address
 
     from agent.planner.roles import RoleSpec, Token, bytes32_string
 
-    r, p = s.roles, s.position
+    r, uniswap = s.roles, p.chain.dex
     if r.agent is None:
         raise ConfigError(f"{s.origin}: roles.agent (the agent's key address) is not set")
     if r.allowance is None:
@@ -92,9 +96,9 @@ def role_spec(s: Settings, layout: MarketLayout) -> RoleSpec:
         raise ConfigError(f"{s.origin}: position.repay_asset (the debt a deleverage repays)")
     if not p.multisend_call_only:
         raise ConfigError(f"{s.origin}: position.multisend_call_only is not set")
-    if not s.uniswap.swap_router02:
+    if not uniswap.swap_router02:
         raise ConfigError(f"{s.origin}: uniswap.swap_router02 (the deleverage's DEX) is not set")
-    z = _zodiac_addresses(s)
+    z = _zodiac_addresses(s, p.chain.config.deployment)
     c, d = layout.reserve(p.topup_asset), layout.reserve(p.repay_asset)
     units = r.allowance * Decimal(10) ** c.decimals
     if units != units.to_integral_value():
@@ -102,10 +106,10 @@ def role_spec(s: Settings, layout: MarketLayout) -> RoleSpec:
             f"{s.origin}: roles.allowance {r.allowance} has more than {c.decimals} decimals"
         )
     return RoleSpec(
-        chain_id=s.chain.chain_id,
+        chain_id=p.chain.chain_id,
         safe=to_checksum_address(p.account),
         pool=to_checksum_address(layout.pool),
-        swap_router02=to_checksum_address(s.uniswap.swap_router02),
+        swap_router02=to_checksum_address(uniswap.swap_router02),
         collateral=Token(c.symbol, to_checksum_address(c.asset), c.decimals),
         debt=Token(d.symbol, to_checksum_address(d.asset), d.decimals),
         multisend=to_checksum_address(p.multisend_call_only),
@@ -120,9 +124,9 @@ def role_spec(s: Settings, layout: MarketLayout) -> RoleSpec:
     )
 
 
-def role_module(s: Settings) -> RoleTarget:
-    """Where the role member sends: the module on the role's Safe (``roles.module``, else the
-    address ``roles plan`` installs it at) and the role key."""
+def role_module(s: Settings, p: Position) -> RoleTarget:
+    """Where the role member sends: the module on the role's Safe (position ``p``'s;
+    ``roles.module``, else the address ``roles plan`` installs it at) and the role key."""
     from eth_abi.abi import encode as abi_encode
     from eth_utils.address import to_checksum_address
 
@@ -130,13 +134,13 @@ def role_module(s: Settings) -> RoleTarget:
     from agent.planner.roles import bytes32_string, predicted_module_address
     from agent.sinks.autonomous import RoleTarget
 
-    r, p = s.roles, s.position
+    r = s.roles
     if not p.account:
         raise ConfigError(f"{s.origin}: the role is on a Safe: position.account")
     safe = to_checksum_address(p.account)
     module = r.module
     if module is None:
-        z = _zodiac_addresses(s)
+        z = _zodiac_addresses(s, p.chain.config.deployment)
         init = load_abi("Roles").encode("setUp", abi_encode(["address"] * 3, [safe] * 3))
         module = predicted_module_address(
             z["module_proxy_factory"], z["roles_mastercopy"], init, r.salt_nonce
@@ -162,13 +166,13 @@ async def read_role(rpc: RpcClient, spec: RoleSpec, *, from_block: int = 0) -> I
     )
 
 
-async def check_lines(s: Settings, rpc: RpcClient) -> tuple[CheckLine, ...]:
-    """``roles check``'s lines for the position view ``s`` (its chain's ``rpc``)."""
+async def check_lines(s: Settings, p: Position, rpc: RpcClient) -> tuple[CheckLine, ...]:
+    """``roles check``'s lines for position ``p`` (its chain's ``rpc``)."""
     from agent.collectors.onchain import discover
     from agent.planner.roles import compare
 
-    layout = await discover(rpc, s.chain)
-    spec = role_spec(s, layout)
+    layout = await discover(rpc, p.chain.config)
+    spec = role_spec(s, p, layout)
     return compare(spec, await read_role(rpc, spec, from_block=s.roles.from_block))
 
 
@@ -206,15 +210,15 @@ def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _allowance_hint(rpc: RpcClient, s: Settings, layout: MarketLayout) -> str:
+async def _allowance_hint(rpc: RpcClient, s: Settings, p: Position, layout: MarketLayout) -> str:
     """The missing allowance's error, with the session cap's share of today's collateral."""
     from agent.core.abi import load_abi
 
-    c = layout.reserve(s.position.topup_asset)
+    c = layout.reserve(p.topup_asset)
     erc20 = load_abi("ERC20")
     (held,) = erc20.decode_output(
         "balanceOf",
-        await rpc.eth_call(c.a_token, erc20.encode_hex("balanceOf", s.position.account)),
+        await rpc.eth_call(c.a_token, erc20.encode_hex("balanceOf", p.account)),
     )
     frac = s.policy.session_cap_fraction
     whole = Decimal(int(held)) / Decimal(10) ** c.decimals
@@ -255,16 +259,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from agent.planner.safe import build_safe_tx
     from agent.sinks.safe_tx_builder import write_batch_file
 
-    s = role_view(load_settings(args.config), args.position)
+    s = load_settings(args.config)
+    p = role_position(s, args.position)
     out_dir = Path(args.out or s.sinks.safe_tx_builder_dir or "var/roles")
 
     async def plan() -> int:
         async with App(s) as app:
-            rpc = app.rpc()
-            layout = await discover(rpc, s.chain)
-            if s.roles.allowance is None and s.position.account:
-                raise ConfigError(await _allowance_hint(rpc, s, layout))
-            spec = role_spec(s, layout)
+            rpc = app.rpc(p.chain)
+            layout = await discover(rpc, p.chain.config)
+            if s.roles.allowance is None and p.account:
+                raise ConfigError(await _allowance_hint(rpc, s, p, layout))
+            spec = role_spec(s, p, layout)
             code = await rpc.request("eth_getCode", [spec.module_address, "latest"])
             if code not in ("0x", "0x0", None):
                 raise ConfigError(
@@ -291,7 +296,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             listing.write_text(text, encoding="utf-8")
             print(text)
             print(f"Safe Transaction Builder file: {path}\nlisting: {listing}\n")
-            sim = app.simulator(layout)
+            sim = app.simulator(p.chain, layout)
             if sim is None:
                 print("simulation: off (simulator.enabled = false)")
                 return 0
@@ -308,17 +313,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                     f" gas {gas}"
                 )
                 lines = compare(spec, await read_role(fork, spec, from_block=res.fork_block))
-                tried = [(p, await _try(fork, spec, p)) for p in probes(spec)]
+                tried = [(pr, await _try(fork, spec, pr)) for pr in probes(spec)]
             bad = [ln for ln in lines if not ln.ok]
             print(f"the role as installed on the fork, read back ({len(lines)} checks):")
             for ln in lines:
                 print("  " + ln.render())
             print("calls by the agent's key through the role, on the fork:")
             wrong = 0
-            for p, outcome in tried:
-                as_planned = (outcome == "allowed") == p.allowed
+            for pr, outcome in tried:
+                as_planned = (outcome == "allowed") == pr.allowed
                 wrong += not as_planned
-                print(f"  {'ok      ' if as_planned else 'MISMATCH'} {p.label}: {outcome}")
+                print(f"  {'ok      ' if as_planned else 'MISMATCH'} {pr.label}: {outcome}")
             return 1 if bad or wrong else 0
 
     return asyncio.run(plan())
@@ -328,11 +333,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.config import load_settings
 
-    s = role_view(load_settings(args.config), args.position)
+    s = load_settings(args.config)
+    p = role_position(s, args.position)
 
     async def check() -> int:
         async with App(s) as app:
-            lines = await check_lines(s, app.rpc())
+            lines = await check_lines(s, p, app.rpc(p.chain))
         for ln in lines:
             print(ln.render())
         bad = sum(not ln.ok for ln in lines)

@@ -24,29 +24,13 @@ from eth_utils.address import is_address, to_checksum_address
 from agent.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.config import Settings
+    pass
 
 
 def _address(value: str, what: str) -> str:
     if not is_address(value):
         raise ConfigError(f"{what} is not an address: {value!r}")
     return to_checksum_address(value)
-
-
-def _position(settings: Settings, name: str | None) -> Settings:
-    """The position (and its chain, its Safe service) the delegate is for: ``--position`` by
-    name; without it the one configured position."""
-    views = settings.position_views()
-    if name is None:
-        if len(views) > 1:
-            names = ", ".join(str(v.position.name) for v in views)
-            raise ConfigError(f"{settings.origin}: several positions: give --position ({names})")
-        return views[0]
-    for v in views:
-        if v.position.name == name:
-            return v
-    names = ", ".join(str(v.position.name) for v in views)
-    raise ConfigError(f"{settings.origin}: no position named {name!r} (positions: {names})")
 
 
 def _cmd_add_delegate(args: argparse.Namespace) -> int:
@@ -61,12 +45,18 @@ def _cmd_add_delegate(args: argparse.Namespace) -> int:
     )
     from agent.sinks.safe_service import SafeServiceClient, account_from_key
 
-    settings = _position(load_settings(args.config), args.position)
-    cfg = settings.sinks.safe_service
-    chain_id = settings.chain.chain_id
-    safe_raw = settings.position.account or (
-        settings.chain.accounts[0] if settings.chain.accounts else None
-    )
+    settings = load_settings(args.config)
+    # The position (and its chain, its Safe service) the delegate is for: ``--position`` by
+    # name; without it the one configured position.
+    with App(settings) as app:
+        try:
+            position = app.parts.position(args.position)
+        except ConfigError as exc:
+            raise ConfigError(f"{settings.origin}: {exc}") from None
+    chain = position.chain
+    cfg = chain.sinks.safe_service
+    chain_id = chain.chain_id
+    safe_raw = position.account or (chain.config.accounts[0] if chain.config.accounts else None)
     if not safe_raw:
         raise ConfigError(f"{settings.origin}: no Safe address (position.account)")
     safe = _address(safe_raw, "position.account")

@@ -96,39 +96,38 @@ async def _status(config: str) -> str:
     from agent.collectors.onchain import discover, read_snapshot
     from agent.config import load_settings
     from agent.evaluate import MarketRead, evaluate
+    from agent.pipeline.parts import Chain
     from agent.sinks.outbox import pending_records
 
     settings = load_settings(config)
     async with App(settings) as app:
-        views = list(app.chains.values())
+        chains = list(app.chains.values())
 
-        async def read(view: object) -> MarketRead:
-            from agent.config import Settings
-
-            assert isinstance(view, Settings)
-            rpc = app.rpc(view.chain)
-            await rpc.ensure_chain(view.chain.chain_id)
-            layout = await discover(rpc, view.chain)
+        async def read(chain: Chain) -> MarketRead:
+            rpc = app.rpc(chain)
+            await rpc.ensure_chain(chain.chain_id)
+            layout = await discover(rpc, chain.config)
             return MarketRead(layout, await read_snapshot(rpc, layout))
 
-        reads = await asyncio.gather(*(read(v) for v in views))
-        markets = {v.chain.name: r for v, r in zip(views, reads, strict=True)}
-        first = reads[0]
+        reads = await asyncio.gather(*(read(c) for c in chains))
+        markets = {c.name: r for c, r in zip(chains, reads, strict=True)}
         history = app.journal.records() + pending_records(app.store)
         evaluation = evaluate(
-            app.store, settings, first.layout, first.snap, history, markets=markets
+            app.store,
+            settings,
+            app.positions,
+            markets,
+            history,
+            options_enabled=app.parts.puts is not None,
         )
         from agent.sinks.autonomous import status_lines
 
-        auto = [
-            str(v.position.name or v.position.account)
-            for v in settings.position_views()
-            if v.position.execution == "autonomous"
-        ]
+        auto = [p.name or str(p.account) for p in app.positions if p.execution == "autonomous"]
         sends = {s.tx_hash: s.status for s in app.store.live_sends()}
+        newest = max(reads, key=lambda r: r.snap.timestamp).snap
         return "\n".join(
             [
-                render_status(evaluation, first.snap.block_number, first.snap.timestamp),
+                render_status(evaluation, newest.block_number, evaluation.at),
                 *status_lines(auto, history, sends),
             ]
         )

@@ -23,6 +23,7 @@ from agent.core.abi import load_abi
 from agent.core.errors import AgentError
 from agent.core.rpc import RetryPolicy, RpcClient, redact_url
 from agent.ops.server import parse_listen
+from agent.pipeline.parts import Chain, Position, build_parts
 from agent.sinks.config import is_safe_hosted
 
 
@@ -45,9 +46,9 @@ class Checks:
         return cond
 
 
-def _addresses(s: Settings) -> list[tuple[str, str]]:
-    """(label, address) of every configured contract."""
-    c, p, o = s.chain, s.position, s.options
+def _addresses(s: Settings, p: Position) -> list[tuple[str, str]]:
+    """(label, address) of every configured contract of the position's chain."""
+    c, o = p.chain.config, p.chain.venue
     out: list[tuple[str, str]] = [("chain.multicall3", c.multicall3)]
     if c.pool_addresses_provider:
         out.append(("chain.pool_addresses_provider", c.pool_addresses_provider))
@@ -69,15 +70,15 @@ def _addresses(s: Settings) -> list[tuple[str, str]]:
     return out
 
 
-async def _check_rpc(ck: Checks, s: Settings, rpc: RpcClient, label: str) -> bool:
+async def _check_rpc(ck: Checks, chain: Chain, rpc: RpcClient, label: str) -> bool:
     try:
         cid = await rpc.chain_id()
     except AgentError as exc:
         ck.fail(f"{label}: unreachable ({exc})")
         return False
     return ck.expect(
-        cid == s.chain.chain_id,
-        f"{label} {redact_url(rpc.url)}: chain id {cid}, configuration expects {s.chain.chain_id}",
+        cid == chain.chain_id,
+        f"{label} {redact_url(rpc.url)}: chain id {cid}, configuration expects {chain.chain_id}",
     )
 
 
@@ -90,9 +91,9 @@ async def _check_code(ck: Checks, rpc: RpcClient, label: str, address: str) -> N
     ck.expect(code not in ("0x", "0x0", None), f"{label} {address}: no contract code on chain")
 
 
-async def _check_safe(ck: Checks, s: Settings, rpc: RpcClient) -> None:
-    safe = s.position.account
-    if s.position.kind != "safe" or not safe:
+async def _check_safe(ck: Checks, s: Settings, p: Position, rpc: RpcClient) -> None:
+    safe = p.account
+    if p.kind != "safe" or not safe:
         return
     abi = load_abi("Safe")
     addr = to_checksum_address(safe)
@@ -268,13 +269,12 @@ async def run_check(
         _writable_dir(ck, "sinks.safe_tx_builder_dir", Path(s.sinks.safe_tx_builder_dir))
     _listen(ck, s.agent.http.listen)
     _notify_urls(ck, s)
-    # Every chain (one view per position: its chain's RPC, its contracts, its Safe).
-    views = s.position_views()
+    # Every chain, position by position: its chain's RPC, its contracts, its Safe.
     checked: set[str] = set()
-    for view in views:
-        first = view.chain.name not in checked
-        checked.add(view.chain.name)
-        await _check_chain(ck, view, timeout_s, rpcs_too=first, several=s.multi_chain)
+    for position in build_parts(s).positions:
+        first = position.chain.name not in checked
+        checked.add(position.chain.name)
+        await _check_chain(ck, s, position, timeout_s, rpcs_too=first, several=s.multi_chain)
     if s.roles.configured:
         await _check_roles(ck, s, timeout_s)
     if s.guardian.enabled:
@@ -288,7 +288,7 @@ async def run_check(
 async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list[str]) -> None:
     """With ``[guardian]``: its key loads and is its account's (named, never shown), its gas,
     and its balances with the guard actions they still cover (into ``notes``)."""
-    from agent.ops.guardian import guardian_view, read_guardian
+    from agent.ops.guardian import guardian_position, read_guardian
     from agent.sinks.guardian import load_guardian_key
 
     g = s.guardian
@@ -297,20 +297,20 @@ async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list
         ck.ok()
     except AgentError as exc:
         ck.fail(f"guardian: {exc}")
-    view = guardian_view(s)
-    if view is None:
+    position = guardian_position(s, build_parts(s).positions)
+    if position is None:
         ck.fail(
             "guardian.position: name the [[positions]] entry it protects"
             + (f" ({g.position!r} is none of them)" if g.position else "")
         )
         return
     ck.ok()
-    url = view.chain.rpc_url.get_secret_value()
-    if not url or view.position.account is None:
+    url = position.chain.config.rpc_url.get_secret_value()
+    if not url or position.account is None:
         return  # reported with the chain
     rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
     try:
-        report = await read_guardian(rpc, view)
+        report = await read_guardian(rpc, s, position)
     except AgentError as exc:
         ck.fail(f"guardian: cannot read its balances ({exc})")
         return
@@ -331,19 +331,19 @@ async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list
 
 async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
     """With ``[roles]``: the installed protector role against its plan, one line per fact."""
-    from agent.commands.roles import check_lines, role_view
+    from agent.commands.roles import check_lines, role_position
 
     try:
-        view = role_view(s, None)
+        position = role_position(s, None)
     except AgentError as exc:
         ck.fail(f"roles: {exc}")
         return
-    url = view.chain.rpc_url.get_secret_value()
+    url = position.chain.config.rpc_url.get_secret_value()
     if not url:
         return  # reported with the chain
     rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
     try:
-        lines = await check_lines(view, rpc)
+        lines = await check_lines(s, position, rpc)
     except AgentError as exc:
         ck.fail(f"roles: cannot read the role ({exc})")
         return
@@ -354,14 +354,15 @@ async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
 
 
 async def _check_chain(
-    ck: Checks, s: Settings, timeout_s: float, *, rpcs_too: bool, several: bool
+    ck: Checks, s: Settings, p: Position, timeout_s: float, *, rpcs_too: bool, several: bool
 ) -> None:
     """One chain's RPC URLs (chain id), the configured contracts and the position's Safe.
     With several chains the labels name the chain (``chains.NAME.rpc_url``)."""
     once = RetryPolicy(attempts=1)
-    prefix = f"chains.{s.chain.name}." if several else "chain."
+    chain = p.chain
+    prefix = f"chains.{chain.name}." if several else "chain."
     rpcs: list[tuple[str, RpcClient]] = []
-    url = s.chain.rpc_url.get_secret_value()
+    url = chain.config.rpc_url.get_secret_value()
     hint = "rpc_url_env" if several else "HEDGE_AGENT_CHAIN__RPC_URL"
     if ck.expect(bool(url), f"{prefix}rpc_url: not set ({hint})"):
         rpcs.append(
@@ -373,7 +374,7 @@ async def _check_chain(
                 f"{prefix}rpc_urls[{i}]",
                 RpcClient(u.get_secret_value(), source="check", retry=once, timeout_s=timeout_s),
             )
-            for i, u in enumerate(s.chain.rpc_urls)
+            for i, u in enumerate(chain.config.rpc_urls)
         ]
     live = s.sinks.live
     if rpcs_too and live.enabled and live.private_rpc_url is not None:
@@ -389,13 +390,13 @@ async def _check_chain(
             )
         )
     try:
-        ok = [await _check_rpc(ck, s, rpc, label) for label, rpc in rpcs]
+        ok = [await _check_rpc(ck, chain, rpc, label) for label, rpc in rpcs]
         if rpcs and ok[0]:
             chain_rpc = rpcs[0][1]
             await asyncio.gather(
-                *(_check_code(ck, chain_rpc, label, a) for label, a in _addresses(s))
+                *(_check_code(ck, chain_rpc, label, a) for label, a in _addresses(s, p))
             )
-            await _check_safe(ck, s, chain_rpc)
+            await _check_safe(ck, s, p, chain_rpc)
     finally:
         for _, rpc in rpcs:
             await rpc.close()

@@ -21,6 +21,7 @@ from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.procmem import rss_bytes
 from agent.ops.server import OpsServer
 from agent.ops.telemetry import Telemetry
+from agent.pipeline.parts import Position
 from agent.simulator.fork import ForkSimulator
 from agent.sinks.notify import (
     Notice,
@@ -173,10 +174,10 @@ class Operations:
             self.telemetry.proposal(r)
             self._notify(proposal_notice(r))
 
-    async def watch_guardian(self, rpc: RpcClient, view: Settings) -> None:
+    async def watch_guardian(self, rpc: RpcClient, s: Settings, position: Position) -> None:
         """Between ticks: the guardian's balances and the guard actions they cover, as
         gauges, at most every ``guardian.refresh_s``."""
-        await self.guardian.refresh(rpc, view)
+        await self.guardian.refresh(rpc, s, position)
 
     async def recycle_fork(self, simulator: ForkSimulator | None, limit_mb: int) -> bool:
         """Stop the fork anvil between ticks when its memory passed ``limit_mb``; the next

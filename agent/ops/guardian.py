@@ -7,7 +7,7 @@ top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads only; nev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,6 +19,7 @@ from agent.core.errors import AgentError
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.ops.telemetry import Telemetry
+from agent.pipeline.parts import Position
 from agent.planner.guardian import actions_covered, guard_action_base
 
 log = structlog.get_logger("agent.ops")
@@ -66,13 +67,12 @@ class GuardianReport:
         return out
 
 
-def guardian_view(s: Settings) -> Settings | None:
-    """The position view the guardian protects: the one position, or with ``[[positions]]``
-    the one ``guardian.position`` names (None when it names none)."""
-    views = s.position_views()
+def guardian_position(s: Settings, positions: Sequence[Position]) -> Position | None:
+    """The position the guardian protects: the one position, or with ``[[positions]]`` the
+    one ``guardian.position`` names (None when it names none)."""
     if not s.multi_chain:
-        return views[0]
-    mine = [v for v in views if v.position.name == s.guardian.position]
+        return positions[0]
+    mine = [p for p in positions if p.name == s.guardian.position]
     return mine[0] if len(mine) == 1 else None
 
 
@@ -86,13 +86,15 @@ class GuardianWatch:
         self._next = 0.0
         self.last: GuardianReport | None = None
 
-    async def refresh(self, rpc: RpcClient, view: Settings) -> GuardianReport | None:
+    async def refresh(
+        self, rpc: RpcClient, s: Settings, position: Position
+    ) -> GuardianReport | None:
         now = self.clock()
         if now < self._next:
             return None
-        self._next = now + view.guardian.refresh_s
+        self._next = now + s.guardian.refresh_s
         try:
-            report = await read_guardian(rpc, view)
+            report = await read_guardian(rpc, s, position)
         except AgentError as exc:
             log.warning("guardian.unreadable", error=str(exc))
             return None
@@ -105,15 +107,15 @@ class GuardianWatch:
         return report
 
 
-async def read_guardian(rpc: RpcClient, s: Settings) -> GuardianReport:
-    """One chain view's guardian and position (``s.guardian``, ``s.position``, ``s.guard``)."""
-    g, pos = s.guardian, s.position
+async def read_guardian(rpc: RpcClient, s: Settings, pos: Position) -> GuardianReport:
+    """The guardian (``s.guardian``) and the position it protects, on its chain's ``rpc``."""
+    g = s.guardian
     assert g.account is not None and pos.account is not None
-    chain = s.chain.model_copy(update={"accounts": (pos.account, g.account)})
+    chain = pos.chain.config.model_copy(update={"accounts": (pos.account, g.account)})
     layout = await discover(rpc, chain)
     snap = await read_snapshot(rpc, layout)
     safe, mine = snap.accounts[pos.account], snap.accounts[g.account]
-    guard = s.guard.record(pos.guard)
+    guard = pos.guard or s.guard.record(None)
     gas = int(await rpc.request("eth_getBalance", [g.account, "latest"]), 16)
     holdings = []
     for sym in g.assets:

@@ -80,7 +80,7 @@ def test_guard_proposes_the_whole_target_then_holds(
     assert len(mine) == 1, [r["policy"] for r in mine]  # the layer's top-up was not added
     p = mine[0]
     pol = p["policy"]
-    assert pol["action_key"] == f"guard:{safe.lower()}"
+    assert pol["action_key"] == f"guard:31337:{safe.lower()}"  # the chain is in every key
     assert pol["reason"].startswith("guard: ") and "HF <= trigger" in pol["reason"]
     assert pol["guard"]["health_factor_wad"] == str(hf)
     assert pol["guard"]["trigger_hf_wad"] == str(14 * 10**17)
@@ -95,7 +95,7 @@ def test_guard_proposes_the_whole_target_then_holds(
     # its own budget: the guard's ledger session holds the spend, the layer's session does not
     assert p["sizing"]["session_cap_usd"] == 100_000
     ledger = pol["guard"]["ledger_session"]
-    assert ledger == f"guard:{safe.lower()}:{pol['session_id']}"
+    assert ledger == f"guard:31337:{safe.lower()}:{pol['session_id']}"
     store = Store(str(tmp_path / "agent.sqlite"))
     try:
         assert float(store.session_spent_usd(ledger)) == pytest.approx(

@@ -14,6 +14,7 @@ from agent.cli import main
 from agent.config import load_settings
 from agent.core.anvil import AnvilProcess, free_port
 from agent.devnet.deploy import write_deployment
+from agent.pipeline.parts import build_parts
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +173,7 @@ def test_every_chain_of_a_multichain_config_is_checked(
     code, lines = _check(good, capsys)
     assert code == 0, lines
     one = load_settings(good)  # independent of check: what it should have looked at
-    assert [v.chain.chain_id for v in one.chain_views()] == [31337, 31338]
+    assert [c.chain_id for c in build_parts(one).chains] == [31337, 31338]
     # chain two answering for another chain is named as chain two's problem, on one line
     with AnvilProcess(chain_id=1) as other:
         bad = tmp_path / "bad.toml"

@@ -198,28 +198,30 @@ async def test_the_daemon_gauges_and_their_refresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from agent.config import load_settings
-    from agent.ops.guardian import GuardianWatch, guardian_view
+    from agent.ops.guardian import GuardianWatch, guardian_position
     from agent.ops.telemetry import Telemetry
+    from agent.pipeline.parts import build_parts
 
     _fund(devnet, devnet_chain, {s: t["address"] for s, t in devnet["tokens"].items()})
     monkeypatch.setenv("DEVNET_GUARDIAN_KEY", GUARDIAN_KEY)
-    view = guardian_view(load_settings(_config(devnet, tmp_path)))
-    assert view is not None
+    settings = load_settings(_config(devnet, tmp_path))
+    position = guardian_position(settings, build_parts(settings).positions)
+    assert position is not None
     repays, tops, p_usdc = _by_hand(devnet, devnet_chain)
     now = [1000.0]
     t = Telemetry(tick_interval_s=5, error_budget=3)
     watch = GuardianWatch(t, clock=lambda: now[0])
     async with RpcClient(devnet["rpc_url"], source="rpc:devnet") as rpc:
-        assert await watch.refresh(rpc, view) is not None
+        assert await watch.refresh(rpc, settings, position) is not None
         text = t.render().decode()
         assert f"hedge_agent_guardian_actions_covered {float(repays + tops)}" in text
         assert "hedge_agent_guardian_gas_eth 1.0" in text
         usdc = float(500_000 * p_usdc / 10**8)
         assert f'hedge_agent_guardian_balance_usd{{asset="USDC"}} {usdc}' in text
         now[0] += 299  # within guardian.refresh_s (300): no read
-        assert await watch.refresh(rpc, view) is None
+        assert await watch.refresh(rpc, settings, position) is None
         now[0] += 1
-        assert await watch.refresh(rpc, view) is not None
+        assert await watch.refresh(rpc, settings, position) is not None
 
 
 def test_check_shows_the_balances_and_the_guard_actions_they_cover(

@@ -83,7 +83,7 @@ async def test_each_chain_is_read_in_one_call_and_a_dead_chain_is_left_out(
         agent = Agent(app)
         await agent.setup()
         assert set(agent.layouts) == {"one", "two"}
-        assert [p.s.chain.chain_id for p in agent.proposers] == [31337, 31338]
+        assert [p.chain.chain_id for p in agent.proposers] == [31337, 31338]
         first = await agent.tick(1)
         # one snapshot call per chain per tick (eth_call to Multicall3), on each chain's RPC
         calls = METRICS.snapshot()

@@ -22,12 +22,15 @@ def settings(tmp_path: Path, rpc_url: str = "http://127.0.0.1:9") -> Settings:
 
 async def test_parts_are_built_once_shared_and_closed(tmp_path: Path) -> None:
     async with App(settings(tmp_path)) as app:
-        assert app.rpc() is app.rpc() and app.http is app.http and app.store is app.store
-        sinks = app.sinks
-        assert sinks.http is app.http and sinks.rpc is app.rpc() and sinks.journal is app.journal
-        assert sinks.store is app.store
+        (chain,) = app.chains.values()
+        assert app.rpc(chain) is app.rpc(chain) and app.http is app.http
+        assert app.store is app.store
+        sinks = app.sinks(chain)
+        assert sinks is app.sinks(chain)
+        assert sinks.http is app.http and sinks.rpc is app.rpc(chain)
+        assert sinks.journal is app.journal and sinks.store is app.store
         session = app.http.session()  # opened on first use
-        rpc = app.rpc()
+        rpc = app.rpc(chain)
         store = app.store
     assert session.closed
     assert rpc._session is None
@@ -43,13 +46,14 @@ async def test_nothing_is_built_that_a_command_does_not_use(tmp_path: Path) -> N
 
 async def test_a_missing_rpc_url_is_a_one_line_error(tmp_path: Path) -> None:
     async with App(settings(tmp_path, rpc_url="")) as app:
-        assert not app.has_rpc()
+        (chain,) = app.chains.values()
+        assert not chain.has_rpc
         with pytest.raises(AgentError, match=r"chain\.rpc_url is not set"):
-            app.rpc()
+            app.rpc(chain)
 
 
 async def test_synchronous_use_refuses_network_parts(tmp_path: Path) -> None:
     app = App(settings(tmp_path))
     with pytest.raises(RuntimeError, match="async with"), app:
-        app.rpc()
+        app.rpc(app.parts.chains[0])
     await app.aclose()

@@ -13,7 +13,7 @@ from eth_account import Account
 from pydantic import SecretStr, ValidationError
 
 from agent.core.errors import ConfigError
-from agent.planner.draft import Draft, ProposalHeader
+from agent.planner.draft import DeleverageConfig, Draft, ProposalHeader
 from agent.planner.tx import PlannedTx, call_tx
 from agent.sinks.autonomous import NotRouted, guardian_calls, load_key
 from agent.sinks.config import KeySource
@@ -120,7 +120,12 @@ def test_an_autonomous_role_deleverage_is_planned_with_the_immediate_bound() -> 
     """Sent at once through the role: the 3 bps bound (planner's ``immediate``), not the
     signers' 50 bps; a proposal for the signers keeps the signers' bound."""
     from agent.config import Settings
+    from agent.pipeline.parts import build_parts
     from agent.propose import deleverage_config
+
+    def deleverage_of(s: Settings) -> DeleverageConfig | None:
+        (position,) = build_parts(s).positions
+        return deleverage_config(s.uniswap, immediate=position.immediate)
 
     router = "0x" + "55" * 20
     base = {
@@ -131,7 +136,7 @@ def test_an_autonomous_role_deleverage_is_planned_with_the_immediate_bound() -> 
         },
         "position": {"account": SAFE},
     }
-    signers = deleverage_config(Settings.model_validate(base))
+    signers = deleverage_of(Settings.model_validate(base))
     assert signers is not None and signers.execution == "signers"
     assert signers.bound_bps == 50
     auto = Settings.model_validate(
@@ -139,12 +144,12 @@ def test_an_autonomous_role_deleverage_is_planned_with_the_immediate_bound() -> 
         | {"position": {"account": SAFE, "execution": "autonomous"}}
         | {"roles": {"agent": GUARDIAN}}
     )
-    cfg = deleverage_config(auto)
+    cfg = deleverage_of(auto)
     assert cfg is not None and cfg.execution == "immediate" and cfg.bound_bps == 3
     no_role = Settings.model_validate(
         base | {"position": {"account": SAFE, "execution": "autonomous"}}
     )
-    cfg2 = deleverage_config(no_role)
+    cfg2 = deleverage_of(no_role)
     assert cfg2 is not None and cfg2.execution == "signers"  # nothing can send it at once
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from agent.config import load_settings
 from agent.core.errors import ConfigError
+from agent.pipeline.parts import build_parts
 
 A1 = "0x0000000000000000000000000000000000000001"
 A2 = "0x0000000000000000000000000000000000000002"
@@ -58,32 +59,31 @@ def _toml(tmp_path: Path, body: str) -> Path:
     return p
 
 
-def test_views_carry_each_chain_and_position(
+def test_parts_carry_each_chain_and_position(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_ARB_RPC_URL", "http://127.0.0.1:2/secret-key")
     s = load_settings(_toml(tmp_path, TWO_CHAINS))
     assert s.multi_chain
-    eth, arb = s.chain_views()
-    assert (eth.chain.name, eth.chain.chain_id, eth.simulator.block_lag) == ("eth", 1, 0)
+    parts = build_parts(s)
+    eth, arb = parts.chains
+    assert (eth.name, eth.chain_id, eth.fork.block_lag) == ("eth", 1, 0)
     # the URL from the named environment variable, the chain's own fork lag
-    assert arb.chain.rpc_url.get_secret_value() == "http://127.0.0.1:2/secret-key"
-    assert "secret-key" not in repr(arb.chain)
-    assert (arb.chain.chain_id, arb.simulator.block_lag) == (42161, 3)
-    p_arb, p_eth = s.position_views()
-    assert (p_arb.chain.name, p_arb.position.account, p_arb.position.name) == (
-        "arb",
-        A2,
-        "arb-treasury",
-    )
-    assert p_eth.position.name == "eth:0x0000..0001"  # named when not given
-    assert p_eth.options.configured and not p_arb.options.configured
+    assert arb.config.rpc_url.get_secret_value() == "http://127.0.0.1:2/secret-key"
+    assert "secret-key" not in repr(arb)
+    assert (arb.chain_id, arb.fork.block_lag) == (42161, 3)
+    p_arb, p_eth = parts.positions
+    assert (p_arb.chain.name, p_arb.account, p_arb.name) == ("arb", A2, "arb-treasury")
+    assert p_eth.name == "eth:0x0000..0001"  # named when not given
+    assert p_eth.chain.venue.configured and not p_arb.chain.venue.configured
     # each chain's snapshot reads its positions' accounts without listing them in `accounts`
-    assert (eth.chain.accounts, arb.chain.accounts) == ((A1,), (A2,))
+    assert (eth.config.accounts, arb.config.accounts) == ((A1,), (A2,))
+    # the chain is part of every position's keys
+    assert (p_eth.key_scope, p_arb.key_scope) == ("1", "42161")
     # the put ladder: the first chain with a venue, bought by its first position
-    put = s.put_view()
+    put = parts.puts
     assert put is not None
-    assert (put.chain.name, put.position.account) == ("eth", A1)
+    assert (put.chain.name, put.buyer.account) == ("eth", A1) and put.buyer is p_eth
 
 
 def test_the_put_venue_and_buyer_can_be_chosen(
@@ -91,11 +91,12 @@ def test_the_put_venue_and_buyer_can_be_chosen(
 ) -> None:
     monkeypatch.setenv("TEST_ARB_RPC_URL", "http://127.0.0.1:2")
     body = TWO_CHAINS + f'\n[options]\nchain = "eth"\naccount = "{A3}"\nslippage_bps = 250\n'
-    put = load_settings(_toml(tmp_path, body)).put_view()
-    assert put is not None and put.position.account == A3 and put.options.slippage_bps == 250
+    put = build_parts(load_settings(_toml(tmp_path, body))).puts
+    assert put is not None and put.buyer.account == A3 and put.venue.slippage_bps == 250
+    assert put.buyer.chain.name == "eth"
     # no chain with a venue: no put ladder
     off = TWO_CHAINS.replace("[chains.options]", "[chains.options]\nenabled = false")
-    assert load_settings(_toml(tmp_path, off)).put_view() is None
+    assert build_parts(load_settings(_toml(tmp_path, off))).puts is None
 
 
 @pytest.mark.parametrize(
@@ -183,13 +184,14 @@ chain = "devnet2"
 deployment_safe = "safe_lean"
 """
     s = load_settings(_toml(tmp_path, body))
-    one, two = s.chain_views()
-    assert (one.chain.chain_id, two.chain.chain_id) == (31337, 31338)
-    assert two.chain.rpc_url.get_secret_value() == "http://127.0.0.1:31338"
-    assert two.options.configured and two.uniswap.configured
-    p1, p2 = s.position_views()
-    assert (p1.position.account, p2.position.account) == (A1, A3)  # each from its own file
-    assert p2.position.multisend_call_only == MS
+    parts = build_parts(s)
+    one, two = parts.chains
+    assert (one.chain_id, two.chain_id) == (31337, 31338)
+    assert two.config.rpc_url.get_secret_value() == "http://127.0.0.1:31338"
+    assert two.venue.configured and two.dex.configured
+    p1, p2 = parts.positions
+    assert (p1.account, p2.account) == (A1, A3)  # each from its own file
+    assert p2.multisend_call_only == MS
     # a chain id written beside the deployment must agree with it
     wrong = body.replace('name = "devnet2"\n', 'name = "devnet2"\nchain_id = 5\n')
     with pytest.raises(ConfigError, match=r"chain\.chain_id = 5 but the deployment"):
@@ -201,4 +203,9 @@ def test_a_single_chain_file_keeps_working(tmp_path: Path) -> None:
         _toml(tmp_path, f'[chain]\nname = "eth"\nchain_id = 1\n[position]\naccount = "{A1}"\n')
     )
     assert not s.multi_chain
-    assert s.chain_views() == (s,) and s.position_views() == (s,) and s.put_view() is s
+    parts = build_parts(s)
+    (chain,) = parts.chains
+    (position,) = parts.positions
+    assert (chain.name, chain.chain_id, chain.config.accounts) == ("eth", 1, (A1,))
+    assert (position.chain, position.account, position.name) == (chain, A1, "")
+    assert position.key_scope == "1"  # the chain is in the keys on one chain too

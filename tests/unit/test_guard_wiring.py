@@ -16,6 +16,7 @@ from agent.core.models import Observation
 from agent.core.units import WAD
 from agent.guarding import GuardReport, evaluate_guard, last_guard_proposals
 from agent.ops.telemetry import Telemetry
+from agent.pipeline.parts import build_parts
 from agent.policy import PositionSnapshot
 from agent.signals.base import InputRef, SignalResult
 from agent.sinks.config import NotifyConfig
@@ -66,7 +67,10 @@ def store(tmp_path: Path) -> Any:
 
 def run(store: Store, p: PositionSnapshot, records: list[dict[str, Any]], signals=()) -> Any:  # type: ignore[no-untyped-def]
     settings = Settings()
-    return evaluate_guard(settings, store, [p], {}, list(signals), records, at=AT, session_id="s")
+    (position,) = build_parts(settings).positions
+    return evaluate_guard(
+        settings, store, [(position, p)], {}, list(signals), records, at=AT, session_id="s"
+    )
 
 
 def test_the_tick_proposes_then_holds_then_rearms_from_the_stored_hf(store: Store) -> None:
@@ -145,8 +149,9 @@ def test_gauges_carry_hf_and_prices(store: Store) -> None:
         chains=[{"name": "c", "rpc_url": "http://127.0.0.1:1", "chain_id": 1}],
         positions=[{"chain": "c", "name": "main", "account": ACCT, "topup_asset": "WETH"}],
     )
+    (position,) = build_parts(settings).positions
     report = evaluate_guard(
-        settings, store, [p], {"c": (layout, snap)}, [], [], at=AT, session_id="s"
+        settings, store, [(position, p)], {"c": (layout, snap)}, [], [], at=AT, session_id="s"
     )
     v = report.views[0]
     assert v.prices is not None and v.prices.liquidation_price == 145_454_545_455

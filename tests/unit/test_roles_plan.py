@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.roles import role_spec
+from agent.commands.roles import role_position, role_spec
 from agent.config import Settings
 from agent.core.abi import load_abi
 from agent.core.errors import ConfigError, DevnetError
@@ -212,16 +212,20 @@ def _settings(**roles: object) -> Settings:
     )  # fmt: skip
 
 
+def _spec_of(s: Settings) -> RoleSpec:
+    return role_spec(s, role_position(s, None), _layout())
+
+
 def test_role_spec_from_config_and_its_errors() -> None:
-    s = role_spec(_settings(allowance=Decimal("2.5")), _layout())
+    s = _spec_of(_settings(allowance=Decimal("2.5")))
     assert s.allowance == 250_000_000 and s.collateral.symbol == "WBTC" and s.debt.symbol == "USDC"
     with pytest.raises(ConfigError, match=r"roles.allowance \(whole WBTC per UTC day\) is not set"):
-        role_spec(_settings(), _layout())
+        _spec_of(_settings())
     with pytest.raises(ConfigError, match="has more than 8 decimals"):
-        role_spec(_settings(allowance=Decimal("0.000000001")), _layout())
+        _spec_of(_settings(allowance=Decimal("0.000000001")))
     no_zodiac = _settings(allowance=Decimal(1), mastercopy=None, multisend_unwrapper=None)
     with pytest.raises(ConfigError, match=r"roles.mastercopy, roles.multisend_unwrapper"):
-        role_spec(no_zodiac, _layout())
+        _spec_of(no_zodiac)
 
 
 def test_zodiac_contracts_from_the_typechain_build() -> None:
@@ -271,7 +275,7 @@ def test_an_event_with_the_same_signature_but_other_indexing_is_not_misread() ->
 def test_the_role_is_on_the_named_position(tmp_path: Path) -> None:
     """With [[positions]]: ``--position`` wins, else ``roles.position``; with neither and
     several positions, a one-line error naming them."""
-    from agent.commands.roles import role_view
+    from agent.commands.roles import role_position
     from agent.config import load_settings
 
     body = "".join(
@@ -286,11 +290,11 @@ def test_the_role_is_on_the_named_position(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\nposition = "side"\n')
     s = load_settings(cfg)
-    assert (role_view(s, None).position.account, role_view(s, None).chain.name) == (AGENT, "op")
-    assert role_view(s, "main").position.account == SAFE
+    assert (role_position(s, None).account, role_position(s, None).chain.name) == (AGENT, "op")
+    assert role_position(s, "main").account == SAFE
     cfg.write_text(body + f'[roles]\nagent = "{AGENT}"\n')
     with pytest.raises(
         ConfigError,
         match=r"several positions: set roles.position or give --position \(main, side\)",
     ):
-        role_view(load_settings(cfg), None)
+        role_position(load_settings(cfg), None)
