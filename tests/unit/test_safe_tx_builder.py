@@ -308,3 +308,12 @@ def test_the_prevalidated_signature_is_r_owner_s_zero_v_one() -> None:
     assert len(sig) == 65
     assert sig[:32] == bytes(12) + bytes.fromhex("c0" * 20)  # r: the owner, left-padded
     assert sig[32:64] == bytes(32) and sig[64] == 1  # s = 0, v = 1 (approved by msg.sender)
+
+
+def test_builder_transaction_keeps_the_value_and_the_target() -> None:
+    from agent.sinks.safe_tx_builder import batch_transaction
+
+    to = "0x" + "ab" * 20
+    item = batch_transaction({"to": to, "value": 12_345_678_901_234_567_890, "data": "0x"})
+    assert item["value"] == "12345678901234567890"  # wei, as a decimal string, not rounded
+    assert item["to"].lower() == to
