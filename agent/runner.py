@@ -29,11 +29,16 @@ from agent.advisory import spx_advisory
 from agent.app import App
 from agent.collect import CollectReport, IntervalSchedule, collect_once
 from agent.collectors import build_http_collectors
-from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
+from agent.collectors.onchain import (
+    backfill_snapshots,
+    discover,
+    read_snapshot,
+    snapshot_observations,
+)
 from agent.config import Settings
 from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
-from agent.core.market import MarketLayout
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
@@ -118,6 +123,8 @@ class Agent:
         # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
         for own in {id(p.sinks): p.sinks for p in self.proposers}.values():
             await recovery.recover_autonomous(own)
+        if settings.simulator.enabled and settings.simulator.warm_up:
+            await self._warm_up()
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
@@ -146,6 +153,23 @@ class Agent:
                     "none",
                 ),
             )
+
+    async def _warm_up(self) -> None:
+        """Each position's fork primed with its working set before the first tick (one
+        snapshot read per chain): the first trigger's proposal does not pay a cold fork."""
+        t0 = time.perf_counter()
+        snaps: dict[str, ChainSnapshot] = {}
+        warmed = 0
+        for p in self.proposers:
+            name = p.chain.name
+            try:
+                if name not in snaps:
+                    snaps[name] = await read_snapshot(self.app.rpc(p.chain), self.layouts[name])
+            except AgentError as exc:
+                log.warning("fork.warm_up_failed", chain=name, error=str(exc))
+                continue
+            warmed += await p.warm_up(snaps[name])
+        log.info("fork.warmed", positions=warmed, ms=round((time.perf_counter() - t0) * 1000))
 
     def _proposers(self) -> list[Proposer]:
         """One proposer per position, on its chain; the put ladder goes to the position that

@@ -435,3 +435,23 @@ def test_outside_sinks_run_after_the_commit_and_are_retried(tmp_path: Path) -> N
     )
     assert [p.name for p in (blocked / "x").iterdir()] == ["id1-collateral_top_up.json"]
     store.close()
+
+
+def test_recovered_spends_are_the_recorded_spend_not_another_sizing_number(
+    tmp_path: Path,
+) -> None:
+    """A store rebuilt from the journal gets each proposal's ``sizing.spend_usd`` exactly (not
+    the need, not the cap), once, and nothing for a failed proposal (mutation audit)."""
+    from agent.sinks.outbox import reconcile_spends
+
+    store = Store(tmp_path / "r.sqlite")
+    sizing = {"spend_usd": 100.25, "needed_value_usd": 500.0, "session_cap_usd": 25_000.0,
+              "session_id": "2024-08-05"}  # fmt: skip
+    recs = [
+        {"idempotency_key": "a", "status": "simulated", "sizing": sizing, "policy": {"at": 5}},
+        {"idempotency_key": "b", "status": "failed", "sizing": sizing, "policy": {"at": 6}},
+    ]
+    assert reconcile_spends(store, recs) == 1
+    assert reconcile_spends(store, recs) == 0
+    assert store.session_spent_usd("2024-08-05") == Decimal("100.25")
+    store.close()

@@ -163,3 +163,18 @@ async def test_publish_advisory_keeps_the_ticket_and_its_spend_when_the_csv_fail
     assert len(journal_path.read_text().splitlines()) == 1
     assert store.session_spent_usd("2024-08-02") == Decimal(str(first["sizing"]["spend_usd"]))
     store.close()
+
+
+def test_csv_cost_columns_are_limit_times_multiplier_times_quantity(tmp_path: Path) -> None:
+    """The ticket's max cost per leg is what the broker can charge at the limit (what the
+    session cap counts), never the estimate (mutation audit)."""
+    rec = Proposal.model_validate(ticket_record()).record()
+    path = tmp_path / "spx_tickets.csv"
+    append_ticket_csv(rec, path)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        by_hand = Decimal(row["limit_price"]) * 100 * int(row["quantity"])
+        assert Decimal(row["max_cost_usd_at_limit"]) == by_hand > 0
+    total = sum(Decimal(r["max_cost_usd_at_limit"]) for r in rows)
+    assert total == Decimal(str(rec["sizing"]["spend_usd"]))
