@@ -444,7 +444,7 @@ def test_recovered_spends_are_the_recorded_spend_not_another_sizing_number(
     the need, not the cap), once, and nothing for a failed proposal (mutation audit)."""
     from agent.sinks.outbox import reconcile_spends
 
-    store = Store(tmp_path / "r.sqlite")
+    store = ProposalLedger(tmp_path / "r.sqlite")
     sizing = {"spend_usd": 100.25, "needed_value_usd": 500.0, "session_cap_usd": 25_000.0,
               "session_id": "2024-08-05"}  # fmt: skip
     recs = [
