@@ -108,6 +108,7 @@ class Proposer:
             topup_asset=self.position.topup_asset,
             repay_asset=self.position.repay_asset,
             deleverage=deleverage_config(self.chain.dex, immediate=position.immediate),
+            guardian=position.guardian,
         )
         venue = puts.venue if puts is not None else None
         self.puts = PutConfig(
@@ -187,7 +188,7 @@ class Proposer:
                 draft = await plan_protection(
                     header, snap, self.layout, action, cap, self.protection, fork_rpc
                 )
-                if safe and draft.planned and multisend:
+                if safe and draft.planned and multisend and draft.sender is None:
                     draft = as_safe_batch(draft, multisend)
                 await simulate(draft, self.simulator, snap.block_number)
                 if self.puts.venue is not None:
@@ -276,7 +277,8 @@ class Proposer:
                 exposure_base=evaluation.collateral_base or None,
             )
         pos = self.position
-        if pos.kind != "safe" or not draft.planned:
+        # a guardian's draft is sent by the guardian, not batched for the Safe's signers
+        if pos.kind != "safe" or not draft.planned or draft.sender is not None:
             return draft
         if not pos.multisend_call_only:
             raise AgentError(

@@ -77,6 +77,9 @@ class Position:
     # its protection is sent at once through the Roles module (autonomous, with [roles]):
     # mined within a block or two, so a deleverage takes the immediate slippage bound
     immediate: bool = False
+    # autonomous with [guardian] protecting it: the guardian's account, which pays (and sizes)
+    # the top-up and repay from its own wallet
+    guardian: str | None = None
 
     @property
     def key_scope(self) -> str:
@@ -155,7 +158,17 @@ def _position(s: Settings, p: PositionConfig, chain: Chain, name: str) -> Positi
         guard=s.guard.record(p.guard),
         execution=p.execution,
         immediate=p.execution == "autonomous" and s.roles.configured,
+        guardian=_guardian(s, p, name),
     )
+
+
+def _guardian(s: Settings, p: PositionConfig, name: str) -> str | None:
+    """The guardian's account when it protects this autonomous position: the one position, or
+    with [[positions]] the one ``guardian.position`` names (as ``ops.guardian``)."""
+    g = s.guardian
+    if p.execution != "autonomous" or g.account is None:
+        return None
+    return str(g.account) if not s.multi_chain or g.position == name else None
 
 
 def _single(s: Settings) -> Parts:

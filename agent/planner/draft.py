@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from agent.core.abi import load_abi
 from agent.core.errors import AgentError, PlanningError
-from agent.core.market import ChainSnapshot, MarketLayout
-from agent.core.multicall import Call
+from agent.core.market import AccountState, ChainSnapshot, MarketLayout
+from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
 from agent.planner.deleverage import (
@@ -28,6 +28,7 @@ from agent.planner.deleverage import (
     plan_deleverage_onchain,
     plan_wallet_part,
 )
+from agent.planner.guardian import with_guardian_wallet
 from agent.planner.options import OptionsPlannerConfig, PremiaV3Venue, plan_option_action
 from agent.planner.repay import ProtectionPlan, RepayPlan, choose_protection, plan_repay
 from agent.planner.safe import SafeTx, build_safe_tx
@@ -166,6 +167,9 @@ class Draft:
     reads: tuple[Call, ...] = ()  # read on the fork after execution
     put: PutCheck | None = None
     swap: SwapCheck | None = None
+    # who sends ``transactions``: None the account itself (or its Safe, as a batch); else the
+    # guardian, from its own wallet, onBehalfOf the account
+    sender: str | None = None
 
     @property
     def planned(self) -> bool:
@@ -211,6 +215,9 @@ class ProtectionConfig:
     topup_asset: str  # also the collateral a deleverage sells
     repay_asset: str | None  # also the debt a deleverage repays
     deleverage: DeleverageConfig | None = None  # None: no DEX configured
+    # An autonomous position with [guardian]: its top-up and repay are the guardian's, sized
+    # from the guardian's wallet (the Safe's own wallet usually holds nothing)
+    guardian: str | None = None
 
 
 def spend_base(plan: ProtectionPlan) -> int:
@@ -330,27 +337,38 @@ async def plan_protection(
     repay: RepayPlan | None = None
     deleverage: DeleveragePlan | None = None
     combined: DeleveragePlan | None = None
+    wallet: AccountState | None = account
+    if cfg.guardian is not None:
+        try:
+            wallet = await _guardian_wallet(snap, layout, account, cfg, reader)
+        except AgentError as exc:
+            errors.append(f"guardian: {exc}")
+            wallet = None
     try:
         asset = layout.reserve(cfg.topup_asset)
+        if wallet is None:
+            raise PlanningError("the guardian's wallet could not be read")
         topup = plan_topup(
             layout=layout,
             account_addr=header.account,
-            account=account,
+            account=wallet,
             asset=asset,
             reserve=snap.reserves[asset.symbol],
             target_hf_wad=target,
             max_spend_base=max_spend_base,
-            allowance=account.pool_allowances.get(asset.symbol, 0),
+            allowance=wallet.pool_allowances.get(asset.symbol, 0),
         )
     except (PlanningError, KeyError) as exc:
         errors.append(f"top-up: {exc}")
     if cfg.repay_asset:
         try:
             debt = layout.reserve(cfg.repay_asset)
+            if wallet is None:
+                raise PlanningError("the guardian's wallet could not be read")
             repay = plan_repay(
                 layout=layout,
                 account_addr=header.account,
-                account=account,
+                account=wallet,
                 asset=debt,
                 reserve=snap.reserves[debt.symbol],
                 target_hf_wad=target,
@@ -436,7 +454,37 @@ async def plan_protection(
         target_hf_wad=target,
         label=f"{plan.action if isinstance(plan, DeleveragePlan) else chosen} {plan.asset.symbol}",
         swap=swap,
+        sender=None if isinstance(plan, DeleveragePlan) else cfg.guardian,
     )
+
+
+async def _guardian_wallet(
+    snap: ChainSnapshot,
+    layout: MarketLayout,
+    account: AccountState,
+    cfg: ProtectionConfig,
+    reader: RpcClient | None,
+) -> AccountState:
+    """The Safe's position paid from the guardian's wallet: its balances and Pool allowances of
+    the top-up and repay assets, in one Multicall3 read (on the fork while a sequence runs, so
+    an earlier action of the tick is seen)."""
+    assert cfg.guardian is not None
+    if reader is None:
+        raise PlanningError("no RPC to read the guardian's wallet")
+    erc20 = load_abi("ERC20")
+    calls: list[Call] = []
+    for sym in dict.fromkeys(s for s in (cfg.topup_asset, cfg.repay_asset) if s):
+        if sym not in snap.reserves:
+            continue
+        token = layout.reserve(sym).asset
+        calls.append(Call(f"bal:{sym}", token, erc20, "balanceOf", (cfg.guardian,)))
+        calls.append(Call(f"allow:{sym}", token, erc20, "allowance", (cfg.guardian, layout.pool)))
+    out, failures = await multicall(reader, calls, address=layout.multicall3)
+    if failures:
+        raise PlanningError("; ".join(f.reason for f in failures))
+    bal = {t[4:]: int(v[0]) for t, v in out.items() if t.startswith("bal:")}
+    allow = {t[6:]: int(v[0]) for t, v in out.items() if t.startswith("allow:")}
+    return with_guardian_wallet(account, bal, allow)
 
 
 # -- deeper out-of-the-money puts -------------------------------------------------------------

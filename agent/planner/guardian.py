@@ -39,7 +39,7 @@ class GuardianDraft:
         return self.plan.transactions
 
 
-def _with_guardian_wallet(
+def with_guardian_wallet(
     account: AccountState, balances: Mapping[str, int], allowances: Mapping[str, int]
 ) -> AccountState:
     """The Safe's position (collateral, debt, thresholds) paid from the guardian's wallet."""
@@ -62,7 +62,7 @@ def guardian_topup(
     plan = plan_topup(
         layout=layout,
         account_addr=safe,
-        account=_with_guardian_wallet(safe_account, guardian_balances, guardian_allowances),
+        account=with_guardian_wallet(safe_account, guardian_balances, guardian_allowances),
         asset=asset,
         reserve=reserve,
         target_hf_wad=target_hf_wad,
@@ -89,7 +89,7 @@ def guardian_repay(
     plan = plan_repay(
         layout=layout,
         account_addr=safe,
-        account=_with_guardian_wallet(safe_account, guardian_balances, guardian_allowances),
+        account=with_guardian_wallet(safe_account, guardian_balances, guardian_allowances),
         asset=asset,
         reserve=reserve,
         target_hf_wad=target_hf_wad,

@@ -60,8 +60,9 @@ async def simulate(draft: Draft, simulator: ForkSimulator | None, head_block: in
             reads=draft.reads,
         )
     else:
+        # a guardian's calls run from the guardian (its wallet pays, onBehalfOf the account)
         result = await simulator.simulate_eoa(
-            head_block, account, draft.transactions, account, reads=draft.reads
+            head_block, draft.sender or account, draft.transactions, account, reads=draft.reads
         )
     return Outcome(draft, result)
 

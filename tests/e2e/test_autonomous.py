@@ -185,6 +185,69 @@ def test_guardian_repays_within_two_blocks_to_the_hand_computed_hf(
         assert chain.revert(snap)
 
 
+def test_guardian_repay_is_sized_from_the_guardians_wallet_when_the_safe_holds_none(
+    tmp_path: Path, stressed_devnet: StressedDevnet
+) -> None:
+    """The usual case: the Safe's wallet holds no debt asset. The repay is planned with the
+    guardian's balances as the wallet (before, it was sized from the Safe's and never planned),
+    sent by the guardian, and sized exactly to the guard's target, by hand from the tick
+    block's getUserAccountData: not smaller (HF short of target), not larger (capital wasted)."""
+    dep = stressed_devnet.dep
+    chain = Chain(str(dep["rpc_url"]))
+    snap = chain.snapshot()
+    try:
+        usdc = _fund_guardian(chain, dep, approve=True)
+        safe, pool = dep["safe"]["address"], dep["aave"]["pool"]
+        # empty the Safe's USDC wallet (impersonated: the set-up only)
+        chain.set_balance(safe, 10**18)
+        chain.impersonate(safe)
+        held = _balance(chain, usdc, safe)
+        if held:
+            sink = "0x000000000000000000000000000000000000dEaD"
+            data = load_abi("ERC20").encode_hex("transfer", sink, held)
+            h = chain.rpc("eth_sendTransaction", [{"from": safe, "to": usdc, "data": data}])
+            assert _receipt(chain, h)["status"] == "0x1"
+        assert _balance(chain, usdc, safe) == 0
+        out = _once(_config(tmp_path, stressed_devnet))
+        assert out.returncode == 0, out.stderr[-3000:]
+        auto = [r for r in _records(tmp_path) if r.get("autonomous")]
+        assert len(auto) == 1, [(r["action"], r.get("error")) for r in _records(tmp_path)]
+        r, a = auto[0], auto[0]["autonomous"]
+        assert r["action"] == "repay_debt" and a["mode"] == "guardian", r
+        assert a["status"] == "mined" and a["sender"] == GUARDIAN
+        assert r.get("safe_tx") is None  # the guardian's own calls, not a batch for the signers
+        assert r["sizing"]["capped_by"] is None
+        call = r["transactions"][-1]
+        amount = int(call["data"][2 + 8 + 64 : 2 + 8 + 128], 16)
+        # by hand, at the tick's block: debt projected 600 s at the variable rate (+1 wei of
+        # rounding), the largest debt at HF 1.60, the difference in USDC rounded up
+        block = int(r["block_number"])
+        coll, debt, _, lt_bps, _, _ = _account_data(chain, pool, safe, block)
+        tag = hex(block)
+        oracle = load_abi("AaveOracle")
+        raw = chain.rpc("eth_call", [{"to": dep["aave"]["oracle"],
+                                      "data": oracle.encode_hex("getAssetPrice", usdc)}, tag])  # fmt: skip
+        price = int(raw, 16)
+        pool_abi = load_abi("Pool")
+        raw = chain.rpc("eth_call", [{"to": pool,
+                                      "data": pool_abi.encode_hex("getReserveData", usdc)}, tag])  # fmt: skip
+        rate_ray = int(pool_abi.decode_output("getReserveData", bytes.fromhex(raw[2:]))[0][4])
+        growth = -(-debt * rate_ray * 600 // (10**27 * 365 * 86400))
+        debt_now = debt + growth + (1 if growth else 0)
+        target = 16 * 10**17
+        max_debt = coll * lt_bps // 10_000 * 10**18 // target
+        assert amount == -(-(debt_now - max_debt) * 10**6 // price), (amount, debt_now, max_debt)
+        # paid by the guardian; the Safe's wallet unchanged (still empty)
+        assert _balance(chain, usdc, GUARDIAN) == FUND_USDC - amount
+        assert _balance(chain, usdc, safe) == 0
+        mined = int(chain.rpc("eth_getTransactionReceipt", [a["tx_hashes"][0]])["blockNumber"], 16)
+        hf_after = _account_data(chain, pool, safe, mined)[5]
+        # both sides: at the target, and above it by no more than the 600 s accrual margin
+        assert target <= hf_after <= target + target // 1000, hf_after
+    finally:
+        assert chain.revert(snap)
+
+
 def test_kill9_between_intent_and_broadcast_then_restart_sends_once(
     tmp_path: Path, stressed_devnet: StressedDevnet
 ) -> None:
