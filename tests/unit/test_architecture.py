@@ -65,3 +65,13 @@ def test_planners_import_no_collector_module() -> None:
 
 def test_policy_models_do_not_import_explain() -> None:
     assert "agent.policy.explain" not in _imports(AGENT / "policy" / "models.py")
+
+
+def test_test_module_basenames_are_unique() -> None:
+    # pytest's default import mode keys test modules by basename: two files of one name in
+    # different folders stop the whole collection ("import file mismatch").
+    root = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(root.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path
