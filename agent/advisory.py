@@ -62,11 +62,17 @@ def _signal_log(r: SignalResult) -> dict[str, Any]:
 
 
 def decide_spx(
-    store: Store, settings: Settings, snap: ChainSnapshot, evaluation: Evaluation, account: str
+    store: Store,
+    settings: Settings,
+    snap: ChainSnapshot,
+    evaluation: Evaluation,
+    account: str,
+    session_spent_usd: Decimal,
 ) -> SpxDecision:
     """At the tick's evaluation time (``evaluation.at``; the snapshot's time when unset); the
     exposure is every position's collateral with several (like the put ladder's), else
-    ``account``'s in ``snap``."""
+    ``account``'s in ``snap``; ``session_spent_usd`` is the ledger after this tick's DeFi
+    proposals."""
     t = evaluation.at or snap.timestamp
     at = pd.Timestamp(t, unit="s", tz="UTC")
     inputs = spx_inputs(store, t)
@@ -84,7 +90,7 @@ def decide_spx(
         at,
         settings.policy,
         # the ledger after this tick's DeFi proposals, not the decision's start-of-tick figure
-        session_spent_usd=store.session_spent_usd(evaluation.session_id),
+        session_spent_usd=session_spent_usd,
         exposure_usd=exposure,
         # B's room after this evaluation's DeFi layers (the journal's open layers included)
         open_remaining_usd=evaluation.decision.budget_room_usd
@@ -148,7 +154,8 @@ def spx_advisory(
     account: str,
 ) -> list[dict[str, Any]]:
     """The tick's SPX ticket as a list of zero or one journal records."""
-    d = decide_spx(store, settings, snap, evaluation, account)
+    spent = sinks.ledger.session_spent_usd(evaluation.session_id)
+    d = decide_spx(store, settings, snap, evaluation, account, spent)
     log.info(
         "spx.decision",
         fired=d.fired,

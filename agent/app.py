@@ -34,6 +34,7 @@ from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.publish import ProposalSinks
+from agent.store.ledger import ProposalLedger
 from agent.store.sqlite import Store, Synchronous
 
 
@@ -58,6 +59,7 @@ class App:
         self._rpcs: dict[str, RpcClient] = {}
         self._probes: list[RpcClient] = []
         self._store: Store | None = None
+        self._ledger: ProposalLedger | None = None
         self._journal: ProposalJournal | None = None
         self._simulators: dict[str, ForkSimulator] = {}
         self._sinks: dict[str, ProposalSinks] = {}
@@ -78,7 +80,7 @@ class App:
             raise RuntimeError("network parts need `async with App(...)` to be closed")
         if self._store is not None:
             self._store.close()
-            self._store = None
+            self._store = self._ledger = None
 
     async def __aenter__(self) -> App:
         return self
@@ -178,6 +180,13 @@ class App:
         return self._store
 
     @property
+    def ledger(self) -> ProposalLedger:
+        """The proposal ledger (outbox, spends, live sends), in the store's database."""
+        if self._ledger is None:
+            self._ledger = ProposalLedger(self.store.db)
+        return self._ledger
+
+    @property
     def journal(self) -> ProposalJournal:
         if self._journal is None:
             self._journal = ProposalJournal(self._journal_path)
@@ -209,7 +218,7 @@ class App:
             got = ProposalSinks(
                 chain.sinks,
                 journal=self.journal,
-                store=self.store,
+                ledger=self.ledger,
                 rpc=self.rpc(chain),
                 http=self.http,
                 chain_id=chain.chain_id,
@@ -240,7 +249,7 @@ class App:
             policy=self.settings.policy,
             puts=puts,
             rpc=self.rpc(chain),
-            store=self.store,
+            ledger=self.ledger,
             simulator=self.simulator(chain, layout),
             sinks=sinks,
         )
@@ -309,7 +318,7 @@ class App:
         for lock in self._locks:
             lock.release()
         self._locks = []
-        self._http = self._store = self._ops = None
+        self._http = self._store = self._ledger = self._ops = None
         self._sinks.clear()
         self._simulators.clear()
         self._rpcs.clear()

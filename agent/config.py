@@ -147,6 +147,10 @@ class SimulatorConfig(BaseModel):
     # Restart the fork anvil between ticks once its resident memory passes this (anvil's memory
     # grows on a long-lived fork that is reset every tick); 0 = never.
     recycle_rss_mb: int = Field(1024, ge=0)
+    # At start-up, plan and simulate each position's protection once on its fork and discard
+    # it, so the fork's relay knows the position's working set and the first trigger's proposal
+    # is as warm as the later ones (issue 23: autonomous protection within a block or two).
+    warm_up: bool = True
 
 
 class ChainSection(ChainConfig):

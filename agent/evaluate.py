@@ -43,6 +43,7 @@ from agent.signals import SignalInputs, evaluate_signals
 from agent.signals.base import SignalResult
 from agent.signals.macro import macro_prints_from_observations
 from agent.signals.rates import ReserveRates
+from agent.store.ledger import ProposalLedger
 from agent.store.sqlite import Store
 
 _PER_CHAIN = ("tvl", "rate", "liquidations")
@@ -304,6 +305,7 @@ def evaluate(
     markets: Mapping[str, MarketRead],
     journal_records: Iterable[dict[str, Any]],
     *,
+    ledger: ProposalLedger,
     options_enabled: bool,
 ) -> Evaluation:
     """One decision for the tick over every chain read (``markets``, by chain name): the
@@ -322,7 +324,7 @@ def evaluate(
     open_layers = open_layers_from_journal(records, settings.policy.layer_hold_days)
     session = SessionState(
         session_id,
-        Decimal(store.session_spent_usd(session_id)),
+        Decimal(ledger.session_spent_usd(session_id)),
         frozenset(horizons.get(session_id, set())),
     )
     decision = decide(
@@ -342,6 +344,7 @@ def evaluate(
         {name: (m.layout, m.snap) for name, m in markets.items()},
         signals,
         records,
+        ledger=ledger,
         at=at,
         session_id=session_id,
     )

@@ -35,6 +35,7 @@ from agent.policy.guard import (
     state_since,
 )
 from agent.signals.base import SignalResult
+from agent.store.ledger import ProposalLedger
 from agent.store.sqlite import Store
 
 GUARD_PREFIX = "guard:"
@@ -223,6 +224,7 @@ def evaluate_guard(
     signals: Sequence[SignalResult],
     records: Iterable[Mapping[str, Any]],
     *,
+    ledger: ProposalLedger,
     at: int,
     session_id: str,
 ) -> GuardReport:
@@ -239,8 +241,8 @@ def evaluate_guard(
         akey = f"{GUARD_PREFIX}{scope}{p.account.lower()}"
         state = _state(store, cfg, p, trigger.trigger_hf_wad, lasts.get(akey), at)
         verdict = guard_verdict(cfg, state, p.health_factor_wad, trigger, at)
-        ledger = _ledger_session(p, session_id)
-        spent = Decimal(store.session_spent_usd(ledger))
+        guard_session = _ledger_session(p, session_id)
+        spent = Decimal(ledger.session_spent_usd(guard_session))
         action = guard_topup(p, cfg, verdict, guard_room_usd(cfg, spent), session_id)
         note = ""
         if verdict.propose and action is None:
@@ -252,5 +254,5 @@ def evaluate_guard(
                 " still reach it"
             )
         prices = None if price is None else guard_prices(p, price, trigger.trigger_hf_wad)
-        views.append(GuardView(p, asset, cfg, verdict, prices, ledger, spent, action, note))
+        views.append(GuardView(p, asset, cfg, verdict, prices, guard_session, spent, action, note))
     return GuardReport(tuple(views))

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from agent.config import OptionsConfig
 from agent.core.errors import AgentError
 from agent.core.market import ChainSnapshot, MarketLayout
@@ -43,7 +45,9 @@ from agent.policy import OptionAction, PolicyConfig, TopUpAction
 from agent.simulator.fork import ForkSimulator
 from agent.simulator.outcome import simulate
 from agent.sinks.publish import ProposalSinks
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
+
+log = structlog.get_logger(__name__)
 
 
 def deleverage_config(u: UniswapConfig, *, immediate: bool = False) -> DeleverageConfig | None:
@@ -88,7 +92,7 @@ class Proposer:
         policy: PolicyConfig,
         puts: PutLadder | None,
         rpc: RpcClient,
-        store: Store,
+        ledger: ProposalLedger,
         simulator: ForkSimulator | None,
         sinks: ProposalSinks,
     ) -> None:
@@ -97,7 +101,7 @@ class Proposer:
         self.policy = policy
         self.layout = layout
         self.rpc = rpc
-        self.store = store
+        self.ledger = ledger
         self.simulator = simulator
         self.sinks = sinks
         self.protection = ProtectionConfig(
@@ -140,6 +144,64 @@ class Proposer:
             return []
         async with self.simulator.sequence(snap.block_number) as fork_rpc:
             return await self._propose_all(snap, evaluation, todo, fork_rpc, tuple(warnings))
+
+    async def warm_up(self, snap: ChainSnapshot) -> bool:
+        """Start-up priming: plan and simulate this position's protection (to half a point of
+        HF above where it stands) and, when this proposer buys it, the put ladder on the fork,
+        and discard them: nothing is published or recorded. The fork's relay keeps the state
+        it read (the position's working set: reserves, tokens, the Safe, the DEX and put pools)
+        and fetches it again in one batch when the fork moves to a later block, so the first
+        trigger's proposal is as warm as the later ones. Only a speed-up: a failure is logged
+        and start-up goes on."""
+        account = snap.accounts.get(self.account)
+        if self.simulator is None or account is None or account.total_debt_base == 0:
+            return False
+        hf = min(account.health_factor_wad, 10 * WAD)
+        key = f"warm-up:{self.account.lower()}"
+        action = TopUpAction(
+            account=self.account,
+            target_health_factor_wad=hf + WAD // 2,
+            max_spend_usd=Decimal(10**12),
+            required_collateral_base=0,
+            required_collateral_usd=Decimal(0),
+            idempotency_key=key,
+            action_key=key,
+        )
+        header = ProposalHeader(
+            id=key,
+            idempotency_key=key,
+            created_at=datetime.fromtimestamp(snap.timestamp, UTC).isoformat(),
+            chain=self.chain.name,
+            chain_id=self.chain.chain_id,
+            block_number=snap.block_number,
+            account=self.account,
+            explanation=(),
+            evidence={},
+            policy={},
+        )
+        cap = SpendCap(session_id=key, cap_usd=Decimal(10**12), spent_usd=Decimal(0))
+        multisend = self.position.multisend_call_only
+        safe = self.position.kind == "safe" and multisend is not None
+        try:
+            async with self.simulator.sequence(snap.block_number) as fork_rpc:
+                draft = await plan_protection(
+                    header, snap, self.layout, action, cap, self.protection, fork_rpc
+                )
+                if safe and draft.planned and multisend:
+                    draft = as_safe_batch(draft, multisend)
+                await simulate(draft, self.simulator, snap.block_number)
+                if self.puts.venue is not None:
+                    for h in self.policy.horizons:
+                        put = OptionAction(h.name, self.puts.underlying, h.dte_min, h.dte_max,
+                                           h.otm_fraction, Decimal(1_000), key, key)  # fmt: skip
+                        d = await plan_put(header, snap, self.layout, put, cap, self.puts, fork_rpc)
+                        if safe and d.planned and multisend:
+                            d = as_safe_batch(d, multisend)
+                        await simulate(d, self.simulator, snap.block_number)
+        except AgentError as exc:
+            log.warning("fork.warm_up_failed", account=self.account, error=str(exc))
+            return False
+        return True
 
     def owns(self, action: TopUpAction | OptionAction) -> bool:
         """Whether ``action`` is this position's: its top-up (same chain and account), or the
@@ -231,7 +293,7 @@ class Proposer:
             return SpendCap(
                 session_id=guard.ledger_session,
                 cap_usd=guard.cfg.budget_usd,
-                spent_usd=Decimal(self.store.session_spent_usd(guard.ledger_session)),
+                spent_usd=Decimal(self.ledger.session_spent_usd(guard.ledger_session)),
                 priority="guard",
             )
         # B bounds the open layers: this action's room is what the decision left for it (the
@@ -239,7 +301,7 @@ class Proposer:
         return SpendCap(
             session_id=evaluation.session_id,
             cap_usd=Decimal(self.policy.session_cap_usd),
-            spent_usd=Decimal(self.store.session_spent_usd(evaluation.session_id)),
+            spent_usd=Decimal(self.ledger.session_spent_usd(evaluation.session_id)),
             priority=d.priority,
             size_fraction=d.size_fraction,
             budget=LayerBudget(

@@ -29,11 +29,16 @@ from agent.advisory import spx_advisory
 from agent.app import App
 from agent.collect import CollectReport, IntervalSchedule, collect_once
 from agent.collectors import build_http_collectors
-from agent.collectors.onchain import backfill_snapshots, discover, snapshot_observations
+from agent.collectors.onchain import (
+    backfill_snapshots,
+    discover,
+    read_snapshot,
+    snapshot_observations,
+)
 from agent.config import Settings
 from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
-from agent.core.market import MarketLayout
+from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.evaluate import Evaluation, MarketRead, evaluate
@@ -109,7 +114,7 @@ class Agent:
         sinks = [self.app.sinks(c) for c in chains]
         lc = self._live_chain()
         await recovery.recover(
-            live, self.app.rpc(lc), self.app.store, self.app.journal, sinks, chain_id=lc.chain_id
+            live, self.app.rpc(lc), self.app.ledger, self.app.journal, sinks, chain_id=lc.chain_id
         )
         layouts = await asyncio.gather(*(discover(self.app.rpc(c), c.config) for c in chains))
         self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
@@ -124,6 +129,8 @@ class Agent:
                 note="several positions and no put ladder: set sinks.spx_ticket_position to "
                 "the position whose chain records the S&P 500 ticket",
             )
+        if settings.simulator.enabled and settings.simulator.warm_up:
+            await self._warm_up()
         # ops: what /readyz waits for (each must answer its first check).
         self.ops.telemetry.expect(
             *(f"rpc:{name}" for name in self.layouts),
@@ -152,6 +159,23 @@ class Agent:
                     "none",
                 ),
             )
+
+    async def _warm_up(self) -> None:
+        """Each position's fork primed with its working set before the first tick (one
+        snapshot read per chain): the first trigger's proposal does not pay a cold fork."""
+        t0 = time.perf_counter()
+        snaps: dict[str, ChainSnapshot] = {}
+        warmed = 0
+        for p in self.proposers:
+            name = p.chain.name
+            try:
+                if name not in snaps:
+                    snaps[name] = await read_snapshot(self.app.rpc(p.chain), self.layouts[name])
+            except AgentError as exc:
+                log.warning("fork.warm_up_failed", chain=name, error=str(exc))
+                continue
+            warmed += await p.warm_up(snaps[name])
+        log.info("fork.warmed", positions=warmed, ms=round((time.perf_counter() - t0) * 1000))
 
     def _proposers(self) -> list[Proposer]:
         """One proposer per position, on its chain; the put ladder goes to the position that
@@ -279,7 +303,7 @@ class Agent:
         await recovery.each_tick(
             self.settings.sinks.live,
             self.app.rpc(lc),
-            self.app.store,
+            self.app.ledger,
             self.app.journal,
             [self.app.sinks(c) for c in self.app.chains.values()],
             chain_id=lc.chain_id,
@@ -327,13 +351,14 @@ class Agent:
         snap = first.snap
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         # Committed proposals still waiting for their journal line are part of the memory too.
-        history = self.app.journal.records() + pending_records(self.app.store)
+        history = self.app.journal.records() + pending_records(self.app.ledger)
         evaluation = evaluate(
             self.app.store,
             self.settings,
             self.app.positions,
             markets,
             history,
+            ledger=self.app.ledger,
             options_enabled=self.app.parts.puts is not None,
         )
         for line in evaluation.log_lines():

@@ -111,19 +111,20 @@ async def _status(config: str) -> str:
 
         reads = await asyncio.gather(*(read(c) for c in chains))
         markets = {c.name: r for c, r in zip(chains, reads, strict=True)}
-        history = app.journal.records() + pending_records(app.store)
+        history = app.journal.records() + pending_records(app.ledger)
         evaluation = evaluate(
             app.store,
             settings,
             app.positions,
             markets,
             history,
+            ledger=app.ledger,
             options_enabled=app.parts.puts is not None,
         )
         from agent.sinks.autonomous import status_lines
 
         auto = [p.name or str(p.account) for p in app.positions if p.execution == "autonomous"]
-        sends = {s.tx_hash: s.status for s in app.store.live_sends()}
+        sends = {s.tx_hash: s.status for s in app.ledger.live_sends()}
         newest = max(reads, key=lambda r: r.snap.timestamp).snap
         return "\n".join(
             [

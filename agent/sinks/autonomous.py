@@ -38,7 +38,7 @@ from agent.planner.draft import Draft
 from agent.sinks.config import AutonomousConfig, KeySource, LiveConfig
 from agent.sinks.guardian import GuardianConfig, load_guardian_key
 from agent.sinks.live import LiveSender, open_sends_of
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -279,10 +279,10 @@ class AutonomousExecutor:
             f"the guardian {self.guardian.address} pays from its own balance (onBehalfOf the Safe)",
         )
 
-    async def blocked(self, sender: LiveSender, store: Store) -> str | None:
+    async def blocked(self, sender: LiveSender, ledger: ProposalLedger) -> str | None:
         """A reason to wait this tick: the sender has a transaction without an outcome (its
         nonce would collide), or the base fee is above the cap."""
-        waiting = open_sends_of(store, sender.address)
+        waiting = open_sends_of(ledger, sender.address)
         if waiting:
             w = waiting[0]
             return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"
@@ -295,14 +295,14 @@ class AutonomousExecutor:
             )
         return None
 
-    async def rebroadcast_fresh(self, store: Store, *, now: float) -> list[str]:
+    async def rebroadcast_fresh(self, ledger: ProposalLedger, *, now: float) -> list[str]:
         """After a restart: each of this chain's open intents of the guardian or the role
         member younger than ``rebroadcast_within_s`` whose nonce is still unused is broadcast
         again, as the very bytes that were journaled (same hash, same nonce: it can only ever
         be mined once). Returns the hashes broadcast."""
         out = []
         for sender in self.senders():
-            for s in open_sends_of(store, sender.address):
+            for s in open_sends_of(ledger, sender.address):
                 if s.chain_id != self.chain_id or s.status not in ("intent", "sent"):
                     continue
                 if now - s.created_at > self.cfg.rebroadcast_within_s:
@@ -322,7 +322,7 @@ class AutonomousExecutor:
                 except SourceError as exc:
                     log.error("autonomous.rebroadcast_lost", tx_hash=s.tx_hash, error=str(exc))
                     continue
-                store.set_live_status(s.tx_hash, "sent", "re-broadcast after a restart")
+                ledger.set_live_status(s.tx_hash, "sent", "re-broadcast after a restart")
                 log.warning("autonomous.rebroadcast", tx_hash=s.tx_hash, nonce=s.nonce,
                             idempotency_key=s.idempotency_key)  # fmt: skip
                 out.append(s.tx_hash)

@@ -28,7 +28,7 @@ from agent.core.rpc import RetryPolicy, RpcClient
 from agent.planner.safe import SafeTx
 from agent.sinks.config import LiveConfig
 from agent.sinks.safe_service import account_from_key
-from agent.store.sqlite import LiveSend, Store
+from agent.store.ledger import LiveSend, ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -337,15 +337,15 @@ class LiveSender:
 # -- crash-safe sending --------------------------------------------------------------------
 
 
-def open_sends_of(store: Store, account: str) -> list[LiveSend]:
+def open_sends_of(ledger: ProposalLedger, account: str) -> list[LiveSend]:
     """The signer's transactions still waiting for an answer from the chain. While there is
     one, no new transaction is signed (its nonce would collide with a private, invisible one)."""
-    return [s for s in store.live_sends(open_only=True) if s.account.lower() == account.lower()]
+    return [s for s in ledger.live_sends(open_only=True) if s.account.lower() == account.lower()]
 
 
 async def send_durably(
     sender: LiveSender,
-    store: Store,
+    ledger: ProposalLedger,
     idempotency_key: str,
     calls: Sequence[tuple[str, str, int]],
     *,
@@ -356,17 +356,17 @@ async def send_durably(
     after. A proposal that already has a transaction in the store gets none more: after a lost
     answer or a crash, start-up reconciliation finds the first by hash and nonce. Stops at the
     first transaction that is not mined successfully. Returns the journal view of every send."""
-    if store.live_sends(idempotency_key):
+    if ledger.live_sends(idempotency_key):
         log.warning(
             "live.already_sent",
             idempotency_key=idempotency_key,
             note="this proposal has a transaction already; not sending another",
         )
-        return [s.as_dict() for s in store.live_sends(idempotency_key)]
+        return [s.as_dict() for s in ledger.live_sends(idempotency_key)]
     for to, data, value in calls:
         signed = await sender.sign(to, data, value=value)
         tx = signed.tx
-        store.record_live_intent(
+        ledger.record_live_intent(
             tx_hash=tx.tx_hash,
             idempotency_key=idempotency_key,
             account=tx.sender,
@@ -378,35 +378,35 @@ async def send_durably(
             await sender.broadcast(signed)
         except RpcError as exc:
             # An explicit answer: the node refused it (nonce too low, underpriced, funds).
-            store.set_live_status(tx.tx_hash, "rejected", exc.rpc_message[:200])
+            ledger.set_live_status(tx.tx_hash, "rejected", exc.rpc_message[:200])
             log.error("live.rejected", tx_hash=tx.tx_hash, error=str(exc))
             break
         except SourceError as exc:
             # No answer (timeout, 5xx, garbage): it may or may not be in flight. The intent
             # stays open and reconciliation decides by hash and nonce; nothing is re-sent.
-            store.set_live_status(tx.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
+            ledger.set_live_status(tx.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
             log.error("live.answer_lost", tx_hash=tx.tx_hash, error=str(exc))
             break
-        store.set_live_status(tx.tx_hash, "sent")
+        ledger.set_live_status(tx.tx_hash, "sent")
         try:
-            mined, receipt = await _wait_or_replace(sender, store, idempotency_key, signed, poll_s)
+            mined, receipt = await _wait_or_replace(sender, ledger, idempotency_key, signed, poll_s)
         except SourceError as exc:
-            for s in store.live_sends(idempotency_key, open_only=True):
-                store.set_live_status(s.tx_hash, "pending", str(exc)[:200])
+            for s in ledger.live_sends(idempotency_key, open_only=True):
+                ledger.set_live_status(s.tx_hash, "pending", str(exc)[:200])
             break
         block = int(receipt["blockNumber"], 16)
         if int(receipt.get("status", "0x0"), 16) != 1:
-            store.set_live_status(mined, "reverted", f"live transaction {mined} reverted on chain")
+            ledger.set_live_status(mined, "reverted", f"live transaction {mined} reverted on chain")
             log.error("live.reverted", tx_hash=mined, block_number=block)
             break
         log.info("live.mined", tx_hash=mined, block_number=block,
                  gas_used=int(receipt["gasUsed"], 16))  # fmt: skip
-        store.set_live_status(mined, "mined", f"block {block}")
-    return [s.as_dict() for s in store.live_sends(idempotency_key)]
+        ledger.set_live_status(mined, "mined", f"block {block}")
+    return [s.as_dict() for s in ledger.live_sends(idempotency_key)]
 
 
 async def _wait_or_replace(
-    sender: LiveSender, store: Store, key: str, first: SignedTx, poll_s: float
+    sender: LiveSender, ledger: ProposalLedger, key: str, first: SignedTx, poll_s: float
 ) -> tuple[str, dict[str, Any]]:
     """The receipt of ``first`` or of a replacement of it: every ``cfg.replace_after_s``
     without a receipt, the transaction is signed again at the same nonce with fees bumped
@@ -424,7 +424,7 @@ async def _wait_or_replace(
             if isinstance(receipt, dict):
                 for other in tried:
                     if other is not s:
-                        store.set_live_status(other.tx.tx_hash, "replaced",
+                        ledger.set_live_status(other.tx.tx_hash, "replaced",
                                               f"nonce {s.tx.nonce} was mined as {s.tx.tx_hash}")  # fmt: skip
                 return s.tx.tx_hash, receipt
         now = loop.time()
@@ -442,18 +442,18 @@ async def _wait_or_replace(
                             cap_wei=sender.cfg.max_fee_per_gas_wei)  # fmt: skip
             else:
                 t = new.tx
-                store.record_live_intent(tx_hash=t.tx_hash, idempotency_key=key, account=t.sender,
+                ledger.record_live_intent(tx_hash=t.tx_hash, idempotency_key=key, account=t.sender,
                                          nonce=t.nonce, chain_id=t.chain_id, raw_tx=new.raw)  # fmt: skip
                 try:
                     await sender.broadcast(new)
                 except RpcError as exc:
                     # Refused (underpriced, or the first was just mined): the first stands.
-                    store.set_live_status(t.tx_hash, "rejected", exc.rpc_message[:200])
+                    ledger.set_live_status(t.tx_hash, "rejected", exc.rpc_message[:200])
                 except SourceError as exc:
-                    store.set_live_status(t.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
+                    ledger.set_live_status(t.tx_hash, "sent", f"broadcast answer lost: {exc}"[:200])
                     tried.append(new)
                 else:
-                    store.set_live_status(t.tx_hash, "sent", f"replaces {tried[-1].tx.tx_hash}")
+                    ledger.set_live_status(t.tx_hash, "sent", f"replaces {tried[-1].tx.tx_hash}")
                     log.warning("live.replaced", old=tried[-1].tx.tx_hash, new=t.tx_hash,
                                 nonce=t.nonce, max_fee_per_gas=t.max_fee_per_gas)  # fmt: skip
                     tried.append(new)
@@ -461,7 +461,7 @@ async def _wait_or_replace(
 
 
 async def reconcile_live_sends(
-    store: Store, rpc: RpcClient, *, give_up_after_s: float, chain_id: int | None = None
+    ledger: ProposalLedger, rpc: RpcClient, *, give_up_after_s: float, chain_id: int | None = None
 ) -> list[LiveSend]:
     """Resolve every transaction without an outcome by its hash and nonce: mined (or
     reverted) when it has a receipt; ``replaced`` when its nonce was used by another
@@ -470,7 +470,7 @@ async def reconcile_live_sends(
     Returns the sends whose status changed. ``chain_id``: only that chain's sends."""
     changed = []
     now = time.time()
-    for s in store.live_sends(open_only=True):
+    for s in ledger.live_sends(open_only=True):
         if chain_id is not None and s.chain_id != chain_id:
             continue  # another chain's send: read on its own RPC
         receipt = await rpc.request("eth_getTransactionReceipt", [s.tx_hash])
@@ -488,7 +488,7 @@ async def reconcile_live_sends(
             elif now - s.created_at > give_up_after_s:
                 status, detail = "dropped", f"not mined within {give_up_after_s:g}s; not re-sent"
         if (status, detail) != (s.status, s.detail):
-            store.set_live_status(s.tx_hash, status, detail)
+            ledger.set_live_status(s.tx_hash, status, detail)
             log.warning(
                 "live.reconciled",
                 tx_hash=s.tx_hash,

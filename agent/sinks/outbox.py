@@ -12,7 +12,7 @@ import structlog
 
 from agent.core.errors import StoreError
 from agent.sinks.journal import ProposalJournal
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ SPENDING = ("simulated", "planned", "advisory")
 NOT_SENT = {"status": "not_sent", "detail": "interrupted before signing; not retried"}
 
 
-def publish(store: Store, journal: ProposalJournal, record: dict[str, Any]) -> bool:
+def publish(ledger: ProposalLedger, journal: ProposalJournal, record: dict[str, Any]) -> bool:
     """Write the committed ``record``'s journal line and drop it from the outbox. A journal
     that cannot be written is logged, not raised: the record stays in the outbox (and in
     ``pending_records``) and is retried by ``flush_outbox``."""
@@ -37,50 +37,50 @@ def publish(store: Store, journal: ProposalJournal, record: dict[str, Any]) -> b
             note="proposal kept in the store's outbox; the line is retried every tick",
         )
         return False
-    store.clear_outbox(key)
+    ledger.clear_outbox(key)
     return True
 
 
-def with_live_outcome(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+def with_live_outcome(ledger: ProposalLedger, record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with its live sends as the store knows them now (after reconciliation)."""
     if "live" not in record:
         return record
-    sends = store.live_sends(str(record["idempotency_key"]))
+    sends = ledger.live_sends(str(record["idempotency_key"]))
     return record | {"live": [s.as_dict() for s in sends] or [NOT_SENT]}
 
 
-def awaiting_live(store: Store, record: dict[str, Any]) -> bool:
+def awaiting_live(ledger: ProposalLedger, record: dict[str, Any]) -> bool:
     """Whether ``record`` has a live send without an outcome yet: its journal line waits for
     what reconciliation decides (mined, reverted, replaced, dropped), so the journal never
     keeps an ``intent`` or ``sent`` that the store later settled."""
     return "live" in record and bool(
-        store.live_sends(str(record["idempotency_key"]), open_only=True)
+        ledger.live_sends(str(record["idempotency_key"]), open_only=True)
     )
 
 
-def flush_outbox(store: Store, journal: ProposalJournal) -> int:
+def flush_outbox(ledger: ProposalLedger, journal: ProposalJournal) -> int:
     """Journal every committed proposal whose line is missing and ready (its outside sinks
     done, its live sends settled); returns lines written."""
     written = 0
-    for record in store.outbox(delivered=True):
+    for record in ledger.outbox(delivered=True):
         key = str(record["idempotency_key"])
         if journal.has(key):
-            store.clear_outbox(key)
+            ledger.clear_outbox(key)
             continue
-        if awaiting_live(store, record):
+        if awaiting_live(ledger, record):
             continue
-        if not publish(store, journal, with_live_outcome(store, record)):
+        if not publish(ledger, journal, with_live_outcome(ledger, record)):
             break  # the journal is still unwritable; keep the order, retry next time
         written += 1
         log.warning("journal.recovered", idempotency_key=key, id=record.get("id"))
     return written
 
 
-def reconcile_spends(store: Store, records: list[dict[str, Any]]) -> int:
+def reconcile_spends(ledger: ProposalLedger, records: list[dict[str, Any]]) -> int:
     """A journaled proposal that could be executed, or an advisory ticket, must be in the
     spend ledger (a store rebuilt from the journal, or journals written before the outbox
     existed). Returns rows added."""
-    have = store.spend_keys()
+    have = ledger.spend_keys()
     added = 0
     for r in records:
         sizing = r.get("sizing") or {}
@@ -93,12 +93,12 @@ def reconcile_spends(store: Store, records: list[dict[str, Any]]) -> int:
         except (KeyError, InvalidOperation):
             continue
         at = int(str((r.get("policy") or {}).get("at", 0)) or 0)
-        if store.record_spend(session, str(key), amount, at):
+        if ledger.record_spend(session, str(key), amount, at):
             added += 1
             log.warning("spend.recovered", idempotency_key=key, amount_usd=str(amount))
     return added
 
 
-def pending_records(store: Store) -> list[dict[str, Any]]:
+def pending_records(ledger: ProposalLedger) -> list[dict[str, Any]]:
     """Committed proposals not yet journaled: part of the policy's memory like journaled ones."""
-    return store.outbox()
+    return ledger.outbox()

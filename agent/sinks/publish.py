@@ -51,7 +51,7 @@ from agent.sinks.render import CONSOLE
 from agent.sinks.safe_service import SafeServiceSink, safe_tx_from_record
 from agent.sinks.safe_tx_builder import remove_batch_file, write_batch_file
 from agent.sinks.spx_ticket import append_ticket_csv
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 log = structlog.get_logger("agent.propose")
 
@@ -110,7 +110,7 @@ class ProposalSinks:
         cfg: SinksConfig,
         *,
         journal: ProposalJournal,
-        store: Store,
+        ledger: ProposalLedger,
         rpc: RpcClient,
         http: HttpClient,
         chain_id: int,
@@ -127,7 +127,7 @@ class ProposalSinks:
         # Told of every journalled record (the daemon's metrics and notifications).
         self._on_published = on_published
         self.journal = journal
-        self.store = store
+        self.ledger = ledger
         self.rpc = rpc
         self.http = http
         self.chain_id = chain_id
@@ -148,7 +148,7 @@ class ProposalSinks:
 
     def seen(self, idempotency_key: str) -> bool:
         # The outbox holds committed proposals whose journal line is still to be written.
-        if self.journal.has(idempotency_key) or self.store.in_outbox(idempotency_key):
+        if self.journal.has(idempotency_key) or self.ledger.in_outbox(idempotency_key):
             log.info(
                 "proposal.duplicate", idempotency_key=idempotency_key, note="already in the journal"
             )
@@ -186,7 +186,7 @@ class ProposalSinks:
                 "proposal.not_planned", idempotency_key=proposal.idempotency_key, reason=draft.error
             )
         key = proposal.idempotency_key
-        if self.journal.has(key) or self.store.in_outbox(key):
+        if self.journal.has(key) or self.ledger.in_outbox(key):
             return None
         sim = outcome.result
         live = sim is not None and sim.success and self.cfg.live.enabled
@@ -215,7 +215,7 @@ class ProposalSinks:
                 updates["autonomous"] = {"status": "not_sent", "why_not": str(exc)}
                 log.warning("autonomous.not_routed", idempotency_key=key, reason=str(exc))
             else:
-                blocked = await self.executor.blocked(route.sender, self.store)
+                blocked = await self.executor.blocked(route.sender, self.ledger)
                 if blocked:
                     log.warning("autonomous.deferred", idempotency_key=key, reason=blocked)
                     return None  # not recorded: planned again next tick
@@ -251,7 +251,7 @@ class ProposalSinks:
         before it is broadcast), then the journal line (retried from the outbox if the journal
         cannot be written, or once the live sends have an outcome)."""
         delivered = not self._due(record)
-        if not self.store.commit_proposal(record, spend, delivered=delivered):
+        if not self.ledger.commit_proposal(record, spend, delivered=delivered):
             return None
         if not delivered:
             record, delivered = await self._deliver_logged(record)
@@ -260,12 +260,12 @@ class ProposalSinks:
             assert sender is not None
             key = str(record["idempotency_key"])
             try:
-                sent = await send_durably(sender, self.store, key, live_calls)
+                sent = await send_durably(sender, self.ledger, key, live_calls)
             except BaseException:
                 # Nothing signed yet (nonce or fee reads failed): undo the commit so the
                 # proposal is planned and sent next tick instead of journaled as not sent.
-                if not self.store.live_sends(key):
-                    self.store.retract_proposal(key)
+                if not self.ledger.live_sends(key):
+                    self.ledger.retract_proposal(key)
                     # Planned again next tick under a new id: no file of this one stays
                     # behind (the service's queue entry is found again by its safeTxHash).
                     if "safe_tx_builder_file" in record:
@@ -274,16 +274,16 @@ class ProposalSinks:
             record = record | {"live": sent}
             if route is not None:
                 record = record | {"autonomous": await self._executed(record, route, sent)}
-            self.store.update_outbox(record)
+            self.ledger.update_outbox(record)
         if delivered:
-            if awaiting_live(self.store, record):
+            if awaiting_live(self.ledger, record):
                 log.warning(
                     "journal.awaiting_live",
                     idempotency_key=record["idempotency_key"],
                     note="the journal line is written once its live send has an outcome",
                 )
             else:
-                publish_from_outbox(self.store, self.journal, record)
+                publish_from_outbox(self.ledger, self.journal, record)
         self._log(record)
         if self._on_published is not None:
             self._on_published(record)
@@ -303,9 +303,9 @@ class ProposalSinks:
         record = proposal.record()
         # Record and spend commit together (the outbox), before the journal line and the CSV
         # copy: a failed journal is retried from the outbox, a failed copy frees no budget.
-        if not self.store.commit_proposal(record, (session_id, spend_usd, at)):
+        if not self.ledger.commit_proposal(record, (session_id, spend_usd, at)):
             return None
-        publish_from_outbox(self.store, self.journal, record)
+        publish_from_outbox(self.ledger, self.journal, record)
         if csv_path:
             try:
                 append_ticket_csv(record, csv_path)
@@ -370,12 +370,12 @@ class ProposalSinks:
             # Never raises for the service: a refused post leaves its reason in the record.
             sent = await self._service.submit(st, int(record["block_number"]))
             record = record | {"safe_service": dict(record.get("safe_service") or {}) | sent}
-            self.store.update_outbox(record)
+            self.ledger.update_outbox(record)
         if "safe_tx_builder" in due:
             assert self.cfg.safe_tx_builder_dir
             path = write_batch_file(record, self.cfg.safe_tx_builder_dir)
             record = record | {"safe_tx_builder_file": str(path)}
-        self.store.update_outbox(record, delivered=True)
+        self.ledger.update_outbox(record, delivered=True)
         return record
 
     async def _deliver_logged(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -394,7 +394,7 @@ class ProposalSinks:
         """Deliver every committed proposal of this chain whose outside sinks did not finish
         (a crash or a failed write after the commit); returns how many were delivered."""
         done = 0
-        for record in self.store.outbox(delivered=False):
+        for record in self.ledger.outbox(delivered=False):
             if int(record.get("chain_id", -1)) != self.chain_id:
                 continue
             key = record.get("idempotency_key")
@@ -422,7 +422,7 @@ class ProposalSinks:
         )
         if self._live is None:
             self._live = LiveSender(live, chain_id=self.chain_id, read_rpc=self.rpc)
-        waiting = open_sends_of(self.store, self._live.address)
+        waiting = open_sends_of(self.ledger, self._live.address)
         if waiting:
             w = waiting[0]
             return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"

@@ -27,7 +27,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import reconcile_live_sends
 from agent.sinks.outbox import flush_outbox, reconcile_spends
 from agent.sinks.publish import ProposalSinks
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +89,7 @@ def reap_forks(store_path: str) -> list[int]:
 async def recover(
     live: LiveConfig,
     rpc: RpcClient,
-    store: Store,
+    ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
     *,
@@ -98,12 +98,12 @@ async def recover(
     """``sinks``: every chain's sinks, to deliver what a crash left undelivered. ``chain_id``:
     the live sends settled here are that chain's (another chain's are read on its own RPC)."""
     changed = await reconcile_live_sends(
-        store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+        ledger, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
     )
-    open_sends = store.live_sends(open_only=True)
+    open_sends = ledger.live_sends(open_only=True)
     delivered = [await s.deliver_pending() for s in sinks]
-    flushed = flush_outbox(store, journal)
-    added = reconcile_spends(store, journal.records())
+    flushed = flush_outbox(ledger, journal)
+    added = reconcile_spends(ledger, journal.records())
     log.info(
         "recovery.done",
         live_reconciled=len(changed),
@@ -117,7 +117,7 @@ async def recover(
 async def each_tick(
     live: LiveConfig,
     rpc: RpcClient,
-    store: Store,
+    ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
     *,
@@ -125,22 +125,22 @@ async def each_tick(
 ) -> None:
     """Open live sends get their outcome; outside sinks and journal lines that could not be
     written are retried."""
-    if store.live_sends(open_only=True):
+    if ledger.live_sends(open_only=True):
         await reconcile_live_sends(
-            store, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+            ledger, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
         )
     for s in sinks:
         await s.deliver_pending()
-    flush_outbox(store, journal)
+    flush_outbox(ledger, journal)
 
 
 async def settle_autonomous(sinks: ProposalSinks) -> None:
     """This chain's open autonomous sends get their outcome on the chain's own RPC."""
     ex = sinks.executor
-    if ex is None or not sinks.store.live_sends(open_only=True):
+    if ex is None or not sinks.ledger.live_sends(open_only=True):
         return
     await reconcile_live_sends(
-        sinks.store, ex.rpc, give_up_after_s=2 * ex.cfg.receipt_timeout_s, chain_id=ex.chain_id
+        sinks.ledger, ex.rpc, give_up_after_s=2 * ex.cfg.receipt_timeout_s, chain_id=ex.chain_id
     )
 
 
@@ -151,6 +151,6 @@ async def recover_autonomous(sinks: ProposalSinks) -> None:
     if ex is None:
         return
     await settle_autonomous(sinks)
-    sent = await ex.rebroadcast_fresh(sinks.store, now=time.time())
+    sent = await ex.rebroadcast_fresh(sinks.ledger, now=time.time())
     if sent:
         log.warning("recovery.autonomous_rebroadcast", tx_hashes=sent)

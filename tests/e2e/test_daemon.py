@@ -192,7 +192,7 @@ def test_session_cap_holds_across_a_restart(
     runs together stay within the cap (25% of B = $2,500)."""
     from decimal import Decimal
 
-    from agent.store.sqlite import Store
+    from agent.store.ledger import ProposalLedger
 
     config, _ = devnet_config
     text = config.read_text().replace("budget_usd = 1000000", "budget_usd = 10000")
@@ -209,7 +209,7 @@ def test_session_cap_holds_across_a_restart(
     recs1 = [json.loads(x) for x in (tmp_path / "proposals-1.jsonl").read_text().splitlines()]
     spent1 = [r for r in recs1 if r["status"] in ("simulated", "planned")]
     assert spent1, [r.get("error") for r in recs1]
-    with Store(tmp_path / "agent.sqlite") as store:
+    with ProposalLedger(tmp_path / "agent.sqlite") as store:
         ledger1 = store.session_spent_usd(session)
     # written by the proposer: the ledger is what run 1's proposals spent
     assert float(ledger1) == pytest.approx(sum(r["sizing"]["spend_usd"] for r in spent1), abs=0.01)
@@ -227,6 +227,6 @@ def test_session_cap_holds_across_a_restart(
     for r in recs2:
         if r.get("sizing"):
             assert Decimal(str(r["sizing"]["session_spent_before_usd"])) >= ledger1
-    with Store(tmp_path / "agent.sqlite") as store:
+    with ProposalLedger(tmp_path / "agent.sqlite") as store:
         ledger2 = store.session_spent_usd(session)
     assert ledger2 <= cap  # the cap holds across the restart

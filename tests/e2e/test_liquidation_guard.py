@@ -21,7 +21,7 @@ import pytest
 
 from agent.devnet.artifacts import npm_artifact
 from agent.devnet.chain import Chain
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 if TYPE_CHECKING:
     from conftest import StressedDevnet
@@ -96,7 +96,7 @@ def test_guard_proposes_the_whole_target_then_holds(
     assert p["sizing"]["session_cap_usd"] == 100_000
     ledger = pol["guard"]["ledger_session"]
     assert ledger == f"guard:31337:{safe.lower()}:{pol['session_id']}"
-    store = Store(str(tmp_path / "agent.sqlite"))
+    store = ProposalLedger(str(tmp_path / "agent.sqlite"))
     try:
         assert float(store.session_spent_usd(ledger)) == pytest.approx(
             p["sizing"]["spend_usd"], abs=0.01

@@ -21,7 +21,7 @@ from agent.sinks.autonomous import AutonomousExecutor
 from agent.sinks.config import AutonomousConfig, LiveConfig
 from agent.sinks.guardian import GuardianConfig
 from agent.sinks.live import LiveSender, send_durably
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def _nonce(rpc: RpcClient) -> int:
 async def test_fee_cap_and_stuck_transaction_replaced_with_bumped_fees(
     anvil: AnvilProcess, tmp_path: Path
 ) -> None:
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     async with RpcClient(anvil.url) as rpc:
         base = int((await rpc.get_block("latest"))["baseFeePerGas"], 16)
         tip = 2 * GWEI
@@ -105,7 +105,7 @@ async def test_restart_rebroadcasts_a_fresh_unsent_intent_once(
     anvil: AnvilProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("G_KEY", KEY)
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     async with RpcClient(anvil.url) as rpc:
         ex = AutonomousExecutor(
             AutonomousConfig(rebroadcast_within_s=600),

@@ -17,7 +17,7 @@ from agent.core.anvil import AnvilProcess
 from agent.core.rpc import RpcClient
 from agent.sinks.config import LiveConfig
 from agent.sinks.live import LiveSender, open_sends_of, reconcile_live_sends, send_durably
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ async def test_one_transaction_per_proposal_and_reconciliation(
 ) -> None:
     cfg = LiveConfig(enabled=True, signer_key=SecretStr(KEY), private_rpc_url=SecretStr(anvil.url),
                      receipt_timeout_s=10)  # fmt: skip
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     async with RpcClient(anvil.url) as rpc, LiveSender(cfg, chain_id=31337, read_rpc=rpc) as sender:
         # 1. a proposal is sent once: the second call finds its transaction and sends nothing
         first = await send_durably(sender, store, "k1", [(TO, "0x", 1)], poll_s=0.05)
@@ -113,7 +113,7 @@ async def test_lost_broadcast_answer_leaves_an_open_intent_not_a_second_send(
     reason; the same proposal is not sent again, and a new one waits for it."""
     cfg = LiveConfig(enabled=True, signer_key=SecretStr(KEY),
                      private_rpc_url=SecretStr("http://127.0.0.1:9"), receipt_timeout_s=5)  # fmt: skip
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     async with RpcClient(anvil.url) as rpc, LiveSender(cfg, chain_id=31337, read_rpc=rpc) as sender:
         sender._chain_checked = True  # the refusing endpoint cannot answer eth_chainId either
         out = await send_durably(sender, store, "k1", [(TO, "0x", 1)], poll_s=0.05)

@@ -28,14 +28,17 @@ async def test_parts_are_built_once_shared_and_closed(tmp_path: Path) -> None:
         sinks = app.sinks(chain)
         assert sinks is app.sinks(chain)
         assert sinks.http is app.http and sinks.rpc is app.rpc(chain)
-        assert sinks.journal is app.journal and sinks.store is app.store
+        assert sinks.journal is app.journal and sinks.ledger is app.ledger
+        assert app.ledger.db is app.store.db  # one file, one connection
         session = app.http.session()  # opened on first use
         rpc = app.rpc(chain)
-        store = app.store
+        store, ledger = app.store, app.ledger
     assert session.closed
     assert rpc._session is None
     with pytest.raises(Exception, match="closed"):
         store.keys()
+    with pytest.raises(Exception, match="closed"):
+        ledger.spend_count()
 
 
 async def test_nothing_is_built_that_a_command_does_not_use(tmp_path: Path) -> None:

@@ -432,3 +432,25 @@ async def test_every_call_credits_the_account_with_variable_rate_mode() -> None:
     assert repay.to == POOL
     assert list(repay.decoded.args.values()) == [to_checksum_address(USDC.asset), m, 2, acct]
     assert list(approve.decoded.args.values()) == [POOL, m]
+
+
+async def test_the_ledger_counts_a_combined_plans_wallet_capital_and_its_deleverages_cost() -> None:
+    """What the session cap is charged: a pure deleverage its cost (fee + impact + slippage
+    bound), a combined plan the wallet's capital PLUS its deleverage's cost, a top-up or repay
+    its value (mutation audit: a spend left out of the ledger)."""
+    from agent.planner.draft import spend_base
+
+    base = account(100, 120_000)
+    wallet = 8 * 10**18
+    acct = AccountState(**{**base.__dict__, "wallet_balances": {"WETH": wallet}})
+    target = 16 * WAD // 10
+    part = plan_wallet_part(
+        layout=LAYOUT, account_addr=SAFE, account=acct, collateral=WETH,
+        collateral_reserve=WETH_STATE, debt=USDC, debt_reserve=USDC_STATE,
+        target_hf_wad=target, max_spend_base=None, accrual_margin_s=0,
+    )  # fmt: skip
+    combo = await plan(acct, target, CpPool(), wallet=part)
+    assert combo.cost_base > 0
+    assert spend_base(combo) == 16_000 * 10**8 + combo.cost_base  # 8 WETH at $2000 + the cost
+    pure = await plan(base, target, CpPool())
+    assert spend_base(pure) == pure.cost_base == pure.value_base - pure.repaid_base

@@ -27,7 +27,7 @@ from agent.core.lock import AlreadyRunning, ExclusiveLock
 from agent.sinks.journal import ProposalJournal
 from agent.sinks.outbox import flush_outbox, publish, reconcile_spends, with_live_outcome
 from agent.sinks.recovery import take_locks
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFE = "0x3c05642d43878aB90F9d319c98f01ED5Afef61AD"
@@ -129,7 +129,7 @@ def test_journal_under_a_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_commit_is_one_transaction_and_the_journal_line_is_retried(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     journal_dir = tmp_path / "jdir"
     journal_dir.write_text("")  # the journal's directory is a file: every append fails
     journal = ProposalJournal(tmp_path / "j.jsonl")
@@ -155,7 +155,7 @@ def test_commit_is_one_transaction_and_the_journal_line_is_retried(tmp_path: Pat
 
 
 def test_journaled_spend_missing_from_the_ledger_is_recovered(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     records = [_record("k1", spend=55_000.5), _record("k2", "simulation_failed"), _record("k3")]
     store.record_spend("2026-01-01", "k3", Decimal("10"), 1)
     assert reconcile_spends(store, records) == 1
@@ -165,7 +165,7 @@ def test_journaled_spend_missing_from_the_ledger_is_recovered(tmp_path: Path) ->
 
 
 def test_live_outcome_of_a_record_from_the_store(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     rec = _record("k1") | {"live": []}
     assert with_live_outcome(store, rec)["live"] == [
         {"status": "not_sent", "detail": "interrupted before signing; not retried"}
@@ -322,7 +322,7 @@ def test_a_failing_spend_insert_leaves_neither_the_proposal_nor_the_spend(tmp_pa
     """A SQLite trigger makes the spend insert inside ``commit_proposal`` fail: a commit in two
     transactions would keep the outbox row (a journaled proposal outside the session cap)."""
     path = tmp_path / "s.sqlite"
-    store = Store(path)
+    store = ProposalLedger(path)
     with sqlite3.connect(path) as c:
         c.execute(
             "CREATE TRIGGER spend_fails BEFORE INSERT ON spends "
@@ -343,7 +343,7 @@ def test_a_store_rebuilt_from_the_journal_has_every_spend_the_advisory_ticket_to
     tmp_path: Path,
 ) -> None:
     """Issue 24 item 7: the S&P 500 ticket's spend was left out when the ledger was rebuilt."""
-    first = Store(tmp_path / "a.sqlite")
+    first = ProposalLedger(tmp_path / "a.sqlite")
     journal = ProposalJournal(tmp_path / "j.jsonl")
     for rec, spend in (
         (_record("k1", spend=55_000.5), Decimal("55000.5")),
@@ -354,7 +354,7 @@ def test_a_store_rebuilt_from_the_journal_has_every_spend_the_advisory_ticket_to
     assert flush_outbox(first, journal) == 3
     # by hand: 55000.5 + 1234.25, the failed simulation spends nothing
     assert first.session_spent_usd("2026-01-01") == Decimal("56234.75")
-    rebuilt = Store(tmp_path / "b.sqlite")
+    rebuilt = ProposalLedger(tmp_path / "b.sqlite")
     assert reconcile_spends(rebuilt, journal.records()) == 2
     assert rebuilt.session_spent_usd("2026-01-01") == Decimal("56234.75")
     assert rebuilt.spend_keys() == {"k1", "k2"}
@@ -365,7 +365,7 @@ def test_a_store_rebuilt_from_the_journal_has_every_spend_the_advisory_ticket_to
 def test_the_journal_line_waits_for_the_live_outcome(tmp_path: Path) -> None:
     """Issue 24 item 9: a send without an outcome (an intent left by a crash) keeps the line in
     the outbox; once reconciliation decides (here: dropped) the line says so, not "intent"."""
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     journal = ProposalJournal(tmp_path / "j.jsonl")
     rec = _record("k1") | {"live": []}
     assert store.commit_proposal(rec, ("2026-01-01", Decimal("10"), 1))
@@ -398,7 +398,7 @@ def test_outside_sinks_run_after_the_commit_and_are_retried(tmp_path: Path) -> N
 
     blocked = tmp_path / "builder"
     blocked.write_text("")  # a file where the directory should be: every write fails
-    store = Store(tmp_path / "s.sqlite")
+    store = ProposalLedger(tmp_path / "s.sqlite")
     journal = ProposalJournal(tmp_path / "j.jsonl")
     header = ProposalHeader("id1", "k1", "2026-01-01T00:00:00+00:00", "mainnet", 1, 100, SAFE,
                             (), {}, {})  # fmt: skip
@@ -410,7 +410,7 @@ def test_outside_sinks_run_after_the_commit_and_are_retried(tmp_path: Path) -> N
     async def run() -> tuple[dict[str, Any] | None, int]:
         async with HttpClient() as h, RpcClient("http://127.0.0.1:9") as rpc:
             sinks = ProposalSinks(SinksConfig(safe_tx_builder_dir=str(blocked / "x")),
-                                  journal=journal, store=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
+                                  journal=journal, ledger=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
             with capture_logs() as logs:
                 first = await sinks.publish(outcome, session_id="s", at=1)
             assert [e["event"] for e in logs if e["log_level"] == "error"] == [
@@ -434,4 +434,24 @@ def test_outside_sinks_run_after_the_commit_and_are_retried(tmp_path: Path) -> N
         blocked / "x" / "id1-collateral_top_up.json"
     )
     assert [p.name for p in (blocked / "x").iterdir()] == ["id1-collateral_top_up.json"]
+    store.close()
+
+
+def test_recovered_spends_are_the_recorded_spend_not_another_sizing_number(
+    tmp_path: Path,
+) -> None:
+    """A store rebuilt from the journal gets each proposal's ``sizing.spend_usd`` exactly (not
+    the need, not the cap), once, and nothing for a failed proposal (mutation audit)."""
+    from agent.sinks.outbox import reconcile_spends
+
+    store = ProposalLedger(tmp_path / "r.sqlite")
+    sizing = {"spend_usd": 100.25, "needed_value_usd": 500.0, "session_cap_usd": 25_000.0,
+              "session_id": "2024-08-05"}  # fmt: skip
+    recs = [
+        {"idempotency_key": "a", "status": "simulated", "sizing": sizing, "policy": {"at": 5}},
+        {"idempotency_key": "b", "status": "failed", "sizing": sizing, "policy": {"at": 6}},
+    ]
+    assert reconcile_spends(store, recs) == 1
+    assert reconcile_spends(store, recs) == 0
+    assert store.session_spent_usd("2024-08-05") == Decimal("100.25")
     store.close()

@@ -22,6 +22,7 @@ from agent.signals.base import InputRef, SignalResult
 from agent.sinks.config import NotifyConfig
 from agent.sinks.notify import Notice, Notifier, guard_critical_notice
 from agent.sinks.render import render_proposals
+from agent.store.ledger import ProposalLedger
 from agent.store.sqlite import Store
 
 E8 = 10**8
@@ -68,8 +69,17 @@ def store(tmp_path: Path) -> Any:
 def run(store: Store, p: PositionSnapshot, records: list[dict[str, Any]], signals=()) -> Any:  # type: ignore[no-untyped-def]
     settings = Settings()
     (position,) = build_parts(settings).positions
+    ledger = ProposalLedger(store.db)  # the spends, in the store's file
     return evaluate_guard(
-        settings, store, [(position, p)], {}, list(signals), records, at=AT, session_id="s"
+        settings,
+        store,
+        [(position, p)],
+        {},
+        list(signals),
+        records,
+        ledger=ledger,
+        at=AT,
+        session_id="s",
     )
 
 
@@ -94,8 +104,9 @@ def test_the_tick_proposes_then_holds_then_rearms_from_the_stored_hf(store: Stor
 
 def test_the_guard_spends_its_own_ledger_session(store: Store) -> None:
     p = pos(13_000)  # needs 13,000 x 1.6 / 0.825 - 20,000 = $5,212.12 (rounded up to cents)
-    store.record_spend("guard:" + ACCT.lower() + ":s", "k1", Decimal("99000"), AT)
-    store.record_spend("s", "k2", Decimal("5"), AT)  # the layer's: not the guard's
+    ledger = ProposalLedger(store.db)
+    ledger.record_spend("guard:" + ACCT.lower() + ":s", "k1", Decimal("99000"), AT)
+    ledger.record_spend("s", "k2", Decimal("5"), AT)  # the layer's: not the guard's
     v = run(store, p, []).views[0]
     assert v.spent_usd == Decimal(99000)
     assert v.action is not None
@@ -151,7 +162,15 @@ def test_gauges_carry_hf_and_prices(store: Store) -> None:
     )
     (position,) = build_parts(settings).positions
     report = evaluate_guard(
-        settings, store, [(position, p)], {"c": (layout, snap)}, [], [], at=AT, session_id="s"
+        settings,
+        store,
+        [(position, p)],
+        {"c": (layout, snap)},
+        [],
+        [],
+        ledger=ProposalLedger(store.db),
+        at=AT,
+        session_id="s",
     )
     v = report.views[0]
     assert v.prices is not None and v.prices.liquidation_price == 145_454_545_455

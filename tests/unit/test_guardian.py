@@ -84,3 +84,39 @@ def test_one_guard_action_priced_by_hand() -> None:
     assert actions_covered(50_000 * 10**8, 18_750 * 10**8) == 2
     assert actions_covered(18_749 * 10**8, 18_750 * 10**8) == 0
     assert actions_covered(10**8, 0) is None
+
+
+def test_the_guardians_top_up_and_repay_credit_the_safe() -> None:
+    """The guardian pays from its own wallet, but the collateral and the repaid debt are the
+    Safe's: ``supply`` and ``repay`` name the Safe as onBehalfOf, the amounts are sized from the
+    Safe's account data and the guardian's balance (mutation audit: wrong onBehalfOf)."""
+    from eth_utils.address import to_checksum_address
+
+    from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
+    from agent.core.units import WAD
+    from agent.planner.guardian import guardian_repay, guardian_topup
+
+    pool, safe = "0x" + "44" * 20, "0x" + "5a" * 20
+    weth = ReserveMeta("0x" + "11" * 20, "WETH", 18, "0x" + "22" * 20, "0x" + "33" * 20, 8250, 8000)
+    usdc = ReserveMeta("0x" + "12" * 20, "USDC", 6, "0x" + "23" * 20, "0x" + "34" * 20, 0, 0)
+    layout = MarketLayout("t", "aave-v3", pool, pool, pool, (weth, usdc), (safe,), {}, {}, {})
+    c, d = 20_000 * 10**8, 10_000 * 10**8  # HF 1.65 at LT 82.5%
+    acct = AccountState(c, d, 0, 8250, 8000, c * 8250 * WAD // (d * 10_000), {}, {})
+    common = dict(layout=layout, safe=safe, safe_account=acct, guardian=ADDR,
+                  target_hf_wad=18 * WAD // 10)  # fmt: skip
+    top = guardian_topup(**common, guardian_balances={"WETH": 10**21}, guardian_allowances={},
+                         asset=weth, reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8),
+                         max_spend_base=None)  # type: ignore[arg-type]  # fmt: skip
+    supply = top.plan.transactions[-1]
+    assert list(supply.decoded.args.values()) == [
+        to_checksum_address(weth.asset), top.plan.amount, to_checksum_address(safe), 0,
+    ]  # fmt: skip
+    # aimed 10 bps above 1.8: (1.8018 * $10,000 - $20,000 * 0.825) / 0.825 = $1,840 = 0.92 WETH
+    assert top.plan.amount == 920_000_000_000_000_000
+    rep = guardian_repay(**common, guardian_balances={"USDC": 10**12}, guardian_allowances={},
+                         asset=usdc, reserve=ReserveState(0, 0, 0, 0, 10**8),
+                         )  # type: ignore[arg-type]  # fmt: skip
+    call = rep.plan.transactions[-1]
+    assert list(call.decoded.args.values()) == [
+        to_checksum_address(usdc.asset), rep.plan.amount, 2, to_checksum_address(safe),
+    ]  # fmt: skip

@@ -76,3 +76,60 @@ async def test_a_failed_sub_call_is_a_failure_not_data(node: str) -> None:
     assert "deadbeef" in by_tag["acct"]
     # success with nothing returned (no code at the address) is not a zero balance
     assert by_tag["bal"].startswith(f"ERC20.balanceOf on {NO_CODE} returned undecodable data")
+
+
+# -- the tick's account read: getUserAccountData's six words land in the right fields ----------
+
+ACCOUNT_WORDS = (
+    1_234_567_000_000,  # totalCollateralBase ($12,345.67)
+    765_432_100_000,  # totalDebtBase ($7,654.321)
+    11_111,  # availableBorrowsBase
+    8_250,  # currentLiquidationThreshold (bps)
+    8_000,  # ltv (bps)
+    1_330_714_285_714_285_714,  # healthFactor (wad)
+)
+
+
+async def _answer_snapshot(request: web.Request) -> web.Response:
+    """Multicall3 answering a snapshot batch by selector (no reserves, one account, no wallet
+    reads): block 77, time 1.7e9, chain id 1, and the account data above."""
+    body = await request.json()
+    data = bytes.fromhex(body["params"][0]["data"][2:])
+    (calls,) = abi_decode(["(address,bool,bytes)[]"], data[4:])
+    mc, pool = load_abi("Multicall3"), load_abi("Pool")
+    by_selector = {
+        mc.selector("getBlockNumber"): abi_encode(["uint256"], [77]),
+        mc.selector("getCurrentBlockTimestamp"): abi_encode(["uint256"], [1_700_000_000]),
+        mc.selector("getChainId"): abi_encode(["uint256"], [1]),
+        pool.selector("getUserAccountData"): abi_encode(["uint256"] * 6, list(ACCOUNT_WORDS)),
+    }
+    results = [(True, by_selector[bytes(cd[:4])]) for _, _, cd in calls]
+    out = abi_encode(["(bool,bytes)[]"], [results])
+    return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": "0x" + out.hex()})
+
+
+async def test_the_account_read_maps_every_word_to_its_field() -> None:
+    """The health factor, threshold and LTV the guard and the planners read are the words Aave
+    returns in that order (mutation audit: LT and LTV swapped, a stale or wrong HF word)."""
+    from agent.collectors.onchain import read_snapshot
+    from agent.core.market import MarketLayout
+
+    app = web.Application()
+    app.router.add_post("/", _answer_snapshot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    layout = MarketLayout("t", "aave-v3", POOL, ORACLE, POOL, (), (SAFE,), {}, {}, {})
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        async with RpcClient(url, source="rpc:test") as rpc:
+            snap = await read_snapshot(rpc, layout)
+    finally:
+        await runner.cleanup()
+    assert (snap.block_number, snap.timestamp) == (77, 1_700_000_000)
+    a = snap.accounts[SAFE]
+    assert (a.total_collateral_base, a.total_debt_base, a.available_borrows_base) == (
+        ACCOUNT_WORDS[:3]
+    )
+    assert (a.liquidation_threshold_bps, a.ltv_bps) == (8_250, 8_000)
+    assert a.health_factor_wad == ACCOUNT_WORDS[5]

@@ -434,3 +434,11 @@ async def test_plan_is_capped_at_the_exposure_size() -> None:
     assert plan.size == 50 * WAD and plan.capped_by == "exposure"
     assert plan.premium_quote == 500_000_000 and plan.premium_limit == 505_000_000
     assert (await _plan(FakeVenue(), "1010.005", max_size=100 * WAD)).capped_by is None
+
+
+async def test_wallet_cap_leaves_room_for_the_slippage_limit() -> None:
+    # 505 USDC in the wallet: the premium LIMIT (quote + 1%) must be payable, so the quote is
+    # at most 505 / 1.01 = 500 USDC: 50 contracts, limit exactly 505 USDC.
+    plan = await _plan(FakeVenue(wallet=505_000_000), "1010.005")
+    assert plan.capped_by == "wallet" and plan.size == 50 * WAD
+    assert plan.premium_quote == 500_000_000 and plan.premium_limit == 505_000_000

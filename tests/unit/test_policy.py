@@ -406,3 +406,18 @@ def test_each_rung_is_its_weight_of_the_premium_budget_rounded_down_to_the_cent(
         "structural": Decimal("1250.01"),
     }
     assert sum(spends.values()) <= Decimal("5000.04")
+
+
+def test_ladder_weights_may_sum_to_one_and_not_a_hair_more() -> None:
+    """The rungs split the option spend: weights summing past 1 would spend more than the
+    premium budget (mutation audit: a threshold relaxed)."""
+    from agent.policy.ladder import HorizonConfig, check_ladder
+
+    def rung(name: str, w: str) -> HorizonConfig:
+        return HorizonConfig(name=name, dte_min=0, dte_max=7, weight=Decimal(w), otm_fraction=0)
+
+    check_ladder([rung("a", "0.6"), rung("b", "0.4")])  # exactly 1
+    with pytest.raises(ValueError, match=r"weights sum to 1\.01, must be <= 1"):
+        check_ladder([rung("a", "0.6"), rung("b", "0.41")])
+    with pytest.raises(ValueError, match="names must be unique"):
+        check_ladder([rung("a", "0.5"), rung("a", "0.5")])

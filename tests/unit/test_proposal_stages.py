@@ -39,7 +39,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.proposal import Proposal
 from agent.sinks.publish import ProposalSinks, proposal_from
 from agent.sinks.safe_tx_builder import validate_checksum
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 POOL = "0x87870Bca3F3fD6335C3F4ce8392D69350B4fA4E2"
 SAFE = "0x00000000000000000000000000000000000000Aa"
@@ -307,12 +307,12 @@ def _read(path: str) -> str:
 
 @pytest.fixture
 async def sinks(tmp_path: Path) -> Any:
-    store = Store(tmp_path / "agent.sqlite")
+    store = ProposalLedger(tmp_path / "agent.sqlite")
     http = HttpClient()
     rpc = RpcClient("http://127.0.0.1:9")  # never called: service and live sending are off
     journal = ProposalJournal(tmp_path / "proposals.jsonl")
     cfg = SinksConfig(safe_tx_builder_dir=str(tmp_path / "safe"))
-    yield ProposalSinks(cfg, journal=journal, store=store, rpc=rpc, http=http, chain_id=31337)
+    yield ProposalSinks(cfg, journal=journal, ledger=store, rpc=rpc, http=http, chain_id=31337)
     await http.close()
     await rpc.close()
     store.close()
@@ -330,12 +330,12 @@ async def test_publish_writes_the_journal_file_and_ledger_once(
     assert [json.loads(x) for x in lines] == [record]
     batch = json.loads(_read(record["safe_tx_builder_file"]))
     assert validate_checksum(batch) and len(batch["transactions"]) == 2
-    assert sinks.store.session_spent_usd("s1") == Decimal("833.333334")
+    assert sinks.ledger.session_spent_usd("s1") == Decimal("833.333334")
     # the same idempotency key again: nothing written, nothing spent twice
     again = await sinks.publish(Outcome(draft, sim_result()), session_id="s1", at=1_700_000_001)
     assert again is None and sinks.seen(draft.header.idempotency_key)
     assert len((tmp_path / "proposals.jsonl").read_text().splitlines()) == 1
-    assert sinks.store.session_spent_usd("s1") == Decimal("833.333334")
+    assert sinks.ledger.session_spent_usd("s1") == Decimal("833.333334")
 
 
 async def test_failed_simulation_is_recorded_but_not_spent(sinks: ProposalSinks) -> None:
@@ -345,7 +345,7 @@ async def test_failed_simulation_is_recorded_but_not_spent(sinks: ProposalSinks)
     )
     assert record is not None and record["status"] == "simulation_failed"
     assert record["simulation"]["error"] == "reverted"
-    assert sinks.store.session_spent_usd("s2") == 0
+    assert sinks.ledger.session_spent_usd("s2") == 0
 
 
 async def test_failed_planning_is_recorded_with_its_reason(sinks: ProposalSinks) -> None:
@@ -355,7 +355,7 @@ async def test_failed_planning_is_recorded_with_its_reason(sinks: ProposalSinks)
     assert record["status"] == "planning_failed" and record["transactions"] == []
     assert record["error"] == "no options venue configured"
     assert "safe_tx_builder_file" not in record
-    assert sinks.store.session_spent_usd("s3") == 0
+    assert sinks.ledger.session_spent_usd("s3") == 0
 
 
 def _room(room_usd: str) -> SpendCap:

@@ -192,3 +192,13 @@ def test_capped_by_the_debt_balance_at_the_debt_not_above() -> None:
     assert abs(Decimal(plan.hf_expected_wad) / WAD - hf) < Decimal("1e-15")
     exact = repay(acct, 18 * WAD // 10, debt_balance=833_333_334)  # the balance covers it
     assert exact.amount == 833_333_334 and exact.capped_by is None
+
+
+def test_a_plan_landing_exactly_on_the_target_reaches_it() -> None:
+    """HF == target is reaching the target (mutation audit: ``>`` for ``>=`` at a threshold)."""
+    plan = repay(account(20_000, 10_000, 8250, usdc=5_000 * 10**6), 18 * WAD // 10)
+    chosen, cmp = choose_protection(None, plan, target_hf_wad=plan.hf_expected_wad)
+    assert chosen is plan and cmp["options"][0]["reaches_target"] is True
+    assert cmp["reason"] == "repay_debt is the only plan and reaches the target"
+    _, above = choose_protection(None, plan, target_hf_wad=plan.hf_expected_wad + 1)
+    assert above["options"][0]["reaches_target"] is False

@@ -371,7 +371,7 @@ async def test_publish_posts_at_the_reserved_nonce_and_keeps_the_plan(
     from agent.simulator.outcome import Outcome
     from agent.sinks.journal import ProposalJournal
     from agent.sinks.publish import ProposalSinks
-    from agent.store.sqlite import Store
+    from agent.store.ledger import ProposalLedger
 
     def draft(key: str, st: SafeTx | None) -> Draft:
         header = ProposalHeader(key, key, "2026-01-01T00:00:00+00:00", "mainnet", 1, 100, SAFE,
@@ -382,11 +382,11 @@ async def test_publish_posts_at_the_reserved_nonce_and_keeps_the_plan(
         return SimulationResult(ok, 99, None, None, (), error=None if ok else "reverted")
 
     plan = {"nonce": 7, "onchain_nonce": 5, "queued_nonces": [5, 6]}
-    store = Store(tmp_path / "agent.sqlite")
+    store = ProposalLedger(tmp_path / "agent.sqlite")
     sinks_cfg = SinksConfig(safe_tx_builder_dir=None, safe_service=cfg(service.base))
     async with http() as h, RpcClient("http://127.0.0.1:9") as rpc:  # rpc: never called here
         sinks = ProposalSinks(sinks_cfg, journal=ProposalJournal(tmp_path / "p.jsonl"),
-                              store=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
+                              ledger=store, rpc=rpc, http=h, chain_id=1)  # fmt: skip
         # no Safe transaction: nothing to reserve, no request
         plain = draft("k0", None)
         assert await sinks.at_service_nonce(plain) == (plain, None)

@@ -283,3 +283,37 @@ def test_render_shows_the_open_layer_budget_next_to_a_put_budget() -> None:
         "open-layer budget: B $1,000,000.00, open before $760,000.00, room $240,000.00; "
         "$40,000.00 (put) frees on 2022-05-14T08:00:00Z" in text
     )
+
+
+def test_multisend_packs_plain_calls_by_hand() -> None:
+    """MultiSendCallOnly's format, byte by byte: operation 0 (a call; the CallOnly contract
+    refuses 1), 20-byte target, 32-byte value, 32-byte length, data (mutation audit)."""
+    from agent.planner.safe import pack_multisend
+    from agent.planner.tx import PlannedTx
+
+    a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
+    txs = [PlannedTx(a, 0, "0x1234", None, "x"), PlannedTx(b, 5, "0x", None, "y")]  # type: ignore[arg-type]
+    hand = (
+        "00" + "aa" * 20 + "00" * 32 + "00" * 31 + "02" + "1234"
+        + "00" + "bb" * 20 + "00" * 31 + "05" + "00" * 32
+    )  # fmt: skip
+    assert pack_multisend(txs).hex() == hand
+
+
+def test_the_prevalidated_signature_is_r_owner_s_zero_v_one() -> None:
+    from agent.sinks.live import prevalidated_signature
+
+    owner = "0x" + "c0" * 20
+    sig = prevalidated_signature(owner)
+    assert len(sig) == 65
+    assert sig[:32] == bytes(12) + bytes.fromhex("c0" * 20)  # r: the owner, left-padded
+    assert sig[32:64] == bytes(32) and sig[64] == 1  # s = 0, v = 1 (approved by msg.sender)
+
+
+def test_builder_transaction_keeps_the_value_and_the_target() -> None:
+    from agent.sinks.safe_tx_builder import batch_transaction
+
+    to = "0x" + "ab" * 20
+    item = batch_transaction({"to": to, "value": 12_345_678_901_234_567_890, "data": "0x"})
+    assert item["value"] == "12345678901234567890"  # wei, as a decimal string, not rounded
+    assert item["to"].lower() == to

@@ -22,7 +22,7 @@ from agent.sinks.proposal import Proposal
 from agent.sinks.publish import ProposalSinks
 from agent.sinks.render import render_proposal
 from agent.sinks.spx_ticket import COLUMNS, append_ticket_csv
-from agent.store.sqlite import Store
+from agent.store.ledger import ProposalLedger
 
 AT = pd.Timestamp("2024-08-02 23:59:59", tz="UTC")
 
@@ -109,15 +109,17 @@ def test_render_shows_the_advisory_ticket() -> None:
     assert "ESTIMATE" in text and "transactions (as signed)" not in text
 
 
-async def _publish_twice(tmp_path: Path, csv_path: Path) -> tuple[list[object], Store, Path]:
+async def _publish_twice(
+    tmp_path: Path, csv_path: Path
+) -> tuple[list[object], ProposalLedger, Path]:
     """The advisory ticket through the proposals' sinks, twice (a replay after a restart)."""
-    store = Store(tmp_path / "agent.sqlite")
+    store = ProposalLedger(tmp_path / "agent.sqlite")
     journal_path = tmp_path / "proposals.jsonl"
     cfg = SinksConfig(safe_tx_builder_dir=str(tmp_path / "safe"), spx_ticket_csv=str(csv_path))
     # rpc/http: never called, an advisory ticket is neither simulated, posted nor sent
     async with HttpClient() as http, RpcClient("http://127.0.0.1:9") as rpc:
         sinks = ProposalSinks(
-            cfg, journal=ProposalJournal(journal_path), store=store, rpc=rpc, http=http,
+            cfg, journal=ProposalJournal(journal_path), ledger=store, rpc=rpc, http=http,
             chain_id=31337,
         )  # fmt: skip
         proposal = Proposal.model_validate(ticket_record())
@@ -161,3 +163,18 @@ async def test_publish_advisory_keeps_the_ticket_and_its_spend_when_the_csv_fail
     assert len(journal_path.read_text().splitlines()) == 1
     assert store.session_spent_usd("2024-08-02") == Decimal(str(first["sizing"]["spend_usd"]))
     store.close()
+
+
+def test_csv_cost_columns_are_limit_times_multiplier_times_quantity(tmp_path: Path) -> None:
+    """The ticket's max cost per leg is what the broker can charge at the limit (what the
+    session cap counts), never the estimate (mutation audit)."""
+    rec = Proposal.model_validate(ticket_record()).record()
+    path = tmp_path / "spx_tickets.csv"
+    append_ticket_csv(rec, path)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        by_hand = Decimal(row["limit_price"]) * 100 * int(row["quantity"])
+        assert Decimal(row["max_cost_usd_at_limit"]) == by_hand > 0
+    total = sum(Decimal(r["max_cost_usd_at_limit"]) for r in rows)
+    assert total == Decimal(str(rec["sizing"]["spend_usd"]))

@@ -15,7 +15,7 @@ import pytest
 
 from agent.core.errors import StoreError
 from agent.core.models import Observation
-from agent.store import SCHEMA_VERSION, Store
+from agent.store import SCHEMA_VERSION, Database, ProposalLedger, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_known_at_none_roundtrip_and_source_filter(store: Store) -> None:
 
 def test_spend_ledger(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    with Store(path) as s:
+    with ProposalLedger(path) as s:
         assert s.record_spend("2026-01-01", "k1", Decimal("100.10"), 1) is True
         assert s.record_spend("2026-01-01", "k1", Decimal("999"), 2) is False
         assert s.record_spend("2026-01-01", "k2", Decimal("0.20"), 3) is True
@@ -110,7 +110,7 @@ def test_spend_ledger(tmp_path: Path) -> None:
             s.record_spend("x", "bad", Decimal("NaN"), 0)
         with pytest.raises(StoreError):
             s.record_spend("x", "neg", Decimal("-1"), 0)
-    with Store(path) as s:  # survives restart
+    with ProposalLedger(path) as s:  # survives restart
         assert s.session_spent_usd("2026-01-01") == Decimal("100.30")
         assert s.session_spent_usd("none") == Decimal(0)
 
@@ -146,13 +146,14 @@ WRITER = textwrap.dedent(
     """
     import sys
     from agent.core.models import Observation
-    from agent.store import Store
-    s = Store(sys.argv[1])
+    from agent.store import Database, ProposalLedger, Store
+    db = Database(sys.argv[1])
+    s, ledger = Store(db), ProposalLedger(db)
     i = 0
     while True:
         s.upsert([Observation(key="k", ts=i * 100 + j, value=float(j), unit="u", source="w")
                   for j in range(100)])
-        s.record_spend("sess", f"key{i}", __import__("decimal").Decimal(1), i)
+        ledger.record_spend("sess", f"key{i}", __import__("decimal").Decimal(1), i)
         print(i, flush=True)
         i += 1
     """
@@ -176,13 +177,14 @@ def test_kill_9_mid_write_keeps_committed_rows(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert committed >= 30
-    with Store(db) as s:
+    with Database(db) as d:
+        s, ledger = Store(d), ProposalLedger(d)
         assert s.integrity_check() == "ok"
         # every batch whose commit was acknowledged is there in full (maybe one more)
         n = s.count("k")
         assert n >= (committed + 1) * 100
         assert n % 100 == 0
-        assert s.session_spent_usd("sess") >= committed + 1
+        assert ledger.session_spent_usd("sess") >= committed + 1
 
 
 def test_checkpoints_advance_with_rows_in_one_transaction(tmp_path: Path) -> None:
@@ -210,3 +212,40 @@ def test_checkpoints_advance_with_rows_in_one_transaction(tmp_path: Path) -> Non
             "hyperliquid:BTC"
         )
         assert store.reset_checkpoints() == 2 and store.checkpoints() == []
+
+
+def test_observations_and_the_proposal_ledger_are_two_views_of_one_file(tmp_path: Path) -> None:
+    """Issue 21 item 5: the observation store and the proposal ledger share one database file
+    (a store written before the split opens as it is); neither has the other's methods."""
+    path = tmp_path / "one.sqlite"
+    with Database(path) as db:
+        store, ledger = Store(db), ProposalLedger(db)
+        store.upsert([obs("k", 1, 1.0)])
+        assert ledger.commit_proposal({"idempotency_key": "p1"}, ("s", Decimal("5.25"), 1))
+    with Store(path) as s:
+        assert s.count() == 1
+    with ProposalLedger(path) as led:
+        assert led.in_outbox("p1") and led.session_spent_usd("s") == Decimal("5.25")
+    assert not hasattr(Store, "commit_proposal") and not hasattr(Store, "session_spent_usd")
+    assert not hasattr(ProposalLedger, "upsert") and not hasattr(ProposalLedger, "series")
+
+
+def test_an_outbox_row_from_before_the_delivered_column_counts_as_delivered(
+    tmp_path: Path,
+) -> None:
+    """Schema 3 posted and wrote the Builder file BEFORE the commit: its outbox rows only miss
+    their journal line, so the migration marks them delivered (never posted again)."""
+    from agent.store.db import MIGRATIONS
+
+    path = tmp_path / "v3.sqlite"
+    c = sqlite3.connect(path)
+    for version in range(3):
+        c.executescript(MIGRATIONS[version])
+    c.execute("PRAGMA user_version = 3")
+    c.execute("INSERT INTO outbox VALUES ('old', '{\"idempotency_key\": \"old\"}', 1)")
+    c.commit()
+    c.close()
+    with ProposalLedger(path) as led:
+        assert led.db.schema_version() == SCHEMA_VERSION
+        assert [r["idempotency_key"] for r in led.outbox(delivered=True)] == ["old"]
+        assert led.outbox(delivered=False) == []
