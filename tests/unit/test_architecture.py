@@ -165,3 +165,13 @@ def test_the_glue_checks_fail_on_a_deliberate_violation(tmp_path: Path) -> None:
     (root / "app.py").write_text("import aiohttp\ns = aiohttp.ClientSession()\n")
     assert upward_imports(root) == ["agent/pipeline/collect.py imports agent.app"]
     assert clients_built_outside(root) == ["agent/sinks/live.py:4 builds RpcClient"]
+
+
+def test_test_module_basenames_are_unique() -> None:
+    # pytest's default import mode keys test modules by basename: two files of one name in
+    # different folders stop the whole collection ("import file mismatch").
+    root = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(root.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path
