@@ -70,8 +70,9 @@ def decide_spx(
     session_spent_usd: Decimal,
 ) -> SpxDecision:
     """At the tick's evaluation time (``evaluation.at``; the snapshot's time when unset); the
-    exposure is ``account``'s collateral in ``snap``; ``session_spent_usd`` is the ledger after
-    this tick's DeFi proposals."""
+    exposure is every position's collateral with several (like the put ladder's), else
+    ``account``'s in ``snap``; ``session_spent_usd`` is the ledger after this tick's DeFi
+    proposals."""
     t = evaluation.at or snap.timestamp
     at = pd.Timestamp(t, unit="s", tz="UTC")
     inputs = spx_inputs(store, t)
@@ -80,7 +81,8 @@ def decide_spx(
         log.info("signal", **_signal_log(r))
     spot = latest_close(inputs.spx, at, settings.signals.s11.max_staleness_days)
     acct = snap.accounts.get(account)
-    exposure = None if acct is None else Decimal(acct.total_collateral_base) / AAVE_BASE_UNIT_USD
+    base = evaluation.collateral_base or (None if acct is None else acct.total_collateral_base)
+    exposure = None if base is None else Decimal(base) / AAVE_BASE_UNIT_USD
     return spx_layer(
         signals,
         evaluation.decision,

@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import aiohttp
+
 from agent.config import Settings
 from agent.core.errors import AgentError
 from agent.core.http import HttpClient
 from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
-from agent.core.rpc import RpcClient
+from agent.core.rpc import RetryPolicy, RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
@@ -55,6 +57,7 @@ class App:
         self.positions: tuple[Position, ...] = self.parts.positions
         self._http: HttpClient | None = None
         self._rpcs: dict[str, RpcClient] = {}
+        self._probes: list[RpcClient] = []
         self._store: Store | None = None
         self._ledger: ProposalLedger | None = None
         self._journal: ProposalJournal | None = None
@@ -105,7 +108,15 @@ class App:
     def http(self) -> HttpClient:
         """The one HTTP client (collectors, Safe Transaction Service); build it inside the loop."""
         if self._http is None:
-            self._http = self.settings.collectors.http.client()
+            h = self.settings.collectors.http
+            self._http = HttpClient(
+                timeout_s=h.timeout_s,
+                retry=h.retry_policy(),
+                rate_limits=h.limits(),
+                record_path=h.record_path,
+                user_agent=h.user_agent,
+                max_body_bytes=h.max_body_bytes,
+            )
         return self._http
 
     def rpc(self, chain: Chain) -> RpcClient:
@@ -121,17 +132,39 @@ class App:
                 )
                 raise AgentError(f"{self.settings.origin}: {what} is not set")
             cfg = chain.config
-            if cfg.rpc_urls:
-                client = self.ops.chain_rpc(cfg)
+            urls = [u.get_secret_value() for u in (cfg.rpc_url, *cfg.rpc_urls)]
+            if cfg.rpc_urls:  # with fallback URLs, rotations and head checks are counted in ops
+                rotated, heads = self.ops.rpc_hooks(cfg)
+                client = RpcPool(
+                    urls,
+                    source=f"rpc:{chain.name}",
+                    timeout_s=cfg.timeout_s,
+                    deadline_s=cfg.request_deadline_s,
+                    max_lag_blocks=cfg.max_lag_blocks,
+                    on_rotate=rotated,
+                    on_heads=heads,
+                )
             else:
                 client = RpcPool(
-                    [cfg.rpc_url.get_secret_value()],
+                    urls,
                     source=f"rpc:{chain.name}",
                     timeout_s=cfg.timeout_s,
                     deadline_s=cfg.request_deadline_s,
                 )
             self._rpcs[chain.name] = client
         return client
+
+    def probe_rpc(self, url: str, *, timeout_s: float) -> RpcClient:
+        """A client of one URL with one attempt (``hedge-agent check`` reads each URL on its
+        own, not through the pool); closed when the app closes."""
+        client = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
+        self._probes.append(client)
+        return client
+
+    def probe_session(self, timeout_s: float) -> aiohttp.ClientSession:
+        """A bare HTTP session for reachability probes (one request each, no retries or rate
+        limits); the caller closes it (``async with``)."""
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
     @property
     def ops(self) -> Operations:
@@ -273,7 +306,7 @@ class App:
         closers += [sim.stop for sim in self._simulators.values()]
         if self._http is not None:
             closers.append(self._http.close)
-        closers += [rpc.close for rpc in self._rpcs.values()]
+        closers += [rpc.close for rpc in (*self._rpcs.values(), *self._probes)]
         first: BaseException | None = None
         for close in closers:
             try:
@@ -289,5 +322,6 @@ class App:
         self._sinks.clear()
         self._simulators.clear()
         self._rpcs.clear()
+        self._probes.clear()
         if first is not None:
             raise first

@@ -68,7 +68,7 @@ from agent.core.http import HttpClient
 from agent.core.market import MarketLayout
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
-from agent.pipeline.parts import Chain, build_parts
+from agent.pipeline.parts import Chain, lists_comet
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -402,38 +402,18 @@ async def backfill(
     store: Store,
     *,
     since: int,
-    chain: Chain | None = None,
+    chain: Chain,
+    http: HttpClient,
+    rpc: RpcClient | None,
     shared: bool = True,
-    http: HttpClient | None = None,
-    rpc: RpcClient | None = None,
     restart: bool = False,
     progress: Progress | None = None,
     on_step: Callable[[str, int], None] | None = None,
     segment_steps: int = 24,
 ) -> BackfillReport:
-    """Backfill every configured source from ``since`` (unix s) for one chain (default: the
-    settings' one chain); the chain-independent sources only when ``shared``. Resumable (see
-    the module)."""
-    if chain is None:
-        (chain,) = build_parts(settings).chains[:1]
-    if http is None or (rpc is None and chain.has_rpc):
-        # Clients from the composition root, closed before returning.
-        from agent.app import App
-
-        async with App(settings) as app:
-            return await backfill(
-                settings,
-                store,
-                since=since,
-                chain=chain,
-                shared=shared,
-                http=http or app.http,
-                rpc=rpc or (app.rpc(chain) if chain.has_rpc else None),
-                restart=restart,
-                progress=progress,
-                on_step=on_step,
-                segment_steps=segment_steps,
-            )
+    """Backfill every configured source from ``since`` (unix s) for one chain (its ``rpc``
+    None: no URL, its history is skipped); the chain-independent sources only when
+    ``shared``. The clients come from the composition root. Resumable (see the module)."""
     t0 = time.perf_counter()
     report = BackfillReport(since=since)
     cfg = chain.config
@@ -451,7 +431,13 @@ async def backfill(
                 )
             else:
                 tasks += chain_tasks(
-                    settings, cfg, rpc, layout, since, comet=shared, segment_steps=segment_steps
+                    settings,
+                    cfg,
+                    rpc,
+                    layout,
+                    since,
+                    comet=lists_comet(settings, chain),
+                    segment_steps=segment_steps,
                 )
         else:
             report.tasks[f"onchain:{chain.name}"] = TaskReport(

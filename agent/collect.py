@@ -45,7 +45,7 @@ from agent.core.models import Observation
 from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
 from agent.ops.incremental import collect_new_liquidations
-from agent.pipeline.parts import Chain, build_parts
+from agent.pipeline.parts import Chain, lists_comet
 from agent.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -182,43 +182,25 @@ async def collect_once(
     settings: Settings,
     store: Store,
     *,
-    chain: Chain | None = None,
+    chain: Chain,
+    http: HttpClient,
+    rpc: RpcClient | None,
     shared: bool = True,
-    http: HttpClient | None = None,
-    rpc: RpcClient | None = None,
     layout: MarketLayout | None = None,
     due: Callable[[HttpCollector], bool] | None = None,
 ) -> CollectReport:
     """Run every configured collector once, store the observations, report per source.
 
     ``hedge-agent collect`` and the daemon's tick both collect through here, once per chain
-    (``chain``: default the settings' one chain); the chain-independent sources (HTTP APIs,
-    the scenario feed, the Comet markets) only when ``shared``. The daemon passes its market
+    (``chain``, with its ``rpc``: None when it has no URL, its sources are then skipped): its
+    snapshot, liquidation logs and, on the chain that lists them, the Comet markets; the
+    chain-independent sources (HTTP APIs, the scenario feed) only when ``shared``. The clients come from the composition root. The daemon passes its market
     ``layout`` (discovered once at start-up) and ``due``, which picks the HTTP collectors whose
-    interval has passed; ``report.snapshot`` is the chain snapshot the tick evaluates. Without
-    ``http``/``rpc`` the clients come from the composition root and are closed before
-    returning."""
-    if chain is None:
-        (chain,) = build_parts(settings).chains[:1]
-    if http is None or (rpc is None and chain.has_rpc):
-        from agent.app import App
-
-        async with App(settings) as app:
-            return await collect_once(
-                settings,
-                store,
-                chain=chain,
-                shared=shared,
-                http=http or app.http,
-                rpc=rpc or (app.rpc(chain) if chain.has_rpc else None),
-                layout=layout,
-                due=due,
-            )
-    assert http is not None
+    interval has passed; ``report.snapshot`` is the chain snapshot the tick evaluates."""
     t0 = time.perf_counter()
     report = CollectReport()
     cfg = settings.collectors
-    if not shared:  # this chain's own sources only: its snapshot and liquidation logs
+    if not lists_comet(settings, chain):  # the Comet markets are read on the chain they are on
         off = {"enabled": False}
         cfg = cfg.model_copy(update={"comet": cfg.comet.model_copy(update=off)})
     http_collectors = (

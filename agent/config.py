@@ -275,6 +275,16 @@ class Settings(BaseSettings):
         given = [p.name for p in self.positions if p.name]
         if len(given) != len(set(given)):
             raise ValueError("[[positions]]: two positions have the same name")
+        comet = self.collectors.comet
+        if comet.enabled and comet.markets:
+            if comet.chain is None and len(names) > 1:
+                raise ValueError(
+                    "collectors.comet.chain: name the [[chains]] entry the Comet markets are on"
+                )
+            if comet.chain is not None and comet.chain not in names:
+                raise ValueError(
+                    f"collectors.comet.chain = {comet.chain!r} is not a [[chains]] name"
+                )
         if self.options.chain is not None and self.options.chain not in names:
             raise ValueError(f"options.chain = {self.options.chain!r} is not a [[chains]] name")
         if len(self.chains) > 1:

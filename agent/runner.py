@@ -123,6 +123,12 @@ class Agent:
         # kill left unsent is broadcast (its journaled bytes: it can only be mined once).
         for own in {id(p.sinks): p.sinks for p in self.proposers}.values():
             await recovery.recover_autonomous(own)
+        if settings.policy.spx.enabled and self.app.parts.spx is None:
+            log.warning(
+                "spx.off",
+                note="several positions and no put ladder: set sinks.spx_ticket_position to "
+                "the position whose chain records the S&P 500 ticket",
+            )
         if settings.simulator.enabled and settings.simulator.warm_up:
             await self._warm_up()
         # ops: what /readyz waits for (each must answer its first check).
@@ -375,16 +381,20 @@ class Agent:
             ]
             proposals = await self._propose(markets, evaluation, stale)
             # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals.
-            ticket = self.proposers[0]
-            proposals += spx_advisory(
-                self.app.store,
-                self.settings,
-                ticket.chain,
-                self.app.sinks(ticket.chain),
-                markets[ticket.chain.name].snap if ticket.chain.name in markets else snap,
-                evaluation,
-                ticket.account,
-            )
+            # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals, through
+            # the sinks of the chain sinks.spx_ticket_position names (its chain read this tick).
+            ticket = self.app.parts.spx
+            if ticket is not None and ticket.chain.name in markets:
+                read = markets[ticket.chain.name]
+                proposals += spx_advisory(
+                    self.app.store,
+                    self.settings,
+                    ticket.chain,
+                    self.app.sinks(ticket.chain),
+                    read.snap,
+                    evaluation,
+                    ticket.account or read.layout.accounts[0],
+                )
         else:
             # Paused: recovery and retries of already-committed work ran above; nothing new.
             for chain in self.app.chains.values():

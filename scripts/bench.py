@@ -404,6 +404,7 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
                     app.positions,
                     markets,
                     records,
+                    ledger=app.ledger,
                     options_enabled=app.parts.puts is not None,
                 )
                 cpu.append((time.thread_time() - c0) * 1000)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agent.core.http import HttpClient, RateLimit, RetryPolicy
+from agent.core.http import RateLimit, RetryPolicy
 
 DAY = 86_400
 
@@ -54,16 +54,11 @@ class HttpConfig(_Model):
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=_default_rate_limits)
     record_path: Path | None = None  # JSONL recording of every exchange (redacted)
 
-    def client(self) -> HttpClient:
-        """Build the shared client; call inside the running event loop."""
-        return HttpClient(
-            timeout_s=self.timeout_s,
-            retry=RetryPolicy(**self.retry.model_dump()),
-            rate_limits={k: RateLimit(v.rate_per_s, v.burst) for k, v in self.rate_limits.items()},
-            record_path=self.record_path,
-            user_agent=self.user_agent,
-            max_body_bytes=self.max_body_bytes,
-        )
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(**self.retry.model_dump())
+
+    def limits(self) -> dict[str, RateLimit]:
+        return {k: RateLimit(v.rate_per_s, v.burst) for k, v in self.rate_limits.items()}
 
 
 class DefiLlamaConfig(_Model):
@@ -209,6 +204,8 @@ class CometConfig(_Model):
     enabled: bool = True  # no markets configured = nothing to read
     markets: list[CometMarket] = []
     protocol: str = "compound-v3"
+    # The chain the markets are on (a [[chains]] name; required with several chains).
+    chain: str | None = None
 
 
 class CollectorsConfig(_Model):

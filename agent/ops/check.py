@@ -13,18 +13,24 @@ import os
 import socket
 import sqlite3
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 from eth_utils.address import to_checksum_address
 
+from agent.app import App
 from agent.config import Settings, apply_deployment, load_settings
 from agent.core.abi import load_abi
 from agent.core.errors import AgentError
-from agent.core.rpc import RetryPolicy, RpcClient, redact_url
+from agent.core.rpc import RpcClient, redact_url
 from agent.ops.server import parse_listen
 from agent.pipeline.parts import Chain, Position, build_parts
 from agent.sinks.config import is_safe_hosted
+
+# One URL's client for a check (one attempt): App.probe_rpc with the check's timeout.
+Probe = Callable[[str], RpcClient]
 
 
 class Checks:
@@ -269,23 +275,25 @@ async def run_check(
         _writable_dir(ck, "sinks.safe_tx_builder_dir", Path(s.sinks.safe_tx_builder_dir))
     _listen(ck, s.agent.http.listen)
     _notify_urls(ck, s)
-    # Every chain, position by position: its chain's RPC, its contracts, its Safe.
-    checked: set[str] = set()
-    for position in build_parts(s).positions:
-        first = position.chain.name not in checked
-        checked.add(position.chain.name)
-        await _check_chain(ck, s, position, timeout_s, rpcs_too=first, several=s.multi_chain)
-    if s.roles.configured:
-        await _check_roles(ck, s, timeout_s)
-    if s.guardian.enabled:
-        await _check_guardian(ck, s, timeout_s, notes if notes is not None else [])
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
+    # The probes (one attempt per URL) come from the composition root, closed with it.
+    async with App(s) as app:
+        probe = partial(app.probe_rpc, timeout_s=timeout_s)
+        # Every chain, position by position: its chain's RPC, its contracts, its Safe.
+        checked: set[str] = set()
+        for position in app.positions:
+            first = position.chain.name not in checked
+            checked.add(position.chain.name)
+            await _check_chain(ck, s, position, probe, rpcs_too=first, several=s.multi_chain)
+        if s.roles.configured:
+            await _check_roles(ck, s, probe)
+        if s.guardian.enabled:
+            await _check_guardian(ck, s, probe, notes if notes is not None else [])
+        async with app.probe_session(timeout_s) as session:
+            await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
     return ck.problems, ck.passed
 
 
-async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list[str]) -> None:
+async def _check_guardian(ck: Checks, s: Settings, probe: Probe, notes: list[str]) -> None:
     """With ``[guardian]``: its key loads and is its account's (named, never shown), its gas,
     and its balances with the guard actions they still cover (into ``notes``)."""
     from agent.ops.guardian import guardian_position, read_guardian
@@ -308,7 +316,7 @@ async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list
     url = position.chain.config.rpc_url.get_secret_value()
     if not url or position.account is None:
         return  # reported with the chain
-    rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
+    rpc = probe(url)
     try:
         report = await read_guardian(rpc, s, position)
     except AgentError as exc:
@@ -329,7 +337,7 @@ async def _check_guardian(ck: Checks, s: Settings, timeout_s: float, notes: list
     )
 
 
-async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
+async def _check_roles(ck: Checks, s: Settings, probe: Probe) -> None:
     """With ``[roles]``: the installed protector role against its plan, one line per fact."""
     from agent.commands.roles import check_lines, role_position
 
@@ -341,7 +349,7 @@ async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
     url = position.chain.config.rpc_url.get_secret_value()
     if not url:
         return  # reported with the chain
-    rpc = RpcClient(url, source="check", retry=RetryPolicy(attempts=1), timeout_s=timeout_s)
+    rpc = probe(url)
     try:
         lines = await check_lines(s, position, rpc)
     except AgentError as exc:
@@ -354,41 +362,25 @@ async def _check_roles(ck: Checks, s: Settings, timeout_s: float) -> None:
 
 
 async def _check_chain(
-    ck: Checks, s: Settings, p: Position, timeout_s: float, *, rpcs_too: bool, several: bool
+    ck: Checks, s: Settings, p: Position, probe: Probe, *, rpcs_too: bool, several: bool
 ) -> None:
     """One chain's RPC URLs (chain id), the configured contracts and the position's Safe.
     With several chains the labels name the chain (``chains.NAME.rpc_url``)."""
-    once = RetryPolicy(attempts=1)
     chain = p.chain
     prefix = f"chains.{chain.name}." if several else "chain."
     rpcs: list[tuple[str, RpcClient]] = []
     url = chain.config.rpc_url.get_secret_value()
     hint = "rpc_url_env" if several else "HEDGE_AGENT_CHAIN__RPC_URL"
     if ck.expect(bool(url), f"{prefix}rpc_url: not set ({hint})"):
-        rpcs.append(
-            (f"{prefix}rpc_url", RpcClient(url, source="check", retry=once, timeout_s=timeout_s))
-        )
+        rpcs.append((f"{prefix}rpc_url", probe(url)))
     if rpcs_too:
         rpcs += [
-            (
-                f"{prefix}rpc_urls[{i}]",
-                RpcClient(u.get_secret_value(), source="check", retry=once, timeout_s=timeout_s),
-            )
+            (f"{prefix}rpc_urls[{i}]", probe(u.get_secret_value()))
             for i, u in enumerate(chain.config.rpc_urls)
         ]
     live = s.sinks.live
     if rpcs_too and live.enabled and live.private_rpc_url is not None:
-        rpcs.append(
-            (
-                "sinks.live.private_rpc_url",
-                RpcClient(
-                    live.private_rpc_url.get_secret_value(),
-                    source="check",
-                    retry=once,
-                    timeout_s=timeout_s,
-                ),
-            )
-        )
+        rpcs.append(("sinks.live.private_rpc_url", probe(live.private_rpc_url.get_secret_value())))
     try:
         ok = [await _check_rpc(ck, chain, rpc, label) for label, rpc in rpcs]
         if rpcs and ok[0]:

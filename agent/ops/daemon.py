@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -15,7 +15,7 @@ from agent.collectors.onchain import ChainConfig
 from agent.config import Settings
 from agent.core.errors import ConfigError
 from agent.core.rpc import RpcClient
-from agent.core.rpc_pool import HeadCheck, RpcPool
+from agent.core.rpc_pool import HeadCheck
 from agent.ops.guardian import GuardianWatch
 from agent.ops.pause import PauseState, PauseSwitch, pause_path
 from agent.ops.procmem import rss_bytes
@@ -56,11 +56,11 @@ class Operations:
         self._pause: PauseState | None = None
         self._server_task: asyncio.Task[None] | None = None
 
-    def chain_rpc(self, chain: ChainConfig) -> RpcClient:
-        """The chain's client: ``rpc_url`` alone, or with ``rpc_urls`` as a rotating pool whose
-        switches are counted per reason."""
-        source = f"rpc:{chain.name}"
-        urls = [u.get_secret_value() for u in (chain.rpc_url, *chain.rpc_urls)]
+    def rpc_hooks(
+        self, chain: ChainConfig
+    ) -> tuple[Callable[[str], None], Callable[[HeadCheck], None]]:
+        """What a chain's rotating pool reports (App builds the pool): each switch counted per
+        reason, each head check's lagging URLs."""
 
         def rotated(reason: str) -> None:
             self.telemetry.rpc_rotations.labels(chain.name, reason).inc()
@@ -79,15 +79,7 @@ class Operations:
                     providers=check.describe(),
                 )
 
-        return RpcPool(
-            urls,
-            source=source,
-            timeout_s=chain.timeout_s,
-            deadline_s=chain.request_deadline_s,
-            max_lag_blocks=chain.max_lag_blocks,
-            on_rotate=rotated,
-            on_heads=heads,
-        )
+        return rotated, heads
 
     def _count_notice(self, kind: str, outcome: str) -> None:
         self.telemetry.notifications.labels(kind, outcome).inc()

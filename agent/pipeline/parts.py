@@ -106,6 +106,8 @@ class Parts:
     chains: tuple[Chain, ...]
     positions: tuple[Position, ...]
     puts: PutLadder | None
+    # the position whose chain's sinks record the S&P 500 ticket (sinks.spx_ticket_position)
+    spx: Position | None = None
 
     @property
     def several(self) -> bool:
@@ -130,12 +132,29 @@ class Parts:
         raise ConfigError(f"no position named {name!r} (positions: {names})")
 
 
+def lists_comet(settings: Settings, chain: Chain) -> bool:
+    """Whether the configured Comet markets are read on ``chain``: the chain
+    ``collectors.comet.chain`` names (the one chain when not named)."""
+    name = settings.collectors.comet.chain
+    return name == chain.name if name is not None else len(settings.chains) <= 1
+
+
 def build_parts(settings: Settings) -> Parts:
     """The chains, positions and put ladder of the settings (``[chain]`` + ``[position]``, or
     ``[[chains]]`` + ``[[positions]]``)."""
-    if not settings.chains:
-        return _single(settings)
-    return _several(settings)
+    parts = _several(settings) if settings.chains else _single(settings)
+    return replace(parts, spx=_spx_position(settings, parts))
+
+
+def _spx_position(s: Settings, parts: Parts) -> Position | None:
+    name = s.sinks.spx_ticket_position
+    if name is not None:
+        return parts.position(name)
+    if parts.puts is not None:
+        return parts.puts.buyer
+    if len(parts.positions) == 1:
+        return parts.positions[0]
+    return None  # several positions, no ladder, none named: no ticket (the daemon says so)
 
 
 def _accounts(c: ChainConfig, wanted: list[str]) -> ChainConfig:

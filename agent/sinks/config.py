@@ -133,6 +133,9 @@ class SinksConfig(BaseModel):
     safe_tx_builder_dir: str | None = "var/safe-tx-builder"  # None: do not write batch files
     # The S&P 500 side's advisory tickets, one CSV row per leg (None: no CSV).
     spx_ticket_csv: str | None = "var/spx_tickets.csv"
+    # The position whose chain's sinks record the ticket (its account on the record); default:
+    # the put ladder's buyer, else the one position.
+    spx_ticket_position: str | None = None
     safe_service: SafeServiceConfig = SafeServiceConfig()
     live: LiveConfig = LiveConfig()
     autonomous: AutonomousConfig = AutonomousConfig()

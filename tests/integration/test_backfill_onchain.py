@@ -10,11 +10,23 @@ from typing import Any
 import pytest
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
-from agent.backfill import backfill
+from agent.app import App
+from agent.backfill import BackfillReport, backfill
 from agent.config import Settings, apply_deployment
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
 from agent.store.sqlite import Store
+
+
+async def backfill_via_app(settings: Settings, store: Store, **kw: Any) -> BackfillReport:
+    """``backfill`` with its clients from the composition root (as the command does); an
+    ``http`` given is used instead of the app's."""
+    async with App(settings) as app:
+        (chain,) = app.parts.chains
+        http = kw.pop("http", None) or app.http
+        rpc = app.rpc(chain) if chain.has_rpc else None
+        return await backfill(settings, store, chain=chain, http=http, rpc=rpc, **kw)
+
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +66,7 @@ async def test_onchain_backfill_resumes_to_identical_rows(
 
     ref = tmp_path / "ref.sqlite"
     with Store(ref) as store:
-        report = await backfill(settings, store, since=since, segment_steps=2)
+        report = await backfill_via_app(settings, store, since=since, segment_steps=2)
     assert report.errors == []
     assert report.tasks["onchain:devnet"].done and report.tasks["liquidations:devnet"].done
     assert report.tasks["onchain:devnet"].steps >= 4  # 2 steps of 30 min per segment
@@ -78,8 +90,8 @@ async def test_onchain_backfill_resumes_to_identical_rows(
 
         with Store(path) as store:
             with pytest.raises(Killed):
-                await backfill(settings, store, since=since, segment_steps=2, on_step=hook)
+                await backfill_via_app(settings, store, since=since, segment_steps=2, on_step=hook)
             assert rows(path) != reference
-            resumed = await backfill(settings, store, since=since, segment_steps=2)
+            resumed = await backfill_via_app(settings, store, since=since, segment_steps=2)
         assert resumed.errors == []
         assert rows(path) == reference

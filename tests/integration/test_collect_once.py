@@ -17,14 +17,29 @@ import pytest
 from devnet_rpc import rpc_call_sync
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
-from agent.collect import collect_once
+from agent.app import App
+from agent.collect import CollectReport, collect_once
 from agent.commands.collect import register
-from agent.config import load_settings
+from agent.config import Settings, load_settings
 from agent.core.abi import load_abi
 from agent.devnet.artifacts import forge_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
 from agent.store.sqlite import Store
+
+
+async def collect_via_app(settings: Settings, store: Store) -> CollectReport:
+    """``collect_once`` with its clients from the composition root (as the commands do)."""
+    async with App(settings) as app:
+        (chain,) = app.parts.chains
+        return await collect_once(
+            settings,
+            store,
+            chain=chain,
+            http=app.http,
+            rpc=app.rpc(chain) if chain.has_rpc else None,
+        )
+
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +124,7 @@ async def test_collect_once_on_devnet_with_every_http_source(
     settings = load_settings(config)
 
     with Store(db) as store:
-        report = await collect_once(settings, store)
+        report = await collect_via_app(settings, store)
 
     # Only Comet fails (no contract at its address), and it says so; every other source stored.
     assert len(report.errors) == 1 and report.errors[0].startswith("comet: devnet: Comet usdc at")

@@ -16,11 +16,23 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.backfill import Progress, backfill
+from agent.app import App
+from agent.backfill import BackfillReport, Progress, backfill
 from agent.collectors.config import CollectorsConfig
 from agent.config import Settings
 from agent.core.http import HttpClient, RetryPolicy
 from agent.store.sqlite import Store
+
+
+async def backfill_via_app(settings: Settings, store: Store, **kw: Any) -> BackfillReport:
+    """``backfill`` with its clients from the composition root (as the command does); an
+    ``http`` given is used instead of the app's."""
+    async with App(settings) as app:
+        (chain,) = app.parts.chains
+        http = kw.pop("http", None) or app.http
+        rpc = app.rpc(chain) if chain.has_rpc else None
+        return await backfill(settings, store, chain=chain, http=http, rpc=rpc, **kw)
+
 
 H = 3600
 T0 = 1_700_000_000 // H * H  # 2023-11-14 22:00 UTC: Hyperliquid is hourly
@@ -176,7 +188,7 @@ TASKS = {
 
 async def full_run(settings: Settings, http: HttpClient, path: Path) -> list[tuple[Any, ...]]:
     with Store(path) as store:
-        report = await backfill(settings, store, since=SINCE, http=http)
+        report = await backfill_via_app(settings, store, since=SINCE, http=http)
     assert report.errors == [] and {n for n, t in report.tasks.items() if t.done} == TASKS
     return rows(path)
 
@@ -188,7 +200,7 @@ async def test_uninterrupted_backfill_loads_every_page(
     settings = settings_for(base)
     out = io.StringIO()
     with Store(tmp_path / "a.sqlite") as store:
-        report = await backfill(
+        report = await backfill_via_app(
             settings, store, since=SINCE, http=http, progress=Progress(out, min_interval_s=0)
         )
         cps = {c.name: c for c in store.checkpoints()}
@@ -251,9 +263,9 @@ async def test_uninterrupted_backfill_loads_every_page(
     # A finished backfill is not fetched again; --restart does.
     before = a.requests
     with Store(tmp_path / "a.sqlite") as store:
-        again = await backfill(settings, store, since=SINCE, http=http)
+        again = await backfill_via_app(settings, store, since=SINCE, http=http)
         assert a.requests == before and all(t.skipped for t in again.tasks.values())
-        redo = await backfill(settings, store, since=SINCE, http=http, restart=True)
+        redo = await backfill_via_app(settings, store, since=SINCE, http=http, restart=True)
         assert a.requests == 2 * before and redo.rows == report.rows
     assert rows(tmp_path / "a.sqlite") == stored
 
@@ -282,14 +294,14 @@ async def test_interrupted_backfill_resumes_to_identical_rows(
     path = tmp_path / "resumed.sqlite"
     a.requests = 0
     with Store(path) as store, pytest.raises(Killed):
-        await backfill(settings, store, since=SINCE, http=http, on_step=hook)
+        await backfill_via_app(settings, store, since=SINCE, http=http, on_step=hook)
     partial = rows(path)
     assert 0 < len(partial) < len(reference)
     with Store(path) as store:
         cps = store.checkpoints()
         # the killed step was stored with its checkpoint (concurrent tasks may have stored more)
         assert sum(c.steps for c in cps) >= kill_after
-        report = await backfill(settings, store, since=SINCE, http=http)
+        report = await backfill_via_app(settings, store, since=SINCE, http=http)
     assert report.errors == []
     assert any(t.resumed_from is not None or t.skipped for t in report.tasks.values())
     assert rows(path) == reference
@@ -307,7 +319,7 @@ async def test_cancelled_backfill_resumes_to_identical_rows(
     path = tmp_path / "cancelled.sqlite"
     a.requests, a.stop_after = 0, 6
     with Store(path) as store:
-        task = asyncio.create_task(backfill(settings, store, since=SINCE, http=http))
+        task = asyncio.create_task(backfill_via_app(settings, store, since=SINCE, http=http))
         await a.reached.wait()
         task.cancel()  # like Ctrl-C: mid-request, mid-page
         with pytest.raises(asyncio.CancelledError):
@@ -316,7 +328,7 @@ async def test_cancelled_backfill_resumes_to_identical_rows(
         assert 0 < done_steps < 17
         assert rows(path) != reference
         a.stop_after = None
-        report = await backfill(settings, store, since=SINCE, http=http)
+        report = await backfill_via_app(settings, store, since=SINCE, http=http)
     assert report.errors == []
     assert rows(path) == reference
 
@@ -330,12 +342,12 @@ async def test_a_failing_source_keeps_its_checkpoint_and_others_finish(
     del a.fred["PPIFIS"]  # the server now fails PPIFIS (KeyError -> HTTP 500)
     path = tmp_path / "f.sqlite"
     with Store(path) as store:
-        report = await backfill(settings, store, since=SINCE, http=http)
+        report = await backfill_via_app(settings, store, since=SINCE, http=http)
         assert [e.split(":")[0:2] for e in report.errors] == [["fred", "PPIFIS"]]
         assert "HTTP 500" in report.errors[0]
         assert {n for n, t in report.tasks.items() if t.done} == TASKS - {"fred:PPIFIS"}
         a.fred["PPIFIS"] = good
-        again = await backfill(settings, store, since=SINCE, http=http)
+        again = await backfill_via_app(settings, store, since=SINCE, http=http)
         assert again.errors == [] and again.tasks["fred:PPIFIS"].done
         assert {n for n, t in again.tasks.items() if t.skipped} == TASKS - {"fred:PPIFIS"} | {
             "onchain:devnet"
@@ -349,8 +361,8 @@ async def test_another_since_restarts_the_task(
     a, base = apis
     settings = settings_for(base)
     with Store(tmp_path / "s.sqlite") as store:
-        await backfill(settings, store, since=SINCE, http=http)
+        await backfill_via_app(settings, store, since=SINCE, http=http)
         first = a.requests
-        later = await backfill(settings, store, since=SINCE + 86_400, http=http)
+        later = await backfill_via_app(settings, store, since=SINCE + 86_400, http=http)
         assert a.requests == 2 * first and not any(later.tasks[n].skipped for n in TASKS)
         assert {c.since for c in store.checkpoints()} == {SINCE + 86_400}

@@ -203,6 +203,7 @@ def test_two_chains_with_clocks_ten_minutes_apart_both_have_their_newest_observa
     (the evaluation used to run at the first chain's time, hiding ``arb``'s newest TVL)."""
     from agent.core.models import Observation
     from agent.evaluate import evaluate, evaluation_time
+    from agent.store.ledger import ProposalLedger
     from agent.store.sqlite import Store
 
     p = parts(tmp_path, ETH + ARB)
@@ -220,10 +221,12 @@ def test_two_chains_with_clocks_ten_minutes_apart_both_have_their_newest_observa
         ChainSnapshot("arb", 100, t_arb, {}, {}, {}, {}),
     )
     assert evaluation_time(markets) == t_arb
+    ledger = ProposalLedger(tmp_path / "l.sqlite")
     with Store(tmp_path / "s.sqlite") as store:
         store.upsert(rows)
         ev = evaluate(store, load_settings(tmp_path / "c.toml"), p.positions, markets, [],
-                      options_enabled=False)  # fmt: skip
+                      ledger=ledger, options_enabled=False)  # fmt: skip
+    ledger.close()
     assert ev.at == t_arb and ev.session_id == session_id_for(t_arb)
     s1 = {r.subject: r for r in ev.decision.signals if r.id == "S1"}
     for chain, end in (("eth", t_eth), ("arb", t_arb)):

@@ -14,11 +14,26 @@ from typing import Any
 
 import pytest
 
-from agent.collect import collect_once
+from agent.app import App
+from agent.collect import CollectReport, collect_once
 from agent.collectors import build_http_collectors
 from agent.commands.collect import register
 from agent.config import Settings
 from agent.store.sqlite import Store
+
+
+async def collect_via_app(settings: Settings, store: Store) -> CollectReport:
+    """``collect_once`` with its clients from the composition root (as the commands do)."""
+    async with App(settings) as app:
+        (chain,) = app.parts.chains
+        return await collect_once(
+            settings,
+            store,
+            chain=chain,
+            http=app.http,
+            rpc=app.rpc(chain) if chain.has_rpc else None,
+        )
+
 
 DAY = 86_400
 H = 3_600
@@ -63,7 +78,7 @@ async def test_collect_once_stores_every_http_series(market_apis: Any, tmp_path:
     settings = Settings(collectors=market_apis.collectors_config())
     path = tmp_path / "c.sqlite"
     with Store(path) as store:
-        report = await collect_once(settings, store)
+        report = await collect_via_app(settings, store)
     assert report.ok, report.errors
     assert set(report.sources) == {
         "defillama",
@@ -95,7 +110,7 @@ async def test_collect_once_stores_every_http_series(market_apis: Any, tmp_path:
     ]
     # A second run rewrites nothing (identical observations), except the live funding minute.
     with Store(path) as store:
-        again = await collect_once(settings, store)
+        again = await collect_via_app(settings, store)
     assert again.ok and again.stored <= 2
 
 
@@ -106,7 +121,7 @@ async def test_one_failing_source_does_not_stop_the_others(
     cfg = market_apis.collectors_config()
     settings = Settings(collectors=cfg)
     with Store(tmp_path / "c.sqlite") as store:
-        report = await collect_once(settings, store)
+        report = await collect_via_app(settings, store)
         keys = set(store.keys())
     assert not report.ok
     assert sorted(e.split(":")[0] for e in report.errors) == ["dydx", "fred"]
@@ -129,7 +144,7 @@ async def test_one_failing_part_keeps_what_the_collector_fetched_for_the_others(
         "/llama/v2/historicalChainTvl/Ethereum",
     }
     with Store(tmp_path / "c.sqlite") as store:
-        report = await collect_once(Settings(collectors=market_apis.collectors_config()), store)
+        report = await collect_via_app(Settings(collectors=market_apis.collectors_config()), store)
         keys = set(store.keys())
         fred_cpi = store.observations("macro.cpi", source="fred:CPIAUCSL")
     assert report.errors == []
@@ -150,7 +165,7 @@ async def test_one_failing_part_keeps_what_the_collector_fetched_for_the_others(
     # every part of a collector failing fails the collector, with the first error
     market_apis.fail = {"/dydx"}
     with Store(tmp_path / "d.sqlite") as store:
-        report = await collect_once(Settings(collectors=market_apis.collectors_config()), store)
+        report = await collect_via_app(Settings(collectors=market_apis.collectors_config()), store)
     assert [e.split(":")[0] for e in report.errors] == ["dydx"]
 
 
@@ -164,13 +179,13 @@ async def test_bls_revisions_are_known_from_their_fetch(market_apis: Any, tmp_pa
     settings = Settings(collectors=market_apis.collectors_config())
     t0 = int(time.time())
     with Store(path) as store:
-        await collect_once(settings, store)
+        await collect_via_app(settings, store)
         before = store.series("macro.cpi", known_by=t0 - DAY).tolist()
         bls = store.observations("macro.cpi", source="bls:CUSR0000SA0")
     assert before == [310.5]  # FRED's print only; BLS's 311.0 was fetched just now
     assert len(bls) == 1 and bls[0].known_at is not None and bls[0].known_at >= t0
     with Store(path) as store:
-        again = await collect_once(settings, store)
+        again = await collect_via_app(settings, store)
         assert len(store.observations("macro.cpi", source="bls:CUSR0000SA0")) == 1
     assert again.ok
 
@@ -179,7 +194,7 @@ async def test_fred_without_key_fails_alone(market_apis: Any, tmp_path: Path) ->
     cfg = market_apis.collectors_config()
     cfg["fred"] = {"enabled": True, "base_url": f"{market_apis.base}/fred"}
     with Store(tmp_path / "c.sqlite") as store:
-        report = await collect_once(Settings(collectors=cfg), store)
+        report = await collect_via_app(Settings(collectors=cfg), store)
     assert report.errors == [
         "fred: fred.api_key is not set (https://fred.stlouisfed.org/docs/api/api_key.html)"
     ]
@@ -209,11 +224,11 @@ async def test_scenario_feed_is_a_source(tmp_path: Path) -> None:
     off = {k: {"enabled": False} for k in ("defillama", "hyperliquid", "dydx", "closes")}
     settings = Settings(collectors=off, scenario={"feed": str(feed)})
     with Store(tmp_path / "c.sqlite") as store:
-        report = await collect_once(settings, store)
+        report = await collect_via_app(settings, store)
         assert report.ok and report.counts == {"scenario": 1}
         assert store.latest("macro.cpi") is not None
         missing = Settings(collectors=off, scenario={"feed": str(tmp_path / "nope.json")})
-        bad = await collect_once(missing, store)
+        bad = await collect_via_app(missing, store)
     assert len(bad.errors) == 1 and bad.errors[0].startswith("scenario: scenario feed")
 
 

@@ -209,3 +209,33 @@ def test_a_single_chain_file_keeps_working(tmp_path: Path) -> None:
     assert (chain.name, chain.chain_id, chain.config.accounts) == ("eth", 1, (A1,))
     assert (position.chain, position.account, position.name) == (chain, A1, "")
     assert position.key_scope == "1"  # the chain is in the keys on one chain too
+
+
+def test_comet_is_read_on_the_chain_that_lists_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.pipeline.parts import lists_comet
+
+    monkeypatch.setenv("TEST_ARB_RPC_URL", "http://127.0.0.1:2")
+    comet = f'\n[[collectors.comet.markets]]\naddress = "{A3}"\nasset = "usdc"\n'
+    with pytest.raises(ConfigError, match=r"collectors\.comet\.chain: name the \[\[chains\]\]"):
+        load_settings(_toml(tmp_path, TWO_CHAINS + comet))
+    s = load_settings(_toml(tmp_path, TWO_CHAINS + comet + '[collectors.comet]\nchain = "arb"\n'))
+    eth, arb = build_parts(s).chains
+    assert (lists_comet(s, eth), lists_comet(s, arb)) == (False, True)  # not the first chain
+    with pytest.raises(ConfigError, match=r"comet\.chain = 'op' is not a \[\[chains\]\] name"):
+        load_settings(_toml(tmp_path, TWO_CHAINS + comet + '[collectors.comet]\nchain = "op"\n'))
+
+
+def test_the_spx_ticket_goes_through_the_chain_its_config_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_ARB_RPC_URL", "http://127.0.0.1:2")
+    parts = build_parts(load_settings(_toml(tmp_path, TWO_CHAINS)))
+    assert parts.spx is not None and parts.puts is not None
+    assert parts.spx is parts.puts.buyer  # default: the put ladder's buyer
+    named = TWO_CHAINS.replace(
+        "[[chains]]", '[sinks]\nspx_ticket_position = "arb-treasury"\n\n[[chains]]', 1
+    )
+    spx = build_parts(load_settings(_toml(tmp_path, named))).spx
+    assert spx is not None and (spx.name, spx.chain.name) == ("arb-treasury", "arb")
