@@ -61,6 +61,18 @@ def need(d: Any, name: str) -> Any:
     return d[name]
 
 
+NO_VALUE_NOTE = "(the source has no value that day)"
+
+
+class NoValue(ValueError):
+    """A row the source itself marks as empty (FRED's "." on a market holiday): skipped like any
+    bad row, but routine, so it does not make a collection "read in part"."""
+
+
+def is_no_value(problem: str) -> bool:
+    return problem.endswith(NO_VALUE_NOTE)
+
+
 def parse_rows(
     items: Iterable[Any], what: str, fn: Callable[[Any], Iterable[Observation]]
 ) -> ParseResult:
@@ -70,6 +82,8 @@ def parse_rows(
         out.rows += 1
         try:
             out.observations.extend(fn(item))
+        except NoValue as e:
+            out.skipped.append(f"{what}[{i}]: {str(e)[:160]} {NO_VALUE_NOTE}")
         except (ValueError, TypeError, OverflowError) as e:
             out.skipped.append(f"{what}[{i}]: {str(e)[:160]}")
     return out

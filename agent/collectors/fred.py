@@ -23,6 +23,7 @@ from typing import Any
 
 from agent.collectors import (
     HttpCollector,
+    NoValue,
     ParseResult,
     month_start,
     need,
@@ -62,7 +63,7 @@ def parse_observations(body: Any, series: FredSeriesConfig) -> tuple[ParseResult
         date = parse_date(need(r, "date"))
         value = need(r, "value")
         if value == MISSING:
-            raise ValueError(f"{date.date()} is missing ('.')")
+            raise NoValue(f"{date.date()} is missing ('.')")
         v = num(value)
         ts = int(date.timestamp())
         known_at: int | None = None

@@ -20,6 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from agent.collectors import is_no_value
 from agent.core.models import Observation
 
 if TYPE_CHECKING:
@@ -74,15 +75,16 @@ def render_collect(report: CollectReport, store_path: str) -> str:
 def collect_summary(reports: list[CollectReport]) -> str | None:
     """One line naming every source that failed or answered only in part (a stale oracle, an
     unreadable Comet market, an undecodable log), or None when everything was read: a cron job
-    gets a non-zero exit and this line."""
+    gets a non-zero exit and this line. A day the source itself marks empty (FRED's "." on a
+    holiday) is routine, not a part missing."""
     failed: list[str] = []
     partial: list[str] = []
     for report in reports:
         for name, r in sorted(report.sources.items()):
             if r.errors:
                 failed.append(name)
-            elif r.problems:
-                partial.append(f"{name} ({len(r.problems)} problems)")
+            elif real := [p for p in r.problems if not is_no_value(p)]:
+                partial.append(f"{name} ({len(real)} problems)")
     if not failed and not partial:
         return None
     total = sum(len(r.sources) for r in reports)
