@@ -241,8 +241,10 @@ async def trickle() -> AsyncIterator[Trickle]:
 
 
 async def test_a_trickling_endpoint_is_cut_at_the_total_deadline(trickle: Trickle) -> None:
-    # Each attempt ends at its 2 s TOTAL deadline (apprise alone would read one byte a second
+    # Each attempt ends at its 5 s TOTAL deadline (apprise alone would read one byte a second
     # for a minute), is retried under core/retry's policy, and the notice then counts failed.
+    # 5 s, not less: the attempt's child process must start and import apprise before its
+    # request arrives, which takes seconds on a loaded 2-core machine.
     counts: list[tuple[str, str]] = []
     done = asyncio.Event()
 
@@ -250,18 +252,18 @@ async def test_a_trickling_endpoint_is_cut_at_the_total_deadline(trickle: Trickl
         counts.append((kind, outcome))
         done.set()
 
-    notifier = Notifier(_cfg(trickle.url, timeout_s=2.0, attempts=2), count=count)
+    notifier = Notifier(_cfg(trickle.url, timeout_s=5.0, attempts=2), count=count)
     notifier.start()
     t0 = time.monotonic()
     try:
         notifier.submit(halt_notice("x"))
-        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.wait_for(done.wait(), 60)
     finally:
         await notifier.stop(drain_s=0.1)
     assert counts == [("halt", "failed")]
     assert len(trickle.arrived) == 2
-    # two 2 s attempts and one 0.05-0.1 s backoff: well under the minute the body takes
-    assert time.monotonic() - t0 < 12
+    # two 5 s attempts and one 0.05-0.1 s backoff: well under the two minutes the bodies take
+    assert time.monotonic() - t0 < 25
     assert _children() == []
 
 
