@@ -303,6 +303,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _one_sender(self) -> Settings:
+        """Live sending signs the proposals' Safe batches with its own key; an autonomous
+        position with a guardian sends the guardian's calls: on one daemon both would reach
+        the live path, and the guardian's calls could go out from the live key."""
+        positions = self.positions or (self.position,)
+        if (
+            self.sinks.live.enabled
+            and self.guardian.account is not None
+            and any(p.execution == "autonomous" for p in positions)
+        ):
+            raise ValueError(
+                "sinks.live.enabled with an autonomous position and [guardian]: choose one "
+                "sender (live signs Safe batches; autonomous sends the guardian's calls)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _guards(self) -> Settings:
         """Each position's guard (``[guard]`` with its overrides) must be coherent."""
         for i, p in enumerate(self.positions or (self.position,)):

@@ -179,3 +179,31 @@ def test_status_lines_show_what_was_sent_and_its_state_now() -> None:
         "autonomous execution: on for main",
         "  no autonomous transaction yet",
     ]
+
+
+def test_live_sending_and_an_autonomous_guardian_position_are_one_sender_too_many(
+    tmp_path: Path,
+) -> None:
+    # Both would reach the durable live path; the guardian's calls must never go out from
+    # the live key, so the file is refused at load, naming both sections.
+    from agent.config import load_settings
+
+    body = f"""
+[chain]
+rpc_url = "http://127.0.0.1:1"
+pool_addresses_provider = "0x2f39d218133AFaB8F2B819B1066c7E434Ad94E9e"
+
+[position]
+account = "0x0000000000000000000000000000000000000001"
+execution = "autonomous"
+
+[guardian]
+account = "{GUARDIAN}"
+key_env = "G_KEY"
+"""
+    path = tmp_path / "c.toml"
+    path.write_text(body + "\n[sinks.live]\nenabled = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sinks\.live\.enabled with an autonomous position"):
+        load_settings(path)
+    path.write_text(body, encoding="utf-8")
+    assert load_settings(path).guardian.account == GUARDIAN
