@@ -152,6 +152,11 @@ def test_fork_killed_mid_simulation(
     start_daemon: Callable[..., Daemon],
 ) -> None:
     setup = make_setup()
+    # No start-up priming here: the kill must land inside a tick's simulation (a fork killed
+    # while priming is only logged, fork.warm_up_failed, and the first tick starts a new one).
+    setup.config.write_text(
+        setup.config.read_text().replace("block_lag = 0", "block_lag = 0\nwarm_up = false")
+    )
     proxy.inject("delay:3", FORK_STATE)
     d = start_daemon(setup)
     proxy.wait_for("eth_getStorageAt", 1, forwarded=False, timeout=240)
