@@ -52,7 +52,14 @@ class Devnet:
     def reset(self) -> None:
         """Back to the stressed state every test starts from."""
         if self.snapshot:
-            assert rpc(self.url, "evm_revert", [self.snapshot]) is True
+            try:
+                reverted = rpc(self.url, "evm_revert", [self.snapshot])
+            except AssertionError as e:  # anvil_reorg drops snapshots: see the reorg row
+                raise AssertionError(
+                    f"the devnet's snapshot is gone ({e}): an earlier test "
+                    "in this module dropped it"
+                ) from None
+            assert reverted is True
         self.snapshot = str(rpc(self.url, "evm_snapshot"))
 
     def nonce(self, who: str = OWNER) -> int:

@@ -883,10 +883,47 @@ def test_hung_rpc_is_bounded_and_readiness_expires(
     assert len(_assert_once(setup)) == PROPOSALS
 
 
+def test_chain_time_going_back_is_refused(
+    devnet: Devnet,
+    proxy: RpcProxy,
+    make_setup: Callable[..., Setup],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """24.10: a node whose clock was set back mines a block two days before the last tick's
+    (a higher block, an earlier time): the tick is refused with both times named (the session
+    day would move back and Aave's index reads revert), and ticks resume once time is right."""
+    from faults.proxy import rpc
+
+    setup = make_setup()
+    d = start_daemon(setup)
+    d.wait_for("tick.done", 1, timeout=240)
+    ticked = d.named("tick.done")[-1]["block_number"]
+    ts = int(rpc(devnet.url, "eth_getBlockByNumber", [hex(ticked), False])["timestamp"], 16)
+    try:
+        rpc(devnet.url, "anvil_setTime", [ts - 2 * 86_400])
+        rpc(devnet.url, "evm_mine")
+        failed = d.wait_for("tick.failed", 1, timeout=60)[0]
+        assert f"chain time went back: block {ticked + 1} has timestamp {ts - 2 * 86_400}" in str(
+            failed["error"]
+        ), failed["error"]
+        assert f"block {ticked} ticked before had {ts}" in str(failed["error"])
+    finally:
+        rpc(devnet.url, "anvil_setTime", [ts + 60])  # later tests start from a sane clock
+        rpc(devnet.url, "evm_mine")
+    done = len(d.named("tick.done"))
+    d.wait_for("tick.done", done + 1, timeout=60)
+    assert d.named("tick.done")[-1]["block_number"] == ticked + 2
+    assert d.stop() == 0
+    assert len(_assert_once(setup)) == PROPOSALS
+
+
 def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet) -> None:
     """24.5: the chain's head block is replaced at the same height (anvil_reorg) by one where
     ETH fell 20%. The fork, already at that height, must simulate on the new block: the
-    health factor it reads equals the chain's after the reorg, not the replaced block's."""
+    health factor it reads equals the chain's after the reorg, not the replaced block's.
+
+    Keep it the module's last test on ``devnet``: anvil_reorg drops the module devnet's
+    evm_snapshot, so a later test could not be reset to the stressed state."""
     import asyncio
 
     from eth_abi.abi import encode as abi_encode
@@ -955,37 +992,3 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
     # what a proposal records as "before", and what ensure() gives: the new block's
     assert by_run == chain1, f"simulated on the replaced block: HF {by_run} vs {chain1}"
     assert by_ensure == chain1, f"simulated on the replaced block: HF {by_ensure} vs {chain1}"
-
-
-def test_chain_time_going_back_is_refused(
-    devnet: Devnet,
-    proxy: RpcProxy,
-    make_setup: Callable[..., Setup],
-    start_daemon: Callable[..., Daemon],
-) -> None:
-    """24.10: a node whose clock was set back mines a block two days before the last tick's
-    (a higher block, an earlier time): the tick is refused with both times named (the session
-    day would move back and Aave's index reads revert), and ticks resume once time is right."""
-    from faults.proxy import rpc
-
-    setup = make_setup()
-    d = start_daemon(setup)
-    d.wait_for("tick.done", 1, timeout=240)
-    ticked = d.named("tick.done")[-1]["block_number"]
-    ts = int(rpc(devnet.url, "eth_getBlockByNumber", [hex(ticked), False])["timestamp"], 16)
-    try:
-        rpc(devnet.url, "anvil_setTime", [ts - 2 * 86_400])
-        rpc(devnet.url, "evm_mine")
-        failed = d.wait_for("tick.failed", 1, timeout=60)[0]
-        assert f"chain time went back: block {ticked + 1} has timestamp {ts - 2 * 86_400}" in str(
-            failed["error"]
-        ), failed["error"]
-        assert f"block {ticked} ticked before had {ts}" in str(failed["error"])
-    finally:
-        rpc(devnet.url, "anvil_setTime", [ts + 60])  # later tests start from a sane clock
-        rpc(devnet.url, "evm_mine")
-    done = len(d.named("tick.done"))
-    d.wait_for("tick.done", done + 1, timeout=60)
-    assert d.named("tick.done")[-1]["block_number"] == ticked + 2
-    assert d.stop() == 0
-    assert len(_assert_once(setup)) == PROPOSALS
