@@ -2,7 +2,7 @@
 
 The daemon's operations side (metrics/health server, notifier, pause switch) is
 ``App.ops``, built on first use like the rest; its server and notifier run as tasks of the
-daemon's task group (``agent.runner.run``) and are closed here.
+daemon's task group (``agent.pipeline.runner.run``) and are closed here.
 
 Every command (``run``, ``collect``, ``backfill``, ``proposals``, ``series``) opens an ``App``
 and takes its parts from it: the shared HTTP client (with the configured timeouts, retries and
@@ -29,7 +29,7 @@ from agent.core.rpc import RetryPolicy, RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
-from agent.propose import Proposer
+from agent.pipeline.propose import Proposer
 from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal

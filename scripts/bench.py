@@ -315,7 +315,7 @@ async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
     import structlog
 
     from agent.app import App
-    from agent.runner import Agent
+    from agent.pipeline.runner import Agent
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # keep the table clean
     rows: list[Row] = []
@@ -379,8 +379,8 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     from agent.app import App
     from agent.backtest.data import load_history
     from agent.backtest.engine import build_inputs, run_backtest
-    from agent.evaluate import MarketRead, evaluate
-    from agent.runner import Agent
+    from agent.pipeline.evaluate import MarketRead, evaluate
+    from agent.pipeline.runner import Agent
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     rows: list[Row] = []
@@ -481,7 +481,7 @@ async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
     import structlog
 
     from agent.app import App
-    from agent.runner import Agent
+    from agent.pipeline.runner import Agent
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     chain = b.chain
@@ -542,7 +542,7 @@ async def _autonomous_reps(b: Bench, base: Path, feed: Path, reps: int) -> list[
 
     from agent.app import App
     from agent.core.abi import load_abi
-    from agent.runner import Agent
+    from agent.pipeline.runner import Agent
 
     chain = b.chain
     guardian = Account.from_key(GUARDIAN_KEY).address
@@ -592,7 +592,7 @@ async def memory_worker(tmp: Path, devnet_url: str, ticks: int) -> dict[str, flo
 
     from agent.app import App
     from agent.config import load_settings
-    from agent.runner import Agent
+    from agent.pipeline.runner import Agent
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     chain = Chain(devnet_url)

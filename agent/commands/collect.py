@@ -24,8 +24,8 @@ from agent.collectors import is_no_value
 from agent.core.models import Observation
 
 if TYPE_CHECKING:
-    from agent.backfill import BackfillReport
-    from agent.collect import CollectReport
+    from agent.pipeline.backfill import BackfillReport
+    from agent.pipeline.collect import CollectReport
 
 
 def _iso(ts: int) -> str:
@@ -124,8 +124,8 @@ def _configure_logging(verbose: bool) -> None:
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from agent.app import App
-    from agent.collect import collect_once
     from agent.config import load_settings
+    from agent.pipeline.collect import collect_once
 
     settings = load_settings(args.config)
     _configure_logging(args.verbose)
@@ -169,9 +169,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from agent.app import App
-    from agent.backfill import BackfillReport, Progress, backfill
     from agent.commands.store import parse_when
     from agent.config import load_settings
+    from agent.pipeline.backfill import BackfillReport, Progress, backfill
 
     settings = load_settings(args.config)
     since = parse_when(args.since)

@@ -35,7 +35,7 @@ def _cents(x: object) -> str:
 
 
 def render_status(evaluation: object, block: int, at: int) -> str:
-    from agent.evaluate import Evaluation
+    from agent.pipeline.evaluate import Evaluation
 
     assert isinstance(evaluation, Evaluation)
     d = evaluation.decision
@@ -95,7 +95,7 @@ async def _status(config: str) -> str:
     from agent.app import App
     from agent.collectors.onchain import discover, read_snapshot
     from agent.config import load_settings
-    from agent.evaluate import MarketRead, evaluate
+    from agent.pipeline.evaluate import MarketRead, evaluate
     from agent.pipeline.parts import Chain
     from agent.sinks.outbox import pending_records
 

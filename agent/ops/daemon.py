@@ -139,7 +139,7 @@ class Operations:
         self.telemetry.decision(decision, paused=paused)
 
     def guarded(self, report: Any) -> None:
-        """The liquidation guard of every position (``agent.guarding.GuardReport``): its
+        """The liquidation guard of every position (``agent.pipeline.guarding.GuardReport``): its
         gauges, one log line per position, and a critical HF as the first notice out."""
         self.telemetry.guard(report.views)
         for v in report.views:

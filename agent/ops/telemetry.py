@@ -254,7 +254,7 @@ class Telemetry:
         self.open_layer_room.set(float(decision.budget_room_usd))
 
     def guard(self, views: Iterable[Any]) -> None:
-        """``views``: ``agent.guarding.GuardView`` records of the last tick."""
+        """``views``: ``agent.pipeline.guarding.GuardView`` records of the last tick."""
         for v in views:
             p, verdict = v.position, v.verdict
             labels = (p.label, p.chain or "")

@@ -1,6 +1,6 @@
 """Signals S1..S8: pure functions of pandas series (see :mod:`agent.signals.base` for the
 conventions). :func:`evaluate_signals` runs every signal over one :class:`SignalInputs` bundle;
-the daemon (``agent.evaluate``, inputs read from the store) and the backtest (inputs from the
+the daemon (``agent.pipeline.evaluate``, inputs read from the store) and the backtest (inputs from the
 shipped history) both call it, so they share the exact same code path."""
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from agent.sinks.safe_tx_builder import remove_batch_file, write_batch_file
 from agent.sinks.spx_ticket import append_ticket_csv
 from agent.store.ledger import ProposalLedger
 
-log = structlog.get_logger("agent.propose")
+log = structlog.get_logger("agent.pipeline.propose")
 
 
 def _safe_tx_record(draft: Draft) -> dict[str, Any] | None:

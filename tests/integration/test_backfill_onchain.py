@@ -11,10 +11,10 @@ import pytest
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.app import App
-from agent.backfill import BackfillReport, backfill
 from agent.config import Settings, apply_deployment
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
+from agent.pipeline.backfill import BackfillReport, backfill
 from agent.store.sqlite import Store
 
 

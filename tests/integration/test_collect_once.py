@@ -18,13 +18,13 @@ from devnet_rpc import rpc_call_sync
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.app import App
-from agent.collect import CollectReport, collect_once
 from agent.commands.collect import register
 from agent.config import Settings, load_settings
 from agent.core.abi import load_abi
 from agent.devnet.artifacts import forge_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
+from agent.pipeline.collect import CollectReport, collect_once
 from agent.store.sqlite import Store
 
 

@@ -19,7 +19,7 @@ from agent.core.errors import Halt
 from agent.core.metrics import METRICS
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import deploy, devnet_chain_id
-from agent.runner import Agent
+from agent.pipeline.runner import Agent
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_an_autonomous_role_deleverage_is_planned_with_the_immediate_bound() -> 
     signers' 50 bps; a proposal for the signers keeps the signers' bound."""
     from agent.config import Settings
     from agent.pipeline.parts import build_parts
-    from agent.propose import deleverage_config
+    from agent.pipeline.propose import deleverage_config
 
     def deleverage_of(s: Settings) -> DeleverageConfig | None:
         (position,) = build_parts(s).positions

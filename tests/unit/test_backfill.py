@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.app import App
-from agent.backfill import BackfillReport, Progress, backfill
 from agent.collectors.config import CollectorsConfig
 from agent.config import Settings
 from agent.core.http import HttpClient, RetryPolicy
+from agent.pipeline.backfill import BackfillReport, Progress, backfill
 from agent.store.sqlite import Store
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from agent.config import load_settings
 from agent.core.market import AccountState, ChainSnapshot, MarketLayout
-from agent.evaluate import Evaluation, MarketRead, memory_from_journal, position_snapshots
+from agent.pipeline.evaluate import Evaluation, MarketRead, memory_from_journal, position_snapshots
 from agent.pipeline.parts import Parts, build_parts
 from agent.policy import (
     Decision,
@@ -97,7 +97,7 @@ def market(chain: str, accounts: dict[str, tuple[int, int]]) -> MarketRead:
 
 
 def decision(p: Parts, markets: dict[str, MarketRead], records: list[dict[str, Any]]) -> Decision:
-    """The tick's decision as ``agent.evaluate.evaluate`` wires it."""
+    """The tick's decision as ``agent.pipeline.evaluate.evaluate`` wires it."""
     memory, _ = memory_from_journal(records)
     return decide(
         FIRING,
@@ -202,7 +202,7 @@ def test_two_chains_with_clocks_ten_minutes_apart_both_have_their_newest_observa
     read at its own time. Chain ``arb`` runs 10 minutes ahead of ``eth`` and is listed second
     (the evaluation used to run at the first chain's time, hiding ``arb``'s newest TVL)."""
     from agent.core.models import Observation
-    from agent.evaluate import evaluate, evaluation_time
+    from agent.pipeline.evaluate import evaluate, evaluation_time
     from agent.store.ledger import ProposalLedger
     from agent.store.sqlite import Store
 

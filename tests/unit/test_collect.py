@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from agent.app import App
-from agent.collect import CollectReport, collect_once
 from agent.collectors import build_http_collectors
 from agent.commands.collect import register
 from agent.config import Settings
+from agent.pipeline.collect import CollectReport, collect_once
 from agent.store.sqlite import Store
 
 

@@ -1,4 +1,4 @@
-"""The guard in the tick (agent/guarding.py), its configuration, its notice, its gauges, and the
+"""The guard in the tick (agent/pipeline/guarding.py), its configuration, its notice, its gauges, and the
 review that shows a tick's decision once. The pure rules are tests/unit/test_guard.py; the
 devnet run is tests/e2e/test_liquidation_guard.py."""
 
@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from agent.config import Settings
 from agent.core.models import Observation
 from agent.core.units import WAD
-from agent.guarding import GuardReport, evaluate_guard, last_guard_proposals
 from agent.ops.telemetry import Telemetry
+from agent.pipeline.guarding import GuardReport, evaluate_guard, last_guard_proposals
 from agent.pipeline.parts import build_parts
 from agent.policy import PositionSnapshot
 from agent.signals.base import InputRef, SignalResult

@@ -20,7 +20,7 @@ import pytest
 
 import agent.core.errors as errors
 from agent.core.errors import AgentError, Halt
-from agent.runner import tick_loop
+from agent.pipeline.runner import tick_loop
 from agent.sinks.live import LiveRefused
 
 ROOT = Path(__file__).resolve().parents[2] / "agent"

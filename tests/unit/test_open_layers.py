@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from agent.open_layers import open_layers_from_journal
+from agent.pipeline.open_layers import open_layers_from_journal
 from agent.policy import budget_state
 
 DAY = 86_400

@@ -1,4 +1,4 @@
-"""The daemon loop (``agent.runner.tick_loop``): any exception a tick raises spends the error
+"""The daemon loop (``agent.pipeline.runner.tick_loop``): any exception a tick raises spends the error
 budget and is logged with its traceback; the budget resets on a good tick; ``Halt`` stops at
 once. The ticks here are plain coroutines: the loop's policy needs no chain."""
 
@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from agent.core.errors import Halt, SourceError
-from agent.runner import tick_loop
+from agent.pipeline.runner import tick_loop
 
 
 class Ticks:

@@ -1,4 +1,4 @@
-"""One signal driver: the daemon (``agent.evaluate``: inputs read from the store) and the
+"""One signal driver: the daemon (``agent.pipeline.evaluate``: inputs read from the store) and the
 backtest (``SignalInputs`` from history) both run ``agent.signals.evaluate_signals``; missing
 S&P 500 data reads the same on both paths (each asset's beta is insufficient data)."""
 
@@ -11,7 +11,7 @@ import pandas as pd
 from agent.config import Settings
 from agent.core.market import MarketLayout
 from agent.core.models import Observation
-from agent.evaluate import gather_signals, signal_inputs
+from agent.pipeline.evaluate import gather_signals, signal_inputs
 from agent.signals import SignalInputs, evaluate_signals
 from agent.store.sqlite import Store
 

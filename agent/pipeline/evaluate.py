@@ -24,8 +24,8 @@ import pandas as pd
 from agent.config import Settings
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.units import WAD
-from agent.guarding import GuardReport, evaluate_guard, is_guard_key
-from agent.open_layers import open_layers_from_journal
+from agent.pipeline.guarding import GuardReport, evaluate_guard, is_guard_key
+from agent.pipeline.open_layers import open_layers_from_journal
 from agent.pipeline.parts import Position
 from agent.policy import (
     Decision,
@@ -179,7 +179,7 @@ class Evaluation:
     # With several positions: their collateral together (USD base units, every chain), what
     # the one put ladder hedges; 0 on one chain (the buyer's own collateral bounds the puts).
     collateral_base: int = 0
-    # every position's liquidation guard this tick (agent/guarding.py)
+    # every position's liquidation guard this tick (agent/pipeline/guarding.py)
     guard: GuardReport = field(default_factory=GuardReport)
     at: int = 0  # the evaluation time (unix s): the latest block time among the chains read
 

@@ -25,9 +25,7 @@ from typing import Any
 
 import structlog
 
-from agent.advisory import spx_advisory
 from agent.app import App
-from agent.collect import CollectReport, IntervalSchedule, collect_once
 from agent.collectors import build_http_collectors
 from agent.collectors.onchain import (
     backfill_snapshots,
@@ -41,11 +39,13 @@ from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
-from agent.evaluate import Evaluation, MarketRead, evaluate
 from agent.ops.guardian import guardian_position
 from agent.ops.incremental import backfill_start
+from agent.pipeline.advise import spx_advisory
+from agent.pipeline.collect import CollectReport, IntervalSchedule, collect_once
+from agent.pipeline.evaluate import Evaluation, MarketRead, evaluate
 from agent.pipeline.parts import Chain
-from agent.propose import Proposer
+from agent.pipeline.propose import Proposer
 from agent.sinks import recovery
 from agent.sinks.live import check_live_allowed
 from agent.sinks.outbox import pending_records

@@ -42,7 +42,6 @@ from typing import Any, TextIO
 
 import structlog
 
-from agent.collect import comet_collect
 from agent.collectors import build_http_collectors
 from agent.collectors.bls import BlsCollector
 from agent.collectors.closes import DAY, ClosesCollector
@@ -68,6 +67,7 @@ from agent.core.http import HttpClient
 from agent.core.market import MarketLayout
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
+from agent.pipeline.collect import comet_collect
 from agent.pipeline.parts import Chain, lists_comet
 from agent.store.sqlite import Store
 

@@ -7,7 +7,7 @@ transactions), one ``proposal`` log event, one row per leg in the ticket CSV, an
 the limits in the session's spend ledger (the same 25% cap as the DeFi layer), all through the
 proposals' sinks (:meth:`ProposalSinks.publish_advisory`), validated once. The journal's
 idempotency key makes it once per session. This module reads the store, so it sits with the
-orchestrators (like ``agent.propose``), after the pipeline stages.
+orchestrators (like ``agent.pipeline.propose``), after the pipeline stages.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import structlog
 from agent.config import Settings
 from agent.core.market import ChainSnapshot
 from agent.core.units import AAVE_BASE_UNIT_USD
-from agent.evaluate import Evaluation
+from agent.pipeline.evaluate import Evaluation
 from agent.pipeline.parts import Chain
 from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
 from agent.signals.base import SignalResult
@@ -32,7 +32,7 @@ from agent.sinks.proposal import Proposal
 from agent.sinks.publish import ProposalSinks
 from agent.store.sqlite import Store
 
-log = structlog.get_logger("agent.advisory")
+log = structlog.get_logger("agent.pipeline.advise")
 
 # S10 reads 90 closes and S11 250 (trading days): a year and a half of calendar is enough.
 LOOKBACK_S = 550 * 86_400

@@ -33,7 +33,7 @@ def open_layers_from_journal(records: Iterable[dict[str, Any]], hold_days: int) 
         if not isinstance(pol, dict) or "at" not in pol or sizing.get("spend_usd") is None:
             continue
         if str(pol.get("action_key", "")).startswith("guard:"):
-            continue  # the guard spends its own budget, not B (agent/guarding.py)
+            continue  # the guard spends its own budget, not B (agent/pipeline/guarding.py)
         at, spend = int(pol["at"]), _usd(sizing["spend_usd"])
         key = str(r.get("idempotency_key", ""))
         if r.get("action") == "option_put":

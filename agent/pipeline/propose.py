@@ -25,7 +25,7 @@ from agent.core.errors import AgentError
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.rpc import RpcClient
 from agent.core.units import WAD
-from agent.evaluate import Evaluation
+from agent.pipeline.evaluate import Evaluation
 from agent.pipeline.parts import Position, PutLadder
 from agent.planner.draft import (
     DeleverageConfig,
