@@ -183,6 +183,17 @@ async def test_two_positions_on_two_chains_each_protected_by_its_own_guardian_on
             assert int(_call(chain, usdc, "ERC20", "balanceOf", me)[0]) == FUND_USDC - amount
             hf_after = _hf(chain, dep)
             assert target <= hf_after <= target + target // 1000, (n, hf_after, target)
+        # /metrics: each guardian's balance on its own chain (read after the tick's sends)
+        text = app.ops.telemetry.render().decode()
+        for n in deps:
+            usdc = deps[n]["tokens"]["USDC"]["address"]
+            left = int(_call(chains[n], usdc, "ERC20", "balanceOf", ADDR[f"g-{n}"])[0])
+            price = int(_call(chains[n], deps[n]["aave"]["oracle"], "AaveOracle",
+                              "getAssetPrice", usdc)[0])  # fmt: skip
+            line = f'hedge_agent_guardian_balance_usd{{asset="USDC",chain="{n}",guardian="g-{n}"}}'
+            (value,) = [x.split()[-1] for x in text.splitlines() if x.startswith(line)]
+            assert float(value) == pytest.approx(left * price / 10**14, rel=1e-12)
+            assert f'hedge_agent_guardian_gas_eth{{chain="{n}",guardian="g-{n}"}}' in text
         # once: a second tick sends nothing more on either chain
         for c in chains.values():
             c.mine()
@@ -190,6 +201,20 @@ async def test_two_positions_on_two_chains_each_protected_by_its_own_guardian_on
         assert len([r for r in _records(tmp_path) if r.get("autonomous")]) == 2
         for n in deps:
             assert _nonce(chains[n], ADDR[f"g-{n}"]) == sent_on[n]
+    # `status`: each guardian, for its position, on its chain
+    from agent.commands.status import _status
+
+    shown = await _status(str(tmp_path / "multi.toml"))
+    # `check`: each guardian's key loads, and its balances on its position's chain
+    from agent.ops.check import run_check
+
+    notes: list[str] = []
+    problems, _ = await run_check(str(tmp_path / "multi.toml"), notes=notes)
+    assert not [p for p in problems if "guardian" in p], problems
+    for n in deps:
+        head = f"guardian g-{n} ({ADDR[f'g-{n}']}) for {deps[n]['safe']['address']} on {n}: "
+        assert any(line.startswith(head) for line in shown.splitlines()), shown
+        assert any(line.startswith(head) for line in notes), notes
 
 
 async def test_a_waiting_send_on_one_chain_holds_back_only_that_chain(
