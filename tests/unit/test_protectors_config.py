@@ -169,3 +169,60 @@ def test_a_named_guardians_key_errors_name_it(
     with pytest.raises(ConfigError) as e:  # another account's key: named, never shown
         load_guardian_key(s.guardians[1])
     assert "guardians.g-arb.account" in str(e.value) and secret[2:] not in str(e.value)
+
+
+async def test_each_chain_routes_a_draft_to_its_positions_own_guardian_and_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One chain's executor with two roles (two Safes) and two guardians: a deleverage goes to
+    the role on its own Safe (its module, its member), one on a Safe without a role and a
+    top-up sized for a guardian that is not this chain's stay proposals; a member key that is
+    not the role's ``agent`` is refused at start; two roles sharing a member share its sender
+    (one nonce sequence)."""
+    from eth_account import Account
+
+    from agent.core.rpc import RpcClient
+    from agent.planner.draft import Draft, ProposalHeader
+    from agent.planner.safe import SafeTx
+    from agent.sinks.autonomous import AutonomousExecutor, NotRouted, RoleTarget
+    from agent.sinks.config import AutonomousConfig, KeySource
+    from agent.sinks.guardian import GuardianConfig
+
+    keys = {n: "0x" + f"{n:02x}" * 32 for n in (0x11, 0x22, 0x33, 0x44)}
+    addr = {n: Account.from_key(k).address for n, k in keys.items()}
+    for n, k in keys.items():
+        monkeypatch.setenv(f"K{n}", k)
+    mod1, mod2 = (to_checksum_address(f"0x{n:040x}") for n in (0xD1, 0xD2))
+    role1 = RoleTarget(SAFE1, mod1, b"r" * 32, KeySource(key_env="K17"), "a", addr[0x11])
+    role2 = RoleTarget(SAFE2, mod2, b"r" * 32, KeySource(key_env="K34"), "b", addr[0x22])
+    guardians = [
+        GuardianConfig(name=f"g{n}", account=addr[n], key_env=f"K{n}") for n in (0x33, 0x44)
+    ]
+
+    def draft(safe: str, action: str, *, deleverage: bool, sender: str | None = None) -> Draft:
+        header = ProposalHeader(
+            id="p", idempotency_key="k", created_at="2026-01-01T00:00:00Z", chain="c",
+            chain_id=1, block_number=1, account=safe, explanation=(), evidence={}, policy={},
+        )  # fmt: skip
+        st = SafeTx(safe=safe, to=MS, value=0, data="0x8d80ff0a", operation=1)
+        return Draft(header=header, action=action, transactions=(),  # type: ignore[arg-type]
+                     safe_tx=st if deleverage else None,
+                     deleverage={"swap": 1} if deleverage else None, sender=sender)  # fmt: skip
+
+    async with RpcClient("http://127.0.0.1:9") as rpc:  # never reached: routing reads nothing
+        ex = AutonomousExecutor(AutonomousConfig(), guardians, (role1, role2), chain_id=1, rpc=rpc)
+        r = await ex.route(draft(SAFE2, "deleverage", deleverage=True))
+        assert (r.mode, r.sender.address, r.calls[0][0]) == ("role", addr[0x22], mod2)
+        r = await ex.route(draft(SAFE1, "deleverage", deleverage=True))
+        assert (r.sender.address, r.calls[0][0]) == (addr[0x11], mod1)
+        with pytest.raises(NotRouted, match="no role on"):
+            await ex.route(draft(G1, "deleverage", deleverage=True))
+        with pytest.raises(NotRouted, match=f"needs the position's guardian .{G2} is not one"):
+            await ex.route(draft(SAFE1, "repay_debt", deleverage=False, sender=G2))
+        assert {s.address for s in ex.senders()} == {addr[n] for n in keys}
+        shared = RoleTarget(SAFE2, mod2, b"r" * 32, KeySource(key_env="K17"), "b", addr[0x11])
+        two = AutonomousExecutor(AutonomousConfig(), (), (role1, shared), chain_id=1, rpc=rpc)
+        assert len(two.senders()) == 1
+        wrong = RoleTarget(SAFE2, mod2, b"r" * 32, KeySource(key_env="K17"), "b.key", addr[0x22])
+        with pytest.raises(ConfigError, match=r"b\.key holds the key of .*not of the role's"):
+            AutonomousExecutor(AutonomousConfig(), (), (wrong,), chain_id=1, rpc=rpc)
