@@ -290,7 +290,7 @@ class App:
             if p.role is not None:
                 roles.append(role_module(settings, p))
         sinks.executor = AutonomousExecutor(
-            settings.sinks.autonomous,
+            chain.sinks.autonomous,  # this chain's (its own private_rpc_url, if any)
             tuple(guardians.values()),
             tuple(roles),
             chain_id=chain.chain_id,
