@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from agent.core.errors import StoreError
 
@@ -183,3 +183,28 @@ class Database:
     def integrity_check(self) -> str:
         with self.read() as c:
             return str(c.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+class DatabaseView:
+    """A view of one :class:`Database` (the observation store, the proposal ledger):
+    ``View(path)`` opens its own database, ``View(db)`` shares one; closing a view closes it."""
+
+    def __init__(self, db: Database | str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.db = db if isinstance(db, Database) else Database(db, synchronous=synchronous)
+        self.path = self.db.path
+        self._tx = self.db.tx
+        self._read = self.db.read
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
