@@ -129,11 +129,13 @@ async def test_the_executor_never_falls_back_to_the_public_rpc(
     async with App(settings(tmp_path)) as app:
         (chain,) = app.chains.values()
         rpc = app.rpc(chain)
-        with pytest.raises(ConfigError, match="private_rpc_url is set but no client"):
-            AutonomousExecutor(cfg, guardian, None, chain_id=1, rpc=rpc)
+        with pytest.raises(
+            ConfigError, match="private_rpc_url is set for autonomous sends but no client"
+        ):
+            AutonomousExecutor(cfg, [guardian], (), chain_id=1, rpc=rpc)
         send = app.send_rpc(cfg.private_rpc_url)
-        ex = AutonomousExecutor(cfg, guardian, None, chain_id=1, rpc=rpc, send_rpc=send)
+        ex = AutonomousExecutor(cfg, [guardian], (), chain_id=1, rpc=rpc, send_rpc=send)
         assert ex.guardian is not None
         assert ex.guardian.send_rpc is send and ex.guardian.read is rpc
-        plain = AutonomousExecutor(AutonomousConfig(), guardian, None, chain_id=1, rpc=rpc)
+        plain = AutonomousExecutor(AutonomousConfig(), [guardian], (), chain_id=1, rpc=rpc)
         assert plain.guardian is not None and plain.guardian.send_rpc is rpc
