@@ -15,6 +15,7 @@ from eth_account import Account
 from agent.app import App
 from agent.config import Settings
 from agent.core.errors import AgentError, ConfigError, HttpStatusError
+from agent.core.market import MarketLayout
 from agent.sinks.autonomous import AutonomousExecutor
 from agent.sinks.config import AutonomousConfig
 from agent.sinks.guardian import GuardianConfig
@@ -139,3 +140,37 @@ async def test_the_executor_never_falls_back_to_the_public_rpc(
         assert ex.guardian.send_rpc is send and ex.guardian.read is rpc
         plain = AutonomousExecutor(AutonomousConfig(), [guardian], (), chain_id=1, rpc=rpc)
         assert plain.guardian is not None and plain.guardian.send_rpc is rpc
+
+
+async def test_the_fork_reads_through_the_chains_pool_which_only_app_closes(
+    tmp_path: Path,
+) -> None:
+    """The simulator takes App's pool of its chain (it rotates with the chain's reads) and
+    stopping the fork leaves that pool open: App closes it, once, with everything else."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": "0x1"})
+
+    server_app = web.Application()
+    server_app.router.add_post("/", handle)
+    server = TestServer(server_app, host="127.0.0.1")
+    await server.start_server()
+    pool = "0x" + "11" * 20
+    layout = MarketLayout("devnet", "aave-v3", pool, pool, pool, (), (), {}, {}, {})
+    try:
+        async with App(settings(tmp_path, rpc_url=str(server.make_url("/")))) as app:
+            (chain,) = app.chains.values()
+            sim = app.simulator(chain, layout)
+            assert sim is not None and sim.upstream is app.rpc(chain)
+            assert sim.upstream_url == app.rpc(chain).url  # the relay forwards to the pool's URL
+            assert await app.rpc(chain).chain_id() == 1
+            member = app.rpc(chain).members[0]  # type: ignore[attr-defined]
+            session = member._session
+            assert session is not None
+            await sim.stop()  # the fork's parts only
+            assert member._session is session and not session.closed
+            assert await app.rpc(chain).chain_id() == 1
+        assert session.closed and member._session is None
+    finally:
+        await server.close()
