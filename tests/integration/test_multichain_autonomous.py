@@ -243,7 +243,6 @@ async def test_a_waiting_send_on_one_chain_holds_back_only_that_chain(
                                   nonce=0, chain_id=31338, raw_tx="0x00")  # fmt: skip
         why = await ex.blocked(sender, ledger)
         assert why is not None and "0x" + "02" * 32 in why and "nonce 0" in why
-        await ex.close()
     ledger.close()
 
 
