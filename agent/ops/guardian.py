@@ -1,9 +1,10 @@
 """What each guardian account still covers (issue 23 item 1), for ``hedge-agent check``,
 ``status`` and the ``hedge_agent_guardian_*`` gauges (labelled by guardian, chain and position:
 each position has its own guardian, a daemon several): its balances of its ``assets`` at the
-oracle price, its gas, and how many guard actions they pay for at the position's current debt (one action lifts HF
-from the guard's trigger to its target: a repay when the asset is the position's debt asset, a
-top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads only; never the key."""
+oracle price, its gas, and how many guard actions they pay for at the position's current debt
+(one action lifts HF from the guard's trigger to its target: a repay when the asset is the
+position's debt asset, a top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads
+only; never the key."""
 
 from __future__ import annotations
 
