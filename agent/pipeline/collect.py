@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -236,6 +236,41 @@ async def collect_once(
         elapsed_s=round(report.elapsed_s, 3),
     )
     return report
+
+
+def source_states(
+    chain: str, report: CollectReport, *, several: bool
+) -> list[tuple[str, bool, str | None]]:
+    """Each source's answer in ``report`` (one chain's collection) as the daemon's ops names
+    it (readiness; a notice when one fails too long): ``rpc:<chain>`` for the snapshot (and
+    ``store`` when it was stored), the chain's own sources suffixed with the chain when there
+    are several, ``api:<name>`` for the HTTP collectors."""
+    out: list[tuple[str, bool, str | None]] = []
+    for name, r in report.sources.items():
+        error = "; ".join(r.errors) or None
+        if name == "onchain":
+            out.append((f"rpc:{chain}", r.ok, error))
+            if r.ok:
+                out.append(("store", True, None))
+        elif name in ("liquidations", "comet", "scenario"):
+            label = f"{name}:{chain}" if several and name != "scenario" else name
+            out.append((label, r.ok, error))
+        else:
+            out.append((f"api:{name}", r.ok, error))
+    return out
+
+
+def fork_source(chain: str, *, several: bool) -> str:
+    """The ops name of a chain's fork simulator."""
+    return f"fork:{chain}" if several else "fork"
+
+
+def stale_problems(reports: Iterable[CollectReport]) -> list[str]:
+    """The problems that say a feed was stale (its answers were not stored): a proposal made
+    this tick names them."""
+    return [
+        p for report in reports for r in report.sources.values() for p in r.problems if "stale" in p
+    ]
 
 
 class IntervalSchedule:

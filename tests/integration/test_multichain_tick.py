@@ -80,7 +80,7 @@ async def test_each_chain_is_read_in_one_call_and_a_dead_chain_is_left_out(
     anvil2, dep2 = chain2
     settings = load_settings(_config(tmp_path, devnet, dep2))
     async with App(settings) as app:
-        agent = Agent(app)
+        agent = Agent(app.daemon_parts())
         await agent.setup()
         assert set(agent.layouts) == {"one", "two"}
         assert [p.chain.chain_id for p in agent.proposers] == [31337, 31338]
@@ -125,7 +125,7 @@ async def test_the_chain_id_is_checked_in_the_snapshot_batch(
     )
     chain = Chain(devnet["rpc_url"])
     async with App(load_settings(path)) as app:
-        agent = Agent(app)
+        agent = Agent(app.daemon_parts())
         await agent.setup()
         await agent.tick(1)
         assert METRICS.sources["rpc:one"].methods == {"eth_call": 1}  # the whole tick
