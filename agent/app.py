@@ -282,31 +282,36 @@ class App:
         )
 
     def _attach_executor(self, sinks: ProposalSinks, chain: Chain, layout: MarketLayout) -> None:
-        """Autonomous execution on this chain (issue 23), when a position on it asks for it
-        and [guardian] or [roles] is configured: the executor gets the chain's RPC (or the
-        private send URL), the Pool of its market and the role's module on the role's Safe."""
+        """Autonomous execution on this chain (issue 23), when a position on it asks for it:
+        the executor gets the chain's RPC (or the private send URL), the Pool of its market,
+        the guardians of its autonomous positions and the roles on their Safes."""
         accounts = self.autonomous_accounts(chain.name)
         settings = self.settings
         if not accounts:
             return
-        role = None
-        if settings.roles.configured:
-            from agent.commands.roles import role_module, role_position
-
-            rp = role_position(settings, None)
-            if rp.chain.name == chain.name:
-                role = role_module(settings, rp)
-        if role is None and not settings.guardian.enabled:
-            raise AgentError(
-                f'{settings.origin}: execution = "autonomous" on chain {chain.name!r} '
-                "needs [guardian] (top-ups, repays) or [roles] (deleverage)"
-            )
+        from agent.commands.roles import role_module
         from agent.sinks.autonomous import AutonomousExecutor
 
+        mine = [p for p in self.positions if p.chain.name == chain.name]
+        guardians, roles = {}, []
+        for p in mine:
+            if p.execution != "autonomous":
+                continue
+            if p.guardian_config is None and p.role is None:
+                raise AgentError(
+                    f'{settings.origin}: position {p.name or p.account}: execution = "autonomous"'
+                    " needs a guardian (top-ups, repays: [guardian], or positions[i].guardian"
+                    " naming a [[guardians]] entry) or a role (deleverage: [roles], or the"
+                    " position's [positions.roles])"
+                )
+            if p.guardian_config is not None:
+                guardians[str(p.guardian_config.account).lower()] = p.guardian_config
+            if p.role is not None:
+                roles.append(role_module(settings, p))
         sinks.executor = AutonomousExecutor(
             settings.sinks.autonomous,
-            settings.guardian,
-            role,
+            tuple(guardians.values()),
+            tuple(roles),
             chain_id=chain.chain_id,
             rpc=self.rpc(chain),
             pool=layout.pool,

@@ -38,7 +38,7 @@ from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
 from agent.ops.daemon import Operations
-from agent.ops.guardian import guardian_position
+from agent.ops.guardian import guarded_positions
 from agent.ops.incremental import backfill_start
 from agent.pipeline.advise import spx_ticket
 from agent.pipeline.collect import (
@@ -277,8 +277,7 @@ class Agent:
         for name, lay in self.layouts.items():
             chain = self.chains[name]
             await self.ops.recycle_fork(self.parts.simulator(chain, lay), chain.fork.recycle_rss_mb)
-        guarded = guardian_position(self.settings, self.parts.parts.positions)
-        if self.settings.guardian.enabled and guarded is not None:
+        for guarded in guarded_positions(self.parts.parts.positions):  # each guardian, its chain
             await self.ops.watch_guardian(self.parts.rpc(guarded.chain), self.settings, guarded)
         return report
 

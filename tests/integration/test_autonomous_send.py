@@ -109,8 +109,8 @@ async def test_restart_rebroadcasts_a_fresh_unsent_intent_once(
     async with RpcClient(anvil.url) as rpc:
         ex = AutonomousExecutor(
             AutonomousConfig(rebroadcast_within_s=600),
-            GuardianConfig(account=ME, key_env="G_KEY"),
-            None,
+            [GuardianConfig(account=ME, key_env="G_KEY")],
+            (),
             chain_id=31337,
             rpc=rpc,
         )
