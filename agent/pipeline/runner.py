@@ -36,7 +36,7 @@ from agent.core.http import HttpClient
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
-from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
+from agent.core.rpc_pool import ChainWentBack, HeadWatch
 from agent.ops.daemon import Operations
 from agent.ops.guardian import guarded_positions
 from agent.ops.incremental import backfill_start
@@ -44,7 +44,7 @@ from agent.pipeline.advise import spx_ticket
 from agent.pipeline.collect import (
     CollectReport,
     IntervalSchedule,
-    collect_once,
+    collect_chains,
     fork_source,
     source_states,
     stale_problems,
@@ -93,6 +93,11 @@ class DaemonParts:
 
     def sinks_of(self, chain: Chain) -> ProposalSinks:
         return self.sinks[chain.name]
+
+    @property
+    def rpcs_by_id(self) -> dict[int, RpcClient]:
+        """Every chain's RPC client by chain id (what a live send records)."""
+        return {c.chain_id: self.rpcs[c.name] for c in self.chains}
 
 
 @dataclass(frozen=True)
@@ -149,15 +154,13 @@ class Agent:
         await asyncio.gather(*(p.rpc(c).ensure_chain(c.chain_id) for c in chains))
         await refuse_unusable_live(p)
         # Before anything else the daemon does: live sends without an outcome are settled,
-        # proposals committed but not journaled get their line.
-        lc = chains[0]
+        # each on its own chain's RPC; proposals committed but not journaled get their line.
         await recovery.recover(
             settings.sinks.live,
-            p.rpc(lc),
+            p.rpcs_by_id,
             p.ledger,
             p.journal,
             [p.sinks_of(c) for c in chains],
-            chain_id=lc.chain_id,
         )
         layouts = await asyncio.gather(*(discover(p.rpc(c), c.config) for c in chains))
         self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
@@ -291,23 +294,6 @@ class Agent:
         except AgentError:
             pass  # not answering at all: the snapshot's error says it
 
-    async def _collect(self, name: str, first: bool) -> CollectReport:
-        """One chain's sources; the chain-independent ones run with the first chain only."""
-        chain = self.chains[name]
-        rpc = self.parts.rpc(chain)
-        if isinstance(rpc, RpcPool):
-            await rpc.check_heads()  # several URLs: leave one lagging behind the others
-        return await collect_once(
-            self.settings,
-            self.parts.store,
-            chain=chain,
-            shared=first,
-            http=self.parts.http,
-            rpc=rpc,
-            layout=self.layouts[name],
-            due=self.schedule if first else None,
-        )
-
     async def _markets(self, collected: Mapping[str, CollectReport]) -> dict[str, MarketRead]:
         """The chains whose snapshot this tick can evaluate: each checked for its chain id
         and for a block never older than the last tick's; the others are logged and wait."""
@@ -350,16 +336,14 @@ class Agent:
         p = self.parts
         structlog.contextvars.bind_contextvars(tick_id=tick_id)
         METRICS.reset()
-        # Live sends settle on their chain's RPC (autonomous sends: each chain's, below);
-        # journal lines that could not be written are retried either way.
-        lc = p.chains[0]
+        # Live sends settle on their chain's RPC (autonomous sends also on their executor's,
+        # below); journal lines that could not be written are retried either way.
         await recovery.each_tick(
             self.settings.sinks.live,
-            p.rpc(lc),
+            p.rpcs_by_id,
             p.ledger,
             p.journal,
             [p.sinks_of(c) for c in p.chains],
-            chain_id=lc.chain_id,
         )
         for sinks in {id(x.sinks): x.sinks for x in self.proposers}.values():
             await recovery.settle_autonomous(sinks)
@@ -367,9 +351,16 @@ class Agent:
         # source is logged and skipped; a chain without its snapshot is not evaluated this
         # tick (its positions wait); without any snapshot there is nothing to evaluate. The
         # chain-independent sources go with the first chain.
-        names = list(self.layouts)
-        reports = await asyncio.gather(*(self._collect(n, i == 0) for i, n in enumerate(names)))
-        collected = dict(zip(names, reports, strict=True))
+        collected = await collect_chains(
+            self.settings,
+            p.store,
+            p.chains,
+            rpcs=p.rpcs,
+            http=p.http,
+            layouts=self.layouts,
+            due=self.schedule,
+            check_heads=True,
+        )
         markets = await self._markets(collected)
         snap = next(iter(markets.values())).snap
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
@@ -395,7 +386,7 @@ class Agent:
         if allowed:
             # Each committed record is counted and notified by the sinks (App._published).
             # A proposal made while a feed is stale says so (the stale answers were not stored).
-            proposals = await self._propose(markets, evaluation, stale_problems(reports))
+            proposals = await self._propose(markets, evaluation, stale_problems(collected.values()))
             # The S&P 500 side (issue 15): an advisory ticket after the DeFi proposals, through
             # the sinks of the chain sinks.spx_ticket_position names (its chain read this tick).
             proposals += spx_ticket(
