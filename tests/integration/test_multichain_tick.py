@@ -146,15 +146,15 @@ def _send_on(chain: Chain) -> tuple[str, str, int, int]:
     return tx_hash, sender, nonce, int(receipt["blockNumber"])
 
 
+@pytest.mark.integration  # each devnet chain snapshotted and reverted around the test
 async def test_each_chains_sends_are_reconciled_on_that_chains_rpc(
-    tmp_path: Path, devnet: dict[str, Any], chain2: tuple[AnvilProcess, dict[str, Any]]
+    tmp_path: Path, devnet: dict[str, Any], devnet2: dict[str, Any]
 ) -> None:
     """A send recorded for the second chain (chain id 31338) is settled on the second chain's
     RPC, at start-up and at a tick: one reconciliation per chain, not only on the first's
     (which knows no such hash: there it would stay open, never learning it was mined)."""
-    anvil2, dep2 = chain2
-    two = Chain(anvil2.url)
-    settings = load_settings(_config(tmp_path, devnet, dep2))
+    two = Chain(devnet2["rpc_url"])
+    settings = load_settings(_config(tmp_path, devnet, devnet2))
     async with App(settings) as app:
         ledger = app.ledger
 
