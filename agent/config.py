@@ -198,6 +198,11 @@ class ChainSection(ChainConfig):
     options: OptionsConfig = OptionsConfig()  # the put venue on this chain (if any)
     block_lag: int | None = Field(None, ge=0)  # this chain's fork lag (default: simulator's)
     safe_service_url: str | None = Field(None, pattern=r"^https?://")  # this chain's service
+    # where this chain's autonomous sends go instead of its RPC (a private mempool; the URL may
+    # embed a key): a private RPC is one chain's, so with several chains it is set per chain,
+    # directly or from the environment variable ``private_rpc_url_env`` names
+    private_rpc_url: SecretStr | None = None
+    private_rpc_url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ScenarioConfig(BaseModel):
@@ -305,6 +310,14 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "sinks.live.enabled supports one chain: its signer and private RPC are one "
                     "chain's; propose through Safe files or the Safe service for several"
+                )
+            auto = {p.chain for p in self.positions if p.execution == "autonomous"}
+            shared = self.sinks.autonomous.private_rpc_url
+            if len(auto) > 1 and shared is not None and shared.get_secret_value():
+                raise ValueError(
+                    "sinks.autonomous.private_rpc_url is one chain's, and autonomous positions "
+                    f"are on {sorted(str(c) for c in auto)}: give each [[chains]] entry its "
+                    "private_rpc_url (or private_rpc_url_env)"
                 )
             if self.sinks.safe_service.enabled and any(
                 c.safe_service_url is None for c in self.chains
@@ -484,14 +497,15 @@ def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -
 def _chain_urls_from_env(settings: Settings) -> Settings:
     chains = []
     for c in settings.chains:
-        if c.rpc_url_env:
-            url = os.environ.get(c.rpc_url_env, "")
-            if not url:
-                raise ConfigError(
-                    f"{settings.origin}: chain {c.name!r}: rpc_url_env names "
-                    f"{c.rpc_url_env}, which is not set in the environment"
-                )
-            c = c.model_copy(update={"rpc_url": SecretStr(url)})
+        for env, field in ((c.rpc_url_env, "rpc_url"), (c.private_rpc_url_env, "private_rpc_url")):
+            if env:
+                url = os.environ.get(env, "")
+                if not url:
+                    raise ConfigError(
+                        f"{settings.origin}: chain {c.name!r}: {field}_env names "
+                        f"{env}, which is not set in the environment"
+                    )
+                c = c.model_copy(update={field: SecretStr(url)})
         chains.append(c)
     return settings.model_copy(update={"chains": tuple(chains)})
 
@@ -614,7 +628,10 @@ def apply_chain_deployments(settings: Settings) -> Settings:
     try:  # re-validated so the filled values are checked like hand-written ones
         return Settings(
             **settings.model_dump(exclude={"chains", "positions"}, exclude_unset=True),
-            chains=[c.model_dump() | {"rpc_url": c.rpc_url} for c in chains],
+            chains=[
+                c.model_dump() | {"rpc_url": c.rpc_url, "private_rpc_url": c.private_rpc_url}
+                for c in chains
+            ],
             positions=[p.model_dump() for p in positions],
         )
     except ValidationError as exc:

@@ -276,6 +276,10 @@ def _chain(s: Settings, c: ChainSection, wanted: list[str]) -> Chain:
     if c.safe_service_url is not None:
         service = sinks.safe_service.model_copy(update={"base_url": c.safe_service_url})
         sinks = sinks.model_copy(update={"safe_service": service})
+    if c.private_rpc_url is not None and c.private_rpc_url.get_secret_value():
+        # this chain's autonomous sends go to its own private RPC
+        auto = sinks.autonomous.model_copy(update={"private_rpc_url": c.private_rpc_url})
+        sinks = sinks.model_copy(update={"autonomous": auto})
     return Chain(
         config=_accounts(c, wanted), dex=c.uniswap, venue=c.options, fork=fork, sinks=sinks
     )

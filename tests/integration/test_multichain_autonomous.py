@@ -243,5 +243,71 @@ async def test_a_waiting_send_on_one_chain_holds_back_only_that_chain(
                                   nonce=0, chain_id=31338, raw_tx="0x00")  # fmt: skip
         why = await ex.blocked(sender, ledger)
         assert why is not None and "0x" + "02" * 32 in why and "nonce 0" in why
-        await ex.close()
     ledger.close()
+
+
+def test_roles_plan_and_check_per_position_on_two_chains(
+    tmp_path: Path,
+    devnet: dict[str, Any],
+    devnet2: dict[str, Any],
+    devnet2_chain: Chain,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each position's own role (``[positions.roles]``, different allowances) on its own
+    chain's lean Safe: ``roles plan --position safe-two`` plans chain two's only; once its
+    owners executed it, ``roles check`` reads each position's role on its own chain (two
+    matches the plan; one, never installed, is reported missing) and ``roles check
+    --position safe-two`` passes alone."""
+    import asyncio
+
+    from agent.cli import main
+    from agent.collectors.onchain import discover
+    from agent.commands.roles import role_position, role_spec
+    from agent.devnet.safe import Call, exec_batch
+    from agent.planner.roles import owners_batch
+
+    agent = "0x000000000000000000000000000000000000a9e7"
+    deps = {"one": devnet, "two": devnet2}
+    for name, dep in deps.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(dep))
+    allowance = {"one": "1.5", "two": "2.5"}
+    path = tmp_path / "roles.toml"
+    path.write_text(
+        f'[agent]\nstore_path = "{tmp_path}/a.sqlite"\njournal_path = "{tmp_path}/p.jsonl"\n'
+        + "".join(f'[[chains]]\nname = "{n}"\ndeployment = "{tmp_path}/{n}.json"\n' for n in deps)
+        + "".join(
+            f'[[positions]]\nname = "safe-{n}"\nchain = "{n}"\ndeployment_safe = "safe_lean"\n'
+            f'topup_asset = "WBTC"\nrepay_asset = "USDC"\n'
+            f'[positions.roles]\nagent = "{agent}"\nallowance = "{allowance[n]}"\n'
+            for n in deps
+        )
+        + f'[sinks]\nsafe_tx_builder_dir = "{tmp_path}/stb"\n'
+    )
+    assert main(["roles", "plan", "--config", str(path), "--position", "safe-two"]) == 0
+    out = capsys.readouterr().out
+    assert f"Safe {devnet2['safe_lean']['address']} (chain 31338)" in out
+    assert "daily allowance: 2.5 WBTC withdrawn" in out and "MISMATCH" not in out
+    # the owners of chain two's Safe execute the batch it planned
+    s = load_settings(path)
+    p = role_position(s, "safe-two")
+
+    async def spec_of() -> Any:
+        async with RpcClient(devnet2["rpc_url"]) as rpc:
+            return role_spec(s, p, await discover(rpc, p.chain.config))
+
+    spec = asyncio.run(spec_of())
+    assert spec.allowance == 25 * 10**7  # 2.5 WBTC: this position's own allowance
+    calls = [Call(t.to, bytes.fromhex(t.data[2:]), t.value) for t in owners_batch(spec)]
+    lean = devnet2["safe_lean"]
+    exec_batch(
+        devnet2_chain, lean["address"], lean["owners"][0], lean["multisend_call_only"], calls
+    )
+
+    assert main(["roles", "check", "--config", str(path)]) == 1  # one's role is not installed
+    out = capsys.readouterr().out
+    one, two = out.split("position safe-two (chain two")
+    assert one.startswith(f"position safe-one (chain one, Safe {devnet['safe_lean']['address']})")
+    assert "no contract at this address" in one and "MISMATCH" in one
+    assert "MISMATCH" not in two and "20/20 match the plan" in two, two
+    assert main(["roles", "check", "--config", str(path), "--position", "safe-two"]) == 0
+    assert "20/20 match the plan" in capsys.readouterr().out

@@ -226,3 +226,40 @@ async def test_each_chain_routes_a_draft_to_its_positions_own_guardian_and_role(
         wrong = RoleTarget(SAFE2, mod2, b"r" * 32, KeySource(key_env="K17"), "b.key", addr[0x22])
         with pytest.raises(ConfigError, match=r"b\.key holds the key of .*not of the role's"):
             AutonomousExecutor(AutonomousConfig(), (), (wrong,), chain_id=1, rpc=rpc)
+
+
+def test_a_private_send_url_is_one_chains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chain's autonomous sends go to that chain's private RPC (``[[chains]]
+    private_rpc_url`` or ``private_rpc_url_env``); one shared ``sinks.autonomous``
+    private_rpc_url with autonomous positions on two chains is refused at load (one of the
+    two chains' transactions would go to the other chain's endpoint)."""
+    shared = (
+        CHAINS
+        + GUARDIANS
+        + _positions()
+        + '[sinks.autonomous]\nprivate_rpc_url = "http://127.0.0.1:7"\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"sinks\.autonomous\.private_rpc_url is one chain's.*\['arb', 'eth'\]"
+    ):
+        _load(tmp_path, shared)
+    monkeypatch.setenv("ARB_PRIVATE", "http://127.0.0.1:8/secret-key")
+    per_chain = (
+        CHAINS.replace(
+            'name = "eth"\n', 'name = "eth"\nprivate_rpc_url = "http://127.0.0.1:7"\n'
+        ).replace('name = "arb"\n', 'name = "arb"\nprivate_rpc_url_env = "ARB_PRIVATE"\n')
+        + GUARDIANS
+        + _positions()
+    )
+    eth, arb = build_parts(_load(tmp_path, per_chain)).chains
+    got = [c.sinks.autonomous.private_rpc_url for c in (eth, arb)]
+    assert [u.get_secret_value() if u else None for u in got] == [
+        "http://127.0.0.1:7",
+        "http://127.0.0.1:8/secret-key",
+    ]
+    assert "secret-key" not in repr(arb)  # a SecretStr: never in a log line
+    monkeypatch.delenv("ARB_PRIVATE")
+    with pytest.raises(
+        ConfigError, match=r"chain 'arb': private_rpc_url_env names ARB_PRIVATE, which is not set"
+    ):
+        _load(tmp_path, per_chain)
