@@ -37,6 +37,7 @@ from agent.config import chain_config_from_deployment
 from agent.core.anvil import AnvilProcess
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.core.units import WAD
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import deploy
@@ -204,7 +205,10 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
     rows: list[Row] = []
 
     # The agent keeps one fork for the daemon's life; it is started before the measured tick.
-    sim = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+    # The forks' upstream, a one-URL pool through the counting proxy (the daemon's App gives
+    # its fork the chain's pool); closed with the row.
+    upstream = RpcPool([b.proxy.url], source="fork:upstream", timeout_s=20.0)
+    sim = ForkSimulator(upstream, pool=layout.pool, chain_id=int(dep["chain_id"]))
     t0 = time.perf_counter()
     before = b.proxy.counts()
     res = await sim.simulate_safe(chain.block_number(), st, safe, "warm-up")
@@ -230,7 +234,7 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
             before = b.proxy.counts()
             t0 = time.perf_counter()
             for _ in range(n):
-                fresh = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+                fresh = ForkSimulator(upstream, pool=layout.pool, chain_id=int(dep["chain_id"]))
                 try:
                     r = await fresh.simulate_safe(head, st, safe, "top-up")
                     assert r.success, r.error
@@ -258,6 +262,7 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
             b.fork_rss = (rss_first, _rss_mb(fork_pid), 1 + sum(counts))
     finally:
         await sim.stop()
+        await upstream.close()
     rows.append(
         Row(
             "3 dry-run",
@@ -323,7 +328,7 @@ async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _agent_settings(b, Path(tmp), b.proxy.url)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             before = b.proxy.counts()
             await agent.setup()
             setup = b.proxy.counts().minus(before)
@@ -387,7 +392,7 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _agent_settings(b, Path(tmp), b.devnet_url)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             await agent.tick(1)
             (chain,) = app.chains.values()
@@ -502,7 +507,7 @@ async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
             tmp.mkdir()
             settings = _agent_settings(b, tmp, b.proxy.url, feed=feed, backfill=True)
             async with App(settings) as app:
-                agent = Agent(app)
+                agent = Agent(app.daemon_parts())
                 await agent.setup()
                 await agent.backfill()
                 t0 = time.perf_counter()
@@ -561,7 +566,7 @@ async def _autonomous_reps(b: Bench, base: Path, feed: Path, reps: int) -> list[
         tmp.mkdir()
         settings = _agent_settings(b, tmp, b.proxy.url, feed=feed, backfill=True, autonomous=True)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             await agent.backfill()
             t0 = time.perf_counter()
@@ -601,7 +606,7 @@ async def memory_worker(tmp: Path, devnet_url: str, ticks: int) -> dict[str, flo
         chain_cfg = settings.chain.model_copy(update={"rpc_url": SecretStr(fast.url)})
         settings = settings.model_copy(update={"chain": chain_cfg})
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             for i in range(10):  # warm-up: imports, caches, first liquidation look-back
                 await agent.tick(i + 1)

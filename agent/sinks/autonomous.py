@@ -39,7 +39,7 @@ from pydantic import SecretStr
 
 from agent.core.abi import load_abi
 from agent.core.errors import ConfigError, RpcError, SourceError
-from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
 from agent.sinks.config import AutonomousConfig, KeySource, LiveConfig
 from agent.sinks.guardian import GuardianConfig, load_guardian_key
@@ -173,23 +173,23 @@ class AutonomousExecutor:
         *,
         chain_id: int,
         rpc: RpcClient,
+        send_rpc: RpcClient | None = None,
         pool: str | None = None,
     ) -> None:
+        """``send_rpc``: the client of ``cfg.private_rpc_url`` when it is set (built and closed
+        by ``App``, with ``agent.core.rpc.send_client``: one attempt, never retried, as a
+        timeout after the node took the transaction must not look like a failure;
+        reconciliation decides by hash and nonce); without it the senders send on ``rpc``."""
         self.cfg = cfg
         self.rpc = rpc
         self.chain_id = chain_id
         self.pool = pool
-        send = rpc
-        self._own_send: RpcClient | None = None
-        if cfg.private_rpc_url is not None and cfg.private_rpc_url.get_secret_value():
-            # Not retried: a timeout after the node took the transaction must not look like a
-            # failure; reconciliation decides by hash and nonce.
-            self._own_send = RpcClient(
-                cfg.private_rpc_url.get_secret_value(),
-                source="private-rpc",
-                retry=RetryPolicy(attempts=1),
+        private = cfg.private_rpc_url is not None and cfg.private_rpc_url.get_secret_value()
+        if private and send_rpc is None:  # never fall back to the public RPC unnoticed
+            raise ConfigError(
+                "private_rpc_url is set for autonomous sends but no client of it was given"
             )
-            send = self._own_send
+        send = send_rpc if send_rpc is not None else rpc
         live = LiveConfig(
             enabled=True,
             signer_key=SecretStr("unused"),  # the account is passed in; see LiveSender
@@ -233,10 +233,6 @@ class AutonomousExecutor:
                     f"member {role.agent} (roles.agent)"
                 )
             self.roles[role.safe.lower()] = (role, sender(acct))
-
-    async def close(self) -> None:
-        if self._own_send is not None:
-            await self._own_send.close()
 
     @property
     def guardian(self) -> LiveSender | None:

@@ -282,7 +282,7 @@ async def test_looped_deleverage_executes_at_zero_slippage(
     layout = await discover(rpc, chain_config_from_deployment(devnet))
     snap = await read_snapshot(rpc, layout)
     # Quoted where the daemon quotes: on the fork (its relay reads the devnet).
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         async with sim.sequence(snap.block_number) as fork:
             plan = await plan_deleverage_onchain(
@@ -449,7 +449,7 @@ async def test_wallet_first_repays_half_and_deleverages_the_rest(
     batch = as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"])
     assert batch.safe_tx is not None
     assert [sw["recipient"] for sw in _batch_swaps(batch.safe_tx.data)] == [safe]
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         outcome = await simulate(batch, sim, snap.block_number)
     finally:
@@ -484,7 +484,7 @@ async def test_pool_moved_past_slippage_reverts_with_reason(
     )
     assert sync_pools(c, devnet, prices) == 1
     snap = await read_snapshot(rpc, layout)
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
         res = await sim.simulate_safe(snap.block_number, st, safe, "deleverage",
@@ -579,7 +579,7 @@ async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
         for e in refused.comparison["not_planned"]
     )
 
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         outcome = await simulate(
             as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"]),
