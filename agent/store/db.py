@@ -95,7 +95,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class Database:
+class _ClosedOnExit:
+    """``with x:`` closes ``x`` when the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Database(_ClosedOnExit):
     """Thread-safe (one connection behind a lock); calls are short, so the async runner may call
     them directly or through ``asyncio.to_thread``."""
 
@@ -128,17 +146,6 @@ class Database:
             if not self._closed:
                 self._conn.close()
                 self._closed = True
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -185,7 +192,7 @@ class Database:
             return str(c.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-class DatabaseView:
+class DatabaseView(_ClosedOnExit):
     """A view of one :class:`Database` (the observation store, the proposal ledger):
     ``View(path)`` opens its own database, ``View(db)`` shares one; closing a view closes it."""
 
@@ -197,14 +204,3 @@ class DatabaseView:
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
