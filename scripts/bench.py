@@ -38,6 +38,7 @@ from agent.config import chain_config_from_deployment
 from agent.core.anvil import AnvilProcess
 from agent.core.market import MarketLayout
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.core.units import WAD
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import deploy
@@ -205,7 +206,10 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
     rows: list[Row] = []
 
     # The agent keeps one fork for the daemon's life; it is started before the measured tick.
-    sim = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+    # The forks' upstream, a one-URL pool through the counting proxy (the daemon's App gives
+    # its fork the chain's pool); closed with the row.
+    upstream = RpcPool([b.proxy.url], source="fork:upstream", timeout_s=20.0)
+    sim = ForkSimulator(upstream, pool=layout.pool, chain_id=int(dep["chain_id"]))
     t0 = time.perf_counter()
     before = b.proxy.counts()
     res = await sim.simulate_safe(chain.block_number(), st, safe, "warm-up")
@@ -231,7 +235,7 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
             before = b.proxy.counts()
             t0 = time.perf_counter()
             for _ in range(n):
-                fresh = ForkSimulator(b.proxy.url, pool=layout.pool, chain_id=int(dep["chain_id"]))
+                fresh = ForkSimulator(upstream, pool=layout.pool, chain_id=int(dep["chain_id"]))
                 try:
                     r = await fresh.simulate_safe(head, st, safe, "top-up")
                     assert r.success, r.error
@@ -259,6 +263,7 @@ async def row_dry_run(b: Bench, counts: tuple[int, ...] = (1, 5, 20)) -> list[Ro
             b.fork_rss = (rss_first, _rss_mb(fork_pid), 1 + sum(counts))
     finally:
         await sim.stop()
+        await upstream.close()
     rows.append(
         Row(
             "3 dry-run",

@@ -33,7 +33,7 @@ from agent.core.metrics import METRICS
 from agent.core.redact import redact_url, snippet
 from agent.core.retry import RetryPolicy, Sleep, parse_retry_after, truncated_json, with_retries
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy", "RpcClient", "redact_url"]
+__all__ = ["DEFAULT_RETRY", "RetryPolicy", "RpcClient", "redact_url", "send_client"]
 
 # A node answers in milliseconds or is down: fewer, shorter retries than for HTTP APIs.
 DEFAULT_RETRY = RetryPolicy(attempts=3, base_delay_s=0.25, max_delay_s=5.0, max_retry_after_s=30.0)
@@ -275,6 +275,14 @@ class RpcClient:
             self.source,
             f"RPC {redact_url(self.url)} is on chain {actual}, configuration expects {expected}",
         )
+
+
+def send_client(url: str, *, source: str = "private-rpc") -> RpcClient:
+    """The client of a private send URL (``private_rpc_url`` of ``sinks.live`` and
+    ``sinks.autonomous``), built by ``App``: one attempt, never retried. A timeout after the
+    node took the transaction must not look like a failure that is sent again (with a new
+    nonce); the sender re-reads state and reconciles by hash and nonce instead."""
+    return RpcClient(url, source=source, retry=RetryPolicy(attempts=1))
 
 
 def _is_rate_limit(payload: dict[str, Any]) -> bool:

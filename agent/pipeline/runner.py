@@ -39,7 +39,7 @@ from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
 from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc_pool import ChainWentBack, HeadWatch, RpcPool
-from agent.ops.guardian import guardian_position
+from agent.ops.guardian import guarded_positions
 from agent.ops.incremental import backfill_start
 from agent.pipeline.advise import spx_advisory
 from agent.pipeline.collect import CollectReport, IntervalSchedule, collect_once
@@ -247,8 +247,7 @@ class Agent:
         for name, lay in self.layouts.items():
             chain = self.app.chains[name]
             await self.ops.recycle_fork(self.app.simulator(chain, lay), chain.fork.recycle_rss_mb)
-        guarded = guardian_position(self.settings, self.app.positions)
-        if self.settings.guardian.enabled and guarded is not None:
+        for guarded in guarded_positions(self.app.positions):  # each guardian on its chain
             await self.ops.watch_guardian(self.app.rpc(guarded.chain), self.settings, guarded)
         return report
 

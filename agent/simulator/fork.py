@@ -41,7 +41,7 @@ from agent.core.errors import (
     TransportError,
 )
 from agent.core.multicall import Call
-from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import RpcPool
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
@@ -120,7 +120,7 @@ class SimulationResult:
 class ForkSimulator:
     def __init__(
         self,
-        upstream: str | RpcClient,
+        upstream: RpcClient,
         *,
         pool: str,
         block_lag: int = 0,
@@ -128,13 +128,9 @@ class ForkSimulator:
         call_timeout_s: float = 20.0,
         pid_dir: str | None = None,
     ) -> None:
-        # The chain's client (an App's, closed by the App), or a URL (a client of its own).
-        self._own_upstream = isinstance(upstream, str)
-        self.upstream: RpcClient = (
-            RpcPool([upstream], source=FORK_SOURCE + ":upstream", timeout_s=call_timeout_s)
-            if isinstance(upstream, str)
-            else upstream
-        )
+        # The chain's client, built and closed by its owner (``App``: the chain's pool); the
+        # simulator builds only the client of the anvil it starts.
+        self.upstream = upstream
         # A frozen fork (alive, not answering) costs at most this per call, then is replaced.
         self.call_timeout_s = call_timeout_s
         self.pid_dir = pid_dir
@@ -367,13 +363,8 @@ class ForkSimulator:
             self._anvil.stop()
             self._anvil = None
             raise ForkUnavailable(FORK_SOURCE, f"cannot start the fork: {exc}") from None
-        # The fork is local: retries would only hide a dead process.
-        self._rpc = RpcClient(
-            self._anvil.url,
-            source=FORK_SOURCE,
-            retry=RetryPolicy(attempts=1),
-            timeout_s=self.call_timeout_s,
-        )
+        # The fork is local: one attempt (retries would only hide a dead process).
+        self._rpc = self._anvil.client(source=FORK_SOURCE, timeout_s=self.call_timeout_s)
         self._fork_block = self._fork_hash = None
         self._primed = (set(), set())
 
@@ -413,8 +404,7 @@ class ForkSimulator:
             raise
 
     async def stop(self) -> None:
-        if self._own_upstream:
-            await self.upstream.close()
+        """Stop the fork (its anvil, its client, the relay); the upstream is its owner's."""
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
