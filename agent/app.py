@@ -2,7 +2,7 @@
 
 The daemon's operations side (metrics/health server, notifier, pause switch) is
 ``App.ops``, built on first use like the rest; its server and notifier run as tasks of the
-daemon's task group (``agent.pipeline.runner.run``) and are closed here.
+daemon's task group (``agent.commands.run``) and are closed here.
 
 Every command (``run``, ``collect``, ``backfill``, ``proposals``, ``series``) opens an ``App``
 and takes its parts from it: the shared HTTP client (with the configured timeouts, retries and
@@ -31,6 +31,7 @@ from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
 from agent.pipeline.propose import Proposer
+from agent.pipeline.runner import DaemonParts
 from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal
@@ -275,6 +276,24 @@ class App:
             ledger=self.ledger,
             simulator=self.simulator(chain, layout),
             sinks=sinks,
+        )
+
+    def daemon_parts(self) -> DaemonParts:
+        """What the daemon's pipeline takes (``agent.pipeline.runner.Agent``): every chain's RPC
+        client and sinks built now; the fork and the proposers once its market is discovered."""
+        chains = self.parts.chains
+        return DaemonParts(
+            settings=self.settings,
+            parts=self.parts,
+            store=self.store,
+            ledger=self.ledger,
+            journal=self.journal,
+            http=self.http,
+            ops=self.ops,
+            rpcs={c.name: self.rpc(c) for c in chains},
+            sinks={c.name: self.sinks(c) for c in chains},
+            simulator=self.simulator,
+            proposer=self.proposer,
         )
 
     def autonomous_accounts(self, chain: str) -> frozenset[str]:

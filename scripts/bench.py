@@ -329,7 +329,7 @@ async def row_tick(b: Bench, ticks: int = 5) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _agent_settings(b, Path(tmp), b.proxy.url)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             before = b.proxy.counts()
             await agent.setup()
             setup = b.proxy.counts().minus(before)
@@ -393,7 +393,7 @@ async def row_decision(b: Bench, sample_days: int = 3) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = _agent_settings(b, Path(tmp), b.devnet_url)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             await agent.tick(1)
             (chain,) = app.chains.values()
@@ -562,7 +562,7 @@ async def row_to_proposal(b: Bench, reps: int = 4) -> list[Row]:
                 tmp.mkdir()
                 settings = _agent_settings(b, tmp, b.proxy.url, feed=feed, backfill=True)
                 async with App(settings) as app:
-                    agent = Agent(app)
+                    agent = Agent(app.daemon_parts())
                     await agent.setup()
                     await agent.backfill()
                     tick = 1
@@ -656,7 +656,7 @@ async def _autonomous_reps(b: Bench, base: Path, feed: Path, reps: int) -> list[
         tmp.mkdir()
         settings = _agent_settings(b, tmp, b.proxy.url, feed=feed, backfill=True, autonomous=True)
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             await agent.backfill()
             t0 = time.perf_counter()
@@ -696,7 +696,7 @@ async def memory_worker(tmp: Path, devnet_url: str, ticks: int) -> dict[str, flo
         chain_cfg = settings.chain.model_copy(update={"rpc_url": SecretStr(fast.url)})
         settings = settings.model_copy(update={"chain": chain_cfg})
         async with App(settings) as app:
-            agent = Agent(app)
+            agent = Agent(app.daemon_parts())
             await agent.setup()
             for i in range(10):  # warm-up: imports, caches, first liquidation look-back
                 await agent.tick(i + 1)

@@ -125,7 +125,7 @@ def _configure_logging(verbose: bool) -> None:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.config import load_settings
-    from agent.pipeline.collect import collect_once
+    from agent.pipeline.collect import collect_chains
 
     settings = load_settings(args.config)
     _configure_logging(args.verbose)
@@ -134,24 +134,19 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     async def loop() -> int:
         async with App(settings) as app:
             chains = app.parts.chains
+            rpcs = {c.name: app.rpc(c) if c.has_rpc else None for c in chains}
             while True:
-                reports = []
-                # every chain; the chain-independent sources once, with the first
-                for i, chain in enumerate(chains):
-                    report = await collect_once(
-                        settings,
-                        app.store,
-                        chain=chain,
-                        shared=i == 0,
-                        http=app.http,
-                        rpc=app.rpc(chain) if chain.has_rpc else None,
-                    )
+                # the daemon's fan-out: every chain, the chain-independent sources once
+                collected = await collect_chains(
+                    settings, app.store, chains, rpcs=rpcs, http=app.http
+                )
+                reports = list(collected.values())
+                for chain, report in zip(chains, reports, strict=True):
                     if len(chains) > 1:
                         print(f"chain {chain.name}:")
                     print(render_collect(report, path), flush=True)
                     for e in report.errors:
                         print(f"error: {e}", file=sys.stderr)
-                    reports.append(report)
                 summary = collect_summary(reports)
                 if summary is not None:
                     print(summary, file=sys.stderr, flush=True)

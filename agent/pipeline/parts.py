@@ -139,6 +139,17 @@ class Parts:
         raise ConfigError(f"no position named {name!r} (positions: {names})")
 
 
+def proposer_positions(parts: Parts) -> list[tuple[Position, PutLadder | None]]:
+    """Who proposes what: each position on its own chain; the put ladder goes to the position
+    that buys it (``options.chain``/``options.account``), or to a proposer of its own when its
+    buyer is no configured position."""
+    puts = parts.puts
+    out = [(p, puts if puts is not None and p == puts.buyer else None) for p in parts.positions]
+    if puts is not None and puts.buyer not in parts.positions:
+        out.append((puts.buyer, puts))
+    return out
+
+
 def lists_comet(settings: Settings, chain: Chain) -> bool:
     """Whether the configured Comet markets are read on ``chain``: the chain
     ``collectors.comet.chain`` names (the one chain when not named)."""

@@ -150,7 +150,7 @@ async def test_two_positions_on_two_chains_each_protected_by_its_own_guardian_on
         guard[n] = (str(hf + bump), str(hf + bump + Decimal("0.10")))
     settings = load_settings(_config(tmp_path, deps, guard))
     async with App(settings) as app:
-        agent = Agent(app)
+        agent = Agent(app.daemon_parts())
         await agent.setup()
         await agent.tick(1)
         auto = [r for r in _records(tmp_path) if r.get("autonomous")]

@@ -74,7 +74,6 @@ def test_policy_models_do_not_import_explain() -> None:
 ENTRY_POINTS = {
     "cli.py",
     "app.py",
-    "pipeline/runner.py",
     "commands",
     "ops/command.py",
     "ops/check.py",
