@@ -314,6 +314,13 @@ async def _check_guardian(ck: Checks, s: Settings, probe: Probe, notes: list[str
             + (f" ({g.position!r} is none of them)" if g.position else "")
         )
         return
+    named = {p.guardian_config.name for p in positions if p.guardian_config is not None}
+    for i, unused in enumerate(s.guardians):
+        # funded for nothing: a position that should name it (positions[i].guardian) does not
+        ck.expect(
+            unused.name in named,
+            f"guardians[{i}] ({unused.name}): no position names it (positions[i].guardian)",
+        )
     for position in positions:
         await _check_one_guardian(ck, s, position, probe, notes)
 

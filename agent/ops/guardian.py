@@ -1,9 +1,10 @@
 """What each guardian account still covers (issue 23 item 1), for ``hedge-agent check``,
 ``status`` and the ``hedge_agent_guardian_*`` gauges (labelled by guardian, chain and position:
-one guardian per position, several per daemon): its balances of its ``assets`` at the oracle price, its
-gas, and how many guard actions they pay for at the position's current debt (one action lifts HF
-from the guard's trigger to its target: a repay when the asset is the position's debt asset, a
-top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads only; never the key."""
+each position has its own guardian, a daemon several): its balances of its ``assets`` at the
+oracle price, its gas, and how many guard actions they pay for at the position's current debt
+(one action lifts HF from the guard's trigger to its target: a repay when the asset is the
+position's debt asset, a top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads
+only; never the key."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def guarded_positions(positions: Sequence[Position]) -> list[Position]:
 
 class GuardianWatch:
     """The daemon's guardian gauges, one set per guarded position (the guardian, its chain and
-    the position as labels), each re-read between ticks at most every its guardian's
+    the position as labels), each re-read between ticks at most once per its guardian's
     ``refresh_s``; a failed read is logged and leaves the last figures (it never fails a tick)."""
 
     def __init__(self, telemetry: Telemetry, clock: Callable[[], float] = time.monotonic) -> None:

@@ -263,3 +263,28 @@ def test_a_private_send_url_is_one_chains(tmp_path: Path, monkeypatch: pytest.Mo
         ConfigError, match=r"chain 'arb': private_rpc_url_env names ARB_PRIVATE, which is not set"
     ):
         _load(tmp_path, per_chain)
+
+
+async def test_check_names_a_guardian_no_position_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hedge-agent check``: each guardian's key (its entry named when it does not load) and a
+    ``[[guardians]]`` entry that no position names (funded for nothing) are problems; the
+    balances of the one in use are read on its position's chain (here an RPC that refuses,
+    named with the chain)."""
+    from agent.core.rpc import RetryPolicy, RpcClient
+    from agent.ops.check import Checks, _check_guardian
+
+    monkeypatch.setenv("G_ETH", "0x" + "6a" * 32)  # another account's key
+    monkeypatch.delenv("G_ARB", raising=False)
+    s = _load(tmp_path, CHAINS + GUARDIANS + _positions(('guardian = "g-eth"\n', "")))
+    ck, notes = Checks(), []  # type: ignore[var-annotated]
+    await _check_guardian(ck, s, lambda url: RpcClient(url, retry=RetryPolicy(attempts=1)), notes)
+    assert len(ck.problems) == 4, ck.problems
+    key_eth, key_arb, unused, unread = ck.problems
+    assert key_eth.startswith("guardians.g-eth: the environment variable G_ETH holds the key of")
+    assert "6a" * 8 not in key_eth  # the key is never shown
+    assert key_arb == "guardians.g-arb: guardians.g-arb.key_env names G_ARB, which is not set"
+    assert unused == "guardians[1] (g-arb): no position names it (positions[i].guardian)"
+    assert unread.startswith("guardians.g-eth: cannot read its balances on eth (")
+    assert notes == []
