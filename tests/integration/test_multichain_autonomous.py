@@ -218,31 +218,54 @@ async def test_two_positions_on_two_chains_each_protected_by_its_own_guardian_on
 
 
 async def test_a_waiting_send_on_one_chain_holds_back_only_that_chain(
-    tmp_path: Path, devnet2: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    devnet2: dict[str, Any],
+    devnet2_chain: Chain,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same guardian key on two chains is two nonce sequences: a transaction still
-    waiting on chain 31337 does not block the guardian on chain 31338 (on the one-chain
-    version, the guardian's open sends on any chain blocked every chain); one waiting on
-    31338 does."""
+    waiting on chain 31337 neither blocks the guardian on chain 31338 nor is broadcast there
+    after a restart; one waiting on 31338 blocks it, and after a restart it is broadcast
+    again on 31338, once."""
+    import asyncio
+    import time
+
+    import structlog
+
     monkeypatch.setenv("G_ONE", KEYS["g-one"])
     ledger = ProposalLedger(tmp_path / "s.sqlite")
     me = ADDR["g-one"]
+    devnet2_chain.set_balance(me, 10**18)
     async with RpcClient(devnet2["rpc_url"]) as rpc:
         ex = AutonomousExecutor(
-            AutonomousConfig(),
+            AutonomousConfig(rebroadcast_within_s=600),
             [GuardianConfig(name="g", account=me, key_env="G_ONE")],
             (),
             chain_id=31338,
             rpc=rpc,
         )
         (sender,) = ex.senders()
-        ledger.record_live_intent(tx_hash="0x" + "01" * 32, idempotency_key="k1", account=me,
+        foreign = "0x" + "01" * 32  # chain 31337's, still waiting there
+        ledger.record_live_intent(tx_hash=foreign, idempotency_key="k1", account=me,
                                   nonce=0, chain_id=31337, raw_tx="0x00")  # fmt: skip
         assert await ex.blocked(sender, ledger) is None
-        ledger.record_live_intent(tx_hash="0x" + "02" * 32, idempotency_key="k2", account=me,
-                                  nonce=0, chain_id=31338, raw_tx="0x00")  # fmt: skip
+        signed = await sender.sign("0x000000000000000000000000000000000000dEaD", "0x", value=1)
+        ledger.record_live_intent(tx_hash=signed.tx.tx_hash, idempotency_key="k2", account=me,
+                                  nonce=signed.tx.nonce, chain_id=31338,
+                                  raw_tx=signed.raw)  # fmt: skip
         why = await ex.blocked(sender, ledger)
-        assert why is not None and "0x" + "02" * 32 in why and "nonce 0" in why
+        assert why is not None and signed.tx.tx_hash in why and "nonce 0" in why
+        # a restart: only this chain's intent is broadcast again (its own bytes); the other
+        # chain's is not even tried here
+        with structlog.testing.capture_logs() as events:
+            assert await ex.rebroadcast_fresh(ledger, now=time.time()) == [signed.tx.tx_hash]
+        assert not [e for e in events if e["event"] == "autonomous.rebroadcast_refused"]
+        for _ in range(200):
+            if await rpc.request("eth_getTransactionReceipt", [signed.tx.tx_hash]):
+                break
+            await asyncio.sleep(0.02)
+        assert int(await rpc.request("eth_getTransactionCount", [me, "latest"]), 16) == 1
+        assert {s.tx_hash: s.status for s in ledger.live_sends()}[foreign] == "intent"
     ledger.close()
 
 
