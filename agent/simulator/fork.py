@@ -315,9 +315,8 @@ class ForkSimulator:
         calls += [("eth_getStorageAt", [a, k, "latest"]) for a, k in sorted(slots)]
         # JSON-RPC batches of PRIME_BATCH reads, PRIME_LANES batches at a time: one request
         # per read cost ~1 ms of this process's CPU each (168 reads: ~390 ms against ~180 ms
-        # batched, under load). Few in flight: each read in flight holds one of anvil's
-        # blocking threads, and a thread per read grew the fork's memory (glibc arenas) by
-        # ~25 MB at once.
+        # batched, under load). Not all at once: a thread per read in flight grew the fork's
+        # memory (glibc arenas) by ~25 MB at once; 4 x 10: +1 MB over 40 loads.
         lanes = asyncio.Semaphore(PRIME_LANES)
 
         async def load(chunk: list[tuple[str, list[Any]]]) -> None:
