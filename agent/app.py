@@ -2,7 +2,7 @@
 
 The daemon's operations side (metrics/health server, notifier, pause switch) is
 ``App.ops``, built on first use like the rest; its server and notifier run as tasks of the
-daemon's task group (``agent.pipeline.runner.run``) and are closed here.
+daemon's task group (``agent.commands.run``) and are closed here.
 
 Every command (``run``, ``collect``, ``backfill``, ``proposals``, ``series``) opens an ``App``
 and takes its parts from it: the shared HTTP client (with the configured timeouts, retries and
@@ -19,17 +19,19 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
 from agent.config import Settings
 from agent.core.errors import AgentError
-from agent.core.http import HttpClient
+from agent.core.http import HttpClient, bare_session
 from agent.core.lock import ExclusiveLock
 from agent.core.market import MarketLayout
-from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc import RetryPolicy, RpcClient, send_client
 from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, build_parts
 from agent.pipeline.propose import Proposer
+from agent.pipeline.runner import DaemonParts
 from agent.simulator.fork import ForkSimulator
 from agent.sinks import recovery
 from agent.sinks.journal import ProposalJournal
@@ -58,6 +60,7 @@ class App:
         self._http: HttpClient | None = None
         self._rpcs: dict[str, RpcClient] = {}
         self._probes: list[RpcClient] = []
+        self._sends: dict[str, RpcClient] = {}  # private send URL -> its one-attempt client
         self._store: Store | None = None
         self._ledger: ProposalLedger | None = None
         self._journal: ProposalJournal | None = None
@@ -76,7 +79,13 @@ class App:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._http is not None or self._rpcs or self._simulators or self._ops is not None:
+        if (
+            self._http is not None
+            or self._rpcs
+            or self._sends
+            or self._simulators
+            or self._ops is not None
+        ):
             raise RuntimeError("network parts need `async with App(...)` to be closed")
         if self._store is not None:
             self._store.close()
@@ -164,7 +173,19 @@ class App:
     def probe_session(self, timeout_s: float) -> aiohttp.ClientSession:
         """A bare HTTP session for reachability probes (one request each, no retries or rate
         limits); the caller closes it (``async with``)."""
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        return bare_session(timeout_s)
+
+    def send_rpc(self, url: SecretStr | None) -> RpcClient | None:
+        """The client of a private send URL (``sinks.live`` / ``sinks.autonomous``
+        ``private_rpc_url``; None when unset): one attempt, never retried, one per URL;
+        closed when the app closes."""
+        if url is None or not url.get_secret_value():
+            return None
+        key = url.get_secret_value()
+        client = self._sends.get(key)
+        if client is None:
+            client = self._sends[key] = send_client(key)
+        return client
 
     @property
     def ops(self) -> Operations:
@@ -224,6 +245,9 @@ class App:
                 chain_id=chain.chain_id,
                 console=self.settings.agent.log_format == "console",
                 on_published=self._published,
+                live_send=self.send_rpc(chain.sinks.live.private_rpc_url)
+                if chain.sinks.live.enabled
+                else None,
             )
             self._sinks[chain.name] = got
         return got
@@ -254,6 +278,24 @@ class App:
             sinks=sinks,
         )
 
+    def daemon_parts(self) -> DaemonParts:
+        """What the daemon's pipeline takes (``agent.pipeline.runner.Agent``): every chain's RPC
+        client and sinks built now; the fork and the proposers once its market is discovered."""
+        chains = self.parts.chains
+        return DaemonParts(
+            settings=self.settings,
+            parts=self.parts,
+            store=self.store,
+            ledger=self.ledger,
+            journal=self.journal,
+            http=self.http,
+            ops=self.ops,
+            rpcs={c.name: self.rpc(c) for c in chains},
+            sinks={c.name: self.sinks(c) for c in chains},
+            simulator=self.simulator,
+            proposer=self.proposer,
+        )
+
     def autonomous_accounts(self, chain: str) -> frozenset[str]:
         """The positions on ``chain`` with ``execution = "autonomous"`` (lower-case accounts)."""
         return frozenset(
@@ -263,33 +305,40 @@ class App:
         )
 
     def _attach_executor(self, sinks: ProposalSinks, chain: Chain, layout: MarketLayout) -> None:
-        """Autonomous execution on this chain (issue 23), when a position on it asks for it
-        and [guardian] or [roles] is configured: the executor gets the chain's RPC (or the
-        private send URL), the Pool of its market and the role's module on the role's Safe."""
+        """Autonomous execution on this chain (issue 23), when a position on it asks for it:
+        the executor gets the chain's RPC (or the private send URL), the Pool of its market,
+        the guardians of its autonomous positions and the roles on their Safes."""
         accounts = self.autonomous_accounts(chain.name)
         settings = self.settings
         if not accounts:
             return
-        role = None
-        if settings.roles.configured:
-            from agent.commands.roles import role_module, role_position
-
-            rp = role_position(settings, None)
-            if rp.chain.name == chain.name:
-                role = role_module(settings, rp)
-        if role is None and not settings.guardian.enabled:
-            raise AgentError(
-                f'{settings.origin}: execution = "autonomous" on chain {chain.name!r} '
-                "needs [guardian] (top-ups, repays) or [roles] (deleverage)"
-            )
+        from agent.commands.roles import role_module
         from agent.sinks.autonomous import AutonomousExecutor
 
+        mine = [p for p in self.positions if p.chain.name == chain.name]
+        guardians, roles = {}, []
+        for p in mine:
+            if p.execution != "autonomous":
+                continue
+            if p.guardian_config is None and p.role is None:
+                raise AgentError(
+                    f'{settings.origin}: position {p.name or p.account}: execution = "autonomous"'
+                    " needs a guardian (top-ups, repays: [guardian], or positions[i].guardian"
+                    " naming a [[guardians]] entry) or a role (deleverage: [roles], or the"
+                    " position's [positions.roles])"
+                )
+            if p.guardian_config is not None:
+                guardians[str(p.guardian_config.account).lower()] = p.guardian_config
+            if p.role is not None:
+                roles.append(role_module(settings, p))
+        auto = chain.sinks.autonomous  # this chain's (its own private_rpc_url, if any)
         sinks.executor = AutonomousExecutor(
-            settings.sinks.autonomous,
-            settings.guardian,
-            role,
+            auto,
+            tuple(guardians.values()),
+            tuple(roles),
             chain_id=chain.chain_id,
             rpc=self.rpc(chain),
+            send_rpc=self.send_rpc(auto.private_rpc_url),
             pool=layout.pool,
         )
         sinks.autonomous_accounts = accounts
@@ -302,11 +351,11 @@ class App:
         closers = []
         if self._ops is not None:
             closers.append(self._ops.close)
-        closers += [sinks.close for sinks in self._sinks.values()]
         closers += [sim.stop for sim in self._simulators.values()]
         if self._http is not None:
             closers.append(self._http.close)
-        closers += [rpc.close for rpc in (*self._rpcs.values(), *self._probes)]
+        clients = (*self._rpcs.values(), *self._probes, *self._sends.values())
+        closers += [rpc.close for rpc in clients]
         first: BaseException | None = None
         for close in closers:
             try:
@@ -323,5 +372,6 @@ class App:
         self._simulators.clear()
         self._rpcs.clear()
         self._probes.clear()
+        self._sends.clear()
         if first is not None:
             raise first

@@ -29,8 +29,8 @@ from agent.core.errors import AgentError, Halt  # noqa: E402
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.commands.run import run
     from agent.config import load_settings
-    from agent.pipeline.runner import run
     from agent.sinks.logging import configure_logging
 
     settings = load_settings(args.config)

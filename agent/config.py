@@ -36,7 +36,7 @@ from agent.planner.uniswap import UniswapConfig
 from agent.policy.config import PolicyConfig
 from agent.policy.guard_config import GuardOverrides, GuardSection
 from agent.signals.config import SignalsConfig
-from agent.sinks.config import SinksConfig
+from agent.sinks.config import KeySource, SinksConfig
 from agent.sinks.guardian import GuardianConfig
 
 
@@ -82,6 +82,36 @@ class WatchConfig(BaseModel):
     collateral_assets: tuple[str, ...] = ("eth", "btc")  # S6 prices, S7 closes, S8 betas
 
 
+class RolesConfig(BaseModel):
+    """The "protector" role (Zodiac Roles v2.1, ``hedge-agent roles plan``/``check``): the
+    agent's key may withdraw, swap and repay for the Safe within a daily allowance, nothing
+    else. Off unless ``agent`` is set. A role is one Safe's: ``[roles]`` (the one position, or
+    ``roles.position``), or a position's own ``[positions.roles]``. The devnet deployment fills the three Zodiac addresses;
+    elsewhere give the chain's Roles v2.1 mastercopy, ModuleProxyFactory and MultiSendUnwrapper."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    agent: Address | None = None  # the agent's key: the role's only member
+    # [roles] with [[positions]]: the position (its Safe) the role is on; a position's own
+    # [positions.roles] table is that position's and leaves this unset
+    position: str | None = None
+    # the member's signing key for autonomous sends (default: sinks.autonomous.role_key)
+    key: KeySource | None = None
+    role_key: str = Field("hedge-agent-protector", min_length=1, max_length=31)
+    # Collateral (the position's topup_asset) that may leave Aave, and be swapped, per UTC day,
+    # in whole tokens: the daily cap the chain enforces.
+    allowance: Decimal | None = Field(None, gt=0)
+    module: Address | None = None  # an installed module elsewhere than where `roles plan` puts it
+    salt_nonce: int = Field(0, ge=0)  # CREATE2 salt of the module proxy
+    from_block: int = Field(0, ge=0)  # `roles check` reads the module's events from here
+    mastercopy: Address | None = None
+    module_proxy_factory: Address | None = None
+    multisend_unwrapper: Address | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.agent is not None
+
+
 class PositionConfig(BaseModel):
     """The account whose position the agent protects (``[position]``, or one entry of
     ``[[positions]]``, where ``chain`` names its chain)."""
@@ -105,6 +135,12 @@ class PositionConfig(BaseModel):
     execution: Literal["proposal", "autonomous"] = "proposal"
     # this position's liquidation guard, where it differs from [guard]
     guard: GuardOverrides | None = None
+    # autonomous: the [[guardians]] entry (by name) that pays this position's top-ups and
+    # repays; unset: [guardian] when it protects this position (the one position, or the one
+    # guardian.position names)
+    guardian: str | None = None
+    # this position's own protector role (its Safe's); unset: [roles] when it is on this position
+    roles: RolesConfig | None = None
 
 
 class OptionsConfig(BaseModel):
@@ -162,31 +198,11 @@ class ChainSection(ChainConfig):
     options: OptionsConfig = OptionsConfig()  # the put venue on this chain (if any)
     block_lag: int | None = Field(None, ge=0)  # this chain's fork lag (default: simulator's)
     safe_service_url: str | None = Field(None, pattern=r"^https?://")  # this chain's service
-
-
-class RolesConfig(BaseModel):
-    """The "protector" role (Zodiac Roles v2.1, ``hedge-agent roles plan``/``check``): the
-    agent's key may withdraw, swap and repay for the Safe within a daily allowance, nothing
-    else. Off unless ``agent`` is set. The devnet deployment fills the three Zodiac addresses;
-    elsewhere give the chain's Roles v2.1 mastercopy, ModuleProxyFactory and MultiSendUnwrapper."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    agent: Address | None = None  # the agent's key: the role's only member
-    position: str | None = None  # with [[positions]]: the position (its Safe) the role is on
-    role_key: str = Field("hedge-agent-protector", min_length=1, max_length=31)
-    # Collateral (the position's topup_asset) that may leave Aave, and be swapped, per UTC day,
-    # in whole tokens: the daily cap the chain enforces.
-    allowance: Decimal | None = Field(None, gt=0)
-    module: Address | None = None  # an installed module elsewhere than where `roles plan` puts it
-    salt_nonce: int = Field(0, ge=0)  # CREATE2 salt of the module proxy
-    from_block: int = Field(0, ge=0)  # `roles check` reads the module's events from here
-    mastercopy: Address | None = None
-    module_proxy_factory: Address | None = None
-    multisend_unwrapper: Address | None = None
-
-    @property
-    def configured(self) -> bool:
-        return self.agent is not None
+    # where this chain's autonomous sends go instead of its RPC (a private mempool; the URL may
+    # embed a key): a private RPC is one chain's, so with several chains it is set per chain,
+    # directly or from the environment variable ``private_rpc_url_env`` names
+    private_rpc_url: SecretStr | None = None
+    private_rpc_url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ScenarioConfig(BaseModel):
@@ -214,6 +230,8 @@ class Settings(BaseSettings):
     roles: RolesConfig = RolesConfig()
     # the protection-budget EOA (sinks/guardian.py); sends autonomous top-ups and repays
     guardian: GuardianConfig = GuardianConfig()
+    # several guardians, each named; a position names its own (positions[i].guardian)
+    guardians: tuple[GuardianConfig, ...] = ()
     # Several chains and positions under one budget (instead of [chain] and [position]).
     chains: tuple[ChainSection, ...] = ()
     positions: tuple[PositionConfig, ...] = ()
@@ -293,6 +311,14 @@ class Settings(BaseSettings):
                     "sinks.live.enabled supports one chain: its signer and private RPC are one "
                     "chain's; propose through Safe files or the Safe service for several"
                 )
+            auto = {p.chain for p in self.positions if p.execution == "autonomous"}
+            shared = self.sinks.autonomous.private_rpc_url
+            if len(auto) > 1 and shared is not None and shared.get_secret_value():
+                raise ValueError(
+                    "sinks.autonomous.private_rpc_url is one chain's, and autonomous positions "
+                    f"are on {sorted(str(c) for c in auto)}: give each [[chains]] entry its "
+                    "private_rpc_url (or private_rpc_url_env)"
+                )
             if self.sinks.safe_service.enabled and any(
                 c.safe_service_url is None for c in self.chains
             ):
@@ -308,14 +334,79 @@ class Settings(BaseSettings):
         position with a guardian sends the guardian's calls: on one daemon both would reach
         the live path, and the guardian's calls could go out from the live key."""
         positions = self.positions or (self.position,)
+        guardians = self.guardian.account is not None or bool(self.guardians)
         if (
             self.sinks.live.enabled
-            and self.guardian.account is not None
+            and guardians
             and any(p.execution == "autonomous" for p in positions)
         ):
             raise ValueError(
-                "sinks.live.enabled with an autonomous position and [guardian]: choose one "
+                "sinks.live.enabled with an autonomous position and a guardian: choose one "
                 "sender (live signs Safe batches; autonomous sends the guardian's calls)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _protectors(self) -> Settings:
+        """Each position's guardian and role: ``[[guardians]]`` entries are named and each
+        position names its own; ``[guardian]``/``[roles]`` stay the one position's (or the one
+        their ``position`` names). Errors name the entry (``positions[i].guardian``)."""
+        many = bool(self.positions)
+
+        def where(i: int, key: str) -> str:
+            return f"positions[{i}].{key}" if many else f"position.{key}"
+
+        if self.guardians and self.guardian.account is not None:
+            raise ValueError(
+                "[guardian] and [[guardians]]: use one (with [[guardians]] each position "
+                "names its guardian: positions[i].guardian)"
+            )
+        names: list[str] = []
+        for i, g in enumerate(self.guardians):
+            if not g.name:
+                raise ValueError(f"guardians[{i}].name: each [[guardians]] entry needs a name")
+            if g.account is None:
+                raise ValueError(f"guardians[{i}].account: not set")
+            if g.position is not None:
+                raise ValueError(
+                    f"guardians[{i}].position: a position names its guardian "
+                    f"(positions[i].guardian = {g.name!r}), not the other way round"
+                )
+            names.append(g.name)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"[[guardians]]: {dup} appear more than once")
+        position_names = [p.name for p in self.positions if p.name]
+        for i, p in enumerate(self.positions or (self.position,)):
+            if p.guardian is not None and p.guardian not in names:
+                raise ValueError(
+                    f"{where(i, 'guardian')} = {p.guardian!r} is not a [[guardians]] name ({names})"
+                )
+            if p.roles is not None:
+                if p.roles.position is not None:
+                    raise ValueError(
+                        f"{where(i, 'roles.position')}: a position's own role is on that "
+                        "position; leave it out"
+                    )
+                if not p.roles.configured:
+                    raise ValueError(f"{where(i, 'roles.agent')}: the role member's address")
+                if self.roles.configured and (
+                    not many or (p.name is not None and self.roles.position == p.name)
+                ):
+                    raise ValueError(
+                        f"{where(i, 'roles')} and [roles] both put a role on this position: "
+                        "keep one"
+                    )
+        r = self.roles
+        # default names (chain:account) are allowed too: checked when the parts are built
+        if (
+            many
+            and r.position is not None
+            and r.position not in position_names
+            and (":" not in r.position)
+        ):
+            raise ValueError(
+                f"roles.position = {r.position!r} is not a [[positions]] name ({position_names})"
             )
         return self
 
@@ -406,14 +497,15 @@ def load_settings(path: str | Path | None, *, resolve_deployment: bool = True) -
 def _chain_urls_from_env(settings: Settings) -> Settings:
     chains = []
     for c in settings.chains:
-        if c.rpc_url_env:
-            url = os.environ.get(c.rpc_url_env, "")
-            if not url:
-                raise ConfigError(
-                    f"{settings.origin}: chain {c.name!r}: rpc_url_env names "
-                    f"{c.rpc_url_env}, which is not set in the environment"
-                )
-            c = c.model_copy(update={"rpc_url": SecretStr(url)})
+        for env, field in ((c.rpc_url_env, "rpc_url"), (c.private_rpc_url_env, "private_rpc_url")):
+            if env:
+                url = os.environ.get(env, "")
+                if not url:
+                    raise ConfigError(
+                        f"{settings.origin}: chain {c.name!r}: {field}_env names "
+                        f"{env}, which is not set in the environment"
+                    )
+                c = c.model_copy(update={field: SecretStr(url)})
         chains.append(c)
     return settings.model_copy(update={"chains": tuple(chains)})
 
@@ -536,7 +628,10 @@ def apply_chain_deployments(settings: Settings) -> Settings:
     try:  # re-validated so the filled values are checked like hand-written ones
         return Settings(
             **settings.model_dump(exclude={"chains", "positions"}, exclude_unset=True),
-            chains=[c.model_dump() | {"rpc_url": c.rpc_url} for c in chains],
+            chains=[
+                c.model_dump() | {"rpc_url": c.rpc_url, "private_rpc_url": c.private_rpc_url}
+                for c in chains
+            ],
             positions=[p.model_dump() for p in positions],
         )
     except ValidationError as exc:

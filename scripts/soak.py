@@ -88,8 +88,8 @@ class ForkDriver:
     """Mine a devnet block and move the fork to it, every ``every_s`` seconds."""
 
     def __init__(self, upstream: str, pool: str, safe: str, every_s: float) -> None:
-        self.sim = ForkSimulator(upstream, pool=pool)
         self.upstream = RpcClient(upstream, source="soak-devnet")
+        self.sim = ForkSimulator(self.upstream, pool=pool)  # the fork reads through it
         self.safe = safe
         self.every_s = every_s
         self.moves = 0

@@ -5,7 +5,7 @@ candles), with small data sets whose normalised values are easy to compute by ha
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agent.core.rpc_pool import RpcPool
 from agent.core.units import ray_apr_to_apy
 
 DAY = 86_400
@@ -346,3 +347,22 @@ def restore_logging() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+UpstreamFor = Callable[..., RpcPool]
+
+
+@pytest.fixture
+async def fork_upstream() -> AsyncIterator[UpstreamFor]:
+    """``fork_upstream(url)``: a fork simulator's upstream on ``url``, a one-URL pool as App's
+    chain pool (the simulator takes its owner's client and never closes it); every pool made
+    is closed after the test."""
+    made: list[RpcPool] = []
+
+    def make(url: str, *, timeout_s: float = 20.0) -> RpcPool:
+        made.append(RpcPool([url], source="fork:upstream", timeout_s=timeout_s))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        await pool.close()

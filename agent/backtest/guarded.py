@@ -46,17 +46,17 @@ from agent.backtest.outcome import (
     BPS,
     DAYS_PER_YEAR,
     Execution,
+    Holding,
     Liquidation,
     OutcomeConfig,
     PositionSpec,
     PriceBook,
     Proposal,
     PutHolding,
-    _buy_put,
     _hf,
     _Pending,
-    _size,
-    liquidate,
+    apply_at_close,
+    liquidate_to_low,
     needed_usd,
 )
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
@@ -254,12 +254,6 @@ class GuardedPath:
         }
 
 
-@dataclass
-class _Pos:
-    coll: float
-    debt: float
-
-
 @dataclass(frozen=True)
 class _GuardOrder:
     proposed_at: int
@@ -270,7 +264,7 @@ class _GuardOrder:
     reason: str
 
 
-def _guard_price(pos: _Pos, ref_price: float, lt: int, trigger_hf_wad: int) -> float | None:
+def _guard_price(pos: Holding, ref_price: float, lt: int, trigger_hf_wad: int) -> float | None:
     """The collateral price at which HF = the trigger: the daemon's :func:`price_at_hf` on the
     position in Aave base units (1e-8 USD), prices at 1e-8."""
     c = round(pos.coll * ref_price * AAVE_BASE_UNIT_USD)
@@ -309,9 +303,8 @@ def simulate_guarded(
     lt, bonus = spec.liquidation_threshold_bps, spec.liquidation_bonus_bps
     hf0 = spec.health_factor if opening_hf is None else opening_hf
     p0 = bars[0].open
-    pos = _Pos(hf0 * spec.debt_usd * BPS / lt / p0, spec.debt_usd)
+    pos = Holding(hf0 * spec.debt_usd * BPS / lt / p0, spec.debt_usd)
     rcfg = rule_cfg or OutcomeConfig()
-    swap_rule = rcfg.swap_cost_bps / BPS
     by_day = {p.day: p for p in proposals if not p.empty}
     liqs: list[Liquidation] = []
     actions: list[GuardAction] = []
@@ -328,7 +321,6 @@ def simulate_guarded(
     deeper = 1.0 - lows_deeper
     gap = (model.gap_bps / BPS) if model else 0.0
     cur_day = bars[0].day
-    step = rcfg.oracle_step_bps / BPS
 
     def trigger_now(day: date) -> Any:
         assert model is not None
@@ -338,17 +330,7 @@ def simulate_guarded(
         return effective_trigger(model.guard, firing)
 
     def liquidations_at(low: float, p_from: float, day: date) -> None:
-        for _ in range(50):
-            if pos.debt <= 0 or pos.coll <= 0 or _hf(pos.coll, pos.debt, low, 1.0, lt) >= 1:
-                return
-            p_liq = low
-            if rcfg.liquidation_model == "oracle-step":  # as in the daily replay
-                p_one = pos.debt * BPS / (pos.coll * lt)
-                p_liq = min(p_from, max(low, p_one * (1 - step)))
-            pos.coll, pos.debt, rec = liquidate(pos.coll, pos.debt, p_liq, 1.0, lt, bonus, day)
-            liqs.append(rec)
-            if pos.coll <= 0:
-                pos.debt = 0.0
+        liqs.extend(liquidate_to_low(pos, low, p_from, 1.0, lt, bonus, rcfg, day))
 
     def order_for(price: float, at: int, reason: str) -> _GuardOrder | None:
         """Repay from the day's budget, deleverage the rest, to the target at ``price``."""
@@ -475,14 +457,15 @@ def simulate_guarded(
         # the layer rule's proposals at the day's close (its own execution delay)
         last_of_day = i + 1 == len(bars) or bars[i + 1].day != day
         if last_of_day and (by_day or rule_pending) and book is not None:
-            _rule_at_close(
+            # the daily replay's steps 2 and 3 (see :func:`outcome.simulate`), debt at $1
+            apply_at_close(
                 day,
                 bar.close,
+                1.0,
                 pos,
-                by_day,
-                rule_pending,
                 lt,
-                swap_rule,
+                by_day.get(day),
+                rule_pending,
                 rcfg,
                 book,
                 execs,
@@ -502,69 +485,3 @@ def simulate_guarded(
         n_daily,
         tuple(skipped),
     )
-
-
-def _rule_at_close(
-    day: date,
-    pc: float,
-    pos: _Pos,
-    by_day: Mapping[date, Proposal],
-    pending: list[_Pending],
-    lt: int,
-    swap: float,
-    cfg: OutcomeConfig,
-    book: PriceBook,
-    execs: list[Execution],
-    puts: list[PutHolding],
-    skipped: list[str],
-) -> None:
-    """The daily replay's steps 2 and 3 at this day's close (see :func:`outcome.simulate`)."""
-    for phase in ("due", "today"):
-        prop_today = by_day.get(day) if phase == "today" else None
-        if prop_today is not None:
-            pending.append(
-                _size(prop_today, day, pos.coll, pos.debt, pc, 1.0, lt, swap, pending, cfg)
-            )
-        for pend in [p for p in pending if p.due <= day]:
-            pending.remove(pend)
-            prop = pend.proposal
-            for kind, usd in (
-                ("top-up", pend.topup_usd),
-                ("repay", pend.repay_usd),
-                ("deleverage", pend.deleverage_usd),
-            ):
-                if usd <= 0:
-                    continue
-                if pos.coll <= 0:
-                    skipped.append(f"{prop.day}: {kind} not applied: position liquidated in full")
-                    continue
-                before = _hf(pos.coll, pos.debt, pc, 1.0, lt)
-                cost = 0.0
-                if kind == "top-up":
-                    pos.coll += usd / pc
-                elif kind == "repay":
-                    usd = min(usd, pos.debt)
-                    pos.debt -= usd
-                else:
-                    usd = min(usd, pos.coll * pc)
-                    cost = usd * swap
-                    pos.coll -= usd / pc
-                    pos.debt = max(0.0, pos.debt - (usd - cost))
-                execs.append(
-                    Execution(
-                        prop.day,
-                        day,
-                        kind,  # type: ignore[arg-type]
-                        usd,
-                        pc,
-                        cost,
-                        before,
-                        _hf(pos.coll, pos.debt, pc, 1.0, lt),
-                    )
-                )
-            for order in prop.puts:
-                held = _buy_put(prop.day, day, order, book, cfg)
-                if isinstance(held, str):
-                    skipped.append(held)
-                else:
-                    puts.append(held)

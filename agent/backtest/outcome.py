@@ -460,6 +460,105 @@ class _Pending:
     deleverage_usd: float
 
 
+@dataclass
+class Holding:
+    """The position as it stands: collateral in units, debt in units of the debt asset. The
+    daily replay and the hourly guarded replay (:mod:`agent.backtest.guarded`) both move it
+    through :func:`liquidate_to_low` and :func:`apply_at_close`, so their bookkeeping is one."""
+
+    coll: float
+    debt: float
+
+
+def liquidate_to_low(
+    pos: Holding,
+    p_low: float,
+    p_from: float,
+    pd_: float,
+    lt: int,
+    bonus_bps: int,
+    cfg: OutcomeConfig,
+    day: date,
+) -> list[Liquidation]:
+    """The liquidations on the way from ``p_from`` down to ``p_low`` (collateral prices; the debt
+    at ``pd_``), each one :func:`liquidate` call, applied to ``pos``; where they happen is
+    ``cfg.liquidation_model``."""
+    out: list[Liquidation] = []
+    for _ in range(50):  # each call improves HF or empties the position
+        if pos.debt <= 0 or pos.coll <= 0 or _hf(pos.coll, pos.debt, p_low, pd_, lt) >= 1:
+            break
+        p_liq = p_low
+        if cfg.liquidation_model == "oracle-step":
+            # the first oracle update past HF 1: the HF-1 price less one deviation step
+            p_one = pos.debt * pd_ * BPS / (pos.coll * lt)
+            p_liq = min(p_from, max(p_low, p_one * (1 - cfg.oracle_step_bps / BPS)))
+        pos.coll, pos.debt, rec = liquidate(pos.coll, pos.debt, p_liq, pd_, lt, bonus_bps, day)
+        out.append(rec)
+        if pos.coll <= 0:  # nothing left: Aave (3.3+) writes the rest off as a deficit
+            pos.debt = 0.0
+    return out
+
+
+def apply_at_close(
+    day: date,
+    pc: float,
+    pd_: float,
+    pos: Holding,
+    lt: int,
+    today: Proposal | None,
+    pending: list[_Pending],
+    cfg: OutcomeConfig,
+    prices: PriceBook,
+    execs: list[Execution],
+    puts: list[PutHolding],
+    skipped: list[str],
+) -> None:
+    """Steps 2 and 3 at this day's close (collateral at ``pc``, debt at ``pd_``): the proposals
+    due today are executed on ``pos``, then ``today``'s proposal is sized on ``pos`` as it is now
+    (with no delay it is executed at once, at the same close)."""
+    swap = cfg.swap_cost_bps / BPS
+    for phase in ("due", "today"):
+        prop_today = today if phase == "today" else None
+        if prop_today is not None:
+            pending.append(
+                _size(prop_today, day, pos.coll, pos.debt, pc, pd_, lt, swap, pending, cfg)
+            )
+        for pend in [p for p in pending if p.due <= day]:
+            pending.remove(pend)
+            prop = pend.proposal
+            steps: tuple[tuple[ActionKind, float], ...] = (
+                ("top-up", pend.topup_usd),
+                ("repay", pend.repay_usd),
+                ("deleverage", pend.deleverage_usd),
+            )
+            for kind, usd in steps:
+                if usd <= 0:
+                    continue
+                if pos.coll <= 0:
+                    skipped.append(f"{prop.day}: {kind} not applied: position liquidated in full")
+                    continue
+                before = _hf(pos.coll, pos.debt, pc, pd_, lt)
+                cost = 0.0
+                if kind == "top-up":
+                    pos.coll += usd / pc
+                elif kind == "repay":
+                    usd = min(usd, pos.debt * pd_)
+                    pos.debt -= usd / pd_
+                else:
+                    usd = min(usd, pos.coll * pc)
+                    cost = usd * swap
+                    pos.coll -= usd / pc
+                    pos.debt = max(0.0, pos.debt - (usd - cost) / pd_)
+                after = _hf(pos.coll, pos.debt, pc, pd_, lt)
+                execs.append(Execution(prop.day, day, kind, usd, pc, cost, before, after))
+            for order in prop.puts:
+                held = _buy_put(prop.day, day, order, prices, cfg)
+                if isinstance(held, str):
+                    skipped.append(held)
+                else:
+                    puts.append(held)
+
+
 def simulate(
     pos: PositionSpec,
     prices: PriceBook,
@@ -476,15 +575,13 @@ def simulate(
     pc0, pd0 = prices.close(c_key, start), prices.close(d_key, start)
     if pc0 is None or pd0 is None:
         raise ValueError(f"no {c_key}/{d_key} close on {start} to open the position")
-    coll = pos.health_factor * pos.debt_usd * BPS / lt / pc0
-    debt = pos.debt_usd / pd0
+    h = Holding(pos.health_factor * pos.debt_usd * BPS / lt / pc0, pos.debt_usd / pd0)
     days: list[OutcomeDay] = []
     liqs: list[Liquidation] = []
     execs: list[Execution] = []
     puts: list[PutHolding] = []
     skipped: list[str] = []
     pending: list[_Pending] = []
-    swap = cfg.swap_cost_bps / BPS
 
     p_prev = pc0
     day = start
@@ -495,69 +592,18 @@ def simulate(
             continue
         # 1. liquidations on the way down to the day's low (the opening day's low came before it)
         p_low = pc if day == start else (prices.low(c_key, day) or pc)
-        today: list[Liquidation] = []
-        for _ in range(50):  # each call improves HF or empties the position
-            if debt <= 0 or coll <= 0 or _hf(coll, debt, p_low, pd_, lt) >= 1:
-                break
-            p_liq = p_low
-            if cfg.liquidation_model == "oracle-step":
-                # the first oracle update past HF 1: the HF-1 price less one deviation step
-                p_one = debt * pd_ * BPS / (coll * lt)
-                p_liq = min(p_prev, max(p_low, p_one * (1 - cfg.oracle_step_bps / BPS)))
-            coll, debt, rec = liquidate(coll, debt, p_liq, pd_, lt, pos.liquidation_bonus_bps, day)
-            today.append(rec)
-            if coll <= 0:  # nothing left: Aave (3.3+) writes the rest off as a deficit
-                debt = 0.0
+        today = liquidate_to_low(h, p_low, p_prev, pd_, lt, pos.liquidation_bonus_bps, cfg, day)
         liqs += today
         # the lowest HF the position reached today: at a liquidation, or at the low after them
-        hf_low = min([x.health_factor_before for x in today] + [_hf(coll, debt, p_low, pd_, lt)])
+        hf_low = min(
+            [x.health_factor_before for x in today] + [_hf(h.coll, h.debt, p_low, pd_, lt)]
+        )
         p_prev = pc
         # 2. proposals due today, at the close; 3. today's proposal, sized on the position now
-        # (with no delay it is executed at once, at the same close)
-        for phase in ("due", "today"):
-            prop_today = by_day.get(day) if phase == "today" else None
-            if prop_today is not None:
-                pending.append(_size(prop_today, day, coll, debt, pc, pd_, lt, swap, pending, cfg))
-            for pend in [p for p in pending if p.due <= day]:
-                pending.remove(pend)
-                prop = pend.proposal
-                steps: tuple[tuple[ActionKind, float], ...] = (
-                    ("top-up", pend.topup_usd),
-                    ("repay", pend.repay_usd),
-                    ("deleverage", pend.deleverage_usd),
-                )
-                for kind, usd in steps:
-                    if usd <= 0:
-                        continue
-                    if coll <= 0:
-                        skipped.append(
-                            f"{prop.day}: {kind} not applied: position liquidated in full"
-                        )
-                        continue
-                    before = _hf(coll, debt, pc, pd_, lt)
-                    cost = 0.0
-                    if kind == "top-up":
-                        coll += usd / pc
-                    elif kind == "repay":
-                        usd = min(usd, debt * pd_)
-                        debt -= usd / pd_
-                    else:
-                        usd = min(usd, coll * pc)
-                        cost = usd * swap
-                        coll -= usd / pc
-                        debt = max(0.0, debt - (usd - cost) / pd_)
-                    execs.append(
-                        Execution(
-                            prop.day, day, kind, usd, pc, cost, before, _hf(coll, debt, pc, pd_, lt)
-                        )
-                    )
-                for order in prop.puts:
-                    held = _buy_put(prop.day, day, order, prices, cfg)
-                    if isinstance(held, str):
-                        skipped.append(held)
-                    else:
-                        puts.append(held)
-        days.append(OutcomeDay(day, hf_low, _hf(coll, debt, pc, pd_, lt), coll, debt))
+        apply_at_close(
+            day, pc, pd_, h, lt, by_day.get(day), pending, cfg, prices, execs, puts, skipped
+        )
+        days.append(OutcomeDay(day, hf_low, _hf(h.coll, h.debt, pc, pd_, lt), h.coll, h.debt))
         day += timedelta(days=1)
     skipped += [
         f"{p.proposal.day}: due {p.due}, after the end {end}: not executed" for p in pending

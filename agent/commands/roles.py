@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.config import Settings
+    from agent.config import RolesConfig, Settings
     from agent.core.market import MarketLayout
     from agent.core.roles import InstalledRole
     from agent.core.rpc import RpcClient
@@ -32,25 +32,59 @@ if TYPE_CHECKING:
 
 def role_position(settings: Settings, name: str | None) -> Position:
     """The position the role is on: ``--position``, else ``roles.position``, else the one
-    configured position."""
+    position with a role (its own ``[positions.roles]``, or the one configured position)."""
     from agent.pipeline.parts import build_parts
 
+    parts = build_parts(settings)
     chosen = name or settings.roles.position
-    positions = build_parts(settings).positions
+    positions = parts.positions
     if chosen is None and len(positions) > 1:
+        with_role = [p for p in positions if p.role is not None]
+        if len(with_role) == 1:
+            return with_role[0]
         names = ", ".join(p.name for p in positions)
         raise ConfigError(
             f"{settings.origin}: several positions: set roles.position or give --position ({names})"
         )
     try:
-        return build_parts(settings).position(chosen)
+        return parts.position(chosen)
     except ConfigError as exc:
         raise ConfigError(f"{settings.origin}: {exc}") from None
 
 
-def _zodiac_addresses(s: Settings, deployment: str | None) -> dict[str, str]:
+def role_positions(settings: Settings, name: str | None) -> list[Position]:
+    """``roles check``'s positions: the one ``--position`` names, else every position with a
+    role (else the one :func:`role_position` picks, whose errors say what is missing)."""
+    from agent.pipeline.parts import build_parts
+
+    if name is None:
+        with_role = [p for p in build_parts(settings).positions if p.role is not None]
+        if with_role:
+            return with_role
+    return [role_position(settings, name)]
+
+
+def role_config(s: Settings, p: Position) -> RolesConfig:
+    """Position ``p``'s role: its own, else ``[roles]`` (``--position`` may point ``[roles]``
+    at any position, as before several roles)."""
+    if p.role is not None:
+        return p.role
+    if s.roles.configured:
+        return s.roles
+    raise ConfigError(
+        f"{s.origin}: position {p.name or p.account}: no role ([roles], or the position's own "
+        "[positions.roles] table)"
+    )
+
+
+def _where(s: Settings, p: Position) -> str:
+    """How messages name the role's settings: ``roles`` or ``positions[NAME].roles``."""
+    return "roles" if p.role is None or p.role == s.roles else f"positions[{p.name}].roles"
+
+
+def _zodiac_addresses(s: Settings, p: Position) -> dict[str, str]:
     """The Zodiac addresses: configured, else from the devnet deployment file."""
-    r = s.roles
+    r, deployment, at = role_config(s, p), p.chain.config.deployment, _where(s, p)
     out = {
         "roles_mastercopy": r.mastercopy,
         "module_proxy_factory": r.module_proxy_factory,
@@ -72,7 +106,7 @@ def _zodiac_addresses(s: Settings, deployment: str | None) -> dict[str, str]:
         }
         raise ConfigError(
             f"{s.origin}: [roles] needs the chain's Zodiac Roles v2.1 addresses: "
-            + ", ".join(f"roles.{names[k]}" for k in missing)
+            + ", ".join(f"{at}.{names[k]}" for k in missing)
         )
     return {k: str(v) for k, v in out.items()}
 
@@ -83,12 +117,12 @@ def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
 
     from agent.planner.roles import RoleSpec, Token, bytes32_string
 
-    r, uniswap = s.roles, p.chain.dex
+    r, uniswap, at = role_config(s, p), p.chain.dex, _where(s, p)
     if r.agent is None:
-        raise ConfigError(f"{s.origin}: roles.agent (the agent's key address) is not set")
+        raise ConfigError(f"{s.origin}: {at}.agent (the agent's key address) is not set")
     if r.allowance is None:
         raise ConfigError(
-            f"{s.origin}: roles.allowance (whole {p.topup_asset} per UTC day) is not set"
+            f"{s.origin}: {at}.allowance (whole {p.topup_asset} per UTC day) is not set"
         )
     if p.kind != "safe" or not p.account:
         raise ConfigError(f"{s.origin}: the role is installed on a Safe: position.account")
@@ -98,12 +132,12 @@ def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
         raise ConfigError(f"{s.origin}: position.multisend_call_only is not set")
     if not uniswap.swap_router02:
         raise ConfigError(f"{s.origin}: uniswap.swap_router02 (the deleverage's DEX) is not set")
-    z = _zodiac_addresses(s, p.chain.config.deployment)
+    z = _zodiac_addresses(s, p)
     c, d = layout.reserve(p.topup_asset), layout.reserve(p.repay_asset)
     units = r.allowance * Decimal(10) ** c.decimals
     if units != units.to_integral_value():
         raise ConfigError(
-            f"{s.origin}: roles.allowance {r.allowance} has more than {c.decimals} decimals"
+            f"{s.origin}: {at}.allowance {r.allowance} has more than {c.decimals} decimals"
         )
     return RoleSpec(
         chain_id=p.chain.chain_id,
@@ -116,7 +150,7 @@ def role_spec(s: Settings, p: Position, layout: MarketLayout) -> RoleSpec:
         unwrapper=to_checksum_address(z["multisend_unwrapper"]),
         mastercopy=to_checksum_address(z["roles_mastercopy"]),
         factory=to_checksum_address(z["module_proxy_factory"]),
-        role_key=bytes32_string(r.role_key, "roles.role_key"),
+        role_key=bytes32_string(r.role_key, f"{at}.role_key"),
         agent=to_checksum_address(r.agent),
         allowance=int(units),
         salt_nonce=r.salt_nonce,
@@ -134,19 +168,24 @@ def role_module(s: Settings, p: Position) -> RoleTarget:
     from agent.planner.roles import bytes32_string, predicted_module_address
     from agent.sinks.autonomous import RoleTarget
 
-    r = s.roles
+    r, at = role_config(s, p), _where(s, p)
     if not p.account:
         raise ConfigError(f"{s.origin}: the role is on a Safe: position.account")
     safe = to_checksum_address(p.account)
     module = r.module
     if module is None:
-        z = _zodiac_addresses(s, p.chain.config.deployment)
+        z = _zodiac_addresses(s, p)
         init = load_abi("Roles").encode("setUp", abi_encode(["address"] * 3, [safe] * 3))
         module = predicted_module_address(
             z["module_proxy_factory"], z["roles_mastercopy"], init, r.salt_nonce
         )
     return RoleTarget(
-        safe, to_checksum_address(module), bytes32_string(r.role_key, "roles.role_key")
+        safe,
+        to_checksum_address(module),
+        bytes32_string(r.role_key, f"{at}.role_key"),
+        key=r.key or s.sinks.autonomous.role_key,
+        key_label=f"{at}.key" if r.key is not None else "sinks.autonomous.role_key",
+        agent=to_checksum_address(r.agent) if r.agent else None,
     )
 
 
@@ -173,7 +212,7 @@ async def check_lines(s: Settings, p: Position, rpc: RpcClient) -> tuple[CheckLi
 
     layout = await discover(rpc, p.chain.config)
     spec = role_spec(s, p, layout)
-    return compare(spec, await read_role(rpc, spec, from_block=s.roles.from_block))
+    return compare(spec, await read_role(rpc, spec, from_block=role_config(s, p).from_block))
 
 
 def _listing(spec: RoleSpec, txs: Any, batch_path: Path) -> str:
@@ -224,7 +263,7 @@ async def _allowance_hint(rpc: RpcClient, s: Settings, p: Position, layout: Mark
     whole = Decimal(int(held)) / Decimal(10) ** c.decimals
     cap = (whole * frac).quantize(Decimal(1).scaleb(-c.decimals), rounding="ROUND_DOWN")
     return (
-        f"{s.origin}: roles.allowance (whole {c.symbol} per UTC day) is not set; the session"
+        f"{s.origin}: {_where(s, p)}.allowance (whole {c.symbol} per UTC day) is not set; the session"
         f" cap's share (policy.session_cap_fraction, {frac:%}) of the position's {whole:f}"
         f' {c.symbol} collateral is: allowance = "{cap.normalize():f}"'
     )
@@ -267,7 +306,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         async with App(s) as app:
             rpc = app.rpc(p.chain)
             layout = await discover(rpc, p.chain.config)
-            if s.roles.allowance is None and p.account:
+            if role_config(s, p).allowance is None and p.account:
                 raise ConfigError(await _allowance_hint(rpc, s, p, layout))
             spec = role_spec(s, p, layout)
             code = await rpc.request("eth_getCode", [spec.module_address, "latest"])
@@ -334,17 +373,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from agent.config import load_settings
 
     s = load_settings(args.config)
-    p = role_position(s, args.position)
+    positions = role_positions(s, args.position)
 
     async def check() -> int:
+        bad = 0
         async with App(s) as app:
-            lines = await check_lines(s, p, app.rpc(p.chain))
-        for ln in lines:
-            print(ln.render())
-        bad = sum(not ln.ok for ln in lines)
-        print(
-            f"{len(lines) - bad}/{len(lines)} match the plan" + (f"; {bad} MISMATCH" if bad else "")
-        )
+            for p in positions:
+                lines = await check_lines(s, p, app.rpc(p.chain))
+                if len(positions) > 1:
+                    print(f"position {p.name} (chain {p.chain.name}, Safe {p.account}):")
+                for ln in lines:
+                    print(ln.render())
+                wrong = sum(not ln.ok for ln in lines)
+                print(
+                    f"{len(lines) - wrong}/{len(lines)} match the plan"
+                    + (f"; {wrong} MISMATCH" if wrong else "")
+                )
+                bad += wrong
         return 1 if bad else 0
 
     return asyncio.run(check())
@@ -368,5 +413,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check", help="read the installed role from the chain and compare it with the plan"
     )
     c.add_argument("--config", required=True, help="TOML configuration file")
-    c.add_argument("--position", help="with [[positions]]: the position's name (its Safe)")
+    c.add_argument(
+        "--position", help="with [[positions]]: only this position's role (default: every role)"
+    )
     c.set_defaults(handler=_cmd_check)

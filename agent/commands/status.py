@@ -14,8 +14,13 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from agent.core.units import AAVE_BASE_UNIT_USD, WAD
+
+if TYPE_CHECKING:
+    from agent.app import App
+    from agent.config import Settings
 
 
 def _usd(base: int | None) -> str:
@@ -130,8 +135,26 @@ async def _status(config: str) -> str:
             [
                 render_status(evaluation, newest.block_number, evaluation.at),
                 *status_lines(auto, history, sends),
+                *await _guardian_lines(app, settings),
             ]
         )
+
+
+async def _guardian_lines(app: App, settings: Settings) -> list[str]:
+    """Each guardian's balances on the chain of each position it protects, and the guard
+    actions they still cover there (an unreadable one says why; status still prints)."""
+    from agent.core.errors import AgentError
+    from agent.ops.guardian import guarded_positions, read_guardian
+
+    out: list[str] = []
+    for p in guarded_positions(app.positions):
+        try:
+            out += (await read_guardian(app.rpc(p.chain), settings, p)).lines()
+        except AgentError as exc:
+            g = p.guardian_config
+            assert g is not None
+            out.append(f"{g.label} {g.account} on {p.chain.name}: unreadable ({exc})")
+    return out
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

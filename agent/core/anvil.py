@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agent.core.errors import DevnetError
+from agent.core.rpc import RetryPolicy, RpcClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN_BIN = PROJECT_ROOT / "toolchain" / "node_modules" / "@foundry-rs"
@@ -162,6 +163,14 @@ class AnvilProcess:
             time.sleep(0.05)
         self.stop()
         raise DevnetError(f"anvil did not answer on {self.url} within {timeout:.0f}s")
+
+    def client(self, *, source: str, timeout_s: float = 10.0) -> RpcClient:
+        """An RPC client of this anvil with one attempt: the process is local, so a retry
+        would only hide that it died (the fork simulator replaces a fork that fails). The
+        caller closes it with the process."""
+        return RpcClient(
+            self.url, source=source, retry=RetryPolicy(attempts=1), timeout_s=timeout_s
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -373,6 +373,14 @@ def recording_layer(path: Path, *, max_body_chars: int = 1_000_000) -> Layer:
 # -- transport and client --------------------------------------------------------------------
 
 
+def bare_session(timeout_s: float) -> aiohttp.ClientSession:
+    """A bare aiohttp session for exchanges whose answers are passed on or judged as they come,
+    without this module's retries, rate limits or decoding: reachability probes (one request
+    each) and the fork relay's forwarding (the upstream's status and body go back to the fork
+    unchanged; the relay rotates the chain's pool itself). The caller closes it."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+
 class HttpClient:
     """One aiohttp session shared by every collector. Create it inside the running loop, use it as
     ``async with HttpClient(...) as http:`` (or call ``close()``)."""

@@ -284,9 +284,9 @@ async def run_check(
             first = position.chain.name not in checked
             checked.add(position.chain.name)
             await _check_chain(ck, s, position, probe, rpcs_too=first, several=s.multi_chain)
-        if s.roles.configured:
+        if s.roles.configured or any(p.role is not None for p in app.positions):
             await _check_roles(ck, s, probe)
-        if s.guardian.enabled:
+        if s.guardian.enabled or s.guardians:
             await _check_guardian(ck, s, probe, notes if notes is not None else [])
         async with app.probe_session(timeout_s) as session:
             await asyncio.gather(*(_reachable(ck, session, lb, u) for lb, u in _endpoints(s)))
@@ -294,24 +294,44 @@ async def run_check(
 
 
 async def _check_guardian(ck: Checks, s: Settings, probe: Probe, notes: list[str]) -> None:
-    """With ``[guardian]``: its key loads and is its account's (named, never shown), its gas,
-    and its balances with the guard actions they still cover (into ``notes``)."""
-    from agent.ops.guardian import guardian_position, read_guardian
+    """Each guardian: its key loads and is its account's (named, never shown); for each
+    position it protects, on that position's chain, its gas and its balances with the guard
+    actions they still cover (into ``notes``)."""
+    from agent.ops.guardian import guarded_positions
     from agent.sinks.guardian import load_guardian_key
 
+    for g in [g for g in (s.guardian, *s.guardians) if g.enabled]:
+        try:
+            load_guardian_key(g)
+            ck.ok()
+        except AgentError as exc:
+            ck.fail(f"{g.label}: {exc}")
+    positions = guarded_positions(build_parts(s).positions)
     g = s.guardian
-    try:
-        load_guardian_key(g)
-        ck.ok()
-    except AgentError as exc:
-        ck.fail(f"guardian: {exc}")
-    position = guardian_position(s, build_parts(s).positions)
-    if position is None:
+    if g.enabled and not any(p.guardian_config == g for p in positions):
         ck.fail(
             "guardian.position: name the [[positions]] entry it protects"
             + (f" ({g.position!r} is none of them)" if g.position else "")
         )
         return
+    named = {p.guardian_config.name for p in positions if p.guardian_config is not None}
+    for i, unused in enumerate(s.guardians):
+        # funded for nothing: a position that should name it (positions[i].guardian) does not
+        ck.expect(
+            unused.name in named,
+            f"guardians[{i}] ({unused.name}): no position names it (positions[i].guardian)",
+        )
+    for position in positions:
+        await _check_one_guardian(ck, s, position, probe, notes)
+
+
+async def _check_one_guardian(
+    ck: Checks, s: Settings, position: Position, probe: Probe, notes: list[str]
+) -> None:
+    from agent.ops.guardian import read_guardian
+
+    g = position.guardian_config
+    assert g is not None
     ck.ok()
     url = position.chain.config.rpc_url.get_secret_value()
     if not url or position.account is None:
@@ -320,45 +340,49 @@ async def _check_guardian(ck: Checks, s: Settings, probe: Probe, notes: list[str
     try:
         report = await read_guardian(rpc, s, position)
     except AgentError as exc:
-        ck.fail(f"guardian: cannot read its balances ({exc})")
+        ck.fail(f"{g.label}: cannot read its balances on {position.chain.name} ({exc})")
         return
     finally:
         await rpc.close()
     notes += report.lines()
     min_wei = int(g.min_gas_eth * 10**18)
+    on = f" on {position.chain.name}" if s.multi_chain else ""
     ck.expect(
         report.gas_wei >= min_wei,
-        f"guardian {g.account}: {report.gas_wei / 10**18:.4f} ETH of gas, below "
-        f"guardian.min_gas_eth {g.min_gas_eth}",
+        f"{g.label} {g.account}{on}: {report.gas_wei / 10**18:.4f} ETH of gas, below "
+        f"{g.label}.min_gas_eth {g.min_gas_eth}",
     )
     ck.expect(
         report.covers is None or report.covers > 0,
-        f"guardian {g.account}: its balances cover no guard action at the current debt",
+        f"{g.label} {g.account}{on}: its balances cover no guard action at the current debt",
     )
 
 
 async def _check_roles(ck: Checks, s: Settings, probe: Probe) -> None:
-    """With ``[roles]``: the installed protector role against its plan, one line per fact."""
-    from agent.commands.roles import check_lines, role_position
+    """Each installed protector role (one per position with a role) against its plan, one
+    line per fact."""
+    from agent.commands.roles import check_lines, role_positions
 
     try:
-        position = role_position(s, None)
+        positions = role_positions(s, None)
     except AgentError as exc:
         ck.fail(f"roles: {exc}")
         return
-    url = position.chain.config.rpc_url.get_secret_value()
-    if not url:
-        return  # reported with the chain
-    rpc = probe(url)
-    try:
-        lines = await check_lines(s, position, rpc)
-    except AgentError as exc:
-        ck.fail(f"roles: cannot read the role ({exc})")
-        return
-    finally:
-        await rpc.close()
-    for line in lines:
-        ck.expect(line.ok, f"roles: {line.render()}")
+    for position in positions:
+        url = position.chain.config.rpc_url.get_secret_value()
+        if not url:
+            continue  # reported with the chain
+        label = f"roles ({position.name})" if len(positions) > 1 else "roles"
+        rpc = probe(url)
+        try:
+            lines = await check_lines(s, position, rpc)
+        except AgentError as exc:
+            ck.fail(f"{label}: cannot read the role ({exc})")
+            continue
+        finally:
+            await rpc.close()
+        for line in lines:
+            ck.expect(line.ok, f"{label}: {line.render()}")
 
 
 async def _check_chain(

@@ -1,8 +1,10 @@
-"""What the guardian account still covers (issue 23 item 1), for ``hedge-agent check`` and the
-``hedge_agent_guardian_*`` gauges: its balances of ``[guardian] assets`` at the oracle price, its
-gas, and how many guard actions they pay for at the position's current debt (one action lifts HF
-from the guard's trigger to its target: a repay when the asset is the position's debt asset, a
-top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads only; never the key."""
+"""What each guardian account still covers (issue 23 item 1), for ``hedge-agent check``,
+``status`` and the ``hedge_agent_guardian_*`` gauges (labelled by guardian, chain and position:
+each position has its own guardian, a daemon several): its balances of its ``assets`` at the
+oracle price, its gas, and how many guard actions they pay for at the position's current debt
+(one action lifts HF from the guard's trigger to its target: a repay when the asset is the
+position's debt asset, a top-up otherwise; ``agent.planner.guardian.guard_action_base``). Reads
+only; never the key."""
 
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ class GuardianReport:
     safe: str
     gas_wei: int
     holdings: tuple[Holding, ...]
+    chain: str = ""
+    name: str | None = None  # its [[guardians]] name
 
     @property
     def covers(self) -> int | None:
@@ -59,58 +63,65 @@ class GuardianReport:
 
     def lines(self) -> list[str]:
         total = "n/a (no debt)" if self.covers is None else str(self.covers)
+        who = f"guardian {self.name} ({self.account})" if self.name else f"guardian {self.account}"
+        on = f" on {self.chain}" if self.chain and self.name else ""
         out = [
-            f"guardian {self.account} for {self.safe}: {total} guard action(s) covered, "
+            f"{who} for {self.safe}{on}: {total} guard action(s) covered, "
             f"gas {Decimal(self.gas_wei) / Decimal(WAD):.4f} ETH"
         ]
         out += [f"  {h.render()}" for h in self.holdings]
         return out
 
 
-def guardian_position(s: Settings, positions: Sequence[Position]) -> Position | None:
-    """The position the guardian protects: the one position, or with ``[[positions]]`` the
-    one ``guardian.position`` names (None when it names none)."""
-    if not s.multi_chain:
-        return positions[0]
-    mine = [p for p in positions if p.name == s.guardian.position]
-    return mine[0] if len(mine) == 1 else None
+def guarded_positions(positions: Sequence[Position]) -> list[Position]:
+    """The positions a guardian protects (each its own: ``positions[i].guardian``, or
+    ``[guardian]`` where that is the position's), in configuration order."""
+    return [p for p in positions if p.guardian_config is not None and p.account is not None]
 
 
 class GuardianWatch:
-    """The daemon's guardian gauges, re-read between ticks at most every ``refresh_s``; a
-    failed read is logged and leaves the last figures (it never fails a tick)."""
+    """The daemon's guardian gauges, one set per guarded position (the guardian, its chain and
+    the position as labels), each re-read between ticks at most once per its guardian's
+    ``refresh_s``; a failed read is logged and leaves the last figures (it never fails a tick)."""
 
     def __init__(self, telemetry: Telemetry, clock: Callable[[], float] = time.monotonic) -> None:
         self.telemetry = telemetry
         self.clock = clock
-        self._next = 0.0
-        self.last: GuardianReport | None = None
+        self._next: dict[str, float] = {}
+        self.last: dict[str, GuardianReport] = {}
 
     async def refresh(
         self, rpc: RpcClient, s: Settings, position: Position
     ) -> GuardianReport | None:
+        g = position.guardian_config
+        assert g is not None and g.account is not None
         now = self.clock()
-        if now < self._next:
+        key = f"{position.chain.name}/{position.name}/{g.account}"
+        if now < self._next.get(key, 0.0):
             return None
-        self._next = now + s.guardian.refresh_s
+        self._next[key] = now + g.refresh_s
         try:
             report = await read_guardian(rpc, s, position)
         except AgentError as exc:
-            log.warning("guardian.unreadable", error=str(exc))
+            log.warning(
+                "guardian.unreadable", guardian=g.account, chain=position.chain.name, error=str(exc)
+            )
             return None
-        t = self.telemetry
+        t, who, chain = self.telemetry, str(g.name or g.account), position.chain.name
         for h in report.holdings:
-            t.guardian_balance.labels(h.symbol).set(h.value_base / AAVE_BASE_UNIT_USD)
-        t.guardian_gas.set(report.gas_wei / WAD)
-        t.guardian_covers.set(-1 if report.covers is None else report.covers)
-        self.last = report
+            t.guardian_balance.labels(who, chain, h.symbol).set(h.value_base / AAVE_BASE_UNIT_USD)
+        t.guardian_gas.labels(who, chain).set(report.gas_wei / WAD)
+        t.guardian_covers.labels(who, chain, position.name).set(
+            -1 if report.covers is None else report.covers
+        )
+        self.last[key] = report
         return report
 
 
 async def read_guardian(rpc: RpcClient, s: Settings, pos: Position) -> GuardianReport:
-    """The guardian (``s.guardian``) and the position it protects, on its chain's ``rpc``."""
-    g = s.guardian
-    assert g.account is not None and pos.account is not None
+    """The position's guardian and the position it protects, on its chain's ``rpc``."""
+    g = pos.guardian_config
+    assert g is not None and g.account is not None and pos.account is not None
     chain = pos.chain.config.model_copy(update={"accounts": (pos.account, g.account)})
     layout = await discover(rpc, chain)
     snap = await read_snapshot(rpc, layout)
@@ -133,4 +144,4 @@ async def read_guardian(rpc: RpcClient, s: Settings, pos: Position) -> GuardianR
         holdings.append(
             Holding(sym, amount, meta.decimals, value, action, each, actions_covered(value, each))
         )
-    return GuardianReport(g.account, pos.account, gas, tuple(holdings))
+    return GuardianReport(g.account, pos.account, gas, tuple(holdings), pos.chain.name, g.name)

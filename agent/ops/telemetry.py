@@ -173,15 +173,21 @@ class Telemetry:
         self.guard_critical = gauge("guard_critical", "1 while HF <= the critical HF", pos)
         self.guard_spent = gauge("guard_spent_usd", "The guard's spend today", pos)
         self.guard_budget = gauge("guard_budget_usd", "The guard's budget per day", pos)
-        # The guardian account (issue 23 item 1), refreshed every guardian.refresh_s.
+        # Each guardian account (issue 23 item 1) on each chain, refreshed every its refresh_s;
+        # "guardian" is its [[guardians]] name (its account for an unnamed [guardian]).
         self.guardian_balance = gauge(
-            "guardian_balance_usd", "The guardian's balance at the oracle price", ["asset"]
+            "guardian_balance_usd",
+            "The guardian's balance at the oracle price",
+            ["guardian", "chain", "asset"],
         )
-        self.guardian_gas = gauge("guardian_gas_eth", "The guardian's native balance for gas")
+        self.guardian_gas = gauge(
+            "guardian_gas_eth", "The guardian's native balance for gas", ["guardian", "chain"]
+        )
         self.guardian_covers = gauge(
             "guardian_actions_covered",
             "Guard actions (trigger to target at the current debt) the guardian's balances pay "
-            "for; -1 while the position has no debt",
+            "for the position; -1 while the position has no debt",
+            ["guardian", "chain", "position"],
         )
         self.error_budget_left.set(error_budget)
         self.paused.set(0)

@@ -13,6 +13,7 @@ orchestrators (like ``agent.pipeline.propose``), after the pipeline stages.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,8 +24,8 @@ import structlog
 from agent.config import Settings
 from agent.core.market import ChainSnapshot
 from agent.core.units import AAVE_BASE_UNIT_USD
-from agent.pipeline.evaluate import Evaluation
-from agent.pipeline.parts import Chain
+from agent.pipeline.evaluate import Evaluation, MarketRead
+from agent.pipeline.parts import Chain, Position
 from agent.policy.spx import ACTION, ACTION_KEY, SpxDecision, spx_explain_lines, spx_layer
 from agent.signals.base import SignalResult
 from agent.signals.spx import SpxInputs, evaluate_spx_signals, latest_close
@@ -173,3 +174,28 @@ def spx_advisory(
         proposal, session_id=d.session_id, spend_usd=d.spend_usd, at=snap.timestamp
     )
     return [] if record is None else [record]
+
+
+def spx_ticket(
+    store: Store,
+    settings: Settings,
+    ticket: Position | None,
+    sinks: Mapping[str, ProposalSinks],
+    markets: Mapping[str, MarketRead],
+    evaluation: Evaluation,
+) -> list[dict[str, Any]]:
+    """The tick's SPX ticket, through the sinks of the chain of ``ticket`` (the position
+    ``sinks.spx_ticket_position`` names, by default the put ladder's buyer): none without such
+    a position or when its chain was not read this tick."""
+    if ticket is None or ticket.chain.name not in markets:
+        return []
+    read = markets[ticket.chain.name]
+    return spx_advisory(
+        store,
+        settings,
+        ticket.chain,
+        sinks[ticket.chain.name],
+        read.snap,
+        evaluation,
+        ticket.account or read.layout.accounts[0],
+    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -44,6 +44,7 @@ from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.models import Observation
 from agent.core.multicall import Call, multicall
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.ops.incremental import collect_new_liquidations
 from agent.pipeline.parts import Chain, lists_comet
 from agent.store.sqlite import Store
@@ -236,6 +237,80 @@ async def collect_once(
         elapsed_s=round(report.elapsed_s, 3),
     )
     return report
+
+
+async def collect_chains(
+    settings: Settings,
+    store: Store,
+    chains: Sequence[Chain],
+    *,
+    rpcs: Mapping[str, RpcClient | None],
+    http: HttpClient,
+    layouts: Mapping[str, MarketLayout] | None = None,
+    due: Callable[[HttpCollector], bool] | None = None,
+    check_heads: bool = False,
+) -> dict[str, CollectReport]:
+    """The one fan-out over chains (the daemon's tick and ``hedge-agent collect``): every
+    chain collected at once through :func:`collect_once`, each on its own RPC (``rpcs`` by
+    chain name; None: no URL, its sources are skipped) and with its discovered layout when
+    given; the chain-independent sources (HTTP APIs, the scenario feed, ``due`` picking the
+    HTTP collectors) go with the first chain only. ``check_heads``: a chain with several URLs
+    first leaves one lagging behind the others (the daemon, every tick). Reports by chain
+    name, in configuration order."""
+    known = layouts or {}
+
+    async def one(i: int, chain: Chain) -> CollectReport:
+        rpc = rpcs.get(chain.name)
+        if check_heads and isinstance(rpc, RpcPool):
+            await rpc.check_heads()
+        return await collect_once(
+            settings,
+            store,
+            chain=chain,
+            shared=i == 0,
+            http=http,
+            rpc=rpc,
+            layout=known.get(chain.name),
+            due=due if i == 0 else None,
+        )
+
+    reports = await asyncio.gather(*(one(i, c) for i, c in enumerate(chains)))
+    return {c.name: r for c, r in zip(chains, reports, strict=True)}
+
+
+def source_states(
+    chain: str, report: CollectReport, *, several: bool
+) -> list[tuple[str, bool, str | None]]:
+    """Each source's answer in ``report`` (one chain's collection) as the daemon's ops names
+    it (readiness; a notice when one fails too long): ``rpc:<chain>`` for the snapshot (and
+    ``store`` when it was stored), the chain's own sources suffixed with the chain when there
+    are several, ``api:<name>`` for the HTTP collectors."""
+    out: list[tuple[str, bool, str | None]] = []
+    for name, r in report.sources.items():
+        error = "; ".join(r.errors) or None
+        if name == "onchain":
+            out.append((f"rpc:{chain}", r.ok, error))
+            if r.ok:
+                out.append(("store", True, None))
+        elif name in ("liquidations", "comet", "scenario"):
+            label = f"{name}:{chain}" if several and name != "scenario" else name
+            out.append((label, r.ok, error))
+        else:
+            out.append((f"api:{name}", r.ok, error))
+    return out
+
+
+def fork_source(chain: str, *, several: bool) -> str:
+    """The ops name of a chain's fork simulator."""
+    return f"fork:{chain}" if several else "fork"
+
+
+def stale_problems(reports: Iterable[CollectReport]) -> list[str]:
+    """The problems that say a feed was stale (its answers were not stored): a proposal made
+    this tick names them."""
+    return [
+        p for report in reports for r in report.sources.values() for p in r.problems if "stale" in p
+    ]
 
 
 class IntervalSchedule:

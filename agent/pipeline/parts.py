@@ -22,6 +22,7 @@ from agent.config import (
     ChainSection,
     OptionsConfig,
     PositionConfig,
+    RolesConfig,
     Settings,
     SimulatorConfig,
 )
@@ -29,6 +30,7 @@ from agent.core.errors import ConfigError
 from agent.planner.uniswap import UniswapConfig
 from agent.policy.guard import GuardConfig
 from agent.sinks.config import SinksConfig
+from agent.sinks.guardian import GuardianConfig
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,14 @@ class Position:
     # its protection is sent at once through the Roles module (autonomous, with [roles]):
     # mined within a block or two, so a deleverage takes the immediate slippage bound
     immediate: bool = False
-    # autonomous with [guardian] protecting it: the guardian's account, which pays (and sizes)
+    # autonomous with a guardian protecting it: the guardian's account, which pays (and sizes)
     # the top-up and repay from its own wallet
     guardian: str | None = None
+    # the guardian that protects it ([[guardians]] entry it names, or [guardian] when that is
+    # this position's), autonomous or not (`check`, `status` and /metrics show its balances)
+    guardian_config: GuardianConfig | None = None
+    # its protector role (its own [positions.roles], or [roles] when that is on this position)
+    role: RolesConfig | None = None
 
     @property
     def key_scope(self) -> str:
@@ -132,6 +139,17 @@ class Parts:
         raise ConfigError(f"no position named {name!r} (positions: {names})")
 
 
+def proposer_positions(parts: Parts) -> list[tuple[Position, PutLadder | None]]:
+    """Who proposes what: each position on its own chain; the put ladder goes to the position
+    that buys it (``options.chain``/``options.account``), or to a proposer of its own when its
+    buyer is no configured position."""
+    puts = parts.puts
+    out = [(p, puts if puts is not None and p == puts.buyer else None) for p in parts.positions]
+    if puts is not None and puts.buyer not in parts.positions:
+        out.append((puts.buyer, puts))
+    return out
+
+
 def lists_comet(settings: Settings, chain: Chain) -> bool:
     """Whether the configured Comet markets are read on ``chain``: the chain
     ``collectors.comet.chain`` names (the one chain when not named)."""
@@ -165,6 +183,9 @@ def _accounts(c: ChainConfig, wanted: list[str]) -> ChainConfig:
 
 
 def _position(s: Settings, p: PositionConfig, chain: Chain, name: str) -> Position:
+    guardian = _guardian(s, p, name)
+    role = _role(s, p, name)
+    autonomous = p.execution == "autonomous"
     return Position(
         name=name,
         chain=chain,
@@ -176,18 +197,33 @@ def _position(s: Settings, p: PositionConfig, chain: Chain, name: str) -> Positi
         target_health_factor=p.target_health_factor,
         guard=s.guard.record(p.guard),
         execution=p.execution,
-        immediate=p.execution == "autonomous" and s.roles.configured,
-        guardian=_guardian(s, p, name),
+        immediate=autonomous and role is not None,
+        guardian=str(guardian.account) if autonomous and guardian is not None else None,
+        guardian_config=guardian,
+        role=role,
     )
 
 
-def _guardian(s: Settings, p: PositionConfig, name: str) -> str | None:
-    """The guardian's account when it protects this autonomous position: the one position, or
-    with [[positions]] the one ``guardian.position`` names (as ``ops.guardian``)."""
+def _guardian(s: Settings, p: PositionConfig, name: str) -> GuardianConfig | None:
+    """The position's guardian: the [[guardians]] entry it names; else [guardian] when it is
+    this position's (the one position, or the one ``guardian.position`` names)."""
+    if p.guardian is not None:
+        return next(g for g in s.guardians if g.name == p.guardian)  # validated at load
     g = s.guardian
-    if p.execution != "autonomous" or g.account is None:
+    if g.account is None:
         return None
-    return str(g.account) if not s.multi_chain or g.position == name else None
+    return g if not s.multi_chain or g.position == name else None
+
+
+def _role(s: Settings, p: PositionConfig, name: str) -> RolesConfig | None:
+    """The position's protector role: its own ``[positions.roles]``; else ``[roles]`` when it
+    is on this position (the one position, or the one ``roles.position`` names)."""
+    if p.roles is not None:
+        return p.roles
+    r = s.roles
+    if not r.configured:
+        return None
+    return r if not s.multi_chain or r.position == name else None
 
 
 def _single(s: Settings) -> Parts:
@@ -240,6 +276,10 @@ def _chain(s: Settings, c: ChainSection, wanted: list[str]) -> Chain:
     if c.safe_service_url is not None:
         service = sinks.safe_service.model_copy(update={"base_url": c.safe_service_url})
         sinks = sinks.model_copy(update={"safe_service": service})
+    if c.private_rpc_url is not None and c.private_rpc_url.get_secret_value():
+        # this chain's autonomous sends go to its own private RPC
+        auto = sinks.autonomous.model_copy(update={"private_rpc_url": c.private_rpc_url})
+        sinks = sinks.model_copy(update={"autonomous": auto})
     return Chain(
         config=_accounts(c, wanted), dex=c.uniswap, venue=c.options, fork=fork, sinks=sinks
     )

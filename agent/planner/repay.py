@@ -55,10 +55,25 @@ def projected_debt_base(debt_base: int, variable_borrow_rate_ray: int, seconds: 
 
 def max_debt_for_target(account: AccountState, target_hf_wad: int) -> int:
     """The largest debt (base units) at which Aave's health factor is still >= target."""
+    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
+    return max_debt_at(weighted, target_hf_wad)
+
+
+def max_debt_at(weighted_base: int, target_hf_wad: int) -> int:
+    """The largest debt (base units) at HF >= target for ``weighted_base`` = collateral x LT
+    (base units, floored as Aave's percentMul leaves it)."""
     if target_hf_wad <= 0:
         raise PlanningError(f"target health factor {target_hf_wad} (wad) is not positive")
-    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
-    return weighted * WAD // target_hf_wad
+    return weighted_base * WAD // target_hf_wad
+
+
+def repay_for_target_base(weighted_base: int, debt_base: int, target_hf_wad: int) -> int:
+    """Debt value (oracle base units) to repay so a position with ``weighted_base`` and
+    ``debt_base`` reaches ``target_hf_wad``; 0 if it is already there. The one repay sizing
+    (the Safe's, the guardian's, the guard's reserve count)."""
+    if debt_base == 0:
+        return 0
+    return max(0, debt_base - max_debt_at(weighted_base, target_hf_wad))
 
 
 def required_repay_base(
@@ -67,9 +82,8 @@ def required_repay_base(
     """Debt value (oracle base units) to repay so HF reaches ``target_hf_wad``; 0 if it is
     already there. ``debt_base`` overrides the account's debt (e.g. projected for accrual)."""
     d = account.total_debt_base if debt_base is None else debt_base
-    if d == 0:
-        return 0
-    return max(0, d - max_debt_for_target(account, target_hf_wad))
+    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
+    return repay_for_target_base(weighted, d, target_hf_wad)
 
 
 def expected_health_factor_after_repay(account: AccountState, repaid_base: int) -> int:

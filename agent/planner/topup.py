@@ -22,17 +22,28 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def collateral_for_target_base(
+    weighted_bps: int, debt_base: int, lt_asset_bps: int, target_hf_wad: int
+) -> int:
+    """Collateral value (oracle base units) of an asset with threshold ``lt_asset_bps`` that
+    takes a position with ``weighted_bps`` = collateral x LT (base*bps) and ``debt_base`` to
+    ``target_hf_wad``; 0 if it is already there. Rounded up so the target is met, not missed
+    by a unit. The one top-up sizing (the Safe's, the guardian's, the guard's reserve count)."""
+    if debt_base == 0:
+        return 0
+    weighted_needed = _ceil_div(target_hf_wad * debt_base * BPS, WAD)  # base*bps
+    if weighted_bps >= weighted_needed:
+        return 0
+    return _ceil_div(weighted_needed - weighted_bps, lt_asset_bps)
+
+
 def required_collateral_base(account: AccountState, lt_asset_bps: int, target_hf_wad: int) -> int:
-    """Collateral value (oracle base units) to add so HF reaches ``target_hf_wad``; 0 if it is
-    already there. Rounded up so the target is met, not missed by a unit."""
-    d = account.total_debt_base
-    if d == 0:
-        return 0
+    """Collateral value (oracle base units) to add so the account's HF reaches
+    ``target_hf_wad``; 0 if it is already there."""
     weighted_now = account.total_collateral_base * account.liquidation_threshold_bps  # base*bps
-    weighted_needed = _ceil_div(target_hf_wad * d * BPS, WAD)  # base*bps
-    if weighted_now >= weighted_needed:
-        return 0
-    return _ceil_div(weighted_needed - weighted_now, lt_asset_bps)
+    return collateral_for_target_base(
+        weighted_now, account.total_debt_base, lt_asset_bps, target_hf_wad
+    )
 
 
 def base_to_token_amount(value_base: int, price_base: int, decimals: int) -> int:

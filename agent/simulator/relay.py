@@ -52,6 +52,8 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from agent.core.http import bare_session
+
 # Reads whose answer is fixed once the block is named: state at the block, the block itself.
 AT_BLOCK = frozenset(
     {
@@ -173,9 +175,7 @@ class ForkRelay:
         """Listen on a free loopback port (in the running event loop); returns the URL."""
         if self._runner is not None:
             return self.url
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.upstream_timeout_s)
-        )
+        self._session = bare_session(self.upstream_timeout_s)
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/", self._handle)
         # Stopping does not wait for requests in flight: the fork they came from is gone.

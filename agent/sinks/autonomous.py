@@ -13,6 +13,12 @@ and nonce, never sent twice), by one of two keys that can do nothing but protect
 
 Puts and the S&P 500 ticket are never sent: they stay proposals. Which path a draft takes is
 :meth:`AutonomousExecutor.route`; a draft it cannot route stays a proposal and says why.
+
+One executor per chain, holding that chain's senders: every guardian protecting an autonomous
+position there (keyed by account: two positions sharing a guardian share its nonces) and every
+role on a Safe there (keyed by the Safe). The same guardian or member key on two chains is two
+senders with two nonce sequences; a transaction waiting on one chain never holds back another
+chain's (:meth:`AutonomousExecutor.blocked` looks at this chain's sends only).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pydantic import SecretStr
 
 from agent.core.abi import load_abi
 from agent.core.errors import ConfigError, RpcError, SourceError
-from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
 from agent.sinks.config import AutonomousConfig, KeySource, LiveConfig
 from agent.sinks.guardian import GuardianConfig, load_guardian_key
@@ -84,11 +90,15 @@ def load_key(src: KeySource, what: str) -> LocalAccount:
 
 @dataclass(frozen=True)
 class RoleTarget:
-    """Where the role's transactions go: the Roles module on the Safe and the role's key."""
+    """Where the role's transactions go: the Roles module on the Safe and the role's key, and
+    who signs them: the member's key source (checked to be ``agent``'s when that is given)."""
 
     safe: str
     module: str
     role_key: bytes  # bytes32
+    key: KeySource | None = None
+    key_label: str = "sinks.autonomous.role_key"  # where `key` is configured, for messages
+    agent: str | None = None  # the role's member (roles.agent)
 
 
 @dataclass(frozen=True)
@@ -151,36 +161,35 @@ def guardian_calls(
 
 
 class AutonomousExecutor:
-    """One chain's autonomous sending: the guardian's and the role member's senders (each a
-    :class:`LiveSender` sending to ``private_rpc_url`` or the chain's RPC, fees under the cap,
-    stuck transactions replaced) and the rules of which draft each may send."""
+    """One chain's autonomous sending: the senders of its guardians and of its roles' members
+    (each a :class:`LiveSender` sending to ``private_rpc_url`` or the chain's RPC, fees under the
+    cap, stuck transactions replaced) and the rules of which draft each may send."""
 
     def __init__(
         self,
         cfg: AutonomousConfig,
-        guardian: GuardianConfig,
-        role: RoleTarget | None,
+        guardians: Sequence[GuardianConfig],
+        roles: Sequence[RoleTarget],
         *,
         chain_id: int,
         rpc: RpcClient,
+        send_rpc: RpcClient | None = None,
         pool: str | None = None,
     ) -> None:
+        """``send_rpc``: the client of ``cfg.private_rpc_url`` when it is set (built and closed
+        by ``App``, with ``agent.core.rpc.send_client``: one attempt, never retried, as a
+        timeout after the node took the transaction must not look like a failure;
+        reconciliation decides by hash and nonce); without it the senders send on ``rpc``."""
         self.cfg = cfg
         self.rpc = rpc
         self.chain_id = chain_id
-        self.role = role
         self.pool = pool
-        send = rpc
-        self._own_send: RpcClient | None = None
-        if cfg.private_rpc_url is not None and cfg.private_rpc_url.get_secret_value():
-            # Not retried: a timeout after the node took the transaction must not look like a
-            # failure; reconciliation decides by hash and nonce.
-            self._own_send = RpcClient(
-                cfg.private_rpc_url.get_secret_value(),
-                source="private-rpc",
-                retry=RetryPolicy(attempts=1),
+        private = cfg.private_rpc_url is not None and cfg.private_rpc_url.get_secret_value()
+        if private and send_rpc is None:  # never fall back to the public RPC unnoticed
+            raise ConfigError(
+                "private_rpc_url is set for autonomous sends but no client of it was given"
             )
-            send = self._own_send
+        send = send_rpc if send_rpc is not None else rpc
         live = LiveConfig(
             enabled=True,
             signer_key=SecretStr("unused"),  # the account is passed in; see LiveSender
@@ -191,73 +200,98 @@ class AutonomousExecutor:
             replace_after_s=cfg.replace_after_s,
             fee_bump_bps=cfg.fee_bump_bps,
         )
-        self.guardian: LiveSender | None = None
-        if guardian.enabled:
-            # the key from guardian.key_env or the keystore, checked to be guardian.account's
-            acct = Account.from_key(load_guardian_key(guardian).get_secret_value())
-            self.guardian = LiveSender(
-                live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
-            )
-        self.member: LiveSender | None = None
-        if role is not None:
-            if cfg.role_key is None:
-                raise ConfigError(
-                    "[roles] is configured for autonomous execution but "
-                    "sinks.autonomous.role_key (the role member's key) is not"
-                )
-            acct = load_key(cfg.role_key, "sinks.autonomous.role_key")
-            self.member = LiveSender(
-                live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
-            )
+        # one sender per signing account on this chain: its nonces are tracked once
+        by_address: dict[str, LiveSender] = {}
 
-    async def close(self) -> None:
-        if self._own_send is not None:
-            await self._own_send.close()
+        def sender(acct: LocalAccount) -> LiveSender:
+            key = acct.address.lower()
+            if key not in by_address:
+                by_address[key] = LiveSender(
+                    live, chain_id=chain_id, read_rpc=rpc, account=acct, send_rpc=send
+                )
+            return by_address[key]
+
+        # guardian account (lower-case) -> its sender; the key from its key_env or keystore,
+        # checked to be its account's
+        self.guardians: dict[str, LiveSender] = {}
+        for g in guardians:
+            if g.enabled:
+                acct = Account.from_key(load_guardian_key(g).get_secret_value())
+                self.guardians[acct.address.lower()] = sender(acct)
+        # the role's Safe (lower-case) -> the role and its member's sender
+        self.roles: dict[str, tuple[RoleTarget, LiveSender]] = {}
+        for role in roles:
+            if role.key is None:
+                raise ConfigError(
+                    f"the role on {role.safe} is configured for autonomous execution but "
+                    f"{role.key_label} (the role member's key) is not"
+                )
+            acct = load_key(role.key, role.key_label)
+            if role.agent is not None and acct.address.lower() != role.agent.lower():
+                raise ConfigError(
+                    f"{role.key_label} holds the key of {acct.address}, not of the role's "
+                    f"member {role.agent} (roles.agent)"
+                )
+            self.roles[role.safe.lower()] = (role, sender(acct))
+
+    @property
+    def guardian(self) -> LiveSender | None:
+        """The chain's guardian when there is exactly one (the single-guardian set-up)."""
+        return next(iter(self.guardians.values())) if len(self.guardians) == 1 else None
 
     def senders(self) -> list[LiveSender]:
-        return [s for s in (self.guardian, self.member) if s is not None]
+        out = [*self.guardians.values(), *(m for _, m in self.roles.values())]
+        return list({id(s): s for s in out}.values())
 
     async def route(self, draft: Draft) -> Route:
         """How ``draft`` is sent, or ``NotRouted`` saying why it stays a proposal."""
         if draft.action not in PROTECTIVE:
             raise NotRouted(f"a {draft.action} is never sent autonomously")
         if draft.deleverage is not None:
-            if self.member is None or self.role is None:
-                raise NotRouted("a deleverage needs [roles] and sinks.autonomous.role_key")
             st = draft.safe_tx
-            if st is None or st.safe.lower() != self.role.safe.lower():
-                raise NotRouted(f"the role is on {self.role.safe}, not on {draft.header.account}")
+            if st is None:
+                raise NotRouted("a deleverage without a Safe transaction")
+            if not self.roles:
+                raise NotRouted("a deleverage needs a role ([roles]) and its member's key")
+            found = self.roles.get(st.safe.lower())
+            if found is None:
+                on = ", ".join(r.safe for r, _ in self.roles.values())
+                raise NotRouted(f"no role on {draft.header.account} (the roles are on {on})")
+            role, member = found
             data = load_abi("Roles").encode_hex(
                 "execTransactionWithRole",
                 st.to,
                 st.value,
                 bytes.fromhex(st.data[2:]),
                 st.operation,
-                self.role.role_key,
+                role.role_key,
                 True,  # shouldRevert: a failing inner call reverts the whole transaction
             )
             return Route(
                 "role",
-                self.member,
-                ((self.role.module, data, 0),),
-                f"deleverage through the Roles module {self.role.module} (one "
+                member,
+                ((role.module, data, 0),),
+                f"deleverage through the Roles module {role.module} (one "
                 "execTransactionWithRole of the MultiSend batch)",
             )
-        if self.guardian is None:
-            raise NotRouted(f"a {draft.action} needs [guardian]")
+        # the guardian the draft was sized for (the position's: its wallet paid the plan)
+        guardian = self.guardians.get((draft.sender or "").lower())
+        if guardian is None:
+            raise NotRouted(
+                f"a {draft.action} needs the position's guardian"
+                + (f" ({draft.sender} is not one of this chain's)" if draft.sender else "")
+            )
         if self.pool is None:
             raise NotRouted("the Pool address is unknown")
-        calls, need = guardian_calls(draft, self.pool, self.guardian.address)
+        calls, need = guardian_calls(draft, self.pool, guardian.address)
         erc20 = load_abi("ERC20")
         kept: list[tuple[str, str, int]] = []
         for token, amount in need.items():
-            raw = await self.rpc.eth_call(
-                token, erc20.encode_hex("balanceOf", self.guardian.address)
-            )
+            raw = await self.rpc.eth_call(token, erc20.encode_hex("balanceOf", guardian.address))
             held = int(erc20.decode_output("balanceOf", raw)[0])
             if held < amount:
                 raise NotRouted(
-                    f"the guardian {self.guardian.address} holds {held} of {token}, the "
+                    f"the guardian {guardian.address} holds {held} of {token}, the "
                     f"{draft.action} needs {amount}: fund it"
                 )
         for to, data, value in calls:
@@ -265,7 +299,7 @@ class AutonomousExecutor:
                 # An approval the guardian already gave (README: approve the Pool once) is not
                 # sent again: one transaction fewer, one block sooner.
                 raw = await self.rpc.eth_call(
-                    to, erc20.encode_hex("allowance", self.guardian.address, self.pool)
+                    to, erc20.encode_hex("allowance", guardian.address, self.pool)
                 )
                 if int(erc20.decode_output("allowance", raw)[0]) >= need.get(
                     to_checksum_address(to), 0
@@ -274,15 +308,16 @@ class AutonomousExecutor:
             kept.append((to, data, value))
         return Route(
             "guardian",
-            self.guardian,
+            guardian,
             tuple(kept),
-            f"the guardian {self.guardian.address} pays from its own balance (onBehalfOf the Safe)",
+            f"the guardian {guardian.address} pays from its own balance (onBehalfOf the Safe)",
         )
 
     async def blocked(self, sender: LiveSender, ledger: ProposalLedger) -> str | None:
         """A reason to wait this tick: the sender has a transaction without an outcome (its
         nonce would collide), or the base fee is above the cap."""
-        waiting = open_sends_of(ledger, sender.address)
+        # this chain's only: the same key's nonces on another chain are another sequence
+        waiting = [w for w in open_sends_of(ledger, sender.address) if w.chain_id == self.chain_id]
         if waiting:
             w = waiting[0]
             return f"transaction {w.tx_hash} (nonce {w.nonce}) is still {w.status}"

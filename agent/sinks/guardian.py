@@ -8,9 +8,9 @@ variable ``keystore_password_env``). Never the configuration file: a ``key`` the
 key and refused. The key is a ``SecretStr`` from the moment it is read, never logged, never in a
 message, and it must belong to ``account``.
 
-What is ready: this configuration and key, the drafted transactions (``agent.planner.guardian``),
-the balances and the guard actions they cover in ``hedge-agent check``. Sending them on its own
-waits for the guard's autonomous execution (issue 23 item 4): nothing here sends.
+Several guardians (``[[guardians]]``, each with a ``name``): each autonomous position names the
+one that pays for it (``positions[i].guardian``); a guardian sends on the chain of the positions
+it protects, with that chain's nonces. Sending is ``agent.sinks.autonomous``; nothing here sends.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ class GuardianConfig(BaseModel):
     """Off while ``account`` is unset."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # [[guardians]]: the name positions[i].guardian refers to ([guardian]: unnamed)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     account: Address | None = None
-    # with [[positions]]: the name of the position it protects (one position: that one)
+    # [guardian] with [[positions]]: the name of the position it protects (one position: that
+    # one); [[guardians]] leave it unset (the position names its guardian)
     position: str | None = None
     key_env: str | None = Field(None, pattern=ENV_NAME)  # the variable holding the 0x-hex key
     keystore: str | None = None  # an encrypted keystore file (eth-account / geth JSON v3)
@@ -50,27 +53,33 @@ class GuardianConfig(BaseModel):
             return self
         if (self.key_env is None) == (self.keystore is None):
             raise ValueError(
-                "guardian: give exactly one of key_env (an environment variable) or keystore "
+                f"{self.label}: give exactly one of key_env (an environment variable) or keystore "
                 "(an encrypted keystore file); the key itself never goes in the config file"
             )
         if self.keystore is not None and self.keystore_password_env is None:
-            raise ValueError("guardian.keystore needs keystore_password_env")
+            raise ValueError(f"{self.label}.keystore needs keystore_password_env")
         return self
 
     @property
     def enabled(self) -> bool:
         return self.account is not None
 
+    @property
+    def label(self) -> str:
+        """How messages name it: ``guardian`` or ``guardians.NAME``."""
+        return "guardian" if self.name is None else f"guardians.{self.name}"
+
 
 def load_guardian_key(cfg: GuardianConfig) -> SecretStr:
     """The guardian's private key, checked to belong to ``cfg.account``. ``ConfigError`` names
     the variable or the file, never the key or the password."""
+    g = cfg.label
     if cfg.account is None:
-        raise ConfigError("guardian.account is not set")
+        raise ConfigError(f"{g}.account is not set")
     if cfg.key_env is not None:
         raw = os.environ.get(cfg.key_env, "").strip()
         if not raw:
-            raise ConfigError(f"guardian.key_env names {cfg.key_env}, which is not set")
+            raise ConfigError(f"{g}.key_env names {cfg.key_env}, which is not set")
         what = f"the environment variable {cfg.key_env}"
         try:
             key = SecretStr("0x" + bytes(Account.from_key(raw).key).hex())
@@ -82,8 +91,7 @@ def load_guardian_key(cfg: GuardianConfig) -> SecretStr:
         password = os.environ.get(cfg.keystore_password_env)
         if password is None:
             raise ConfigError(
-                f"guardian.keystore_password_env names {cfg.keystore_password_env}, "
-                "which is not set"
+                f"{g}.keystore_password_env names {cfg.keystore_password_env}, which is not set"
             )
         try:
             data = json.loads(Path(cfg.keystore).read_text(encoding="utf-8"))
@@ -99,5 +107,5 @@ def load_guardian_key(cfg: GuardianConfig) -> SecretStr:
             raise ConfigError(f"{what}: not an encrypted keystore eth-account can read") from None
     owner = Account.from_key(key.get_secret_value()).address
     if owner != cfg.account:
-        raise ConfigError(f"{what} holds the key of {owner}, not of guardian.account {cfg.account}")
+        raise ConfigError(f"{what} holds the key of {owner}, not of {g}.account {cfg.account}")
     return key

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from agent.core.abi import load_abi
 from agent.core.errors import ConfigError, Halt, MalformedResponse, RpcError, SourceError
-from agent.core.rpc import RetryPolicy, RpcClient
+from agent.core.rpc import RpcClient
 from agent.planner.safe import SafeTx
 from agent.sinks.config import LiveConfig
 from agent.sinks.safe_service import account_from_key
@@ -149,28 +149,18 @@ class LiveSender:
         cfg: LiveConfig,
         *,
         chain_id: int,
+        send_rpc: RpcClient,
         read_rpc: RpcClient | None = None,
         account: LocalAccount | None = None,
-        send_rpc: RpcClient | None = None,
     ) -> None:
-        """``account`` and ``send_rpc`` (not closed here) replace ``cfg.signer_key`` and
-        ``cfg.private_rpc_url``: the autonomous executor's guardian and role member."""
+        """``send_rpc`` is the private send URL's client, built and closed by its owner
+        (``App``, with ``agent.core.rpc.send_client``: one attempt, never retried). ``account``
+        replaces ``cfg.signer_key``: the autonomous executor's guardian and role member."""
         if account is None and (cfg.signer_key is None or not cfg.signer_key.get_secret_value()):
             raise ConfigError("sinks.live.signer_key is not set")
-        if send_rpc is None and (
-            cfg.private_rpc_url is None or not cfg.private_rpc_url.get_secret_value()
-        ):
-            raise ConfigError("sinks.live.private_rpc_url is not set")
         self._account: LocalAccount = account or account_from_key(
             cfg.signer_key or SecretStr(""), "sinks.live.signer_key"
         )
-        self._own_private = send_rpc is None
-        if send_rpc is None:
-            assert cfg.private_rpc_url is not None
-            # Not retried: a timeout after the node accepted the transaction must not look like
-            # a failure that is sent again with a new nonce; the caller re-reads state instead.
-            send_rpc = RpcClient(cfg.private_rpc_url.get_secret_value(), source=self.SOURCE,
-                                 retry=RetryPolicy(attempts=1))  # fmt: skip
         self.private = send_rpc
         self.read = read_rpc or self.private
         self.chain_id = chain_id
@@ -184,16 +174,6 @@ class LiveSender:
     @property
     def address(self) -> str:
         return str(self._account.address)
-
-    async def close(self) -> None:
-        if self._own_private:
-            await self.private.close()
-
-    async def __aenter__(self) -> LiveSender:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def _fees(self) -> tuple[int, int]:
         block = await self.read.get_block("latest")

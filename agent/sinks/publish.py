@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from agent.core.errors import StoreError
+from agent.core.errors import ConfigError, StoreError
 from agent.core.http import HttpClient
 from agent.core.rpc import RpcClient
 from agent.planner.draft import Draft
@@ -118,8 +118,11 @@ class ProposalSinks:
         on_published: Callable[[Mapping[str, Any]], None] | None = None,
         executor: AutonomousExecutor | None = None,
         autonomous_accounts: frozenset[str] = frozenset(),
+        live_send: RpcClient | None = None,
     ) -> None:
         self.cfg = cfg
+        # The client of sinks.live.private_rpc_url (one attempt), built and closed by App.
+        self.live_send = live_send
         # Autonomous execution (issue 23): the positions (lower-case accounts) whose protection
         # is sent at once, and the executor that sends it.
         self.executor = executor
@@ -138,13 +141,6 @@ class ProposalSinks:
             if cfg.safe_service.enabled
             else None
         )
-
-    async def close(self) -> None:
-        if self.executor is not None:
-            await self.executor.close()
-        if self._live is not None:
-            await self._live.close()
-            self._live = None
 
     def seen(self, idempotency_key: str) -> bool:
         # The outbox holds committed proposals whose journal line is still to be written.
@@ -421,7 +417,13 @@ class ProposalSinks:
             live.signer_key is not None,
         )
         if self._live is None:
-            self._live = LiveSender(live, chain_id=self.chain_id, read_rpc=self.rpc)
+            if self.live_send is None:
+                raise ConfigError(
+                    "live submission refused: no client of sinks.live.private_rpc_url"
+                )
+            self._live = LiveSender(
+                live, chain_id=self.chain_id, read_rpc=self.rpc, send_rpc=self.live_send
+            )
         waiting = open_sends_of(self.ledger, self._live.address)
         if waiting:
             w = waiting[0]

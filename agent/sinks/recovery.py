@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -27,7 +27,7 @@ from agent.sinks.journal import ProposalJournal
 from agent.sinks.live import reconcile_live_sends
 from agent.sinks.outbox import flush_outbox, reconcile_spends
 from agent.sinks.publish import ProposalSinks
-from agent.store.ledger import ProposalLedger
+from agent.store.ledger import LiveSend, ProposalLedger
 
 log = structlog.get_logger(__name__)
 
@@ -86,20 +86,29 @@ def reap_forks(store_path: str) -> list[int]:
     return reaped
 
 
+async def reconcile_each_chain(
+    live: LiveConfig, rpcs: Mapping[int, RpcClient], ledger: ProposalLedger
+) -> list[LiveSend]:
+    """Every chain's open sends settled on that chain's own RPC (``rpcs`` by chain id); a send
+    of a chain no longer configured waits (no RPC to read it on)."""
+    changed: list[LiveSend] = []
+    for chain_id, rpc in rpcs.items():
+        changed += await reconcile_live_sends(
+            ledger, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
+        )
+    return changed
+
+
 async def recover(
     live: LiveConfig,
-    rpc: RpcClient,
+    rpcs: Mapping[int, RpcClient],
     ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
-    *,
-    chain_id: int | None = None,
 ) -> None:
-    """``sinks``: every chain's sinks, to deliver what a crash left undelivered. ``chain_id``:
-    the live sends settled here are that chain's (another chain's are read on its own RPC)."""
-    changed = await reconcile_live_sends(
-        ledger, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
-    )
+    """``rpcs``: every chain's RPC by chain id, each chain's live sends settled on its own;
+    ``sinks``: every chain's sinks, to deliver what a crash left undelivered."""
+    changed = await reconcile_each_chain(live, rpcs, ledger)
     open_sends = ledger.live_sends(open_only=True)
     delivered = [await s.deliver_pending() for s in sinks]
     flushed = flush_outbox(ledger, journal)
@@ -116,19 +125,15 @@ async def recover(
 
 async def each_tick(
     live: LiveConfig,
-    rpc: RpcClient,
+    rpcs: Mapping[int, RpcClient],
     ledger: ProposalLedger,
     journal: ProposalJournal,
     sinks: Sequence[ProposalSinks] = (),
-    *,
-    chain_id: int | None = None,
 ) -> None:
-    """Open live sends get their outcome; outside sinks and journal lines that could not be
-    written are retried."""
+    """Open live sends get their outcome, each on its chain's RPC; outside sinks and journal
+    lines that could not be written are retried."""
     if ledger.live_sends(open_only=True):
-        await reconcile_live_sends(
-            ledger, rpc, give_up_after_s=_live_give_up_s(live), chain_id=chain_id
-        )
+        await reconcile_each_chain(live, rpcs, ledger)
     for s in sinks:
         await s.deliver_pending()
     flush_outbox(ledger, journal)

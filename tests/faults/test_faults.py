@@ -930,6 +930,7 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
     from eth_utils.crypto import keccak
 
     from agent.core.abi import load_abi
+    from agent.core.rpc_pool import RpcPool
     from agent.simulator.fork import ForkSimulator
     from faults.proxy import rpc
 
@@ -968,23 +969,28 @@ def test_reorg_at_the_forks_height_is_simulated_on_the_new_block(devnet: Devnet)
     async def run() -> tuple[int, int, int, int, int]:
         # Two forks at the head: one dry-runs (the hash is checked while it runs), one is
         # asked through ensure() (the hash is checked before).
-        by_run = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
-        by_ensure = ForkSimulator(devnet.url, pool=pool_addr, chain_id=int(dep["chain_id"]))
-        try:
-            head = int(rpc(devnet.url, "eth_blockNumber"), 16)
-            await by_run.ensure(head)
-            fork = await by_ensure.ensure(head)
-            hf0 = (await by_ensure.account_view(fork, safe)).health_factor_wad
-            chain0 = chain_hf()
-            reorg_to(answer * 8 // 10)  # ETH falls 20% in a block replacing the head
-            res = await by_run.simulate_eoa(head, deployer, [], safe)
-            assert res.success and res.before is not None, res.error
-            fork = await by_ensure.ensure(head)
-            hf2 = (await by_ensure.account_view(fork, safe)).health_factor_wad
-            return hf0, chain0, res.before.health_factor_wad, hf2, chain_hf()
-        finally:
-            await by_run.stop()
-            await by_ensure.stop()
+        # (each on its own upstream pool, as App gives a fork its chain's pool)
+        async with (
+            RpcPool([devnet.url], source="fork:upstream", timeout_s=20.0) as up_run,
+            RpcPool([devnet.url], source="fork:upstream", timeout_s=20.0) as up_ensure,
+        ):
+            by_run = ForkSimulator(up_run, pool=pool_addr, chain_id=int(dep["chain_id"]))
+            by_ensure = ForkSimulator(up_ensure, pool=pool_addr, chain_id=int(dep["chain_id"]))
+            try:
+                head = int(rpc(devnet.url, "eth_blockNumber"), 16)
+                await by_run.ensure(head)
+                fork = await by_ensure.ensure(head)
+                hf0 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+                chain0 = chain_hf()
+                reorg_to(answer * 8 // 10)  # ETH falls 20% in a block replacing the head
+                res = await by_run.simulate_eoa(head, deployer, [], safe)
+                assert res.success and res.before is not None, res.error
+                fork = await by_ensure.ensure(head)
+                hf2 = (await by_ensure.account_view(fork, safe)).health_factor_wad
+                return hf0, chain0, res.before.health_factor_wad, hf2, chain_hf()
+            finally:
+                await by_run.stop()
+                await by_ensure.stop()
 
     hf0, chain0, by_run, by_ensure, chain1 = asyncio.run(run())
     assert hf0 == chain0

@@ -109,8 +109,8 @@ async def test_restart_rebroadcasts_a_fresh_unsent_intent_once(
     async with RpcClient(anvil.url) as rpc:
         ex = AutonomousExecutor(
             AutonomousConfig(rebroadcast_within_s=600),
-            GuardianConfig(account=ME, key_env="G_KEY"),
-            None,
+            [GuardianConfig(account=ME, key_env="G_KEY")],
+            (),
             chain_id=31337,
             rpc=rpc,
         )
@@ -135,5 +135,4 @@ async def test_restart_rebroadcasts_a_fresh_unsent_intent_once(
                                  nonce=old.tx.nonce, chain_id=31337, raw_tx=old.raw)  # fmt: skip
         assert await ex.rebroadcast_fresh(store, now=time.time() + 601) == []
         assert await _nonce(rpc) == 1
-        await ex.close()
     store.close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytest
+from web3 import Web3
+from web3.types import TxParams
 
 from agent.collectors.onchain import discover, read_snapshot
 from agent.config import chain_config_from_deployment
@@ -280,7 +282,7 @@ async def test_looped_deleverage_executes_at_zero_slippage(
     layout = await discover(rpc, chain_config_from_deployment(devnet))
     snap = await read_snapshot(rpc, layout)
     # Quoted where the daemon quotes: on the fork (its relay reads the devnet).
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         async with sim.sequence(snap.block_number) as fork:
             plan = await plan_deleverage_onchain(
@@ -447,7 +449,7 @@ async def test_wallet_first_repays_half_and_deleverages_the_rest(
     batch = as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"])
     assert batch.safe_tx is not None
     assert [sw["recipient"] for sw in _batch_swaps(batch.safe_tx.data)] == [safe]
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         outcome = await simulate(batch, sim, snap.block_number)
     finally:
@@ -482,7 +484,7 @@ async def test_pool_moved_past_slippage_reverts_with_reason(
     )
     assert sync_pools(c, devnet, prices) == 1
     snap = await read_snapshot(rpc, layout)
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe_lean"]["multisend_call_only"], plan.transactions)
         res = await sim.simulate_safe(snap.block_number, st, safe, "deleverage",
@@ -577,7 +579,7 @@ async def test_protection_stage_drafts_and_simulates_the_lean_safes_deleverage(
         for e in refused.comparison["not_planned"]
     )
 
-    sim = ForkSimulator(devnet["rpc_url"], pool=layout.pool)
+    sim = ForkSimulator(rpc, pool=layout.pool)
     try:
         outcome = await simulate(
             as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"]),
@@ -611,3 +613,175 @@ async def test_a_later_step_whose_earlier_calls_fail_is_not_quoted(
     assert 0 < ok < plan.quote_out  # after the first swap the pool pays less
     with pytest.raises(PlanningError, match=r"call 1 \(withdraw\) fails before the next step"):
         await quote((too_much, *plan.transactions[1:]), plan.amount)
+
+
+def _hf_if_sold_first(c: Chain, dep: dict[str, Any], safe: str, amount: int) -> int:
+    """HF after the Safe sells ``amount`` WBTC on the pool, repays the swap's whole output (its
+    QuoterV2 quote, the swap's amountOutMinimum) and then withdraws ``amount``, with the WBTC
+    minted to the Safe first as a flash loan would lend it. Nothing bounds the health factor
+    in between, so no loop of the same total ends higher: a loop's split swaps pay the same
+    pool curve (less rounding) and its repays are at most their swaps' outputs. Run as one
+    ``eth_simulateV1`` block (the calls from the Safe's address, as its MultiSend batch makes
+    them), nothing mined."""
+    wbtc, usdc = dep["tokens"]["WBTC"]["address"], dep["tokens"]["USDC"]["address"]
+    pool_addr, router = dep["aave"]["pool"], dep["uniswap"]["swap_router02"]
+    pool, erc20 = load_abi("Pool"), load_abi("ERC20")
+    out = _quote(c, dep, amount)
+    swap = (wbtc, usdc, dep["uniswap"]["pools"]["WBTC"]["fee"], safe, amount, out, 0)
+    mint = npm_artifact("MintableERC20")
+    mint_data = c.contract(wbtc, mint.abi).encode_abi("mint", args=[safe, amount])
+    calls = [
+        {"from": dep["accounts"]["deployer"], "to": wbtc, "data": mint_data},
+        *(
+            {"from": safe, "to": to, "data": "0x" + data.hex()}
+            for to, data in (
+                (wbtc, erc20.encode("approve", router, amount)),
+                (router, load_abi("SwapRouter02").encode("exactInputSingle", swap)),
+                (usdc, erc20.encode("approve", pool_addr, out)),
+                (pool_addr, pool.encode("repay", usdc, out, 2, safe)),
+                (pool_addr, pool.encode("withdraw", wbtc, amount, safe)),
+                (pool_addr, pool.encode("getUserAccountData", safe)),
+            )
+        ),
+    ]
+    res = c.rpc(
+        "eth_simulateV1", [{"blockStateCalls": [{"calls": calls}], "validation": False}, "latest"]
+    )[0]["calls"]
+    assert all(int(r["status"], 16) == 1 for r in res), res
+    return int(
+        pool.decode_output("getUserAccountData", bytes.fromhex(res[-1]["returnData"][2:]))[5]
+    )
+
+
+def _hand_loop(c: Chain, dep: dict[str, Any], safe: str, total: int, floor: int) -> list[int]:
+    """A looped deleverage of ``total`` WBTC written by hand, executed call by call as the Safe:
+    each step withdraws the most that keeps HF >= ``floor`` before its repay (Aave's formula on
+    ``getUserAccountData`` and the reserve's threshold read from its configuration word), sells
+    it and repays everything the swap paid. Returns the steps' amounts."""
+    wbtc, usdc = dep["tokens"]["WBTC"]["address"], dep["tokens"]["USDC"]["address"]
+    pool_addr, router = dep["aave"]["pool"], dep["uniswap"]["swap_router02"]
+    pool_c = c.at(pool_addr, npm_artifact("Pool"))
+    (cfg_word,) = c.call(pool_c, "getConfiguration", wbtc)
+    lt_bps = (cfg_word >> 16) & 0xFFFF  # ReserveConfiguration bits 16-31
+    assert lt_bps == 7800  # the devnet's WBTC threshold
+    oracle = c.at(dep["aave"]["oracle"], npm_artifact("AaveOracle"))
+    price = int(c.call(oracle, "getAssetPrice", wbtc))
+    usdc_c = c.at(usdc, npm_artifact("MintableERC20"))
+    pool, erc20, rt = load_abi("Pool"), load_abi("ERC20"), load_abi("SwapRouter02")
+    fee = dep["uniswap"]["pools"]["WBTC"]["fee"]
+    c.impersonate(safe)
+    c.set_balance(safe, 10**18)
+
+    def send(to: str, data: bytes) -> None:
+        tx = {"from": safe, "to": to, "data": "0x" + data.hex(), "gas": 1_000_000}  # no estimate
+        c._send(cast(TxParams, tx), f"hand loop call to {to}")
+
+    left, steps = total, []
+    while left > 0:
+        coll, debt, _, lt_avg, _, _ = c.call(pool_c, "getUserAccountData", safe)
+        room_base = (coll * lt_avg - floor * debt * 10_000 // WAD) // lt_bps
+        a = min(left, room_base * 10**8 // price)
+        assert a > 0 and len(steps) < 12
+        before = int(c.call(usdc_c, "balanceOf", safe))
+        send(pool_addr, pool.encode("withdraw", wbtc, a, safe))
+        send(wbtc, erc20.encode("approve", router, a))
+        send(router, rt.encode("exactInputSingle", (wbtc, usdc, fee, safe, a, 0, 0)))
+        out = int(c.call(usdc_c, "balanceOf", safe)) - before
+        send(usdc, erc20.encode("approve", pool_addr, out))
+        send(pool_addr, pool.encode("repay", usdc, out, 2, safe))
+        left -= a
+        steps.append(a)
+    return steps
+
+
+async def test_looped_immediate_deleverage_withdraws_within_10_bps_of_the_true_minimum(
+    devnet: dict[str, Any], devnet_chain: Chain, rpc: RpcClient
+) -> None:
+    """A looped deleverage executed at once (HF ~1.12 -> 1.6, the floor 1.05 forces several
+    withdraw -> swap -> repay steps): every step's amountOutMinimum is what its swap pays less
+    ``immediate_slippage_bps`` (3), and the total WBTC withdrawn is within 10 bps of the true
+    minimum. The minimum is found without the planner: a bisection over the total sold, each
+    candidate executed on the chain with the swap's whole output repaid and the withdrawal last
+    (no floor in between: a lower bound for any loop); a hand-written loop 0.1 bp above it,
+    each step to the floor and its swap's whole output repaid, reaches the target too, so the
+    least a loop can withdraw is within 0.1 bp of that bound. On this devnet the planner
+    withdraws ~6.1 bps above it (the 3 bps bound x H / (H - LT) ~ 1.95), and a planner that
+    over-withdraws 1% (or ~7 bps) on the last step fails here."""
+    c = devnet_chain
+    safe = devnet["safe_lean"]["address"]
+    _btc_falls_to(c, devnet, 46_300)
+    assert 11 * WAD // 10 < _hf(c, devnet, safe) < 115 * WAD // 100
+    target = 16 * WAD // 10
+    layout = await discover(rpc, chain_config_from_deployment(devnet))
+    snap = await read_snapshot(rpc, layout)
+    header = ProposalHeader(
+        "a4", "protect:lean", "2026-01-01T00:00:00+00:00", "devnet", 31337, snap.block_number,
+        safe, (), {}, {},
+    )  # fmt: skip
+    action = TopUpAction(safe, target, Decimal(100_000), 0, Decimal(0), "protect:lean", "k")
+    cfg = ProtectionConfig(
+        "WBTC", "USDC", DeleverageConfig(venue(devnet), FLOOR, SLIPPAGE_BPS, execution="immediate")
+    )
+    cap = SpendCap("s1", Decimal(250_000), Decimal(0))
+    draft = await plan_protection(header, snap, layout, action, cap, cfg, rpc)
+    assert draft.planned and draft.action == "deleverage", draft.error
+    dl, swap = draft.deleverage, draft.swap
+    assert dl is not None and swap is not None
+    assert dl["execution"] == "immediate" and dl["slippage_bps"] == 3
+    per_step = dl["per_step"]
+    assert len(per_step) >= 3 and dl["steps"] == len(per_step)
+    total = swap.amount_in
+    assert total == sum(int(s["withdraw"]) for s in per_step)
+
+    # Through the Safe as signed; each swap's payout read from the receipt (USDC to the Safe).
+    batch = as_safe_batch(draft, devnet["safe_lean"]["multisend_call_only"])
+    st = batch.safe_tx
+    assert st is not None
+    swaps = _batch_swaps(st.data)
+    assert [int(sw["amountIn"]) for sw in swaps] == [int(s["withdraw"]) for s in per_step]
+    snap_id = c.snapshot()
+    try:
+        receipt = exec_transaction(c, safe, devnet["safe_lean"]["owners"][0], st.to,
+                                   bytes.fromhex(st.data[2:]), operation=st.operation)  # fmt: skip
+        hf = _hf(c, devnet, safe)
+    finally:
+        c.revert(snap_id)
+    usdc = devnet["tokens"]["USDC"]["address"].lower()
+    transfer = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
+    safe_topic = "0x" + "0" * 24 + safe.lower()[2:]
+    paid = [
+        int.from_bytes(bytes(log["data"]), "big")
+        for log in receipt["logs"]
+        if log["address"].lower() == usdc
+        and "0x" + bytes(log["topics"][0]).hex() == transfer
+        and "0x" + bytes(log["topics"][2]).hex() == safe_topic
+    ]
+    assert len(paid) == len(swaps)
+    for sw, out, step in zip(swaps, paid, per_step, strict=True):
+        # Each step was quoted on the pool as the earlier steps leave it: its quote is what its
+        # swap paid, and its bound is 3 bps of that, not more, not less.
+        assert int(step["quote_out"]) == out
+        assert (
+            int(sw["amountOutMinimum"]) == int(step["amount_out_minimum"]) == out * 9997 // 10_000
+        )
+    assert target <= hf <= target * 10_010 // 10_000
+
+    # The true minimum, independent of the planner (bisection executed on the chain).
+    lo, hi = total * 98 // 100, total
+    assert _hf_if_sold_first(c, devnet, safe, lo) < target <= _hf_if_sold_first(c, devnet, safe, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _hf_if_sold_first(c, devnet, safe, mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    true_min = hi
+    snap_id = c.snapshot()
+    try:
+        steps = _hand_loop(c, devnet, safe, true_min + true_min // 100_000, FLOOR)
+        assert len(steps) >= 3
+        hand_hf = _hf(c, devnet, safe)
+    finally:
+        c.revert(snap_id)
+    assert hand_hf >= target
+    assert true_min <= total <= true_min + true_min // 1000  # within 10 bps

@@ -3,11 +3,13 @@ fresh one (anvil's memory grows on a long-lived fork); the exporter counts it.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from agent.config import Settings
+from agent.core.rpc_pool import RpcPool
 from agent.ops.daemon import Operations
 from agent.ops.procmem import rss_bytes
 from agent.simulator.fork import ForkSimulator
@@ -15,9 +17,13 @@ from agent.simulator.fork import ForkSimulator
 pytestmark = pytest.mark.integration
 
 
-async def test_a_fork_over_its_limit_is_recycled(devnet: dict[str, Any], devnet_url: str) -> None:
+async def test_a_fork_over_its_limit_is_recycled(
+    devnet: dict[str, Any], devnet_url: str, fork_upstream: Callable[..., RpcPool]
+) -> None:
     ops = Operations(Settings())
-    sim = ForkSimulator(devnet_url, pool=devnet["aave"]["pool"], chain_id=int(devnet["chain_id"]))
+    sim = ForkSimulator(
+        fork_upstream(devnet_url), pool=devnet["aave"]["pool"], chain_id=int(devnet["chain_id"])
+    )
     try:
         rpc = await sim.ensure(0)
         first = sim.pid

@@ -20,7 +20,9 @@ from agent.core.abi import load_abi
 from agent.core.rpc import RpcClient
 from agent.core.units import BPS, WAD
 from agent.devnet.chain import Chain
-from agent.planner.guardian import guardian_repay, guardian_topup
+from agent.planner.guardian import with_guardian_wallet
+from agent.planner.repay import plan_repay
+from agent.planner.topup import plan_topup
 from agent.sinks.guardian import GuardianConfig, load_guardian_key
 
 pytestmark = pytest.mark.integration
@@ -84,11 +86,13 @@ async def test_guardian_supply_and_repay_on_behalf_of_the_safe(
 
         # -- top-up: approve + Pool.supply(WETH, amount, onBehalfOf=Safe, 0) ----------------
         target = before.health_factor_wad + WAD // 5  # +0.2
-        top = guardian_topup(layout=layout, safe=safe, safe_account=before, guardian=GUARDIAN,
-                             guardian_balances=g.wallet_balances,
-                             guardian_allowances=g.pool_allowances, asset=weth,
-                             reserve=snap.reserves["WETH"], target_hf_wad=target,
-                             max_spend_base=None)  # fmt: skip
+        # the one sizing path: the Safe's top-up with the guardian's wallet as its funding
+        top = plan_topup(layout=layout, account_addr=safe,
+                         account=with_guardian_wallet(before, g.wallet_balances,
+                                                      g.pool_allowances),
+                         asset=weth, reserve=snap.reserves["WETH"], target_hf_wad=target,
+                         max_spend_base=None,
+                         allowance=g.pool_allowances.get("WETH", 0))  # fmt: skip
         calls = [(t.decoded.method, t.decoded.args) for t in top.transactions]
         assert [m for m, _ in calls] == ["approve", "supply"]
         sup = calls[1][1]
@@ -96,8 +100,8 @@ async def test_guardian_supply_and_repay_on_behalf_of_the_safe(
             weth.asset.lower(),
             safe.lower(),
         )
-        assert sup["referralCode"] == 0 and sup["amount"] == top.plan.amount
-        a = top.plan.amount
+        assert sup["referralCode"] == 0 and sup["amount"] == top.amount
+        a = top.amount
         # Hand sizing: the collateral value x with (C*LT + x*LT_weth) / D = target * 1.001
         # (the top-up's 10 bps margin), in WETH at the oracle price.
         c, d = Decimal(before.total_collateral_base), Decimal(before.total_debt_base)
@@ -125,16 +129,17 @@ async def test_guardian_supply_and_repay_on_behalf_of_the_safe(
         # -- repay: approve + Pool.repay(USDC, amount, 2, onBehalfOf=Safe) ------------------
         g2 = mid_snap.accounts[GUARDIAN]
         target2 = mid.health_factor_wad + WAD // 5
-        rep = guardian_repay(layout=layout, safe=safe, safe_account=mid, guardian=GUARDIAN,
-                             guardian_balances=g2.wallet_balances,
-                             guardian_allowances=g2.pool_allowances, asset=usdc,
-                             reserve=mid_snap.reserves["USDC"], target_hf_wad=target2)  # fmt: skip
+        rep = plan_repay(layout=layout, account_addr=safe,
+                         account=with_guardian_wallet(mid, g2.wallet_balances,
+                                                      g2.pool_allowances),
+                         asset=usdc, reserve=mid_snap.reserves["USDC"], target_hf_wad=target2,
+                         allowance=g2.pool_allowances.get("USDC", 0))  # fmt: skip
         calls = [(t.decoded.method, t.decoded.args) for t in rep.transactions]
         assert [m for m, _ in calls] == ["approve", "repay"]
         rp = calls[1][1]
         assert (rp["asset"].lower(), rp["onBehalfOf"].lower()) == (usdc.asset.lower(), safe.lower())
-        assert rp["interestRateMode"] == 2 and rp["amount"] == rep.plan.amount
-        r = rep.plan.amount
+        assert rp["interestRateMode"] == 2 and rp["amount"] == rep.amount
+        r = rep.amount
         c2, d2 = Decimal(mid.total_collateral_base), Decimal(mid.total_debt_base)
         lt2 = Decimal(mid.liquidation_threshold_bps)
         price_u = Decimal(mid_snap.reserves["USDC"].price_base)
@@ -186,7 +191,9 @@ def _by_hand(devnet: dict[str, Any], chain: Chain) -> tuple[int, int, Decimal]:
     p_weth = Decimal(chain.call(oracle, "getAssetPrice", tokens["WETH"]))
     p_usdc = Decimal(chain.call(oracle, "getAssetPrice", tokens["USDC"]))
     lt_weth = Decimal(next(a.lt for a in ASSETS if a.symbol == "WETH"))
-    repay_each = d - d * 13 // 16  # the planner's integer form of D * (1 - 1.3/1.6)
+    # the repay planner's integer form of D * (1 - 1.3/1.6): collateral x LT at the trigger
+    # floored to base units (as Aave's percentMul), then the largest debt at 1.6 floored
+    repay_each = d - (d * 13 // 10) * 10 // 16
     top_each = -(-d * 3 * 10_000 // (10 * lt_weth))
     return int(500_000 * p_usdc // repay_each), int(200 * p_weth // top_each), p_usdc
 
@@ -198,15 +205,14 @@ async def test_the_daemon_gauges_and_their_refresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from agent.config import load_settings
-    from agent.ops.guardian import GuardianWatch, guardian_position
+    from agent.ops.guardian import GuardianWatch, guarded_positions
     from agent.ops.telemetry import Telemetry
     from agent.pipeline.parts import build_parts
 
     _fund(devnet, devnet_chain, {s: t["address"] for s, t in devnet["tokens"].items()})
     monkeypatch.setenv("DEVNET_GUARDIAN_KEY", GUARDIAN_KEY)
     settings = load_settings(_config(devnet, tmp_path))
-    position = guardian_position(settings, build_parts(settings).positions)
-    assert position is not None
+    (position,) = guarded_positions(build_parts(settings).positions)
     repays, tops, p_usdc = _by_hand(devnet, devnet_chain)
     now = [1000.0]
     t = Telemetry(tick_interval_s=5, error_budget=3)
@@ -214,10 +220,13 @@ async def test_the_daemon_gauges_and_their_refresh(
     async with RpcClient(devnet["rpc_url"], source="rpc:devnet") as rpc:
         assert await watch.refresh(rpc, settings, position) is not None
         text = t.render().decode()
-        assert f"hedge_agent_guardian_actions_covered {float(repays + tops)}" in text
-        assert "hedge_agent_guardian_gas_eth 1.0" in text
+        # labelled by guardian and chain (and position): one set per guardian per chain
+        who = f'chain="devnet",guardian="{GUARDIAN}"'
+        covers = f'hedge_agent_guardian_actions_covered{{{who},position=""}}'
+        assert f"{covers} {float(repays + tops)}" in text
+        assert f"hedge_agent_guardian_gas_eth{{{who}}} 1.0" in text
         usdc = float(500_000 * p_usdc / 10**8)
-        assert f'hedge_agent_guardian_balance_usd{{asset="USDC"}} {usdc}' in text
+        assert f'hedge_agent_guardian_balance_usd{{asset="USDC",{who}}} {usdc}' in text
         now[0] += 299  # within guardian.refresh_s (300): no read
         assert await watch.refresh(rpc, settings, position) is None
         now[0] += 1

@@ -14,7 +14,7 @@ from eth_account import Account
 from pydantic import SecretStr
 
 from agent.core.anvil import AnvilProcess
-from agent.core.rpc import RpcClient
+from agent.core.rpc import RpcClient, send_client
 from agent.sinks.config import LiveConfig
 from agent.sinks.live import LiveSender, open_sends_of, reconcile_live_sends, send_durably
 from agent.store.ledger import ProposalLedger
@@ -42,7 +42,11 @@ async def test_one_transaction_per_proposal_and_reconciliation(
     cfg = LiveConfig(enabled=True, signer_key=SecretStr(KEY), private_rpc_url=SecretStr(anvil.url),
                      receipt_timeout_s=10)  # fmt: skip
     store = ProposalLedger(tmp_path / "s.sqlite")
-    async with RpcClient(anvil.url) as rpc, LiveSender(cfg, chain_id=31337, read_rpc=rpc) as sender:
+    async with (
+        RpcClient(anvil.url) as rpc,
+        send_client(cfg.private_rpc_url.get_secret_value()) as send,
+    ):
+        sender = LiveSender(cfg, chain_id=31337, read_rpc=rpc, send_rpc=send)
         # 1. a proposal is sent once: the second call finds its transaction and sends nothing
         first = await send_durably(sender, store, "k1", [(TO, "0x", 1)], poll_s=0.05)
         again = await send_durably(sender, store, "k1", [(TO, "0x", 1)], poll_s=0.05)
@@ -114,7 +118,11 @@ async def test_lost_broadcast_answer_leaves_an_open_intent_not_a_second_send(
     cfg = LiveConfig(enabled=True, signer_key=SecretStr(KEY),
                      private_rpc_url=SecretStr("http://127.0.0.1:9"), receipt_timeout_s=5)  # fmt: skip
     store = ProposalLedger(tmp_path / "s.sqlite")
-    async with RpcClient(anvil.url) as rpc, LiveSender(cfg, chain_id=31337, read_rpc=rpc) as sender:
+    async with (
+        RpcClient(anvil.url) as rpc,
+        send_client(cfg.private_rpc_url.get_secret_value()) as send,
+    ):
+        sender = LiveSender(cfg, chain_id=31337, read_rpc=rpc, send_rpc=send)
         sender._chain_checked = True  # the refusing endpoint cannot answer eth_chainId either
         out = await send_durably(sender, store, "k1", [(TO, "0x", 1)], poll_s=0.05)
         assert [s["status"] for s in out] == ["sent"] and "broadcast answer lost" in out[0][

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from agent.collectors.onchain import discover, read_snapshot
 from agent.config import chain_config_from_deployment
 from agent.core.errors import ConfigError, Halt
-from agent.core.rpc import RpcClient
+from agent.core.rpc import RpcClient, send_client
 from agent.core.units import WAD
 from agent.devnet.chain import Chain
 from agent.planner.repay import plan_repay
@@ -73,7 +73,8 @@ async def test_guard_and_send_repay_via_private_rpc(
                     check_live_allowed(*args)  # type: ignore[arg-type]
                 refusals.append(str(ei.value))
             check_live_allowed(cfg, await rpc.chain_id(), 31337, [True], signer_present=True)
-            async with LiveSender(cfg, chain_id=31337, read_rpc=rpc) as sender:
+            async with send_client(devnet["rpc_url"]) as send:
+                sender = LiveSender(cfg, chain_id=31337, read_rpc=rpc, send_rpc=send)
                 assert sender.address == owner
                 sent = await sender.send_safe_exec(st)
                 receipt = await sender.wait_receipt(sent.tx_hash, poll_s=0.05)

@@ -80,7 +80,7 @@ async def test_each_chain_is_read_in_one_call_and_a_dead_chain_is_left_out(
     anvil2, dep2 = chain2
     settings = load_settings(_config(tmp_path, devnet, dep2))
     async with App(settings) as app:
-        agent = Agent(app)
+        agent = Agent(app.daemon_parts())
         await agent.setup()
         assert set(agent.layouts) == {"one", "two"}
         assert [p.chain.chain_id for p in agent.proposers] == [31337, 31338]
@@ -125,7 +125,7 @@ async def test_the_chain_id_is_checked_in_the_snapshot_batch(
     )
     chain = Chain(devnet["rpc_url"])
     async with App(load_settings(path)) as app:
-        agent = Agent(app)
+        agent = Agent(app.daemon_parts())
         await agent.setup()
         await agent.tick(1)
         assert METRICS.sources["rpc:one"].methods == {"eth_call": 1}  # the whole tick
@@ -135,3 +135,54 @@ async def test_the_chain_id_is_checked_in_the_snapshot_batch(
                 await agent.tick(2)
         finally:
             chain.rpc("anvil_setChainId", [31337])
+
+
+def _send_on(chain: Chain) -> tuple[str, str, int, int]:
+    """A real transaction mined on ``chain``: (hash, sender, nonce, block)."""
+    sender = chain.accounts()[0]
+    nonce = int(chain.rpc("eth_getTransactionCount", [sender, "latest"]), 16)
+    tx_hash = chain.rpc("eth_sendTransaction", [{"from": sender, "to": sender, "value": "0x0"}])
+    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.01)
+    return tx_hash, sender, nonce, int(receipt["blockNumber"])
+
+
+@pytest.mark.integration  # each devnet chain snapshotted and reverted around the test
+async def test_each_chains_sends_are_reconciled_on_that_chains_rpc(
+    tmp_path: Path, devnet: dict[str, Any], devnet2: dict[str, Any]
+) -> None:
+    """A send recorded for the second chain (chain id 31338) is settled on the second chain's
+    RPC, at start-up and at a tick: one reconciliation per chain, not only on the first's
+    (which knows no such hash: there it would stay open, never learning it was mined)."""
+    two = Chain(devnet2["rpc_url"])
+    settings = load_settings(_config(tmp_path, devnet, devnet2))
+    async with App(settings) as app:
+        ledger = app.ledger
+
+        def intent(tx: tuple[str, str, int, int], key: str) -> None:
+            tx_hash, sender, nonce, _ = tx
+            ledger.record_live_intent(
+                tx_hash=tx_hash,
+                idempotency_key=key,
+                account=sender,
+                nonce=nonce,
+                chain_id=31338,
+                raw_tx="0x",
+            )
+
+        def status(tx_hash: str) -> tuple[str, str | None]:
+            (s,) = [s for s in ledger.live_sends() if s.tx_hash == tx_hash]
+            return s.status, s.detail
+
+        # a kill left the intent open: the send was mined on chain two meanwhile
+        at_start = _send_on(two)
+        intent(at_start, "topup:31338:before")
+        agent = Agent(app.daemon_parts())
+        await agent.setup()
+        assert status(at_start[0]) == ("mined", f"block {at_start[3]}")
+
+        during = _send_on(two)  # an open send the next tick settles
+        intent(during, "topup:31338:during")
+        assert status(during[0]) == ("intent", None)
+        await agent.tick(1)
+        assert status(during[0]) == ("mined", f"block {during[3]}")
+        assert not ledger.live_sends(open_only=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -17,6 +18,7 @@ from agent.core.abi import load_abi
 from agent.core.market import MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.core.units import WAD
 from agent.devnet.chain import Chain
 from agent.planner.safe import build_safe_tx
@@ -110,7 +112,7 @@ async def test_one_failing_call_does_not_sink_the_batch(
 
 
 async def test_safe_top_up_simulated_on_a_fork_reaches_target(
-    devnet: dict[str, Any], devnet_url: str
+    devnet: dict[str, Any], devnet_url: str, fork_upstream: Callable[..., RpcPool]
 ) -> None:
     safe = devnet["safe"]["address"]
     target = 21 * WAD // 10
@@ -149,7 +151,7 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
     supply = plan.transactions[-1].decoded
     assert supply.args["amount"] == amount == plan.amount
     assert hf_now < target
-    sim = ForkSimulator(devnet_url, pool=layout.pool)
+    sim = ForkSimulator(fork_upstream(devnet_url), pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], plan.transactions)
         assert st.operation == 1  # a MultiSendCallOnly batch
@@ -174,7 +176,7 @@ async def test_safe_top_up_simulated_on_a_fork_reaches_target(
 
 
 async def test_reverting_batch_reports_the_decoded_reason(
-    devnet: dict[str, Any], devnet_url: str
+    devnet: dict[str, Any], devnet_url: str, fork_upstream: Callable[..., RpcPool]
 ) -> None:
     safe = devnet["safe"]["address"]
     async with RpcClient(devnet_url) as rpc:
@@ -193,7 +195,7 @@ async def test_reverting_batch_reports_the_decoded_reason(
         max_spend_base=None,
         allowance=0,
     )
-    sim = ForkSimulator(devnet_url, pool=layout.pool)
+    sim = ForkSimulator(fork_upstream(devnet_url), pool=layout.pool)
     try:
         st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], plan.transactions)
         res = await sim.simulate_safe(snap.block_number, st, safe, "top-up")
@@ -264,12 +266,12 @@ async def _simulate_inner(devnet: dict[str, Any], devnet_url: str, txs: list[Any
     async with RpcClient(devnet_url) as rpc:
         layout = await layout_for(rpc, devnet)
         head = await rpc.block_number()
-    sim = ForkSimulator(devnet_url, pool=layout.pool)
-    try:
-        st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], txs)
-        return await sim.simulate_safe(head, st, safe, "batch", inner=txs)
-    finally:
-        await sim.stop()
+        sim = ForkSimulator(rpc, pool=layout.pool)  # the fork reads the devnet through rpc
+        try:
+            st = build_safe_tx(safe, devnet["safe"]["multisend_call_only"], txs)
+            return await sim.simulate_safe(head, st, safe, "batch", inner=txs)
+        finally:
+            await sim.stop()
 
 
 async def test_missing_allowance_is_reported_with_the_reverting_call(

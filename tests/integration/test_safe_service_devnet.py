@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from agent.core.abi import load_abi
 from agent.core.anvil import find_tool
 from agent.core.http import HttpClient, RetryPolicy
 from agent.core.rpc import RpcClient
+from agent.core.rpc_pool import RpcPool
 from agent.devnet.artifacts import npm_artifact
 from agent.devnet.chain import Chain
 from agent.planner.safe import SafeTx
@@ -58,7 +59,11 @@ async def service(devnet: dict[str, Any]) -> AsyncIterator[FakeSafeService]:
 
 
 async def test_simulated_and_queued_at_the_next_free_nonce(
-    devnet: dict[str, Any], devnet_url: str, devnet_chain: Chain, service: FakeSafeService
+    devnet: dict[str, Any],
+    devnet_url: str,
+    devnet_chain: Chain,
+    service: FakeSafeService,
+    fork_upstream: Callable[..., RpcPool],
 ) -> None:
     safe = devnet["safe"]["address"]
     usdc = devnet["tokens"]["USDC"]["address"]
@@ -71,7 +76,7 @@ async def test_simulated_and_queued_at_the_next_free_nonce(
     st = SafeTx(safe=safe, to=usdc, value=0, data=data, operation=0)
     cfg = SafeServiceConfig(enabled=True, base_url=service.base, api_key=SecretStr(API_KEY),
                             delegate_key=SecretStr(DELEGATE_KEY))  # fmt: skip
-    sim = ForkSimulator(devnet_url, pool=devnet["aave"]["pool"])
+    sim = ForkSimulator(fork_upstream(devnet_url), pool=devnet["aave"]["pool"])
     try:
         async with HttpClient(retry=RetryPolicy(attempts=1)) as http, RpcClient(devnet_url) as rpc:
             sink = SafeServiceSink(http, cfg, chain_id=31337)

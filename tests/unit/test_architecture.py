@@ -1,6 +1,6 @@
 """The pipeline reads left to right: collectors → store → signals → policy → planner →
 simulator → sinks (``core`` under all). A stage never imports a stage to its right; the
-composition modules (runner, evaluate, propose, advisory, cli, commands) are the only place they meet."""
+glue (``agent/pipeline``) and the entry points above it are the only place they meet."""
 
 from __future__ import annotations
 
@@ -74,7 +74,6 @@ def test_policy_models_do_not_import_explain() -> None:
 ENTRY_POINTS = {
     "cli.py",
     "app.py",
-    "pipeline/runner.py",
     "commands",
     "ops/command.py",
     "ops/check.py",
@@ -82,7 +81,8 @@ ENTRY_POINTS = {
 ENTRY_POINTS |= {"backtest/command.py", "devnet/command.py"}
 # Where a network client may be constructed: the composition root and the clients' own home.
 CLIENT_HOMES = {"app.py", "core"}
-CLIENTS = {"RpcClient", "RpcPool", "HttpClient", "ClientSession", "AsyncClient"}
+# (``send_client``: a private send URL's client is App's to build, never a sink's.)
+CLIENTS = {"RpcClient", "RpcPool", "HttpClient", "ClientSession", "AsyncClient", "send_client"}
 
 
 def _is_under(rel: Path, places: set[str]) -> bool:
@@ -130,27 +130,12 @@ def test_no_module_below_the_entry_points_imports_the_composition_root() -> None
     assert not bad, "\n".join(bad)
 
 
-# Not yet moved into App (issue 21 item 3, left): each file's clients, and why they are there.
-KNOWN_OUTSIDE = {
-    # the fork's own local anvil (started per fork, one attempt) and the upstream pool when the
-    # simulator is given a URL instead of App's pool (tests, the roles plan)
-    "agent/simulator/fork.py": {"RpcClient", "RpcPool"},
-    # the relay forwards the fork's reads to the pool's active URL through its own session
-    "agent/simulator/relay.py": {"ClientSession"},
-    # the live and autonomous senders' private send URL (one attempt, never retried)
-    "agent/sinks/live.py": {"RpcClient"},
-    "agent/sinks/autonomous.py": {"RpcClient"},
-}
-
-
 def test_network_clients_are_built_only_in_app_and_core() -> None:
-    """Outside App and core only the listed, known sites (a new one anywhere fails, and a
-    site moved into App must leave the list)."""
-    found: dict[str, set[str]] = {}
-    for line in clients_built_outside(AGENT):
-        where, _, what = line.partition(" builds ")
-        found.setdefault(where.rsplit(":", 1)[0], set()).add(what)
-    assert found == KNOWN_OUTSIDE
+    """The stages take ready clients: the chain's pool and the private send URLs' clients from
+    App, the fork's anvil client and the relay's session from core's factories
+    (``AnvilProcess.client``, ``bare_session``)."""
+    bad = clients_built_outside(AGENT)
+    assert not bad, "\n".join(bad)
 
 
 def test_the_glue_checks_fail_on_a_deliberate_violation(tmp_path: Path) -> None:
@@ -168,10 +153,16 @@ def test_the_glue_checks_fail_on_a_deliberate_violation(tmp_path: Path) -> None:
     (root / "sinks" / "live.py").write_text(
         "from agent.core.rpc import RpcClient\n\ndef f(url):\n    return RpcClient(url)\n"
     )
+    (root / "sinks" / "autonomous.py").write_text(  # the App-only factory, called by a sink
+        "from agent.core.rpc import send_client\n\ndef f(url):\n    return send_client(url)\n"
+    )
     (root / "core" / "rpc.py").write_text("class RpcClient: ...\nx = RpcClient()\n")
     (root / "app.py").write_text("import aiohttp\ns = aiohttp.ClientSession()\n")
     assert upward_imports(root) == ["agent/pipeline/collect.py imports agent.app"]
-    assert clients_built_outside(root) == ["agent/sinks/live.py:4 builds RpcClient"]
+    assert clients_built_outside(root) == [
+        "agent/sinks/autonomous.py:4 builds send_client",
+        "agent/sinks/live.py:4 builds RpcClient",
+    ]
 
 
 def test_test_module_basenames_are_unique() -> None:

@@ -89,12 +89,16 @@ def test_one_guard_action_priced_by_hand() -> None:
 def test_the_guardians_top_up_and_repay_credit_the_safe() -> None:
     """The guardian pays from its own wallet, but the collateral and the repaid debt are the
     Safe's: ``supply`` and ``repay`` name the Safe as onBehalfOf, the amounts are sized from the
-    Safe's account data and the guardian's balance (mutation audit: wrong onBehalfOf)."""
+    Safe's account data and the guardian's balance (mutation audit: wrong onBehalfOf). One sizing
+    path: the Safe's own ``plan_topup``/``plan_repay`` with the guardian's wallet in place of
+    the Safe's (which is empty here: sized from it, nothing would be planned)."""
     from eth_utils.address import to_checksum_address
 
     from agent.core.market import AccountState, MarketLayout, ReserveMeta, ReserveState
     from agent.core.units import WAD
-    from agent.planner.guardian import guardian_repay, guardian_topup
+    from agent.planner.guardian import with_guardian_wallet
+    from agent.planner.repay import plan_repay
+    from agent.planner.topup import plan_topup
 
     pool, safe = "0x" + "44" * 20, "0x" + "5a" * 20
     weth = ReserveMeta("0x" + "11" * 20, "WETH", 18, "0x" + "22" * 20, "0x" + "33" * 20, 8250, 8000)
@@ -102,21 +106,33 @@ def test_the_guardians_top_up_and_repay_credit_the_safe() -> None:
     layout = MarketLayout("t", "aave-v3", pool, pool, pool, (weth, usdc), (safe,), {}, {}, {})
     c, d = 20_000 * 10**8, 10_000 * 10**8  # HF 1.65 at LT 82.5%
     acct = AccountState(c, d, 0, 8250, 8000, c * 8250 * WAD // (d * 10_000), {}, {})
-    common = dict(layout=layout, safe=safe, safe_account=acct, guardian=ADDR,
-                  target_hf_wad=18 * WAD // 10)  # fmt: skip
-    top = guardian_topup(**common, guardian_balances={"WETH": 10**21}, guardian_allowances={},
-                         asset=weth, reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8),
-                         max_spend_base=None)  # type: ignore[arg-type]  # fmt: skip
-    supply = top.plan.transactions[-1]
+    target = 18 * WAD // 10
+
+    def paid_by_guardian(balances: dict[str, int]) -> AccountState:
+        return with_guardian_wallet(acct, balances, {})
+
+    top = plan_topup(layout=layout, account_addr=safe, account=paid_by_guardian({"WETH": 10**21}),
+                     asset=weth, reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8),
+                     target_hf_wad=target, max_spend_base=None)  # fmt: skip
+    supply = top.transactions[-1]
     assert list(supply.decoded.args.values()) == [
-        to_checksum_address(weth.asset), top.plan.amount, to_checksum_address(safe), 0,
+        to_checksum_address(weth.asset), top.amount, to_checksum_address(safe), 0,
     ]  # fmt: skip
     # aimed 10 bps above 1.8: (1.8018 * $10,000 - $20,000 * 0.825) / 0.825 = $1,840 = 0.92 WETH
-    assert top.plan.amount == 920_000_000_000_000_000
-    rep = guardian_repay(**common, guardian_balances={"USDC": 10**12}, guardian_allowances={},
-                         asset=usdc, reserve=ReserveState(0, 0, 0, 0, 10**8),
-                         )  # type: ignore[arg-type]  # fmt: skip
-    call = rep.plan.transactions[-1]
+    assert top.amount == 920_000_000_000_000_000 and top.capped_by is None
+    # a guardian holding 0.5 WETH: the plan is cut to what the GUARDIAN holds
+    short = plan_topup(layout=layout, account_addr=safe,
+                       account=paid_by_guardian({"WETH": 5 * 10**17}), asset=weth,
+                       reserve=ReserveState(0, 0, 0, 0, 2000 * 10**8), target_hf_wad=target,
+                       max_spend_base=None)  # fmt: skip
+    assert (short.amount, short.capped_by) == (5 * 10**17, "wallet")
+    rep = plan_repay(layout=layout, account_addr=safe, account=paid_by_guardian({"USDC": 10**12}),
+                     asset=usdc, reserve=ReserveState(0, 0, 0, 0, 10**8),
+                     target_hf_wad=target)  # fmt: skip
+    call = rep.transactions[-1]
     assert list(call.decoded.args.values()) == [
-        to_checksum_address(usdc.asset), rep.plan.amount, 2, to_checksum_address(safe),
+        to_checksum_address(usdc.asset), rep.amount, 2, to_checksum_address(safe),
     ]  # fmt: skip
+    # by hand (no borrow rate, so no accrual): the largest debt at 1.8 is $16,500 / 1.8 =
+    # $9,166.66666666 (floored to base units), so $833.33333334 is repaid: 833.333334 USDC
+    assert rep.amount == 833_333_334 and rep.capped_by is None

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from agent.core.errors import AgentError, ConfigError, Halt, MalformedResponse, RpcError
+from agent.core.rpc import send_client
 from agent.sinks.config import LiveConfig, SinksConfig
 from agent.sinks.live import LiveRefused, LiveSender, check_live_allowed
 
@@ -116,7 +117,8 @@ async def test_sender_signs_with_min_tip_and_checks_hash(rpc: tuple[FakeRpc, str
     fake, url = rpc
     to = "0x0000000000000000000000000000000000000abc"
     with capture_logs() as events:
-        async with LiveSender(cfg_for(url), chain_id=1) as sender:
+        async with send_client(url) as send:
+            sender = LiveSender(cfg_for(url), chain_id=1, send_rpc=send)
             with pytest.raises(MalformedResponse, match="eth_sendRawTransaction answered") as ei:
                 await sender.send(to, "0x1234")
     raw = fake.raw[0]
@@ -133,14 +135,16 @@ async def test_sender_signs_with_min_tip_and_checks_hash(rpc: tuple[FakeRpc, str
 async def test_sender_refuses_wrong_chain_and_reports_rpc_errors(rpc: tuple[FakeRpc, str]) -> None:
     fake, url = rpc
     fake.chain_id = 5
-    async with LiveSender(cfg_for(url), chain_id=1) as sender:
+    async with send_client(url) as send:
+        sender = LiveSender(cfg_for(url), chain_id=1, send_rpc=send)
         with pytest.raises(
             LiveRefused, match="private RPC reports chain id 5, configuration expects 1"
         ):
             await sender.send("0x0000000000000000000000000000000000000abc", "0x")
     fake.chain_id = 1
     fake.send_answer = {"error": {"code": -32000, "message": "nonce too low"}}
-    async with LiveSender(cfg_for(url), chain_id=1) as sender:
+    async with send_client(url) as send:
+        sender = LiveSender(cfg_for(url), chain_id=1, send_rpc=send)
         with pytest.raises(RpcError, match="nonce too low") as ei:
             await sender.send("0x0000000000000000000000000000000000000abc", "0x")
     assert KEY[2:] not in str(ei.value)
@@ -150,5 +154,5 @@ def test_bad_key_is_not_echoed() -> None:
     bad = LiveConfig(enabled=True, signer_key=SecretStr("0xdeadbeef-secret-material"),
                      private_rpc_url=SecretStr("http://127.0.0.1:1"))  # fmt: skip
     with pytest.raises(ConfigError, match=r"sinks\.live\.signer_key is not a valid") as ei:
-        LiveSender(bad, chain_id=1)
+        LiveSender(bad, chain_id=1, send_rpc=send_client("http://127.0.0.1:1"))
     assert "secret-material" not in str(ei.value)
