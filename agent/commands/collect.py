@@ -166,7 +166,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from agent.app import App
     from agent.commands.store import parse_when
     from agent.config import load_settings
-    from agent.pipeline.backfill import BackfillReport, Progress, backfill
+    from agent.pipeline.backfill import Progress, backfill_chains
 
     settings = load_settings(args.config)
     since = parse_when(args.since)
@@ -177,29 +177,16 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         # NORMAL is safe here: each step's rows and its checkpoint are one transaction.
         async with App(settings, store_synchronous="NORMAL") as app:
             chains = app.parts.chains
-            reports = [
-                await backfill(
-                    settings,
-                    app.store,
-                    since=since,
-                    chain=chain,
-                    shared=i == 0,
-                    http=app.http,
-                    rpc=app.rpc(chain) if chain.has_rpc else None,
-                    restart=args.restart,
-                    progress=progress,
-                )
-                for i, chain in enumerate(chains)  # every chain; HTTP history once, with the first
-            ]
-            if len(reports) == 1:
-                return reports[0]
-            merged = BackfillReport(
-                since=reports[0].since, elapsed_s=sum(r.elapsed_s for r in reports)
+            return await backfill_chains(
+                settings,
+                app.store,
+                chains,
+                since=since,
+                rpcs={c.name: app.rpc(c) if c.has_rpc else None for c in chains},
+                http=app.http,
+                restart=args.restart,
+                progress=progress,
             )
-            for i, (chain, r) in enumerate(zip(chains, reports, strict=True)):
-                for name, task in r.tasks.items():
-                    merged.tasks[name if i == 0 else f"{name}:{chain.name}"] = task
-            return merged
 
     try:
         report = asyncio.run(load())

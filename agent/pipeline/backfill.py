@@ -28,6 +28,10 @@ A checkpoint remembers the ``since`` it was made for; a different ``since`` rest
 A finished task is skipped on the next run unless ``restart=True``. On-chain tasks pin the head
 block of their first run in the cursor, so a resumed run covers exactly the same blocks. The live
 ``metaAndAssetCtxs`` funding and the subgraph (no history API) are not backfilled.
+
+One backfill: ``hedge-agent backfill`` (:func:`backfill_chains`) and the daemon's start-up
+(:func:`startup_backfill`, the snapshot task alone, from where the store's last snapshot ends,
+as ``startup:onchain:CHAIN``) run the same tasks through :func:`run_tasks`.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TextIO
 
@@ -67,6 +71,7 @@ from agent.core.http import HttpClient
 from agent.core.market import MarketLayout
 from agent.core.models import Observation
 from agent.core.rpc import RpcClient
+from agent.ops.incremental import backfill_start
 from agent.pipeline.collect import comet_collect
 from agent.pipeline.parts import Chain, lists_comet
 from agent.store.sqlite import Store
@@ -247,31 +252,38 @@ def chain_tasks(
     since: int,
     *,
     comet: bool = True,
+    liquidations: bool = True,
+    head: int | None = None,
+    prefix: str = "",
     segment_steps: int = 24,
 ) -> list[Task]:
     """On-chain history of one chain: snapshots every ``agent.backfill_step_s`` (plus, with
-    ``comet``, Comet rates at the same blocks) and liquidation volume per hour, both pinned to
-    the head of their first run."""
+    ``comet``, Comet rates at the same blocks) and, with ``liquidations`` (and the collector
+    on), liquidation volume per hour, both pinned to the head of their first run (``head``,
+    default the chain's head less the liquidations' confirmations). ``prefix`` goes before
+    the task names (the daemon's start-up backfill checkpoints apart from the command's)."""
     step_s = settings.agent.backfill_step_s
     clock = BlockClock(rpc)
     comet_cfg = settings.collectors.comet
     comet_on = comet and comet_cfg.enabled and bool(comet_cfg.markets)
 
     async def head_now() -> int:
+        if head is not None:
+            return head
         return max(0, await rpc.block_number() - settings.collectors.liquidations.confirmations)
 
     async def onchain(cursor: Any) -> tuple[list[Observation], Any, bool]:
         if cursor is None:
             cursor = {"t": since, "head": await head_now()}
-        t, head = int(cursor["t"]), int(cursor["head"])
-        head_ts = await clock.ts(head)
+        t, top = int(cursor["t"]), int(cursor["head"])
+        head_ts = await clock.ts(top)
         if t >= head_ts:
             return [], cursor, True
         seg_end = t + segment_steps * step_s
-        until = await clock.first_at_or_after(seg_end, 0, head)
-        last = until > head or seg_end >= head_ts
-        until = min(until, head)
-        first = max(0, await clock.first_at_or_after(t, 0, head) - 1)
+        until = await clock.first_at_or_after(seg_end, 0, top)
+        last = until > top or seg_end >= head_ts
+        until = min(until, top)
+        first = max(0, await clock.first_at_or_after(t, 0, top) - 1)
         snaps = await backfill_snapshots(
             rpc, layout, since_ts=t, until_block=until, step_s=step_s, first_block=first
         )
@@ -285,33 +297,37 @@ def chain_tasks(
                     obs += rates
                 except AgentError as exc:  # e.g. Comet not deployed yet at that block
                     log.info("backfill.comet_unreadable", block=snap.block_number, error=str(exc))
-        nxt = {"t": seg_end, "head": head}
+        nxt = {"t": seg_end, "head": top}
         return obs, nxt, last
 
-    async def liquidations(cursor: Any) -> tuple[list[Observation], Any, bool]:
+    async def liquidation_hours(cursor: Any) -> tuple[list[Observation], Any, bool]:
         lc = settings.collectors.liquidations
         if cursor is None:
             cursor = {"hour": hour_floor(since), "head": await head_now(), "chunk": lc.chunk_blocks}
-        hour, head, chunk = int(cursor["hour"]), int(cursor["head"]), int(cursor["chunk"])
-        final = hour_floor(await clock.ts(head))
+        hour, top, chunk = int(cursor["hour"]), int(cursor["head"]), int(cursor["chunk"])
+        final = hour_floor(await clock.ts(top))
         end = min(hour + lc.backfill_segment_hours * HOUR, final)
         if end <= hour:
             return [], cursor, True
         scan = await liquidation_volume(
-            rpc, layout, start_hour=hour, end_hour=end, head=head, chunk_blocks=chunk, clock=clock
+            rpc, layout, start_hour=hour, end_hour=end, head=top, chunk_blocks=chunk, clock=clock
         )
         for p in scan.problems:
             log.warning("backfill.liquidations_problem", problem=p)
         return (
             scan.observations,
-            {"hour": end, "head": head, "chunk": scan.chunk_blocks},
+            {"hour": end, "head": top, "chunk": scan.chunk_blocks},
             end >= final,
         )
 
-    tasks = [Task(f"onchain:{chain.name}", onchain, lambda v: f"t={v and v['t']}")]
-    if settings.collectors.liquidations.enabled:
+    tasks = [Task(f"{prefix}onchain:{chain.name}", onchain, lambda v: f"t={v and v['t']}")]
+    if liquidations and settings.collectors.liquidations.enabled:
         tasks.append(
-            Task(f"liquidations:{chain.name}", liquidations, lambda v: f"hour={v and v['hour']}")
+            Task(
+                f"{prefix}liquidations:{chain.name}",
+                liquidation_hours,
+                lambda v: f"hour={v and v['hour']}",
+            )
         )
     return tasks
 
@@ -457,3 +473,115 @@ async def backfill(
             progress.close()
     report.elapsed_s = time.perf_counter() - t0
     return report
+
+
+async def backfill_chains(
+    settings: Settings,
+    store: Store,
+    chains: Sequence[Chain],
+    *,
+    since: int,
+    rpcs: Mapping[str, RpcClient | None],
+    http: HttpClient,
+    restart: bool = False,
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """``hedge-agent backfill``: :func:`backfill` for every chain in turn (``rpcs`` by chain
+    name; None: no URL), the chain-independent history (HTTP APIs) once, with the first chain;
+    with several chains one report whose on-chain task names carry their chain."""
+    reports = [
+        await backfill(
+            settings,
+            store,
+            since=since,
+            chain=chain,
+            shared=i == 0,
+            http=http,
+            rpc=rpcs.get(chain.name),
+            restart=restart,
+            progress=progress,
+        )
+        for i, chain in enumerate(chains)
+    ]
+    if len(reports) == 1:
+        return reports[0]
+    merged = BackfillReport(since=reports[0].since, elapsed_s=sum(r.elapsed_s for r in reports))
+    for i, (chain, r) in enumerate(zip(chains, reports, strict=True)):
+        for name, task in r.tasks.items():
+            merged.tasks[name if i == 0 else f"{name}:{chain.name}"] = task
+    return merged
+
+
+STARTUP = "startup:"  # the daemon's start-up tasks' checkpoint names begin with this
+
+
+async def startup_backfill(
+    settings: Settings,
+    store: Store,
+    chains: Sequence[Chain],
+    *,
+    rpcs: Mapping[str, RpcClient],
+    layouts: Mapping[str, MarketLayout],
+) -> int:
+    """The daemon's start-up backfill: each chain's on-chain snapshots over the signal
+    windows (``agent.backfill_hours``, one per ``agent.backfill_step_s``), every chain at once,
+    through the snapshot task of ``hedge-agent backfill`` (:func:`chain_tasks`, run by
+    :func:`run_tasks`, checkpointed as ``startup:onchain:<chain>``) pinned to the head at
+    start. It begins just after the store's last on-chain snapshot when that is later than the
+    window's start (``backfill_start``): a restart reads only its downtime. Neither Comet nor
+    liquidations are read here (the first tick's liquidation scan reads its look-back). A task
+    that fails fails the start-up. Returns the rows inserted or changed."""
+    hours = settings.agent.backfill_hours
+    if hours <= 0:
+        return 0
+    step_s = settings.agent.backfill_step_s
+
+    async def one(chain: Chain, layout: MarketLayout) -> int:
+        rpc = rpcs[chain.name]
+        head = await rpc.block_number()
+        head_ts = int((await rpc.get_block(head))["timestamp"], 16)
+        since = backfill_start(store, layout, head_ts=head_ts, hours=hours, step_s=step_s)
+        snapshots = 0
+
+        def counted(step: Step) -> Step:
+            async def run(cursor: Any) -> tuple[list[Observation], Any, bool]:
+                nonlocal snapshots
+                obs, nxt, done = await step(cursor)
+                snapshots += len({o.ts for o in obs})  # one time per snapshot read
+                return obs, nxt, done
+
+            return run
+
+        tasks = [
+            replace(t, step=counted(t.step))
+            for t in chain_tasks(
+                settings,
+                chain.config,
+                rpc,
+                layout,
+                since,
+                comet=False,
+                liquidations=False,
+                head=head,
+                prefix=STARTUP,
+            )
+        ]
+        # restart: where to begin is the store's (above), not an earlier start-up's checkpoint
+        report = await run_tasks(
+            store, tasks, since=since, report=BackfillReport(since=since), restart=True
+        )
+        if report.errors:
+            raise AgentError("start-up backfill: " + "; ".join(report.errors))
+        stored = sum(t.changed for t in report.tasks.values())
+        log.info(
+            "backfill.done",
+            chain=chain.name,
+            snapshots=snapshots,
+            rows=stored,
+            hours=hours,
+            since_ts=since,
+        )
+        return stored
+
+    counts = await asyncio.gather(*(one(c, layouts[c.name]) for c in chains if c.name in layouts))
+    return sum(counts)

@@ -150,9 +150,10 @@ class Proposer:
         """Start-up priming: plan and simulate this position's protection (to half a point of
         HF above where it stands) and, when this proposer buys it, the put ladder on the fork,
         and discard them: nothing is published or recorded. The fork's relay keeps the state
-        it read (the position's working set: reserves, tokens, the Safe, the DEX and put pools)
-        and fetches it again in one batch when the fork moves to a later block, so the first
-        trigger's proposal is as warm as the later ones. Only a speed-up: a failure is logged
+        it read (the position's working set: reserves, tokens, the Safe, the DEX and put pools),
+        the fork loads it (``ForkSimulator.prime``), and the relay fetches it again in batches
+        when the fork moves to a later block, so the first trigger's proposal is as warm as the
+        later ones. Only a speed-up: a failure is logged
         and start-up goes on."""
         account = snap.accounts.get(self.account)
         if self.simulator is None or account is None or account.total_debt_base == 0:
@@ -199,9 +200,13 @@ class Proposer:
                         if safe and d.planned and multisend:
                             d = as_safe_batch(d, multisend)
                         await simulate(d, self.simulator, snap.block_number)
+            # What they read, loaded into the fork outside the reverted snapshot: a trigger at
+            # this block loads nothing, a later block fetches the same set in batches.
+            accounts, slots = await self.simulator.prime()
         except AgentError as exc:
             log.warning("fork.warm_up_failed", account=self.account, error=str(exc))
             return False
+        log.info("fork.primed", account=self.account, accounts=accounts, slots=slots)
         return True
 
     def owns(self, action: TopUpAction | OptionAction) -> bool:

@@ -23,12 +23,7 @@ from typing import Any
 import structlog
 
 from agent.collectors import build_http_collectors
-from agent.collectors.onchain import (
-    backfill_snapshots,
-    discover,
-    read_snapshot,
-    snapshot_observations,
-)
+from agent.collectors.onchain import discover, read_snapshot
 from agent.config import Settings
 from agent.core.budget import ErrorBudget, Interrupted, unless_stopped, within
 from agent.core.errors import AgentError, ConfigError, Halt, WrongChain
@@ -39,8 +34,8 @@ from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import ChainWentBack, HeadWatch
 from agent.ops.daemon import Operations
 from agent.ops.guardian import guarded_positions
-from agent.ops.incremental import backfill_start
 from agent.pipeline.advise import spx_ticket
+from agent.pipeline.backfill import startup_backfill
 from agent.pipeline.collect import (
     CollectReport,
     IntervalSchedule,
@@ -227,42 +222,12 @@ class Agent:
         log.info("fork.warmed", positions=warmed, ms=round((time.perf_counter() - t0) * 1000))
 
     async def backfill(self) -> int:
-        """Read on-chain history for the signal windows (one batched call per step), every
-        chain concurrently."""
-        hours = self.settings.agent.backfill_hours
-        if hours <= 0:
-            return 0
-        counts = await asyncio.gather(
-            *(self._backfill(self.chains[name], lay) for name, lay in self.layouts.items())
+        """The start-up backfill of every chain (``agent.pipeline.backfill.startup_backfill``:
+        the same on-chain task as ``hedge-agent backfill``, from where the store ends)."""
+        p = self.parts
+        return await startup_backfill(
+            self.settings, p.store, p.chains, rpcs=p.rpcs, layouts=self.layouts
         )
-        return sum(counts)
-
-    async def _backfill(self, chain: Chain, layout: MarketLayout) -> int:
-        hours = self.settings.agent.backfill_hours
-        rpc = self.parts.rpc(chain)
-        head = await rpc.block_number()
-        head_ts = int((await rpc.get_block(head))["timestamp"], 16)
-        step_s = self.settings.agent.backfill_step_s
-        # ops: after a restart only the downtime is read, not the whole window again
-        since_ts = backfill_start(
-            self.parts.store, layout, head_ts=head_ts, hours=hours, step_s=step_s
-        )
-        snaps = await backfill_snapshots(
-            rpc, layout, since_ts=since_ts, until_block=head, step_s=step_s
-        )
-        stored = 0
-        for snap in snaps:
-            obs, _ = snapshot_observations(snap, layout, net_of_debt=chain.config.tvl_net_of_debt)
-            stored += self.parts.store.upsert(obs)
-        log.info(
-            "backfill.done",
-            chain=layout.chain,
-            snapshots=len(snaps),
-            rows=stored,
-            hours=hours,
-            since_ts=since_ts,
-        )
-        return stored
 
     async def tick(self, tick_id: int) -> TickReport:
         """One tick, timed and counted for the exporter; between ticks a fork anvil is

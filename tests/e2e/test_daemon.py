@@ -137,6 +137,9 @@ def test_sigterm_stops_the_daemon_and_its_fork(
         assert [e["tick_id"] for e in ticks] == [1, 2, 3]
         # later ticks propose nothing new: same session, same idempotency keys
         assert ticks[0]["proposals"] >= 1 and ticks[1]["proposals"] == 0 == ticks[2]["proposals"]
+        # start-up priming left the position's working set loaded in the fork (issue 23 row 5)
+        (primed,) = [e for e in events if e.get("event") == "fork.primed"]
+        assert int(primed["accounts"]) > 5 and int(primed["slots"]) > 20, primed
         forks = _anvil_children(proc.pid)
         assert forks, "the simulator's fork anvil should be running"
         for pid in forks:  # the RPC URL (an API key, on a real chain) is not on its command line

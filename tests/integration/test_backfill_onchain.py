@@ -11,10 +11,11 @@ import pytest
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.app import App
+from agent.collectors.onchain import discover
 from agent.config import Settings, apply_deployment
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
-from agent.pipeline.backfill import BackfillReport, backfill
+from agent.pipeline.backfill import BackfillReport, backfill, startup_backfill
 from agent.store.sqlite import Store
 
 
@@ -95,3 +96,53 @@ async def test_onchain_backfill_resumes_to_identical_rows(
             resumed = await backfill_via_app(settings, store, since=since, segment_steps=2)
         assert resumed.errors == []
         assert rows(path) == reference
+
+
+async def test_the_daemons_start_up_backfill_is_the_commands_snapshot_task(
+    devnet: dict[str, Any], devnet_chain: Chain, tmp_path: Path
+) -> None:
+    """One backfill: the daemon's start-up backfill runs the snapshot task of ``hedge-agent
+    backfill`` (the same rows for the same window, checkpointed apart from the command's), and
+    a restart reads only what is new since the store's last snapshot."""
+    c = devnet_chain
+    for _ in range(6):  # two hours, one block every 20 minutes
+        c.mine(1200)
+    dep = tmp_path / "deployment.json"
+    write_deployment(devnet, dep)
+    head_ts = c.timestamp()
+    since = head_ts - 5400  # the window: 90 minutes back from the head
+    off = {k: {"enabled": False} for k in ("defillama", "hyperliquid", "dydx", "closes")}
+    base = Settings(
+        agent={"backfill_step_s": 1800, "backfill_hours": 1.5},
+        chain={"name": "devnet", "deployment": str(dep)},
+        collectors=off
+        | {"liquidations": {"enabled": False, "confirmations": 0}, "comet": {"enabled": False}},
+    )
+    settings = apply_deployment(base, dep)
+
+    ref = tmp_path / "ref.sqlite"
+    with Store(ref) as store:
+        report = await backfill_via_app(settings, store, since=since, segment_steps=2)
+        assert report.errors == [] and report.tasks["onchain:devnet"].done
+    daemon = tmp_path / "daemon.sqlite"
+    with Store(daemon) as store:
+        async with App(settings) as app:
+            (chain,) = app.parts.chains
+            rpc = app.rpc(chain)
+            layouts = {chain.name: await discover(rpc, chain.config)}
+            stored = await startup_backfill(
+                settings, store, (chain,), rpcs={chain.name: rpc}, layouts=layouts
+            )
+            first = rows(daemon)
+            assert first == rows(ref) and stored == len(first) > 0
+            assert [cp.name for cp in store.checkpoints()] == ["startup:onchain:devnet"]
+            # a restart an hour later reads only what is after the last stored snapshot
+            for _ in range(3):
+                c.mine(1200)
+            again = await startup_backfill(
+                settings, store, (chain,), rpcs={chain.name: rpc}, layouts=layouts
+            )
+        after = rows(daemon)
+        new = [r for r in after if r not in first]
+        assert again == len(new) > 0 and set(first) <= set(after)
+        assert min(r[1] for r in new) > max(r[1] for r in first)

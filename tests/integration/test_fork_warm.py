@@ -158,3 +158,48 @@ async def test_an_upstream_failure_still_reaches_the_fork_through_the_relay(
     finally:
         await sim.stop()
         proxy.close()
+
+
+async def test_start_up_priming_leaves_the_working_set_in_the_fork(
+    devnet: dict[str, Any], devnet_url: str, fork_upstream: Callable[..., RpcPool]
+) -> None:
+    """Start-up priming (``Proposer.warm_up``): proposals simulated in a sequence, reverted,
+    then ``prime()``. anvil forgot on the revert what the sequence loaded; ``prime()`` loads it
+    again (batched, from the relay's memory) outside any snapshot, so the next proposal at
+    that block has the fork read nothing through the relay, and its result is a fresh fork's."""
+    st, safe, pool, reads = await _top_up(devnet)
+    chain = Chain(devnet_url)
+    chain_id = int(devnet["chain_id"])
+    with RpcProxy(devnet_url, latency_ms=0) as proxy:
+        warm = ForkSimulator(fork_upstream(proxy.url), pool=pool, chain_id=chain_id)
+        fresh = ForkSimulator(fork_upstream(proxy.url), pool=pool, chain_id=chain_id)
+        try:
+            head = chain.block_number()
+            await _pinned(warm, head)
+            async with warm.sequence(head):  # the warm-up's sequence, discarded
+                taught = await warm.simulate_safe(head, st, safe, "top-up", reads=reads)
+            assert taught.success, taught.error
+            before = replace(warm.relay_stats)
+            await warm.prime()
+            loaded = warm.relay_stats.served - before.served
+            assert loaded > 50, warm.relay_stats  # the accounts and slots, from memory
+            assert warm.relay_stats.forwarded == before.forwarded  # none from the upstream
+
+            before = replace(warm.relay_stats)
+            c0 = proxy.counts()
+            first = await warm.simulate_safe(head, st, safe, "top-up", reads=reads)
+            # anvil holds all of it: no state through the relay (at most a lookup of a
+            # transaction the fork mined itself, answered locally: 79 reads unprimed), and
+            # upstream only the block's hash (the reorg check)
+            assert warm.relay_stats.served - before.served <= 2, (warm.relay_stats, before)
+            assert warm.relay_stats.forwarded == before.forwarded
+            assert dict(proxy.counts().minus(c0).methods) == {"eth_getBlockByNumber": 1}
+            before = replace(warm.relay_stats)
+            await warm.prime()  # nothing left to load
+            assert warm.relay_stats == before
+
+            await _pinned(fresh, head)
+            _same(first, await fresh.simulate_safe(head, st, safe, "top-up", reads=reads))
+        finally:
+            await warm.stop()
+            await fresh.stop()

@@ -1,6 +1,6 @@
 """The pipeline reads left to right: collectors → store → signals → policy → planner →
 simulator → sinks (``core`` under all). A stage never imports a stage to its right; the
-composition modules (runner, evaluate, propose, advisory, cli, commands) are the only place they meet."""
+glue (``agent/pipeline``) and the entry points above it are the only place they meet."""
 
 from __future__ import annotations
 

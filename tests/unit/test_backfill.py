@@ -20,7 +20,7 @@ from agent.app import App
 from agent.collectors.config import CollectorsConfig
 from agent.config import Settings
 from agent.core.http import HttpClient, RetryPolicy
-from agent.pipeline.backfill import BackfillReport, Progress, backfill
+from agent.pipeline.backfill import BackfillReport, Progress, backfill, backfill_chains
 from agent.store.sqlite import Store
 
 
@@ -366,3 +366,34 @@ async def test_another_since_restarts_the_task(
         later = await backfill_via_app(settings, store, since=SINCE + 86_400, http=http)
         assert a.requests == 2 * first and not any(later.tasks[n].skipped for n in TASKS)
         assert {c.since for c in store.checkpoints()} == {SINCE + 86_400}
+
+
+SAFE = "0x" + "5a" * 20
+
+
+async def test_every_chain_is_backfilled_and_the_http_history_once(
+    apis: tuple[Apis, str], http: HttpClient, tmp_path: Path
+) -> None:
+    """``hedge-agent backfill`` with two chains (``backfill_chains``): the HTTP history is
+    loaded once, with the first chain (each page asked for once), and each chain has its own
+    on-chain task (skipped here: neither chain has an RPC URL), the second one's named apart."""
+    a, base = apis
+    reference = await full_run(settings_for(base), http, tmp_path / "single.sqlite")
+    once = a.requests
+    two = Settings(
+        collectors=settings_for(base).collectors,
+        chains=[{"name": "one", "chain_id": 1}, {"name": "two", "chain_id": 10}],
+        positions=[{"chain": "one", "account": SAFE}, {"chain": "two", "account": SAFE}],
+    )
+    path = tmp_path / "two.sqlite"
+    async with App(two) as app:
+        chains = app.parts.chains
+        with Store(path) as store:
+            report = await backfill_chains(
+                two, store, chains, since=SINCE, rpcs={c.name: None for c in chains}, http=http
+            )
+    assert report.errors == [] and a.requests == 2 * once  # the HTTP history once
+    assert {n for n, t in report.tasks.items() if t.done} == TASKS
+    onchain = {n: t.skipped is not None for n, t in report.tasks.items() if "onchain" in n}
+    assert onchain == {"onchain:one": True, "onchain:two:two": True}
+    assert rows(path) == reference

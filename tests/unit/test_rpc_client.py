@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestServer
 from agent.core.anvil import free_port
 from agent.core.errors import (
     ExecutionReverted,
+    MalformedResponse,
     RateLimited,
     RpcError,
     TransportError,
@@ -107,3 +108,32 @@ async def test_too_many_results_is_an_rpc_error_not_a_rate_limit(
             await rpc.request("eth_getLogs", [{}])
     assert not isinstance(exc.value, RateLimited)
     assert METRICS.sources["rpc:z"].requests == 1  # not retried
+
+
+async def test_batch_answers_in_call_order_with_errors_as_values(
+    serve: Callable[..., object],
+) -> None:
+    """One HTTP request for several calls; answers matched by id (a server may reorder them),
+    a call's JSON-RPC error returned in its place (the caller decides), a reply that is not a
+    batch refused."""
+
+    def batch_reply() -> web.Response:
+        return web.json_response(
+            [
+                {"jsonrpc": "2.0", "id": 2, "result": "0x2"},
+                {"jsonrpc": "2.0", "id": 0, "result": "0x0"},
+                {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "backend gone"}},
+            ]
+        )
+
+    url = await serve([batch_reply, ok("0x1")])  # type: ignore[misc]
+    async with RpcClient(url, source="fork", retry=FAST) as rpc:
+        calls = [("eth_getBalance", ["0x01", "latest"]), ("eth_getCode", ["0x02", "latest"])]
+        calls.append(("eth_getStorageAt", ["0x03", "0x0", "latest"]))
+        out = await rpc.batch(calls)
+        assert out[0] == "0x0" and out[2] == "0x2"
+        assert isinstance(out[1], RpcError) and not isinstance(out[1], ExecutionReverted)
+        assert (out[1].code, out[1].rpc_message) == (-32000, "backend gone")
+        assert await rpc.batch([]) == []
+        with pytest.raises(MalformedResponse, match="batch of 3"):
+            await rpc.batch(calls)  # the server now answers a single object
