@@ -32,6 +32,7 @@ from agent.core.market import ChainSnapshot, MarketLayout
 from agent.core.metrics import METRICS
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import ChainWentBack, HeadWatch
+from agent.core.tasks import all_at_once
 from agent.ops.daemon import Operations
 from agent.ops.guardian import guarded_positions
 from agent.pipeline.advise import spx_ticket
@@ -146,7 +147,7 @@ class Agent:
         p, settings = self.parts, self.settings
         chains = list(p.chains)
         # a one-line error when a chain's rpc_url is not set or answers for another chain
-        await asyncio.gather(*(p.rpc(c).ensure_chain(c.chain_id) for c in chains))
+        await all_at_once(p.rpc(c).ensure_chain(c.chain_id) for c in chains)
         await refuse_unusable_live(p)
         # Before anything else the daemon does: live sends without an outcome are settled,
         # each on its own chain's RPC; proposals committed but not journaled get their line.
@@ -157,7 +158,7 @@ class Agent:
             p.journal,
             [p.sinks_of(c) for c in chains],
         )
-        layouts = await asyncio.gather(*(discover(p.rpc(c), c.config) for c in chains))
+        layouts = await all_at_once(discover(p.rpc(c), c.config) for c in chains)
         self.layouts = {c.name: lay for c, lay in zip(chains, layouts, strict=True)}
         self.proposers = [
             p.proposer(pos, self.layouts[pos.chain.name], puts)

@@ -43,6 +43,7 @@ from agent.core.errors import (
 from agent.core.multicall import Call
 from agent.core.rpc import RpcClient
 from agent.core.rpc_pool import RpcPool
+from agent.core.tasks import all_at_once
 from agent.planner.safe import SafeTx
 from agent.planner.tx import PlannedTx
 from agent.simulator.relay import ForkRelay, RelayStats
@@ -327,7 +328,7 @@ class ForkSimulator:
                     raise a
 
         chunks = [calls[i : i + PRIME_BATCH] for i in range(0, len(calls), PRIME_BATCH)]
-        await asyncio.gather(*(load(c) for c in chunks))
+        await all_at_once(load(c) for c in chunks)
         self._primed[0].update(accounts)
         self._primed[1].update(slots)
 

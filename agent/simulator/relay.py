@@ -53,6 +53,7 @@ import aiohttp
 from aiohttp import web
 
 from agent.core.http import bare_session
+from agent.core.tasks import all_at_once
 
 # Reads whose answer is fixed once the block is named: state at the block, the block itself.
 AT_BLOCK = frozenset(
@@ -256,7 +257,7 @@ class ForkRelay:
         done = self._prefetching = asyncio.Event()
         try:
             chunks = [work[i : i + self.batch_size] for i in range(0, len(work), self.batch_size)]
-            await asyncio.gather(*(self._prefetch(block, self._hash, c) for c in chunks))
+            await all_at_once(self._prefetch(block, self._hash, c) for c in chunks)
         finally:
             done.set()
             if self._prefetching is done:
