@@ -43,8 +43,12 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy --strict agent
 	$(BIN)/hadolint Dockerfile
 
+# Two workers (2 cores; many tests wait on an anvil or a subprocess). Work units (tests/conftest.py):
+# the e2e modules together (one stressed devnet), the integration modules together (one deployed
+# devnet), any other module whole. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/pytest -q -m "not faults"
+	$(BIN)/pytest -q -m "not faults" -n $(PYTEST_WORKERS) --dist loadscope
 
 # The fault matrix: each fault injected for real against the daemon (tests/faults/).
 faults: install

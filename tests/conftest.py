@@ -22,6 +22,29 @@ DAY = 86_400
 H = 3_600
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unused without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test`'s work units (``-n 2 --dist loadscope``): all e2e modules go to one worker
+    (they share the session's stressed devnet, set up once), all integration modules to one
+    worker (they share the session's deployed devnets), any other module whole (its
+    module-scoped fixtures are built once). Units go out in collection order as workers free up,
+    so the two long ones start first. (``--dist loadgroup`` marks cannot do this under pytest 9:
+    xdist renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next(
+                (g for g in ("tests/e2e/", "tests/integration/") if module.startswith(g)), module
+            )
+
+    config.option.loadscopereorder = False  # collection order, not "most tests first"
+    return Groups(config, log)
+
+
 @dataclass
 class MarketApis:
     """Data anchored to "today" so every collector's default look-back covers it."""
