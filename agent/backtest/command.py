@@ -72,12 +72,7 @@ def _decimal(text: str) -> Decimal:
 
 
 def _write_json(path: str, payload: Any) -> None:
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot write {p}: {e.strerror or e}") from None
+    _write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
 
 
 def _pct(x: float | None) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 from agent.backtest.guarded import Bar, GuardedPath, GuardModel, simulate_guarded
 from agent.backtest.outcome import OutcomeConfig, PositionSpec, PriceBook, Proposal
+from agent.backtest.tables import markdown_table, text_table
+from agent.backtest.tables import usd as _usd
 from agent.core.units import WAD
 
 
@@ -254,10 +256,6 @@ HEAD = [
 ]
 
 
-def _usd(x: float) -> str:
-    return f"{x:,.0f}"
-
-
 def _cells(rows: Sequence[WindowRow]) -> list[str]:
     n = sum(r.n for r in rows)
     quiet = [s for r in rows for s in r.starts if not s.without.liquidations]
@@ -320,16 +318,7 @@ def header_lines(rep: GuardReport) -> list[str]:
 
 
 def guard_lines(rep: GuardReport) -> list[str]:
-    rows = _rows(rep)
-    w0 = max(len(r[0]) for r in rows)
-    widths = [max(len(HEAD[i]), *(len(r[1][i]) for r in rows)) for i in range(len(HEAD))]
-    out = header_lines(rep)
-    out.append(f"{'window':<{w0}}  " + "  ".join(h.rjust(widths[i]) for i, h in enumerate(HEAD)))
-    out.append("-" * len(out[-1]))
-    for label, cells in rows:
-        out.append(f"{label:<{w0}}  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)))
-    out.append(_baseline(rep))
-    return out
+    return [*header_lines(rep), *text_table(HEAD, _rows(rep)), _baseline(rep)]
 
 
 def guard_markdown(reports: Sequence[GuardReport]) -> str:
@@ -340,10 +329,7 @@ def guard_markdown(reports: Sequence[GuardReport]) -> str:
     for rep in reports:
         parts.append(f"**{rep.position.name}**: " + header_lines(rep)[0].split(": ", 1)[1] + ".")
         parts.append("")
-        parts.append("| window | " + " | ".join(HEAD) + " |")
-        parts.append("|---|" + "---:|" * len(HEAD))
-        for label, cells in _rows(rep):
-            parts.append(f"| {label} | " + " | ".join(cells) + " |")
+        parts += markdown_table(HEAD, _rows(rep))
         parts.append("")
         parts.append(_baseline(rep) + ".")
         if rep.sources:

@@ -48,6 +48,7 @@ from agent.backtest.outcome import (
     Execution,
     Holding,
     Liquidation,
+    LossesAndPuts,
     OutcomeConfig,
     PositionSpec,
     PriceBook,
@@ -189,7 +190,7 @@ class GuardAction:
 
 
 @dataclass(frozen=True)
-class GuardedPath:
+class GuardedPath(LossesAndPuts):
     liquidations: tuple[Liquidation, ...]
     actions: tuple[GuardAction, ...]
     executions: tuple[Execution, ...]  # the layer rule's proposals, as in the daily replay
@@ -200,10 +201,6 @@ class GuardedPath:
     bars_hourly: int
     bars_daily: int
     skipped: tuple[str, ...] = ()
-
-    @property
-    def bonus_lost_usd(self) -> float:
-        return sum(x.bonus_usd for x in self.liquidations)
 
     @property
     def collateral_sold_usd(self) -> float:
@@ -227,14 +224,6 @@ class GuardedPath:
             + a.collateral_sold_usd * swap_bps / BPS
             for a in self.actions
         )
-
-    @property
-    def premiums_usd(self) -> float:
-        return sum(p.premium_usd for p in self.puts)
-
-    @property
-    def put_payoff_usd(self) -> float:
-        return sum(p.payoff_usd or 0.0 for p in self.puts)
 
     def record(self) -> dict[str, Any]:
         return {

@@ -303,8 +303,27 @@ class OutcomeDay:
     debt: float  # units of the debt asset, at the close
 
 
+class LossesAndPuts:
+    """The totals the daily and the hourly guarded replay's paths share."""
+
+    liquidations: tuple[Liquidation, ...]
+    puts: tuple[PutHolding, ...]
+
+    @property
+    def bonus_lost_usd(self) -> float:
+        return sum(x.bonus_usd for x in self.liquidations)
+
+    @property
+    def premiums_usd(self) -> float:
+        return sum(p.premium_usd for p in self.puts)
+
+    @property
+    def put_payoff_usd(self) -> float:
+        return sum(p.payoff_usd or 0.0 for p in self.puts)
+
+
 @dataclass(frozen=True)
-class PathResult:
+class PathResult(LossesAndPuts):
     days: tuple[OutcomeDay, ...]
     liquidations: tuple[Liquidation, ...]
     executions: tuple[Execution, ...]
@@ -320,10 +339,6 @@ class PathResult:
         return sum(x.collateral_seized_usd for x in self.liquidations)
 
     @property
-    def bonus_lost_usd(self) -> float:
-        return sum(x.bonus_usd for x in self.liquidations)
-
-    @property
     def capital_committed_usd(self) -> float:
         """New money put into the position: top-ups and repays (a deleverage uses the position's
         own collateral; its cost is ``swap_cost_usd``). Premiums are separate."""
@@ -332,14 +347,6 @@ class PathResult:
     @property
     def swap_cost_usd(self) -> float:
         return sum(e.swap_cost_usd for e in self.executions)
-
-    @property
-    def premiums_usd(self) -> float:
-        return sum(p.premium_usd for p in self.puts)
-
-    @property
-    def put_payoff_usd(self) -> float:
-        return sum(p.payoff_usd or 0.0 for p in self.puts)
 
     @property
     def lowest_health_factor(self) -> float | None:

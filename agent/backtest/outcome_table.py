@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent.backtest.outcome import OutcomeReport, OutcomeRun, PathResult
-
-
-def _usd(x: float) -> str:
-    return f"{x:,.0f}"
+from agent.backtest.tables import markdown_table, text_table
+from agent.backtest.tables import usd as _usd
 
 
 def _hf(x: float | None) -> str:
@@ -94,25 +92,20 @@ def header_lines(rep: OutcomeReport) -> list[str]:
     return lines + [f"note: {n}" for n in rep.notes]
 
 
-def outcome_lines(rep: OutcomeReport) -> list[str]:
-    rows = _rows(rep)
-    w0 = max(len(r[0]) for r in rows)
-    widths = [max(len(HEAD[i]), *(len(r[1][i]) for r in rows)) for i in range(len(HEAD))]
+def _banner(w0: int, widths: list[int]) -> str:
     left = sum(widths[:4]) + 6
     right = sum(widths[4:]) + 2 * (len(widths) - 5)
-    out = header_lines(rep)
-    out.append(
+    return (
         " " * w0
         + "  "
         + "without the agent".center(left, "-")
         + "  "
         + "with the agent".center(right, "-")
     )
-    out.append(f"{'window':<{w0}}  " + "  ".join(h.rjust(widths[i]) for i, h in enumerate(HEAD)))
-    out.append("-" * len(out[-1]))
-    for label, cells in rows:
-        out.append(f"{label:<{w0}}  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)))
-    return out
+
+
+def outcome_lines(rep: OutcomeReport) -> list[str]:
+    return header_lines(rep) + text_table(HEAD, _rows(rep), _banner)
 
 
 def outcome_markdown(reports: Sequence[OutcomeReport]) -> str:
@@ -120,14 +113,8 @@ def outcome_markdown(reports: Sequence[OutcomeReport]) -> str:
     parts: list[str] = []
     for rep in reports:
         parts.append(f"**{rep.position.name}**: {rep.position.describe()}.\n")
-        parts.append(
-            "| window | "
-            + " | ".join(f"{'w/o' if i < 4 else 'with'}: {h}" for i, h in enumerate(HEAD))
-            + " |"
-        )
-        parts.append("|---|" + "---:|" * len(HEAD))
-        for label, cells in _rows(rep):
-            parts.append(f"| {label} | " + " | ".join(cells) + " |")
+        head = [f"{'w/o' if i < 4 else 'with'}: {h}" for i, h in enumerate(HEAD)]
+        parts += markdown_table(head, _rows(rep))
         parts.append("")
     c = reports[0].config if reports else None
     if c is not None:

@@ -167,8 +167,8 @@ class Operations:
             self._notify(proposal_notice(r))
 
     async def watch_guardian(self, rpc: RpcClient, s: Settings, position: Position) -> None:
-        """Between ticks: the guardian's balances and the guard actions they cover, as
-        gauges, at most every ``guardian.refresh_s``."""
+        """Between ticks: ``position``'s guardian's balances on its chain and the guard
+        actions they cover, as gauges, at most every that guardian's ``refresh_s``."""
         await self.guardian.refresh(rpc, s, position)
 
     async def recycle_fork(self, simulator: ForkSimulator | None, limit_mb: int) -> bool:

@@ -530,7 +530,9 @@ async def startup_backfill(
     start. It begins just after the store's last on-chain snapshot when that is later than the
     window's start (``backfill_start``): a restart reads only its downtime. Neither Comet nor
     liquidations are read here (the first tick's liquidation scan reads its look-back). A task
-    that fails fails the start-up. Returns the rows inserted or changed."""
+    that fails fails the start-up, after the other chains' backfills are cancelled (none is left
+    running against the store and clients the daemon then closes). Returns the rows inserted or
+    changed."""
     hours = settings.agent.backfill_hours
     if hours <= 0:
         return 0
@@ -583,5 +585,9 @@ async def startup_backfill(
         )
         return stored
 
-    counts = await asyncio.gather(*(one(c, layouts[c.name]) for c in chains if c.name in layouts))
-    return sum(counts)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            runs = [tg.create_task(one(c, layouts[c.name])) for c in chains if c.name in layouts]
+    except BaseExceptionGroup as eg:
+        raise eg.exceptions[0] from None  # the first chain's error, as one line
+    return sum(r.result() for r in runs)

@@ -12,8 +12,9 @@ Sources (each named in the report; one failing never stops the others):
 * every enabled HTTP collector of ``collectors`` (``defillama``, ``hyperliquid``, ``dydx``,
   ``fred``, ``bls``, ``subgraph``, ``closes``)
 
-On-chain sources need ``chain.rpc_url`` (or an ``rpc`` argument); without one they are listed
-as skipped, not failed. The observations of each source are stored as soon as it finishes.
+On-chain sources need the chain's RPC client (from the composition root; None when the chain
+has no ``rpc_url``): without one they are listed as skipped, not failed. The observations of
+each source are stored as soon as it finishes.
 """
 
 from __future__ import annotations
@@ -195,9 +196,10 @@ async def collect_once(
     ``hedge-agent collect`` and the daemon's tick both collect through here, once per chain
     (``chain``, with its ``rpc``: None when it has no URL, its sources are then skipped): its
     snapshot, liquidation logs and, on the chain that lists them, the Comet markets; the
-    chain-independent sources (HTTP APIs, the scenario feed) only when ``shared``. The clients come from the composition root. The daemon passes its market
-    ``layout`` (discovered once at start-up) and ``due``, which picks the HTTP collectors whose
-    interval has passed; ``report.snapshot`` is the chain snapshot the tick evaluates."""
+    chain-independent sources (HTTP APIs, the scenario feed) only when ``shared``. The clients
+    come from the composition root. The daemon passes its market ``layout`` (discovered once at
+    start-up) and ``due``, which picks the HTTP collectors whose interval has passed;
+    ``report.snapshot`` is the chain snapshot the tick evaluates."""
     t0 = time.perf_counter()
     report = CollectReport()
     cfg = settings.collectors

@@ -257,9 +257,15 @@ class MarketRead:
     snap: ChainSnapshot
 
 
+def clock_snapshot(markets: Mapping[str, MarketRead]) -> ChainSnapshot:
+    """The snapshot that sets the tick's clock: the latest block time among the chains read
+    (the tick reports and logs this chain's block, so its block and time agree)."""
+    return max((m.snap for m in markets.values()), key=lambda s: s.timestamp)
+
+
 def evaluation_time(markets: Mapping[str, MarketRead]) -> int:
     """The tick's one evaluation time: the latest block time among the chains read."""
-    return max(m.snap.timestamp for m in markets.values())
+    return clock_snapshot(markets).timestamp
 
 
 def position_snapshots(

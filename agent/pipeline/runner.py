@@ -44,7 +44,7 @@ from agent.pipeline.collect import (
     source_states,
     stale_problems,
 )
-from agent.pipeline.evaluate import Evaluation, MarketRead, evaluate
+from agent.pipeline.evaluate import Evaluation, MarketRead, clock_snapshot, evaluate
 from agent.pipeline.parts import Chain, Parts, Position, PutLadder, proposer_positions
 from agent.pipeline.propose import Proposer
 from agent.simulator.fork import ForkSimulator
@@ -327,7 +327,8 @@ class Agent:
             check_heads=True,
         )
         markets = await self._markets(collected)
-        snap = next(iter(markets.values())).snap
+        # The tick's block and time are those of the chain that sets the evaluation clock.
+        snap = clock_snapshot(markets)
         structlog.contextvars.bind_contextvars(block_number=snap.block_number)
         # Committed proposals still waiting for their journal line are part of the memory too.
         history = p.journal.records() + pending_records(p.ledger)

@@ -53,12 +53,6 @@ def projected_debt_base(debt_base: int, variable_borrow_rate_ray: int, seconds: 
     return debt_base + growth + (1 if growth else 0)
 
 
-def max_debt_for_target(account: AccountState, target_hf_wad: int) -> int:
-    """The largest debt (base units) at which Aave's health factor is still >= target."""
-    weighted = account.total_collateral_base * account.liquidation_threshold_bps // BPS
-    return max_debt_at(weighted, target_hf_wad)
-
-
 def max_debt_at(weighted_base: int, target_hf_wad: int) -> int:
     """The largest debt (base units) at HF >= target for ``weighted_base`` = collateral x LT
     (base units, floored as Aave's percentMul leaves it)."""

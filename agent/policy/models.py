@@ -33,8 +33,9 @@ class PositionSnapshot:
     base_unit: int = AAVE_BASE_UNIT_USD
     # With several positions: which one (named in the allocation and the records), the health
     # factor its protection restores (None: the policy's), and ``key_scope``, which keeps the
-    # action keys of the same account on two chains apart ("" on a single chain, so the keys
-    # a single-chain journal holds stay valid).
+    # action keys of the same account on two chains apart: the daemon always passes the chain
+    # id (``Position.key_scope``, one chain or several; old ``topup:<account>`` journal keys
+    # are aliased when the memory is read); "" leaves it out (the backtest, pure-policy tests).
     name: str = ""
     chain: str = ""
     target_health_factor_wad: int | None = None

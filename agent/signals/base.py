@@ -176,5 +176,12 @@ def result(
     )
 
 
+def insufficient(
+    sid: str, name: str, subject: str, threshold: float | None, detail: str
+) -> SignalResult:
+    """The data does not allow a verdict (no value); ``detail`` says what is missing."""
+    return result(sid, name, subject, INSUFFICIENT, None, threshold, detail)
+
+
 def fmt_pct(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x * 100:.{digits}f}%"

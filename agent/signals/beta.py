@@ -21,9 +21,9 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     SignalResult,
+    insufficient,
     ref,
     result,
     series_key,
@@ -82,32 +82,16 @@ def s8_beta_one(
     c, s = upto(crypto, at, since), upto(spx, at, since)
     days, y, x = _paired(c, s)
     if len(days) < cfg.long_window:
-        return result(
-            "S8",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            None,
-            f"{len(days)} paired daily returns, need {cfg.long_window}",
+        return insufficient(
+            "S8", NAME, subject, None, f"{len(days)} paired daily returns, need {cfg.long_window}"
         )
     last = pd.Timestamp(int(days[-1]) * 86_400, unit="s", tz="UTC")
     if at - last > pd.Timedelta(days=cfg.max_staleness_days):
-        return result(
-            "S8",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            None,
-            f"latest paired day {last.date()} is stale",
-        )
+        return insufficient("S8", NAME, subject, None, f"latest paired day {last.date()} is stale")
     b_s = beta(x[-cfg.short_window :], y[-cfg.short_window :])
     b_l = beta(x[-cfg.long_window :], y[-cfg.long_window :])
     if not (np.isfinite(b_s) and np.isfinite(b_l)):
-        return result(
-            "S8", NAME, subject, INSUFFICIENT, None, None, "S&P returns have zero variance"
-        )
+        return insufficient("S8", NAME, subject, None, "S&P returns have zero variance")
     status = FIRING if b_s > b_l else QUIET
     nxt = last + pd.Timedelta(days=1)
     ci = int(c.index.searchsorted(nxt, side="left")) - 1
@@ -136,7 +120,5 @@ def s8_beta(
     crypto_by_asset: Mapping[str, pd.Series], spx: pd.Series, at: pd.Timestamp, cfg: S8Config
 ) -> list[SignalResult]:
     if not crypto_by_asset:
-        return [
-            result("S8", NAME, "none", INSUFFICIENT, None, None, "no crypto close series given")
-        ]
+        return [insufficient("S8", NAME, "none", None, "no crypto close series given")]
     return [s8_beta_one(s, spx, at, cfg, a) for a, s in crypto_by_asset.items()]

@@ -24,6 +24,7 @@ from agent.signals.base import (
     QUIET,
     SignalResult,
     fmt_pct,
+    insufficient,
     ref,
     result,
     series_key,
@@ -64,17 +65,13 @@ def s3_funding_one(
     span = pd.Timedelta(days=cfg.z_window_days)
     s = upto(funding_apr, at, at - span - pd.Timedelta(hours=cfg.max_staleness_hours))
     if len(s) == 0:
-        return result(
-            "S3", NAME, subject, INSUFFICIENT, None, cfg.abs_apr, "no funding point in the window"
-        )
+        return insufficient("S3", NAME, subject, cfg.abs_apr, "no funding point in the window")
     last_t = s.index[-1]
     if at - last_t > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result(
+        return insufficient(
             "S3",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             cfg.abs_apr,
             f"latest funding {last_t.isoformat()} older than {cfg.max_staleness_hours:g}h",
         )
@@ -120,7 +117,5 @@ def s3_funding_spike(
     funding_by_market: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S3Config
 ) -> list[SignalResult]:
     if not funding_by_market:
-        return [
-            result("S3", NAME, "none", INSUFFICIENT, None, cfg.abs_apr, "no funding series given")
-        ]
+        return [insufficient("S3", NAME, "none", cfg.abs_apr, "no funding series given")]
     return [s3_funding_one(s, at, cfg, m) for m, s in funding_by_market.items()]

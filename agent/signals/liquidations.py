@@ -14,9 +14,9 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     SignalResult,
+    insufficient,
     ref,
     result,
     series_key,
@@ -36,24 +36,16 @@ def s5_liquidations_one(
     s = upto(volume_usd_per_hour, at, at - win - base + pd.Timedelta(microseconds=1))
     expected = (win + base) / pd.Timedelta(hours=1)
     if len(s) == 0 or len(s) < expected * cfg.min_coverage_fraction:
-        return result(
+        return insufficient(
             "S5",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             cfg.ratio,
             f"{len(s)} hourly points in {cfg.baseline_days}d+{cfg.window_hours:g}h, need {expected * cfg.min_coverage_fraction:.0f}",
         )
     if at - s.index[-1] > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result(
-            "S5",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            cfg.ratio,
-            f"latest point {s.index[-1].isoformat()} is stale",
+        return insufficient(
+            "S5", NAME, subject, cfg.ratio, f"latest point {s.index[-1].isoformat()} is stale"
         )
     recent = s[s.index > at - win]
     before = s[s.index <= at - win]
@@ -83,7 +75,5 @@ def s5_liquidations(
     volume_by_protocol: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S5Config
 ) -> list[SignalResult]:
     if not volume_by_protocol:
-        return [
-            result("S5", NAME, "none", INSUFFICIENT, None, cfg.ratio, "no liquidation series given")
-        ]
+        return [insufficient("S5", NAME, "none", cfg.ratio, "no liquidation series given")]
     return [s5_liquidations_one(s, at, cfg, p) for p, s in volume_by_protocol.items()]

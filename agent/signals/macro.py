@@ -36,11 +36,11 @@ import pandas as pd
 from agent.core.models import Observation
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     InputRef,
     SignalResult,
     fmt_pct,
+    insufficient,
     result,
     to_utc,
     unix,
@@ -155,25 +155,17 @@ def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str
     months, vals, rel, rows = _view_arrays(prints, at, cfg)
     n = len(months)
     if n < 2:
-        return result(
-            "S2",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            thr,
-            f"{n} {subject.upper()} print(s) released by {at.date()}",
+        return insufficient(
+            "S2", NAME, subject, thr, f"{n} {subject.upper()} print(s) released by {at.date()}"
         )
     li, pi = n - 1, n - 2
     latest_rel = pd.Timestamp(rel[li]).tz_localize("UTC")
     prev_rel = pd.Timestamp(rel[pi]).tz_localize("UTC")
     if at - latest_rel > pd.Timedelta(days=cfg.max_print_age_days):
-        return result(
+        return insufficient(
             "S2",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             thr,
             f"latest {subject.upper()} print released {latest_rel.date()}, older than {cfg.max_print_age_days:g} days",
         )
@@ -197,12 +189,10 @@ def s2_index(prints: pd.DataFrame, at: pd.Timestamp, cfg: S2Config, subject: str
     lm, pm = _month_str(int(months[li])), _month_str(int(months[pi]))
     if yl is None or yp is None:
         missing = lm if yl is None else pm
-        return result(
+        return insufficient(
             "S2",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             thr,
             f"{subject.upper()} {missing}: no print 12 months earlier for YoY",
         )
@@ -228,15 +218,5 @@ def s2_macro_rising(
 ) -> list[SignalResult]:
     """S2 for each index (keys such as "cpi", "ppi"); the signal holds when any result fires."""
     if not prints_by_index:
-        return [
-            result(
-                "S2",
-                NAME,
-                "none",
-                INSUFFICIENT,
-                None,
-                cfg.min_yoy_change,
-                "no CPI/PPI prints given",
-            )
-        ]
+        return [insufficient("S2", NAME, "none", cfg.min_yoy_change, "no CPI/PPI prints given")]
     return [s2_index(p, at, cfg, subject) for subject, p in prints_by_index.items()]

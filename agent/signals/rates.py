@@ -28,6 +28,7 @@ from agent.signals.base import (
     InputRef,
     SignalResult,
     fmt_pct,
+    insufficient,
     ref,
     result,
     upto,
@@ -155,7 +156,5 @@ def s4_rate_differential(
     reserves: Mapping[str, ReserveRates], at: pd.Timestamp, cfg: S4Config
 ) -> list[SignalResult]:
     if not reserves:
-        return [
-            result("S4", NAME, "none", INSUFFICIENT, None, cfg.borrow_apy, "no reserve rates given")
-        ]
+        return [insufficient("S4", NAME, "none", cfg.borrow_apy, "no reserve rates given")]
     return [s4_reserve(r, at, cfg, subject) for subject, r in reserves.items()]

@@ -31,10 +31,10 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     InputRef,
     SignalResult,
+    insufficient,
     result,
     series_key,
     series_source,
@@ -106,18 +106,16 @@ def s9_term_structure(
     at = to_utc(at)
     if vix is None or vix3m is None:
         missing = " and ".join(n for n, s in (("VIX", vix), ("VIX3M", vix3m)) if s is None)
-        return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"no {missing} series")
+        return insufficient("S9", S9_NAME, "vix", cfg.ratio, f"no {missing} series")
     # The latest common day is among the last few rows of each (older ones would be stale).
     since = at - pd.Timedelta(days=cfg.max_staleness_days + 1)
     v, v3 = _cut(vix, at, "close.vix", since), _cut(vix3m, at, "close.vix3m", since)
     common = np.intersect1d(v.ts, v3.ts)
     if len(common) == 0:
-        return result(
+        return insufficient(
             "S9",
             S9_NAME,
             "vix",
-            INSUFFICIENT,
-            None,
             cfg.ratio,
             f"no day with both VIX and VIX3M since {since.date()} (missing or stale)",
         )
@@ -125,18 +123,12 @@ def s9_term_structure(
     i, j = int(np.searchsorted(v.ts, day_ts)), int(np.searchsorted(v3.ts, day_ts))
     day = v.day(i)
     if _stale(day_ts, at, cfg.max_staleness_days):
-        return result(
-            "S9",
-            S9_NAME,
-            "vix",
-            INSUFFICIENT,
-            None,
-            cfg.ratio,
-            f"latest day with both VIX and VIX3M {day} is stale",
+        return insufficient(
+            "S9", S9_NAME, "vix", cfg.ratio, f"latest day with both VIX and VIX3M {day} is stale"
         )
     x, y = float(v.v[i]), float(v3.v[j])
     if y <= 0:
-        return result("S9", S9_NAME, "vix", INSUFFICIENT, None, cfg.ratio, f"VIX3M {y} <= 0")
+        return insufficient("S9", S9_NAME, "vix", cfg.ratio, f"VIX3M {y} <= 0")
     ratio = x / y
     fire = ratio > cfg.ratio
     return result(
@@ -161,28 +153,16 @@ def percentile_rank(window: np.ndarray) -> float:
 def s10_implied_vol(vix: pd.Series | None, at: pd.Timestamp, cfg: S10Config) -> SignalResult:
     at = to_utc(at)
     if vix is None:
-        return result("S10", S10_NAME, "vix", INSUFFICIENT, None, cfg.percentile, "no VIX series")
+        return insufficient("S10", S10_NAME, "vix", cfg.percentile, "no VIX series")
     c = _cut(vix, at, "close.vix")
     w = _Cut(c.key, c.source, c.ts[-cfg.window_closes :], c.v[-cfg.window_closes :])
     if len(w) < cfg.min_closes:
-        return result(
-            "S10",
-            S10_NAME,
-            "vix",
-            INSUFFICIENT,
-            None,
-            cfg.percentile,
-            f"{len(w)} VIX closes, need {cfg.min_closes}",
+        return insufficient(
+            "S10", S10_NAME, "vix", cfg.percentile, f"{len(w)} VIX closes, need {cfg.min_closes}"
         )
     if _stale(int(w.ts[-1]), at, cfg.max_staleness_days):
-        return result(
-            "S10",
-            S10_NAME,
-            "vix",
-            INSUFFICIENT,
-            None,
-            cfg.percentile,
-            f"latest VIX close {w.day(len(w) - 1)} is stale",
+        return insufficient(
+            "S10", S10_NAME, "vix", cfg.percentile, f"latest VIX close {w.day(len(w) - 1)} is stale"
         )
     arr = w.v
     rank = percentile_rank(arr)
@@ -219,23 +199,15 @@ def macd_line(closes: np.ndarray, fast: int, slow: int) -> np.ndarray:
 def s11_macd_divergence(spx: pd.Series | None, at: pd.Timestamp, cfg: S11Config) -> SignalResult:
     at = to_utc(at)
     if spx is None:
-        return result("S11", S11_NAME, "spx", INSUFFICIENT, None, 0.0, "no S&P 500 series")
+        return insufficient("S11", S11_NAME, "spx", 0.0, "no S&P 500 series")
     full = _cut(spx, at, "close.spx")
     c = _Cut(full.key, full.source, full.ts[-cfg.history_closes :], full.v[-cfg.history_closes :])
     need = max(cfg.min_closes, cfg.lookback_closes + 1)
     if len(c) < need:
-        return result(
-            "S11", S11_NAME, "spx", INSUFFICIENT, None, 0.0, f"{len(c)} S&P 500 closes, need {need}"
-        )
+        return insufficient("S11", S11_NAME, "spx", 0.0, f"{len(c)} S&P 500 closes, need {need}")
     if _stale(int(c.ts[-1]), at, cfg.max_staleness_days):
-        return result(
-            "S11",
-            S11_NAME,
-            "spx",
-            INSUFFICIENT,
-            None,
-            0.0,
-            f"latest S&P 500 close {c.day(len(c) - 1)} is stale",
+        return insufficient(
+            "S11", S11_NAME, "spx", 0.0, f"latest S&P 500 close {c.day(len(c) - 1)} is stale"
         )
     arr = c.v
     m = macd_line(arr, cfg.macd_fast, cfg.macd_slow)

@@ -22,9 +22,9 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     SignalResult,
+    insufficient,
     ref,
     result,
     series_key,
@@ -79,24 +79,12 @@ def s7_technical_one(
     c = upto(closes, at)
     c = c.iloc[-cfg.lookback_days :]
     if len(c) < cfg.min_closes:
-        return result(
-            "S7",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            cfg.rsi_threshold,
-            f"{len(c)} daily closes, need {cfg.min_closes}",
+        return insufficient(
+            "S7", NAME, subject, cfg.rsi_threshold, f"{len(c)} daily closes, need {cfg.min_closes}"
         )
     if at - c.index[-1] > pd.Timedelta(days=cfg.max_staleness_days):
-        return result(
-            "S7",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            cfg.rsi_threshold,
-            f"latest close {c.index[-1].date()} is stale",
+        return insufficient(
+            "S7", NAME, subject, cfg.rsi_threshold, f"latest close {c.index[-1].date()} is stale"
         )
     rsi = rsi_wilder(c.to_numpy(dtype="float64"), cfg.rsi_period)
     hist = macd_histogram(
@@ -126,9 +114,5 @@ def s7_technical(
     closes_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S7Config
 ) -> list[SignalResult]:
     if not closes_by_asset:
-        return [
-            result(
-                "S7", NAME, "none", INSUFFICIENT, None, cfg.rsi_threshold, "no close series given"
-            )
-        ]
+        return [insufficient("S7", NAME, "none", cfg.rsi_threshold, "no close series given")]
     return [s7_technical_one(s, at, cfg, a) for a, s in closes_by_asset.items()]

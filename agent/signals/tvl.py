@@ -16,10 +16,10 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     SignalResult,
     fmt_pct,
+    insufficient,
     ref,
     result,
     series_key,
@@ -39,37 +39,31 @@ def s1_tvl_drawdown_one(
     thr = -cfg.drawdown_fraction
     known = upto(tvl_usd, at)
     if len(known) == 0:
-        return result("S1", NAME, subject, INSUFFICIENT, None, thr, "no TVL point known yet")
+        return insufficient("S1", NAME, subject, thr, "no TVL point known yet")
     anchor = pd.Timestamp(known.index[-1])
     if (at - anchor) > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result(
+        return insufficient(
             "S1",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             thr,
             f"latest TVL point {anchor.isoformat()} is older than {cfg.max_staleness_hours:g}h",
         )
     w = upto(known, anchor, anchor - window)  # [t - 48h, t], both ends inclusive
     if len(w) < cfg.min_points:
-        return result(
+        return insufficient(
             "S1",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             thr,
             f"{len(w)} TVL point(s) in the {cfg.window_hours:g}h window, need {cfg.min_points}",
         )
     first = w.index[0]
     if (anchor - first) < window * cfg.min_coverage_fraction:
-        return result(
+        return insufficient(
             "S1",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             thr,
             f"window not covered: first point {first.isoformat()} is less than "
             f"{cfg.min_coverage_fraction:.0%} of {cfg.window_hours:g}h before the latest point "
@@ -79,15 +73,7 @@ def s1_tvl_drawdown_one(
     imax = int(vals.argmax())
     peak, now = float(vals[imax]), float(vals[-1])
     if peak <= 0:
-        return result(
-            "S1",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            thr,
-            f"window max TVL is {peak:g} (not positive)",
-        )
+        return insufficient("S1", NAME, subject, thr, f"window max TVL is {peak:g} (not positive)")
     dd = now / peak - 1.0
     # compared multiplicatively so an exact -8% fires despite float rounding of now/peak - 1
     status = FIRING if now <= peak * (1.0 + thr) else QUIET
@@ -112,15 +98,5 @@ def s1_tvl_drawdown(
     """S1 for every watched protocol (subject = mapping key). An empty mapping gives one
     insufficient_data result, so "no protocol watched" is visible, not a silent quiet."""
     if not tvl_by_protocol:
-        return [
-            result(
-                "S1",
-                NAME,
-                "none",
-                INSUFFICIENT,
-                None,
-                -cfg.drawdown_fraction,
-                "no TVL series given",
-            )
-        ]
+        return [insufficient("S1", NAME, "none", -cfg.drawdown_fraction, "no TVL series given")]
     return [s1_tvl_drawdown_one(s, at, cfg, subject) for subject, s in tvl_by_protocol.items()]

@@ -14,9 +14,9 @@ import pandas as pd
 
 from agent.signals.base import (
     FIRING,
-    INSUFFICIENT,
     QUIET,
     SignalResult,
+    insufficient,
     ref,
     result,
     series_key,
@@ -36,28 +36,20 @@ def s6_volatility_one(
     p = upto(prices, at, at - win - base - pd.Timedelta(hours=1))
     p = p[p > 0]
     if len(p) < 3:
-        return result("S6", NAME, subject, INSUFFICIENT, None, cfg.ratio, f"{len(p)} price points")
+        return insufficient("S6", NAME, subject, cfg.ratio, f"{len(p)} price points")
     if at - p.index[-1] > pd.Timedelta(hours=cfg.max_staleness_hours):
-        return result(
-            "S6",
-            NAME,
-            subject,
-            INSUFFICIENT,
-            None,
-            cfg.ratio,
-            f"latest price {p.index[-1].isoformat()} is stale",
+        return insufficient(
+            "S6", NAME, subject, cfg.ratio, f"latest price {p.index[-1].isoformat()} is stale"
         )
     r = pd.Series(np.diff(np.log(p.to_numpy(dtype="float64"))), index=p.index[1:])
     recent = r[r.index > at - win]
     before = r[(r.index <= at - win) & (r.index > at - win - base)]
     need_base = base / pd.Timedelta(hours=1) * cfg.min_coverage_fraction
     if len(recent) < cfg.min_window_returns or len(before) < need_base:
-        return result(
+        return insufficient(
             "S6",
             NAME,
             subject,
-            INSUFFICIENT,
-            None,
             cfg.ratio,
             f"{len(recent)} returns in {cfg.window_hours:g}h (need {cfg.min_window_returns}), "
             f"{len(before)} in the {cfg.baseline_days:g}d baseline (need {need_base:.0f}); hourly prices required",
@@ -84,5 +76,5 @@ def s6_collateral_volatility(
     prices_by_asset: Mapping[str, pd.Series], at: pd.Timestamp, cfg: S6Config
 ) -> list[SignalResult]:
     if not prices_by_asset:
-        return [result("S6", NAME, "none", INSUFFICIENT, None, cfg.ratio, "no price series given")]
+        return [insufficient("S6", NAME, "none", cfg.ratio, "no price series given")]
     return [s6_volatility_one(s, at, cfg, a) for a, s in prices_by_asset.items()]

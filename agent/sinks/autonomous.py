@@ -113,10 +113,6 @@ class NotRouted(Exception):
     """The draft stays a proposal; the message says why."""
 
 
-def _word_address(word: bytes) -> str:
-    return to_checksum_address(word[12:32])
-
-
 def guardian_calls(
     draft: Draft, pool: str, guardian: str
 ) -> tuple[list[tuple[str, str, int]], dict[str, int]]:

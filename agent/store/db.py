@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from agent.core.errors import StoreError
 
@@ -95,7 +95,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class Database:
+class _ClosedOnExit:
+    """``with x:`` closes ``x`` when the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Database(_ClosedOnExit):
     """Thread-safe (one connection behind a lock); calls are short, so the async runner may call
     them directly or through ``asyncio.to_thread``."""
 
@@ -128,17 +146,6 @@ class Database:
             if not self._closed:
                 self._conn.close()
                 self._closed = True
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -183,3 +190,17 @@ class Database:
     def integrity_check(self) -> str:
         with self.read() as c:
             return str(c.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+class DatabaseView(_ClosedOnExit):
+    """A view of one :class:`Database` (the observation store, the proposal ledger):
+    ``View(path)`` opens its own database, ``View(db)`` shares one; closing a view closes it."""
+
+    def __init__(self, db: Database | str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.db = db if isinstance(db, Database) else Database(db, synchronous=synchronous)
+        self.path = self.db.path
+        self._tx = self.db.tx
+        self._read = self.db.read
+
+    def close(self) -> None:
+        self.db.close()

@@ -15,12 +15,10 @@ import json
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from agent.core.errors import StoreError
-from agent.store.db import Database, Synchronous
+from agent.store.db import DatabaseView
 
 # Live-send states that still need an answer from the chain.
 OPEN_LIVE_STATUSES = ("intent", "sent", "pending")
@@ -59,28 +57,8 @@ class LiveSend:
         return out
 
 
-class ProposalLedger:
+class ProposalLedger(DatabaseView):
     """The outbox, the spends and the live sends of one database (see the module doc)."""
-
-    def __init__(self, db: Database | str | Path, *, synchronous: Synchronous = "FULL") -> None:
-        self.db = db if isinstance(db, Database) else Database(db, synchronous=synchronous)
-        self.path = self.db.path
-        self._tx = self.db.tx
-        self._read = self.db.read
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> ProposalLedger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def record_spend(
         self, session_id: str, idempotency_key: str, amount_usd: Decimal, at: int

@@ -22,15 +22,13 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pandas as pd
 
 from agent.core.errors import StoreError
 from agent.core.models import Observation
-from agent.store.db import SCHEMA_VERSION, Database, Synchronous
+from agent.store.db import SCHEMA_VERSION, DatabaseView, Synchronous
 
 __all__ = ["SCHEMA_VERSION", "Checkpoint", "Store", "Synchronous"]
 
@@ -70,29 +68,9 @@ WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit
 """
 
 
-class Store:
+class Store(DatabaseView):
     """The observation store of one database (see the module doc); ``Store(path)`` opens its
     own, ``Store(db)`` shares one with the proposal ledger."""
-
-    def __init__(self, db: Database | str | Path, *, synchronous: Synchronous = "FULL") -> None:
-        self.db = db if isinstance(db, Database) else Database(db, synchronous=synchronous)
-        self.path = self.db.path
-        self._tx = self.db.tx
-        self._read = self.db.read
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def schema_version(self) -> int:
         return self.db.schema_version()

@@ -183,6 +183,13 @@ async def test_each_chains_sends_are_reconciled_on_that_chains_rpc(
         during = _send_on(two)  # an open send the next tick settles
         intent(during, "topup:31338:during")
         assert status(during[0]) == ("intent", None)
-        await agent.tick(1)
+        # Chain two (listed second) runs 10 minutes ahead: it sets the evaluation clock, so
+        # the tick reports its block and time, not the first-listed chain's.
+        one = Chain(devnet["rpc_url"]).w3.eth.get_block("latest")
+        ahead = max(int(one["timestamp"]), int(two.w3.eth.get_block("latest")["timestamp"])) + 600
+        two.rpc("evm_mine", [ahead])
+        head = int(two.w3.eth.block_number)
+        report = await agent.tick(1)
+        assert (report.block_number, report.timestamp) == (head, ahead)
         assert status(during[0]) == ("mined", f"block {during[3]}")
         assert not ledger.live_sends(open_only=True)
