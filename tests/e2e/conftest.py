@@ -1,8 +1,10 @@
 """One stressed devnet for the e2e modules: `hedge-agent devnet up` and `devnet play stress`
-through the real CLI, once per session (the play is most of an e2e module's set-up time). Each
-module starts from the same chain state: ``stressed_devnet`` reverts the chain to the snapshot
-taken after the play when the module ends. A test that takes the chain away (kills its anvil)
-starts a devnet of its own instead."""
+through the real CLI, once per session (the play is most of an e2e module's set-up time). Most
+modules use chain 1 only; when the session has a test on two chains (``two_chains``,
+test_multichain), it is `devnet up --chains 2` and the play runs on both. Each module starts
+from the same chain state: ``stressed_devnet`` reverts every chain to the snapshot taken when
+the module starts, when it ends. A test that takes the chain away (kills its anvil) starts a
+devnet of its own instead."""
 
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ def _cli(*args: str) -> None:
 
 @dataclass(frozen=True)
 class StressedDevnet:
-    deployment: Path  # the deployment file (`devnet up --deployment`)
+    deployment: Path  # chain 1's deployment file (`devnet up --deployment`)
     feed: Path  # the scenario feed the play wrote
-    dep: dict[str, Any]
+    dep: dict[str, Any]  # chain 1's record
+    dep2: dict[str, Any] | None  # chain 2's record (deployment-2.json beside chain 1's file)
 
     def config(self, tmp: Path, base: str = "devnet.toml") -> str:
         """``config/<base>`` pointed at this devnet, with its store, journal and files in
@@ -52,13 +55,23 @@ class StressedDevnet:
 
 
 @pytest.fixture(scope="session")
-def _stressed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressedDevnet]:
+def _stressed_session(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StressedDevnet]:
     tmp = tmp_path_factory.mktemp("stressed-devnet")
     deployment, feed = tmp / "deployment.json", tmp / "feed.json"
-    _cli("devnet", "up", "--deployment", str(deployment))
+    # The second chain only for a session that has a two-chain test (it doubles the set-up).
+    two = any("two_chains" in getattr(i, "fixturenames", ()) for i in request.session.items)
+    _cli("devnet", "up", "--chains", "2" if two else "1", "--deployment", str(deployment))
     try:
         _cli("devnet", "play", "stress", "--deployment", str(deployment), "--feed", str(feed))
-        yield StressedDevnet(deployment, feed, json.loads(deployment.read_text()))
+        dep2 = tmp / "deployment-2.json"
+        yield StressedDevnet(
+            deployment,
+            feed,
+            json.loads(deployment.read_text()),
+            json.loads(dep2.read_text()) if two else None,
+        )
     finally:
         subprocess.run(
             [sys.executable, "-m", "agent.cli", "devnet", "down", "--deployment", str(deployment)],
@@ -70,9 +83,11 @@ def _stressed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stre
 
 @pytest.fixture(scope="module")
 def stressed_devnet(_stressed_session: StressedDevnet) -> Iterator[StressedDevnet]:
-    chain = Chain(str(_stressed_session.dep["rpc_url"]))
-    snapshot = chain.snapshot()
+    deps = (_stressed_session.dep, _stressed_session.dep2)
+    chains = [Chain(str(d["rpc_url"])) for d in deps if d is not None]
+    snapshots = [chain.snapshot() for chain in chains]
     try:
         yield _stressed_session
     finally:
-        chain.revert(snapshot)
+        for chain, snapshot in zip(chains, snapshots, strict=True):
+            chain.revert(snapshot)

@@ -1,39 +1,41 @@
 """Two positions on two devnet chains under one budget, through the real CLI: `devnet up
---chains 2` (two anvils, chain ids 31337 and 31338) → the stress scenario on both → the daemon
-with config/devnet-multi.toml. The allocation, the shared session cap and its survival across a
-restart are recomputed here from the chains themselves (getUserAccountData read directly)."""
+--chains 2` (two anvils, chain ids 31337 and 31338) → the stress scenario on both (the session's
+stressed devnet, tests/e2e/conftest.py) → the daemon with config/devnet-multi.toml. The
+allocation, the shared session cap and its survival across a restart are recomputed here from
+the chains themselves (getUserAccountData read directly)."""
 
 from __future__ import annotations
 
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_demo_path import ROOT, cli  # the sibling module (pytest puts tests/e2e on sys.path)
+
+if TYPE_CHECKING:
+    from conftest import StressedDevnet  # tests/e2e/conftest.py (annotation only)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def two_chains(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("multi")
-    deployment, feed = tmp / "deployment.json", tmp / "feed.json"
-    cli("devnet", "up", "--chains", "2", "--deployment", str(deployment))
-    try:
-        cli("devnet", "play", "stress", "--deployment", str(deployment), "--feed", str(feed))
-        deps = {
-            "devnet": json.loads(deployment.read_text()),
-            "devnet2": json.loads((tmp / "deployment-2.json").read_text()),
-        }
-        yield {"tmp": tmp, "deployment": deployment, "feed": feed, "deps": deps}
-    finally:
-        cli("devnet", "down", "--deployment", str(deployment), check=False)
+def two_chains(
+    tmp_path_factory: pytest.TempPathFactory, stressed_devnet: StressedDevnet
+) -> dict[str, Any]:
+    """The session's stressed devnet (tests/e2e/conftest.py): two chains, the stress scenario
+    played on both, reverted to this state when the module ends."""
+    assert stressed_devnet.dep2 is not None  # the session asks for two chains for this fixture
+    return {
+        "tmp": tmp_path_factory.mktemp("multi"),
+        "deployment": stressed_devnet.deployment,
+        "feed": stressed_devnet.feed,
+        "deps": {"devnet": stressed_devnet.dep, "devnet2": stressed_devnet.dep2},
+    }
 
 
 def config(env: dict[str, Any], name: str, *, budget: int, positions: str = "both") -> Path:
@@ -42,7 +44,9 @@ def config(env: dict[str, Any], name: str, *, budget: int, positions: str = "bot
         (ROOT / "config" / "devnet-multi.toml")
         .read_text()
         .replace("out/devnet/deployment.json", str(env["deployment"]))
-        .replace("out/devnet/deployment-2.json", str(tmp / "deployment-2.json"))
+        .replace(
+            "out/devnet/deployment-2.json", str(env["deployment"].with_name("deployment-2.json"))
+        )
         .replace("out/devnet/scenario_feed.json", str(env["feed"]))
         .replace("var/demo-multi/", f"{tmp}/{name}/")
         .replace("budget_usd = 1000000", f"budget_usd = {budget}")
