@@ -310,7 +310,17 @@ def _ladder(s: Settings, chains: list[Chain], positions: tuple[Position, ...]) -
         return None
     here = [p for p in positions if p.chain.name == chain.name]
     # no position on the venue's chain: the first position's account buys there
-    buyer = here[0] if here else replace(positions[0], chain=chain)
+    buyer = here[0] if here else _buyer(positions[0], chain, positions[0].account)
     if o.account is not None and str(buyer.account).lower() != o.account.lower():
-        buyer = replace(buyer, account=o.account, name=_default_name(chain.name, o.account))
+        buyer = _buyer(buyer, chain, o.account)
     return PutLadder(chain, buyer, venue)
+
+
+def _buyer(like: Position, chain: Chain, account: str | None) -> Position:
+    """A put buyer that is no configured position: ``account`` on ``chain``, signing as
+    ``like`` does (its kind and MultiSend), and protecting nothing: none of ``like``'s guard,
+    target, guardian, role or autonomous execution (those belong to ``like``'s own chain)."""
+    name = _default_name(chain.name, account) if account is not None else like.name
+    return Position(
+        name, chain, account, kind=like.kind, multisend_call_only=like.multisend_call_only
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from agent.config import load_settings
 from agent.core.errors import ConfigError
-from agent.pipeline.parts import build_parts
+from agent.pipeline.parts import build_parts, proposer_positions
 
 A1 = "0x0000000000000000000000000000000000000001"
 A2 = "0x0000000000000000000000000000000000000002"
@@ -239,3 +239,37 @@ def test_the_spx_ticket_goes_through_the_chain_its_config_names(
     )
     spx = build_parts(load_settings(_toml(tmp_path, named))).spx
     assert spx is not None and (spx.name, spx.chain.name) == ("arb-treasury", "arb")
+
+
+def test_a_put_buyer_on_a_chain_without_positions_protects_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No position on the venue's chain (eth): the first position's account buys the ladder
+    there, but none of that position's protection comes along (its guardian, autonomous
+    execution, target and guard are its own chain's, arb's)."""
+    monkeypatch.setenv("TEST_ARB_RPC_URL", "http://127.0.0.1:2")
+    arb_only = TWO_CHAINS.split('[[positions]]\nchain = "eth"')[0].replace(
+        'target_health_factor = "1.8"\n',
+        'target_health_factor = "1.8"\nexecution = "autonomous"\nguardian = "g"\n',
+    )
+    body = arb_only + f'\n[[guardians]]\nname = "g"\naccount = "{A3}"\nkey_env = "G_KEY"\n'
+    parts = build_parts(load_settings(_toml(tmp_path, body)))
+    (arb,) = parts.positions
+    assert (arb.execution, arb.guardian) == ("autonomous", A3)  # arb's own, untouched
+    put = parts.puts
+    assert put is not None and put.chain.name == "eth"
+    b = put.buyer
+    assert (b.name, b.chain.name, b.account) == ("eth:0x0000..0002", "eth", A2)
+    assert (b.kind, b.multisend_call_only) == ("safe", MS)  # signs as the account does
+    assert (b.execution, b.immediate, b.guardian, b.guardian_config, b.role) == (
+        "proposal",
+        False,
+        None,
+        None,
+        None,
+    )
+    assert (b.guard, b.target_health_factor) == (None, None)
+    assert [(p.name, ladder is put) for p, ladder in proposer_positions(parts)] == [
+        ("arb-treasury", False),
+        ("eth:0x0000..0002", True),
+    ]
