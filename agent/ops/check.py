@@ -306,9 +306,19 @@ async def _check_guardian(ck: Checks, s: Settings, probe: Probe, notes: list[str
             ck.ok()
         except AgentError as exc:
             ck.fail(f"{g.label}: {exc}")
-    positions = guarded_positions(build_parts(s).positions)
+    every = build_parts(s).positions
+    positions = guarded_positions(every)
     g = s.guardian
     if g.enabled and not any(p.guardian_config == g for p in positions):
+        bare = [i for i, p in enumerate(every) if p.guardian_config == g and p.account is None]
+        if bare:
+            # it does protect a position, one that names no account (the chain's first)
+            entry = f"positions[{bare[0]}]" if s.chains else "position"
+            ck.fail(
+                f"{g.label}: the position it protects names no account: set {entry}.account "
+                "(the Safe whose balances and top-ups the guardian covers)"
+            )
+            return
         ck.fail(
             "guardian.position: name the [[positions]] entry it protects"
             + (f" ({g.position!r} is none of them)" if g.position else "")

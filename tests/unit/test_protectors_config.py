@@ -288,3 +288,29 @@ async def test_check_names_a_guardian_no_position_names(
     assert unused == "guardians[1] (g-arb): no position names it (positions[i].guardian)"
     assert unread.startswith("guardians.g-eth: cannot read its balances on eth (")
     assert notes == []
+
+
+async def test_check_names_the_missing_account_of_a_single_guarded_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single ``[position]`` without ``account`` (the chain's first configured account) and
+    a ``[guardian]``: ``check`` says the position needs its account (the guardian's balances
+    are read for a Safe, and the daemon watches only positions that name one), not that the
+    guardian must name a ``[[positions]]`` entry, which a single-position file has none of."""
+    from agent.core.rpc import RetryPolicy, RpcClient
+    from agent.ops.check import Checks, _check_guardian
+
+    monkeypatch.setenv("G_ETH", "0x" + "6a" * 32)
+    body = (
+        f'[chain]\nchain_id = 1\nrpc_url = "http://127.0.0.1:1"\npool_addresses_provider = "{PAP}"\n'
+        f'accounts = ["{SAFE1}"]\n[position]\nmultisend_call_only = "{MS}"\n'
+        f'[guardian]\naccount = "{G1}"\nkey_env = "G_ETH"\n'
+    )
+    s = _load(tmp_path, body)
+    ck, notes = Checks(), []  # type: ignore[var-annotated]
+    await _check_guardian(ck, s, lambda url: RpcClient(url, retry=RetryPolicy(attempts=1)), notes)
+    problems = [p for p in ck.problems if not p.startswith("guardian: the environment variable")]
+    assert problems == [
+        "guardian: the position it protects names no account: set position.account "
+        "(the Safe whose balances and top-ups the guardian covers)"
+    ]
