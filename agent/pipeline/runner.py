@@ -372,6 +372,9 @@ class Agent:
                 withheld=len(evaluation.actions()),
                 note="hedge-agent resume to propose again",
             )
+        # The session gauges after this tick's proposals (the decision saw the ledger before).
+        spent = p.ledger.session_spent_usd(evaluation.session_id)
+        self.ops.telemetry.session_ledger(float(evaluation.decision.session_cap_usd), float(spent))
         log.info("tick.done", rpc=METRICS.snapshot(), proposals=len(proposals), stored=stored)
         return TickReport(tick_id, snap.block_number, snap.timestamp, stored, len(proposals))
 
