@@ -4,6 +4,7 @@ candles), with small data sets whose normalised values are easy to compute by ha
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -366,3 +367,38 @@ async def fork_upstream() -> AsyncIterator[UpstreamFor]:
     yield make
     for pool in made:
         await pool.close()
+
+
+@pytest.fixture
+async def refusing_and_silent_rpc() -> AsyncIterator[tuple[str, str, list[str]]]:
+    """Two JSON-RPC servers on loopback: the first refuses every method (once the second has
+    been asked), the second never answers. Yields their URLs and who was asked, in order."""
+    asked: list[str] = []
+    slow_asked = asyncio.Event()
+
+    async def refuse(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append("bad")
+        await slow_asked.wait()  # fails while the other chain's read is in flight
+        error = {"code": -32601, "message": f"{body['method']} is not available"}
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": error})
+
+    async def hang(request: web.Request) -> web.Response:
+        asked.append("slow")
+        slow_asked.set()
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    started = []
+    for handler in (refuse, hang):
+        app = web.Application()
+        app.router.add_post("/", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        started.append(server)
+    try:
+        bad, slow = (str(s.make_url("/")) for s in started)
+        yield bad, slow, asked
+    finally:
+        for server in started:
+            await server.close()

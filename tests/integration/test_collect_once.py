@@ -14,32 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_collect import collect_via_app
 from devnet_rpc import rpc_call_sync
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
-from agent.app import App
 from agent.commands.collect import register
-from agent.config import Settings, load_settings
+from agent.config import load_settings
 from agent.core.abi import load_abi
 from agent.devnet.artifacts import forge_artifact
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
-from agent.pipeline.collect import CollectReport, collect_once
 from agent.store.sqlite import Store
-
-
-async def collect_via_app(settings: Settings, store: Store) -> CollectReport:
-    """``collect_once`` with its clients from the composition root (as the commands do)."""
-    async with App(settings) as app:
-        (chain,) = app.parts.chains
-        return await collect_once(
-            settings,
-            store,
-            chain=chain,
-            http=app.http,
-            rpc=app.rpc(chain) if chain.has_rpc else None,
-        )
-
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,10 @@ Real JSON-RPC servers on loopback: one chain refuses, the other never answers.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from agent.app import App
 from agent.config import Settings
@@ -47,45 +44,12 @@ async def test_the_first_error_is_raised_and_the_others_are_cancelled() -> None:
     assert cancelled.is_set()
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[str, str, list[str]]]:
-    asked: list[str] = []
-    slow_asked = asyncio.Event()
-
-    async def refuse(request: web.Request) -> web.Response:
-        body = await request.json()
-        asked.append("bad")
-        await slow_asked.wait()  # fails while the other chain's read is in flight
-        error = {"code": -32601, "message": "eth_chainId is not available"}
-        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": error})
-
-    async def hang(request: web.Request) -> web.Response:
-        asked.append("slow")
-        slow_asked.set()
-        await asyncio.Event().wait()  # never answers
-        raise AssertionError("unreachable")
-
-    started = []
-    for handler in (refuse, hang):
-        app = web.Application()
-        app.router.add_post("/", handler)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        started.append(server)
-    try:
-        bad, slow = (str(s.make_url("/")) for s in started)
-        yield bad, slow, asked
-    finally:
-        for server in started:
-            await server.close()
-
-
 async def test_a_chain_failing_the_daemon_setup_leaves_no_other_chain_running(
-    tmp_path: Path, servers: tuple[str, str, list[str]]
+    tmp_path: Path, refusing_and_silent_rpc: tuple[str, str, list[str]]
 ) -> None:
     """``Agent.setup`` checks every chain's id at once; one chain refusing cancels and awaits
     the other chain's check (never left running against the clients the daemon closes next)."""
-    bad, slow, asked = servers
+    bad, slow, asked = refusing_and_silent_rpc
     settings = Settings(
         agent={"store_path": str(tmp_path / "a.sqlite"), "journal_path": str(tmp_path / "j.jsonl")},
         chains=[

@@ -400,7 +400,7 @@ async def test_every_chain_is_backfilled_and_the_http_history_once(
 
 
 async def test_a_chain_failing_the_start_up_backfill_leaves_no_other_chain_running(
-    tmp_path: Path,
+    tmp_path: Path, refusing_and_silent_rpc: tuple[str, str, list[str]]
 ) -> None:
     """The daemon's start-up backfill reads every chain at once; when one chain fails it, the
     others are cancelled and awaited before the error is raised (never left running against the
@@ -410,30 +410,7 @@ async def test_a_chain_failing_the_start_up_backfill_leaves_no_other_chain_runni
     from agent.core.market import MarketLayout
     from agent.pipeline.backfill import startup_backfill
 
-    asked: list[str] = []
-    slow_asked = asyncio.Event()
-
-    async def refuse(request: web.Request) -> web.Response:
-        body = await request.json()
-        asked.append("bad")
-        await slow_asked.wait()  # fails while the other chain's read is in flight
-        error = {"code": -32601, "message": "eth_blockNumber is not available"}
-        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": error})
-
-    async def hang(request: web.Request) -> web.Response:
-        asked.append("slow")
-        slow_asked.set()
-        await asyncio.Event().wait()  # never answers
-        raise AssertionError("unreachable")
-
-    servers = []
-    for handler in (refuse, hang):
-        server_app = web.Application()
-        server_app.router.add_post("/", handler)
-        server = TestServer(server_app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-    bad, slow = (str(s.make_url("/")) for s in servers)
+    bad, slow, asked = refusing_and_silent_rpc
     settings = Settings(
         agent={"store_path": str(tmp_path / "a.sqlite"), "journal_path": str(tmp_path / "j.jsonl")},
         chains=[
@@ -451,23 +428,19 @@ async def test_a_chain_failing_the_start_up_backfill_leaves_no_other_chain_runni
             if not t.done() and "startup_backfill" in t.get_coro().__qualname__  # type: ignore[union-attr]
         ]
 
-    try:
-        async with App(settings) as app:
-            chains = app.parts.chains
-            layouts = {
-                c.name: MarketLayout(c.name, "aave-v3", pool, pool, pool, (), (), {}, {}, {})
-                for c in chains
-            }
-            with pytest.raises(RpcError, match="eth_blockNumber is not available"):
-                await startup_backfill(
-                    settings,
-                    app.store,
-                    chains,
-                    rpcs={c.name: app.rpc(c) for c in chains},
-                    layouts=layouts,
-                )
-            assert sorted(asked) == ["bad", "slow"]  # both chains were being read
-            assert running() == []  # the slow chain's read was cancelled, not left behind
-    finally:
-        for server in servers:
-            await server.close()
+    async with App(settings) as app:
+        chains = app.parts.chains
+        layouts = {
+            c.name: MarketLayout(c.name, "aave-v3", pool, pool, pool, (), (), {}, {}, {})
+            for c in chains
+        }
+        with pytest.raises(RpcError, match="eth_blockNumber is not available"):
+            await startup_backfill(
+                settings,
+                app.store,
+                chains,
+                rpcs={c.name: app.rpc(c) for c in chains},
+                layouts=layouts,
+            )
+        assert sorted(asked) == ["bad", "slow"]  # both chains were being read
+        assert running() == []  # the slow chain's read was cancelled, not left behind

@@ -13,27 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_collect import collect_via_app
 
-from agent.app import App
 from agent.collectors import build_http_collectors
 from agent.commands.collect import register
 from agent.config import Settings
-from agent.pipeline.collect import CollectReport, collect_once
 from agent.store.sqlite import Store
-
-
-async def collect_via_app(settings: Settings, store: Store) -> CollectReport:
-    """``collect_once`` with its clients from the composition root (as the commands do)."""
-    async with App(settings) as app:
-        (chain,) = app.parts.chains
-        return await collect_once(
-            settings,
-            store,
-            chain=chain,
-            http=app.http,
-            rpc=app.rpc(chain) if chain.has_rpc else None,
-        )
-
 
 DAY = 86_400
 H = 3_600
