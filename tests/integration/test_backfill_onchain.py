@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_collect import backfill_via_app
 from test_liquidations import HOUR, liquidate_safe, usd_by_hand
 
 from agent.app import App
@@ -15,19 +16,8 @@ from agent.collectors.onchain import discover
 from agent.config import Settings, apply_deployment
 from agent.devnet.chain import Chain
 from agent.devnet.deploy import write_deployment
-from agent.pipeline.backfill import BackfillReport, backfill, startup_backfill
+from agent.pipeline.backfill import startup_backfill
 from agent.store.sqlite import Store
-
-
-async def backfill_via_app(settings: Settings, store: Store, **kw: Any) -> BackfillReport:
-    """``backfill`` with its clients from the composition root (as the command does); an
-    ``http`` given is used instead of the app's."""
-    async with App(settings) as app:
-        (chain,) = app.parts.chains
-        http = kw.pop("http", None) or app.http
-        rpc = app.rpc(chain) if chain.has_rpc else None
-        return await backfill(settings, store, chain=chain, http=http, rpc=rpc, **kw)
-
 
 pytestmark = pytest.mark.integration
 

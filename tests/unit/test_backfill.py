@@ -15,24 +15,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from app_collect import backfill_via_app
 
 from agent.app import App
 from agent.collectors.config import CollectorsConfig
 from agent.config import Settings
 from agent.core.http import HttpClient, RetryPolicy
-from agent.pipeline.backfill import BackfillReport, Progress, backfill, backfill_chains
+from agent.pipeline.backfill import Progress, backfill_chains
 from agent.store.sqlite import Store
-
-
-async def backfill_via_app(settings: Settings, store: Store, **kw: Any) -> BackfillReport:
-    """``backfill`` with its clients from the composition root (as the command does); an
-    ``http`` given is used instead of the app's."""
-    async with App(settings) as app:
-        (chain,) = app.parts.chains
-        http = kw.pop("http", None) or app.http
-        rpc = app.rpc(chain) if chain.has_rpc else None
-        return await backfill(settings, store, chain=chain, http=http, rpc=rpc, **kw)
-
 
 H = 3600
 T0 = 1_700_000_000 // H * H  # 2023-11-14 22:00 UTC: Hyperliquid is hourly
